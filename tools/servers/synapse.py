@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Start a real Synapse on loopback, for the tests and for the local homeserver.
+
+Two ways to run it:
+
+  synapse.py --ephemeral [--default-rate-limits]
+      A throw-away server in a temporary folder on a free port. When it is
+      ready, one JSON line goes to stdout (url, server_name,
+      registration_shared_secret, data_dir). The server lives until stdin
+      closes, so it dies with the test process that started it.
+
+  synapse.py --data-dir DIR --port PORT start|stop|status
+      The persistent local homeserver that `just register-user` uses when no
+      homeserver is configured. `start` is idempotent and prints the same JSON
+      line.
+
+Synapse comes from the project's virtualenv (tools/requirements.txt).
+"""
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SERVER_NAME = "localhost"
+VENV_PYTHON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".venv", "bin", "python")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(data_dir: str, port: int, default_rate_limits: bool) -> dict:
+    os.makedirs(data_dir, exist_ok=True)
+    config_path = os.path.join(data_dir, "homeserver.yaml")
+    secret_path = os.path.join(data_dir, "registration_shared_secret")
+    if os.path.exists(config_path):
+        with open(secret_path) as f:
+            return {"config": config_path, "secret": f.read().strip()}
+
+    shared_secret = secrets.token_urlsafe(32)
+    with open(secret_path, "w") as f:
+        f.write(shared_secret)
+    os.chmod(secret_path, 0o600)
+    subprocess.run(
+        [VENV_PYTHON, "-m", "synapse._scripts.generate_signing_key", "-o", os.path.join(data_dir, "signing.key")],
+        check=True,
+    )
+    log_config = os.path.join(data_dir, "log.yaml")
+    with open(log_config, "w") as f:
+        json.dump(
+            {
+                "version": 1,
+                "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+                "handlers": {
+                    "file": {
+                        "class": "logging.FileHandler",
+                        "formatter": "plain",
+                        "filename": os.path.join(data_dir, "homeserver.log"),
+                    }
+                },
+                "root": {"level": "WARNING", "handlers": ["file"]},
+                "disable_existing_loggers": False,
+            },
+            f,
+        )
+    config = {
+        "server_name": SERVER_NAME,
+        "public_baseurl": f"http://127.0.0.1:{port}/",
+        "pid_file": os.path.join(data_dir, "homeserver.pid"),
+        "listeners": [
+            {
+                "port": port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": False,
+                "x_forwarded": False,
+                "resources": [{"names": ["client", "federation"], "compress": False}],
+            }
+        ],
+        "database": {"name": "sqlite3", "args": {"database": os.path.join(data_dir, "homeserver.db")}},
+        "log_config": log_config,
+        "media_store_path": os.path.join(data_dir, "media"),
+        "signing_key_path": os.path.join(data_dir, "signing.key"),
+        "registration_shared_secret": shared_secret,
+        "macaroon_secret_key": secrets.token_urlsafe(32),
+        "form_secret": secrets.token_urlsafe(32),
+        "report_stats": False,
+        "trusted_key_servers": [],
+        "suppress_key_server_warning": True,
+        "enable_metrics": False,
+    }
+    if not default_rate_limits:
+        # Every test login comes from 127.0.0.1, so the per-address login
+        # limit (5 logins, then one per 5 minutes) would throttle the tests'
+        # own proofs. The per-account limits stay at Synapse's defaults.
+        config["rc_login"] = {"address": {"per_second": 1000, "burst_count": 1000}}
+    # JSON is YAML, and needs no YAML library here.
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=2)
+    return {"config": config_path, "secret": shared_secret}
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, data_dir: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"synapse exited with {process.returncode}; see {data_dir}/homeserver.log and {data_dir}/stderr.log")
+        try:
+            with urllib.request.urlopen(f"{url}/_matrix/client/versions", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"synapse did not answer at {url} in time; see {data_dir}/homeserver.log")
+
+
+def spawn(config_path: str, data_dir: str, detach: bool) -> subprocess.Popen:
+    stderr = open(os.path.join(data_dir, "stderr.log"), "ab")
+    return subprocess.Popen(
+        [VENV_PYTHON, "-m", "synapse.app.homeserver", "-c", config_path],
+        cwd=data_dir,
+        stdin=subprocess.DEVNULL,
+        stdout=stderr,
+        stderr=stderr,
+        start_new_session=detach,
+    )
+
+
+def describe(url: str, data_dir: str, secret: str) -> str:
+    return json.dumps(
+        {"url": url, "server_name": SERVER_NAME, "registration_shared_secret": secret, "data_dir": data_dir}
+    )
+
+
+def run_ephemeral(default_rate_limits: bool) -> None:
+    data_dir = tempfile.mkdtemp(prefix="matrix-user-synapse-")
+    process = None
+    try:
+        port = free_port()
+        paths = write_config(data_dir, port, default_rate_limits)
+        url = f"http://127.0.0.1:{port}"
+        process = spawn(paths["config"], data_dir, detach=False)
+        wait_until_ready(url, process, data_dir, time.monotonic() + 120)
+        print(describe(url, data_dir, paths["secret"]), flush=True)
+        sys.stdin.read()
+    finally:
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if os.environ.get("MATRIX_USER_KEEP_SERVERS") is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def running_pid(data_dir: str):
+    try:
+        with open(os.path.join(data_dir, "homeserver.pid")) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def run_persistent(data_dir: str, port: int, action: str) -> None:
+    data_dir = os.path.abspath(data_dir)
+    url = f"http://127.0.0.1:{port}"
+    if action == "stop":
+        pid = running_pid(data_dir)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+        return
+    if action == "status":
+        raise SystemExit(0 if running_pid(data_dir) else 3)
+    paths = write_config(data_dir, port, default_rate_limits=False)
+    process = None
+    if not running_pid(data_dir):
+        process = spawn(paths["config"], data_dir, detach=True)
+    wait_until_ready(url, process, data_dir, time.monotonic() + 120)
+    print(describe(url, data_dir, paths["secret"]), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ephemeral", action="store_true")
+    parser.add_argument("--default-rate-limits", action="store_true")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--port", type=int, default=8008)
+    parser.add_argument("action", nargs="?", choices=["start", "stop", "status"])
+    args = parser.parse_args()
+    if args.ephemeral:
+        run_ephemeral(args.default_rate_limits)
+    elif args.data_dir and args.action:
+        run_persistent(args.data_dir, args.port, args.action)
+    else:
+        parser.error("use --ephemeral, or --data-dir DIR start|stop|status")
+
+
+if __name__ == "__main__":
+    main()
