@@ -1,0 +1,697 @@
+//! Stage 1: read Ansible's args file and turn it into a validated request.
+//!
+//! Every check that needs no server happens here, so bad input fails before
+//! anything is sent. Binary modules get no `argument_spec` from Ansible, so
+//! this file is also where unknown parameters and wrong types are caught.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::matrix_id::{Username, UsernameError};
+use crate::secret::Secret;
+
+/// Parameters of the module itself; the per-user ones are in [`USER_PARAMETERS`].
+const MODULE_PARAMETERS: &[&str] = &[
+    "homeserver",
+    "homeserver_url",
+    "server_name",
+    "registration_shared_secret",
+    "registration_shared_secret_file",
+    "admin_token",
+    "admin_token_file",
+    "service_account",
+    "token_cache_dir",
+    "users",
+    "concurrency",
+    "validate_certs",
+    "ca_path",
+    "timeout",
+    "wait_timeout",
+];
+
+/// Parameters that describe one user, at the top level or in each `users` entry.
+const USER_PARAMETERS: &[&str] = &[
+    "username",
+    "password",
+    "admin",
+    "user_type",
+    "displayname",
+    "state",
+    "update_password",
+    "erase",
+];
+
+const BOOLEAN_VALUES: &str = "yes/no, true/false, 1/0 or on/off";
+const MAX_CONCURRENCY: usize = 64;
+const DEFAULT_CONCURRENCY: usize = 8;
+
+/// Why the module's arguments cannot be used. Each message names the field
+/// (and the user, for per-user fields) and says what is accepted; none of
+/// them ever contains a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    /// The args file Ansible passed could not be read.
+    #[error("cannot read the module arguments file {path}: {source}")]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    /// The args file is not a JSON object (the module was not run by Ansible?).
+    #[error("the module arguments file is not a JSON object: {0}")]
+    NotJson(String),
+    /// A parameter the module does not know, usually a typo.
+    #[error("{field}: unsupported parameter; valid parameters are: {valid}")]
+    UnknownParameter { field: String, valid: String },
+    /// A parameter has the wrong JSON type.
+    #[error("{field}: expected {expected}")]
+    WrongType { field: String, expected: &'static str },
+    /// A parameter is not one of its accepted values.
+    #[error("{field}: {value:?} is not accepted; use {accepted}")]
+    NotAccepted {
+        field: String,
+        value: String,
+        accepted: String,
+    },
+    /// A secret parameter has a value that cannot be used (its value is not shown).
+    #[error("{field}: {problem}")]
+    BadSecret { field: String, problem: &'static str },
+    /// A username that is not a valid Matrix localpart or user ID.
+    #[error("{field}: the username {username:?} {reason}")]
+    BadUsername {
+        field: String,
+        username: String,
+        reason: UsernameError,
+    },
+    /// Something required is missing.
+    #[error("{0}")]
+    Missing(String),
+    /// Two parameters that exclude each other were both given.
+    #[error("{first} and {second} are mutually exclusive; give only one")]
+    Exclusive { first: String, second: String },
+    /// The same user is declared twice in `users`.
+    #[error("{field}: user {username:?} is already declared in {first}; declare each user once")]
+    DuplicateUser {
+        field: String,
+        username: String,
+        first: String,
+    },
+    /// A file that holds a secret could not be read (the content is never shown).
+    #[error("{field}: cannot read {path}: {source}")]
+    SecretFile {
+        field: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Which homeserver implementation holds the users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeserverKind {
+    Synapse,
+}
+
+/// When a declared password is written to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdatePassword {
+    /// Only when the user is created (Ansible's `user` module calls this `on_create`).
+    OnCreate,
+    /// Whenever the stored password differs from the declared one.
+    Always,
+}
+
+/// Whether the account should exist and be usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserState {
+    Present,
+    /// Deactivated: the account stays reserved but nobody can log in.
+    Absent,
+}
+
+/// Synapse's user types; `Regular` is the type of ordinary accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserType {
+    Regular,
+    Bot,
+    Support,
+}
+
+impl UserType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserType::Regular => "regular",
+            UserType::Bot => "bot",
+            UserType::Support => "support",
+        }
+    }
+}
+
+/// One user as the playbook declares it. `None` means "not managed": the
+/// module leaves that attribute of an existing user alone.
+#[derive(Debug, Clone)]
+pub struct DesiredUser {
+    /// Where the user was declared (`username` or `users[3]`), for messages.
+    pub field: String,
+    pub username: Username,
+    pub password: Option<Secret>,
+    pub admin: Option<bool>,
+    pub user_type: Option<UserType>,
+    pub displayname: Option<String>,
+    pub state: UserState,
+    pub update_password: UpdatePassword,
+    pub erase: bool,
+}
+
+impl DesiredUser {
+    /// How to name one of this user's fields in a message (`users[3].admin`).
+    pub fn field_name(&self, name: &str) -> String {
+        match self.field.as_str() {
+            "username" => name.to_string(),
+            prefix => format!("{prefix}.{name}"),
+        }
+    }
+}
+
+/// How to reach the homeserver.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub url: String,
+    pub server_name: Option<String>,
+    pub validate_certs: bool,
+    pub ca_path: Option<PathBuf>,
+    pub timeout: Duration,
+    pub wait_timeout: Duration,
+}
+
+/// What the module may authenticate with.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub shared_secret: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    /// The account the module registers for itself when it has only the shared secret.
+    pub service_account: Username,
+    pub token_cache_dir: PathBuf,
+}
+
+/// The whole validated request.
+#[derive(Debug, Clone)]
+pub struct ModuleArgs {
+    pub homeserver: HomeserverKind,
+    pub server: ServerOptions,
+    pub credentials: Credentials,
+    pub users: Vec<DesiredUser>,
+    pub concurrency: usize,
+    pub check_mode: bool,
+    pub diff: bool,
+}
+
+impl ModuleArgs {
+    pub fn from_file(path: &Path) -> Result<ModuleArgs, ArgsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ArgsError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // serde_json's messages give a position, never the content.
+        let value: Value = serde_json::from_str(&text).map_err(|e| ArgsError::NotJson(e.to_string()))?;
+        match value {
+            Value::Object(map) => ModuleArgs::from_map(&map),
+            _ => Err(ArgsError::NotJson("expected an object".into())),
+        }
+    }
+
+    pub fn from_map(map: &Map<String, Value>) -> Result<ModuleArgs, ArgsError> {
+        let top = Fields::top(map);
+        let all_top_level: Vec<&str> = MODULE_PARAMETERS.iter().chain(USER_PARAMETERS).copied().collect();
+        top.refuse_unknown(&all_top_level)?;
+
+        let homeserver = match top.choice("homeserver", &["synapse"])?.as_deref() {
+            None | Some("synapse") => HomeserverKind::Synapse,
+            Some(_) => unreachable!("choice() only returns accepted values"),
+        };
+        let server = ServerOptions {
+            url: top
+                .string("homeserver_url")?
+                .ok_or_else(|| ArgsError::Missing("homeserver_url is required, e.g. http://127.0.0.1:8008".into()))?
+                .trim_end_matches('/')
+                .to_string(),
+            server_name: top.string("server_name")?,
+            validate_certs: top.boolean("validate_certs")?.unwrap_or(true),
+            ca_path: top.string("ca_path")?.map(PathBuf::from),
+            timeout: Duration::from_secs(top.integer("timeout", 1, 3600)?.unwrap_or(30)),
+            wait_timeout: Duration::from_secs(top.integer("wait_timeout", 0, 3600)?.unwrap_or(60)),
+        };
+        if !(server.url.starts_with("http://") || server.url.starts_with("https://")) {
+            return Err(ArgsError::NotAccepted {
+                field: "homeserver_url".into(),
+                value: server.url,
+                accepted: "an http:// or https:// URL".into(),
+            });
+        }
+        let credentials = Credentials {
+            shared_secret: top.secret_or_file("registration_shared_secret")?,
+            admin_token: top.secret_or_file("admin_token")?,
+            service_account: match top.string("service_account")? {
+                Some(name) => Username::parse(&name).map_err(|reason| ArgsError::BadUsername {
+                    field: "service_account".into(),
+                    username: name,
+                    reason,
+                })?,
+                None => Username::parse("matrix-user-service").expect("the default is a valid localpart"),
+            },
+            token_cache_dir: top
+                .string("token_cache_dir")?
+                .map(PathBuf::from)
+                .unwrap_or_else(default_token_cache_dir),
+        };
+        if credentials.shared_secret.is_none() && credentials.admin_token.is_none() {
+            return Err(ArgsError::Missing(
+                "no credentials: give registration_shared_secret (or registration_shared_secret_file) \
+                 or admin_token (or admin_token_file)"
+                    .into(),
+            ));
+        }
+
+        let users = read_users(&top)?;
+        Ok(ModuleArgs {
+            homeserver,
+            server,
+            credentials,
+            users,
+            concurrency: top
+                .integer("concurrency", 1, MAX_CONCURRENCY as u64)?
+                .map_or(DEFAULT_CONCURRENCY, |n| n as usize),
+            check_mode: top.internal_flag("_ansible_check_mode"),
+            diff: top.internal_flag("_ansible_diff"),
+        })
+    }
+}
+
+fn default_token_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("matrix_user")
+}
+
+fn read_users(top: &Fields) -> Result<Vec<DesiredUser>, ArgsError> {
+    let single_user_fields: Vec<&str> = USER_PARAMETERS.iter().copied().filter(|f| top.has(f)).collect();
+    let users = match top.map.get("users") {
+        None | Some(Value::Null) => {
+            if !top.has("username") {
+                return Err(ArgsError::Missing(
+                    "give username (one user) or users (a list of users)".into(),
+                ));
+            }
+            vec![read_user(top)?]
+        }
+        Some(Value::Array(entries)) => {
+            if let Some(field) = single_user_fields.first() {
+                return Err(ArgsError::Exclusive {
+                    first: "users".into(),
+                    second: field.to_string(),
+                });
+            }
+            let mut users = Vec::with_capacity(entries.len());
+            for (index, entry) in entries.iter().enumerate() {
+                let field = format!("users[{index}]");
+                let Value::Object(map) = entry else {
+                    return Err(ArgsError::WrongType {
+                        field,
+                        expected: "a mapping with username, password, admin, ...",
+                    });
+                };
+                let fields = Fields { map, prefix: field };
+                fields.refuse_unknown(USER_PARAMETERS)?;
+                users.push(read_user(&fields)?);
+            }
+            users
+        }
+        Some(_) => {
+            return Err(ArgsError::WrongType {
+                field: "users".into(),
+                expected: "a list of users",
+            })
+        }
+    };
+    refuse_duplicates(&users)?;
+    Ok(users)
+}
+
+fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
+    let raw = fields
+        .string("username")?
+        .ok_or_else(|| ArgsError::Missing(format!("{}: username is required", fields.context())))?;
+    let username = Username::parse(&raw).map_err(|reason| ArgsError::BadUsername {
+        field: fields.name("username"),
+        username: raw.clone(),
+        reason,
+    })?;
+    let password = fields.secret("password")?;
+    if password.as_ref().is_some_and(|p| p.expose().is_empty()) {
+        return Err(ArgsError::BadSecret {
+            field: fields.name("password"),
+            problem: "is empty; give a password or leave the field out",
+        });
+    }
+    let user_type = fields
+        .choice("user_type", &["regular", "bot", "support"])?
+        .map(|t| match t.as_str() {
+            "bot" => UserType::Bot,
+            "support" => UserType::Support,
+            _ => UserType::Regular,
+        });
+    let state = match fields.choice("state", &["present", "absent"])?.as_deref() {
+        Some("absent") => UserState::Absent,
+        _ => UserState::Present,
+    };
+    let update_password = match fields.choice("update_password", &["on_create", "always"])?.as_deref() {
+        Some("always") => UpdatePassword::Always,
+        _ => UpdatePassword::OnCreate,
+    };
+    if update_password == UpdatePassword::Always && password.is_none() {
+        return Err(ArgsError::Missing(format!(
+            "{}: update_password=always needs a password",
+            fields.context()
+        )));
+    }
+    Ok(DesiredUser {
+        field: fields.context(),
+        username,
+        password,
+        admin: fields.boolean("admin")?,
+        user_type,
+        displayname: fields.string("displayname")?,
+        state,
+        update_password,
+        erase: fields.boolean("erase")?.unwrap_or(false),
+    })
+}
+
+fn refuse_duplicates(users: &[DesiredUser]) -> Result<(), ArgsError> {
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for user in users {
+        if let Some(first) = seen.insert(user.username.localpart(), &user.field) {
+            return Err(ArgsError::DuplicateUser {
+                field: user.field.clone(),
+                username: user.username.localpart().to_string(),
+                first: first.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Typed access to one JSON mapping, with errors that name the field.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    /// `""` at the top level, `users[3]` inside the list.
+    prefix: String,
+}
+
+impl<'a> Fields<'a> {
+    fn top(map: &'a Map<String, Value>) -> Self {
+        Fields {
+            map,
+            prefix: String::new(),
+        }
+    }
+
+    fn name(&self, field: &str) -> String {
+        if self.prefix.is_empty() {
+            field.to_string()
+        } else {
+            format!("{}.{field}", self.prefix)
+        }
+    }
+
+    /// How to name this user in a message about it as a whole.
+    fn context(&self) -> String {
+        if self.prefix.is_empty() {
+            "username".to_string()
+        } else {
+            self.prefix.clone()
+        }
+    }
+
+    fn has(&self, field: &str) -> bool {
+        !matches!(self.map.get(field), None | Some(Value::Null))
+    }
+
+    fn refuse_unknown(&self, known: &[&str]) -> Result<(), ArgsError> {
+        match self
+            .map
+            .keys()
+            .find(|key| !key.starts_with("_ansible_") && !known.contains(&key.as_str()))
+        {
+            Some(key) => Err(ArgsError::UnknownParameter {
+                field: self.name(key),
+                valid: known.join(", "),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn internal_flag(&self, key: &str) -> bool {
+        self.map.get(key).and_then(ansible_boolean).unwrap_or(false)
+    }
+
+    fn string(&self, field: &str) -> Result<Option<String>, ArgsError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            // Ansible's templating turns `username: 1234abc`-like values into numbers.
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err(ArgsError::WrongType {
+                field: self.name(field),
+                expected: "a string",
+            }),
+        }
+    }
+
+    fn secret(&self, field: &str) -> Result<Option<Secret>, ArgsError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(Secret::new(s.clone()))),
+            Some(Value::Number(n)) => Ok(Some(Secret::new(n.to_string()))),
+            Some(_) => Err(ArgsError::WrongType {
+                field: self.name(field),
+                expected: "a string",
+            }),
+        }
+    }
+
+    /// A secret given inline as `field` or in a file as `field_file`.
+    fn secret_or_file(&self, field: &str) -> Result<Option<Secret>, ArgsError> {
+        let file_field = format!("{field}_file");
+        let inline = self.secret(field)?;
+        let path = self.string(&file_field)?;
+        let secret = match (inline, path) {
+            (Some(_), Some(_)) => {
+                return Err(ArgsError::Exclusive {
+                    first: self.name(field),
+                    second: self.name(&file_field),
+                })
+            }
+            (Some(secret), None) => secret,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ArgsError::SecretFile {
+                    field: self.name(&file_field),
+                    path: PathBuf::from(&path),
+                    source,
+                })?;
+                Secret::new(text.trim_end_matches(['\n', '\r']))
+            }
+            (None, None) => return Ok(None),
+        };
+        if secret.expose().is_empty() {
+            return Err(ArgsError::BadSecret {
+                field: self.name(field),
+                problem: "is empty",
+            });
+        }
+        Ok(Some(secret))
+    }
+
+    fn boolean(&self, field: &str) -> Result<Option<bool>, ArgsError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => ansible_boolean(value).map(Some).ok_or_else(|| ArgsError::NotAccepted {
+                field: self.name(field),
+                value: display_value(value),
+                accepted: BOOLEAN_VALUES.into(),
+            }),
+        }
+    }
+
+    fn choice(&self, field: &str, accepted: &[&str]) -> Result<Option<String>, ArgsError> {
+        match self.string(field)? {
+            None => Ok(None),
+            Some(value) if accepted.contains(&value.as_str()) => Ok(Some(value)),
+            Some(value) => Err(ArgsError::NotAccepted {
+                field: self.name(field),
+                value,
+                accepted: accepted.join(" or "),
+            }),
+        }
+    }
+
+    fn integer(&self, field: &str, min: u64, max: u64) -> Result<Option<u64>, ArgsError> {
+        let value = match self.map.get(field) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            Some(_) => None,
+        };
+        match value {
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(ArgsError::NotAccepted {
+                field: self.name(field),
+                value: self.map.get(field).map(display_value).unwrap_or_default(),
+                accepted: format!("a whole number from {min} to {max}"),
+            }),
+        }
+    }
+}
+
+/// Ansible's boolean spellings (`module_utils.parsing.convert_bool`).
+fn ansible_boolean(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if x == 1.0 => Some(true),
+            Some(x) if x == 0.0 => Some(false),
+            _ => None,
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" | "on" | "1" | "true" | "t" => Some(true),
+            "n" | "no" | "off" | "0" | "false" | "f" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn display_value(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(value: Value) -> Result<ModuleArgs, ArgsError> {
+        ModuleArgs::from_map(value.as_object().unwrap())
+    }
+
+    fn error(value: Value) -> String {
+        parse(value).unwrap_err().to_string()
+    }
+
+    fn base() -> Value {
+        json!({"homeserver_url": "http://127.0.0.1:8008/", "registration_shared_secret": "s3cret-value"})
+    }
+
+    fn with(extra: Value) -> Value {
+        let mut value = base();
+        value.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        value
+    }
+
+    #[test]
+    fn reads_one_user_with_ansible_booleans() {
+        for (spelling, expected) in [("yes", true), ("No", false), ("on", true), ("0", false), ("true", true)] {
+            let args = parse(with(json!({"username": "alice", "password": "pw", "admin": spelling}))).unwrap();
+            assert_eq!(args.users[0].admin, Some(expected), "{spelling}");
+        }
+        let args = parse(with(json!({"username": "alice", "admin": true, "_ansible_check_mode": true}))).unwrap();
+        assert!(args.check_mode);
+        assert_eq!(args.server.url, "http://127.0.0.1:8008");
+        assert_eq!(args.users[0].state, UserState::Present);
+        assert_eq!(args.users[0].update_password, UpdatePassword::OnCreate);
+    }
+
+    #[test]
+    fn a_non_boolean_admin_names_the_field_and_the_accepted_values() {
+        let message = error(with(json!({"username": "alice", "admin": "maybe"})));
+        assert_eq!(
+            message,
+            "admin: \"maybe\" is not accepted; use yes/no, true/false, 1/0 or on/off"
+        );
+        let message = error(with(json!({"users": [{"username": "bob", "admin": "maybe"}]})));
+        assert!(message.starts_with("users[0].admin: \"maybe\""), "{message}");
+    }
+
+    #[test]
+    fn unknown_parameters_list_the_valid_ones() {
+        let message = error(with(json!({"username": "alice", "pasword": "x"})));
+        assert!(message.starts_with("pasword: unsupported parameter; valid parameters are: homeserver,"));
+        assert!(message.contains("update_password"));
+        let message = error(with(json!({"users": [{"username": "alice", "homeserver": "x"}]})));
+        assert!(message.starts_with("users[0].homeserver: unsupported parameter"), "{message}");
+    }
+
+    #[test]
+    fn internal_ansible_keys_are_ignored() {
+        parse(with(json!({"username": "alice", "_ansible_verbosity": 3, "_ansible_new_key": "x"}))).unwrap();
+    }
+
+    #[test]
+    fn bad_usernames_are_named() {
+        let message = error(with(json!({"users": [{"username": "ok"}, {"username": "Bad"}]})));
+        assert_eq!(
+            message,
+            "users[1].username: the username \"Bad\" has upper-case letters: Matrix usernames are lower case (use \"bad\")"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_refused_whatever_the_spelling() {
+        let message = error(with(json!({"users": [
+            {"username": "alice"}, {"username": "bob"}, {"username": "@alice:example.com"}
+        ]})));
+        assert_eq!(
+            message,
+            "users[2]: user \"alice\" is already declared in users[0]; declare each user once"
+        );
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors() {
+        let message = error(json!({"homeserver_url": "http://x", "registration_shared_secret": "s3cret-value",
+            "registration_shared_secret_file": "/nonexistent", "username": "alice"}));
+        assert!(!message.contains("s3cret-value"), "{message}");
+        let message = error(with(json!({"username": "alice", "password": ""})));
+        assert_eq!(message, "password: is empty; give a password or leave the field out");
+        let message = error(with(json!({"username": "alice", "password": ["hunter2"]})));
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn credentials_are_required() {
+        let message = error(json!({"homeserver_url": "http://x", "username": "alice"}));
+        assert!(message.starts_with("no credentials: give registration_shared_secret"), "{message}");
+    }
+
+    #[test]
+    fn user_and_users_exclude_each_other() {
+        let message = error(with(json!({"username": "alice", "users": []})));
+        assert_eq!(message, "users and username are mutually exclusive; give only one");
+        assert!(parse(with(json!({"users": []}))).unwrap().users.is_empty());
+    }
+
+    #[test]
+    fn numbers_are_range_checked() {
+        let message = error(with(json!({"username": "a", "concurrency": 0})));
+        assert_eq!(message, "concurrency: \"0\" is not accepted; use a whole number from 1 to 64");
+        assert_eq!(parse(with(json!({"username": "a", "concurrency": "4"}))).unwrap().concurrency, 4);
+    }
+
+    #[test]
+    fn always_needs_a_password() {
+        let message = error(with(json!({"username": "alice", "update_password": "always"})));
+        assert_eq!(message, "username: update_password=always needs a password");
+    }
+}

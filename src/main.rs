@@ -1,0 +1,20 @@
+//! `matrix_user`: an Ansible binary module that makes Matrix homeserver users
+//! match what a playbook declares. Ansible runs it with the path of a JSON
+//! args file and reads one JSON object from stdout.
+
+mod args;
+mod backend;
+mod http;
+mod matrix_id;
+mod module;
+mod plan;
+mod report;
+mod secret;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let (output, code) = module::run(std::env::args_os().nth(1));
+    println!("{output}");
+    ExitCode::from(code as u8)
+}

@@ -1,0 +1,176 @@
+//! The pipeline: arguments -> connect -> read -> plan -> apply -> report.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::rc::Rc;
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::args::{DesiredUser, HomeserverKind, ModuleArgs};
+use crate::backend::synapse::Synapse;
+use crate::backend::{Homeserver, ServerError};
+use crate::http::Http;
+use crate::matrix_id::UserId;
+use crate::plan::{self, Account, Observed, PlanError};
+use crate::report::{Report, UserOutcome};
+
+/// Runs the module on Ansible's args file and returns its JSON output and
+/// exit code (0 success, 1 failure).
+pub fn run(args_path: Option<OsString>) -> (Value, i32) {
+    let Some(path) = args_path else {
+        let report = Report::fatal(
+            "matrix_user is an Ansible module: run it from a playbook, or give it the path of a JSON file of arguments".into(),
+        );
+        return (report.to_json(&[]), 1);
+    };
+    let args = match ModuleArgs::from_file(Path::new(&path)) {
+        Ok(args) => args,
+        Err(error) => return (Report::fatal(error.to_string()).to_json(&[]), 1),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a single-threaded runtime always builds");
+    let report = tokio::task::LocalSet::new().block_on(&runtime, reconcile_on_server(&args));
+    let secrets: Vec<_> = args
+        .users
+        .iter()
+        .filter_map(|u| u.password.as_ref())
+        .chain(args.credentials.shared_secret.as_ref())
+        .chain(args.credentials.admin_token.as_ref())
+        .collect();
+    let code = i32::from(report.failed());
+    (report.to_json(&secrets), code)
+}
+
+async fn reconcile_on_server(args: &ModuleArgs) -> Report {
+    let connected = async {
+        let http = Http::new(&args.server)?;
+        match args.homeserver {
+            HomeserverKind::Synapse => Ok::<_, ServerError>(Synapse::connect(args, http).await?),
+        }
+    };
+    match connected.await {
+        Ok(backend) => reconcile(Rc::new(backend), args).await,
+        Err(error) => Report::fatal(error.to_string()),
+    }
+}
+
+/// Makes every declared user match its declaration, `concurrency` at a time.
+/// One user's failure is reported and does not stop the others.
+async fn reconcile<B: Homeserver + 'static>(backend: Rc<B>, args: &ModuleArgs) -> Report {
+    let mut resolved = Vec::with_capacity(args.users.len());
+    let mut refused = Vec::new();
+    for user in &args.users {
+        match user.username.on_server(backend.server_name()) {
+            Ok(id) => resolved.push(id),
+            Err(reason) => refused.push(format!("{}: {reason}", user.field_name("username"))),
+        }
+    }
+    if !refused.is_empty() {
+        // Found only now that the server name is known; still nothing was changed.
+        return Report::fatal(refused.join("; "));
+    }
+    let prefetched = match backend.accounts(&resolved).await {
+        Ok(accounts) => accounts.map(Rc::new),
+        Err(error) => return Report::fatal(error.to_string()),
+    };
+
+    let slots = Rc::new(Semaphore::new(args.concurrency));
+    let tasks: Vec<_> = args
+        .users
+        .iter()
+        .zip(resolved)
+        .map(|(desired, user)| {
+            let (backend, slots, prefetched, desired) = (backend.clone(), slots.clone(), prefetched.clone(), desired.clone());
+            let check_mode = args.check_mode;
+            tokio::task::spawn_local(async move {
+                let _slot = slots.acquire().await.expect("the semaphore is never closed");
+                let known = prefetched.as_deref().map(|accounts| accounts.get(&user).cloned());
+                reconcile_user(backend.as_ref(), &user, &desired, known, check_mode).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outcomes.push(task.await.expect("user tasks do not panic"));
+    }
+    Report {
+        outcomes,
+        fatal: None,
+        check_mode: args.check_mode,
+        diff: args.diff,
+    }
+}
+
+/// `known` is the prefetched account (`Some(None)`: known not to exist).
+async fn reconcile_user<B: Homeserver>(
+    backend: &B,
+    user: &UserId,
+    desired: &DesiredUser,
+    known: Option<Option<Account>>,
+    check_mode: bool,
+) -> UserOutcome {
+    let mut outcome = UserOutcome {
+        user: user.to_string(),
+        state: desired.state,
+        changes: Vec::new(),
+        before: None,
+        after: None,
+        error: None,
+    };
+    let mut known = known;
+    // A second pass happens only when someone else created the user between
+    // our read and our write: read it again and reconcile what is there.
+    for _ in 0..2 {
+        let result = async {
+            let observed = observe(backend, user, desired, known.take()).await?;
+            let changes = plan::plan(desired, &observed)?;
+            outcome.after = plan::predict(desired, observed.account.as_ref(), &changes);
+            outcome.before = observed.account;
+            if !check_mode && !changes.is_empty() {
+                backend.apply(user, desired, &changes).await?;
+            }
+            outcome.changes = changes;
+            Ok::<_, StepError>(())
+        }
+        .await;
+        match result {
+            Err(StepError::Server(ServerError::CreatedMeanwhile { .. })) => continue,
+            Err(error) => outcome.error = Some(error.to_string()),
+            Ok(()) => {}
+        }
+        break;
+    }
+    outcome
+}
+
+async fn observe<B: Homeserver>(
+    backend: &B,
+    user: &UserId,
+    desired: &DesiredUser,
+    known: Option<Option<Account>>,
+) -> Result<Observed, ServerError> {
+    let account = match known {
+        Some(account) => account,
+        None => backend.account(user).await?,
+    };
+    let password_matches = match (&desired.password, plan::needs_password_check(desired, account.as_ref())) {
+        (Some(password), true) => Some(backend.password_matches(user, password).await?),
+        _ => None,
+    };
+    Ok(Observed {
+        account,
+        password_matches,
+    })
+}
+
+/// A per-user failure: from the server, or a plan that cannot be made.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}

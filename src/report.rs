@@ -1,0 +1,221 @@
+//! Stage 5: the one JSON object Ansible reads back, with `changed`, `failed`,
+//! `msg`, one entry per user and, in diff mode, a before/after per user.
+//! Secrets are scrubbed from every string as a last line of defence.
+
+use serde_json::{json, Value};
+
+use crate::args::UserState;
+use crate::plan::{Account, Change};
+use crate::secret::Secret;
+
+/// Secrets shorter than this are not scrubbed: replacing every "ab" in a
+/// message would make it unreadable, and such values are not secret anyway.
+const MIN_SCRUBBED_LENGTH: usize = 4;
+const MASK: &str = "********";
+
+/// What happened to one declared user.
+#[derive(Debug)]
+pub struct UserOutcome {
+    /// The user ID, or where the user was declared when it has none yet.
+    pub user: String,
+    pub state: UserState,
+    pub changes: Vec<Change>,
+    pub before: Option<Account>,
+    pub after: Option<Account>,
+    pub error: Option<String>,
+}
+
+impl UserOutcome {
+    fn changed(&self) -> bool {
+        self.error.is_none() && !self.changes.is_empty()
+    }
+
+    fn summary(&self, check_mode: bool) -> String {
+        if let Some(error) = &self.error {
+            return format!("failed: {error}");
+        }
+        if self.changes.is_empty() {
+            return match self.state {
+                UserState::Present => "already as declared".into(),
+                UserState::Absent => "already absent".into(),
+            };
+        }
+        let actions: Vec<&str> = self.changes.iter().map(|c| c.describe()).collect();
+        let prefix = if check_mode { "would be " } else { "" };
+        format!("{prefix}{}", actions.join(", "))
+    }
+}
+
+/// The whole result of one module run.
+pub struct Report {
+    pub outcomes: Vec<UserOutcome>,
+    /// A failure that stopped the run before any user was handled.
+    pub fatal: Option<String>,
+    pub check_mode: bool,
+    pub diff: bool,
+}
+
+impl Report {
+    pub fn fatal(message: String) -> Report {
+        Report {
+            outcomes: Vec::new(),
+            fatal: Some(message),
+            check_mode: false,
+            diff: false,
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        self.fatal.is_some() || self.outcomes.iter().any(|o| o.error.is_some())
+    }
+
+    /// The module's JSON output, with `secrets` masked wherever they appear.
+    pub fn to_json(&self, secrets: &[&Secret]) -> Value {
+        let users: Vec<Value> = self
+            .outcomes
+            .iter()
+            .map(|o| {
+                json!({
+                    "user_id": o.user,
+                    "changed": o.changed(),
+                    "failed": o.error.is_some(),
+                    "actions": o.changes.iter().map(|c| c.describe()).collect::<Vec<_>>(),
+                    "msg": o.summary(self.check_mode),
+                })
+            })
+            .collect();
+        let mut output = json!({
+            "changed": self.outcomes.iter().any(UserOutcome::changed),
+            "failed": self.failed(),
+            "msg": self.message(),
+            "users": users,
+        });
+        if self.diff && self.fatal.is_none() {
+            output["diff"] = self
+                .outcomes
+                .iter()
+                .filter(|o| o.error.is_none())
+                .map(|o| {
+                    json!({
+                        "before_header": o.user,
+                        "after_header": o.user,
+                        "before": account_json(o.before.as_ref()),
+                        "after": account_json(o.after.as_ref()),
+                    })
+                })
+                .collect();
+        }
+        scrub(&mut output, secrets);
+        output
+    }
+
+    fn message(&self) -> String {
+        if let Some(fatal) = &self.fatal {
+            return fatal.clone();
+        }
+        let failures: Vec<String> = self
+            .outcomes
+            .iter()
+            .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.user)))
+            .collect();
+        if !failures.is_empty() {
+            return format!(
+                "{} of {} users failed: {}",
+                failures.len(),
+                self.outcomes.len(),
+                failures.join("; ")
+            );
+        }
+        match self.outcomes.as_slice() {
+            [] => "no users declared".into(),
+            [only] => format!("{}: {}", only.user, only.summary(self.check_mode)),
+            all => {
+                let changed = all.iter().filter(|o| o.changed()).count();
+                let verb = if self.check_mode { "would change" } else { "changed" };
+                format!("{} users: {changed} {verb}, {} already as declared", all.len(), all.len() - changed)
+            }
+        }
+    }
+}
+
+fn account_json(account: Option<&Account>) -> Value {
+    match account {
+        None => json!({"exists": false}),
+        Some(account) => {
+            let mut value = serde_json::to_value(account).expect("an account serializes");
+            value["exists"] = json!(true);
+            value
+        }
+    }
+}
+
+fn scrub(value: &mut Value, secrets: &[&Secret]) {
+    match value {
+        Value::String(text) => {
+            for secret in secrets {
+                let secret = secret.expose();
+                if secret.len() >= MIN_SCRUBBED_LENGTH && text.contains(secret) {
+                    *text = text.replace(secret, MASK);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| scrub(item, secrets)),
+        Value::Object(map) => map.values_mut().for_each(|item| scrub(item, secrets)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::UserType;
+
+    fn outcome(changes: Vec<Change>, error: Option<&str>) -> UserOutcome {
+        UserOutcome {
+            user: "@alice:x".into(),
+            state: UserState::Present,
+            changes,
+            before: None,
+            after: Some(Account {
+                admin: true,
+                deactivated: false,
+                user_type: UserType::Regular,
+                displayname: None,
+            }),
+            error: error.map(str::to_string),
+        }
+    }
+
+    fn report(outcomes: Vec<UserOutcome>) -> Report {
+        Report {
+            outcomes,
+            fatal: None,
+            check_mode: false,
+            diff: true,
+        }
+    }
+
+    #[test]
+    fn one_user_reports_what_happened_to_it() {
+        let json = report(vec![outcome(vec![Change::Create, Change::SetAdmin(true)], None)]).to_json(&[]);
+        assert_eq!(json["changed"], true);
+        assert_eq!(json["failed"], false);
+        assert_eq!(json["msg"], "@alice:x: created, promoted");
+        assert_eq!(json["diff"][0]["before"], json!({"exists": false}));
+        assert_eq!(json["diff"][0]["after"]["admin"], true);
+    }
+
+    #[test]
+    fn failures_name_each_failed_user_and_are_scrubbed() {
+        let secret = Secret::new("hunter22");
+        let json = report(vec![
+            outcome(vec![], Some("server said hunter22 is weak")),
+            outcome(vec![], None),
+        ])
+        .to_json(&[&secret]);
+        assert_eq!(json["failed"], true);
+        assert_eq!(json["changed"], false);
+        assert_eq!(json["msg"], "1 of 2 users failed: @alice:x: server said ******** is weak");
+        assert!(!json.to_string().contains("hunter22"));
+    }
+}

@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""Start a real Dendrite on loopback, for the tests and for local use.
+
+Two ways to run it:
+
+  dendrite.py --ephemeral --database sqlite|postgres [--default-rate-limits]
+      A throw-away server in a temporary folder on a free port. With
+      `--database postgres` a private PostgreSQL cluster is started in that
+      folder too, on another free loopback port. When it is ready, one JSON
+      line goes to stdout (url, server_name, registration_shared_secret,
+      data_dir, database). The servers live until stdin closes, so they die
+      with the test process that started them.
+
+  dendrite.py --data-dir DIR --port PORT start|stop|status
+      A persistent server (SQLite) in DIR. `start` is idempotent and prints
+      the same JSON line.
+
+`database` in the JSON line is what a client needs to open Dendrite's user
+API accounts database (table userapi_accounts) directly: the SQLite file's
+path, or a postgres://user:password@127.0.0.1:PORT/dbname?sslmode=disable URL.
+
+Dendrite (github.com/matrix-org/dendrite) is built by tools/install-dendrite,
+which prints the folder holding its binaries. PostgreSQL comes from Debian's
+postgresql package (installed by the same script).
+"""
+
+import argparse
+import glob
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SERVER_NAME = "localhost"
+HERE = os.path.dirname(os.path.abspath(__file__))
+INSTALL_DENDRITE = os.path.join(HERE, "..", "install-dendrite")
+PG_SUPERUSER = "postgres"  # the Debian system user that owns the cluster
+PG_ROLE = "dendrite"
+PG_DATABASE = "dendrite"
+# Component databases, named as Dendrite's own generate-config names them.
+SQLITE_COMPONENTS = {
+    "federation_api": "federationapi",
+    "key_server": "keyserver",
+    "media_api": "mediaapi",
+    "mscs": "mscs",
+    "relay_api": "relayapi",
+    "room_server": "roomserver",
+    "sync_api": "syncapi",
+    "user_api": "userapi",
+}
+
+
+def dendrite_bin() -> str:
+    out = subprocess.run([INSTALL_DENDRITE], check=True, stdout=subprocess.PIPE, text=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def sqlite_path(data_dir: str, component: str) -> str:
+    return os.path.join(data_dir, f"dendrite_{component}.db")
+
+
+def write_config(bin_dir: str, data_dir: str, database: str, default_rate_limits: bool) -> dict:
+    """Writes dendrite.yaml (if missing) and returns its path and secret.
+
+    `database` is "sqlite" or a postgres:// URL shared by all components.
+    """
+    os.makedirs(data_dir, exist_ok=True)
+    config_path = os.path.join(data_dir, "dendrite.yaml")
+    secret_path = os.path.join(data_dir, "registration_shared_secret")
+    if os.path.exists(config_path):
+        with open(secret_path) as f:
+            return {"config": config_path, "secret": f.read().strip()}
+
+    shared_secret = secrets.token_urlsafe(32)
+    with open(secret_path, "w") as f:
+        f.write(shared_secret)
+    os.chmod(secret_path, 0o600)
+    key_path = os.path.join(data_dir, "matrix_key.pem")
+    subprocess.run(
+        [os.path.join(bin_dir, "generate-keys"), "--private-key", key_path],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    # Only what differs from Dendrite's defaults: config.Load fills in the
+    # rest (setup/config/config.go, loadConfig calls Defaults first).
+    config = {
+        "version": 2,
+        "global": {
+            "server_name": SERVER_NAME,
+            "private_key": key_path,
+            # Nothing outside this machine is reachable, nor wanted.
+            "disable_federation": True,
+            "trusted_third_party_id_servers": [],
+            "jetstream": {"storage_path": data_dir, "in_memory": False},
+        },
+        "client_api": {
+            # Shared-secret registration works even with registration off
+            # (clientapi/routing/routing.go registers the handler whenever
+            # the secret is set).
+            "registration_disabled": True,
+            "registration_shared_secret": shared_secret,
+        },
+        "federation_api": {"key_perspectives": []},
+        "media_api": {"base_path": os.path.join(data_dir, "media")},
+        "sync_api": {"search": {"enabled": False, "index_path": os.path.join(data_dir, "searchindex")}},
+        "logging": [{"type": "file", "level": "info", "params": {"path": os.path.join(data_dir, "log")}}],
+    }
+    if database == "sqlite":
+        for section, component in SQLITE_COMPONENTS.items():
+            key = "account_database" if section == "user_api" else "database"
+            config.setdefault(section, {})[key] = {
+                "connection_string": "file:" + sqlite_path(data_dir, component)
+            }
+    else:
+        # One database for every component, as Dendrite's monolith allows;
+        # the userapi_* tables live in it next to the others.
+        config["global"]["database"] = {"connection_string": database, "max_open_conns": 50}
+    if not default_rate_limits:
+        # Every test request comes from 127.0.0.1, and Dendrite's limiter
+        # allows only 5 requests in flight per caller (device, or remote
+        # address when unauthenticated) per 500 ms before answering 429
+        # M_LIMIT_EXCEEDED (internal/httputil/rate_limiting.go). Tests that
+        # log in and probe in quick succession would trip it, so it is off
+        # here; --default-rate-limits keeps Dendrite's defaults for the tests
+        # that are about rate limiting.
+        config["client_api"]["rate_limiting"] = {"enabled": False}
+    # JSON is YAML, and needs no YAML library here.
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=2)
+    return {"config": config_path, "secret": shared_secret}
+
+
+def wait_until_ready(url: str, process, data_dir: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(
+                f"dendrite exited with {process.returncode}; see {data_dir}/stderr.log and {data_dir}/log/"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/_matrix/client/versions", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"dendrite did not answer at {url} in time; see {data_dir}/stderr.log and {data_dir}/log/")
+
+
+def spawn(bin_dir: str, config_path: str, data_dir: str, port: int, detach: bool) -> subprocess.Popen:
+    stderr = open(os.path.join(data_dir, "stderr.log"), "ab")
+    process = subprocess.Popen(
+        [
+            os.path.join(bin_dir, "dendrite"),
+            "--config",
+            config_path,
+            "--http-bind-address",
+            f"127.0.0.1:{port}",
+            # No --tls-cert/--tls-key, so no HTTPS listener on :8448
+            # (cmd/dendrite/main.go serves HTTPS only when both are given).
+        ],
+        cwd=data_dir,
+        stdin=subprocess.DEVNULL,
+        stdout=stderr,
+        stderr=stderr,
+        start_new_session=detach,
+    )
+    with open(os.path.join(data_dir, "dendrite.pid"), "w") as f:
+        f.write(str(process.pid))
+    return process
+
+
+def stop(process, sig=signal.SIGTERM, timeout=20) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def describe(url: str, data_dir: str, secret: str, database: str) -> str:
+    return json.dumps(
+        {
+            "url": url,
+            "server_name": SERVER_NAME,
+            "registration_shared_secret": secret,
+            "data_dir": data_dir,
+            "database": database,
+        }
+    )
+
+
+class Postgres:
+    """A private PostgreSQL cluster in DIR/postgres, on a free loopback port.
+
+    initdb refuses to run as root, so the cluster belongs to Debian's
+    `postgres` system user; the server runs as our direct child (not
+    daemonised by pg_ctl), so it stays in our process group.
+    """
+
+    def __init__(self, data_dir: str):
+        candidates = sorted(
+            glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+            key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+        )
+        if not candidates:
+            raise SystemExit("no /usr/lib/postgresql/*/bin/initdb; run tools/install-dendrite")
+        self.bin = os.path.dirname(candidates[-1])
+        self.dir = os.path.join(data_dir, "postgres")
+        self.pgdata = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.password = secrets.token_hex(16)
+        self.process = None
+        self.url = (
+            f"postgres://{PG_ROLE}:{self.password}@127.0.0.1:{self.port}/{PG_DATABASE}?sslmode=disable"
+        )
+
+    def _as_postgres(self) -> dict:
+        if os.geteuid() != 0:
+            return {}
+        entry = pwd.getpwnam(PG_SUPERUSER)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def start(self) -> None:
+        as_pg = self._as_postgres()
+        os.makedirs(self.dir)
+        if as_pg:
+            # The cluster's owner must reach DIR/postgres: the temporary
+            # folder is 0700 root's, so open it for traversal only.
+            os.chmod(os.path.dirname(self.dir), 0o711)
+            os.chown(self.dir, as_pg["user"], as_pg["group"])
+        pwfile = os.path.join(self.dir, "pwfile")
+        with open(pwfile, "w") as f:
+            f.write(self.password + "\n")
+        if as_pg:
+            os.chown(pwfile, as_pg["user"], as_pg["group"])
+        os.chmod(pwfile, 0o600)
+        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        if as_pg and subprocess.run(["test", "-w", self.dir], env=env, **as_pg).returncode != 0:
+            raise SystemExit(
+                f"the {PG_SUPERUSER} user cannot write to {self.dir}: a parent folder is private; "
+                "point TMPDIR at a folder it can reach (such as /tmp)"
+            )
+        log_path = os.path.join(self.dir, "postgres.log")
+        log = open(log_path, "ab")
+        initdb = subprocess.run(
+            [
+                os.path.join(self.bin, "initdb"),
+                "-D", self.pgdata,
+                "-U", PG_ROLE,
+                "--pwfile", pwfile,
+                "--auth-host", "scram-sha-256",
+                "--auth-local", "scram-sha-256",
+                "-E", "UTF8",
+                "--no-sync",
+            ],
+            cwd=self.dir,
+            env=env,
+            stdout=log,
+            stderr=log,
+            **as_pg,
+        )
+        if initdb.returncode != 0:
+            raise SystemExit(f"initdb failed; see {log_path}")
+        os.remove(pwfile)
+        self.process = subprocess.Popen(
+            [
+                os.path.join(self.bin, "postgres"),
+                "-D", self.pgdata,
+                "-c", "listen_addresses=127.0.0.1",
+                "-c", f"port={self.port}",
+                "-c", f"unix_socket_directories={self.dir}",
+                "-c", "max_connections=200",
+                # A throw-away cluster: durability buys nothing here.
+                "-c", "fsync=off",
+                "-c", "synchronous_commit=off",
+                "-c", "full_page_writes=off",
+            ],
+            cwd=self.dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            **as_pg,
+        )
+        env_pw = dict(env, PGPASSWORD=self.password)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise SystemExit(f"postgres exited with {self.process.returncode}; see {self.dir}/postgres.log")
+            ready = subprocess.run(
+                [os.path.join(self.bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                env=env,
+            )
+            if ready.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"postgres did not start in time; see {self.dir}/postgres.log")
+            time.sleep(0.1)
+        subprocess.run(
+            [
+                os.path.join(self.bin, "createdb"),
+                "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_ROLE, PG_DATABASE,
+            ],
+            check=True,
+            env=env_pw,
+            stdout=log,
+            stderr=log,
+        )
+
+    def stop(self) -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown.
+        stop(self.process, signal.SIGINT, timeout=30)
+
+
+def raise_on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def run_ephemeral(database: str, default_rate_limits: bool) -> None:
+    bin_dir = dendrite_bin()
+    # A SIGTERM or SIGHUP must still stop the servers and clean up.
+    signal.signal(signal.SIGTERM, raise_on_signal)
+    signal.signal(signal.SIGHUP, raise_on_signal)
+    data_dir = tempfile.mkdtemp(prefix="matrix-user-dendrite-")
+    process = None
+    postgres = None
+    try:
+        if database == "postgres":
+            postgres = Postgres(data_dir)
+            postgres.start()
+            connection = postgres.url
+            accounts_db = postgres.url
+        else:
+            connection = "sqlite"
+            accounts_db = sqlite_path(data_dir, "userapi")
+        port = free_port()
+        paths = write_config(bin_dir, data_dir, connection, default_rate_limits)
+        url = f"http://127.0.0.1:{port}"
+        process = spawn(bin_dir, paths["config"], data_dir, port, detach=False)
+        wait_until_ready(url, process, data_dir, time.monotonic() + 120)
+        print(describe(url, data_dir, paths["secret"], accounts_db), flush=True)
+        sys.stdin.read()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        stop(process)
+        if postgres is not None:
+            postgres.stop()
+        if os.environ.get("MATRIX_USER_KEEP_SERVERS") is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def running_pid(data_dir: str):
+    try:
+        with open(os.path.join(data_dir, "dendrite.pid")) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"dendrite" not in f.read().split(b"\0")[0]:
+                return None
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def run_persistent(data_dir: str, port: int, action: str) -> None:
+    data_dir = os.path.abspath(data_dir)
+    url = f"http://127.0.0.1:{port}"
+    if action == "stop":
+        pid = running_pid(data_dir)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while running_pid(data_dir) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        return
+    if action == "status":
+        raise SystemExit(0 if running_pid(data_dir) else 3)
+    bin_dir = dendrite_bin()
+    paths = write_config(bin_dir, data_dir, "sqlite", default_rate_limits=False)
+    process = None
+    if not running_pid(data_dir):
+        process = spawn(bin_dir, paths["config"], data_dir, port, detach=True)
+    wait_until_ready(url, process, data_dir, time.monotonic() + 120)
+    print(describe(url, data_dir, paths["secret"], sqlite_path(data_dir, "userapi")), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ephemeral", action="store_true")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--default-rate-limits", action="store_true")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--port", type=int, default=8008)
+    parser.add_argument("action", nargs="?", choices=["start", "stop", "status"])
+    args = parser.parse_args()
+    if args.ephemeral:
+        run_ephemeral(args.database, args.default_rate_limits)
+    elif args.data_dir and args.action:
+        if args.database != "sqlite":
+            parser.error("the persistent server uses SQLite only")
+        run_persistent(args.data_dir, args.port, args.action)
+    else:
+        parser.error("use --ephemeral, or --data-dir DIR start|stop|status")
+
+
+if __name__ == "__main__":
+    main()
