@@ -54,7 +54,10 @@ const DEFAULT_CONCURRENCY: usize = 8;
 pub enum ArgsError {
     /// The args file Ansible passed could not be read.
     #[error("cannot read the module arguments file {path}: {source}")]
-    Unreadable { path: PathBuf, source: std::io::Error },
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The args file is not a JSON object (the module was not run by Ansible?).
     #[error("the module arguments file is not a JSON object: {0}")]
     NotJson(String),
@@ -63,7 +66,10 @@ pub enum ArgsError {
     UnknownParameter { field: String, valid: String },
     /// A parameter has the wrong JSON type.
     #[error("{field}: expected {expected}")]
-    WrongType { field: String, expected: &'static str },
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
     /// A parameter is not one of its accepted values.
     #[error("{field}: {value:?} is not accepted; use {accepted}")]
     NotAccepted {
@@ -73,7 +79,10 @@ pub enum ArgsError {
     },
     /// A secret parameter has a value that cannot be used (its value is not shown).
     #[error("{field}: {problem}")]
-    BadSecret { field: String, problem: &'static str },
+    BadSecret {
+        field: String,
+        problem: &'static str,
+    },
     /// A username that is not a valid Matrix localpart or user ID.
     #[error("{field}: the username {username:?} {reason}")]
     BadUsername {
@@ -210,7 +219,8 @@ impl ModuleArgs {
             source,
         })?;
         // serde_json's messages give a position, never the content.
-        let value: Value = serde_json::from_str(&text).map_err(|e| ArgsError::NotJson(e.to_string()))?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| ArgsError::NotJson(e.to_string()))?;
         match value {
             Value::Object(map) => ModuleArgs::from_map(&map),
             _ => Err(ArgsError::NotJson("expected an object".into())),
@@ -219,7 +229,11 @@ impl ModuleArgs {
 
     pub fn from_map(map: &Map<String, Value>) -> Result<ModuleArgs, ArgsError> {
         let top = Fields::top(map);
-        let all_top_level: Vec<&str> = MODULE_PARAMETERS.iter().chain(USER_PARAMETERS).copied().collect();
+        let all_top_level: Vec<&str> = MODULE_PARAMETERS
+            .iter()
+            .chain(USER_PARAMETERS)
+            .copied()
+            .collect();
         top.refuse_unknown(&all_top_level)?;
 
         let homeserver = match top.choice("homeserver", &["synapse"])?.as_deref() {
@@ -229,7 +243,11 @@ impl ModuleArgs {
         let server = ServerOptions {
             url: top
                 .string("homeserver_url")?
-                .ok_or_else(|| ArgsError::Missing("homeserver_url is required, e.g. http://127.0.0.1:8008".into()))?
+                .ok_or_else(|| {
+                    ArgsError::Missing(
+                        "homeserver_url is required, e.g. http://127.0.0.1:8008".into(),
+                    )
+                })?
                 .trim_end_matches('/')
                 .to_string(),
             server_name: top.string("server_name")?,
@@ -254,7 +272,8 @@ impl ModuleArgs {
                     username: name,
                     reason,
                 })?,
-                None => Username::parse("matrix-user-service").expect("the default is a valid localpart"),
+                None => Username::parse("matrix-user-service")
+                    .expect("the default is a valid localpart"),
             },
             token_cache_dir: top
                 .string("token_cache_dir")?
@@ -293,7 +312,11 @@ fn default_token_cache_dir() -> PathBuf {
 }
 
 fn read_users(top: &Fields) -> Result<Vec<DesiredUser>, ArgsError> {
-    let single_user_fields: Vec<&str> = USER_PARAMETERS.iter().copied().filter(|f| top.has(f)).collect();
+    let single_user_fields: Vec<&str> = USER_PARAMETERS
+        .iter()
+        .copied()
+        .filter(|f| top.has(f))
+        .collect();
     let users = match top.map.get("users") {
         None | Some(Value::Null) => {
             if !top.has("username") {
@@ -363,7 +386,10 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         Some("absent") => UserState::Absent,
         _ => UserState::Present,
     };
-    let update_password = match fields.choice("update_password", &["on_create", "always"])?.as_deref() {
+    let update_password = match fields
+        .choice("update_password", &["on_create", "always"])?
+        .as_deref()
+    {
         Some("always") => UpdatePassword::Always,
         _ => UpdatePassword::OnCreate,
     };
@@ -493,11 +519,12 @@ impl<'a> Fields<'a> {
             }
             (Some(secret), None) => secret,
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| ArgsError::SecretFile {
-                    field: self.name(&file_field),
-                    path: PathBuf::from(&path),
-                    source,
-                })?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| ArgsError::SecretFile {
+                        field: self.name(&file_field),
+                        path: PathBuf::from(&path),
+                        source,
+                    })?;
                 Secret::new(text.trim_end_matches(['\n', '\r']))
             }
             (None, None) => return Ok(None),
@@ -514,11 +541,13 @@ impl<'a> Fields<'a> {
     fn boolean(&self, field: &str) -> Result<Option<bool>, ArgsError> {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(value) => ansible_boolean(value).map(Some).ok_or_else(|| ArgsError::NotAccepted {
-                field: self.name(field),
-                value: display_value(value),
-                accepted: BOOLEAN_VALUES.into(),
-            }),
+            Some(value) => ansible_boolean(value)
+                .map(Some)
+                .ok_or_else(|| ArgsError::NotAccepted {
+                    field: self.name(field),
+                    value: display_value(value),
+                    accepted: BOOLEAN_VALUES.into(),
+                }),
         }
     }
 
@@ -596,17 +625,32 @@ mod tests {
 
     fn with(extra: Value) -> Value {
         let mut value = base();
-        value.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        value
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         value
     }
 
     #[test]
     fn reads_one_user_with_ansible_booleans() {
-        for (spelling, expected) in [("yes", true), ("No", false), ("on", true), ("0", false), ("true", true)] {
-            let args = parse(with(json!({"username": "alice", "password": "pw", "admin": spelling}))).unwrap();
+        for (spelling, expected) in [
+            ("yes", true),
+            ("No", false),
+            ("on", true),
+            ("0", false),
+            ("true", true),
+        ] {
+            let args = parse(with(
+                json!({"username": "alice", "password": "pw", "admin": spelling}),
+            ))
+            .unwrap();
             assert_eq!(args.users[0].admin, Some(expected), "{spelling}");
         }
-        let args = parse(with(json!({"username": "alice", "admin": true, "_ansible_check_mode": true}))).unwrap();
+        let args = parse(with(
+            json!({"username": "alice", "admin": true, "_ansible_check_mode": true}),
+        ))
+        .unwrap();
         assert!(args.check_mode);
         assert_eq!(args.server.url, "http://127.0.0.1:8008");
         assert_eq!(args.users[0].state, UserState::Present);
@@ -620,27 +664,43 @@ mod tests {
             message,
             "admin: \"maybe\" is not accepted; use yes/no, true/false, 1/0 or on/off"
         );
-        let message = error(with(json!({"users": [{"username": "bob", "admin": "maybe"}]})));
-        assert!(message.starts_with("users[0].admin: \"maybe\""), "{message}");
+        let message = error(with(
+            json!({"users": [{"username": "bob", "admin": "maybe"}]}),
+        ));
+        assert!(
+            message.starts_with("users[0].admin: \"maybe\""),
+            "{message}"
+        );
     }
 
     #[test]
     fn unknown_parameters_list_the_valid_ones() {
         let message = error(with(json!({"username": "alice", "pasword": "x"})));
-        assert!(message.starts_with("pasword: unsupported parameter; valid parameters are: homeserver,"));
+        assert!(message
+            .starts_with("pasword: unsupported parameter; valid parameters are: homeserver,"));
         assert!(message.contains("update_password"));
-        let message = error(with(json!({"users": [{"username": "alice", "homeserver": "x"}]})));
-        assert!(message.starts_with("users[0].homeserver: unsupported parameter"), "{message}");
+        let message = error(with(
+            json!({"users": [{"username": "alice", "homeserver": "x"}]}),
+        ));
+        assert!(
+            message.starts_with("users[0].homeserver: unsupported parameter"),
+            "{message}"
+        );
     }
 
     #[test]
     fn internal_ansible_keys_are_ignored() {
-        parse(with(json!({"username": "alice", "_ansible_verbosity": 3, "_ansible_new_key": "x"}))).unwrap();
+        parse(with(
+            json!({"username": "alice", "_ansible_verbosity": 3, "_ansible_new_key": "x"}),
+        ))
+        .unwrap();
     }
 
     #[test]
     fn bad_usernames_are_named() {
-        let message = error(with(json!({"users": [{"username": "ok"}, {"username": "Bad"}]})));
+        let message = error(with(
+            json!({"users": [{"username": "ok"}, {"username": "Bad"}]}),
+        ));
         assert_eq!(
             message,
             "users[1].username: the username \"Bad\" has upper-case letters: Matrix usernames are lower case (use \"bad\")"
@@ -660,11 +720,16 @@ mod tests {
 
     #[test]
     fn secrets_never_appear_in_errors() {
-        let message = error(json!({"homeserver_url": "http://x", "registration_shared_secret": "s3cret-value",
-            "registration_shared_secret_file": "/nonexistent", "username": "alice"}));
+        let message = error(
+            json!({"homeserver_url": "http://x", "registration_shared_secret": "s3cret-value",
+            "registration_shared_secret_file": "/nonexistent", "username": "alice"}),
+        );
         assert!(!message.contains("s3cret-value"), "{message}");
         let message = error(with(json!({"username": "alice", "password": ""})));
-        assert_eq!(message, "password: is empty; give a password or leave the field out");
+        assert_eq!(
+            message,
+            "password: is empty; give a password or leave the field out"
+        );
         let message = error(with(json!({"username": "alice", "password": ["hunter2"]})));
         assert!(!message.contains("hunter2"), "{message}");
     }
@@ -672,26 +737,42 @@ mod tests {
     #[test]
     fn credentials_are_required() {
         let message = error(json!({"homeserver_url": "http://x", "username": "alice"}));
-        assert!(message.starts_with("no credentials: give registration_shared_secret"), "{message}");
+        assert!(
+            message.starts_with("no credentials: give registration_shared_secret"),
+            "{message}"
+        );
     }
 
     #[test]
     fn user_and_users_exclude_each_other() {
         let message = error(with(json!({"username": "alice", "users": []})));
-        assert_eq!(message, "users and username are mutually exclusive; give only one");
+        assert_eq!(
+            message,
+            "users and username are mutually exclusive; give only one"
+        );
         assert!(parse(with(json!({"users": []}))).unwrap().users.is_empty());
     }
 
     #[test]
     fn numbers_are_range_checked() {
         let message = error(with(json!({"username": "a", "concurrency": 0})));
-        assert_eq!(message, "concurrency: \"0\" is not accepted; use a whole number from 1 to 64");
-        assert_eq!(parse(with(json!({"username": "a", "concurrency": "4"}))).unwrap().concurrency, 4);
+        assert_eq!(
+            message,
+            "concurrency: \"0\" is not accepted; use a whole number from 1 to 64"
+        );
+        assert_eq!(
+            parse(with(json!({"username": "a", "concurrency": "4"})))
+                .unwrap()
+                .concurrency,
+            4
+        );
     }
 
     #[test]
     fn always_needs_a_password() {
-        let message = error(with(json!({"username": "alice", "update_password": "always"})));
+        let message = error(with(
+            json!({"username": "alice", "update_password": "always"}),
+        ));
         assert_eq!(message, "username: update_password=always needs a password");
     }
 }

@@ -21,7 +21,11 @@ const MAX_QUOTED_BODY: usize = 200;
 pub enum HttpError {
     /// Connection refused, or 502/503/504, for longer than `wait_timeout`.
     #[error("cannot reach the homeserver at {url} (waited {waited}s: {detail}); check homeserver_url, that the server is running, or raise wait_timeout")]
-    Unreachable { url: String, waited: u64, detail: String },
+    Unreachable {
+        url: String,
+        waited: u64,
+        detail: String,
+    },
     /// One request took longer than `timeout`.
     #[error("the homeserver at {url} did not answer within {seconds}s; raise timeout or check the server's load")]
     Timeout { url: String, seconds: u64 },
@@ -46,7 +50,10 @@ pub struct Reply {
 impl Reply {
     /// The Matrix `errcode`, or `""` when the body has none.
     pub fn errcode(&self) -> &str {
-        self.body.get("errcode").and_then(Value::as_str).unwrap_or("")
+        self.body
+            .get("errcode")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     /// The server's own explanation, for messages (Synapse's `error`,
@@ -92,7 +99,8 @@ impl Http {
                 detail,
             };
             let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
+            let certificate =
+                reqwest::Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
             builder = builder.add_root_certificate(certificate);
         }
         let client = builder.build().map_err(|e| HttpError::Transport {
@@ -109,7 +117,13 @@ impl Http {
 
     /// Sends one request, retrying while the server is unreachable or
     /// overloaded (502/503/504) or rate-limits us (429), within `wait_timeout`.
-    pub async fn send(&self, method: Method, path: &str, token: Option<&Secret>, body: Body<'_>) -> Result<Reply, HttpError> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&Secret>,
+        body: Body<'_>,
+    ) -> Result<Reply, HttpError> {
         let url = format!("{}{}", self.base_url, path);
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
@@ -135,7 +149,11 @@ impl Http {
                 }
                 Ok(response) if is_starting_up(response.status()) => {
                     if waited >= self.wait_timeout {
-                        return Err(self.unreachable(&url, waited, format!("HTTP {}", response.status())));
+                        return Err(self.unreachable(
+                            &url,
+                            waited,
+                            format!("HTTP {}", response.status()),
+                        ));
                     }
                     backoff
                 }
@@ -221,7 +239,9 @@ pub fn path_segment(value: &str) -> String {
     let mut encoded = String::with_capacity(value.len() * 3);
     for byte in value.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => encoded.push(byte as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                encoded.push(byte as char)
+            }
             _ => encoded.push_str(&format!("%{byte:02X}")),
         }
     }
@@ -244,9 +264,21 @@ mod tests {
             status: StatusCode::BAD_REQUEST,
             body,
         };
-        assert_eq!(reply(serde_json::json!({"errcode": "M_X", "error": "synapse says"})).explanation(), "synapse says");
-        assert_eq!(reply(serde_json::json!({"message": "dendrite says"})).explanation(), "dendrite says");
-        assert_eq!(reply(serde_json::json!({"errors": [{"title": "mas says"}]})).explanation(), "mas says");
-        assert_eq!(reply(Value::String("x".repeat(500))).explanation().len(), MAX_QUOTED_BODY);
+        assert_eq!(
+            reply(serde_json::json!({"errcode": "M_X", "error": "synapse says"})).explanation(),
+            "synapse says"
+        );
+        assert_eq!(
+            reply(serde_json::json!({"message": "dendrite says"})).explanation(),
+            "dendrite says"
+        );
+        assert_eq!(
+            reply(serde_json::json!({"errors": [{"title": "mas says"}]})).explanation(),
+            "mas says"
+        );
+        assert_eq!(
+            reply(Value::String("x".repeat(500))).explanation().len(),
+            MAX_QUOTED_BODY
+        );
     }
 }

@@ -19,7 +19,9 @@ pub enum UsernameError {
     #[error("contains {character:?}: only a-z, 0-9 and . _ = - / + are allowed")]
     InvalidCharacter { character: char },
     /// Synapse reserves localparts that start with `_` for application services.
-    #[error("starts with '_', which homeservers reserve for bridges and bots of application services")]
+    #[error(
+        "starts with '_', which homeservers reserve for bridges and bots of application services"
+    )]
     LeadingUnderscore,
     /// Synapse reserves all-digit localparts for guest users.
     #[error("is all digits, which homeservers reserve for guest users")]
@@ -46,7 +48,9 @@ impl Username {
     pub fn parse(input: &str) -> Result<Username, UsernameError> {
         let (localpart, server_name) = match input.strip_prefix('@') {
             Some(full) => match full.split_once(':') {
-                Some((localpart, server)) if !server.is_empty() => (localpart, Some(server.to_string())),
+                Some((localpart, server)) if !server.is_empty() => {
+                    (localpart, Some(server.to_string()))
+                }
                 _ => return Err(UsernameError::Malformed),
             },
             None if input.contains(':') => return Err(UsernameError::Malformed),
@@ -138,9 +142,18 @@ mod tests {
 
     #[test]
     fn accepts_a_localpart_and_a_full_id() {
-        assert_eq!(user_id("alice", "example.com").unwrap(), "@alice:example.com");
-        assert_eq!(user_id("@alice:example.com", "example.com").unwrap(), "@alice:example.com");
-        assert_eq!(user_id("a.b_c=d-e/f+g1", "localhost:8448").unwrap(), "@a.b_c=d-e/f+g1:localhost:8448");
+        assert_eq!(
+            user_id("alice", "example.com").unwrap(),
+            "@alice:example.com"
+        );
+        assert_eq!(
+            user_id("@alice:example.com", "example.com").unwrap(),
+            "@alice:example.com"
+        );
+        assert_eq!(
+            user_id("a.b_c=d-e/f+g1", "localhost:8448").unwrap(),
+            "@a.b_c=d-e/f+g1:localhost:8448"
+        );
     }
 
     #[test]
@@ -149,7 +162,9 @@ mod tests {
         assert_eq!(Username::parse("@:example.com"), Err(UsernameError::Empty));
         assert_eq!(
             Username::parse("Alice"),
-            Err(UsernameError::UpperCase { lowered: "alice".into() })
+            Err(UsernameError::UpperCase {
+                lowered: "alice".into()
+            })
         );
         assert_eq!(
             Username::parse("al ice"),
@@ -159,9 +174,15 @@ mod tests {
             Username::parse("ålice"),
             Err(UsernameError::InvalidCharacter { character: 'å' })
         );
-        assert_eq!(Username::parse("_bridge"), Err(UsernameError::LeadingUnderscore));
+        assert_eq!(
+            Username::parse("_bridge"),
+            Err(UsernameError::LeadingUnderscore)
+        );
         assert_eq!(Username::parse("12345"), Err(UsernameError::AllDigits));
-        assert_eq!(Username::parse("alice:example.com"), Err(UsernameError::Malformed));
+        assert_eq!(
+            Username::parse("alice:example.com"),
+            Err(UsernameError::Malformed)
+        );
         assert_eq!(Username::parse("@alice"), Err(UsernameError::Malformed));
     }
 

@@ -83,11 +83,21 @@ async fn reconcile<B: Homeserver + 'static>(backend: Rc<B>, args: &ModuleArgs) -
         .iter()
         .zip(resolved)
         .map(|(desired, user)| {
-            let (backend, slots, prefetched, desired) = (backend.clone(), slots.clone(), prefetched.clone(), desired.clone());
+            let (backend, slots, prefetched, desired) = (
+                backend.clone(),
+                slots.clone(),
+                prefetched.clone(),
+                desired.clone(),
+            );
             let check_mode = args.check_mode;
             tokio::task::spawn_local(async move {
-                let _slot = slots.acquire().await.expect("the semaphore is never closed");
-                let known = prefetched.as_deref().map(|accounts| accounts.get(&user).cloned());
+                let _slot = slots
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
+                let known = prefetched
+                    .as_deref()
+                    .map(|accounts| accounts.get(&user).cloned());
                 reconcile_user(backend.as_ref(), &user, &desired, known, check_mode).await
             })
         })
@@ -156,7 +166,10 @@ async fn observe<B: Homeserver>(
         Some(account) => account,
         None => backend.account(user).await?,
     };
-    let password_matches = match (&desired.password, plan::needs_password_check(desired, account.as_ref())) {
+    let password_matches = match (
+        &desired.password,
+        plan::needs_password_check(desired, account.as_ref()),
+    ) {
         (Some(password), true) => Some(backend.password_matches(user, password).await?),
         _ => None,
     };

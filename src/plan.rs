@@ -16,7 +16,10 @@ pub struct Account {
     pub displayname: Option<String>,
 }
 
-fn serialize_user_type<S: serde::Serializer>(user_type: &UserType, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_user_type<S: serde::Serializer>(
+    user_type: &UserType,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_str(user_type.as_str())
 }
 
@@ -41,7 +44,9 @@ pub enum Change {
     SetPassword,
     SetDisplayname,
     SetUserType(UserType),
-    Deactivate { erase: bool },
+    Deactivate {
+        erase: bool,
+    },
 }
 
 impl Change {
@@ -82,7 +87,9 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
     let Some(account) = &observed.account else {
         return match desired.state {
             UserState::Absent => Ok(vec![]),
-            UserState::Present if desired.password.is_none() => Err(PlanError::PasswordNeeded { verb: "created" }),
+            UserState::Present if desired.password.is_none() => {
+                Err(PlanError::PasswordNeeded { verb: "created" })
+            }
             UserState::Present => Ok(vec![Change::Create]),
         };
     };
@@ -90,7 +97,9 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
         return Ok(if account.deactivated {
             vec![]
         } else {
-            vec![Change::Deactivate { erase: desired.erase }]
+            vec![Change::Deactivate {
+                erase: desired.erase,
+            }]
         });
     }
 
@@ -98,7 +107,9 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
     if account.deactivated {
         if desired.password.is_none() {
             // Deactivation removed the old password, so a reactivated account needs a new one.
-            return Err(PlanError::PasswordNeeded { verb: "reactivated" });
+            return Err(PlanError::PasswordNeeded {
+                verb: "reactivated",
+            });
         }
         changes.push(Change::Reactivate);
     }
@@ -118,7 +129,11 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
 }
 
 /// The account as it will be once `changes` are applied (`None`: no account).
-pub fn predict(desired: &DesiredUser, observed: Option<&Account>, changes: &[Change]) -> Option<Account> {
+pub fn predict(
+    desired: &DesiredUser,
+    observed: Option<&Account>,
+    changes: &[Change],
+) -> Option<Account> {
     let mut account = observed.cloned();
     for change in changes {
         match *change {
@@ -247,7 +262,10 @@ mod tests {
             ..desired("alice")
         };
         assert!(needs_password_check(&always, Some(&account(false))));
-        assert!(!needs_password_check(&desired("alice"), Some(&account(false))));
+        assert!(!needs_password_check(
+            &desired("alice"),
+            Some(&account(false))
+        ));
         assert!(!needs_password_check(&always, None));
         let mismatch = Observed {
             account: Some(account(false)),
@@ -300,7 +318,9 @@ mod tests {
         };
         assert_eq!(
             plan(&no_password, &observed(Some(gone))),
-            Err(PlanError::PasswordNeeded { verb: "reactivated" })
+            Err(PlanError::PasswordNeeded {
+                verb: "reactivated"
+            })
         );
     }
 
@@ -312,7 +332,10 @@ mod tests {
             ..desired("alice")
         };
         let changes = plan(&user, &observed(Some(account(false)))).unwrap();
-        assert_eq!(changes, vec![Change::SetUserType(UserType::Bot), Change::SetDisplayname]);
+        assert_eq!(
+            changes,
+            vec![Change::SetUserType(UserType::Bot), Change::SetDisplayname]
+        );
         let after = predict(&user, Some(&account(false)), &changes).unwrap();
         assert_eq!(after.displayname.as_deref(), Some("Alice A."));
         assert_eq!(after.user_type, UserType::Bot);

@@ -131,8 +131,16 @@ impl Report {
             [only] => format!("{}: {}", only.user, only.summary(self.check_mode)),
             all => {
                 let changed = all.iter().filter(|o| o.changed()).count();
-                let verb = if self.check_mode { "would change" } else { "changed" };
-                format!("{} users: {changed} {verb}, {} already as declared", all.len(), all.len() - changed)
+                let verb = if self.check_mode {
+                    "would change"
+                } else {
+                    "changed"
+                };
+                format!(
+                    "{} users: {changed} {verb}, {} already as declared",
+                    all.len(),
+                    all.len() - changed
+                )
             }
         }
     }
@@ -197,7 +205,11 @@ mod tests {
 
     #[test]
     fn one_user_reports_what_happened_to_it() {
-        let json = report(vec![outcome(vec![Change::Create, Change::SetAdmin(true)], None)]).to_json(&[]);
+        let json = report(vec![outcome(
+            vec![Change::Create, Change::SetAdmin(true)],
+            None,
+        )])
+        .to_json(&[]);
         assert_eq!(json["changed"], true);
         assert_eq!(json["failed"], false);
         assert_eq!(json["msg"], "@alice:x: created, promoted");
@@ -215,7 +227,10 @@ mod tests {
         .to_json(&[&secret]);
         assert_eq!(json["failed"], true);
         assert_eq!(json["changed"], false);
-        assert_eq!(json["msg"], "1 of 2 users failed: @alice:x: server said ******** is weak");
+        assert_eq!(
+            json["msg"],
+            "1 of 2 users failed: @alice:x: server said ******** is weak"
+        );
         assert!(!json.to_string().contains("hunter22"));
     }
 }

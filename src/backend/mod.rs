@@ -20,17 +20,26 @@ pub trait Homeserver {
 
     /// Reads the accounts of all `users` at once, when that is cheaper than
     /// one read per user. `None` asks the caller to use [`Homeserver::account`].
-    async fn accounts(&self, users: &[UserId]) -> Result<Option<HashMap<UserId, Account>>, ServerError>;
+    async fn accounts(
+        &self,
+        users: &[UserId],
+    ) -> Result<Option<HashMap<UserId, Account>>, ServerError>;
 
     /// Reads one account; `None` when it does not exist.
     async fn account(&self, user: &UserId) -> Result<Option<Account>, ServerError>;
 
     /// Whether `password` is the user's stored password, without logging the
     /// user in (logins are rate-limited) and without leaving a session behind.
-    async fn password_matches(&self, user: &UserId, password: &Secret) -> Result<bool, ServerError>;
+    async fn password_matches(&self, user: &UserId, password: &Secret)
+        -> Result<bool, ServerError>;
 
     /// Applies `changes` (from [`crate::plan::plan`]) to `user`.
-    async fn apply(&self, user: &UserId, desired: &DesiredUser, changes: &[Change]) -> Result<(), ServerError>;
+    async fn apply(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        changes: &[Change],
+    ) -> Result<(), ServerError>;
 }
 
 /// A failure talking to the homeserver. Messages say what failed and what to do.

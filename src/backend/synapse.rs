@@ -28,6 +28,8 @@ const LIST_MAX_RATIO: u64 = 10;
 const LIST_PAGE_SIZE: u64 = 1000;
 /// How long the short-lived token used for a password check may live.
 const PASSWORD_CHECK_TOKEN_MS: u64 = 5 * 60 * 1000;
+/// A service-account session unused this long belongs to a lost token cache.
+const SERVICE_SESSION_IDLE_MS: u64 = 60 * 60 * 1000;
 
 pub struct Synapse {
     http: Http,
@@ -45,23 +47,31 @@ impl Synapse {
         let credentials = &args.credentials;
         let (token, user_id) = match (&credentials.admin_token, &credentials.shared_secret) {
             (Some(token), _) => {
-                let user_id = whoami(&http, token).await?.ok_or_else(|| ServerError::TokenRefused {
-                    detail: "unknown or expired token".into(),
-                })?;
+                let user_id =
+                    whoami(&http, token)
+                        .await?
+                        .ok_or_else(|| ServerError::TokenRefused {
+                            detail: "unknown or expired token".into(),
+                        })?;
                 (token.clone(), user_id)
             }
             (None, Some(secret)) => {
-                let cache = TokenCache::new(&credentials.token_cache_dir, &args.server.url, &credentials.service_account);
+                let cache = TokenCache::new(
+                    &credentials.token_cache_dir,
+                    &args.server.url,
+                    &credentials.service_account,
+                );
                 service_account_token(&http, secret, &credentials.service_account, &cache).await?
             }
             (None, None) => unreachable!("args require a credential"),
         };
-        let server_name = user_id.split_once(':').map(|(_, server)| server.to_string()).ok_or_else(|| {
-            ServerError::Unexpected {
+        let server_name = user_id
+            .split_once(':')
+            .map(|(_, server)| server.to_string())
+            .ok_or_else(|| ServerError::Unexpected {
                 what: "asking who the admin token belongs to".into(),
                 detail: format!("{user_id:?} is not a user ID"),
-            }
-        })?;
+            })?;
         if let Some(given) = &args.server.server_name {
             if *given != server_name {
                 return Err(ServerError::WrongServerName {
@@ -82,7 +92,8 @@ impl Synapse {
 
     async fn require_admin(&self, user_id: &str) -> Result<(), ServerError> {
         let reply = self.admin_get(&user_path(user_id)).await?;
-        let is_admin = reply.status == StatusCode::OK && reply.body.get("admin").is_some_and(truthy);
+        let is_admin =
+            reply.status == StatusCode::OK && reply.body.get("admin").is_some_and(truthy);
         match reply.status {
             StatusCode::OK | StatusCode::FORBIDDEN if !is_admin => Err(ServerError::NotAdmin {
                 account: user_id.to_string(),
@@ -93,15 +104,29 @@ impl Synapse {
     }
 
     async fn admin_get(&self, path: &str) -> Result<Reply, ServerError> {
-        Ok(self.http.send(Method::GET, path, Some(&self.token), Body::None).await?)
+        Ok(self
+            .http
+            .send(Method::GET, path, Some(&self.token), Body::None)
+            .await?)
     }
 
-    async fn admin_send(&self, method: Method, path: &str, body: &Value) -> Result<Reply, ServerError> {
-        Ok(self.http.send(method, path, Some(&self.token), Body::Json(body)).await?)
+    async fn admin_send(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<Reply, ServerError> {
+        Ok(self
+            .http
+            .send(method, path, Some(&self.token), Body::Json(body))
+            .await?)
     }
 
     async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
-        let password = desired.password.as_ref().expect("the plan creates only users with a password");
+        let password = desired
+            .password
+            .as_ref()
+            .expect("the plan creates only users with a password");
         let admin = desired.admin.unwrap_or(false);
         let user_type = desired.user_type.unwrap_or(UserType::Regular);
         if let Some(secret) = &self.shared_secret {
@@ -113,16 +138,22 @@ impl Synapse {
                 displayname: desired.displayname.as_deref(),
                 inhibit_login: true,
             };
-            return register(&self.http, secret, &registration).await.map(|_| ());
+            return register(&self.http, secret, &registration)
+                .await
+                .map(|_| ());
         }
         let mut body = json!({"password": password.expose(), "admin": admin, "user_type": user_type_value(user_type)});
         if let Some(displayname) = &desired.displayname {
             body["displayname"] = json!(displayname);
         }
-        let reply = self.admin_send(Method::PUT, &user_path(&user.to_string()), &body).await?;
+        let reply = self
+            .admin_send(Method::PUT, &user_path(&user.to_string()), &body)
+            .await?;
         match reply.status {
             StatusCode::CREATED => Ok(()),
-            StatusCode::OK => Err(ServerError::CreatedMeanwhile { user: user.to_string() }),
+            StatusCode::OK => Err(ServerError::CreatedMeanwhile {
+                user: user.to_string(),
+            }),
             _ => Err(ServerError::refused(format!("creating {user}"), &reply)),
         }
     }
@@ -133,7 +164,10 @@ impl Homeserver for Synapse {
         &self.server_name
     }
 
-    async fn accounts(&self, users: &[UserId]) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
+    async fn accounts(
+        &self,
+        users: &[UserId],
+    ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
         if users.len() < LIST_MIN_USERS {
             return Ok(None);
         }
@@ -152,12 +186,19 @@ impl Homeserver for Synapse {
             if from == 0 && total > LIST_MAX_RATIO * users.len() as u64 {
                 return Ok(None);
             }
-            let page = reply.body.get("users").and_then(Value::as_array).ok_or_else(|| ServerError::Unexpected {
-                what: "listing users".into(),
-                detail: "no users array".into(),
-            })?;
+            let page = reply
+                .body
+                .get("users")
+                .and_then(Value::as_array)
+                .ok_or_else(|| ServerError::Unexpected {
+                    what: "listing users".into(),
+                    detail: "no users array".into(),
+                })?;
             for entry in page {
-                let name = entry.get("name").and_then(Value::as_str).unwrap_or_default();
+                let name = entry
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if let Some(&user) = wanted.get(name) {
                     found.insert(user.clone(), parse_account(entry, "listing users")?);
                 }
@@ -187,7 +228,11 @@ impl Homeserver for Synapse {
         }
     }
 
-    async fn password_matches(&self, user: &UserId, password: &Secret) -> Result<bool, ServerError> {
+    async fn password_matches(
+        &self,
+        user: &UserId,
+        password: &Secret,
+    ) -> Result<bool, ServerError> {
         let what = format!("checking the password of {user}");
         // A token issued by the admin API has no device; the password is then
         // checked by user-interactive auth on a request that changes nothing.
@@ -198,7 +243,10 @@ impl Homeserver for Synapse {
         let reply = self
             .admin_send(
                 Method::POST,
-                &format!("{}/login", user_path(&user.to_string()).replace("/v2/", "/v1/")),
+                &format!(
+                    "{}/login",
+                    user_path(&user.to_string()).replace("/v2/", "/v1/")
+                ),
                 &json!({"valid_until_ms": expires}),
             )
             .await?;
@@ -216,11 +264,21 @@ impl Homeserver for Synapse {
         });
         let verdict = self
             .http
-            .send(Method::POST, "/_matrix/client/v3/delete_devices", Some(&user_token), Body::Json(&check))
+            .send(
+                Method::POST,
+                "/_matrix/client/v3/delete_devices",
+                Some(&user_token),
+                Body::Json(&check),
+            )
             .await;
         let logout = self
             .http
-            .send(Method::POST, "/_matrix/client/v3/logout", Some(&user_token), Body::Json(&json!({})))
+            .send(
+                Method::POST,
+                "/_matrix/client/v3/logout",
+                Some(&user_token),
+                Body::Json(&json!({})),
+            )
             .await;
         let verdict = verdict?;
         logout?;
@@ -231,16 +289,27 @@ impl Homeserver for Synapse {
         }
     }
 
-    async fn apply(&self, user: &UserId, desired: &DesiredUser, changes: &[Change]) -> Result<(), ServerError> {
+    async fn apply(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        changes: &[Change],
+    ) -> Result<(), ServerError> {
         if changes.contains(&Change::Create) {
             return self.create(user, desired).await;
         }
         let path = user_path(&user.to_string());
-        if let Some(&Change::Deactivate { erase }) = changes.iter().find(|c| matches!(c, Change::Deactivate { .. })) {
+        if let Some(&Change::Deactivate { erase }) = changes
+            .iter()
+            .find(|c| matches!(c, Change::Deactivate { .. }))
+        {
             let reply = self
                 .admin_send(
                     Method::POST,
-                    &format!("/_synapse/admin/v1/deactivate/{}", path_segment(&user.to_string())),
+                    &format!(
+                        "/_synapse/admin/v1/deactivate/{}",
+                        path_segment(&user.to_string())
+                    ),
                     &json!({"erase": erase}),
                 )
                 .await?;
@@ -268,11 +337,19 @@ impl Homeserver for Synapse {
                 Change::SetPassword | Change::Create | Change::Deactivate { .. } => {}
             }
         }
-        if changes.iter().any(|c| matches!(c, Change::SetPassword | Change::Reactivate)) {
-            let password = desired.password.as_ref().expect("the plan sets only declared passwords");
+        if changes
+            .iter()
+            .any(|c| matches!(c, Change::SetPassword | Change::Reactivate))
+        {
+            let password = desired
+                .password
+                .as_ref()
+                .expect("the plan sets only declared passwords");
             body.insert("password".into(), json!(password.expose()));
         }
-        let reply = self.admin_send(Method::PUT, &path, &Value::Object(body)).await?;
+        let reply = self
+            .admin_send(Method::PUT, &path, &Value::Object(body))
+            .await?;
         match reply.status {
             StatusCode::OK => Ok(()),
             _ => Err(ServerError::refused(format!("updating {user}"), &reply)),
@@ -297,33 +374,48 @@ fn truthy(value: &Value) -> bool {
 }
 
 fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
-    let user_type = match body.get("user_type").and_then(Value::as_str) {
-        None => UserType::Regular,
-        Some("bot") => UserType::Bot,
-        Some("support") => UserType::Support,
-        Some(other) => {
-            return Err(ServerError::Unexpected {
+    let user_type =
+        match body.get("user_type").and_then(Value::as_str) {
+            None => UserType::Regular,
+            Some("bot") => UserType::Bot,
+            Some("support") => UserType::Support,
+            Some(other) => return Err(ServerError::Unexpected {
                 what: what.into(),
-                detail: format!("user type {other:?} is not one this module manages (regular, bot, support)"),
-            })
-        }
-    };
+                detail: format!(
+                    "user type {other:?} is not one this module manages (regular, bot, support)"
+                ),
+            }),
+        };
     Ok(Account {
         admin: body.get("admin").is_some_and(truthy),
         deactivated: body.get("deactivated").is_some_and(truthy),
         user_type,
-        displayname: body.get("displayname").and_then(Value::as_str).map(str::to_string),
+        displayname: body
+            .get("displayname")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 
 async fn whoami(http: &Http, token: &Secret) -> Result<Option<String>, ServerError> {
     let reply = http
-        .send(Method::GET, "/_matrix/client/v3/account/whoami", Some(token), Body::None)
+        .send(
+            Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            Some(token),
+            Body::None,
+        )
         .await?;
-    match (reply.status, reply.body.get("user_id").and_then(Value::as_str)) {
+    match (
+        reply.status,
+        reply.body.get("user_id").and_then(Value::as_str),
+    ) {
         (StatusCode::OK, Some(user_id)) => Ok(Some(user_id.to_string())),
         (StatusCode::UNAUTHORIZED, _) => Ok(None),
-        _ => Err(ServerError::refused("asking who the admin token belongs to", &reply)),
+        _ => Err(ServerError::refused(
+            "asking who the admin token belongs to",
+            &reply,
+        )),
     }
 }
 
@@ -339,14 +431,23 @@ struct Registration<'a> {
 }
 
 /// Registers a user; returns its ID and, unless login was inhibited, its token.
-async fn register(http: &Http, secret: &Secret, registration: &Registration<'_>) -> Result<(String, Option<Secret>), ServerError> {
+async fn register(
+    http: &Http,
+    secret: &Secret,
+    registration: &Registration<'_>,
+) -> Result<(String, Option<Secret>), ServerError> {
     const PATH: &str = "/_synapse/admin/v1/register";
     let what = format!("registering {}", registration.localpart);
     // A fresh nonce per attempt: Synapse forgets each one after a single use.
     let reply = http.send(Method::GET, PATH, None, Body::None).await?;
     let nonce = match reply.body.get("nonce").and_then(Value::as_str) {
         Some(nonce) if reply.status == StatusCode::OK => nonce.to_string(),
-        _ => return Err(ServerError::refused(format!("{what} (getting a nonce)"), &reply)),
+        _ => {
+            return Err(ServerError::refused(
+                format!("{what} (getting a nonce)"),
+                &reply,
+            ))
+        }
     };
     let mut body = json!({
         "nonce": nonce,
@@ -362,18 +463,33 @@ async fn register(http: &Http, secret: &Secret, registration: &Registration<'_>)
     if let Some(displayname) = registration.displayname {
         body["displayname"] = json!(displayname);
     }
-    let reply = http.send(Method::POST, PATH, None, Body::Json(&body)).await?;
+    let reply = http
+        .send(Method::POST, PATH, None, Body::Json(&body))
+        .await?;
     match (reply.status, reply.errcode()) {
         (StatusCode::OK, _) => {
-            let user_id = reply.body.get("user_id").and_then(Value::as_str).unwrap_or_default().to_string();
-            let token = reply.body.get("access_token").and_then(Value::as_str).map(Secret::new);
+            let user_id = reply
+                .body
+                .get("user_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let token = reply
+                .body
+                .get("access_token")
+                .and_then(Value::as_str)
+                .map(Secret::new);
             Ok((user_id, token))
         }
         (_, "M_USER_IN_USE") => Err(ServerError::CreatedMeanwhile {
             user: registration.localpart.to_string(),
         }),
-        (StatusCode::FORBIDDEN, _) if reply.explanation().contains("HMAC") => Err(ServerError::WrongSharedSecret),
-        (StatusCode::BAD_REQUEST, _) if reply.explanation().contains("not enabled") => Err(ServerError::SharedSecretDisabled),
+        (StatusCode::FORBIDDEN, _) if reply.explanation().contains("HMAC") => {
+            Err(ServerError::WrongSharedSecret)
+        }
+        (StatusCode::BAD_REQUEST, _) if reply.explanation().contains("not enabled") => {
+            Err(ServerError::SharedSecretDisabled)
+        }
         _ => Err(ServerError::refused(what, &reply)),
     }
 }
@@ -381,14 +497,19 @@ async fn register(http: &Http, secret: &Secret, registration: &Registration<'_>)
 /// Synapse's MAC: HMAC-SHA1 over the NUL-separated nonce, username,
 /// password, `admin`/`notadmin` and, when set, the user type.
 fn registration_mac(secret: &Secret, nonce: &str, registration: &Registration) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.expose().as_bytes())
+        .expect("HMAC takes keys of any length");
     mac.update(nonce.as_bytes());
     mac.update(b"\0");
     mac.update(registration.localpart.as_bytes());
     mac.update(b"\0");
     mac.update(registration.password.expose().as_bytes());
     mac.update(b"\0");
-    mac.update(if registration.admin { b"admin" } else { b"notadmin" });
+    mac.update(if registration.admin {
+        b"admin"
+    } else {
+        b"notadmin"
+    });
     if registration.user_type != UserType::Regular {
         mac.update(b"\0");
         mac.update(registration.user_type.as_str().as_bytes());
@@ -399,7 +520,8 @@ fn registration_mac(secret: &Secret, nonce: &str, registration: &Registration) -
 /// The service account's password, derived from the shared secret so that
 /// any host holding the secret can recover the account's token.
 fn service_account_password(secret: &Secret, localpart: &str) -> Secret {
-    let mut mac = Hmac::<Sha1>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.expose().as_bytes())
+        .expect("HMAC takes keys of any length");
     mac.update(b"matrix_user service account\0");
     mac.update(localpart.as_bytes());
     Secret::new(hex(&mac.finalize().into_bytes()))
@@ -439,25 +561,47 @@ async fn service_account_token(
                 detail: "no access token in the answer".into(),
             })
         }
-        Err(ServerError::CreatedMeanwhile { .. }) => recover_service_account(http, account, &password).await?,
+        Err(ServerError::CreatedMeanwhile { .. }) => {
+            recover_service_account(http, account, &password).await?
+        }
         Err(other) => return Err(other),
     };
     cache.store(&token)?;
     Ok((token, user_id))
 }
 
-/// Logs the existing service account in and removes its older devices, so it
-/// keeps exactly one session however often the cache is lost.
-async fn recover_service_account(http: &Http, account: &Username, password: &Secret) -> Result<(Secret, String), ServerError> {
+/// Logs the existing service account in and removes its idle sessions, so
+/// sessions do not pile up however often the cache is lost. Sessions in use
+/// stay: another run may be working with one right now.
+async fn recover_service_account(
+    http: &Http,
+    account: &Username,
+    password: &Secret,
+) -> Result<(Secret, String), ServerError> {
     let body = json!({
         "type": "m.login.password",
         "identifier": {"type": "m.id.user", "user": account.localpart()},
         "password": password.expose(),
         "initial_device_display_name": "matrix_user (Ansible)",
     });
-    let reply = http.send(Method::POST, "/_matrix/client/v3/login", None, Body::Json(&body)).await?;
-    let field = |name: &str| reply.body.get(name).and_then(Value::as_str).map(str::to_string);
-    let (Some(token), Some(user_id), Some(device_id)) = (field("access_token"), field("user_id"), field("device_id")) else {
+    let reply = http
+        .send(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Body::Json(&body),
+        )
+        .await?;
+    let field = |name: &str| {
+        reply
+            .body
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let (Some(token), Some(user_id), Some(device_id)) =
+        (field("access_token"), field("user_id"), field("device_id"))
+    else {
         return Err(match reply.status {
             StatusCode::FORBIDDEN => ServerError::ServiceAccountPassword {
                 account: account.localpart().to_string(),
@@ -467,13 +611,16 @@ async fn recover_service_account(http: &Http, account: &Username, password: &Sec
     };
     let token = Secret::new(token);
     let devices_path = format!("{}/devices", user_path(&user_id));
-    let reply = http.send(Method::GET, &devices_path, Some(&token), Body::None).await?;
+    let reply = http
+        .send(Method::GET, &devices_path, Some(&token), Body::None)
+        .await?;
     let stale: Vec<&str> = reply
         .body
         .get("devices")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .filter(|d| is_idle(d))
         .filter_map(|d| d.get("device_id").and_then(Value::as_str))
         .filter(|id| *id != device_id)
         .collect();
@@ -487,10 +634,24 @@ async fn recover_service_account(http: &Http, account: &Username, password: &Sec
             )
             .await?;
         if reply.status != StatusCode::OK {
-            return Err(ServerError::refused("removing the service account's old sessions", &reply));
+            return Err(ServerError::refused(
+                "removing the service account's old sessions",
+                &reply,
+            ));
         }
     }
     Ok((token, user_id))
+}
+
+/// Whether a device has not been used for [`SERVICE_SESSION_IDLE_MS`].
+fn is_idle(device: &Value) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    device
+        .get("last_seen_ts")
+        .and_then(Value::as_u64)
+        .is_some_and(|seen| seen + SERVICE_SESSION_IDLE_MS < now)
 }
 
 /// Where the service account's token is kept between runs: one file per
@@ -501,7 +662,9 @@ struct TokenCache {
 
 impl TokenCache {
     fn new(dir: &std::path::Path, url: &str, account: &Username) -> TokenCache {
-        let key = hex(&Sha1::digest(format!("{url}\0{}", account.localpart()).as_bytes()));
+        let key = hex(&Sha1::digest(
+            format!("{url}\0{}", account.localpart()).as_bytes(),
+        ));
         TokenCache {
             path: dir.join(format!("synapse-{}.token", &key[..16])),
         }
@@ -519,8 +682,15 @@ impl TokenCache {
             path: self.path.display().to_string(),
             detail: e.to_string(),
         };
-        let dir = self.path.parent().expect("the cache file is inside a folder");
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(fail)?;
+        let dir = self
+            .path
+            .parent()
+            .expect("the cache file is inside a folder");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(fail)?;
         let temporary = self.path.with_extension("tmp");
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -538,7 +708,12 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    fn registration<'a>(localpart: &'a str, password: &'a Secret, admin: bool, user_type: UserType) -> Registration<'a> {
+    fn registration<'a>(
+        localpart: &'a str,
+        password: &'a Secret,
+        admin: bool,
+        user_type: UserType,
+    ) -> Registration<'a> {
         Registration {
             localpart,
             password,
@@ -555,12 +730,20 @@ mod tests {
         let secret = Secret::new("shared-secret");
         let password = Secret::new("pä$s w\"rd");
         assert_eq!(
-            registration_mac(&secret, "abc123", &registration("alice", &password, true, UserType::Bot)),
+            registration_mac(
+                &secret,
+                "abc123",
+                &registration("alice", &password, true, UserType::Bot)
+            ),
             "ac91c267bdbf6c899c448b8f5795ff0e8e8b34e6"
         );
         let password = Secret::new("pw");
         assert_eq!(
-            registration_mac(&secret, "abc123", &registration("bob", &password, false, UserType::Regular)),
+            registration_mac(
+                &secret,
+                "abc123",
+                &registration("bob", &password, false, UserType::Regular)
+            ),
             "30c7c3d71e4c221226d44c332d9e4536f6896a15"
         );
     }

@@ -24,6 +24,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,9 @@ def write_config(data_dir: str, port: int, default_rate_limits: bool) -> dict:
         "trusted_key_servers": [],
         "suppress_key_server_warning": True,
         "enable_metrics": False,
+        # A fresh database finishes its schema in throttled background
+        # updates (about a minute); unthrottled they take a few seconds.
+        "background_updates": {"sleep_enabled": False, "background_update_duration_ms": 1000},
     }
     if not default_rate_limits:
         # Every test login comes from 127.0.0.1, so the per-address login
@@ -121,6 +125,19 @@ def wait_until_ready(url: str, process: subprocess.Popen, data_dir: str, deadlin
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"synapse did not answer at {url} in time; see {data_dir}/homeserver.log")
+
+
+def wait_for_background_updates(data_dir: str, deadline: float) -> None:
+    """A fresh database finishes its schema in background updates; until they
+    are done some admin calls fail (e.g. reactivating a user). A real server
+    has long finished them, so the tests wait for the same state."""
+    database = os.path.join(data_dir, "homeserver.db")
+    while time.monotonic() < deadline:
+        with sqlite3.connect(database) as connection:
+            if connection.execute("SELECT COUNT(*) FROM background_updates").fetchone()[0] == 0:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"synapse's background updates did not finish; see {data_dir}/homeserver.log")
 
 
 def spawn(config_path: str, data_dir: str, detach: bool) -> subprocess.Popen:
@@ -149,7 +166,9 @@ def run_ephemeral(default_rate_limits: bool) -> None:
         paths = write_config(data_dir, port, default_rate_limits)
         url = f"http://127.0.0.1:{port}"
         process = spawn(paths["config"], data_dir, detach=False)
-        wait_until_ready(url, process, data_dir, time.monotonic() + 120)
+        deadline = time.monotonic() + 120
+        wait_until_ready(url, process, data_dir, deadline)
+        wait_for_background_updates(data_dir, deadline)
         print(describe(url, data_dir, paths["secret"]), flush=True)
         sys.stdin.read()
     finally:
@@ -187,7 +206,9 @@ def run_persistent(data_dir: str, port: int, action: str) -> None:
     process = None
     if not running_pid(data_dir):
         process = spawn(paths["config"], data_dir, detach=True)
-    wait_until_ready(url, process, data_dir, time.monotonic() + 120)
+    deadline = time.monotonic() + 120
+    wait_until_ready(url, process, data_dir, deadline)
+    wait_for_background_updates(data_dir, deadline)
     print(describe(url, data_dir, paths["secret"]), flush=True)
 
 

@@ -1,0 +1,36 @@
+# matrix_user: `just --list` shows every recipe. `tools/just` runs this file
+# on a machine that does not have `just` yet.
+
+set positional-arguments
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export PATH := justfile_directory() + "/.venv/bin:" + env_var("PATH")
+export CC_x86_64_unknown_linux_musl := "musl-gcc"
+
+target := "x86_64-unknown-linux-musl"
+
+# List the recipes
+default:
+    @just --list
+
+# Install what the project needs: virtualenv, musl target, musl-tools
+setup:
+    tools/bootstrap
+
+# Build the module as a static binary and place it in library/
+build: setup
+    cargo build --quiet --release --target {{target}}
+    install -m 0755 target/{{target}}/release/matrix_user library/matrix_user
+
+# Create or update one user on the configured (or local) homeserver
+register-user USERNAME PASSWORD ADMIN: build
+    tools/register-user "$1" "$2" "$3"
+
+# Run every test: unit, integration against real servers, playbooks, Molecule
+test: build lint
+    cargo test --quiet -- --test-threads 2
+
+# Formatting, clippy and ansible-lint, all warnings fatal
+lint: setup
+    cargo fmt --check
+    cargo clippy --quiet --all-targets -- -D warnings

@@ -1,0 +1,358 @@
+//! The one harness every integration test goes through: it starts real
+//! homeservers (from tools/servers/), runs the compiled module exactly as
+//! Ansible does (an args file in argv[1], one JSON object on stdout), and
+//! checks the servers with requests of its own, independent of the module.
+//!
+//! A server that cannot start fails the test loudly; nothing is skipped.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use serde_json::{json, Value};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    let path = repo_root().join(".venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run tools/bootstrap (or `tools/just test`) first",
+        path.display()
+    );
+    path
+}
+
+/// A homeserver started for this test binary. It stops when the test
+/// process exits: the launcher watches its stdin, which closes then.
+pub struct Server {
+    pub url: String,
+    pub server_name: String,
+    pub shared_secret: String,
+    pub data_dir: PathBuf,
+    /// The raw launcher answer, for backend-specific fields.
+    pub info: Value,
+    /// Where the module keeps its service-account token for this server.
+    pub token_cache_dir: PathBuf,
+    admin_token: OnceLock<String>,
+    _launcher: Mutex<Child>,
+}
+
+impl Server {
+    /// Starts `tools/servers/<launcher>.py --ephemeral <flags>`.
+    pub fn start(launcher: &str, flags: &[&str]) -> Server {
+        let script = repo_root()
+            .join("tools/servers")
+            .join(format!("{launcher}.py"));
+        let mut child = Command::new(venv_bin("python"))
+            .arg(&script)
+            .arg("--ephemeral")
+            .args(flags)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!("{launcher} server did not start (launcher said {line:?}); see the output above")
+        });
+        let data_dir = PathBuf::from(info["data_dir"].as_str().unwrap());
+        Server {
+            url: info["url"].as_str().unwrap().to_string(),
+            server_name: info["server_name"].as_str().unwrap().to_string(),
+            shared_secret: info["registration_shared_secret"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            token_cache_dir: data_dir.join("matrix_user-token-cache"),
+            data_dir,
+            info,
+            admin_token: OnceLock::new(),
+            _launcher: Mutex::new(child),
+        }
+    }
+
+    pub fn user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.server_name)
+    }
+
+    /// The connection parameters every module run against this server needs.
+    pub fn connection(&self) -> Value {
+        json!({
+            "homeserver_url": self.url,
+            "registration_shared_secret": self.shared_secret,
+            "token_cache_dir": self.token_cache_dir,
+            "wait_timeout": 5,
+        })
+    }
+
+    /// Runs the module with `args` on top of [`Server::connection`].
+    pub fn module(&self, args: Value) -> ModuleRun {
+        let mut all = self.connection();
+        merge(&mut all, args);
+        let mut secrets = vec![self.shared_secret.clone()];
+        secrets.extend(self.admin_token.get().cloned());
+        run_module(all, secrets)
+    }
+
+    // ---- Independent checks, through the Matrix APIs, not the module ----
+
+    /// Logs in with a password; `Ok(token)` or `Err(status, errcode)`.
+    pub fn login(&self, user: &str, password: &str) -> Result<String, (u16, String)> {
+        let reply = self.post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}),
+        );
+        match reply.0 {
+            200 => {
+                let token = reply.1["access_token"].as_str().unwrap().to_string();
+                self.post("/_matrix/client/v3/logout", Some(&token), json!({}));
+                Ok(token)
+            }
+            status => Err((
+                status,
+                reply.1["errcode"].as_str().unwrap_or_default().to_string(),
+            )),
+        }
+    }
+
+    pub fn can_log_in(&self, user: &str, password: &str) -> bool {
+        match self.login(user, password) {
+            Ok(_) => true,
+            Err((403, _)) => false,
+            Err(other) => panic!("login of {user} answered {other:?}"),
+        }
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, token, None)
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, token, Some(body))
+    }
+
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = http().request(method, format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    /// A token of an admin the harness registered itself, with Synapse's own
+    /// `register_new_matrix_user` (not the module's code).
+    pub fn harness_admin_token(&self) -> &str {
+        self.admin_token.get_or_init(|| {
+            let password = "harness-admin-password";
+            let status = Command::new(venv_bin("register_new_matrix_user"))
+                .args(["-u", "harness", "-p", password, "-a", "-k", &self.shared_secret, &self.url])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "register_new_matrix_user failed");
+            let (status, body) = self.post(
+                "/_matrix/client/v3/login",
+                None,
+                json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "harness"}, "password": password}),
+            );
+            assert_eq!(status, 200, "harness admin login: {body}");
+            body["access_token"].as_str().unwrap().to_string()
+        })
+    }
+
+    /// Synapse's admin view of a user, or `None` when it does not exist.
+    pub fn synapse_user(&self, localpart: &str) -> Option<Value> {
+        let path = format!(
+            "/_synapse/admin/v2/users/{}",
+            encode(&self.user_id(localpart))
+        );
+        match self.get(&path, Some(self.harness_admin_token())) {
+            (200, body) => Some(body),
+            (404, _) => None,
+            other => panic!("reading {localpart}: {other:?}"),
+        }
+    }
+
+    pub fn is_admin(&self, localpart: &str) -> bool {
+        self.synapse_user(localpart).expect("the user exists")["admin"] == json!(true)
+    }
+
+    pub fn devices(&self, localpart: &str) -> Vec<Value> {
+        let path = format!(
+            "/_synapse/admin/v2/users/{}/devices",
+            encode(&self.user_id(localpart))
+        );
+        let (status, body) = self.get(&path, Some(self.harness_admin_token()));
+        assert_eq!(status, 200, "devices of {localpart}: {body}");
+        body["devices"].as_array().unwrap().clone()
+    }
+}
+
+fn http() -> &'static reqwest::blocking::Client {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    CLIENT.get_or_init(reqwest::blocking::Client::new)
+}
+
+pub fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    let base = base.as_object_mut().unwrap();
+    for (key, value) in extra.as_object().expect("module args are a mapping") {
+        base.insert(key.clone(), value.clone());
+    }
+}
+
+/// One run of the module binary.
+pub struct ModuleRun {
+    pub output: Value,
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the module binary on `args` as Ansible does, and checks that none of
+/// `secrets` (nor any password in `args`) appears anywhere in its output.
+pub fn run_module(args: Value, mut secrets: Vec<String>) -> ModuleRun {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    collect_passwords(&args, &mut secrets);
+    let dir = std::env::temp_dir().join(format!("matrix-user-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("args-{}.json", RUNS.fetch_add(1, Ordering::SeqCst)));
+    std::fs::write(&path, serde_json::to_vec(&args).unwrap()).unwrap();
+    let run = run_binary(&path);
+    std::fs::remove_file(&path).ok();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        assert!(
+            !run.stdout.contains(secret.as_str()) && !run.stderr.contains(secret.as_str()),
+            "a secret leaked into the module's output: {}",
+            run.stdout
+        );
+    }
+    run
+}
+
+fn run_binary(args_file: &Path) -> ModuleRun {
+    let output = Command::new(env!("CARGO_BIN_EXE_matrix_user"))
+        .arg(args_file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let parsed = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!("the module must print exactly one JSON object, printed {stdout:?}")
+    });
+    ModuleRun {
+        output: parsed,
+        exit_code: output.status.code().unwrap_or(-1),
+        stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn collect_passwords(args: &Value, into: &mut Vec<String>) {
+    match args {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match value {
+                    Value::String(s)
+                        if key.contains("password")
+                            || key.contains("secret")
+                            || key.contains("token") =>
+                    {
+                        if !key.ends_with("_file")
+                            && !key.ends_with("_dir")
+                            && key != "update_password"
+                        {
+                            into.push(s.clone())
+                        }
+                    }
+                    other => collect_passwords(other, into),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_passwords(item, into)),
+        _ => {}
+    }
+}
+
+impl ModuleRun {
+    pub fn msg(&self) -> &str {
+        self.output["msg"].as_str().unwrap_or_default()
+    }
+
+    /// Succeeded and changed something.
+    pub fn assert_changed(&self) -> &Self {
+        assert_eq!(self.exit_code, 0, "the module failed: {}", self.stdout);
+        assert_eq!(
+            self.output["changed"],
+            json!(true),
+            "expected changed: {}",
+            self.stdout
+        );
+        self
+    }
+
+    /// Succeeded and changed nothing.
+    pub fn assert_unchanged(&self) -> &Self {
+        assert_eq!(self.exit_code, 0, "the module failed: {}", self.stdout);
+        assert_eq!(
+            self.output["changed"],
+            json!(false),
+            "expected no change: {}",
+            self.stdout
+        );
+        self
+    }
+
+    /// Failed (exit 1, `failed: true`) with a message containing `expected`.
+    pub fn assert_failed_with(&self, expected: &str) -> &Self {
+        assert_eq!(self.exit_code, 1, "expected failure: {}", self.stdout);
+        assert_eq!(self.output["failed"], json!(true), "{}", self.stdout);
+        assert!(
+            self.msg().contains(expected),
+            "expected {expected:?} in {:?}",
+            self.msg()
+        );
+        self
+    }
+
+    /// The actions the module reports for the user at `index`.
+    pub fn actions(&self, index: usize) -> Vec<String> {
+        self.output["users"][index]["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    }
+}

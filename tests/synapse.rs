@@ -1,0 +1,394 @@
+//! The module against a real Synapse: each test is one line of the contract.
+
+mod harness;
+
+use std::sync::OnceLock;
+
+use harness::Server;
+use serde_json::json;
+
+/// One Synapse for this test binary, with the module's service account
+/// already registered, so parallel tests do not race to create it.
+fn synapse() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let server = Server::start("synapse", &[]);
+        server.module(json!({"users": []})).assert_unchanged();
+        server
+    })
+}
+
+#[test]
+fn creates_a_user_who_can_log_in_and_a_second_run_changes_nothing() {
+    let s = synapse();
+    let user = json!({"username": "create-alice", "password": "correct horse", "admin": "yes"});
+    let run = s.module(user.clone());
+    run.assert_changed();
+    assert_eq!(run.actions(0), ["created"]);
+    assert_eq!(run.msg(), "@create-alice:localhost: created");
+    assert!(s.can_log_in("create-alice", "correct horse"));
+    assert!(s.is_admin("create-alice"));
+
+    let again = s.module(user);
+    again.assert_unchanged();
+    assert_eq!(again.msg(), "@create-alice:localhost: already as declared");
+}
+
+#[test]
+fn accepts_a_full_user_id_as_username() {
+    let s = synapse();
+    s.module(json!({"username": "@full-id:localhost", "password": "pw-full-id"}))
+        .assert_changed();
+    assert!(s.synapse_user("full-id").is_some());
+    s.module(json!({"username": "full-id"})).assert_unchanged();
+}
+
+#[test]
+fn promotes_and_demotes_an_existing_user_each_once() {
+    let s = synapse();
+    s.module(json!({"username": "flip", "password": "flip-password", "admin": "no"}))
+        .assert_changed();
+    assert!(!s.is_admin("flip"));
+
+    let promote = s.module(json!({"username": "flip", "admin": true}));
+    assert_eq!(promote.assert_changed().actions(0), ["promoted"]);
+    assert!(s.is_admin("flip"));
+    s.module(json!({"username": "flip", "admin": "on"}))
+        .assert_unchanged();
+
+    let demote = s.module(json!({"username": "flip", "admin": "0"}));
+    assert_eq!(demote.assert_changed().actions(0), ["demoted"]);
+    assert!(!s.is_admin("flip"));
+    s.module(json!({"username": "flip", "admin": "no"}))
+        .assert_unchanged();
+}
+
+#[test]
+fn on_create_keeps_the_first_password_and_always_replaces_a_different_one() {
+    let s = synapse();
+    s.module(json!({"username": "pw-user", "password": "first password"}))
+        .assert_changed();
+    s.module(json!({"username": "pw-user", "password": "second password"}))
+        .assert_unchanged();
+    assert!(s.can_log_in("pw-user", "first password"));
+
+    let always =
+        json!({"username": "pw-user", "password": "second password", "update_password": "always"});
+    assert_eq!(
+        s.module(always.clone()).assert_changed().actions(0),
+        ["password changed"]
+    );
+    assert!(s.can_log_in("pw-user", "second password"));
+    assert!(!s.can_log_in("pw-user", "first password"));
+    s.module(always).assert_unchanged();
+}
+
+#[test]
+fn passwords_with_special_characters_arrive_byte_exact() {
+    let s = synapse();
+    let password = "it's \"quoted\" $HOME `id` back\\slash ünïcødé 🔑";
+    s.module(json!({"username": "special", "password": password}))
+        .assert_changed();
+    assert!(s.can_log_in("special", password));
+    s.module(json!({"username": "special", "password": password, "update_password": "always"}))
+        .assert_unchanged();
+}
+
+#[test]
+fn absent_deactivates_once_and_a_missing_user_stays_absent() {
+    let s = synapse();
+    s.module(json!({"username": "leaver", "password": "leaver-password"}))
+        .assert_changed();
+    let absent = json!({"username": "leaver", "state": "absent"});
+    assert_eq!(
+        s.module(absent.clone()).assert_changed().actions(0),
+        ["deactivated"]
+    );
+    assert_eq!(
+        s.synapse_user("leaver").unwrap()["deactivated"],
+        json!(true)
+    );
+    assert!(!s.can_log_in("leaver", "leaver-password"));
+    assert_eq!(
+        s.module(absent).assert_unchanged().msg(),
+        "@leaver:localhost: already absent"
+    );
+
+    s.module(json!({"username": "never-existed", "state": "absent"}))
+        .assert_unchanged();
+    assert!(s.synapse_user("never-existed").is_none());
+}
+
+#[test]
+fn a_deactivated_user_declared_present_is_reactivated_with_its_password() {
+    let s = synapse();
+    s.module(json!({"username": "returner", "password": "old-password"}))
+        .assert_changed();
+    s.module(json!({"username": "returner", "state": "absent", "erase": true}))
+        .assert_changed();
+    s.module(json!({"username": "returner"}))
+        .assert_failed_with("must be reactivated, which needs a password");
+    let back = s.module(json!({"username": "returner", "password": "new-password"}));
+    assert_eq!(back.assert_changed().actions(0), ["reactivated"]);
+    assert!(s.can_log_in("returner", "new-password"));
+}
+
+#[test]
+fn check_mode_predicts_every_change_and_makes_none() {
+    let s = synapse();
+    let check = |args: serde_json::Value| {
+        let mut args = args;
+        args["_ansible_check_mode"] = json!(true);
+        s.module(args)
+    };
+    assert_eq!(
+        check(json!({"username": "checked", "password": "checked-pw", "admin": true}))
+            .assert_changed()
+            .actions(0),
+        ["created"]
+    );
+    assert!(s.synapse_user("checked").is_none());
+
+    s.module(json!({"username": "checked", "password": "checked-pw"}))
+        .assert_changed();
+    check(json!({"username": "checked", "admin": true})).assert_changed();
+    check(json!({"username": "checked", "password": "other-pw", "update_password": "always"}))
+        .assert_changed();
+    check(json!({"username": "checked", "state": "absent"})).assert_changed();
+    check(json!({"username": "checked", "password": "checked-pw", "update_password": "always"}))
+        .assert_unchanged();
+
+    let user = s.synapse_user("checked").unwrap();
+    assert_eq!(user["admin"], json!(false));
+    assert_eq!(user["deactivated"], json!(false));
+    assert!(s.can_log_in("checked", "checked-pw"));
+}
+
+#[test]
+fn diff_mode_shows_before_and_after_without_secrets() {
+    let s = synapse();
+    let run = s.module(json!({
+        "username": "diffed", "password": "diff-secret-pw", "admin": true,
+        "displayname": "Diffed User", "_ansible_diff": true
+    }));
+    run.assert_changed();
+    let diff = &run.output["diff"][0];
+    assert_eq!(diff["before"], json!({"exists": false}));
+    assert_eq!(
+        diff["after"],
+        json!({"exists": true, "admin": true, "deactivated": false, "user_type": "regular", "displayname": "Diffed User"})
+    );
+    let run = s.module(json!({"username": "diffed", "admin": false, "_ansible_diff": true}));
+    assert_eq!(run.output["diff"][0]["before"]["admin"], json!(true));
+    assert_eq!(run.output["diff"][0]["after"]["admin"], json!(false));
+}
+
+#[test]
+fn bot_type_and_displayname_are_set_and_reconciled() {
+    let s = synapse();
+    s.module(json!({"username": "botty", "password": "bot-password", "user_type": "bot", "displayname": "Botty"}))
+        .assert_changed();
+    let user = s.synapse_user("botty").unwrap();
+    assert_eq!(user["user_type"], json!("bot"));
+    assert_eq!(user["displayname"], json!("Botty"));
+
+    let run =
+        s.module(json!({"username": "botty", "user_type": "regular", "displayname": "Botty II"}));
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["user type changed", "displayname changed"]
+    );
+    let user = s.synapse_user("botty").unwrap();
+    assert_eq!(user["user_type"], json!(null));
+    assert_eq!(user["displayname"], json!("Botty II"));
+    s.module(json!({"username": "botty", "user_type": "regular", "displayname": "Botty II"}))
+        .assert_unchanged();
+}
+
+#[test]
+fn fifty_users_in_one_task_then_nothing_to_change() {
+    let s = synapse();
+    let users: Vec<_> = (0..50)
+        .map(|i| json!({"username": format!("bulk{i:02}"), "password": format!("bulk-password-{i}"), "admin": i % 10 == 0}))
+        .collect();
+    let run = s.module(json!({"users": users}));
+    run.assert_changed();
+    assert_eq!(run.msg(), "50 users: 50 changed, 0 already as declared");
+    assert!(s.is_admin("bulk00") && !s.is_admin("bulk01"));
+    assert!(s.can_log_in("bulk49", "bulk-password-49"));
+
+    let again = s.module(json!({"users": users}));
+    again.assert_unchanged();
+    assert_eq!(again.msg(), "50 users: 0 changed, 50 already as declared");
+}
+
+#[test]
+fn one_failing_user_does_not_stop_the_others_and_is_named() {
+    let s = synapse();
+    let run = s.module(json!({"users": [
+        {"username": "mixed-ok", "password": "mixed-password"},
+        {"username": "mixed-nopass"},
+        {"username": "mixed-ok2", "password": "mixed-password"},
+    ]}));
+    run.assert_failed_with("1 of 3 users failed: @mixed-nopass:localhost: does not exist");
+    assert_eq!(run.output["users"][0]["changed"], json!(true));
+    assert_eq!(run.output["users"][1]["failed"], json!(true));
+    assert!(s.synapse_user("mixed-ok").is_some() && s.synapse_user("mixed-ok2").is_some());
+}
+
+#[test]
+fn bad_input_fails_before_anything_is_sent_and_names_the_field() {
+    let s = synapse();
+    let cases = [
+        (
+            json!({"username": ""}),
+            "username: the username \"\" is empty",
+        ),
+        (json!({"username": "Upper"}), "upper-case letters"),
+        (
+            json!({"username": "sp ace", "password": "x"}),
+            "contains ' '",
+        ),
+        (
+            json!({"username": "_reserved", "password": "x"}),
+            "starts with '_'",
+        ),
+        (json!({"username": "12345", "password": "x"}), "all digits"),
+        (
+            json!({"username": "@bob:elsewhere.org", "password": "x"}),
+            "belongs to server \"elsewhere.org\"",
+        ),
+        (
+            json!({"username": "bad-admin", "password": "x", "admin": "maybe"}),
+            "admin: \"maybe\" is not accepted; use yes/no",
+        ),
+        (
+            json!({"username": "bad-pw", "password": ""}),
+            "password: is empty",
+        ),
+        (
+            json!({"username": "bad-state", "state": "gone"}),
+            "state: \"gone\" is not accepted; use present or absent",
+        ),
+        (
+            json!({"username": "typo", "pasword": "x"}),
+            "pasword: unsupported parameter; valid parameters are:",
+        ),
+        (
+            json!({"users": [{"username": "dup"}, {"username": "@dup:localhost"}]}),
+            "users[1]: user \"dup\" is already declared in users[0]",
+        ),
+        (
+            json!({"username": &"x".repeat(250), "password": "x"}),
+            "the limit is 255",
+        ),
+    ];
+    for (args, expected) in cases {
+        s.module(args).assert_failed_with(expected);
+    }
+    for never in ["bad-admin", "bad-pw", "bad-state", "typo", "dup"] {
+        assert!(
+            s.synapse_user(never).is_none(),
+            "{never} must not have been created"
+        );
+    }
+    harness::run_module(
+        json!({"homeserver_url": s.url, "username": "nocred", "password": "x"}),
+        vec![],
+    )
+    .assert_failed_with("no credentials");
+}
+
+#[test]
+fn a_wrong_shared_secret_says_so_without_echoing_it() {
+    let s = synapse();
+    let run = s.module(json!({
+        "registration_shared_secret": "not-the-real-secret",
+        "token_cache_dir": s.data_dir.join("wrong-secret-cache"),
+        "username": "wrong-secret", "password": "irrelevant-pw",
+    }));
+    run.assert_failed_with("HMAC incorrect: the registration_shared_secret does not match");
+    assert!(!run.stdout.contains("not-the-real-secret"));
+}
+
+#[test]
+fn an_unreachable_homeserver_gives_a_clear_error() {
+    let run = harness::run_module(
+        json!({"homeserver_url": "http://127.0.0.1:9", "registration_shared_secret": "whatever-secret",
+               "username": "alice", "password": "pw", "wait_timeout": 1}),
+        vec![],
+    );
+    run.assert_failed_with("cannot reach the homeserver at http://127.0.0.1:9");
+}
+
+#[test]
+fn an_admin_token_alone_is_enough() {
+    let s = synapse();
+    let token = s.harness_admin_token().to_string();
+    let args = json!({
+        "homeserver_url": s.url, "admin_token": token,
+        "username": "by-token", "password": "token-made-pw", "admin": true,
+    });
+    harness::run_module(args.clone(), vec![token.clone()]).assert_changed();
+    assert!(s.can_log_in("by-token", "token-made-pw") && s.is_admin("by-token"));
+    harness::run_module(args, vec![token]).assert_unchanged();
+    harness::run_module(
+        json!({"homeserver_url": s.url, "admin_token": "syt_bogus_token", "username": "x", "password": "y"}),
+        vec!["syt_bogus_token".into()],
+    )
+    .assert_failed_with("the homeserver refused the admin token");
+}
+
+#[test]
+fn managed_users_keep_no_device_and_the_service_account_one() {
+    let s = synapse();
+    s.module(json!({"username": "deviceless", "password": "deviceless-pw", "admin": true}))
+        .assert_changed();
+    s.module(
+        json!({"username": "deviceless", "password": "other-pw", "update_password": "always"}),
+    )
+    .assert_changed();
+    s.module(json!({"username": "deviceless", "admin": false}))
+        .assert_changed();
+    assert!(
+        s.devices("deviceless").is_empty(),
+        "{:?}",
+        s.devices("deviceless")
+    );
+    assert_eq!(s.devices("matrix-user-service").len(), 1);
+}
+
+/// The usual fresh deployment: only the shared secret, Synapse's default rate
+/// limits, and many runs in a row, including one after the token cache was lost.
+#[test]
+fn twenty_runs_in_a_row_under_default_rate_limits() {
+    let s = Server::start("synapse", &["--default-rate-limits"]);
+    for run in 0..20 {
+        if run == 10 {
+            std::fs::remove_dir_all(&s.token_cache_dir).unwrap();
+        }
+        let admin = run % 2 == 0;
+        let outcome = s.module(json!({"users": [
+            {"username": "steady", "password": "steady-password", "admin": admin},
+            {"username": format!("new{run}"), "password": "new-password"},
+        ]}));
+        outcome.assert_changed();
+        assert_eq!(
+            outcome.actions(0),
+            [if run == 0 {
+                "created"
+            } else if admin {
+                "promoted"
+            } else {
+                "demoted"
+            }]
+        );
+    }
+    assert!(s.devices("steady").is_empty());
+    assert!(s.devices("new19").is_empty());
+    assert!(
+        s.devices("matrix-user-service").len() <= 2,
+        "{:?}",
+        s.devices("matrix-user-service")
+    );
+}
