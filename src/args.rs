@@ -23,6 +23,11 @@ const MODULE_PARAMETERS: &[&str] = &[
     "admin_token_file",
     "service_account",
     "token_cache_dir",
+    "dendrite_database",
+    "mas_url",
+    "mas_client_id",
+    "mas_client_secret",
+    "mas_client_secret_file",
     "users",
     "concurrency",
     "validate_certs",
@@ -41,6 +46,7 @@ const USER_PARAMETERS: &[&str] = &[
     "state",
     "update_password",
     "erase",
+    "email",
 ];
 
 const BOOLEAN_VALUES: &str = "yes/no, true/false, 1/0 or on/off";
@@ -93,6 +99,9 @@ pub enum ArgsError {
     /// Something required is missing.
     #[error("{0}")]
     Missing(String),
+    /// The chosen homeserver cannot manage this field.
+    #[error("{field}: {reason}")]
+    Unsupported { field: String, reason: &'static str },
     /// Two parameters that exclude each other were both given.
     #[error("{first} and {second} are mutually exclusive; give only one")]
     Exclusive { first: String, second: String },
@@ -116,6 +125,9 @@ pub enum ArgsError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HomeserverKind {
     Synapse,
+    Dendrite,
+    /// The Matrix Authentication Service, when the homeserver delegates accounts to it.
+    Mas,
 }
 
 /// When a declared password is written to the server.
@@ -167,6 +179,8 @@ pub struct DesiredUser {
     pub state: UserState,
     pub update_password: UpdatePassword,
     pub erase: bool,
+    /// An address the user must have (MAS only), verified, so no e-mail round trip is needed.
+    pub email: Option<String>,
 }
 
 impl DesiredUser {
@@ -198,6 +212,10 @@ pub struct Credentials {
     /// The account the module registers for itself when it has only the shared secret.
     pub service_account: Username,
     pub token_cache_dir: PathBuf,
+    /// Dendrite's accounts database (PostgreSQL URL or SQLite path), for admin changes.
+    pub dendrite_database: Option<Secret>,
+    /// MAS's OAuth2 client, for the client-credentials grant.
+    pub mas_client: Option<(String, Secret)>,
 }
 
 /// The whole validated request.
@@ -236,17 +254,26 @@ impl ModuleArgs {
             .collect();
         top.refuse_unknown(&all_top_level)?;
 
-        let homeserver = match top.choice("homeserver", &["synapse"])?.as_deref() {
-            None | Some("synapse") => HomeserverKind::Synapse,
-            Some(_) => unreachable!("choice() only returns accepted values"),
+        let homeserver = match top
+            .choice("homeserver", &["synapse", "dendrite", "mas"])?
+            .as_deref()
+        {
+            Some("dendrite") => HomeserverKind::Dendrite,
+            Some("mas") => HomeserverKind::Mas,
+            _ => HomeserverKind::Synapse,
+        };
+        // With MAS, users live in MAS: the module talks to MAS, not the homeserver.
+        let url_field = match homeserver {
+            HomeserverKind::Mas => "mas_url",
+            _ => "homeserver_url",
         };
         let server = ServerOptions {
             url: top
-                .string("homeserver_url")?
+                .string(url_field)?
                 .ok_or_else(|| {
-                    ArgsError::Missing(
-                        "homeserver_url is required, e.g. http://127.0.0.1:8008".into(),
-                    )
+                    ArgsError::Missing(format!(
+                        "{url_field} is required, e.g. http://127.0.0.1:8008"
+                    ))
                 })?
                 .trim_end_matches('/')
                 .to_string(),
@@ -258,7 +285,7 @@ impl ModuleArgs {
         };
         if !(server.url.starts_with("http://") || server.url.starts_with("https://")) {
             return Err(ArgsError::NotAccepted {
-                field: "homeserver_url".into(),
+                field: url_field.into(),
                 value: server.url,
                 accepted: "an http:// or https:// URL".into(),
             });
@@ -279,16 +306,29 @@ impl ModuleArgs {
                 .string("token_cache_dir")?
                 .map(PathBuf::from)
                 .unwrap_or_else(default_token_cache_dir),
+            dendrite_database: top.secret("dendrite_database")?,
+            mas_client: match (
+                top.string("mas_client_id")?,
+                top.secret_or_file("mas_client_secret")?,
+            ) {
+                (Some(id), Some(secret)) => Some((id, secret)),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(ArgsError::Missing(
+                        "mas_client_id needs mas_client_secret (or mas_client_secret_file)".into(),
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(ArgsError::Missing(
+                        "mas_client_secret needs mas_client_id".into(),
+                    ))
+                }
+            },
         };
-        if credentials.shared_secret.is_none() && credentials.admin_token.is_none() {
-            return Err(ArgsError::Missing(
-                "no credentials: give registration_shared_secret (or registration_shared_secret_file) \
-                 or admin_token (or admin_token_file)"
-                    .into(),
-            ));
-        }
+        require_credentials(homeserver, &credentials)?;
 
         let users = read_users(&top)?;
+        refuse_unsupported_fields(homeserver, &users)?;
         Ok(ModuleArgs {
             homeserver,
             server,
@@ -301,6 +341,45 @@ impl ModuleArgs {
             diff: top.internal_flag("_ansible_diff"),
         })
     }
+}
+
+fn require_credentials(
+    homeserver: HomeserverKind,
+    credentials: &Credentials,
+) -> Result<(), ArgsError> {
+    let missing = match homeserver {
+        HomeserverKind::Mas => {
+            credentials.mas_client.is_none() && credentials.admin_token.is_none()
+        }
+        _ => credentials.shared_secret.is_none() && credentials.admin_token.is_none(),
+    };
+    if !missing {
+        return Ok(());
+    }
+    Err(ArgsError::Missing(match homeserver {
+        HomeserverKind::Mas => "no credentials: give mas_client_id with mas_client_secret (or mas_client_secret_file), \
+             or admin_token (or admin_token_file) with the urn:mas:admin scope"
+            .into(),
+        _ => "no credentials: give registration_shared_secret (or registration_shared_secret_file) \
+             or admin_token (or admin_token_file)"
+            .into(),
+    }))
+}
+
+/// Fields a homeserver implementation cannot manage fail here, before any request.
+fn refuse_unsupported_fields(
+    homeserver: HomeserverKind,
+    users: &[DesiredUser],
+) -> Result<(), ArgsError> {
+    for user in users {
+        if user.email.is_some() && homeserver != HomeserverKind::Mas {
+            return Err(ArgsError::Unsupported {
+                field: user.field_name("email"),
+                reason: "e-mail addresses are managed only with homeserver: mas",
+            });
+        }
+    }
+    Ok(())
 }
 
 fn default_token_cache_dir() -> PathBuf {
@@ -409,6 +488,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         state,
         update_password,
         erase: fields.boolean("erase")?.unwrap_or(false),
+        email: fields.string("email")?,
     })
 }
 
@@ -586,8 +666,8 @@ fn ansible_boolean(value: &Value) -> Option<bool> {
     match value {
         Value::Bool(b) => Some(*b),
         Value::Number(n) => match n.as_f64() {
-            Some(x) if x == 1.0 => Some(true),
-            Some(x) if x == 0.0 => Some(false),
+            Some(1.0) => Some(true),
+            Some(0.0) => Some(false),
             _ => None,
         },
         Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {

@@ -45,13 +45,25 @@ pub fn run(args_path: Option<OsString>) -> (Value, i32) {
 }
 
 async fn reconcile_on_server(args: &ModuleArgs) -> Report {
-    let connected = async {
-        let http = Http::new(&args.server)?;
-        match args.homeserver {
-            HomeserverKind::Synapse => Ok::<_, ServerError>(Synapse::connect(args, http).await?),
-        }
+    let http = match Http::new(&args.server) {
+        Ok(http) => http,
+        Err(error) => return Report::fatal(error.to_string()),
     };
-    match connected.await {
+    match args.homeserver {
+        HomeserverKind::Synapse => reconcile_with(Synapse::connect(args, http).await, args).await,
+        // Backends in progress: each replaces its line with its `connect`.
+        HomeserverKind::Dendrite => {
+            Report::fatal("homeserver: dendrite is not implemented yet".into())
+        }
+        HomeserverKind::Mas => Report::fatal("homeserver: mas is not implemented yet".into()),
+    }
+}
+
+async fn reconcile_with<B: Homeserver + 'static>(
+    connected: Result<B, ServerError>,
+    args: &ModuleArgs,
+) -> Report {
+    match connected {
         Ok(backend) => reconcile(Rc::new(backend), args).await,
         Err(error) => Report::fatal(error.to_string()),
     }

@@ -14,6 +14,9 @@ pub struct Account {
     #[serde(serialize_with = "serialize_user_type")]
     pub user_type: UserType,
     pub displayname: Option<String>,
+    /// Addresses the account has (MAS only; empty elsewhere).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<String>,
 }
 
 fn serialize_user_type<S: serde::Serializer>(
@@ -44,6 +47,7 @@ pub enum Change {
     SetPassword,
     SetDisplayname,
     SetUserType(UserType),
+    AddEmail,
     Deactivate {
         erase: bool,
     },
@@ -60,6 +64,7 @@ impl Change {
             Change::SetPassword => "password changed",
             Change::SetDisplayname => "displayname changed",
             Change::SetUserType(_) => "user type changed",
+            Change::AddEmail => "email added",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
         }
@@ -122,6 +127,11 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
     if desired.displayname.is_some() && desired.displayname != account.displayname {
         changes.push(Change::SetDisplayname);
     }
+    if let Some(email) = &desired.email {
+        if !account.emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
+            changes.push(Change::AddEmail);
+        }
+    }
     if !account.deactivated && observed.password_matches == Some(false) {
         changes.push(Change::SetPassword);
     }
@@ -146,6 +156,7 @@ pub fn predict(
                         .displayname
                         .clone()
                         .or_else(|| Some(desired.username.localpart().to_string())),
+                    emails: desired.email.iter().cloned().collect(),
                 })
             }
             Change::Reactivate => {
@@ -166,6 +177,11 @@ pub fn predict(
             Change::SetDisplayname => {
                 if let Some(a) = account.as_mut() {
                     a.displayname = desired.displayname.clone()
+                }
+            }
+            Change::AddEmail => {
+                if let (Some(a), Some(email)) = (account.as_mut(), &desired.email) {
+                    a.emails.push(email.clone())
                 }
             }
             Change::Deactivate { .. } => {
@@ -196,6 +212,7 @@ mod tests {
             state: UserState::Present,
             update_password: UpdatePassword::OnCreate,
             erase: false,
+            email: None,
         }
     }
 
@@ -205,6 +222,7 @@ mod tests {
             deactivated: false,
             user_type: UserType::Regular,
             displayname: Some("alice".into()),
+            emails: vec![],
         }
     }
 
@@ -322,6 +340,23 @@ mod tests {
                 verb: "reactivated"
             })
         );
+    }
+
+    #[test]
+    fn a_declared_email_is_added_once_whatever_its_case() {
+        let user = DesiredUser {
+            email: Some("Alice@Example.com".into()),
+            ..desired("alice")
+        };
+        assert_eq!(
+            plan(&user, &observed(Some(account(false)))),
+            Ok(vec![Change::AddEmail])
+        );
+        let with_email = Account {
+            emails: vec!["alice@example.com".into()],
+            ..account(false)
+        };
+        assert_eq!(plan(&user, &observed(Some(with_email))), Ok(vec![]));
     }
 
     #[test]

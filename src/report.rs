@@ -189,6 +189,7 @@ mod tests {
                 deactivated: false,
                 user_type: UserType::Regular,
                 displayname: None,
+                emails: vec![],
             }),
             error: error.map(str::to_string),
         }

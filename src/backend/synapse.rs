@@ -334,7 +334,11 @@ impl Homeserver for Synapse {
                 Change::SetDisplayname => {
                     body.insert("displayname".into(), json!(desired.displayname));
                 }
-                Change::SetPassword | Change::Create | Change::Deactivate { .. } => {}
+                // Args refuse e-mail for Synapse, so AddEmail is never planned here.
+                Change::SetPassword
+                | Change::Create
+                | Change::Deactivate { .. }
+                | Change::AddEmail => {}
             }
         }
         if changes
@@ -374,18 +378,19 @@ fn truthy(value: &Value) -> bool {
 }
 
 fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
-    let user_type =
-        match body.get("user_type").and_then(Value::as_str) {
-            None => UserType::Regular,
-            Some("bot") => UserType::Bot,
-            Some("support") => UserType::Support,
-            Some(other) => return Err(ServerError::Unexpected {
+    let user_type = match body.get("user_type").and_then(Value::as_str) {
+        None => UserType::Regular,
+        Some("bot") => UserType::Bot,
+        Some("support") => UserType::Support,
+        Some(other) => {
+            return Err(ServerError::Unexpected {
                 what: what.into(),
                 detail: format!(
                     "user type {other:?} is not one this module manages (regular, bot, support)"
                 ),
-            }),
-        };
+            })
+        }
+    };
     Ok(Account {
         admin: body.get("admin").is_some_and(truthy),
         deactivated: body.get("deactivated").is_some_and(truthy),
@@ -394,6 +399,7 @@ fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
             .get("displayname")
             .and_then(Value::as_str)
             .map(str::to_string),
+        emails: Vec::new(),
     })
 }
 
@@ -761,7 +767,8 @@ mod tests {
                 admin: true,
                 deactivated: false,
                 user_type: UserType::Bot,
-                displayname: Some("A".into())
+                displayname: Some("A".into()),
+                emails: vec![],
             }
         );
         assert!(parse_account(&json!({"user_type": "custom"}), "test").is_err());
