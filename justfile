@@ -30,6 +30,10 @@ register-user USERNAME PASSWORD ADMIN: build
 test: build lint
     cargo test --quiet -- --test-threads 2
 
+# Measure N users against the server's limit and today's loop; writes docs/benchmarks.md
+bench N="200": build
+    python tools/bench/bench.py "$1"
+
 # Formatting, clippy and ansible-lint, all warnings fatal
 lint: setup
     cargo fmt --check

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""`just bench [N]`: how fast matrix_user manages N users, side by side with
+the server's own limit and today's one-task-per-user loop, all in one run on
+one real Synapse (default bcrypt rounds, Synapse's default rate limits).
+
+Writes docs/benchmarks.md and docs/benchmarks.png. Figures are ratios within
+this run; absolute times depend on the machine.
+"""
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+VENV = os.path.join(ROOT, ".venv", "bin")
+MODULE = os.path.join(ROOT, "library", "matrix_user")
+BASELINE_SAMPLE = 20
+
+
+def start_synapse():
+    launcher = subprocess.Popen(
+        [os.path.join(VENV, "python"), os.path.join(ROOT, "tools/servers/synapse.py"), "--ephemeral", "--default-rate-limits"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    info = json.loads(launcher.stdout.readline())
+    return launcher, info
+
+
+def post_json(url, body):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
+
+
+def register_directly(url, secret, username, password):
+    """One shared-secret registration, the way Synapse documents it."""
+    with urllib.request.urlopen(f"{url}/_synapse/admin/v1/register", timeout=60) as response:
+        nonce = json.load(response)["nonce"]
+    mac = hmac.new(secret.encode(), digestmod=hashlib.sha1)
+    mac.update(b"\x00".join([nonce.encode(), username.encode(), password.encode(), b"notadmin"]))
+    post_json(
+        f"{url}/_synapse/admin/v1/register",
+        {"nonce": nonce, "username": username, "password": password, "admin": False, "mac": mac.hexdigest(), "inhibit_login": True},
+    )
+
+
+def server_limit(info, count, concurrency):
+    started = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda i: register_directly(info["url"], info["registration_shared_secret"], f"limit{i:05}", f"limit-password-{i}"), range(count)))
+    return time.monotonic() - started
+
+
+def users(prefix, count, admin_every=0):
+    return [
+        {"username": f"{prefix}{i:05}", "password": f"{prefix}-password-{i}", "admin": bool(admin_every) and i % admin_every == 0}
+        for i in range(count)
+    ]
+
+
+def run_module(info, cache_dir, user_list, concurrency, workdir):
+    """Runs the binary as Ansible does; returns (seconds, output, peak KiB)."""
+    args = {
+        "homeserver_url": info["url"],
+        "registration_shared_secret": info["registration_shared_secret"],
+        "token_cache_dir": cache_dir,
+        "users": user_list,
+        "concurrency": concurrency,
+    }
+    path = os.path.join(workdir, "args.json")
+    with open(path, "w") as f:
+        json.dump(args, f)
+    # A fresh wrapper process, so its children's peak memory is the module's alone.
+    wrapper = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.monotonic(); out = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "print(time.monotonic() - t); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); print(out.stdout)"
+    )
+    result = subprocess.run([sys.executable, "-c", wrapper, MODULE, path], capture_output=True, text=True, check=True)
+    seconds, peak_kib, stdout = result.stdout.split("\n", 2)
+    output = json.loads(stdout)
+    if output.get("failed"):
+        raise SystemExit(f"the module failed: {output['msg']}")
+    return float(seconds), output, int(peak_kib)
+
+
+def run_playbook(playbook, extra_vars, workdir):
+    path = os.path.join(workdir, "vars.json")
+    with open(path, "w") as f:
+        json.dump(dict(extra_vars, ansible_python_interpreter=os.path.join(VENV, "python")), f)
+    env = dict(os.environ, ANSIBLE_LIBRARY=os.path.join(ROOT, "library"), PATH=VENV + ":" + os.environ["PATH"])
+    started = time.monotonic()
+    subprocess.run(
+        [os.path.join(VENV, "ansible-playbook"), "-i", "localhost,", os.path.join(ROOT, "tools/bench", playbook), "-e", f"@{path}"],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.monotonic() - started
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.machine()}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("users", nargs="?", type=int, default=200, help="N, the number of users (default 200)")
+    parser.add_argument("--concurrency", type=int, default=8, help="the module's concurrency (its default is 8)")
+    options = parser.parse_args()
+    n, concurrency = options.users, options.concurrency
+    sample = min(n, BASELINE_SAMPLE)
+
+    launcher, info = start_synapse()
+    workdir = tempfile.mkdtemp(prefix="matrix-user-bench-")
+    cache_dir = os.path.join(workdir, "token-cache")
+    figures = {}
+    try:
+        # Register the module's service account first, so no timed run pays for it.
+        run_module(info, cache_dir, [], concurrency, workdir)
+
+        print(f"server limit: {n} direct registrations, {concurrency} at a time ...", flush=True)
+        figures["server limit: create"] = server_limit(info, n, concurrency)
+
+        print(f"module binary: create {n}, re-run, flip admin of {n // 2} ...", flush=True)
+        created = users("bin", n)
+        figures["module (binary): create"], _, _ = run_module(info, cache_dir, created, concurrency, workdir)
+        figures["module (binary): re-run"], output, peak_kib = run_module(info, cache_dir, created, concurrency, workdir)
+        assert not output["changed"], "a re-run must change nothing"
+        flipped = [dict(u, admin=True) for u in created[: n // 2]]
+        figures["module (binary): flip admin"], output, _ = run_module(info, cache_dir, flipped, concurrency, workdir)
+        assert sum(u["changed"] for u in output["users"]) == n // 2
+
+        print(f"module via ansible-playbook: create {n}, re-run ...", flush=True)
+        play_vars = {"homeserver_url": info["url"], "shared_secret": info["registration_shared_secret"], "token_cache_dir": cache_dir}
+        played = users("play", n)
+        figures["module (playbook): create"] = run_playbook("module.yml", dict(play_vars, users=played), workdir)
+        figures["module (playbook): re-run"] = run_playbook("module.yml", dict(play_vars, users=played), workdir)
+
+        print(f"baseline loop: create {sample}, re-run ...", flush=True)
+        base_vars = dict(play_vars, register_new_matrix_user=os.path.join(VENV, "register_new_matrix_user"))
+        based = users("base", sample)
+        figures["baseline loop: create"] = run_playbook("baseline.yml", dict(base_vars, users=based), workdir)
+        figures["baseline loop: re-run"] = run_playbook("baseline.yml", dict(base_vars, users=based), workdir)
+    finally:
+        launcher.stdin.close()
+        launcher.wait()
+
+    counts = {name: (sample if name.startswith("baseline") else n // 2 if "flip" in name else n) for name in figures}
+    per_user = {name: figures[name] / counts[name] for name in figures}
+    ratios = [
+        ("module create vs server limit (users/s, higher is better)",
+         per_user["server limit: create"] / per_user["module (binary): create"]),
+        ("module re-run vs baseline re-run, per user (times faster)",
+         per_user["baseline loop: re-run"] / per_user["module (binary): re-run"]),
+        ("module via playbook re-run vs baseline re-run, per user (times faster)",
+         per_user["baseline loop: re-run"] / per_user["module (playbook): re-run"]),
+        ("module create vs baseline create, per user (times faster)",
+         per_user["baseline loop: create"] / per_user["module (binary): create"]),
+    ]
+    size_mb = os.path.getsize(MODULE) / 1e6
+    write_report(n, sample, concurrency, figures, counts, per_user, ratios, size_mb, peak_kib)
+    draw_chart(n, per_user)
+    for name, seconds in figures.items():
+        print(f"{name:32} {seconds:8.2f} s  {per_user[name] * 1000:9.1f} ms/user  ({counts[name]} users)")
+    for name, value in ratios:
+        print(f"{name}: {value:.2f}")
+    print(f"binary {size_mb:.2f} MB stripped, peak memory {peak_kib / 1024:.1f} MiB on the {n}-user re-run")
+
+
+def write_report(n, sample, concurrency, figures, counts, per_user, ratios, size_mb, peak_kib):
+    synapse_version = subprocess.run(
+        [os.path.join(VENV, "python"), "-c", "import synapse; print(synapse.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `just bench {n}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {machine()}.",
+        f"One real Synapse {synapse_version} (SQLite, default bcrypt rounds, default rate limits), started for the run;",
+        f"module concurrency {concurrency}; the baseline loop runs on a sample of {sample} users.",
+        "Absolute times depend on the machine: compare the ratios, which come from the same run.",
+        "",
+        "| approach | users | total (s) | per user (ms) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in figures:
+        lines.append(f"| {name} | {counts[name]} | {figures[name]:.2f} | {per_user[name] * 1000:.1f} |")
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    lines += [f"| {name} | {value:.2f} |" for name, value in ratios]
+    lines += [
+        "",
+        f"Module binary: {size_mb:.2f} MB (static, stripped); peak memory {peak_kib / 1024:.1f} MiB during the {n}-user re-run.",
+        "",
+        "![time per user for each approach](benchmarks.png)",
+        "",
+    ]
+    with open(os.path.join(ROOT, "docs", "benchmarks.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+def draw_chart(n, per_user):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(per_user)
+    values = [per_user[name] * 1000 for name in names]
+    colours = ["#888888" if name.startswith("server") else "#cc4444" if name.startswith("baseline") else "#3366aa" for name in names]
+    figure, axes = plt.subplots(figsize=(9, 4.5))
+    axes.barh(names, values, color=colours)
+    axes.set_xscale("log")
+    axes.set_xlabel("milliseconds per user (log scale)")
+    axes.set_title(f"matrix_user vs server limit vs one-task-per-user loop ({n} users)")
+    axes.invert_yaxis()
+    for y, value in enumerate(values):
+        axes.text(value, y, f" {value:.1f}", va="center")
+    figure.tight_layout()
+    figure.savefig(os.path.join(ROOT, "docs", "benchmarks.png"), dpi=100)
+
+
+if __name__ == "__main__":
+    main()
