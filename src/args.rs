@@ -378,6 +378,64 @@ fn refuse_unsupported_fields(
                 reason: "e-mail addresses are managed only with homeserver: mas",
             });
         }
+        if homeserver == HomeserverKind::Mas {
+            refuse_for_mas(user)?;
+        }
+        if homeserver == HomeserverKind::Dendrite {
+            refuse_for_dendrite(user)?;
+        }
+    }
+    Ok(())
+}
+
+/// What MAS's admin API (1.22) cannot manage idempotently.
+fn refuse_for_mas(user: &DesiredUser) -> Result<(), ArgsError> {
+    if user.displayname.is_some() {
+        return Err(ArgsError::Unsupported {
+            field: user.field_name("displayname"),
+            reason: "MAS cannot read display names back (the homeserver keeps them), so matrix_user cannot compare them; \
+                     leave displayname out with homeserver: mas and let users set it in their client",
+        });
+    }
+    if user.user_type.is_some_and(|t| t != UserType::Regular) {
+        return Err(ArgsError::Unsupported {
+            field: user.field_name("user_type"),
+            reason:
+                "MAS has no user types, so bot and support accounts cannot be made through it; \
+                     leave user_type out (or regular) with homeserver: mas",
+        });
+    }
+    Ok(())
+}
+
+/// Dendrite's passwords are 8 to 512 bytes (internal/validate.go).
+const DENDRITE_PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 8..=512;
+
+/// What Dendrite (0.13) has no notion of.
+fn refuse_for_dendrite(user: &DesiredUser) -> Result<(), ArgsError> {
+    if user.user_type.is_some_and(|t| t != UserType::Regular) {
+        return Err(ArgsError::Unsupported {
+            field: user.field_name("user_type"),
+            reason:
+                "Dendrite has no user types, so bot and support accounts cannot be made on it; \
+                     leave user_type out (or regular) with homeserver: dendrite",
+        });
+    }
+    if user.erase {
+        return Err(ArgsError::Unsupported {
+            field: user.field_name("erase"),
+            reason: "Dendrite cannot erase a deactivated user's messages and profile; \
+                     leave erase out with homeserver: dendrite",
+        });
+    }
+    if let Some(password) = &user.password {
+        if !DENDRITE_PASSWORD_BYTES.contains(&password.expose().len()) {
+            return Err(ArgsError::BadSecret {
+                field: user.field_name("password"),
+                problem: "Dendrite accepts only passwords of 8 to 512 bytes \
+                          (it answers M_WEAK_PASSWORD to shorter ones); choose one of that length",
+            });
+        }
     }
     Ok(())
 }
@@ -846,6 +904,72 @@ mod tests {
                 .concurrency,
             4
         );
+    }
+
+    #[test]
+    fn mas_refuses_what_it_cannot_compare() {
+        let mas = |user: Value| {
+            let mut args = json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:8080",
+                "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret"});
+            args.as_object_mut()
+                .unwrap()
+                .extend(user.as_object().unwrap().clone());
+            parse(args)
+        };
+        let message = mas(json!({"users": [{"username": "a", "displayname": "A"}]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("users[0].displayname: MAS cannot read display names back"),
+            "{message}"
+        );
+        let message = mas(json!({"username": "a", "user_type": "bot"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("user_type: MAS has no user types"),
+            "{message}"
+        );
+        let args = mas(json!({"username": "a", "user_type": "regular", "email": "a@example.com"}))
+            .unwrap();
+        assert_eq!(args.server.url, "http://127.0.0.1:8080");
+        assert!(args.credentials.mas_client.is_some());
+    }
+
+    #[test]
+    fn dendrite_refuses_what_it_has_no_notion_of() {
+        let dendrite = |user: Value| {
+            let mut args = with(user);
+            args["homeserver"] = json!("dendrite");
+            args["dendrite_database"] = json!("/var/lib/dendrite/userapi.db");
+            parse(args)
+        };
+        let message = dendrite(json!({"users": [{"username": "a", "user_type": "bot"}]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("users[0].user_type: Dendrite has no user types"),
+            "{message}"
+        );
+        let message = dendrite(json!({"username": "a", "state": "absent", "erase": true}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("erase: Dendrite cannot erase"),
+            "{message}"
+        );
+        let message = dendrite(json!({"username": "a", "password": "short7!"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("password: Dendrite accepts only passwords of 8 to 512 bytes"),
+            "{message}"
+        );
+        assert!(!message.contains("short7!"), "{message}");
+        let args =
+            dendrite(json!({"username": "a", "password": "eight ch", "user_type": "regular"}))
+                .unwrap();
+        assert!(args.credentials.dendrite_database.is_some());
     }
 
     #[test]

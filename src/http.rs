@@ -78,6 +78,16 @@ impl Reply {
 pub enum Body<'a> {
     None,
     Json(&'a Value),
+    /// `application/x-www-form-urlencoded`, as OAuth2's token endpoint takes.
+    Form(&'a [(&'a str, &'a str)]),
+}
+
+/// How a request authenticates.
+enum Auth<'a> {
+    None,
+    Bearer(&'a Secret),
+    /// HTTP Basic, as OAuth2's `client_secret_basic`: a client ID and its secret.
+    Basic(&'a str, &'a Secret),
 }
 
 pub struct Http {
@@ -124,17 +134,46 @@ impl Http {
         token: Option<&Secret>,
         body: Body<'_>,
     ) -> Result<Reply, HttpError> {
+        let auth = match token {
+            Some(token) => Auth::Bearer(token),
+            None => Auth::None,
+        };
+        self.send_as(method, path, auth, body).await
+    }
+
+    /// [`Http::send`], authenticated with HTTP Basic as `user` and `secret`.
+    pub async fn send_basic(
+        &self,
+        method: Method,
+        path: &str,
+        (user, secret): (&str, &Secret),
+        body: Body<'_>,
+    ) -> Result<Reply, HttpError> {
+        self.send_as(method, path, Auth::Basic(user, secret), body)
+            .await
+    }
+
+    async fn send_as(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Body<'_>,
+    ) -> Result<Reply, HttpError> {
         let url = format!("{}{}", self.base_url, path);
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
             let mut request = self.client.request(method.clone(), &url);
-            if let Some(token) = token {
-                request = request.bearer_auth(token.expose());
-            }
+            request = match auth {
+                Auth::None => request,
+                Auth::Bearer(token) => request.bearer_auth(token.expose()),
+                Auth::Basic(user, secret) => request.basic_auth(user, Some(secret.expose())),
+            };
             request = match body {
                 Body::None => request,
                 Body::Json(value) => request.json(value),
+                Body::Form(fields) => request.form(fields),
             };
             let waited = started.elapsed();
             let pause = match request.send().await {

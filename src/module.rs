@@ -8,6 +8,8 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::args::{DesiredUser, HomeserverKind, ModuleArgs};
+use crate::backend::dendrite::Dendrite;
+use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
 use crate::backend::{Homeserver, ServerError};
 use crate::http::Http;
@@ -39,6 +41,13 @@ pub fn run(args_path: Option<OsString>) -> (Value, i32) {
         .filter_map(|u| u.password.as_ref())
         .chain(args.credentials.shared_secret.as_ref())
         .chain(args.credentials.admin_token.as_ref())
+        .chain(args.credentials.dendrite_database.as_ref())
+        .chain(
+            args.credentials
+                .mas_client
+                .as_ref()
+                .map(|(_, secret)| secret),
+        )
         .collect();
     let code = i32::from(report.failed());
     (report.to_json(&secrets), code)
@@ -51,11 +60,8 @@ async fn reconcile_on_server(args: &ModuleArgs) -> Report {
     };
     match args.homeserver {
         HomeserverKind::Synapse => reconcile_with(Synapse::connect(args, http).await, args).await,
-        // Backends in progress: each replaces its line with its `connect`.
-        HomeserverKind::Dendrite => {
-            Report::fatal("homeserver: dendrite is not implemented yet".into())
-        }
-        HomeserverKind::Mas => Report::fatal("homeserver: mas is not implemented yet".into()),
+        HomeserverKind::Dendrite => reconcile_with(Dendrite::connect(args, http).await, args).await,
+        HomeserverKind::Mas => reconcile_with(Mas::connect(args, http).await, args).await,
     }
 }
 

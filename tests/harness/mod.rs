@@ -7,6 +7,9 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod dendrite;
+pub mod mas;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -385,6 +385,18 @@ def op_version(state, p, q, body):
     return 200, {"version": VERSION}
 
 
+def op_site_config(state, p, q, body):
+    # admin/v1/site_config.rs, with MAS's defaults (config sections passwords and account)
+    # except password login, which --no-password-login turns off.
+    return 200, {"server_name": SERVER_NAME, "password_login_enabled": not state.args.no_password_login,
+                 "password_registration_enabled": False, "password_registration_email_required": True,
+                 "password_registration_token_required": False, "registration_token_required": False,
+                 "email_change_allowed": True, "displayname_change_allowed": True,
+                 "password_change_allowed": True, "account_recovery_allowed": False,
+                 "account_deactivation_allowed": False, "captcha_enabled": False,
+                 "minimum_password_complexity": MINIMUM_COMPLEXITY}
+
+
 def op_list_users(state, p, q, body):
     one = {k: v[0] for k, v in q.items()}
     users = list(state.users.values())
@@ -521,7 +533,7 @@ def op_delete_email(state, p, q, body):
 
 
 OPERATIONS = {
-    "version": op_version, "listUsers": op_list_users, "createUser": op_create_user, "getUser": op_get_user,
+    "siteConfig": op_site_config, "version": op_version, "listUsers": op_list_users, "createUser": op_create_user, "getUser": op_get_user,
     "getUserByUsername": op_get_user_by_username, "setUserPassword": op_set_password,
     "userSetAdmin": user_action("set-admin"), "deactivateUser": user_action("deactivate"),
     "reactivateUser": user_action("reactivate"), "lockUser": user_action("lock"),
@@ -747,7 +759,8 @@ class Handler(BaseHTTPRequestHandler):
             raise oauth_error(403, "invalid_scope", ", ".join(denied))
         token = new_token("mat")
         state.access_tokens[token] = {"expires_at": time.time() + state.args.token_ttl, "scope": scope}
-        reply = {"access_token": token, "token_type": "Bearer", "expires_in": state.args.token_ttl}
+        # expires_in is whole seconds in OAuth2 and MAS; a shorter test lifetime rounds up to 1.
+        reply = {"access_token": token, "token_type": "Bearer", "expires_in": max(1, round(state.args.token_ttl))}
         if scope:
             reply["scope"] = " ".join(sorted(scope))
         return reply
@@ -814,7 +827,8 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ephemeral", action="store_true", required=True)
-    parser.add_argument("--token-ttl", type=int, default=300, help="access token lifetime (MAS default: 300)")
+    parser.add_argument("--token-ttl", type=float, default=300,
+                        help="access token lifetime in seconds, fractions allowed for tests (MAS default: 300)")
     parser.add_argument("--no-password-login", action="store_true", help="as passwords.enabled: false")
     parser.add_argument("--client-auth-method", choices=["client_secret_basic", "client_secret_post"],
                         default="client_secret_basic", help="the admin client's configured client_auth_method")

@@ -1,0 +1,590 @@
+//! Dendrite, through its client and admin APIs and, where it has no API,
+//! its user API database (`dendrite_database`).
+//!
+//! - Authentication: an `admin_token` when given; otherwise the module's
+//!   service account, registered once as an admin with the shared secret,
+//!   its token cached between runs, as for Synapse.
+//! - Create: shared-secret registration (with the admin flag and display
+//!   name). Dendrite logs every registered user in, so that session is
+//!   logged out at once. Dendrite has no other way to create users, so
+//!   creating needs the shared secret even with an `admin_token`.
+//! - Read: with the database, one query gives existence, admin flag
+//!   (`account_type` 3), deactivation and display name, for all users at
+//!   once. Without it, `register/available` gives existence and the profile
+//!   the display name; admin flag and deactivation are not visible through
+//!   any API. A login with the declared password then shows the account is
+//!   active and, with the user's own token, whether it is an admin; an
+//!   existing user whose admin flag is declared but cannot be read that way,
+//!   whose admin flag would change, or who is declared absent, fails with a
+//!   message asking for the database.
+//! - Password check: a login with the declared password, logged out at once.
+//!   Password change: `/_dendrite/admin/resetPassword`, which also ends the
+//!   user's sessions (as Synapse's admin API does).
+//! - Admin change: `account_type` in the database; Dendrite reads it on every
+//!   request, so it takes effect at once.
+//! - Display name: with the user's own session when the declared password
+//!   logs in (Dendrite then renames the user in its rooms too), else in the
+//!   database (rooms keep the old name until the user's next change).
+//! - Deactivate: Dendrite's own self-deactivation, which leaves rooms and
+//!   removes sessions and pushers: the password is first reset to a random
+//!   one, so this works whatever the declared password. Reactivate: reset to
+//!   the declared password, then clear `is_deactivated` in the database.
+
+mod database;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use self::database::{AccountRow, Database, ACCOUNT_TYPE_ADMIN, ACCOUNT_TYPE_USER};
+use super::shared_secret::{
+    hex, identify, password_auth, password_login, register, Registration, DEVICE_NAME,
+};
+use super::{Homeserver, ServerError};
+use crate::args::{DesiredUser, ModuleArgs, UpdatePassword, UserState, UserType};
+use crate::http::{path_segment, Body, Http};
+use crate::matrix_id::UserId;
+use crate::plan::{Account, Change};
+use crate::secret::Secret;
+
+pub struct Dendrite {
+    http: Http,
+    token: Secret,
+    server_name: String,
+    shared_secret: Option<Secret>,
+    database: Option<Database>,
+    /// The declarations, by localpart: without the database, what must be
+    /// read about an existing user depends on what is declared for it.
+    declared: HashMap<String, DesiredUser>,
+    /// Whether each user's declared password logged in, when a read already
+    /// tried, so that the password check does not log in a second time.
+    password_checked: RefCell<HashMap<UserId, bool>>,
+}
+
+impl Dendrite {
+    /// Authenticates, learns the server name and opens the database when
+    /// given; changes nothing, except registering the service account on
+    /// the very first run.
+    pub async fn connect(args: &ModuleArgs, http: Http) -> Result<Dendrite, ServerError> {
+        let credentials = &args.credentials;
+        let localpart = credentials.service_account.localpart();
+        let identity = identify(args, &http, "dendrite", |secret, password| {
+            let http = &http;
+            async move {
+                let registration = Registration {
+                    localpart,
+                    password: &password,
+                    admin: true,
+                    user_type: None,
+                    displayname: Some(DEVICE_NAME),
+                    inhibit_login: None,
+                };
+                // The session registration opens is the one the module keeps.
+                registered_session(register(http, &secret, &registration).await?)
+            }
+        })
+        .await?;
+        if !is_admin(&http, &identity.token, &identity.user_id).await? {
+            return Err(ServerError::NotAdmin {
+                account: identity.user_id,
+            });
+        }
+        let database = match &credentials.dendrite_database {
+            Some(location) => Some(Database::open(location, args.server.timeout).await?),
+            None => None,
+        };
+        Ok(Dendrite {
+            http,
+            token: identity.token,
+            server_name: identity.server_name,
+            shared_secret: credentials.shared_secret.clone(),
+            database,
+            declared: args
+                .users
+                .iter()
+                .map(|user| (user.username.localpart().to_string(), user.clone()))
+                .collect(),
+            password_checked: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn database(&self, what: impl FnOnce() -> String) -> Result<&Database, ServerError> {
+        self.database
+            .as_ref()
+            .ok_or_else(|| ServerError::NeedsDatabase { what: what() })
+    }
+
+    fn account_from_row(&self, user: &UserId, row: AccountRow) -> Result<Account, ServerError> {
+        let admin = match row.account_type {
+            ACCOUNT_TYPE_USER => false,
+            ACCOUNT_TYPE_ADMIN => true,
+            other => {
+                return Err(ServerError::Unexpected {
+                    what: format!("reading {user}"),
+                    detail: format!(
+                        "its account_type is {other} ({}); matrix_user manages only user (1) and admin (3) accounts",
+                        match other {
+                            2 => "a guest",
+                            4 => "an application service's account",
+                            _ => "unknown to Dendrite 0.13",
+                        }
+                    ),
+                })
+            }
+        };
+        Ok(Account {
+            admin,
+            deactivated: row.deactivated,
+            user_type: UserType::Regular,
+            displayname: row.displayname.filter(|name| !name.is_empty()),
+            emails: Vec::new(),
+        })
+    }
+
+    /// What the APIs show of an existing user, for runs without the database.
+    async fn account_without_database(
+        &self,
+        user: &UserId,
+    ) -> Result<Option<Account>, ServerError> {
+        if !self.exists(user).await? {
+            return Ok(None);
+        }
+        let declared = self.declared.get(user.localpart());
+        if declared.is_some_and(|d| d.state == UserState::Absent) {
+            return Err(ServerError::NeedsDatabase {
+                what: format!(
+                    "state: absent for the existing user {user} (Dendrite records deactivation only in its database)"
+                ),
+            });
+        }
+        let displayname = self.displayname(user).await?;
+        let wanted_admin = declared.and_then(|d| d.admin);
+        let password = declared
+            .filter(|d| wanted_admin.is_some() || d.update_password == UpdatePassword::Always)
+            .and_then(|d| d.password.as_ref());
+        let mut admin = None;
+        if let Some(password) = password {
+            let session = login(&self.http, user, password).await?;
+            self.password_checked
+                .borrow_mut()
+                .insert(user.clone(), session.is_some());
+            if let Some(session) = session {
+                let probed = is_admin(&self.http, &session, &user.to_string()).await;
+                logout(&self.http, &session, user).await?;
+                admin = Some(probed?);
+            }
+        }
+        match (wanted_admin, admin) {
+            (Some(_), None) => {
+                return Err(ServerError::NeedsDatabase {
+                    what: format!(
+                        "reading whether {user} is a server admin without its current password"
+                    ),
+                })
+            }
+            (Some(wanted), Some(actual)) if wanted != actual => {
+                return Err(ServerError::NeedsDatabase {
+                    what: format!("{} {user}", if wanted { "promoting" } else { "demoting" }),
+                })
+            }
+            _ => {}
+        }
+        // A login, when one was made, proved the account active. Without one
+        // neither flag shows: the account is taken as active and, its admin
+        // flag not being declared, as no admin (so the diff reports them).
+        Ok(Some(Account {
+            admin: admin.unwrap_or(false),
+            deactivated: false,
+            user_type: UserType::Regular,
+            displayname,
+            emails: Vec::new(),
+        }))
+    }
+
+    /// Whether a user ID is taken, deactivated accounts included.
+    async fn exists(&self, user: &UserId) -> Result<bool, ServerError> {
+        let what = format!("checking whether {user} exists");
+        let path = format!(
+            "/_matrix/client/v3/register/available?username={}",
+            path_segment(&user.to_string())
+        );
+        let reply = self.http.send(Method::GET, &path, None, Body::None).await?;
+        match (reply.status, reply.errcode()) {
+            (StatusCode::OK, _) if reply.body.get("available") == Some(&json!(true)) => Ok(false),
+            // The same code answers for namespaces reserved by application services.
+            (StatusCode::BAD_REQUEST, "M_USER_IN_USE")
+                if !reply.explanation().contains("application service") =>
+            {
+                Ok(true)
+            }
+            _ => Err(ServerError::refused(what, &reply)),
+        }
+    }
+
+    async fn displayname(&self, user: &UserId) -> Result<Option<String>, ServerError> {
+        let path = format!(
+            "/_matrix/client/v3/profile/{}/displayname",
+            path_segment(&user.to_string())
+        );
+        let reply = self
+            .http
+            .send(Method::GET, &path, Some(&self.token), Body::None)
+            .await?;
+        match reply.status {
+            StatusCode::OK => Ok(reply
+                .body
+                .get("displayname")
+                .and_then(Value::as_str)
+                .filter(|name| !name.is_empty())
+                .map(str::to_string)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(ServerError::refused(
+                format!("reading the displayname of {user}"),
+                &reply,
+            )),
+        }
+    }
+
+    async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
+        let secret = self
+            .shared_secret
+            .as_ref()
+            .ok_or_else(|| ServerError::NeedsSharedSecret {
+                user: user.to_string(),
+            })?;
+        let password = desired
+            .password
+            .as_ref()
+            .expect("the plan creates only users with a password");
+        let registration = Registration {
+            localpart: user.localpart(),
+            password,
+            admin: desired.admin.unwrap_or(false),
+            user_type: None,
+            displayname: desired.displayname.as_deref(),
+            inhibit_login: None,
+        };
+        let (_, session) = registered_session(register(&self.http, secret, &registration).await?)?;
+        logout(&self.http, &session, user).await
+    }
+
+    /// Sets a password and ends every session of the user.
+    async fn reset_password(&self, user: &UserId, password: &Secret) -> Result<(), ServerError> {
+        let reply = self
+            .http
+            .send(
+                Method::POST,
+                &format!(
+                    "/_dendrite/admin/resetPassword/{}",
+                    path_segment(&user.to_string())
+                ),
+                Some(&self.token),
+                Body::Json(&json!({"password": password.expose(), "logout_devices": true})),
+            )
+            .await?;
+        match reply.status {
+            StatusCode::OK if reply.body.get("password_updated") == Some(&json!(true)) => Ok(()),
+            _ => Err(ServerError::refused(
+                format!("setting the password of {user}"),
+                &reply,
+            )),
+        }
+    }
+
+    /// Dendrite deactivates only an account that asks for it itself, with
+    /// its password: give it a random one first, log in with it and ask.
+    async fn deactivate(&self, user: &UserId) -> Result<(), ServerError> {
+        let what = format!("deactivating {user}");
+        let throwaway = random_password();
+        self.reset_password(user, &throwaway).await?;
+        let session =
+            login(&self.http, user, &throwaway)
+                .await?
+                .ok_or_else(|| ServerError::Unexpected {
+                    what: what.clone(),
+                    detail: "the password just set does not log in".into(),
+                })?;
+        let body = json!({ "auth": password_auth(&user.to_string(), &throwaway) });
+        // Deactivation ends every session, this one included.
+        let reply = self
+            .http
+            .send(
+                Method::POST,
+                "/_matrix/client/v3/account/deactivate",
+                Some(&session),
+                Body::Json(&body),
+            )
+            .await?;
+        match reply.status {
+            StatusCode::OK => Ok(()),
+            _ => {
+                let refused = ServerError::refused(what, &reply);
+                logout(&self.http, &session, user).await?;
+                Err(refused)
+            }
+        }
+    }
+
+    async fn reactivate(&self, user: &UserId, password: &Secret) -> Result<(), ServerError> {
+        let database = self.database(|| format!("reactivating {user}"))?;
+        // The password first: an account reactivated with the throw-away
+        // password of its deactivation could not be used by anyone.
+        self.reset_password(user, password).await?;
+        if database
+            .reactivate(&self.server_name, user.localpart())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ServerError::Unexpected {
+                what: format!("reactivating {user}"),
+                detail: "the account is not in dendrite_database".into(),
+            })
+        }
+    }
+
+    async fn set_admin(&self, user: &UserId, admin: bool) -> Result<(), ServerError> {
+        let verb = if admin { "promoting" } else { "demoting" };
+        let database = self.database(|| format!("{verb} {user}"))?;
+        let account_type = if admin {
+            ACCOUNT_TYPE_ADMIN
+        } else {
+            ACCOUNT_TYPE_USER
+        };
+        if database
+            .set_account_type(&self.server_name, user.localpart(), account_type)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ServerError::Unexpected {
+                what: format!("{verb} {user}"),
+                detail: "no user or admin account of that name in dendrite_database".into(),
+            })
+        }
+    }
+
+    async fn set_displayname(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+    ) -> Result<(), ServerError> {
+        let what = format!("changing the displayname of {user}");
+        let displayname = desired.displayname.as_deref().unwrap_or_default();
+        if let Some(password) = &desired.password {
+            if let Some(session) = login(&self.http, user, password).await? {
+                let reply = self
+                    .http
+                    .send(
+                        Method::PUT,
+                        &format!(
+                            "/_matrix/client/v3/profile/{}/displayname",
+                            path_segment(&user.to_string())
+                        ),
+                        Some(&session),
+                        Body::Json(&json!({ "displayname": displayname })),
+                    )
+                    .await;
+                logout(&self.http, &session, user).await?;
+                let reply = reply?;
+                return match reply.status {
+                    StatusCode::OK => Ok(()),
+                    _ => Err(ServerError::refused(what, &reply)),
+                };
+            }
+        }
+        let database =
+            self.database(|| format!("{what} without its current password as password"))?;
+        if database
+            .set_displayname(&self.server_name, user.localpart(), displayname)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ServerError::Unexpected {
+                what,
+                detail: "the account has no profile in dendrite_database".into(),
+            })
+        }
+    }
+}
+
+impl Homeserver for Dendrite {
+    fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
+    async fn accounts(
+        &self,
+        users: &[UserId],
+    ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
+        let Some(database) = &self.database else {
+            return Ok(None);
+        };
+        let localparts: Vec<&str> = users.iter().map(UserId::localpart).collect();
+        let mut rows = database.accounts(&self.server_name, &localparts).await?;
+        let mut found = HashMap::new();
+        for user in users {
+            if let Some(row) = rows.remove(user.localpart()) {
+                found.insert(user.clone(), self.account_from_row(user, row)?);
+            }
+        }
+        Ok(Some(found))
+    }
+
+    async fn account(&self, user: &UserId) -> Result<Option<Account>, ServerError> {
+        let Some(database) = &self.database else {
+            return self.account_without_database(user).await;
+        };
+        let mut rows = database
+            .accounts(&self.server_name, &[user.localpart()])
+            .await?;
+        rows.remove(user.localpart())
+            .map(|row| self.account_from_row(user, row))
+            .transpose()
+    }
+
+    async fn password_matches(
+        &self,
+        user: &UserId,
+        password: &Secret,
+    ) -> Result<bool, ServerError> {
+        let known = self.password_checked.borrow().get(user).copied();
+        if let Some(matches) = known {
+            return Ok(matches);
+        }
+        match login(&self.http, user, password).await? {
+            Some(session) => logout(&self.http, &session, user).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    async fn apply(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        changes: &[Change],
+    ) -> Result<(), ServerError> {
+        if changes.contains(&Change::Create) {
+            return self.create(user, desired).await;
+        }
+        if changes
+            .iter()
+            .any(|c| matches!(c, Change::Deactivate { .. }))
+        {
+            return self.deactivate(user).await;
+        }
+        let password = || {
+            desired
+                .password
+                .as_ref()
+                .expect("the plan sets only declared passwords")
+        };
+        // The password before the display name, which may log in with it.
+        if changes.contains(&Change::Reactivate) {
+            self.reactivate(user, password()).await?;
+        }
+        for change in changes {
+            if let Change::SetAdmin(admin) = *change {
+                self.set_admin(user, admin).await?;
+            }
+        }
+        if changes.contains(&Change::SetPassword) {
+            self.reset_password(user, password()).await?;
+        }
+        if changes.contains(&Change::SetDisplayname) {
+            self.set_displayname(user, desired).await?;
+        }
+        // Args refuse user types and e-mail for Dendrite, so SetUserType and
+        // AddEmail are never planned here.
+        Ok(())
+    }
+}
+
+/// Whether `token` belongs to a server admin: Dendrite lets admins, and
+/// only them, ask who else is logged in (`whois` of another user).
+async fn is_admin(http: &Http, token: &Secret, own_id: &str) -> Result<bool, ServerError> {
+    let someone_else = own_id.replacen('@', "@probe.", 1);
+    let reply = http
+        .send(
+            Method::GET,
+            &format!(
+                "/_matrix/client/v3/admin/whois/{}",
+                path_segment(&someone_else)
+            ),
+            Some(token),
+            Body::None,
+        )
+        .await?;
+    match reply.status {
+        StatusCode::OK => Ok(true),
+        StatusCode::FORBIDDEN => Ok(false),
+        _ => Err(ServerError::refused(
+            format!("asking whether {own_id} is a server admin"),
+            &reply,
+        )),
+    }
+}
+
+/// A password login; `None` when Dendrite refuses the password (or the
+/// account is deactivated: Dendrite does not tell which).
+async fn login(
+    http: &Http,
+    user: &UserId,
+    password: &Secret,
+) -> Result<Option<Secret>, ServerError> {
+    let session = password_login(http, &user.to_string(), password).await?;
+    Ok(session.map(|session| session.token))
+}
+
+/// Ends one session, so that no device is left behind.
+async fn logout(http: &Http, session: &Secret, user: &UserId) -> Result<(), ServerError> {
+    let reply = http
+        .send(
+            Method::POST,
+            "/_matrix/client/v3/logout",
+            Some(session),
+            Body::Json(&json!({})),
+        )
+        .await?;
+    match reply.status {
+        StatusCode::OK => Ok(()),
+        _ => Err(ServerError::refused(
+            format!("logging out the session matrix_user opened for {user}"),
+            &reply,
+        )),
+    }
+}
+
+/// Dendrite logs every user it registers in: the session must be there.
+fn registered_session(
+    (user_id, token): (String, Option<Secret>),
+) -> Result<(String, Secret), ServerError> {
+    match token {
+        Some(token) => Ok((user_id, token)),
+        None => Err(ServerError::Unexpected {
+            what: format!("registering {user_id}"),
+            detail: "no access_token in the answer".into(),
+        }),
+    }
+}
+
+fn random_password() -> Secret {
+    let mut bytes = [0u8; 24];
+    getrandom::getrandom(&mut bytes).expect("the operating system provides random bytes");
+    Secret::new(hex(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throwaway_passwords_are_long_and_differ() {
+        let (a, b) = (random_password(), random_password());
+        assert_ne!(a, b);
+        assert_eq!(a.expose().len(), 48);
+    }
+}

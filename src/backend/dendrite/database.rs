@@ -1,0 +1,371 @@
+//! Dendrite's user API database, for what Dendrite has no API for: whether
+//! an account is a server admin or deactivated, and changing either. Its
+//! own documentation sends admins there to promote a user
+//! (`userapi_accounts.account_type`).
+//!
+//! Every statement binds its values: nothing from the playbook is ever
+//! spliced into SQL text. The location is a [`Secret`] (a PostgreSQL URL
+//! holds a password) and no message repeats it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::OpenFlags;
+
+use crate::backend::ServerError;
+use crate::secret::Secret;
+
+/// Dendrite's `account_type` values (userapi/api/api.go).
+pub const ACCOUNT_TYPE_USER: i16 = 1;
+pub const ACCOUNT_TYPE_ADMIN: i16 = 3;
+
+/// One account as Dendrite's database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    /// 1 user, 2 guest, 3 admin, 4 application service.
+    pub account_type: i16,
+    pub deactivated: bool,
+    pub displayname: Option<String>,
+}
+
+/// Reads the accounts of some localparts, profiles joined. The casts give
+/// both databases the same column types (PostgreSQL stores `is_deactivated`
+/// as a boolean and `account_type` as a smallint, SQLite both as integers).
+const SELECT_ACCOUNTS: &str = "SELECT a.localpart, CAST(a.account_type AS INTEGER), \
+     CAST(COALESCE(a.is_deactivated, FALSE) AS INTEGER), p.display_name \
+     FROM userapi_accounts a LEFT JOIN userapi_profiles p \
+     ON p.localpart = a.localpart AND p.server_name = a.server_name \
+     WHERE a.server_name = $1 AND a.localpart = ";
+/// Only between user and admin: guests and application services stay what they are.
+const SET_ACCOUNT_TYPE: &str = "UPDATE userapi_accounts SET account_type = $1 \
+     WHERE server_name = $2 AND localpart = $3 AND account_type IN (1, 3)";
+const REACTIVATE: &str = "UPDATE userapi_accounts SET is_deactivated = FALSE \
+     WHERE server_name = $1 AND localpart = $2";
+const SET_DISPLAYNAME: &str = "UPDATE userapi_profiles SET display_name = $1 \
+     WHERE server_name = $2 AND localpart = $3";
+
+pub enum Database {
+    /// Dendrite's SQLite file, opened read-write but never created.
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    Postgres(tokio_postgres::Client),
+}
+
+impl Database {
+    /// Connects to `location`: a `postgres://` or `postgresql://` URL (as in
+    /// Dendrite's configuration; no TLS), or the path of the SQLite file,
+    /// with or without Dendrite's `file:` prefix. Checks that it holds
+    /// Dendrite's accounts.
+    pub async fn open(location: &Secret, timeout: Duration) -> Result<Database, ServerError> {
+        let location = location.expose();
+        let database = if location.starts_with("postgres://")
+            || location.starts_with("postgresql://")
+        {
+            let connecting = tokio_postgres::connect(location, tokio_postgres::NoTls);
+            let (client, connection) = tokio::time::timeout(timeout, connecting)
+                .await
+                .map_err(|_| database_error(format!("no answer within {}s", timeout.as_secs())))?
+                .map_err(postgres_error)?;
+            // The connection does the talking; it ends when the client is dropped.
+            tokio::spawn(connection);
+            Database::Postgres(client)
+        } else {
+            let location = location.to_string();
+            let connection = blocking(move || {
+                let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                if location.starts_with("file:") {
+                    flags |= OpenFlags::SQLITE_OPEN_URI;
+                }
+                let connection = rusqlite::Connection::open_with_flags(&location, flags)?;
+                // Dendrite writes to the same file: wait for its locks.
+                connection.busy_timeout(timeout)?;
+                Ok(connection)
+            })
+            .await?;
+            Database::Sqlite(Arc::new(Mutex::new(connection)))
+        };
+        database.check_schema().await?;
+        Ok(database)
+    }
+
+    async fn check_schema(&self) -> Result<(), ServerError> {
+        const PROBE: &str = "SELECT COUNT(*) FROM userapi_accounts WHERE localpart = ''";
+        let found = match self {
+            Database::Postgres(client) => match client.query_one(PROBE, &[]).await {
+                Ok(_) => true,
+                Err(error)
+                    if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+                {
+                    false
+                }
+                Err(error) => return Err(postgres_error(error)),
+            },
+            Database::Sqlite(connection) => {
+                sqlite(connection, |c| match c.query_row(PROBE, [], |_| Ok(())) {
+                    Ok(()) => Ok(true),
+                    Err(error) if error.to_string().contains("no such table") => Ok(false),
+                    Err(error) => Err(error),
+                })
+                .await?
+            }
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(database_error(
+                "it has no userapi_accounts table, so it is not Dendrite's user API database \
+                 (user_api.account_database in dendrite.yaml, or global.database)"
+                    .into(),
+            ))
+        }
+    }
+
+    /// The accounts of `localparts` on `server_name` that exist.
+    pub async fn accounts(
+        &self,
+        server_name: &str,
+        localparts: &[&str],
+    ) -> Result<HashMap<String, AccountRow>, ServerError> {
+        let server_name = server_name.to_string();
+        match self {
+            Database::Postgres(client) => {
+                let sql = format!("{SELECT_ACCOUNTS}ANY($2)");
+                let rows = client
+                    .query(&sql, &[&server_name, &localparts])
+                    .await
+                    .map_err(postgres_error)?;
+                rows.iter()
+                    .map(|row| {
+                        let localpart: String = row.try_get(0)?;
+                        let account_type: i32 = row.try_get(1)?;
+                        let deactivated: i32 = row.try_get(2)?;
+                        Ok((
+                            localpart,
+                            account_row(account_type.into(), deactivated.into(), row.try_get(3)?),
+                        ))
+                    })
+                    .collect::<Result<_, tokio_postgres::Error>>()
+                    .map_err(postgres_error)
+            }
+            Database::Sqlite(connection) => {
+                let localparts: Vec<String> = localparts.iter().map(|l| l.to_string()).collect();
+                sqlite(connection, move |c| {
+                    let mut statement = c.prepare(&sqlite_sql(&format!("{SELECT_ACCOUNTS}$2")))?;
+                    let mut found = HashMap::new();
+                    for localpart in &localparts {
+                        let mut rows = statement.query((&server_name, localpart))?;
+                        if let Some(row) = rows.next()? {
+                            found.insert(
+                                row.get(0)?,
+                                account_row(row.get(1)?, row.get(2)?, row.get(3)?),
+                            );
+                        }
+                    }
+                    Ok(found)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Makes a user an admin or an admin a user; `false` when no such
+    /// account (of either type) exists.
+    pub async fn set_account_type(
+        &self,
+        server_name: &str,
+        localpart: &str,
+        account_type: i16,
+    ) -> Result<bool, ServerError> {
+        self.execute(
+            SET_ACCOUNT_TYPE,
+            Values::Three(account_type.into(), server_name, localpart),
+        )
+        .await
+    }
+
+    /// Clears the deactivated flag: the account's password works again.
+    pub async fn reactivate(
+        &self,
+        server_name: &str,
+        localpart: &str,
+    ) -> Result<bool, ServerError> {
+        self.execute(REACTIVATE, Values::Two(server_name, localpart))
+            .await
+    }
+
+    /// Writes the profile's display name (room memberships keep the old one).
+    pub async fn set_displayname(
+        &self,
+        server_name: &str,
+        localpart: &str,
+        displayname: &str,
+    ) -> Result<bool, ServerError> {
+        self.execute(
+            SET_DISPLAYNAME,
+            Values::Text(displayname, server_name, localpart),
+        )
+        .await
+    }
+
+    /// Runs one UPDATE; whether it changed a row.
+    async fn execute(&self, sql: &'static str, values: Values<'_>) -> Result<bool, ServerError> {
+        match self {
+            Database::Postgres(client) => {
+                let changed = match values {
+                    Values::Two(a, b) => client.execute(sql, &[&a, &b]).await,
+                    Values::Three(number, b, c) => {
+                        // account_type is a smallint in PostgreSQL.
+                        let number = number as i16;
+                        client.execute(sql, &[&number, &b, &c]).await
+                    }
+                    Values::Text(a, b, c) => client.execute(sql, &[&a, &b, &c]).await,
+                };
+                changed.map(|n| n > 0).map_err(postgres_error)
+            }
+            Database::Sqlite(connection) => {
+                let sql = sqlite_sql(sql);
+                let values: Vec<rusqlite::types::Value> = match values {
+                    Values::Two(a, b) => vec![a.to_string().into(), b.to_string().into()],
+                    Values::Three(number, b, c) => {
+                        vec![number.into(), b.to_string().into(), c.to_string().into()]
+                    }
+                    Values::Text(a, b, c) => vec![
+                        a.to_string().into(),
+                        b.to_string().into(),
+                        c.to_string().into(),
+                    ],
+                };
+                sqlite(connection, move |c| {
+                    c.execute(&sql, rusqlite::params_from_iter(values))
+                })
+                .await
+                .map(|n| n > 0)
+            }
+        }
+    }
+}
+
+/// The values an UPDATE binds, in order.
+enum Values<'a> {
+    Two(&'a str, &'a str),
+    Three(i64, &'a str, &'a str),
+    Text(&'a str, &'a str, &'a str),
+}
+
+fn account_row(account_type: i64, deactivated: i64, displayname: Option<String>) -> AccountRow {
+    AccountRow {
+        account_type: i16::try_from(account_type).unwrap_or(i16::MAX),
+        deactivated: deactivated != 0,
+        displayname,
+    }
+}
+
+/// SQLite numbers its parameters `?1`, PostgreSQL `$1`; the statements
+/// above hold no other `$`.
+fn sqlite_sql(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// Runs SQLite work off the async thread: it may wait for Dendrite's locks.
+async fn sqlite<T: Send + 'static>(
+    connection: &Arc<Mutex<rusqlite::Connection>>,
+    work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, ServerError> {
+    let connection = connection.clone();
+    blocking(move || {
+        let mut connection = connection.lock().expect("no SQLite work panics");
+        work(&mut connection)
+    })
+    .await
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("SQLite work does not panic")
+        .map_err(|error| database_error(error.to_string()))
+}
+
+fn postgres_error(error: tokio_postgres::Error) -> ServerError {
+    let detail = match error.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => {
+            let mut detail = error.to_string();
+            let mut cause = std::error::Error::source(&error);
+            while let Some(inner) = cause {
+                detail = format!("{detail}: {inner}");
+                cause = inner.source();
+            }
+            detail
+        }
+    };
+    database_error(detail)
+}
+
+fn database_error(detail: String) -> ServerError {
+    ServerError::Database { detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_number_their_parameters_for_both_databases() {
+        assert_eq!(
+            sqlite_sql(SET_ACCOUNT_TYPE),
+            SET_ACCOUNT_TYPE
+                .replace("$1", "?1")
+                .replace("$2", "?2")
+                .replace("$3", "?3")
+        );
+        assert!(!sqlite_sql(SELECT_ACCOUNTS).contains('$'));
+    }
+
+    #[test]
+    fn rows_map_flags_and_unknown_types() {
+        assert_eq!(
+            account_row(3, 1, Some("A".into())),
+            AccountRow {
+                account_type: ACCOUNT_TYPE_ADMIN,
+                deactivated: true,
+                displayname: Some("A".into())
+            }
+        );
+        assert_eq!(account_row(70000, 0, None).account_type, i16::MAX);
+    }
+
+    #[tokio::test]
+    async fn a_missing_sqlite_file_is_not_created() {
+        let path = std::env::temp_dir().join(format!("matrix-user-no-db-{}", std::process::id()));
+        let location = Secret::new(path.display().to_string());
+        let error = Database::open(&location, Duration::from_secs(1))
+            .await
+            .err()
+            .expect("opening a missing file fails");
+        assert!(matches!(error, ServerError::Database { .. }), "{error}");
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_file_without_dendrites_tables_is_named_as_such() {
+        let path =
+            std::env::temp_dir().join(format!("matrix-user-other-db-{}", std::process::id()));
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE other (x)")
+            .unwrap();
+        let location = Secret::new(path.display().to_string());
+        let error = Database::open(&location, Duration::from_secs(1))
+            .await
+            .err()
+            .expect("a foreign database is refused");
+        std::fs::remove_file(&path).ok();
+        assert!(
+            error.to_string().contains("no userapi_accounts table"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,543 @@
+//! What Synapse and Dendrite share around the registration shared secret:
+//! the registration MAC, and the module's service account, which it
+//! registers once with that secret, logs in when its cached token is lost,
+//! and acts as when no `admin_token` is given.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
+
+use super::ServerError;
+use crate::args::ModuleArgs;
+use crate::http::{Body, Http, Reply};
+use crate::matrix_id::Username;
+use crate::secret::Secret;
+
+/// The device name of every session the module opens.
+pub const DEVICE_NAME: &str = "matrix_user (Ansible)";
+
+/// Who the module acts as: the owner of `admin_token`, or the service account.
+pub struct Identity {
+    pub token: Secret,
+    pub user_id: String,
+    pub server_name: String,
+}
+
+/// Authenticates with `admin_token`, else as the service account (see
+/// [`service_account_token`]), and checks the configured `server_name`.
+/// `register` registers the service account with the shared secret and the
+/// derived password it is given, and returns the account's ID and token.
+pub async fn identify<Fut>(
+    args: &ModuleArgs,
+    http: &Http,
+    kind: &str,
+    register: impl FnOnce(Secret, Secret) -> Fut,
+) -> Result<Identity, ServerError>
+where
+    Fut: Future<Output = Result<(String, Secret), ServerError>>,
+{
+    let credentials = &args.credentials;
+    let (token, user_id) = match (&credentials.admin_token, &credentials.shared_secret) {
+        (Some(token), _) => {
+            let user_id = whoami(http, token)
+                .await?
+                .ok_or_else(|| ServerError::TokenRefused {
+                    detail: "unknown or expired token".into(),
+                })?;
+            (token.clone(), user_id)
+        }
+        (None, Some(secret)) => {
+            let account = &credentials.service_account;
+            let cache = TokenCache::new(
+                kind,
+                &credentials.token_cache_dir,
+                &args.server.url,
+                account,
+            );
+            let password = service_account_password(secret, account.localpart());
+            service_account_token(http, account, &cache, password.clone(), || {
+                register(secret.clone(), password.clone())
+            })
+            .await?
+        }
+        (None, None) => unreachable!("args require a credential"),
+    };
+    let server_name = user_id
+        .split_once(':')
+        .map(|(_, server)| server.to_string())
+        .ok_or_else(|| ServerError::Unexpected {
+            what: "asking who the admin token belongs to".into(),
+            detail: format!("{user_id:?} is not a user ID"),
+        })?;
+    if let Some(given) = &args.server.server_name {
+        if *given != server_name {
+            return Err(ServerError::WrongServerName {
+                given: given.clone(),
+                actual: server_name,
+            });
+        }
+    }
+    Ok(Identity {
+        token,
+        user_id,
+        server_name,
+    })
+}
+
+/// The service account's token, from the cache when it still works, else by
+/// registering the account (first run) or logging it in (cache lost).
+async fn service_account_token<Fut>(
+    http: &Http,
+    account: &Username,
+    cache: &TokenCache,
+    password: Secret,
+    register: impl FnOnce() -> Fut,
+) -> Result<(Secret, String), ServerError>
+where
+    Fut: Future<Output = Result<(String, Secret), ServerError>>,
+{
+    if let Some(token) = cache.load() {
+        if let Some(user_id) = whoami(http, &token).await? {
+            return Ok((token, user_id));
+        }
+    }
+    let (token, user_id) = match register().await {
+        Ok((user_id, token)) => (token, user_id),
+        Err(ServerError::CreatedMeanwhile { .. }) => {
+            recover_service_account(http, account, &password).await?
+        }
+        Err(other) => return Err(other),
+    };
+    cache.store(&token)?;
+    Ok((token, user_id))
+}
+
+/// Logs the existing service account in and removes its idle sessions, so
+/// sessions do not pile up however often the cache is lost. Sessions in use
+/// stay: another run may be working with one right now.
+async fn recover_service_account(
+    http: &Http,
+    account: &Username,
+    password: &Secret,
+) -> Result<(Secret, String), ServerError> {
+    let session = password_login(http, account.localpart(), password)
+        .await?
+        .ok_or_else(|| ServerError::ServiceAccountPassword {
+            account: account.localpart().to_string(),
+        })?;
+    let reply = http
+        .send(
+            Method::GET,
+            "/_matrix/client/v3/devices",
+            Some(&session.token),
+            Body::None,
+        )
+        .await?;
+    let stale: Vec<&str> = reply
+        .body
+        .get("devices")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|d| is_idle(d))
+        .filter_map(|d| d.get("device_id").and_then(Value::as_str))
+        .filter(|id| *id != session.device_id)
+        .collect();
+    if !stale.is_empty() {
+        let body = json!({
+            "devices": stale,
+            "auth": password_auth(&session.user_id, password),
+        });
+        let reply = http
+            .send(
+                Method::POST,
+                "/_matrix/client/v3/delete_devices",
+                Some(&session.token),
+                Body::Json(&body),
+            )
+            .await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused(
+                "removing the service account's old sessions",
+                &reply,
+            ));
+        }
+    }
+    Ok((session.token, session.user_id))
+}
+
+/// User-interactive authentication by password, for the `auth` field of
+/// requests that ask for it.
+pub fn password_auth(user: &str, password: &Secret) -> Value {
+    json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user},
+        "password": password.expose(),
+    })
+}
+
+/// A session opened by [`password_login`].
+pub struct Session {
+    pub token: Secret,
+    pub user_id: String,
+    pub device_id: String,
+}
+
+/// A password login of `user` (a localpart or a user ID); `None` when the
+/// homeserver refuses the password.
+pub async fn password_login(
+    http: &Http,
+    user: &str,
+    password: &Secret,
+) -> Result<Option<Session>, ServerError> {
+    let body = json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user},
+        "password": password.expose(),
+        "initial_device_display_name": DEVICE_NAME,
+    });
+    let reply = http
+        .send(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Body::Json(&body),
+        )
+        .await?;
+    let field = |name: &str| {
+        reply
+            .body
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match (
+        reply.status,
+        field("access_token"),
+        field("user_id"),
+        field("device_id"),
+    ) {
+        (StatusCode::OK, Some(token), Some(user_id), Some(device_id)) => Ok(Some(Session {
+            token: Secret::new(token),
+            user_id,
+            device_id,
+        })),
+        (StatusCode::FORBIDDEN, ..) => Ok(None),
+        _ => Err(ServerError::refused(
+            format!("logging in as {user}"),
+            &reply,
+        )),
+    }
+}
+
+/// A service-account session unused this long belongs to a lost token cache.
+const SERVICE_SESSION_IDLE_MS: u64 = 60 * 60 * 1000;
+
+/// One shared-secret registration (`/_synapse/admin/v1/register`).
+pub struct Registration<'a> {
+    pub localpart: &'a str,
+    pub password: &'a Secret,
+    pub admin: bool,
+    /// Synapse's user type (`bot`, `support`), part of its MAC; Dendrite
+    /// has none, and a MAC with one fails there.
+    pub user_type: Option<&'a str>,
+    pub displayname: Option<&'a str>,
+    /// Synapse only: without it Synapse logs the new user in, leaving a
+    /// device behind. Dendrite ignores it and always does.
+    pub inhibit_login: Option<bool>,
+}
+
+/// Registers a user; returns its ID and, when the homeserver logged it in,
+/// its session's token. Reads the error shapes of Synapse and Dendrite.
+pub async fn register(
+    http: &Http,
+    secret: &Secret,
+    registration: &Registration<'_>,
+) -> Result<(String, Option<Secret>), ServerError> {
+    const PATH: &str = "/_synapse/admin/v1/register";
+    let what = format!("registering {}", registration.localpart);
+    // A fresh nonce per attempt: Synapse forgets each one after a single use.
+    let reply = http.send(Method::GET, PATH, None, Body::None).await?;
+    let nonce = match reply.body.get("nonce").and_then(Value::as_str) {
+        Some(nonce) if reply.status == StatusCode::OK => nonce.to_string(),
+        _ => {
+            return Err(registration_refused(
+                format!("{what} (getting a nonce)"),
+                &reply,
+            ))
+        }
+    };
+    let mut body = json!({
+        "nonce": nonce,
+        "username": registration.localpart,
+        "password": registration.password.expose(),
+        "admin": registration.admin,
+        "mac": registration_mac(
+            secret,
+            &nonce,
+            registration.localpart,
+            registration.password,
+            registration.admin,
+            registration.user_type,
+        ),
+    });
+    if let Some(user_type) = registration.user_type {
+        body["user_type"] = json!(user_type);
+    }
+    if let Some(displayname) = registration.displayname {
+        body["displayname"] = json!(displayname);
+    }
+    if let Some(inhibit_login) = registration.inhibit_login {
+        body["inhibit_login"] = json!(inhibit_login);
+    }
+    let reply = http
+        .send(Method::POST, PATH, None, Body::Json(&body))
+        .await?;
+    let field = |name: &str| reply.body.get(name).and_then(Value::as_str);
+    match (reply.status, reply.errcode(), field("user_id")) {
+        (StatusCode::OK, _, Some(user_id)) => {
+            Ok((user_id.to_string(), field("access_token").map(Secret::new)))
+        }
+        (_, "M_USER_IN_USE", _) => Err(ServerError::CreatedMeanwhile {
+            user: registration.localpart.to_string(),
+        }),
+        _ => Err(registration_refused(what, &reply)),
+    }
+}
+
+fn registration_refused(what: String, reply: &Reply) -> ServerError {
+    let explanation = reply.explanation();
+    match reply.status {
+        // Synapse says "HMAC incorrect", Dendrite "bad mac".
+        StatusCode::FORBIDDEN if explanation.to_lowercase().contains("mac") => {
+            ServerError::WrongSharedSecret
+        }
+        // Synapse answers 400 "... not enabled"; Dendrite has no such endpoint then.
+        StatusCode::BAD_REQUEST if explanation.contains("not enabled") => {
+            ServerError::SharedSecretDisabled
+        }
+        StatusCode::NOT_FOUND => ServerError::SharedSecretDisabled,
+        // Dendrite keeps its nonces in one process's memory, for five minutes.
+        StatusCode::INTERNAL_SERVER_ERROR if explanation.contains("nonce") => {
+            ServerError::Refused {
+                what,
+                status: reply.status.as_u16(),
+                errcode: String::new(),
+                explanation: format!(
+                    "{explanation} (the homeserver forgot the nonce it gave a moment ago: did it restart, \
+                     or does homeserver_url balance over several of its processes?)"
+                ),
+            }
+        }
+        _ => ServerError::refused(what, reply),
+    }
+}
+
+/// The MAC of `/_synapse/admin/v1/register`: HMAC-SHA1 over the
+/// NUL-separated nonce, username, password, `admin`/`notadmin` and, when
+/// given (Synapse only), the user type.
+pub fn registration_mac(
+    secret: &Secret,
+    nonce: &str,
+    localpart: &str,
+    password: &Secret,
+    admin: bool,
+    user_type: Option<&str>,
+) -> String {
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.expose().as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(nonce.as_bytes());
+    mac.update(b"\0");
+    mac.update(localpart.as_bytes());
+    mac.update(b"\0");
+    mac.update(password.expose().as_bytes());
+    mac.update(b"\0");
+    mac.update(if admin { b"admin" } else { b"notadmin" });
+    if let Some(user_type) = user_type {
+        mac.update(b"\0");
+        mac.update(user_type.as_bytes());
+    }
+    hex(&mac.finalize().into_bytes())
+}
+
+/// The service account's password, derived from the shared secret so that
+/// any host holding the secret can recover the account's token.
+fn service_account_password(secret: &Secret, localpart: &str) -> Secret {
+    let mut mac = Hmac::<Sha1>::new_from_slice(secret.expose().as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"matrix_user service account\0");
+    mac.update(localpart.as_bytes());
+    Secret::new(hex(&mac.finalize().into_bytes()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Who `token` belongs to; `None` when the homeserver does not know it.
+async fn whoami(http: &Http, token: &Secret) -> Result<Option<String>, ServerError> {
+    let reply = http
+        .send(
+            Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            Some(token),
+            Body::None,
+        )
+        .await?;
+    match (
+        reply.status,
+        reply.body.get("user_id").and_then(Value::as_str),
+    ) {
+        (StatusCode::OK, Some(user_id)) => Ok(Some(user_id.to_string())),
+        (StatusCode::UNAUTHORIZED, _) => Ok(None),
+        _ => Err(ServerError::refused(
+            "asking who the admin token belongs to",
+            &reply,
+        )),
+    }
+}
+
+/// Whether a device has not been used for [`SERVICE_SESSION_IDLE_MS`].
+fn is_idle(device: &Value) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    device
+        .get("last_seen_ts")
+        .and_then(Value::as_u64)
+        .is_some_and(|seen| seen + SERVICE_SESSION_IDLE_MS < now)
+}
+
+/// Where the service account's token is kept between runs: one file per
+/// homeserver implementation, URL and account, readable only by the user
+/// running the module.
+struct TokenCache {
+    path: PathBuf,
+}
+
+impl TokenCache {
+    /// `kind` names the homeserver implementation (`synapse`, `dendrite`).
+    fn new(kind: &str, dir: &Path, url: &str, account: &Username) -> TokenCache {
+        let key = hex(&Sha1::digest(
+            format!("{url}\0{}", account.localpart()).as_bytes(),
+        ));
+        TokenCache {
+            path: dir.join(format!("{kind}-{}.token", &key[..16])),
+        }
+    }
+
+    fn load(&self) -> Option<Secret> {
+        let token = std::fs::read_to_string(&self.path).ok()?;
+        Some(Secret::new(token.trim())).filter(|t| !t.expose().is_empty())
+    }
+
+    fn store(&self, token: &Secret) -> Result<(), ServerError> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let fail = |e: std::io::Error| ServerError::TokenCache {
+            path: self.path.display().to_string(),
+            detail: e.to_string(),
+        };
+        let dir = self
+            .path
+            .parent()
+            .expect("the cache file is inside a folder");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(fail)?;
+        let temporary = self.path.with_extension("tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(fail)?;
+        file.write_all(token.expose().as_bytes()).map_err(fail)?;
+        std::fs::rename(&temporary, &self.path).map_err(fail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Expected values computed with Python's hmac module, as Synapse does.
+    #[test]
+    fn the_mac_matches_synapses_layout() {
+        let secret = Secret::new("shared-secret");
+        let password = Secret::new("pä$s w\"rd");
+        assert_eq!(
+            registration_mac(&secret, "abc123", "alice", &password, true, Some("bot")),
+            "ac91c267bdbf6c899c448b8f5795ff0e8e8b34e6"
+        );
+        let password = Secret::new("pw");
+        assert_eq!(
+            registration_mac(&secret, "abc123", "bob", &password, false, None),
+            "30c7c3d71e4c221226d44c332d9e4536f6896a15"
+        );
+    }
+
+    #[test]
+    fn both_servers_registration_errors_get_the_same_messages() {
+        let reply = |status: u16, body: Value| Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            body,
+        };
+        let refused = |r: Reply| registration_refused("registering bob".into(), &r);
+        for wrong_mac in [
+            reply(
+                403,
+                json!({"errcode": "M_FORBIDDEN", "error": "HMAC incorrect"}),
+            ),
+            reply(403, json!({"errcode": "M_FORBIDDEN", "error": "bad mac"})),
+        ] {
+            assert!(matches!(refused(wrong_mac), ServerError::WrongSharedSecret));
+        }
+        for disabled in [
+            reply(
+                400,
+                json!({"error": "Shared secret registration is not enabled"}),
+            ),
+            reply(404, json!({"errcode": "M_UNRECOGNIZED"})),
+        ] {
+            assert!(matches!(
+                refused(disabled),
+                ServerError::SharedSecretDisabled
+            ));
+        }
+        let stale = refused(reply(
+            500,
+            json!({"message": "incorrect or expired nonce: abc"}),
+        ));
+        assert!(
+            stale
+                .to_string()
+                .starts_with("registering bob: the homeserver answered 500: incorrect or expired nonce: abc (the homeserver forgot"),
+            "{stale}"
+        );
+    }
+
+    #[test]
+    fn the_service_password_is_stable_and_secret_dependent() {
+        let a = service_account_password(&Secret::new("one"), "svc");
+        assert_eq!(a, service_account_password(&Secret::new("one"), "svc"));
+        assert_ne!(a, service_account_password(&Secret::new("two"), "svc"));
+        assert_eq!(a.expose().len(), 40);
+    }
+
+    #[test]
+    fn each_homeserver_kind_has_its_own_cache_file() {
+        let account = Username::parse("svc").unwrap();
+        let synapse = TokenCache::new("synapse", Path::new("/c"), "http://x", &account);
+        let dendrite = TokenCache::new("dendrite", Path::new("/c"), "http://x", &account);
+        assert_ne!(synapse.path, dendrite.path);
+        assert!(synapse.path.to_str().unwrap().starts_with("/c/synapse-"));
+    }
+}

@@ -1,0 +1,406 @@
+//! The module against a real Dendrite, on SQLite and on PostgreSQL: each
+//! scenario is one line of the contract and runs once per database, each
+//! database with its own server (`sqlite::…` and `postgres::…`).
+
+mod harness;
+
+use std::sync::OnceLock;
+
+use harness::Server;
+use serde_json::{json, Value};
+
+/// One Dendrite per database for this test binary, with the module's
+/// service account already registered, so parallel tests do not race to
+/// create it.
+fn dendrite(database: &str) -> &'static Server {
+    static SQLITE: OnceLock<Server> = OnceLock::new();
+    static POSTGRES: OnceLock<Server> = OnceLock::new();
+    let cell = match database {
+        "sqlite" => &SQLITE,
+        _ => &POSTGRES,
+    };
+    cell.get_or_init(|| {
+        let server = Server::start_dendrite(database, &[]);
+        server.dendrite(json!({"users": []})).assert_unchanged();
+        server
+    })
+}
+
+/// Each scenario below, as a test on each database.
+macro_rules! on_both_databases {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $scenario() { super::$scenario(super::dendrite("sqlite")) })*
+        }
+        mod postgres {
+            $(#[test] fn $scenario() { super::$scenario(super::dendrite("postgres")) })*
+        }
+    };
+}
+
+on_both_databases!(
+    creates_a_user_who_can_log_in_and_a_second_run_changes_nothing,
+    promotes_and_demotes_through_the_database_with_immediate_effect,
+    on_create_keeps_the_first_password_and_always_replaces_a_different_one,
+    passwords_with_special_characters_arrive_byte_exact,
+    absent_deactivates_once_and_a_missing_user_stays_absent,
+    a_deactivated_user_declared_present_is_reactivated_with_its_password,
+    displayname_changes_through_the_users_session_or_the_database,
+    check_mode_predicts_every_change_and_makes_none,
+    twenty_users_in_one_task_then_nothing_to_change,
+    bad_input_fails_before_anything_is_sent_and_names_the_field,
+    managed_users_keep_no_device_and_the_service_account_one,
+    without_the_database_an_admin_change_on_an_existing_user_asks_for_it,
+    an_admin_token_alone_manages_but_cannot_create,
+);
+
+fn creates_a_user_who_can_log_in_and_a_second_run_changes_nothing(s: &Server) {
+    let user = json!({"username": "create-alice", "password": "correct horse", "admin": "yes",
+                      "displayname": "Alice A."});
+    let run = s.dendrite(user.clone());
+    assert_eq!(run.assert_changed().actions(0), ["created"]);
+    assert_eq!(run.msg(), "@create-alice:localhost: created");
+    assert!(s.can_log_in("create-alice", "correct horse"));
+    assert!(s.uses_admin_api("create-alice", "correct horse"));
+    let account = s.dendrite_account("create-alice").unwrap();
+    assert!(account.admin && !account.deactivated);
+    assert_eq!(account.displayname.as_deref(), Some("Alice A."));
+
+    let again = s.dendrite(user);
+    again.assert_unchanged();
+    assert_eq!(again.msg(), "@create-alice:localhost: already as declared");
+}
+
+fn promotes_and_demotes_through_the_database_with_immediate_effect(s: &Server) {
+    s.dendrite(json!({"username": "flip", "password": "flip-password", "admin": "no"}))
+        .assert_changed();
+    assert!(!s.uses_admin_api("flip", "flip-password"));
+
+    let promote = s.dendrite(json!({"username": "flip", "admin": true}));
+    assert_eq!(promote.assert_changed().actions(0), ["promoted"]);
+    assert!(s.dendrite_is_admin("flip"));
+    assert!(s.uses_admin_api("flip", "flip-password"));
+    s.dendrite(json!({"username": "flip", "admin": "on"}))
+        .assert_unchanged();
+
+    let demote = s.dendrite(json!({"username": "flip", "admin": "0"}));
+    assert_eq!(demote.assert_changed().actions(0), ["demoted"]);
+    assert!(!s.uses_admin_api("flip", "flip-password"));
+    s.dendrite(json!({"username": "flip", "admin": "no"}))
+        .assert_unchanged();
+}
+
+fn on_create_keeps_the_first_password_and_always_replaces_a_different_one(s: &Server) {
+    s.dendrite(json!({"username": "pw-user", "password": "first password"}))
+        .assert_changed();
+    s.dendrite(json!({"username": "pw-user", "password": "second password"}))
+        .assert_unchanged();
+    assert!(s.can_log_in("pw-user", "first password"));
+
+    let always =
+        json!({"username": "pw-user", "password": "second password", "update_password": "always"});
+    assert_eq!(
+        s.dendrite(always.clone()).assert_changed().actions(0),
+        ["password changed"]
+    );
+    assert!(s.can_log_in("pw-user", "second password"));
+    assert!(!s.can_log_in("pw-user", "first password"));
+    s.dendrite(always).assert_unchanged();
+}
+
+fn passwords_with_special_characters_arrive_byte_exact(s: &Server) {
+    let password = "it's \"quoted\" $HOME `id` back\\slash ünïcødé 🔑";
+    s.dendrite(json!({"username": "special", "password": password}))
+        .assert_changed();
+    assert!(s.can_log_in("special", password));
+    s.dendrite(json!({"username": "special", "password": password, "update_password": "always"}))
+        .assert_unchanged();
+}
+
+fn absent_deactivates_once_and_a_missing_user_stays_absent(s: &Server) {
+    s.dendrite(json!({"username": "leaver", "password": "leaver-password"}))
+        .assert_changed();
+    let absent = json!({"username": "leaver", "state": "absent"});
+    assert_eq!(
+        s.dendrite(absent.clone()).assert_changed().actions(0),
+        ["deactivated"]
+    );
+    assert!(s.dendrite_account("leaver").unwrap().deactivated);
+    assert!(!s.can_log_in("leaver", "leaver-password"));
+    assert!(s.dendrite_devices("leaver").is_empty());
+    assert_eq!(
+        s.dendrite(absent).assert_unchanged().msg(),
+        "@leaver:localhost: already absent"
+    );
+
+    s.dendrite(json!({"username": "never-existed", "state": "absent"}))
+        .assert_unchanged();
+    assert!(s.dendrite_account("never-existed").is_none());
+}
+
+fn a_deactivated_user_declared_present_is_reactivated_with_its_password(s: &Server) {
+    s.dendrite(json!({"username": "returner", "password": "old-password", "admin": true}))
+        .assert_changed();
+    s.dendrite(json!({"username": "returner", "state": "absent"}))
+        .assert_changed();
+    s.dendrite(json!({"username": "returner"}))
+        .assert_failed_with("must be reactivated, which needs a password");
+    let back =
+        s.dendrite(json!({"username": "returner", "password": "new-password", "admin": false}));
+    assert_eq!(back.assert_changed().actions(0), ["reactivated", "demoted"]);
+    assert!(s.can_log_in("returner", "new-password"));
+    assert!(!s.uses_admin_api("returner", "new-password"));
+    s.dendrite(json!({"username": "returner", "password": "new-password", "admin": false}))
+        .assert_unchanged();
+}
+
+fn displayname_changes_through_the_users_session_or_the_database(s: &Server) {
+    s.dendrite(json!({"username": "named", "password": "named-password"}))
+        .assert_changed();
+    // Dendrite names a new user after its localpart, as the plan predicts.
+    assert_eq!(
+        s.dendrite_account("named").unwrap().displayname.as_deref(),
+        Some("named")
+    );
+    let with_password =
+        json!({"username": "named", "password": "named-password", "displayname": "Named One"});
+    assert_eq!(
+        s.dendrite(with_password.clone())
+            .assert_changed()
+            .actions(0),
+        ["displayname changed"]
+    );
+    let (status, body) = s.get("/_matrix/client/v3/profile/@named:localhost", None);
+    assert_eq!((status, &body["displayname"]), (200, &json!("Named One")));
+    s.dendrite(with_password).assert_unchanged();
+
+    let without_password = json!({"username": "named", "displayname": "Named Two"});
+    assert_eq!(
+        s.dendrite(without_password.clone())
+            .assert_changed()
+            .actions(0),
+        ["displayname changed"]
+    );
+    assert_eq!(
+        s.dendrite_account("named").unwrap().displayname.as_deref(),
+        Some("Named Two")
+    );
+    s.dendrite(without_password).assert_unchanged();
+    assert!(s.dendrite_devices("named").is_empty());
+}
+
+fn check_mode_predicts_every_change_and_makes_none(s: &Server) {
+    let check = |args: Value| {
+        let mut args = args;
+        args["_ansible_check_mode"] = json!(true);
+        s.dendrite(args)
+    };
+    assert_eq!(
+        check(json!({"username": "checked", "password": "checked-pw", "admin": true}))
+            .assert_changed()
+            .actions(0),
+        ["created"]
+    );
+    assert!(s.dendrite_account("checked").is_none());
+
+    s.dendrite(json!({"username": "checked", "password": "checked-pw"}))
+        .assert_changed();
+    check(json!({"username": "checked", "admin": true})).assert_changed();
+    check(json!({"username": "checked", "password": "other-pw!", "update_password": "always"}))
+        .assert_changed();
+    check(json!({"username": "checked", "displayname": "Checked"})).assert_changed();
+    check(json!({"username": "checked", "state": "absent"})).assert_changed();
+    check(json!({"username": "checked", "password": "checked-pw", "update_password": "always"}))
+        .assert_unchanged();
+
+    let account = s.dendrite_account("checked").unwrap();
+    assert!(!account.admin && !account.deactivated);
+    assert_eq!(account.displayname.as_deref(), Some("checked"));
+    assert!(s.can_log_in("checked", "checked-pw"));
+    assert!(s.dendrite_devices("checked").is_empty());
+}
+
+fn twenty_users_in_one_task_then_nothing_to_change(s: &Server) {
+    let users: Vec<_> = (0..20)
+        .map(|i| json!({"username": format!("bulk{i:02}"), "password": format!("bulk-password-{i}"), "admin": i % 10 == 0}))
+        .collect();
+    let run = s.dendrite(json!({"users": users}));
+    run.assert_changed();
+    assert_eq!(run.msg(), "20 users: 20 changed, 0 already as declared");
+    assert!(s.dendrite_is_admin("bulk00") && !s.dendrite_is_admin("bulk01"));
+    assert!(s.can_log_in("bulk19", "bulk-password-19"));
+
+    let again = s.dendrite(json!({"users": users}));
+    again.assert_unchanged();
+    assert_eq!(again.msg(), "20 users: 0 changed, 20 already as declared");
+}
+
+fn bad_input_fails_before_anything_is_sent_and_names_the_field(s: &Server) {
+    let cases = [
+        (
+            json!({"username": "bad-type", "password": "long enough", "user_type": "bot"}),
+            "user_type: Dendrite has no user types",
+        ),
+        (
+            json!({"users": [{"username": "bad-erase", "state": "absent", "erase": true}]}),
+            "users[0].erase: Dendrite cannot erase",
+        ),
+        (
+            json!({"username": "bad-short", "password": "seven77"}),
+            "password: Dendrite accepts only passwords of 8 to 512 bytes",
+        ),
+        (
+            json!({"username": "Upper", "password": "long enough"}),
+            "upper-case letters",
+        ),
+    ];
+    for (args, expected) in cases {
+        s.dendrite(args).assert_failed_with(expected);
+    }
+    for never in ["bad-type", "bad-erase", "bad-short"] {
+        assert!(
+            s.dendrite_account(never).is_none(),
+            "{never} must not have been created"
+        );
+    }
+    let run = s.dendrite(json!({
+        "registration_shared_secret": "not-the-real-secret",
+        "token_cache_dir": s.data_dir.join("wrong-secret-cache"),
+        "username": "wrong-secret", "password": "irrelevant-pw",
+    }));
+    run.assert_failed_with("HMAC incorrect: the registration_shared_secret does not match");
+    assert!(!run.stdout.contains("not-the-real-secret"));
+    s.dendrite(json!({"dendrite_database": "/nonexistent/userapi.db", "username": "x", "password": "long enough"}))
+        .assert_failed_with("dendrite_database: unable to open database file");
+}
+
+fn managed_users_keep_no_device_and_the_service_account_one(s: &Server) {
+    s.dendrite(json!({"username": "deviceless", "password": "deviceless-pw", "admin": true}))
+        .assert_changed();
+    assert_eq!(s.dendrite_devices("deviceless"), Vec::<String>::new());
+    s.dendrite(
+        json!({"username": "deviceless", "password": "other-pw!", "update_password": "always"}),
+    )
+    .assert_changed();
+    s.dendrite(json!({"username": "deviceless", "admin": false, "displayname": "D"}))
+        .assert_changed();
+    s.dendrite(
+        json!({"username": "deviceless", "password": "other-pw!", "displayname": "E",
+                      "admin": false, "update_password": "always", "dendrite_database": null}),
+    )
+    .assert_changed();
+    assert_eq!(s.dendrite_devices("deviceless"), Vec::<String>::new());
+    assert_eq!(s.dendrite_devices("matrix-user-service").len(), 1);
+}
+
+fn without_the_database_an_admin_change_on_an_existing_user_asks_for_it(s: &Server) {
+    let without = |args: Value| {
+        let mut args = args;
+        args["dendrite_database"] = Value::Null;
+        s.dendrite(args)
+    };
+    // Creation needs no database, admin flag included, and neither does a
+    // re-run whose declared password shows the flag.
+    let user = json!({"username": "no-db", "password": "no-db-password", "admin": true});
+    assert_eq!(
+        without(user.clone()).assert_changed().actions(0),
+        ["created"]
+    );
+    assert!(s.uses_admin_api("no-db", "no-db-password"));
+    without(user).assert_unchanged();
+
+    let expected = "demoting @no-db:localhost needs dendrite_database: the PostgreSQL URL or SQLite path of Dendrite's user API database";
+    without(json!({"username": "no-db", "password": "no-db-password", "admin": false}))
+        .assert_failed_with(expected);
+    let mut check = json!({"username": "no-db", "password": "no-db-password", "admin": false});
+    check["_ansible_check_mode"] = json!(true);
+    without(check).assert_failed_with(expected);
+    without(json!({"username": "no-db", "admin": false})).assert_failed_with(
+        "reading whether @no-db:localhost is a server admin without its current password needs dendrite_database",
+    );
+    without(json!({"username": "no-db", "state": "absent"}))
+        .assert_failed_with("state: absent for the existing user @no-db:localhost");
+    assert!(s.dendrite_is_admin("no-db"));
+    assert!(!s.dendrite_account("no-db").unwrap().deactivated);
+    assert!(s.dendrite_devices("no-db").is_empty());
+
+    // What the APIs can do still works without it.
+    let always =
+        json!({"username": "no-db", "password": "no-db-changed", "update_password": "always"});
+    assert_eq!(
+        without(always.clone()).assert_changed().actions(0),
+        ["password changed"]
+    );
+    without(always).assert_unchanged();
+    without(json!({"username": "no-db-missing", "state": "absent"})).assert_unchanged();
+}
+
+fn an_admin_token_alone_manages_but_cannot_create(s: &Server) {
+    s.dendrite(json!({"username": "by-token", "password": "token-first-pw"}))
+        .assert_changed();
+    let token = s.dendrite_admin_token().to_string();
+    let by_token = |args: Value| {
+        let mut all = json!({"registration_shared_secret": null, "admin_token": token});
+        all.as_object_mut()
+            .unwrap()
+            .extend(args.as_object().unwrap().clone());
+        s.dendrite(all)
+    };
+    let always = json!({"username": "by-token", "password": "token-second-pw",
+                        "update_password": "always", "admin": true});
+    assert_eq!(
+        by_token(always.clone()).assert_changed().actions(0),
+        ["promoted", "password changed"]
+    );
+    assert!(s.uses_admin_api("by-token", "token-second-pw"));
+    by_token(always).assert_unchanged();
+    by_token(json!({"username": "token-new", "password": "token-new-pw"}))
+        .assert_failed_with("creating @token-new:localhost needs registration_shared_secret");
+    by_token(json!({"admin_token": "bogus-token", "username": "x"}))
+        .assert_failed_with("the homeserver refused the admin token");
+}
+
+/// A fresh deployment as Dendrite ships: default rate limits, only the
+/// shared secret, no database, and many runs in a row, one of them after
+/// the token cache was lost.
+#[test]
+fn ten_runs_in_a_row_under_default_rate_limits() {
+    let s = Server::start_dendrite("sqlite", &["--default-rate-limits"]);
+    for run in 0..10 {
+        if run == 5 {
+            std::fs::remove_dir_all(&s.token_cache_dir).unwrap();
+        }
+        let users: Vec<_> = (0..6)
+            .map(|i| {
+                json!({"username": format!("steady{i}"), "password": "steady-password",
+                            "admin": i == 0, "update_password": "always"})
+            })
+            .chain([json!({"username": format!("new{run}"), "password": "new-password"})])
+            .collect();
+        let outcome = s.dendrite(json!({"users": users, "dendrite_database": null}));
+        outcome.assert_changed();
+        let expected = if run == 0 { 7 } else { 1 };
+        assert_eq!(
+            outcome.msg(),
+            format!(
+                "7 users: {expected} changed, {} already as declared",
+                7 - expected
+            )
+        );
+    }
+    for user in ["steady0", "steady5", "new9"] {
+        assert!(s.dendrite_devices(user).is_empty(), "{user}");
+    }
+    assert!(s.dendrite_is_admin("steady0") && !s.dendrite_is_admin("steady1"));
+    let service = s.dendrite_devices("matrix-user-service");
+    assert!(service.len() <= 2, "{service:?}");
+
+    // Sessions unused for long belong to lost caches: the next recovery removes them.
+    s.dendrite_age_devices("matrix-user-service");
+    std::fs::remove_dir_all(&s.token_cache_dir).unwrap();
+    s.dendrite(json!({"username": "steady1", "password": "steady-password", "admin": false, "dendrite_database": null}))
+        .assert_unchanged();
+    let recovered = s.dendrite_devices("matrix-user-service");
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert!(!service.contains(&recovered[0]));
+}

@@ -1,0 +1,418 @@
+//! The module against the MAS contract server (tools/servers/mas.py), which
+//! checks every request against the admin API that MAS 1.22 publishes. Each
+//! test is one line of the contract, and ends by proving from the server's
+//! request log that no request and no answer broke the spec.
+
+mod harness;
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use harness::Server;
+use serde_json::{json, Value};
+
+/// One contract server for the tests that need no special configuration.
+fn mas() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| Server::start("mas", &["--reserve-username", "held-by-homeserver"]))
+}
+
+fn check_mode(mut args: Value) -> Value {
+    args["_ansible_check_mode"] = json!(true);
+    args
+}
+
+#[test]
+fn creates_a_user_with_password_admin_and_email_then_changes_nothing() {
+    let s = mas();
+    let user = json!({"username": "alice", "password": "violet harbor lantern 42",
+                      "admin": true, "email": "alice@example.com"});
+    let run = s.mas_module(user.clone());
+    run.assert_changed();
+    assert_eq!(run.actions(0), ["created"]);
+    assert_eq!(run.msg(), "@alice:localhost: created");
+    assert!(s.can_log_in("alice", "violet harbor lantern 42"));
+    assert!(s.mas_is_admin("alice"));
+    assert_eq!(s.mas_emails("alice"), ["alice@example.com"]);
+
+    let again = s.mas_module(user);
+    again.assert_unchanged();
+    assert_eq!(again.msg(), "@alice:localhost: already as declared");
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn an_email_is_added_to_an_existing_user_once_whatever_its_case() {
+    let s = mas();
+    s.mas_module(json!({"username": "mailer", "password": "ferry lupine granite"}))
+        .assert_changed();
+    assert!(s.mas_emails("mailer").is_empty());
+    let run = s.mas_module(json!({"username": "mailer", "email": "Mailer@Example.com"}));
+    assert_eq!(run.assert_changed().actions(0), ["email added"]);
+    s.mas_module(json!({"username": "mailer", "email": "mailer@example.com"}))
+        .assert_unchanged();
+    assert_eq!(s.mas_emails("mailer"), ["Mailer@Example.com"]);
+
+    s.mas_module(json!({"username": "other-mailer", "password": "quiet orbit mosaic"}))
+        .assert_changed();
+    s.mas_module(json!({"username": "other-mailer", "email": "mailer@example.com"}))
+        .assert_failed_with(
+            "the e-mail address mailer@example.com already belongs to another MAS user",
+        );
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn promotes_and_demotes_an_existing_user_each_once() {
+    let s = mas();
+    s.mas_module(json!({"username": "flip", "password": "amber-fjord-kettle-0", "admin": "no"}))
+        .assert_changed();
+    assert!(!s.mas_is_admin("flip"));
+
+    let promote = s.mas_module(json!({"username": "flip", "admin": true}));
+    assert_eq!(promote.assert_changed().actions(0), ["promoted"]);
+    assert!(s.mas_is_admin("flip"));
+    s.mas_module(json!({"username": "flip", "admin": "on"}))
+        .assert_unchanged();
+
+    let demote = s.mas_module(json!({"username": "flip", "admin": "0"}));
+    assert_eq!(demote.assert_changed().actions(0), ["demoted"]);
+    assert!(!s.mas_is_admin("flip"));
+    s.mas_module(json!({"username": "flip", "admin": false}))
+        .assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn on_create_keeps_the_first_password_and_always_replaces_a_different_one() {
+    let s = mas();
+    s.mas_module(json!({"username": "pw-user", "password": "first violet lantern"}))
+        .assert_changed();
+    s.mas_module(json!({"username": "pw-user", "password": "second amber fjord"}))
+        .assert_unchanged();
+    assert!(s.can_log_in("pw-user", "first violet lantern"));
+
+    let always = json!({"username": "pw-user", "password": "second amber fjord",
+                        "update_password": "always"});
+    assert_eq!(
+        s.mas_module(always.clone()).assert_changed().actions(0),
+        ["password changed"]
+    );
+    assert!(s.can_log_in("pw-user", "second amber fjord"));
+    assert!(!s.can_log_in("pw-user", "first violet lantern"));
+    s.mas_module(always).assert_unchanged();
+    assert!(
+        !s.mas_has_active_session("pw-user"),
+        "the password check must log its session out"
+    );
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn passwords_with_special_characters_arrive_byte_exact() {
+    let s = mas();
+    let password = "it's \"quoted\" $HOME `id` back\\slash ünïcødé 🔑";
+    s.mas_module(json!({"username": "special", "password": password}))
+        .assert_changed();
+    assert!(s.can_log_in("special", password));
+    s.mas_module(json!({"username": "special", "password": password, "update_password": "always"}))
+        .assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn absent_deactivates_once_and_present_reactivates_with_the_password() {
+    let s = mas();
+    s.mas_module(json!({"username": "leaver", "password": "leaver lupine granite"}))
+        .assert_changed();
+    let absent = json!({"username": "leaver", "state": "absent"});
+    assert_eq!(
+        s.mas_module(absent.clone()).assert_changed().actions(0),
+        ["deactivated"]
+    );
+    assert!(s.mas_is_deactivated("leaver"));
+    assert!(!s.can_log_in("leaver", "leaver lupine granite"));
+    assert_eq!(
+        s.mas_module(absent).assert_unchanged().msg(),
+        "@leaver:localhost: already absent"
+    );
+
+    s.mas_module(json!({"username": "leaver"}))
+        .assert_failed_with("must be reactivated, which needs a password");
+    let back = s.mas_module(json!({"username": "leaver", "password": "returning quiet orbit"}));
+    assert_eq!(back.assert_changed().actions(0), ["reactivated"]);
+    assert!(!s.mas_is_deactivated("leaver"));
+    assert!(s.can_log_in("leaver", "returning quiet orbit"));
+    s.mas_module(json!({"username": "leaver", "password": "returning quiet orbit"}))
+        .assert_unchanged();
+
+    s.mas_module(json!({"username": "never-existed", "state": "absent"}))
+        .assert_unchanged();
+    assert!(s.mas_user("never-existed").is_none());
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn check_mode_predicts_every_change_and_makes_none() {
+    let s = mas();
+    let create = json!({"username": "checked", "password": "checked amber kettle",
+                        "admin": true, "email": "checked@example.com"});
+    assert_eq!(
+        s.mas_module(check_mode(create)).assert_changed().actions(0),
+        ["created"]
+    );
+    assert!(s.mas_user("checked").is_none());
+
+    s.mas_module(json!({"username": "checked", "password": "checked amber kettle"}))
+        .assert_changed();
+    for args in [
+        json!({"username": "checked", "admin": true}),
+        json!({"username": "checked", "email": "checked@example.com"}),
+        json!({"username": "checked", "password": "other violet harbor", "update_password": "always"}),
+        json!({"username": "checked", "state": "absent"}),
+    ] {
+        s.mas_module(check_mode(args)).assert_changed();
+    }
+    s.mas_module(check_mode(
+        json!({"username": "checked", "password": "checked amber kettle",
+                                   "update_password": "always"}),
+    ))
+    .assert_unchanged();
+
+    let user = s.mas_user("checked").unwrap();
+    assert_eq!(user["admin"], json!(false));
+    assert_eq!(user["deactivated_at"], json!(null));
+    assert!(s.mas_emails("checked").is_empty());
+    assert!(s.can_log_in("checked", "checked amber kettle"));
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn diff_mode_shows_before_and_after_with_emails() {
+    let s = mas();
+    let run = s.mas_module(
+        json!({"username": "diffed", "password": "diffed ferry granite",
+        "email": "diffed@example.com", "_ansible_diff": true}),
+    );
+    run.assert_changed();
+    assert_eq!(run.output["diff"][0]["before"], json!({"exists": false}));
+    assert_eq!(
+        run.output["diff"][0]["after"]["emails"],
+        json!(["diffed@example.com"])
+    );
+    let run = s.mas_module(json!({"username": "diffed", "admin": true, "_ansible_diff": true}));
+    let diff = &run.output["diff"][0];
+    assert_eq!(diff["before"]["admin"], json!(false));
+    assert_eq!(diff["after"]["admin"], json!(true));
+    assert_eq!(diff["before"]["emails"], json!(["diffed@example.com"]));
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn a_weak_password_fails_that_user_only_and_a_later_run_finishes_it() {
+    let s = mas();
+    let run = s.mas_module(json!({"users": [
+        {"username": "weakling", "password": "password1", "admin": true},
+        {"username": "strongling", "password": "strong quiet orbit mosaic"},
+    ]}));
+    run.assert_failed_with(
+        "1 of 2 users failed: @weakling:localhost: MAS refused the password as too weak",
+    );
+    assert!(run
+        .msg()
+        .contains("then deactivated so that nobody uses it without a password"));
+    assert_eq!(run.output["users"][1]["changed"], json!(true));
+    assert!(s.mas_is_deactivated("weakling"));
+
+    let fixed = json!({"username": "weakling", "password": "weakling amber fjord", "admin": true});
+    assert_eq!(
+        s.mas_module(fixed.clone()).assert_changed().actions(0),
+        ["reactivated", "promoted"]
+    );
+    assert!(s.can_log_in("weakling", "weakling amber fjord"));
+    assert!(s.mas_is_admin("weakling"));
+    s.mas_module(fixed).assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn usernames_the_homeserver_holds_are_refused_clearly() {
+    let s = mas();
+    s.mas_module(json!({"username": "held-by-homeserver", "password": "held lupine granite"}))
+        .assert_failed_with("MAS will not create @held-by-homeserver:localhost: the homeserver reports the username as reserved or taken");
+    assert!(s.mas_user("held-by-homeserver").is_none());
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn what_mas_cannot_manage_fails_before_any_request() {
+    let s = mas();
+    s.mas_module(
+        json!({"username": "named", "password": "named ferry granite", "displayname": "Named"}),
+    )
+    .assert_failed_with("displayname: MAS cannot read display names back");
+    s.mas_module(
+        json!({"username": "botty", "password": "botty ferry granite", "user_type": "bot"}),
+    )
+    .assert_failed_with("user_type: MAS has no user types");
+    assert!(s.mas_user("named").is_none() && s.mas_user("botty").is_none());
+    harness::run_module(
+        json!({"homeserver": "mas", "mas_url": s.url, "username": "nocred", "password": "x"}),
+        vec![],
+    )
+    .assert_failed_with("no credentials: give mas_client_id with mas_client_secret");
+}
+
+#[test]
+fn a_wrong_client_secret_names_the_parameters_without_echoing_it() {
+    let s = mas();
+    let run = s.mas_module(json!({
+        "mas_client_secret": "not-the-real-client-secret",
+        "username": "wrong-secret", "password": "irrelevant violet harbor",
+    }));
+    run.assert_failed_with("mas_client_id/mas_client_secret are wrong");
+    assert!(run.msg().contains("invalid_client"), "{}", run.msg());
+    assert!(s.mas_user("wrong-secret").is_none());
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn an_admin_token_alone_is_enough_and_a_bogus_one_is_refused() {
+    let s = mas();
+    let token = s.mas_harness_token();
+    let args = json!({"homeserver": "mas", "mas_url": s.url, "admin_token": token,
+                      "username": "by-token", "password": "token made lupine", "admin": true});
+    harness::run_module(args.clone(), vec![token.clone()]).assert_changed();
+    assert!(s.can_log_in("by-token", "token made lupine") && s.mas_is_admin("by-token"));
+    harness::run_module(args, vec![token]).assert_unchanged();
+
+    let bogus = "mat_000000000000000000000000000000_000000";
+    harness::run_module(
+        json!({"homeserver": "mas", "mas_url": s.url, "admin_token": bogus,
+               "username": "x-user", "password": "irrelevant violet"}),
+        vec![bogus.into()],
+    )
+    .assert_failed_with("MAS refused the admin_token");
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn a_server_name_that_is_not_mas_s_is_refused() {
+    let s = mas();
+    s.mas_module(json!({"server_name": "example.org", "username": "misnamed", "password": "misnamed ferry granite"}))
+        .assert_failed_with("server_name is \"example.org\", but MAS at mas_url serves \"localhost\"");
+    assert!(s.mas_user("misnamed").is_none());
+}
+
+/// MAS's tokens live minutes; a run that outlasts its token fetches another
+/// one, once for all the requests that found it expired.
+#[test]
+fn an_expired_token_is_fetched_again_within_one_run() {
+    let s = Server::start("mas", &["--token-ttl", "0.25"]);
+    let users: Vec<Value> = (0..40)
+        .map(|i| {
+            json!({"username": format!("bulk{i:02}"), "password": format!("amber-fjord-kettle-{i}"),
+                        "admin": i % 10 == 0, "email": format!("bulk{i}@example.com")})
+        })
+        .collect();
+    let started = Instant::now();
+    let run = s.mas_module(json!({"users": users}));
+    run.assert_changed();
+    assert_eq!(run.msg(), "40 users: 40 changed, 0 already as declared");
+    let elapsed = started.elapsed();
+
+    let log = s.mas_request_log();
+    let expired = log
+        .iter()
+        .filter(|e| e["status"] == json!(401) && e["path"].as_str().unwrap().starts_with("/api/"))
+        .count();
+    let tokens = log
+        .iter()
+        .filter(|e| e["path"] == json!("/oauth2/token"))
+        .count();
+    assert!(
+        expired >= 1,
+        "the run took {elapsed:?}, no token expired: make the run longer"
+    );
+    assert!(
+        tokens - 1 <= expired,
+        "{tokens} tokens fetched for {expired} refusals"
+    );
+    assert!(s.mas_is_admin("bulk30") && !s.mas_is_admin("bulk31"));
+    assert!(s.can_log_in("bulk39", "amber-fjord-kettle-39"));
+    assert_eq!(s.mas_emails("bulk07"), ["bulk7@example.com"]);
+
+    let again = s.mas_module(json!({"users": users}));
+    again.assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn a_client_configured_for_client_secret_post_works_too() {
+    let s = Server::start("mas", &["--client-auth-method", "client_secret_post"]);
+    let user = json!({"username": "posted", "password": "posted lupine granite", "admin": true});
+    s.mas_module(user.clone()).assert_changed();
+    assert!(s.mas_is_admin("posted"));
+    s.mas_module(user).assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn without_password_login_passwords_are_refused_before_anything_changes() {
+    let s = Server::start("mas", &["--no-password-login"]);
+    s.mas_module(json!({"username": "sso-only", "password": "sso only lupine granite"}))
+        .assert_failed_with("MAS has password login disabled (passwords.enabled: false");
+    assert!(s.mas_user("sso-only").is_none());
+
+    // A user MAS got from elsewhere (an upstream identity provider, here the harness).
+    let (status, body) = s.post(
+        "/api/admin/v1/users",
+        Some(&s.mas_harness_token()),
+        json!({"username": "upstream"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    s.mas_module(json!({"username": "upstream", "admin": true}))
+        .assert_changed();
+    s.mas_module(
+        json!({"username": "upstream", "password": "upstream ferry granite",
+                        "update_password": "always"}),
+    )
+    .assert_failed_with("MAS has password login disabled");
+    s.assert_no_contract_violations();
+}
+
+/// MAS allows 3 logins a minute from one address by default, so checking
+/// more passwords than that waits for MAS rather than failing.
+#[test]
+fn password_checks_under_default_rate_limits_wait_instead_of_failing() {
+    let s = Server::start("mas", &["--default-rate-limits"]);
+    let users: Vec<Value> = (0..4)
+        .map(|i| json!({"username": format!("limited{i}"), "password": format!("limited quiet orbit {i}"),
+                        "update_password": "always"}))
+        .collect();
+    s.mas_module(json!({"users": users})).assert_changed();
+    let started = Instant::now();
+    s.mas_module(json!({"users": users, "wait_timeout": 60}))
+        .assert_unchanged();
+    let log = s.mas_request_log();
+    assert!(
+        log.iter().any(|e| e["status"] == json!(429)),
+        "the fourth login should have been limited"
+    );
+    assert!(started.elapsed().as_secs() >= 10, "{:?}", started.elapsed());
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn the_leak_check_recognises_mas_tokens() {
+    let token = "mat_7WO6TQug3zns1ANp7DgvbtFWsScSKZ_0qhyGJ";
+    assert_eq!(
+        harness::mas::find_mas_token(&format!("msg: {token}.")),
+        Some(token)
+    );
+    assert_eq!(harness::mas::find_mas_token(token), Some(token));
+    assert_eq!(
+        harness::mas::find_mas_token("MAS refused the admin_token (Invalid type of access token)"),
+        None
+    );
+}
