@@ -28,7 +28,9 @@ register-user USERNAME PASSWORD ADMIN: build
 
 # Run every test: unit, integration against real servers, playbooks, Molecule
 test: build lint
+    tools/install-dendrite >/dev/null
     cargo test --quiet -- --test-threads 2
+    molecule test --all
 
 # Measure N users against the server's limit and today's loop; writes docs/benchmarks.md
 bench N="200": build
@@ -38,3 +40,4 @@ bench N="200": build
 lint: setup
     cargo fmt --check
     cargo clippy --quiet --all-targets -- -D warnings
+    ansible-lint

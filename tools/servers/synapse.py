@@ -206,6 +206,9 @@ def run_persistent(data_dir: str, port: int, action: str) -> None:
     process = None
     if not running_pid(data_dir):
         process = spawn(paths["config"], data_dir, detach=True)
+        # Synapse writes its pid file only when it daemonizes itself; it does not here.
+        with open(os.path.join(data_dir, "homeserver.pid"), "w") as f:
+            f.write(str(process.pid))
     deadline = time.monotonic() + 120
     wait_until_ready(url, process, data_dir, deadline)
     wait_for_background_updates(data_dir, deadline)
