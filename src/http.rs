@@ -126,7 +126,8 @@ impl Http {
     }
 
     /// Sends one request, retrying while the server is unreachable or
-    /// overloaded (502/503/504) or rate-limits us (429), within `wait_timeout`.
+    /// overloaded (502/503/504, a locked SQLite database) or rate-limits us
+    /// (429), within `wait_timeout`.
     pub async fn send(
         &self,
         method: Method,
@@ -196,7 +197,13 @@ impl Http {
                     }
                     backoff
                 }
-                Ok(response) => return Ok(read_reply(response).await),
+                Ok(response) => {
+                    let reply = read_reply(response).await;
+                    if !(is_database_busy(&reply) && waited < self.wait_timeout) {
+                        return Ok(reply);
+                    }
+                    backoff
+                }
                 Err(error) if error.is_timeout() => {
                     return Err(HttpError::Timeout {
                         url,
@@ -235,6 +242,13 @@ fn is_starting_up(status: StatusCode) -> bool {
         status,
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
     )
+}
+
+/// Dendrite on SQLite answers 500 "database is locked" while another writer
+/// holds the file; the same request succeeds a moment later.
+fn is_database_busy(reply: &Reply) -> bool {
+    reply.status == StatusCode::INTERNAL_SERVER_ERROR
+        && reply.explanation().contains("database is locked")
 }
 
 /// The pause a 429 asks for: Matrix's `retry_after_ms`, else `Retry-After`.
