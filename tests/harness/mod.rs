@@ -171,7 +171,10 @@ impl Server {
         self.admin_token.get_or_init(|| {
             let password = "harness-admin-password";
             let status = Command::new(venv_bin("register_new_matrix_user"))
-                .args(["-u", "harness", "-p", password, "-a", "-k", &self.shared_secret, &self.url])
+                // `--shared-secret=`: a secret may start with '-'.
+                .args(["-u", "harness", "-p", password, "-a"])
+                .arg(format!("--shared-secret={}", self.shared_secret))
+                .arg(&self.url)
                 .stdout(Stdio::null())
                 .status()
                 .unwrap();
