@@ -15,6 +15,13 @@ Picks a free loopback port, then prints one JSON line on stdout (url,
 server_name, client_id, client_secret, client_auth_method, data_dir,
 request_log) and serves until stdin closes.
 
+  mas.py [the options above] --data-dir DIR --port PORT start|stop|status
+      For callers that cannot hold stdin open (Molecule's steps): `start`
+      runs the same server in the background on PORT, its pid in DIR/mas.pid
+      and its JSON line in DIR/server.json, and prints that line; while it
+      runs, `start` again only prints it. The state stays in the server's
+      memory, so `stop` forgets every user; the request log stays in DIR.
+
 The request log is JSON lines, one per request: method, path, query,
 operation, status, request_valid, request_violations, response_valid,
 response_violations, note. It never holds a request body, a response body or
@@ -30,7 +37,9 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import string
+import subprocess
 import sys
 import tempfile
 import threading
@@ -824,9 +833,108 @@ class Handler(BaseHTTPRequestHandler):
         return {}
 
 
+def start_server(args, data_dir: str, port: int):
+    """Serves in a background thread; returns the server and its JSON line."""
+    Handler.state, Handler.contract = State(args, data_dir), Contract(SPEC_FILE)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    line = json.dumps({"url": f"http://127.0.0.1:{server.server_address[1]}", "server_name": SERVER_NAME,
+                       "client_id": Handler.state.client_id, "client_secret": Handler.state.client_secret,
+                       "client_auth_method": args.client_auth_method, "data_dir": data_dir,
+                       "request_log": Handler.state.log_path})
+    return server, line
+
+
+def run_ephemeral(args) -> None:
+    data_dir = tempfile.mkdtemp(prefix="matrix-user-mas-")
+    try:
+        server, line = start_server(args, data_dir, 0)
+        print(line, flush=True)
+        sys.stdin.read()
+        server.shutdown()
+    finally:
+        if os.environ.get("MATRIX_USER_KEEP_SERVERS") is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def running_pid(data_dir: str):
+    try:
+        with open(os.path.join(data_dir, "mas.pid")) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if os.path.abspath(__file__).encode() not in f.read().split(b"\0"):
+                return None
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def raise_on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def serve_persistent(args, data_dir: str, info_path: str) -> None:
+    """What `start` runs in the background: serves until SIGTERM."""
+    signal.signal(signal.SIGTERM, raise_on_signal)
+    try:
+        _, line = start_server(args, data_dir, args.port)
+        # It holds the client secret.
+        fd = os.open(info_path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(line + "\n")
+        os.replace(info_path + ".tmp", info_path)
+        while True:
+            signal.pause()
+    finally:
+        for path in (info_path, os.path.join(data_dir, "mas.pid")):
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def run_persistent(args) -> None:
+    data_dir = os.path.abspath(args.data_dir)
+    info_path = os.path.join(data_dir, "server.json")
+    if args.action == "serve":
+        serve_persistent(args, data_dir, info_path)
+        return
+    pid = running_pid(data_dir)
+    if args.action == "stop":
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while running_pid(data_dir) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        return
+    if args.action == "status":
+        raise SystemExit(0 if pid else 3)
+    process = None
+    if not pid:
+        os.makedirs(data_dir, exist_ok=True)
+        if os.path.exists(info_path):
+            os.remove(info_path)
+        options = [f"--token-ttl={args.token_ttl}", f"--client-auth-method={args.client_auth_method}"]
+        options += [f"--reserve-username={name}" for name in args.reserve_username]
+        options += ["--no-password-login"] * args.no_password_login + ["--default-rate-limits"] * args.default_rate_limits
+        with open(os.path.join(data_dir, "stderr.log"), "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), *options, "--data-dir", data_dir,
+                 "--port", str(args.port), "serve"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        with open(os.path.join(data_dir, "mas.pid"), "w") as f:
+            f.write(str(process.pid))
+    deadline = time.monotonic() + 30
+    while not os.path.exists(info_path):
+        if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
+            raise SystemExit(f"the MAS contract server did not start; see {data_dir}/stderr.log")
+        time.sleep(0.1)
+    with open(info_path) as f:
+        print(f.read().strip(), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ephemeral", action="store_true", required=True)
+    parser.add_argument("--ephemeral", action="store_true")
     parser.add_argument("--token-ttl", type=float, default=300,
                         help="access token lifetime in seconds, fractions allowed for tests (MAS default: 300)")
     parser.add_argument("--no-password-login", action="store_true", help="as passwords.enabled: false")
@@ -836,23 +944,17 @@ def main() -> None:
                         help="a localpart the homeserver reports as unavailable")
     parser.add_argument("--default-rate-limits", action="store_true",
                         help="MAS's default login rate limits (3 per minute per IP) instead of relaxed ones")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--port", type=int, default=8080)
+    # `serve` is what `start` runs in the background.
+    parser.add_argument("action", nargs="?", choices=["start", "stop", "status", "serve"])
     args = parser.parse_args()
-
-    data_dir = tempfile.mkdtemp(prefix="matrix-user-mas-")
-    try:
-        Handler.state, Handler.contract = State(args, data_dir), Contract(SPEC_FILE)
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        print(json.dumps({"url": f"http://127.0.0.1:{server.server_address[1]}", "server_name": SERVER_NAME,
-                          "client_id": Handler.state.client_id, "client_secret": Handler.state.client_secret,
-                          "client_auth_method": args.client_auth_method, "data_dir": data_dir,
-                          "request_log": Handler.state.log_path}), flush=True)
-        sys.stdin.read()
-        server.shutdown()
-    finally:
-        if os.environ.get("MATRIX_USER_KEEP_SERVERS") is None:
-            shutil.rmtree(data_dir, ignore_errors=True)
+    if args.ephemeral:
+        run_ephemeral(args)
+    elif args.data_dir and args.action:
+        run_persistent(args)
+    else:
+        parser.error("use --ephemeral, or --data-dir DIR --port PORT start|stop|status")
 
 
 if __name__ == "__main__":
