@@ -182,7 +182,7 @@ async fn observe<B: Homeserver>(
 ) -> Result<Observed, ServerError> {
     let account = match known {
         Some(account) => account,
-        None => backend.account(user).await?,
+        None => backend.account(user, desired).await?,
     };
     let password_matches = match (
         &desired.password,

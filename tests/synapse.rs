@@ -282,6 +282,14 @@ fn bad_input_fails_before_anything_is_sent_and_names_the_field() {
             json!({"username": &"x".repeat(250), "password": "x"}),
             "the limit is 255",
         ),
+        (
+            json!({"username": "tls", "password": "x", "ca_path": "/nonexistent.pem"}),
+            "ca_path /nonexistent.pem:",
+        ),
+        (
+            json!({"username": "conc", "password": "x", "concurrency": 0}),
+            "concurrency: \"0\" is not accepted",
+        ),
     ];
     for (args, expected) in cases {
         s.module(args).assert_failed_with(expected);
@@ -391,4 +399,34 @@ fn twenty_runs_in_a_row_under_default_rate_limits() {
         "{:?}",
         s.devices("matrix-user-service")
     );
+}
+
+/// Two runs that both find the users missing and race to create them: the
+/// loser sees M_USER_IN_USE, reads the user again and reconciles, never fails.
+#[test]
+fn two_runs_racing_to_create_the_same_users_both_succeed() {
+    let s = synapse();
+    let users: Vec<_> = (0..6)
+        .map(
+            |i| json!({"username": format!("race{i}"), "password": "race-password", "admin": true}),
+        )
+        .collect();
+    let args = json!({"users": users});
+    let (first, second) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| s.module(args.clone()));
+        let second = scope.spawn(|| s.module(args.clone()));
+        (first.join().unwrap(), second.join().unwrap())
+    });
+    for run in [&first, &second] {
+        assert_eq!(run.exit_code, 0, "{}", run.stdout);
+    }
+    for i in 0..6 {
+        let created = [&first, &second]
+            .iter()
+            .filter(|run| run.actions(i) == ["created"])
+            .count();
+        assert_eq!(created, 1, "race{i} must be created exactly once");
+        assert!(s.is_admin(&format!("race{i}")));
+    }
+    s.module(args).assert_unchanged();
 }

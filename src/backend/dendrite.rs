@@ -55,9 +55,6 @@ pub struct Dendrite {
     server_name: String,
     shared_secret: Option<Secret>,
     database: Option<Database>,
-    /// The declarations, by localpart: without the database, what must be
-    /// read about an existing user depends on what is declared for it.
-    declared: HashMap<String, DesiredUser>,
     /// Whether each user's declared password logged in, when a read already
     /// tried, so that the password check does not log in a second time.
     password_checked: RefCell<HashMap<UserId, bool>>,
@@ -101,11 +98,6 @@ impl Dendrite {
             server_name: identity.server_name,
             shared_secret: credentials.shared_secret.clone(),
             database,
-            declared: args
-                .users
-                .iter()
-                .map(|user| (user.username.localpart().to_string(), user.clone()))
-                .collect(),
             password_checked: RefCell::new(HashMap::new()),
         })
     }
@@ -147,12 +139,12 @@ impl Dendrite {
     async fn account_without_database(
         &self,
         user: &UserId,
+        declared: &DesiredUser,
     ) -> Result<Option<Account>, ServerError> {
         if !self.exists(user).await? {
             return Ok(None);
         }
-        let declared = self.declared.get(user.localpart());
-        if declared.is_some_and(|d| d.state == UserState::Absent) {
+        if declared.state == UserState::Absent {
             return Err(ServerError::NeedsDatabase {
                 what: format!(
                     "state: absent for the existing user {user} (Dendrite records deactivation only in its database)"
@@ -160,8 +152,8 @@ impl Dendrite {
             });
         }
         let displayname = self.displayname(user).await?;
-        let wanted_admin = declared.and_then(|d| d.admin);
-        let password = declared
+        let wanted_admin = declared.admin;
+        let password = Some(declared)
             .filter(|d| wanted_admin.is_some() || d.update_password == UpdatePassword::Always)
             .and_then(|d| d.password.as_ref());
         let mut admin = None;
@@ -434,9 +426,13 @@ impl Homeserver for Dendrite {
         Ok(Some(found))
     }
 
-    async fn account(&self, user: &UserId) -> Result<Option<Account>, ServerError> {
+    async fn account(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+    ) -> Result<Option<Account>, ServerError> {
         let Some(database) = &self.database else {
-            return self.account_without_database(user).await;
+            return self.account_without_database(user, desired).await;
         };
         let mut rows = database
             .accounts(&self.server_name, &[user.localpart()])

@@ -168,11 +168,15 @@ impl Mas {
     }
 
     /// The user MAS knows as `user`, from the read that preceded this write.
-    async fn known_user(&self, user: &UserId) -> Result<MasUser, ServerError> {
+    async fn known_user(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+    ) -> Result<MasUser, ServerError> {
         if let Some(found) = self.known.borrow().get(user) {
             return Ok(found.clone());
         }
-        self.account(user).await?;
+        self.account(user, desired).await?;
         self.known
             .borrow()
             .get(user)
@@ -377,7 +381,11 @@ impl Homeserver for Mas {
         &self.server_name
     }
 
-    async fn account(&self, user: &UserId) -> Result<Option<Account>, ServerError> {
+    async fn account(
+        &self,
+        user: &UserId,
+        _desired: &DesiredUser,
+    ) -> Result<Option<Account>, ServerError> {
         let what = "reading the user";
         let path = format!("/users/by-username/{}", path_segment(user.localpart()));
         let reply = self.admin(Method::GET, &path, None).await?;
@@ -471,7 +479,7 @@ impl Homeserver for Mas {
         if changes.contains(&Change::Create) {
             return self.create(user, desired).await;
         }
-        let found = self.known_user(user).await?;
+        let found = self.known_user(user, desired).await?;
         let password = || {
             desired
                 .password

@@ -31,8 +31,14 @@ pub trait Homeserver {
         Ok(None)
     }
 
-    /// Reads one account; `None` when it does not exist.
-    async fn account(&self, user: &UserId) -> Result<Option<Account>, ServerError>;
+    /// Reads one account; `None` when it does not exist. `desired` tells a
+    /// server whose reads differ in cost by field (Dendrite without its
+    /// database) what the plan will compare.
+    async fn account(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+    ) -> Result<Option<Account>, ServerError>;
 
     /// Whether `password` is the user's stored password, leaving no session
     /// behind (and, where the server allows, without a rate-limited login).

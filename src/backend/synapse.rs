@@ -200,7 +200,11 @@ impl Homeserver for Synapse {
         }
     }
 
-    async fn account(&self, user: &UserId) -> Result<Option<Account>, ServerError> {
+    async fn account(
+        &self,
+        user: &UserId,
+        _desired: &DesiredUser,
+    ) -> Result<Option<Account>, ServerError> {
         let what = format!("reading {user}");
         let reply = self.admin_get(&user_path(&user.to_string())).await?;
         match reply.status {

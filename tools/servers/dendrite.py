@@ -32,12 +32,12 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from launcher import free_port, running_pid, stop_pid, wait_until_answering, write_pid
 
 SERVER_NAME = "localhost"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,12 +61,6 @@ SQLITE_COMPONENTS = {
 def dendrite_bin() -> str:
     out = subprocess.run([INSTALL_DENDRITE], check=True, stdout=subprocess.PIPE, text=True).stdout
     return out.strip().splitlines()[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def sqlite_path(data_dir: str, component: str) -> str:
@@ -145,17 +139,8 @@ def write_config(bin_dir: str, data_dir: str, database: str, default_rate_limits
 
 
 def wait_until_ready(url: str, process, data_dir: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise SystemExit(
-                f"dendrite exited with {process.returncode}; see {data_dir}/stderr.log and {data_dir}/log/"
-            )
-        try:
-            with urllib.request.urlopen(f"{url}/_matrix/client/versions", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"dendrite did not answer at {url} in time; see {data_dir}/stderr.log and {data_dir}/log/")
+    logs = f"{data_dir}/stderr.log and {data_dir}/log/"
+    wait_until_answering(f"{url}/_matrix/client/versions", process, "dendrite", logs, deadline)
 
 
 def spawn(bin_dir: str, config_path: str, data_dir: str, port: int, detach: bool) -> subprocess.Popen:
@@ -176,8 +161,7 @@ def spawn(bin_dir: str, config_path: str, data_dir: str, port: int, detach: bool
         stderr=stderr,
         start_new_session=detach,
     )
-    with open(os.path.join(data_dir, "dendrite.pid"), "w") as f:
-        f.write(str(process.pid))
+    write_pid(os.path.join(data_dir, "dendrite.pid"), process.pid)
     return process
 
 
@@ -365,36 +349,19 @@ def run_ephemeral(database: str, default_rate_limits: bool) -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def running_pid(data_dir: str):
-    try:
-        with open(os.path.join(data_dir, "dendrite.pid")) as f:
-            pid = int(f.read().strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"dendrite" not in f.read().split(b"\0")[0]:
-                return None
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
 def run_persistent(data_dir: str, port: int, action: str) -> None:
     data_dir = os.path.abspath(data_dir)
     url = f"http://127.0.0.1:{port}"
+    pid_file = os.path.join(data_dir, "dendrite.pid")
     if action == "stop":
-        pid = running_pid(data_dir)
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            while running_pid(data_dir) and time.monotonic() < deadline:
-                time.sleep(0.1)
+        stop_pid(pid_file, data_dir)
         return
     if action == "status":
-        raise SystemExit(0 if running_pid(data_dir) else 3)
+        raise SystemExit(0 if running_pid(pid_file, data_dir) else 3)
     bin_dir = dendrite_bin()
     paths = write_config(bin_dir, data_dir, "sqlite", default_rate_limits=False)
     process = None
-    if not running_pid(data_dir):
+    if not running_pid(pid_file, data_dir):
         process = spawn(bin_dir, paths["config"], data_dir, port, detach=True)
     wait_until_ready(url, process, data_dir, time.monotonic() + 120)
     print(describe(url, data_dir, paths["secret"], sqlite_path(data_dir, "userapi")), flush=True)

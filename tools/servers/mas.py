@@ -54,6 +54,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from zxcvbn_rs_py import zxcvbn
 
+from launcher import running_pid, stop_pid, write_pid
+
 SERVER_NAME = "localhost"
 VERSION = "v1.22.0+contract"
 SPEC_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "contract",
@@ -858,18 +860,6 @@ def run_ephemeral(args) -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def running_pid(data_dir: str):
-    try:
-        with open(os.path.join(data_dir, "mas.pid")) as f:
-            pid = int(f.read().strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if os.path.abspath(__file__).encode() not in f.read().split(b"\0"):
-                return None
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
 def raise_on_signal(signum, _frame):
     raise SystemExit(128 + signum)
 
@@ -898,13 +888,10 @@ def run_persistent(args) -> None:
     if args.action == "serve":
         serve_persistent(args, data_dir, info_path)
         return
-    pid = running_pid(data_dir)
+    pid_file = os.path.join(data_dir, "mas.pid")
+    pid = running_pid(pid_file, data_dir)
     if args.action == "stop":
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            while running_pid(data_dir) and time.monotonic() < deadline:
-                time.sleep(0.1)
+        stop_pid(pid_file, data_dir)
         return
     if args.action == "status":
         raise SystemExit(0 if pid else 3)
@@ -921,8 +908,7 @@ def run_persistent(args) -> None:
                 [sys.executable, os.path.abspath(__file__), *options, "--data-dir", data_dir,
                  "--port", str(args.port), "serve"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        with open(os.path.join(data_dir, "mas.pid"), "w") as f:
-            f.write(str(process.pid))
+        write_pid(pid_file, process.pid)
     deadline = time.monotonic() + 30
     while not os.path.exists(info_path):
         if (process is not None and process.poll() is not None) or time.monotonic() > deadline:

@@ -22,23 +22,16 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from launcher import free_port, running_pid, stop_pid, wait_until_answering, write_pid
 
 SERVER_NAME = "localhost"
 VENV_PYTHON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".venv", "bin", "python")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(data_dir: str, port: int, default_rate_limits: bool) -> dict:
@@ -115,16 +108,9 @@ def write_config(data_dir: str, port: int, default_rate_limits: bool) -> dict:
     return {"config": config_path, "secret": shared_secret}
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, data_dir: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise SystemExit(f"synapse exited with {process.returncode}; see {data_dir}/homeserver.log and {data_dir}/stderr.log")
-        try:
-            with urllib.request.urlopen(f"{url}/_matrix/client/versions", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"synapse did not answer at {url} in time; see {data_dir}/homeserver.log")
+def wait_until_ready(url: str, process, data_dir: str, deadline: float) -> None:
+    logs = f"{data_dir}/homeserver.log and {data_dir}/stderr.log"
+    wait_until_answering(f"{url}/_matrix/client/versions", process, "synapse", logs, deadline)
 
 
 def wait_for_background_updates(data_dir: str, deadline: float) -> None:
@@ -182,33 +168,21 @@ def run_ephemeral(default_rate_limits: bool) -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def running_pid(data_dir: str):
-    try:
-        with open(os.path.join(data_dir, "homeserver.pid")) as f:
-            pid = int(f.read().strip())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
 def run_persistent(data_dir: str, port: int, action: str) -> None:
     data_dir = os.path.abspath(data_dir)
     url = f"http://127.0.0.1:{port}"
+    pid_file = os.path.join(data_dir, "homeserver.pid")
     if action == "stop":
-        pid = running_pid(data_dir)
-        if pid:
-            os.kill(pid, signal.SIGTERM)
+        stop_pid(pid_file, data_dir)
         return
     if action == "status":
-        raise SystemExit(0 if running_pid(data_dir) else 3)
+        raise SystemExit(0 if running_pid(pid_file, data_dir) else 3)
     paths = write_config(data_dir, port, default_rate_limits=False)
     process = None
-    if not running_pid(data_dir):
+    if not running_pid(pid_file, data_dir):
         process = spawn(paths["config"], data_dir, detach=True)
         # Synapse writes its pid file only when it daemonizes itself; it does not here.
-        with open(os.path.join(data_dir, "homeserver.pid"), "w") as f:
-            f.write(str(process.pid))
+        write_pid(pid_file, process.pid)
     deadline = time.monotonic() + 120
     wait_until_ready(url, process, data_dir, deadline)
     wait_for_background_updates(data_dir, deadline)
