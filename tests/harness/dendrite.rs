@@ -145,19 +145,21 @@ impl Server {
             let status = Command::new(format!("{}/create-account", bin.trim()))
                 .arg("-config")
                 .arg(self.data_dir.join("dendrite.yaml"))
-                .args(["-url", &self.url, "-username", "harness", "-password", password, "-admin"])
+                .args([
+                    "-url",
+                    &self.url,
+                    "-username",
+                    "harness",
+                    "-password",
+                    password,
+                    "-admin",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
                 .unwrap();
             assert!(status.success(), "create-account failed");
-            let (status, body) = self.post(
-                "/_matrix/client/v3/login",
-                None,
-                json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "harness"}, "password": password}),
-            );
-            assert_eq!(status, 200, "harness admin login: {body}");
-            body["access_token"].as_str().unwrap().to_string()
+            self.session_token("harness", password)
         })
     }
 

@@ -179,14 +179,19 @@ impl Server {
                 .status()
                 .unwrap();
             assert!(status.success(), "register_new_matrix_user failed");
-            let (status, body) = self.post(
-                "/_matrix/client/v3/login",
-                None,
-                json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "harness"}, "password": password}),
-            );
-            assert_eq!(status, 200, "harness admin login: {body}");
-            body["access_token"].as_str().unwrap().to_string()
+            self.session_token("harness", password)
         })
+    }
+
+    /// Logs in and keeps the session: for the harness's own admin account.
+    pub fn session_token(&self, user: &str, password: &str) -> String {
+        let (status, body) = self.post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}),
+        );
+        assert_eq!(status, 200, "login of {user}: {body}");
+        body["access_token"].as_str().unwrap().to_string()
     }
 
     /// Synapse's admin view of a user, or `None` when it does not exist.
