@@ -59,13 +59,15 @@ const DEFAULT_CONCURRENCY: usize = 8;
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
     /// The args file Ansible passed could not be read.
-    #[error("cannot read the module arguments file {path}: {source}")]
+    #[error("cannot read the module arguments file {path}: {source}; run the module from an Ansible task")]
     Unreadable {
         path: PathBuf,
         source: std::io::Error,
     },
     /// The args file is not a JSON object (the module was not run by Ansible?).
-    #[error("the module arguments file is not a JSON object: {0}")]
+    #[error(
+        "the module arguments file is not a JSON object ({0}); run the module from an Ansible task"
+    )]
     NotJson(String),
     /// A parameter the module does not know, usually a typo.
     #[error("{field}: unsupported parameter; valid parameters are: {valid}")]
@@ -184,6 +186,14 @@ pub struct DesiredUser {
 }
 
 impl DesiredUser {
+    /// The password a planned creation, reactivation or password change
+    /// writes; the plan makes those only for users with a password.
+    pub fn planned_password(&self) -> &Secret {
+        self.password
+            .as_ref()
+            .expect("the plan writes passwords only for users that declare one")
+    }
+
     /// How to name one of this user's fields in a message (`users[3].admin`).
     pub fn field_name(&self, name: &str) -> String {
         match self.field.as_str() {
@@ -542,7 +552,17 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         password,
         admin: fields.boolean("admin")?,
         user_type,
-        displayname: fields.string("displayname")?,
+        displayname: match fields.string("displayname")? {
+            Some(name) if name.is_empty() => {
+                return Err(ArgsError::NotAccepted {
+                    field: fields.name("displayname"),
+                    value: name,
+                    accepted: "a non-empty name (leave displayname out to leave it as it is)"
+                        .into(),
+                })
+            }
+            name => name,
+        },
         state,
         update_password,
         erase: fields.boolean("erase")?.unwrap_or(false),

@@ -20,20 +20,20 @@ const MAX_QUOTED_BODY: usize = 200;
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// Connection refused, or 502/503/504, for longer than `wait_timeout`.
-    #[error("cannot reach the homeserver at {url} (waited {waited}s: {detail}); check homeserver_url, that the server is running, or raise wait_timeout")]
+    #[error("cannot reach the homeserver at {url} (waited {waited}s: {detail}); check homeserver_url (mas_url for MAS), that the server is running, or raise wait_timeout")]
     Unreachable {
         url: String,
         waited: u64,
         detail: String,
     },
     /// One request took longer than `timeout`.
-    #[error("the homeserver at {url} did not answer within {seconds}s; raise timeout or check the server's load")]
+    #[error("the homeserver at {url} did not answer within {seconds}s (a change it was asked to make may or may not have happened; running again converges); raise timeout or check the server's load")]
     Timeout { url: String, seconds: u64 },
     /// The server keeps answering 429 beyond what `wait_timeout` allows.
     #[error("the homeserver rate-limits us and asks to wait {seconds}s more, longer than wait_timeout allows; run again later or raise wait_timeout")]
     RateLimited { seconds: u64 },
     /// TLS or protocol failure that waiting does not fix.
-    #[error("request to {url} failed: {detail}; check homeserver_url, validate_certs and ca_path")]
+    #[error("request to {url} failed: {detail}; check homeserver_url (mas_url for MAS), validate_certs and ca_path")]
     Transport { url: String, detail: String },
     /// The CA bundle named by `ca_path` is unusable.
     #[error("ca_path {path}: {detail}; give a PEM file with the CA certificate")]
@@ -187,9 +187,9 @@ impl Http {
                     }
                     pause
                 }
-                Ok(response) if is_starting_up(response.status()) => {
+                Ok(response) if is_starting_up(response.status(), &method) => {
                     if waited >= self.wait_timeout {
-                        return Err(self.unreachable(
+                        return Err(unreachable(
                             &url,
                             waited,
                             format!("HTTP {}", response.status()),
@@ -212,7 +212,7 @@ impl Http {
                 }
                 Err(error) if error.is_connect() => {
                     if waited >= self.wait_timeout {
-                        return Err(self.unreachable(&url, waited, root_cause(&error)));
+                        return Err(unreachable(&url, waited, root_cause(&error)));
                     }
                     backoff
                 }
@@ -227,21 +227,24 @@ impl Http {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
+}
 
-    fn unreachable(&self, url: &str, waited: Duration, detail: String) -> HttpError {
-        HttpError::Unreachable {
-            url: url.to_string(),
-            waited: waited.as_secs(),
-            detail,
-        }
+fn unreachable(url: &str, waited: Duration, detail: String) -> HttpError {
+    HttpError::Unreachable {
+        url: url.to_string(),
+        waited: waited.as_secs(),
+        detail,
     }
 }
 
-fn is_starting_up(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
+/// Answers that mean the server is not (yet) there. A gateway timeout on a
+/// write is not one: the server may have done the write, so it is not sent again.
+fn is_starting_up(status: StatusCode, method: &Method) -> bool {
+    match status {
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => true,
+        StatusCode::GATEWAY_TIMEOUT => *method == Method::GET,
+        _ => false,
+    }
 }
 
 /// Dendrite on SQLite answers 500 "database is locked" while another writer

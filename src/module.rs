@@ -14,7 +14,7 @@ use crate::backend::synapse::Synapse;
 use crate::backend::{Homeserver, ServerError};
 use crate::http::Http;
 use crate::matrix_id::UserId;
-use crate::plan::{self, Account, Observed, PlanError};
+use crate::plan::{self, Account, Observed};
 use crate::report::{Report, UserOutcome};
 
 /// Runs the module on Ansible's args file and returns its JSON output and
@@ -147,29 +147,45 @@ async fn reconcile_user<B: Homeserver>(
         before: None,
         after: None,
         error: None,
+        partly_applied: false,
     };
     let mut known = known;
     // A second pass happens only when someone else created the user between
     // our read and our write: read it again and reconcile what is there.
-    for _ in 0..2 {
-        let result = async {
-            let observed = observe(backend, user, desired, known.take()).await?;
-            let changes = plan::plan(desired, &observed)?;
-            outcome.after = plan::predict(desired, observed.account.as_ref(), &changes);
-            outcome.before = observed.account;
-            if !check_mode && !changes.is_empty() {
-                backend.apply(user, desired, &changes).await?;
+    for pass in 0..2 {
+        let observed = match observe(backend, user, desired, known.take()).await {
+            Ok(observed) => observed,
+            Err(error) => {
+                outcome.error = Some(error.to_string());
+                break;
             }
-            outcome.changes = changes;
-            Ok::<_, StepError>(())
+        };
+        let changes = match plan::plan(desired, &observed) {
+            Ok(changes) => changes,
+            Err(error) => {
+                outcome.error = Some(error.to_string());
+                break;
+            }
+        };
+        outcome.after = plan::predict(desired, observed.account.as_ref(), &changes);
+        outcome.before = observed.account;
+        outcome.changes = changes;
+        if check_mode || outcome.changes.is_empty() {
+            break;
         }
-        .await;
-        match result {
-            Err(StepError::Server(ServerError::CreatedMeanwhile { .. })) => continue,
-            Err(error) => outcome.error = Some(error.to_string()),
-            Ok(()) => {}
+        match backend.apply(user, desired, &outcome.changes).await {
+            Ok(()) => break,
+            Err(ServerError::CreatedMeanwhile { .. }) if pass == 0 => continue,
+            Err(error) => {
+                outcome.error = Some(error.to_string());
+                // Some steps may have landed before the failure: say so, and
+                // count the user as changed, rather than hide them.
+                let now = backend.account(user, desired).await;
+                outcome.partly_applied =
+                    !matches!(now, Ok(ref account) if *account == outcome.before);
+                break;
+            }
         }
-        break;
     }
     outcome
 }
@@ -195,13 +211,4 @@ async fn observe<B: Homeserver>(
         account,
         password_matches,
     })
-}
-
-/// A per-user failure: from the server, or a plan that cannot be made.
-#[derive(Debug, thiserror::Error)]
-enum StepError {
-    #[error(transparent)]
-    Server(#[from] ServerError),
-    #[error(transparent)]
-    Plan(#[from] PlanError),
 }

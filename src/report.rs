@@ -8,31 +8,48 @@ use crate::args::UserState;
 use crate::plan::{Account, Change};
 use crate::secret::Secret;
 
-/// Secrets shorter than this are not scrubbed: replacing every "ab" in a
-/// message would make it unreadable, and such values are not secret anyway.
+/// Secrets shorter than this are not scrubbed: replacing every "ab" would
+/// make messages unreadable. The scrub is only a backstop: no message is
+/// built from a secret in the first place.
 const MIN_SCRUBBED_LENGTH: usize = 4;
 const MASK: &str = "********";
 
 /// What happened to one declared user.
 #[derive(Debug)]
 pub struct UserOutcome {
-    /// The user ID, or where the user was declared when it has none yet.
+    /// The full user ID.
     pub user: String,
     pub state: UserState,
     pub changes: Vec<Change>,
     pub before: Option<Account>,
     pub after: Option<Account>,
     pub error: Option<String>,
+    /// A failed user was changed in part (or may have been) before the failure.
+    pub partly_applied: bool,
 }
 
 impl UserOutcome {
     fn changed(&self) -> bool {
-        self.error.is_none() && !self.changes.is_empty()
+        match self.error {
+            None => !self.changes.is_empty(),
+            Some(_) => self.partly_applied,
+        }
+    }
+
+    /// What was done: nothing is claimed for a failed user.
+    fn actions(&self) -> Vec<&'static str> {
+        match self.error {
+            None => self.changes.iter().map(|c| c.describe()).collect(),
+            Some(_) => Vec::new(),
+        }
     }
 
     fn summary(&self, check_mode: bool) -> String {
         if let Some(error) = &self.error {
-            return format!("failed: {error}");
+            return match self.partly_applied {
+                true => format!("failed after changing part of it (run again to finish): {error}"),
+                false => format!("failed: {error}"),
+            };
         }
         if self.changes.is_empty() {
             return match self.state {
@@ -79,7 +96,7 @@ impl Report {
                     "user_id": o.user,
                     "changed": o.changed(),
                     "failed": o.error.is_some(),
-                    "actions": o.changes.iter().map(|c| c.describe()).collect::<Vec<_>>(),
+                    "actions": o.actions(),
                     "msg": o.summary(self.check_mode),
                 })
             })
@@ -160,10 +177,16 @@ fn account_json(account: Option<&Account>) -> Value {
 fn scrub(value: &mut Value, secrets: &[&Secret]) {
     match value {
         Value::String(text) => {
-            for secret in secrets {
-                let secret = secret.expose();
-                if secret.len() >= MIN_SCRUBBED_LENGTH && text.contains(secret) {
-                    *text = text.replace(secret, MASK);
+            for secret in secrets.iter().map(|s| s.expose()) {
+                if secret.len() < MIN_SCRUBBED_LENGTH {
+                    continue;
+                }
+                // Also as JSON text quotes it, as in a quoted server answer.
+                let escaped = serde_json::to_string(secret).expect("a string serializes");
+                for form in [secret, escaped.trim_matches('"')] {
+                    if text.contains(form) {
+                        *text = text.replace(form, MASK);
+                    }
                 }
             }
         }
@@ -192,6 +215,7 @@ mod tests {
                 emails: vec![],
             }),
             error: error.map(str::to_string),
+            partly_applied: false,
         }
     }
 
@@ -216,6 +240,20 @@ mod tests {
         assert_eq!(json["msg"], "@alice:x: created, promoted");
         assert_eq!(json["diff"][0]["before"], json!({"exists": false}));
         assert_eq!(json["diff"][0]["after"]["admin"], true);
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_even_as_json_text() {
+        let secret = Secret::new("pa\"ss\\word");
+        let json = report(vec![outcome(
+            vec![],
+            Some(r#"server quoted {"password":"pa\"ss\\word"}"#),
+        )])
+        .to_json(&[&secret]);
+        assert_eq!(
+            json["msg"],
+            r#"1 of 1 users failed: @alice:x: server quoted {"password":"********"}"#
+        );
     }
 
     #[test]

@@ -222,6 +222,13 @@ fn a_weak_password_fails_that_user_only_and_a_later_run_finishes_it() {
         .msg()
         .contains("then deactivated so that nobody uses it without a password"));
     assert_eq!(run.output["users"][1]["changed"], json!(true));
+    // The account was created (then deactivated) before the failure: a change.
+    assert_eq!(run.output["users"][0]["changed"], json!(true));
+    assert_eq!(run.output["changed"], json!(true));
+    assert!(run.output["users"][0]["msg"]
+        .as_str()
+        .unwrap()
+        .starts_with("failed after changing part of it (run again to finish)"));
     assert!(s.mas_is_deactivated("weakling"));
 
     let fixed = json!({"username": "weakling", "password": "weakling amber fjord", "admin": true});

@@ -62,8 +62,8 @@ pub struct Dendrite {
 
 impl Dendrite {
     /// Authenticates, learns the server name and opens the database when
-    /// given; changes nothing, except registering the service account on
-    /// the very first run.
+    /// given. It changes no managed user; it may register the service account
+    /// (first run) or log it in and end its idle sessions (token cache lost).
     pub async fn connect(args: &ModuleArgs, http: Http) -> Result<Dendrite, ServerError> {
         let credentials = &args.credentials;
         let localpart = credentials.service_account.localpart();
@@ -246,10 +246,7 @@ impl Dendrite {
             .ok_or_else(|| ServerError::NeedsSharedSecret {
                 user: user.to_string(),
             })?;
-        let password = desired
-            .password
-            .as_ref()
-            .expect("the plan creates only users with a password");
+        let password = desired.planned_password();
         let registration = Registration {
             localpart: user.localpart(),
             password,
@@ -291,32 +288,38 @@ impl Dendrite {
         let what = format!("deactivating {user}");
         let throwaway = random_password();
         self.reset_password(user, &throwaway).await?;
-        let session =
-            login(&self.http, user, &throwaway)
-                .await?
-                .ok_or_else(|| ServerError::Unexpected {
+        let deactivated = async {
+            let session = login(&self.http, user, &throwaway).await?.ok_or_else(|| {
+                ServerError::Unexpected {
                     what: what.clone(),
                     detail: "the password just set does not log in".into(),
-                })?;
-        let body = json!({ "auth": password_auth(&user.to_string(), &throwaway) });
-        // Deactivation ends every session, this one included.
-        let reply = self
-            .http
-            .send(
-                Method::POST,
-                "/_matrix/client/v3/account/deactivate",
-                Some(&session),
-                Body::Json(&body),
-            )
-            .await?;
-        match reply.status {
-            StatusCode::OK => Ok(()),
-            _ => {
-                let refused = ServerError::refused(what, &reply);
-                logout(&self.http, &session, user).await?;
-                Err(refused)
+                }
+            })?;
+            let body = json!({ "auth": password_auth(&user.to_string(), &throwaway) });
+            // Deactivation ends every session, this one included.
+            let reply = self
+                .http
+                .send(
+                    Method::POST,
+                    "/_matrix/client/v3/account/deactivate",
+                    Some(&session),
+                    Body::Json(&body),
+                )
+                .await?;
+            if reply.status == StatusCode::OK {
+                return Ok(());
             }
-        }
+            let refused = ServerError::refused(what.clone(), &reply);
+            // The refusal is the error to report, whether or not this logout works.
+            let _ = logout(&self.http, &session, user).await;
+            Err(refused)
+        };
+        deactivated.await.map_err(|cause| ServerError::Unfinished {
+            done: format!(
+                "{user}'s password had already been replaced by a random one, so it can no longer log in with the old one"
+            ),
+            cause: Box::new(cause),
+        })
     }
 
     async fn reactivate(&self, user: &UserId, password: &Secret) -> Result<(), ServerError> {
@@ -324,17 +327,21 @@ impl Dendrite {
         // The password first: an account reactivated with the throw-away
         // password of its deactivation could not be used by anyone.
         self.reset_password(user, password).await?;
-        if database
+        let reactivated = match database
             .reactivate(&self.server_name, user.localpart())
-            .await?
+            .await
         {
-            Ok(())
-        } else {
-            Err(ServerError::Unexpected {
+            Ok(true) => return Ok(()),
+            Ok(false) => ServerError::Unexpected {
                 what: format!("reactivating {user}"),
                 detail: "the account is not in dendrite_database".into(),
-            })
-        }
+            },
+            Err(error) => error,
+        };
+        Err(ServerError::Unfinished {
+            done: format!("{user}'s password was already set to the declared one, but the account is still deactivated"),
+            cause: Box::new(reactivated),
+        })
     }
 
     async fn set_admin(&self, user: &UserId, admin: bool) -> Result<(), ServerError> {
@@ -379,12 +386,14 @@ impl Dendrite {
                         Body::Json(&json!({ "displayname": displayname })),
                     )
                     .await;
-                logout(&self.http, &session, user).await?;
+                let logout = logout(&self.http, &session, user).await;
+                // The change's own outcome first: a failed logout after a
+                // successful change must not report the change as failed.
                 let reply = reply?;
-                return match reply.status {
-                    StatusCode::OK => Ok(()),
-                    _ => Err(ServerError::refused(what, &reply)),
-                };
+                if reply.status != StatusCode::OK {
+                    return Err(ServerError::refused(what, &reply));
+                }
+                return logout;
             }
         }
         let database =
@@ -472,12 +481,7 @@ impl Homeserver for Dendrite {
         {
             return self.deactivate(user).await;
         }
-        let password = || {
-            desired
-                .password
-                .as_ref()
-                .expect("the plan sets only declared passwords")
-        };
+        let password = || desired.planned_password();
         // The password before the display name, which may log in with it.
         if changes.contains(&Change::Reactivate) {
             self.reactivate(user, password()).await?;

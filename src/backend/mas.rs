@@ -216,17 +216,17 @@ impl Mas {
             // whose path lacks any prefix MAS is mounted under.
             let last = page.last().and_then(|item| item.get("id")?.as_str());
             match (reply.body.pointer("/links/next"), last) {
-                (Some(_), Some(last)) => after = Some(last.to_string()),
+                // A cursor that does not move would page forever.
+                (Some(_), Some(last)) if after.as_deref() != Some(last) => {
+                    after = Some(last.to_string())
+                }
                 _ => return Ok(emails),
             }
         }
     }
 
     async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
-        let password = desired
-            .password
-            .as_ref()
-            .expect("the plan creates only users with a password");
+        let password = desired.planned_password();
         // Found out before creating anything, so that no user is left without a password.
         if !self.password_login {
             return Err(ServerError::MasPasswordsDisabled);
@@ -480,12 +480,7 @@ impl Homeserver for Mas {
             return self.create(user, desired).await;
         }
         let found = self.known_user(user, desired).await?;
-        let password = || {
-            desired
-                .password
-                .as_ref()
-                .expect("the plan sets only declared passwords")
-        };
+        let password = || desired.planned_password();
         for change in changes {
             match *change {
                 Change::Deactivate { erase } => self.deactivate(&found.id, erase).await?,

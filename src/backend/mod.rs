@@ -91,7 +91,7 @@ pub enum ServerError {
     },
     /// Another run created the user between our read and our write; the
     /// reconciler reads it again and carries on.
-    #[error("{user} was created by someone else meanwhile")]
+    #[error("{user} was created by someone else meanwhile, twice in a row; run again")]
     CreatedMeanwhile { user: String },
     /// Dendrite keeps this only in its database, which was not given.
     #[error("{what} needs dendrite_database: the PostgreSQL URL or SQLite path of Dendrite's user API database (Dendrite has no API for it); give it as in dendrite.yaml's user_api.account_database")]
@@ -102,8 +102,14 @@ pub enum ServerError {
     /// Dendrite creates users only by shared-secret registration.
     #[error("creating {user} needs registration_shared_secret: Dendrite has no admin API that creates users; give the secret from dendrite.yaml's client_api.registration_shared_secret")]
     NeedsSharedSecret { user: String },
+    /// A change of several steps failed after an earlier step had landed.
+    #[error("{cause}; {done}: run again to finish")]
+    Unfinished {
+        done: String,
+        cause: Box<ServerError>,
+    },
     /// The answer did not have the shape the API documents.
-    #[error("{what}: unexpected answer from the homeserver: {detail}")]
+    #[error("{what}: unexpected answer from the homeserver: {detail}; check that the URL points at the right server and that its version is supported")]
     Unexpected { what: String, detail: String },
     /// MAS's token endpoint refused the OAuth2 client (wrong ID or secret,
     /// or a client that may not use the client-credentials grant).

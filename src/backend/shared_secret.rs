@@ -403,13 +403,17 @@ async fn whoami(http: &Http, token: &Secret) -> Result<Option<String>, ServerErr
 
 /// Whether a device has not been used for [`SERVICE_SESSION_IDLE_MS`].
 fn is_idle(device: &Value) -> bool {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     device
         .get("last_seen_ts")
         .and_then(Value::as_u64)
-        .is_some_and(|seen| seen + SERVICE_SESSION_IDLE_MS < now)
+        .is_some_and(|seen| seen.saturating_add(SERVICE_SESSION_IDLE_MS) < unix_millis())
+}
+
+/// Now, in milliseconds since the Unix epoch, as Matrix timestamps are.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Where the service account's token is kept between runs: one file per
@@ -451,7 +455,11 @@ impl TokenCache {
             .mode(0o700)
             .create(dir)
             .map_err(fail)?;
-        let temporary = self.path.with_extension("tmp");
+        // A name of its own per run: runs sharing the folder must not write
+        // into each other's temporary file.
+        let temporary = self
+            .path
+            .with_extension(format!("{}.tmp", std::process::id()));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::shared_secret::{identify, password_auth, register, Registration, DEVICE_NAME};
+use super::shared_secret::{
+    identify, password_auth, register, unix_millis, Registration, DEVICE_NAME,
+};
 use super::{Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UserType};
 use crate::http::{path_segment, Body, Http, Reply};
@@ -37,8 +39,9 @@ pub struct Synapse {
 }
 
 impl Synapse {
-    /// Authenticates and learns the server name; reads only, except for
-    /// registering the service account on the very first run.
+    /// Authenticates and learns the server name. It changes no managed user;
+    /// it may register the service account (first run) or log it in and end
+    /// its idle sessions (token cache lost).
     pub async fn connect(args: &ModuleArgs, http: Http) -> Result<Synapse, ServerError> {
         let localpart = args.credentials.service_account.localpart();
         let identity = identify(args, &http, "synapse", |secret, password| {
@@ -105,10 +108,7 @@ impl Synapse {
     }
 
     async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
-        let password = desired
-            .password
-            .as_ref()
-            .expect("the plan creates only users with a password");
+        let password = desired.planned_password();
         let admin = desired.admin.unwrap_or(false);
         let user_type = desired.user_type.unwrap_or(UserType::Regular);
         if let Some(secret) = &self.shared_secret {
@@ -131,11 +131,11 @@ impl Synapse {
         let reply = self
             .admin_send(Method::PUT, &user_path(&user.to_string()), &body)
             .await?;
+        // 200 instead of 201: another run created the user meanwhile, and this
+        // PUT has already given it every declared attribute; it still counts
+        // as a change, since this run wrote them.
         match reply.status {
-            StatusCode::CREATED => Ok(()),
-            StatusCode::OK => Err(ServerError::CreatedMeanwhile {
-                user: user.to_string(),
-            }),
+            StatusCode::CREATED | StatusCode::OK => Ok(()),
             _ => Err(ServerError::refused(format!("creating {user}"), &reply)),
         }
     }
@@ -187,13 +187,15 @@ impl Homeserver for Synapse {
             }
             match reply.body.get("next_token") {
                 Some(next) if !page.is_empty() => {
-                    from = next
+                    let next = next
                         .as_u64()
                         .or_else(|| next.as_str().and_then(|s| s.parse().ok()))
+                        .filter(|&next| next > from)
                         .ok_or_else(|| ServerError::Unexpected {
                             what: "listing users".into(),
-                            detail: format!("next_token {next}"),
+                            detail: format!("next_token {next} does not move past {from}"),
                         })?;
+                    from = next;
                 }
                 _ => return Ok(Some(found)),
             }
@@ -222,16 +224,13 @@ impl Homeserver for Synapse {
         let what = format!("checking the password of {user}");
         // A token issued by the admin API has no device; the password is then
         // checked by user-interactive auth on a request that changes nothing.
-        let expires = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-            + PASSWORD_CHECK_TOKEN_MS;
+        let expires = unix_millis() + PASSWORD_CHECK_TOKEN_MS;
         let reply = self
             .admin_send(
                 Method::POST,
                 &format!(
-                    "{}/login",
-                    user_path(&user.to_string()).replace("/v2/", "/v1/")
+                    "/_synapse/admin/v1/users/{}/login",
+                    path_segment(&user.to_string())
                 ),
                 &json!({"valid_until_ms": expires}),
             )
@@ -327,10 +326,7 @@ impl Homeserver for Synapse {
             .iter()
             .any(|c| matches!(c, Change::SetPassword | Change::Reactivate))
         {
-            let password = desired
-                .password
-                .as_ref()
-                .expect("the plan sets only declared passwords");
+            let password = desired.planned_password();
             body.insert("password".into(), json!(password.expose()));
         }
         let reply = self
