@@ -167,6 +167,10 @@ async fn reconcile_user<B: Homeserver>(
                 break;
             }
         };
+        if let Err(error) = backend.refuse_impossible(user, &changes) {
+            outcome.error = Some(error.to_string());
+            break;
+        }
         outcome.after = plan::predict(desired, observed.account.as_ref(), &changes);
         outcome.before = observed.account;
         outcome.changes = changes;

@@ -356,6 +356,11 @@ fn an_admin_token_alone_manages_but_cannot_create(s: &Server) {
     by_token(always).assert_unchanged();
     by_token(json!({"username": "token-new", "password": "token-new-pw"}))
         .assert_failed_with("creating @token-new:localhost needs registration_shared_secret");
+    // Check mode predicts the same failure instead of "would be created".
+    by_token(
+        json!({"username": "token-new", "password": "token-new-pw", "_ansible_check_mode": true}),
+    )
+    .assert_failed_with("creating @token-new:localhost needs registration_shared_secret");
     by_token(json!({"admin_token": "bogus-token", "username": "x"}))
         .assert_failed_with("the homeserver refused the admin token");
 }

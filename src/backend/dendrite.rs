@@ -417,6 +417,15 @@ impl Homeserver for Dendrite {
         &self.server_name
     }
 
+    fn refuse_impossible(&self, user: &UserId, changes: &[Change]) -> Result<(), ServerError> {
+        if changes.contains(&Change::Create) && self.shared_secret.is_none() {
+            return Err(ServerError::NeedsSharedSecret {
+                user: user.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     async fn accounts(
         &self,
         users: &[UserId],

@@ -227,10 +227,6 @@ impl Mas {
 
     async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
         let password = desired.planned_password();
-        // Found out before creating anything, so that no user is left without a password.
-        if !self.password_login {
-            return Err(ServerError::MasPasswordsDisabled);
-        }
         let reply = self
             .admin(
                 Method::POST,
@@ -379,6 +375,18 @@ impl Mas {
 impl Homeserver for Mas {
     fn server_name(&self) -> &str {
         &self.server_name
+    }
+
+    /// Without password login MAS can neither take nor check a password, and
+    /// a user created without one could not log in.
+    fn refuse_impossible(&self, _user: &UserId, changes: &[Change]) -> Result<(), ServerError> {
+        let needs_password = changes
+            .iter()
+            .any(|c| matches!(c, Change::Create | Change::Reactivate | Change::SetPassword));
+        if needs_password && !self.password_login {
+            return Err(ServerError::MasPasswordsDisabled);
+        }
+        Ok(())
     }
 
     async fn account(

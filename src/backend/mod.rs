@@ -40,6 +40,12 @@ pub trait Homeserver {
         desired: &DesiredUser,
     ) -> Result<Option<Account>, ServerError>;
 
+    /// Refuses `changes` this server cannot make for `user` at all, found out
+    /// without writing; checked in check mode too, so that it predicts right.
+    fn refuse_impossible(&self, _user: &UserId, _changes: &[Change]) -> Result<(), ServerError> {
+        Ok(())
+    }
+
     /// Whether `password` is the user's stored password, leaving no session
     /// behind (and, where the server allows, without a rate-limited login).
     async fn password_matches(&self, user: &UserId, password: &Secret)
