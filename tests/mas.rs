@@ -307,7 +307,7 @@ fn an_admin_token_alone_is_enough_and_a_bogus_one_is_refused() {
 fn a_server_name_that_is_not_mas_s_is_refused() {
     let s = mas();
     s.mas_module(json!({"server_name": "example.org", "username": "misnamed", "password": "misnamed ferry granite"}))
-        .assert_failed_with("server_name is \"example.org\", but MAS at mas_url serves \"localhost\"");
+        .assert_failed_with("server_name is \"example.org\", but the server at mas_url serves \"localhost\"");
     assert!(s.mas_user("misnamed").is_none());
 }
 

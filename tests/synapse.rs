@@ -430,3 +430,15 @@ fn two_runs_racing_to_create_the_same_users_both_succeed() {
     }
     s.module(args).assert_unchanged();
 }
+
+#[test]
+fn a_server_name_that_is_not_the_servers_fails_before_any_change() {
+    let s = synapse();
+    s.module(
+        json!({"server_name": "example.org", "username": "named-server", "password": "pw-named"}),
+    )
+    .assert_failed_with(
+        "server_name is \"example.org\", but the server at homeserver_url serves \"localhost\"",
+    );
+    assert!(s.synapse_user("named-server").is_none());
+}

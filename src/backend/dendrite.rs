@@ -39,9 +39,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use self::database::{AccountRow, Database, ACCOUNT_TYPE_ADMIN, ACCOUNT_TYPE_USER};
-use super::shared_secret::{
-    hex, identify, password_auth, password_login, register, Registration, DEVICE_NAME,
-};
+use super::client_api::{logout, password_auth, password_login, DEVICE_NAME};
+use super::shared_secret::{hex, identify, register, Registration};
 use super::{Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UpdatePassword, UserState, UserType};
 use crate::http::{path_segment, Body, Http};
@@ -164,7 +163,7 @@ impl Dendrite {
                 .insert(user.clone(), session.is_some());
             if let Some(session) = session {
                 let probed = is_admin(&self.http, &session, &user.to_string()).await;
-                logout(&self.http, &session, user).await?;
+                logout(&self.http, &session, &user.to_string()).await?;
                 admin = Some(probed?);
             }
         }
@@ -256,7 +255,7 @@ impl Dendrite {
             inhibit_login: None,
         };
         let (_, session) = registered_session(register(&self.http, secret, &registration).await?)?;
-        logout(&self.http, &session, user).await
+        logout(&self.http, &session, &user.to_string()).await
     }
 
     /// Sets a password and ends every session of the user.
@@ -311,7 +310,7 @@ impl Dendrite {
             }
             let refused = ServerError::refused(what.clone(), &reply);
             // The refusal is the error to report, whether or not this logout works.
-            let _ = logout(&self.http, &session, user).await;
+            let _ = logout(&self.http, &session, &user.to_string()).await;
             Err(refused)
         };
         deactivated.await.map_err(|cause| ServerError::Unfinished {
@@ -386,14 +385,14 @@ impl Dendrite {
                         Body::Json(&json!({ "displayname": displayname })),
                     )
                     .await;
-                let logout = logout(&self.http, &session, user).await;
+                let logged_out = logout(&self.http, &session, &user.to_string()).await;
                 // The change's own outcome first: a failed logout after a
                 // successful change must not report the change as failed.
                 let reply = reply?;
                 if reply.status != StatusCode::OK {
                     return Err(ServerError::refused(what, &reply));
                 }
-                return logout;
+                return logged_out;
             }
         }
         let database =
@@ -470,7 +469,9 @@ impl Homeserver for Dendrite {
             return Ok(matches);
         }
         match login(&self.http, user, password).await? {
-            Some(session) => logout(&self.http, &session, user).await.map(|()| true),
+            Some(session) => logout(&self.http, &session, &user.to_string())
+                .await
+                .map(|()| true),
             None => Ok(false),
         }
     }
@@ -546,25 +547,6 @@ async fn login(
 ) -> Result<Option<Secret>, ServerError> {
     let session = password_login(http, &user.to_string(), password).await?;
     Ok(session.map(|session| session.token))
-}
-
-/// Ends one session, so that no device is left behind.
-async fn logout(http: &Http, session: &Secret, user: &UserId) -> Result<(), ServerError> {
-    let reply = http
-        .send(
-            Method::POST,
-            "/_matrix/client/v3/logout",
-            Some(session),
-            Body::Json(&json!({})),
-        )
-        .await?;
-    match reply.status {
-        StatusCode::OK => Ok(()),
-        _ => Err(ServerError::refused(
-            format!("logging out the session matrix_user opened for {user}"),
-            &reply,
-        )),
-    }
 }
 
 /// Dendrite logs every user it registers in: the session must be there.

@@ -23,7 +23,8 @@ use std::collections::HashMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{Homeserver, ServerError};
+use super::client_api::logout;
+use super::{confirm_server_name, Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UserType};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -112,14 +113,7 @@ impl Mas {
         {
             mas.minimum_complexity = minimum;
         }
-        if let Some(given) = &args.server.server_name {
-            if *given != mas.server_name {
-                return Err(ServerError::MasWrongServerName {
-                    given: given.clone(),
-                    actual: mas.server_name,
-                });
-            }
-        }
+        mas.server_name = confirm_server_name(args, mas.server_name)?;
         Ok(mas)
     }
 
@@ -460,22 +454,8 @@ impl Homeserver for Mas {
             .and_then(Value::as_str)
             .map(Secret::new)
             .ok_or_else(|| unexpected("checking the password", "no access_token"))?;
-        let logout = self
-            .http
-            .send(
-                Method::POST,
-                "/_matrix/client/v3/logout",
-                Some(&session),
-                Body::Json(&json!({})),
-            )
-            .await?;
-        if logout.status != StatusCode::OK {
-            return Err(ServerError::refused(
-                format!("ending the session \"{CHECK_DEVICE_NAME}\" (end it in MAS)"),
-                &logout,
-            ));
-        }
-        Ok(true)
+        let whose = format!("{user} as \"{CHECK_DEVICE_NAME}\" (end it in MAS)");
+        logout(&self.http, &session, &whose).await.map(|()| true)
     }
 
     async fn apply(

@@ -2,6 +2,7 @@
 //! Each homeserver implementation is one file behind the [`Homeserver`] trait;
 //! nothing outside this folder knows about HTTP paths or server quirks.
 
+mod client_api;
 pub mod dendrite;
 pub mod mas;
 mod shared_secret;
@@ -9,7 +10,7 @@ pub mod synapse;
 
 use std::collections::HashMap;
 
-use crate::args::DesiredUser;
+use crate::args::{DesiredUser, HomeserverKind, ModuleArgs};
 use crate::http::{HttpError, Reply};
 use crate::matrix_id::UserId;
 use crate::plan::{Account, Change};
@@ -81,9 +82,13 @@ pub enum ServerError {
     /// The service account exists but its password is not the derived one.
     #[error("the service account {account} exists but does not accept the password matrix_user derives from the registration_shared_secret (was it created by hand, or the secret changed?); give admin_token, choose another service_account, or deactivate that account")]
     ServiceAccountPassword { account: String },
-    /// The configured `server_name` is not the homeserver's.
-    #[error("server_name is {given:?}, but the homeserver at homeserver_url is {actual:?}; fix server_name or leave it out")]
-    WrongServerName { given: String, actual: String },
+    /// The configured `server_name` is not the one the server serves.
+    #[error("server_name is {given:?}, but the server at {url_field} serves {actual:?}; fix server_name or leave it out")]
+    WrongServerName {
+        given: String,
+        actual: String,
+        url_field: &'static str,
+    },
     /// The admin token could not be kept for the next run.
     #[error("cannot keep the service account's token in {path}: {detail}; set token_cache_dir to a writable folder")]
     TokenCache { path: String, detail: String },
@@ -143,9 +148,6 @@ pub enum ServerError {
     /// The declared e-mail address belongs to another MAS user.
     #[error("the e-mail address {email} already belongs to another MAS user; declare another address, or remove it from that user first")]
     MasEmailInUse { email: String },
-    /// The configured `server_name` is not the one MAS serves.
-    #[error("server_name is {given:?}, but MAS at mas_url serves {actual:?}; fix server_name or leave it out")]
-    MasWrongServerName { given: String, actual: String },
     /// MAS refuses logins of a locked user, so its password cannot be compared.
     #[error("{user} is locked in MAS, so its password cannot be checked by logging in; unlock it in MAS, or use update_password: on_create")]
     MasUserLocked { user: String },
@@ -156,6 +158,21 @@ pub enum ServerError {
         cause: Box<ServerError>,
         state: String,
     },
+}
+
+/// The server name the server reported, refused when `server_name` says otherwise.
+pub fn confirm_server_name(args: &ModuleArgs, actual: String) -> Result<String, ServerError> {
+    match &args.server.server_name {
+        Some(given) if *given != actual => Err(ServerError::WrongServerName {
+            given: given.clone(),
+            actual,
+            url_field: match args.homeserver {
+                HomeserverKind::Mas => "mas_url",
+                _ => "homeserver_url",
+            },
+        }),
+        _ => Ok(actual),
+    }
 }
 
 impl ServerError {

@@ -11,14 +11,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
-use super::ServerError;
+use super::client_api::{password_auth, password_login, whoami};
+use super::{confirm_server_name, ServerError};
 use crate::args::ModuleArgs;
 use crate::http::{Body, Http, Reply};
 use crate::matrix_id::Username;
 use crate::secret::Secret;
-
-/// The device name of every session the module opens.
-pub const DEVICE_NAME: &str = "matrix_user (Ansible)";
 
 /// Who the module acts as: the owner of `admin_token`, or the service account.
 pub struct Identity {
@@ -73,14 +71,7 @@ where
             what: "asking who the admin token belongs to".into(),
             detail: format!("{user_id:?} is not a user ID"),
         })?;
-    if let Some(given) = &args.server.server_name {
-        if *given != server_name {
-            return Err(ServerError::WrongServerName {
-                given: given.clone(),
-                actual: server_name,
-            });
-        }
-    }
+    let server_name = confirm_server_name(args, server_name)?;
     Ok(Identity {
         token,
         user_id,
@@ -168,70 +159,6 @@ async fn recover_service_account(
         }
     }
     Ok((session.token, session.user_id))
-}
-
-/// User-interactive authentication by password, for the `auth` field of
-/// requests that ask for it.
-pub fn password_auth(user: &str, password: &Secret) -> Value {
-    json!({
-        "type": "m.login.password",
-        "identifier": {"type": "m.id.user", "user": user},
-        "password": password.expose(),
-    })
-}
-
-/// A session opened by [`password_login`].
-pub struct Session {
-    pub token: Secret,
-    pub user_id: String,
-    pub device_id: String,
-}
-
-/// A password login of `user` (a localpart or a user ID); `None` when the
-/// homeserver refuses the password.
-pub async fn password_login(
-    http: &Http,
-    user: &str,
-    password: &Secret,
-) -> Result<Option<Session>, ServerError> {
-    let body = json!({
-        "type": "m.login.password",
-        "identifier": {"type": "m.id.user", "user": user},
-        "password": password.expose(),
-        "initial_device_display_name": DEVICE_NAME,
-    });
-    let reply = http
-        .send(
-            Method::POST,
-            "/_matrix/client/v3/login",
-            None,
-            Body::Json(&body),
-        )
-        .await?;
-    let field = |name: &str| {
-        reply
-            .body
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    match (
-        reply.status,
-        field("access_token"),
-        field("user_id"),
-        field("device_id"),
-    ) {
-        (StatusCode::OK, Some(token), Some(user_id), Some(device_id)) => Ok(Some(Session {
-            token: Secret::new(token),
-            user_id,
-            device_id,
-        })),
-        (StatusCode::FORBIDDEN, ..) => Ok(None),
-        _ => Err(ServerError::refused(
-            format!("logging in as {user}"),
-            &reply,
-        )),
-    }
 }
 
 /// A service-account session unused this long belongs to a lost token cache.
@@ -376,29 +303,6 @@ fn service_account_password(secret: &Secret, localpart: &str) -> Secret {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Who `token` belongs to; `None` when the homeserver does not know it.
-async fn whoami(http: &Http, token: &Secret) -> Result<Option<String>, ServerError> {
-    let reply = http
-        .send(
-            Method::GET,
-            "/_matrix/client/v3/account/whoami",
-            Some(token),
-            Body::None,
-        )
-        .await?;
-    match (
-        reply.status,
-        reply.body.get("user_id").and_then(Value::as_str),
-    ) {
-        (StatusCode::OK, Some(user_id)) => Ok(Some(user_id.to_string())),
-        (StatusCode::UNAUTHORIZED, _) => Ok(None),
-        _ => Err(ServerError::refused(
-            "asking who the admin token belongs to",
-            &reply,
-        )),
-    }
 }
 
 /// Whether a device has not been used for [`SERVICE_SESSION_IDLE_MS`].

@@ -11,9 +11,8 @@ use std::collections::HashMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::shared_secret::{
-    identify, password_auth, register, unix_millis, Registration, DEVICE_NAME,
-};
+use super::client_api::{logout, password_auth, DEVICE_NAME};
+use super::shared_secret::{identify, register, unix_millis, Registration};
 use super::{Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UserType};
 use crate::http::{path_segment, Body, Http, Reply};
@@ -252,17 +251,14 @@ impl Homeserver for Synapse {
                 Body::Json(&check),
             )
             .await;
-        let logout = self
-            .http
-            .send(
-                Method::POST,
-                "/_matrix/client/v3/logout",
-                Some(&user_token),
-                Body::Json(&json!({})),
-            )
-            .await;
+        let logged_out = logout(
+            &self.http,
+            &user_token,
+            &format!("the password check of {user}"),
+        )
+        .await;
         let verdict = verdict?;
-        logout?;
+        logged_out?;
         match (verdict.status, verdict.errcode()) {
             (StatusCode::OK, _) => Ok(true),
             (StatusCode::UNAUTHORIZED, "M_FORBIDDEN") => Ok(false),

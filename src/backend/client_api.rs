@@ -1,0 +1,120 @@
+//! The Matrix client-server API calls every homeserver backend needs:
+//! password login, logout, and who a token belongs to. MAS serves the same
+//! endpoints as its compatibility layer.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use super::ServerError;
+use crate::http::{Body, Http};
+use crate::secret::Secret;
+
+/// The device name of every session the module opens.
+pub const DEVICE_NAME: &str = "matrix_user (Ansible)";
+
+/// User-interactive authentication by password, for the `auth` field of
+/// requests that ask for it.
+pub fn password_auth(user: &str, password: &Secret) -> Value {
+    json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user},
+        "password": password.expose(),
+    })
+}
+
+/// A session opened by [`password_login`].
+pub struct Session {
+    pub token: Secret,
+    pub user_id: String,
+    pub device_id: String,
+}
+
+/// A password login of `user` (a localpart or a user ID); `None` when the
+/// homeserver refuses the password.
+pub async fn password_login(
+    http: &Http,
+    user: &str,
+    password: &Secret,
+) -> Result<Option<Session>, ServerError> {
+    let body = json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user},
+        "password": password.expose(),
+        "initial_device_display_name": DEVICE_NAME,
+    });
+    let reply = http
+        .send(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Body::Json(&body),
+        )
+        .await?;
+    let field = |name: &str| {
+        reply
+            .body
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match (
+        reply.status,
+        field("access_token"),
+        field("user_id"),
+        field("device_id"),
+    ) {
+        (StatusCode::OK, Some(token), Some(user_id), Some(device_id)) => Ok(Some(Session {
+            token: Secret::new(token),
+            user_id,
+            device_id,
+        })),
+        (StatusCode::FORBIDDEN, ..) => Ok(None),
+        _ => Err(ServerError::refused(
+            format!("logging in as {user}"),
+            &reply,
+        )),
+    }
+}
+
+/// Ends the session of `token`, so that no device is left behind; `whose`
+/// names it in the error.
+pub async fn logout(http: &Http, token: &Secret, whose: &str) -> Result<(), ServerError> {
+    let reply = http
+        .send(
+            Method::POST,
+            "/_matrix/client/v3/logout",
+            Some(token),
+            Body::Json(&json!({})),
+        )
+        .await?;
+    match reply.status {
+        StatusCode::OK => Ok(()),
+        _ => Err(ServerError::refused(
+            format!("logging out the session matrix_user opened for {whose}"),
+            &reply,
+        )),
+    }
+}
+
+/// Who `token` belongs to; `None` when the homeserver does not know it.
+pub async fn whoami(http: &Http, token: &Secret) -> Result<Option<String>, ServerError> {
+    let reply = http
+        .send(
+            Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            Some(token),
+            Body::None,
+        )
+        .await?;
+    match (
+        reply.status,
+        reply.body.get("user_id").and_then(Value::as_str),
+    ) {
+        (StatusCode::OK, Some(user_id)) => Ok(Some(user_id.to_string())),
+        (StatusCode::UNAUTHORIZED, _) => Ok(None),
+        _ => Err(ServerError::refused(
+            "asking who the admin token belongs to",
+            &reply,
+        )),
+    }
+}
