@@ -24,33 +24,19 @@ pub fn run(args_path: Option<OsString>) -> (Value, i32) {
         let report = Report::fatal(
             "matrix_user is an Ansible module: run it from a playbook, or give it the path of a JSON file of arguments".into(),
         );
-        return (report.to_json(&[]), 1);
+        return (report.to_json(), 1);
     };
     let args = match ModuleArgs::from_file(Path::new(&path)) {
         Ok(args) => args,
-        Err(error) => return (Report::fatal(error.to_string()).to_json(&[]), 1),
+        Err(error) => return (Report::fatal(error.to_string()).to_json(), 1),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a single-threaded runtime always builds");
     let report = tokio::task::LocalSet::new().block_on(&runtime, reconcile_on_server(&args));
-    let secrets: Vec<_> = args
-        .users
-        .iter()
-        .filter_map(|u| u.password.as_ref())
-        .chain(args.credentials.shared_secret.as_ref())
-        .chain(args.credentials.admin_token.as_ref())
-        .chain(args.credentials.dendrite_database.as_ref())
-        .chain(
-            args.credentials
-                .mas_client
-                .as_ref()
-                .map(|(_, secret)| secret),
-        )
-        .collect();
     let code = i32::from(report.failed());
-    (report.to_json(&secrets), code)
+    (report.to_json(), code)
 }
 
 async fn reconcile_on_server(args: &ModuleArgs) -> Report {
