@@ -157,7 +157,13 @@ async fn reconcile_user<B: Homeserver>(
             outcome.error = Some(error.to_string());
             break;
         }
-        outcome.after = plan::predict(desired, observed.account.as_ref(), &changes);
+        let default_displayname = backend.default_displayname(user);
+        outcome.after = plan::predict(
+            desired,
+            observed.account.as_ref(),
+            &changes,
+            default_displayname,
+        );
         outcome.before = observed.account;
         outcome.changes = changes;
         if check_mode || outcome.changes.is_empty() {

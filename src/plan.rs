@@ -139,10 +139,12 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
 }
 
 /// The account as it will be once `changes` are applied (`None`: no account).
+/// `default_displayname` is what the server names a new user that declares none.
 pub fn predict(
     desired: &DesiredUser,
     observed: Option<&Account>,
     changes: &[Change],
+    default_displayname: Option<String>,
 ) -> Option<Account> {
     let mut account = observed.cloned();
     for change in changes {
@@ -155,7 +157,7 @@ pub fn predict(
                     displayname: desired
                         .displayname
                         .clone()
-                        .or_else(|| Some(desired.username.localpart().to_string())),
+                        .or_else(|| default_displayname.clone()),
                     emails: desired.email.iter().cloned().collect(),
                 })
             }
@@ -371,7 +373,7 @@ mod tests {
             changes,
             vec![Change::SetUserType(UserType::Bot), Change::SetDisplayname]
         );
-        let after = predict(&user, Some(&account(false)), &changes).unwrap();
+        let after = predict(&user, Some(&account(false)), &changes, None).unwrap();
         assert_eq!(after.displayname.as_deref(), Some("Alice A."));
         assert_eq!(after.user_type, UserType::Bot);
     }

@@ -371,6 +371,11 @@ impl Homeserver for Mas {
         &self.server_name
     }
 
+    /// MAS keeps no display names.
+    fn default_displayname(&self, _user: &UserId) -> Option<String> {
+        None
+    }
+
     /// Without password login MAS can neither take nor check a password, and
     /// a user created without one could not log in.
     fn refuse_impossible(&self, _user: &UserId, changes: &[Change]) -> Result<(), ServerError> {

@@ -41,6 +41,11 @@ pub trait Homeserver {
         desired: &DesiredUser,
     ) -> Result<Option<Account>, ServerError>;
 
+    /// The display name the server gives a new user that declares none.
+    fn default_displayname(&self, user: &UserId) -> Option<String> {
+        Some(user.localpart().to_string())
+    }
+
     /// Refuses `changes` this server cannot make for `user` at all, found out
     /// without writing; checked in check mode too, so that it predicts right.
     fn refuse_impossible(&self, _user: &UserId, _changes: &[Change]) -> Result<(), ServerError> {
