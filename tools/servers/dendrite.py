@@ -30,14 +30,21 @@ import json
 import os
 import pwd
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from launcher import free_port, running_pid, stop_pid, wait_until_answering, write_pid
+from launcher import (
+    free_port,
+    remove_data_dir,
+    running_pid,
+    stop_or_status,
+    stop_process,
+    wait_until_answering,
+    write_pid,
+)
 
 SERVER_NAME = "localhost"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -163,17 +170,6 @@ def spawn(bin_dir: str, config_path: str, data_dir: str, port: int, detach: bool
     )
     write_pid(os.path.join(data_dir, "dendrite.pid"), process.pid)
     return process
-
-
-def stop(process, sig=signal.SIGTERM, timeout=20) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(sig)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def describe(url: str, data_dir: str, secret: str, database: str) -> str:
@@ -308,7 +304,7 @@ class Postgres:
 
     def stop(self) -> None:
         # SIGINT is PostgreSQL's "fast" shutdown.
-        stop(self.process, signal.SIGINT, timeout=30)
+        stop_process(self.process, signal.SIGINT, timeout=30)
 
 
 def raise_on_signal(signum, _frame):
@@ -342,22 +338,18 @@ def run_ephemeral(database: str, default_rate_limits: bool) -> None:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        stop(process)
+        stop_process(process)
         if postgres is not None:
             postgres.stop()
-        if os.environ.get("MATRIX_USER_KEEP_SERVERS") is None:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        remove_data_dir(data_dir)
 
 
 def run_persistent(data_dir: str, port: int, action: str) -> None:
     data_dir = os.path.abspath(data_dir)
     url = f"http://127.0.0.1:{port}"
     pid_file = os.path.join(data_dir, "dendrite.pid")
-    if action == "stop":
-        stop_pid(pid_file, data_dir)
+    if stop_or_status(action, pid_file, data_dir):
         return
-    if action == "status":
-        raise SystemExit(0 if running_pid(pid_file, data_dir) else 3)
     bin_dir = dendrite_bin()
     paths = write_config(bin_dir, data_dir, "sqlite", default_rate_limits=False)
     process = None

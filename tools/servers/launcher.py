@@ -1,10 +1,12 @@
 """What the server launchers (synapse.py, dendrite.py, mas.py) share: a free
-loopback port, waiting for a server to answer, and the pid file of a
-persistent server."""
+loopback port, waiting for a server to answer, stopping a server and
+removing its folder, and the pid file of a persistent server."""
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
 import urllib.request
 
@@ -56,3 +58,33 @@ def stop_pid(pid_file: str, marker: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while running_pid(pid_file, marker) and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+def stop_process(process, sig=signal.SIGTERM, timeout: float = 20) -> None:
+    """Stops a child server, killing it when it does not stop in time."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def remove_data_dir(data_dir: str) -> None:
+    """Removes a throw-away server's folder, unless MATRIX_USER_KEEP_SERVERS
+    asks to keep it for a look at its logs."""
+    if os.environ.get("MATRIX_USER_KEEP_SERVERS") is None:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def stop_or_status(action: str, pid_file: str, marker: str) -> bool:
+    """Carries out `stop` and `status` of a persistent server (status exits 0
+    when it runs, 3 when not); returns False for any other action."""
+    if action == "stop":
+        stop_pid(pid_file, marker)
+        return True
+    if action == "status":
+        raise SystemExit(0 if running_pid(pid_file, marker) else 3)
+    return False

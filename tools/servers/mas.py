@@ -36,7 +36,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import string
 import subprocess
@@ -54,7 +53,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from zxcvbn_rs_py import zxcvbn
 
-from launcher import running_pid, stop_pid, write_pid
+from launcher import remove_data_dir, running_pid, stop_or_status, write_pid
 
 SERVER_NAME = "localhost"
 VERSION = "v1.22.0+contract"
@@ -856,8 +855,7 @@ def run_ephemeral(args) -> None:
         sys.stdin.read()
         server.shutdown()
     finally:
-        if os.environ.get("MATRIX_USER_KEEP_SERVERS") is None:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        remove_data_dir(data_dir)
 
 
 def raise_on_signal(signum, _frame):
@@ -889,12 +887,9 @@ def run_persistent(args) -> None:
         serve_persistent(args, data_dir, info_path)
         return
     pid_file = os.path.join(data_dir, "mas.pid")
-    pid = running_pid(pid_file, data_dir)
-    if args.action == "stop":
-        stop_pid(pid_file, data_dir)
+    if stop_or_status(args.action, pid_file, data_dir):
         return
-    if args.action == "status":
-        raise SystemExit(0 if pid else 3)
+    pid = running_pid(pid_file, data_dir)
     process = None
     if not pid:
         os.makedirs(data_dir, exist_ok=True)

@@ -21,14 +21,21 @@ import argparse
 import json
 import os
 import secrets
-import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 
-from launcher import free_port, running_pid, stop_pid, wait_until_answering, write_pid
+from launcher import (
+    free_port,
+    remove_data_dir,
+    running_pid,
+    stop_or_status,
+    stop_process,
+    wait_until_answering,
+    write_pid,
+)
 
 SERVER_NAME = "localhost"
 VENV_PYTHON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".venv", "bin", "python")
@@ -158,25 +165,16 @@ def run_ephemeral(default_rate_limits: bool) -> None:
         print(describe(url, data_dir, paths["secret"]), flush=True)
         sys.stdin.read()
     finally:
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if os.environ.get("MATRIX_USER_KEEP_SERVERS") is None:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        stop_process(process)
+        remove_data_dir(data_dir)
 
 
 def run_persistent(data_dir: str, port: int, action: str) -> None:
     data_dir = os.path.abspath(data_dir)
     url = f"http://127.0.0.1:{port}"
     pid_file = os.path.join(data_dir, "homeserver.pid")
-    if action == "stop":
-        stop_pid(pid_file, data_dir)
+    if stop_or_status(action, pid_file, data_dir):
         return
-    if action == "status":
-        raise SystemExit(0 if running_pid(pid_file, data_dir) else 3)
     paths = write_config(data_dir, port, default_rate_limits=False)
     process = None
     if not running_pid(pid_file, data_dir):
