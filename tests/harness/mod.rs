@@ -257,9 +257,12 @@ pub struct ModuleRun {
 pub fn run_module(args: Value, mut secrets: Vec<String>) -> ModuleRun {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     collect_passwords(&args, &mut secrets);
-    let dir = std::env::temp_dir().join(format!("matrix-user-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("args-{}.json", RUNS.fetch_add(1, Ordering::SeqCst)));
+    // A file per run, removed after it: nothing of a test is left in /tmp.
+    let path = std::env::temp_dir().join(format!(
+        "matrix-user-test-{}-{}.json",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::SeqCst)
+    ));
     std::fs::write(&path, serde_json::to_vec(&args).unwrap()).unwrap();
     let run = run_binary(&path);
     std::fs::remove_file(&path).ok();

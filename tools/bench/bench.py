@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -163,6 +164,8 @@ def main():
     finally:
         launcher.stdin.close()
         launcher.wait()
+        # The args and vars files hold the shared secret and the passwords.
+        shutil.rmtree(workdir, ignore_errors=True)
 
     counts = {name: (sample if name.startswith("baseline") else n // 2 if "flip" in name else n) for name in figures}
     per_user = {name: figures[name] / counts[name] for name in figures}
