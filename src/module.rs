@@ -14,7 +14,7 @@ use crate::backend::synapse::Synapse;
 use crate::backend::{Homeserver, ServerError};
 use crate::http::Http;
 use crate::matrix_id::UserId;
-use crate::plan::{self, Account, Observed};
+use crate::plan::{self, Account, Change, Observed};
 use crate::report::{Report, UserOutcome};
 
 /// Runs the module on Ansible's args file and returns its JSON output and
@@ -169,7 +169,12 @@ async fn reconcile_user<B: Homeserver>(
         if check_mode || outcome.changes.is_empty() {
             break;
         }
-        match backend.apply(user, desired, &outcome.changes).await {
+        let applied = if outcome.changes.contains(&Change::Create) {
+            backend.create(user, desired).await
+        } else {
+            backend.update(user, desired, &outcome.changes).await
+        };
+        match applied {
             Ok(()) => break,
             Err(ServerError::CreatedMeanwhile { .. }) if pass == 0 => continue,
             Err(error) => {

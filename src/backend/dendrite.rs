@@ -238,26 +238,6 @@ impl Dendrite {
         }
     }
 
-    async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
-        let secret = self
-            .shared_secret
-            .as_ref()
-            .ok_or_else(|| ServerError::NeedsSharedSecret {
-                user: user.to_string(),
-            })?;
-        let password = desired.planned_password();
-        let registration = Registration {
-            localpart: user.localpart(),
-            password,
-            admin: desired.admin.unwrap_or(false),
-            user_type: None,
-            displayname: desired.displayname.as_deref(),
-            inhibit_login: None,
-        };
-        let (_, session) = registered_session(register(&self.http, secret, &registration).await?)?;
-        logout(&self.http, &session, &user.to_string()).await
-    }
-
     /// Sets a password and ends every session of the user.
     async fn reset_password(&self, user: &UserId, password: &Secret) -> Result<(), ServerError> {
         let reply = self
@@ -476,15 +456,32 @@ impl Homeserver for Dendrite {
         }
     }
 
-    async fn apply(
+    async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
+        let secret = self
+            .shared_secret
+            .as_ref()
+            .ok_or_else(|| ServerError::NeedsSharedSecret {
+                user: user.to_string(),
+            })?;
+        let password = desired.planned_password();
+        let registration = Registration {
+            localpart: user.localpart(),
+            password,
+            admin: desired.admin.unwrap_or(false),
+            user_type: None,
+            displayname: desired.displayname.as_deref(),
+            inhibit_login: None,
+        };
+        let (_, session) = registered_session(register(&self.http, secret, &registration).await?)?;
+        logout(&self.http, &session, &user.to_string()).await
+    }
+
+    async fn update(
         &self,
         user: &UserId,
         desired: &DesiredUser,
         changes: &[Change],
     ) -> Result<(), ServerError> {
-        if changes.contains(&Change::Create) {
-            return self.create(user, desired).await;
-        }
         if changes
             .iter()
             .any(|c| matches!(c, Change::Deactivate { .. }))

@@ -219,68 +219,6 @@ impl Mas {
         }
     }
 
-    async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
-        let password = desired.planned_password();
-        let reply = self
-            .admin(
-                Method::POST,
-                "/users",
-                Some(&json!({"username": user.localpart()})),
-            )
-            .await?;
-        let id = match reply.status {
-            StatusCode::CREATED | StatusCode::OK => resource_id(&reply.body, "creating the user")?,
-            StatusCode::CONFLICT if reply.explanation().contains("reserved") => {
-                return Err(ServerError::MasUsernameReserved {
-                    user: user.to_string(),
-                })
-            }
-            StatusCode::CONFLICT => {
-                return Err(ServerError::CreatedMeanwhile {
-                    user: user.to_string(),
-                })
-            }
-            _ => return Err(ServerError::refused("creating the user", &reply)),
-        };
-        let unfinished = |cause: ServerError, state: String| ServerError::MasCreatedUnfinished {
-            user: user.to_string(),
-            cause: Box::new(cause),
-            state,
-        };
-        if let Err(cause) = self.set_password(&id, password).await {
-            // MAS cannot tell later whether a user has a password, so a run
-            // with update_password: on_create would never set it. Deactivated,
-            // the user is one the next run reactivates, with its password.
-            let state = match self.deactivate(&id, false).await {
-                Ok(()) => "then deactivated so that nobody uses it without a password; \
-                           the next run with an accepted password reactivates it"
-                    .to_string(),
-                Err(error) => format!(
-                    "but has no password, and deactivating it failed too ({error}); \
-                     run again with update_password: always to give it one"
-                ),
-            };
-            return Err(unfinished(cause, state));
-        }
-        let rest = async {
-            if desired.admin == Some(true) {
-                self.set_admin(&id, true).await?;
-            }
-            if let Some(email) = &desired.email {
-                self.add_email(&id, email).await?;
-            }
-            Ok(())
-        };
-        rest.await.map_err(|cause| {
-            unfinished(
-                cause,
-                "with its password; run again to finish it \
-                 (the admin flag and e-mail are compared on every run)"
-                    .to_string(),
-            )
-        })
-    }
-
     async fn set_password(&self, id: &str, password: &Secret) -> Result<(), ServerError> {
         if !self.password_login {
             return Err(ServerError::MasPasswordsDisabled);
@@ -463,15 +401,74 @@ impl Homeserver for Mas {
         logout(&self.http, &session, &whose).await.map(|()| true)
     }
 
-    async fn apply(
+    async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
+        let password = desired.planned_password();
+        let reply = self
+            .admin(
+                Method::POST,
+                "/users",
+                Some(&json!({"username": user.localpart()})),
+            )
+            .await?;
+        let id = match reply.status {
+            StatusCode::CREATED | StatusCode::OK => resource_id(&reply.body, "creating the user")?,
+            StatusCode::CONFLICT if reply.explanation().contains("reserved") => {
+                return Err(ServerError::MasUsernameReserved {
+                    user: user.to_string(),
+                })
+            }
+            StatusCode::CONFLICT => {
+                return Err(ServerError::CreatedMeanwhile {
+                    user: user.to_string(),
+                })
+            }
+            _ => return Err(ServerError::refused("creating the user", &reply)),
+        };
+        let unfinished = |cause: ServerError, state: String| ServerError::MasCreatedUnfinished {
+            user: user.to_string(),
+            cause: Box::new(cause),
+            state,
+        };
+        if let Err(cause) = self.set_password(&id, password).await {
+            // MAS cannot tell later whether a user has a password, so a run
+            // with update_password: on_create would never set it. Deactivated,
+            // the user is one the next run reactivates, with its password.
+            let state = match self.deactivate(&id, false).await {
+                Ok(()) => "then deactivated so that nobody uses it without a password; \
+                           the next run with an accepted password reactivates it"
+                    .to_string(),
+                Err(error) => format!(
+                    "but has no password, and deactivating it failed too ({error}); \
+                     run again with update_password: always to give it one"
+                ),
+            };
+            return Err(unfinished(cause, state));
+        }
+        let rest = async {
+            if desired.admin == Some(true) {
+                self.set_admin(&id, true).await?;
+            }
+            if let Some(email) = &desired.email {
+                self.add_email(&id, email).await?;
+            }
+            Ok(())
+        };
+        rest.await.map_err(|cause| {
+            unfinished(
+                cause,
+                "with its password; run again to finish it \
+                 (the admin flag and e-mail are compared on every run)"
+                    .to_string(),
+            )
+        })
+    }
+
+    async fn update(
         &self,
         user: &UserId,
         desired: &DesiredUser,
         changes: &[Change],
     ) -> Result<(), ServerError> {
-        if changes.contains(&Change::Create) {
-            return self.create(user, desired).await;
-        }
         let found = self.known_user(user, desired).await?;
         let password = || desired.planned_password();
         for change in changes {
@@ -487,7 +484,8 @@ impl Homeserver for Mas {
                     self.add_email(&found.id, email).await?
                 }
                 Change::SetPassword => self.set_password(&found.id, password()).await?,
-                // Args refuse displayname and user types for MAS, so these are never planned here.
+                // Create goes to create(); args refuse displayname and user
+                // types for MAS, so those are never planned here.
                 Change::Create | Change::SetDisplayname | Change::SetUserType(_) => {}
             }
         }

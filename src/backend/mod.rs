@@ -57,8 +57,13 @@ pub trait Homeserver {
     async fn password_matches(&self, user: &UserId, password: &Secret)
         -> Result<bool, ServerError>;
 
-    /// Applies `changes` (from [`crate::plan::plan`]) to `user`.
-    async fn apply(
+    /// Creates `user` with every declared attribute and its password.
+    /// [`ServerError::CreatedMeanwhile`] when another run created it first.
+    async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError>;
+
+    /// Applies `changes` (from [`crate::plan::plan`], never `Create`) to
+    /// an existing `user`.
+    async fn update(
         &self,
         user: &UserId,
         desired: &DesiredUser,

@@ -105,39 +105,6 @@ impl Synapse {
             .send(method, path, Some(&self.token), Body::Json(body))
             .await?)
     }
-
-    async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
-        let password = desired.planned_password();
-        let admin = desired.admin.unwrap_or(false);
-        let user_type = desired.user_type.unwrap_or(UserType::Regular);
-        if let Some(secret) = &self.shared_secret {
-            let registration = Registration {
-                localpart: user.localpart(),
-                password,
-                admin,
-                user_type: (user_type != UserType::Regular).then_some(user_type.as_str()),
-                displayname: desired.displayname.as_deref(),
-                inhibit_login: Some(true),
-            };
-            return register(&self.http, secret, &registration)
-                .await
-                .map(|_| ());
-        }
-        let mut body = json!({"password": password.expose(), "admin": admin, "user_type": user_type_value(user_type)});
-        if let Some(displayname) = &desired.displayname {
-            body["displayname"] = json!(displayname);
-        }
-        let reply = self
-            .admin_send(Method::PUT, &user_path(&user.to_string()), &body)
-            .await?;
-        // 200 instead of 201: another run created the user meanwhile, and this
-        // PUT has already given it every declared attribute; it still counts
-        // as a change, since this run wrote them.
-        match reply.status {
-            StatusCode::CREATED | StatusCode::OK => Ok(()),
-            _ => Err(ServerError::refused(format!("creating {user}"), &reply)),
-        }
-    }
 }
 
 impl Homeserver for Synapse {
@@ -266,15 +233,45 @@ impl Homeserver for Synapse {
         }
     }
 
-    async fn apply(
+    async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
+        let password = desired.planned_password();
+        let admin = desired.admin.unwrap_or(false);
+        let user_type = desired.user_type.unwrap_or(UserType::Regular);
+        if let Some(secret) = &self.shared_secret {
+            let registration = Registration {
+                localpart: user.localpart(),
+                password,
+                admin,
+                user_type: (user_type != UserType::Regular).then_some(user_type.as_str()),
+                displayname: desired.displayname.as_deref(),
+                inhibit_login: Some(true),
+            };
+            return register(&self.http, secret, &registration)
+                .await
+                .map(|_| ());
+        }
+        let mut body = json!({"password": password.expose(), "admin": admin, "user_type": user_type_value(user_type)});
+        if let Some(displayname) = &desired.displayname {
+            body["displayname"] = json!(displayname);
+        }
+        let reply = self
+            .admin_send(Method::PUT, &user_path(&user.to_string()), &body)
+            .await?;
+        // 200 instead of 201: another run created the user meanwhile, and this
+        // PUT has already given it every declared attribute; it still counts
+        // as a change, since this run wrote them.
+        match reply.status {
+            StatusCode::CREATED | StatusCode::OK => Ok(()),
+            _ => Err(ServerError::refused(format!("creating {user}"), &reply)),
+        }
+    }
+
+    async fn update(
         &self,
         user: &UserId,
         desired: &DesiredUser,
         changes: &[Change],
     ) -> Result<(), ServerError> {
-        if changes.contains(&Change::Create) {
-            return self.create(user, desired).await;
-        }
         let path = user_path(&user.to_string());
         if let Some(&Change::Deactivate { erase }) = changes
             .iter()
@@ -311,7 +308,8 @@ impl Homeserver for Synapse {
                 Change::SetDisplayname => {
                     body.insert("displayname".into(), json!(desired.displayname));
                 }
-                // Args refuse e-mail for Synapse, so AddEmail is never planned here.
+                // The password is added below; Create goes to create(), and
+                // args refuse e-mail for Synapse, so AddEmail is never planned.
                 Change::SetPassword
                 | Change::Create
                 | Change::Deactivate { .. }
