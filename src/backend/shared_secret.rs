@@ -3,7 +3,6 @@
 //! registers once with that secret, logs in when its cached token is lost,
 //! and acts as when no `admin_token` is given.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -11,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
-use super::client_api::{password_auth, password_login, whoami};
+use super::client_api::{password_auth, password_login, whoami, DEVICE_NAME};
 use super::{confirm_server_name, ServerError};
 use crate::args::ModuleArgs;
 use crate::http::{Body, Http, Reply};
@@ -27,17 +26,14 @@ pub struct Identity {
 
 /// Authenticates with `admin_token`, else as the service account (see
 /// [`service_account_token`]), and checks the configured `server_name`.
-/// `register` registers the service account with the shared secret and the
-/// derived password it is given, and returns the account's ID and token.
-pub async fn identify<Fut>(
+/// `service_user_type` is the user type the service account is registered
+/// with (Synapse's `bot`; Dendrite has none).
+pub async fn identify(
     args: &ModuleArgs,
     http: &Http,
     kind: &str,
-    register: impl FnOnce(Secret, Secret) -> Fut,
-) -> Result<Identity, ServerError>
-where
-    Fut: Future<Output = Result<(String, Secret), ServerError>>,
-{
+    service_user_type: Option<&str>,
+) -> Result<Identity, ServerError> {
     let credentials = &args.credentials;
     let (token, user_id) = match (&credentials.admin_token, &credentials.shared_secret) {
         (Some(token), _) => {
@@ -57,10 +53,16 @@ where
                 account,
             );
             let password = service_account_password(secret, account.localpart());
-            service_account_token(http, account, &cache, password.clone(), || {
-                register(secret.clone(), password.clone())
-            })
-            .await?
+            let registration = Registration {
+                localpart: account.localpart(),
+                password: &password,
+                admin: true,
+                user_type: service_user_type,
+                displayname: Some(DEVICE_NAME),
+                // The session this registration opens is the one the module keeps.
+                inhibit_login: Some(false),
+            };
+            service_account_token(http, secret, &registration, &cache).await?
         }
         (None, None) => unreachable!("args require a credential"),
     };
@@ -81,25 +83,27 @@ where
 
 /// The service account's token, from the cache when it still works, else by
 /// registering the account (first run) or logging it in (cache lost).
-async fn service_account_token<Fut>(
+async fn service_account_token(
     http: &Http,
-    account: &Username,
+    secret: &Secret,
+    registration: &Registration<'_>,
     cache: &TokenCache,
-    password: Secret,
-    register: impl FnOnce() -> Fut,
-) -> Result<(Secret, String), ServerError>
-where
-    Fut: Future<Output = Result<(String, Secret), ServerError>>,
-{
+) -> Result<(Secret, String), ServerError> {
     if let Some(token) = cache.load() {
         if let Some(user_id) = whoami(http, &token).await? {
             return Ok((token, user_id));
         }
     }
-    let (token, user_id) = match register().await {
-        Ok((user_id, token)) => (token, user_id),
+    let (token, user_id) = match register(http, secret, registration).await {
+        Ok((user_id, Some(token))) => (token, user_id),
+        Ok((_, None)) => {
+            return Err(ServerError::Unexpected {
+                what: "registering the service account".into(),
+                detail: "no access token in the answer".into(),
+            })
+        }
         Err(ServerError::CreatedMeanwhile { .. }) => {
-            recover_service_account(http, account, &password).await?
+            recover_service_account(http, registration.localpart, registration.password).await?
         }
         Err(other) => return Err(other),
     };
@@ -112,13 +116,13 @@ where
 /// stay: another run may be working with one right now.
 async fn recover_service_account(
     http: &Http,
-    account: &Username,
+    localpart: &str,
     password: &Secret,
 ) -> Result<(Secret, String), ServerError> {
-    let session = password_login(http, account.localpart(), password)
+    let session = password_login(http, localpart, password)
         .await?
         .ok_or_else(|| ServerError::ServiceAccountPassword {
-            account: account.localpart().to_string(),
+            account: localpart.to_string(),
         })?;
     let reply = http
         .send(

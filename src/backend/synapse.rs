@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::client_api::{logout, password_auth, DEVICE_NAME};
+use super::client_api::{logout, password_auth};
 use super::shared_secret::{identify, register, unix_millis, Registration};
 use super::{Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UserType};
@@ -42,28 +42,7 @@ impl Synapse {
     /// it may register the service account (first run) or log it in and end
     /// its idle sessions (token cache lost).
     pub async fn connect(args: &ModuleArgs, http: Http) -> Result<Synapse, ServerError> {
-        let localpart = args.credentials.service_account.localpart();
-        let identity = identify(args, &http, "synapse", |secret, password| {
-            let http = &http;
-            async move {
-                let registration = Registration {
-                    localpart,
-                    password: &password,
-                    admin: true,
-                    user_type: Some(UserType::Bot.as_str()),
-                    displayname: Some(DEVICE_NAME),
-                    inhibit_login: Some(false),
-                };
-                match register(http, &secret, &registration).await? {
-                    (user_id, Some(token)) => Ok((user_id, token)),
-                    (_, None) => Err(ServerError::Unexpected {
-                        what: "registering the service account".into(),
-                        detail: "no access token in the answer".into(),
-                    }),
-                }
-            }
-        })
-        .await?;
+        let identity = identify(args, &http, "synapse", Some(UserType::Bot.as_str())).await?;
         let synapse = Synapse {
             http,
             token: identity.token,
