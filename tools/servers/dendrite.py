@@ -38,6 +38,8 @@ import time
 
 from launcher import (
     free_port,
+    kept_shared_secret,
+    new_shared_secret,
     remove_data_dir,
     running_pid,
     stop_or_status,
@@ -81,15 +83,10 @@ def write_config(bin_dir: str, data_dir: str, database: str, default_rate_limits
     """
     os.makedirs(data_dir, exist_ok=True)
     config_path = os.path.join(data_dir, "dendrite.yaml")
-    secret_path = os.path.join(data_dir, "registration_shared_secret")
     if os.path.exists(config_path):
-        with open(secret_path) as f:
-            return {"config": config_path, "secret": f.read().strip()}
+        return {"config": config_path, "secret": kept_shared_secret(data_dir)}
 
-    shared_secret = secrets.token_urlsafe(32)
-    with open(secret_path, "w") as f:
-        f.write(shared_secret)
-    os.chmod(secret_path, 0o600)
+    shared_secret = new_shared_secret(data_dir)
     key_path = os.path.join(data_dir, "matrix_key.pem")
     subprocess.run(
         [os.path.join(bin_dir, "generate-keys"), "--private-key", key_path],

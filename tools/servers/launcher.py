@@ -3,6 +3,7 @@ loopback port, waiting for a server to answer, stopping a server and
 removing its folder, and the pid file of a persistent server."""
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -28,6 +29,22 @@ def wait_until_answering(url: str, process, name: str, logs: str, deadline: floa
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"{name} did not answer at {url} in time; see {logs}")
+
+
+def new_shared_secret(data_dir: str) -> str:
+    """A fresh registration shared secret, also kept in DATA_DIR/registration_shared_secret
+    (mode 0600), where the role and the Molecule scenarios read it."""
+    shared_secret = secrets.token_urlsafe(32)
+    path = os.path.join(data_dir, "registration_shared_secret")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(shared_secret)
+    return shared_secret
+
+
+def kept_shared_secret(data_dir: str) -> str:
+    """The shared secret of a server configured earlier in DATA_DIR."""
+    with open(os.path.join(data_dir, "registration_shared_secret")) as f:
+        return f.read().strip()
 
 
 def write_pid(pid_file: str, pid: int) -> None:

@@ -29,6 +29,8 @@ import time
 
 from launcher import (
     free_port,
+    kept_shared_secret,
+    new_shared_secret,
     remove_data_dir,
     running_pid,
     stop_or_status,
@@ -44,15 +46,10 @@ VENV_PYTHON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..
 def write_config(data_dir: str, port: int, default_rate_limits: bool) -> dict:
     os.makedirs(data_dir, exist_ok=True)
     config_path = os.path.join(data_dir, "homeserver.yaml")
-    secret_path = os.path.join(data_dir, "registration_shared_secret")
     if os.path.exists(config_path):
-        with open(secret_path) as f:
-            return {"config": config_path, "secret": f.read().strip()}
+        return {"config": config_path, "secret": kept_shared_secret(data_dir)}
 
-    shared_secret = secrets.token_urlsafe(32)
-    with open(secret_path, "w") as f:
-        f.write(shared_secret)
-    os.chmod(secret_path, 0o600)
+    shared_secret = new_shared_secret(data_dir)
     subprocess.run(
         [VENV_PYTHON, "-m", "synapse._scripts.generate_signing_key", "-o", os.path.join(data_dir, "signing.key")],
         check=True,
