@@ -284,7 +284,7 @@ fn bad_input_fails_before_anything_is_sent_and_names_the_field() {
         ),
         (
             json!({"username": "tls", "password": "x", "ca_path": "/nonexistent.pem"}),
-            "ca_path /nonexistent.pem:",
+            "ca_path: cannot read /nonexistent.pem:",
         ),
         (
             json!({"username": "conc", "password": "x", "concurrency": 0}),
@@ -327,6 +327,56 @@ fn an_unreachable_homeserver_gives_a_clear_error() {
         vec![],
     );
     run.assert_failed_with("cannot reach the homeserver at http://127.0.0.1:9");
+}
+
+#[test]
+fn an_unusable_token_cache_dir_fails_before_the_service_account_is_registered() {
+    let s = synapse();
+    let in_the_way = s.data_dir.join("cache-in-the-way");
+    std::fs::write(&in_the_way, "a file where a folder should be").unwrap();
+    let shared = s.data_dir.join("shared-cache");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    for (account, folder, expected) in [
+        (
+            "svc-no-cache",
+            in_the_way.join("cache"),
+            "cannot keep the service account's token in",
+        ),
+        ("svc-shared-cache", shared, "can be written by other users"),
+    ] {
+        s.module(json!({
+            "service_account": account, "token_cache_dir": folder,
+            "username": "cacheless", "password": "cacheless-pw",
+        }))
+        .assert_failed_with(expected)
+        .assert_failed_with("token_cache_dir");
+        assert!(
+            s.synapse_user(account).is_none(),
+            "{account} must not be registered"
+        );
+    }
+    assert!(s.synapse_user("cacheless").is_none());
+}
+
+#[test]
+fn without_home_nor_xdg_cache_home_the_cache_folder_must_be_given() {
+    let s = synapse();
+    let no_home = [("HOME", None), ("XDG_CACHE_HOME", None)];
+    s.module_with_env(
+        json!({"token_cache_dir": null, "username": "homeless", "password": "homeless-pw"}),
+        &no_home,
+    )
+    .assert_failed_with("token_cache_dir is needed");
+    assert!(s.synapse_user("homeless").is_none());
+    // An admin token needs no cache.
+    let token = s.harness_admin_token().to_string();
+    harness::run_module_with_env(
+        json!({"homeserver_url": s.url, "admin_token": token, "username": "homeless", "password": "homeless-pw"}),
+        vec![token.clone()],
+        &no_home,
+    )
+    .assert_changed();
 }
 
 #[test]

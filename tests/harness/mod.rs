@@ -9,12 +9,14 @@
 
 pub mod dendrite;
 pub mod mas;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -50,25 +52,7 @@ pub struct Server {
 impl Server {
     /// Starts `tools/servers/<launcher>.py --ephemeral <flags>`.
     pub fn start(launcher: &str, flags: &[&str]) -> Server {
-        let script = repo_root()
-            .join("tools/servers")
-            .join(format!("{launcher}.py"));
-        let mut child = Command::new(venv_bin("python"))
-            .arg(&script)
-            .arg("--ephemeral")
-            .args(flags)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-            panic!("{launcher} server did not start (launcher said {line:?}); see the output above")
-        });
+        let (child, info) = launch(launcher, flags);
         let data_dir = PathBuf::from(info["data_dir"].as_str().unwrap());
         Server {
             url: info["url"].as_str().unwrap().to_string(),
@@ -101,11 +85,17 @@ impl Server {
 
     /// Runs the module with `args` on top of [`Server::connection`].
     pub fn module(&self, args: Value) -> ModuleRun {
+        self.module_with_env(args, &[])
+    }
+
+    /// [`Server::module`] with environment variables set or removed, as
+    /// [`run_module_with_env`] does.
+    pub fn module_with_env(&self, args: Value, env: &[(&str, Option<&str>)]) -> ModuleRun {
         let mut all = self.connection();
         merge(&mut all, args);
         let mut secrets = vec![self.shared_secret.clone()];
         secrets.extend(self.admin_token.get().cloned());
-        run_module(all, secrets)
+        run_module_with_env(all, secrets, env)
     }
 
     // ---- Independent checks, through the Matrix APIs, not the module ----
@@ -222,6 +212,32 @@ impl Server {
     }
 }
 
+/// Runs `tools/servers/<launcher>.py --ephemeral <flags>` and reads the one
+/// JSON line it prints when ready. The launcher stops when this process
+/// exits: it watches its stdin, which closes then.
+pub fn launch(launcher: &str, flags: &[&str]) -> (Child, Value) {
+    let script = repo_root()
+        .join("tools/servers")
+        .join(format!("{launcher}.py"));
+    let mut child = Command::new(venv_bin("python"))
+        .arg(&script)
+        .arg("--ephemeral")
+        .args(flags)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+        panic!("{launcher} server did not start (launcher said {line:?}); see the output above")
+    });
+    (child, info)
+}
+
 fn http() -> &'static reqwest::blocking::Client {
     static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
     CLIENT.get_or_init(reqwest::blocking::Client::new)
@@ -246,6 +262,8 @@ fn merge(base: &mut Value, extra: Value) {
 
 /// One run of the module binary.
 pub struct ModuleRun {
+    /// How long the module ran.
+    pub elapsed: Duration,
     pub output: Value,
     pub exit_code: i32,
     pub stdout: String,
@@ -254,7 +272,17 @@ pub struct ModuleRun {
 
 /// Runs the module binary on `args` as Ansible does, and checks that none of
 /// `secrets` (nor any password in `args`) appears anywhere in its output.
-pub fn run_module(args: Value, mut secrets: Vec<String>) -> ModuleRun {
+pub fn run_module(args: Value, secrets: Vec<String>) -> ModuleRun {
+    run_module_with_env(args, secrets, &[])
+}
+
+/// [`run_module`] with environment variables set (`Some`) or removed
+/// (`None`) for the module's process only.
+pub fn run_module_with_env(
+    args: Value,
+    mut secrets: Vec<String>,
+    env: &[(&str, Option<&str>)],
+) -> ModuleRun {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     collect_passwords(&args, &mut secrets);
     // A file per run, removed after it: nothing of a test is left in /tmp.
@@ -264,7 +292,7 @@ pub fn run_module(args: Value, mut secrets: Vec<String>) -> ModuleRun {
         RUNS.fetch_add(1, Ordering::SeqCst)
     ));
     std::fs::write(&path, serde_json::to_vec(&args).unwrap()).unwrap();
-    let run = run_binary(&path);
+    let run = run_binary(&path, env);
     std::fs::remove_file(&path).ok();
     for secret in secrets.iter().filter(|s| s.len() >= 4) {
         assert!(
@@ -276,16 +304,24 @@ pub fn run_module(args: Value, mut secrets: Vec<String>) -> ModuleRun {
     run
 }
 
-fn run_binary(args_file: &Path) -> ModuleRun {
-    let output = Command::new(env!("CARGO_BIN_EXE_matrix_user"))
-        .arg(args_file)
-        .output()
-        .unwrap();
+fn run_binary(args_file: &Path, env: &[(&str, Option<&str>)]) -> ModuleRun {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_matrix_user"));
+    command.arg(args_file);
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let started = Instant::now();
+    let output = command.output().unwrap();
+    let elapsed = started.elapsed();
     let stdout = String::from_utf8(output.stdout).unwrap();
     let parsed = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
         panic!("the module must print exactly one JSON object, printed {stdout:?}")
     });
     ModuleRun {
+        elapsed,
         output: parsed,
         exit_code: output.status.code().unwrap_or(-1),
         stdout,
