@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::args::ServerOptions;
 use crate::secret::Secret;
+use crate::trust::{self, tls_failure, TrustStore};
 
 /// Longest pause between two attempts to reach a server that is starting.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -35,9 +36,35 @@ pub enum HttpError {
     /// TLS or protocol failure that waiting does not fix.
     #[error("request to {url} failed: {detail}; check homeserver_url (mas_url for MAS), validate_certs and ca_path")]
     Transport { url: String, detail: String },
-    /// The CA bundle named by `ca_path` is unusable.
-    #[error("ca_path {path}: {detail}; give a PEM file with the CA certificate")]
-    CaFile { path: String, detail: String },
+    /// The server's certificate chains to no CA this host trusts.
+    #[error("the certificate of the homeserver at {url} is not issued by a CA this host trusts (trusted: {trusted}); give the CA that issued it as ca_path (a PEM file, several certificates allowed), or add it to this host's CA store (or SSL_CERT_FILE/SSL_CERT_DIR); validate_certs: false skips the check")]
+    UntrustedCertificate { url: String, trusted: String },
+    /// The certificate is for other names than homeserver_url's host.
+    #[error("the certificate of the homeserver at {url} is not valid for the name {host} ({detail}); use a homeserver_url (mas_url for MAS) with a name the certificate lists, or give the server a certificate for {host}; ca_path cannot help, validate_certs: false skips the check")]
+    CertificateNameMismatch {
+        url: String,
+        host: String,
+        detail: String,
+    },
+    /// The certificate is outside its validity period.
+    #[error("the certificate of the homeserver at {url} has expired or is not valid yet ({detail}); renew it on the server (or correct this host's clock); ca_path cannot help, validate_certs: false skips the check")]
+    CertificateExpired { url: String, detail: String },
+    /// A self-signed certificate marked as a CA, which rustls never accepts
+    /// as a server's own certificate, not even when `ca_path` names it.
+    #[error("the certificate of the homeserver at {url} is marked as a CA (basicConstraints CA:TRUE, which `openssl req -x509` sets by default), and matrix_user (rustls) refuses a CA certificate as a server's own even when ca_path names it; give the server a certificate issued by a CA and that CA as ca_path, or make the self-signed one with -addext basicConstraints=critical,CA:FALSE and a subjectAltName, or set validate_certs: false")]
+    CaCertificateAsServer { url: String },
+    /// Any other refusal of the server's certificate.
+    #[error("the certificate of the homeserver at {url} was refused: {detail}; check the server's certificate, ca_path and validate_certs")]
+    CertificateRefused { url: String, detail: String },
+    /// The file named by `ca_path` cannot be read.
+    #[error("ca_path: cannot read {path}: {detail}; give the path of a PEM file with the CA certificate(s) that issued the homeserver's certificate")]
+    CaFileUnreadable { path: String, detail: String },
+    /// The file named by `ca_path` holds no certificate at all.
+    #[error("ca_path: {path} holds no PEM certificate (no -----BEGIN CERTIFICATE----- block); give a PEM file with the CA certificate(s) that issued the homeserver's certificate")]
+    CaFileEmpty { path: String },
+    /// A certificate in `ca_path` is malformed.
+    #[error("ca_path: {path} holds a certificate that cannot be used: {detail}; give a PEM file with the CA certificate(s) that issued the homeserver's certificate")]
+    CaFileUnusable { path: String, detail: String },
 }
 
 /// A homeserver's answer.
@@ -93,32 +120,33 @@ enum Auth<'a> {
 pub struct Http {
     client: reqwest::Client,
     base_url: String,
+    /// What the client trusts, for the message when a certificate is refused.
+    trusted: String,
     timeout: Duration,
     wait_timeout: Duration,
 }
 
 impl Http {
     pub fn new(options: &ServerOptions) -> Result<Http, HttpError> {
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(options.timeout)
-            .user_agent(concat!("matrix_user/", env!("CARGO_PKG_VERSION")))
-            .danger_accept_invalid_certs(!options.validate_certs);
-        if let Some(path) = &options.ca_path {
-            let ca_error = |detail: String| HttpError::CaFile {
-                path: path.display().to_string(),
-                detail,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            let certificate =
-                reqwest::Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
-            builder = builder.add_root_certificate(certificate);
-        }
+            .user_agent(concat!("matrix_user/", env!("CARGO_PKG_VERSION")));
+        // A bad ca_path is refused even when validate_certs is off: it is
+        // a mistake in the playbook either way.
+        let trust = TrustStore::load(options.ca_path.as_deref())?;
+        let trusted = trust.description.clone();
+        let builder = if options.validate_certs {
+            builder.use_preconfigured_tls(trust.client_config())
+        } else {
+            builder.danger_accept_invalid_certs(true)
+        };
         let client = builder.build().map_err(|e| HttpError::Transport {
             url: options.url.clone(),
             detail: e.to_string(),
         })?;
         Ok(Http {
             client,
+            trusted,
             base_url: options.url.clone(),
             timeout: options.timeout,
             wait_timeout: options.wait_timeout,
@@ -209,6 +237,11 @@ impl Http {
                         url,
                         seconds: self.timeout.as_secs(),
                     })
+                }
+                // A refused certificate fails at once: waiting does not fix it.
+                Err(error) if tls_failure(&error).is_some() => {
+                    let failure = tls_failure(&error).expect("just checked");
+                    return Err(trust::explain(failure, &self.base_url, &self.trusted));
                 }
                 Err(error) if error.is_connect() => {
                     if waited >= self.wait_timeout {

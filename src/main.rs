@@ -10,6 +10,7 @@ mod module;
 mod plan;
 mod report;
 mod secret;
+mod trust;
 
 use std::process::ExitCode;
 
