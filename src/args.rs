@@ -221,7 +221,9 @@ pub struct Credentials {
     pub admin_token: Option<Secret>,
     /// The account the module registers for itself when it has only the shared secret.
     pub service_account: Username,
-    pub token_cache_dir: PathBuf,
+    /// `None` only when neither it, `XDG_CACHE_HOME` nor `HOME` is given;
+    /// then the service account is not used (args refuse that case).
+    pub token_cache_dir: Option<PathBuf>,
     /// Dendrite's accounts database (PostgreSQL URL or SQLite path), for admin changes.
     pub dendrite_database: Option<Secret>,
     /// MAS's OAuth2 client, for the client-credentials grant.
@@ -315,7 +317,12 @@ impl ModuleArgs {
             token_cache_dir: top
                 .string("token_cache_dir")?
                 .map(PathBuf::from)
-                .unwrap_or_else(default_token_cache_dir),
+                .or_else(|| {
+                    default_token_cache_dir(
+                        std::env::var_os("XDG_CACHE_HOME"),
+                        std::env::var_os("HOME"),
+                    )
+                }),
             dendrite_database: top.secret("dendrite_database")?,
             mas_client: match (
                 top.string("mas_client_id")?,
@@ -363,6 +370,17 @@ fn require_credentials(
         }
         _ => credentials.shared_secret.is_none() && credentials.admin_token.is_none(),
     };
+    let uses_service_account = homeserver != HomeserverKind::Mas
+        && credentials.shared_secret.is_some()
+        && credentials.admin_token.is_none();
+    if uses_service_account && credentials.token_cache_dir.is_none() {
+        return Err(ArgsError::Missing(
+            "token_cache_dir is needed: neither HOME nor XDG_CACHE_HOME is set, so there is no private \
+             folder of this user to keep the service account's token in between runs; set token_cache_dir \
+             to a folder only the user running the module can write, or give admin_token"
+                .into(),
+        ));
+    }
     if !missing {
         return Ok(());
     }
@@ -450,12 +468,19 @@ fn refuse_for_dendrite(user: &DesiredUser) -> Result<(), ArgsError> {
     Ok(())
 }
 
-fn default_token_cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("matrix_user")
+/// `$XDG_CACHE_HOME/matrix_user`, else `$HOME/.cache/matrix_user`. Never a
+/// shared folder such as /tmp: `None` when neither variable is usable (the
+/// XDG spec ignores a relative `XDG_CACHE_HOME`; an empty one is unset).
+fn default_token_cache_dir(
+    xdg_cache_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let absolute =
+        |value: std::ffi::OsString| Some(PathBuf::from(value)).filter(|p| p.is_absolute());
+    xdg_cache_home
+        .and_then(absolute)
+        .or_else(|| home.and_then(absolute).map(|home| home.join(".cache")))
+        .map(|base| base.join("matrix_user"))
 }
 
 fn read_users(top: &Fields) -> Result<Vec<DesiredUser>, ArgsError> {
@@ -990,6 +1015,23 @@ mod tests {
             dendrite(json!({"username": "a", "password": "eight ch", "user_type": "regular"}))
                 .unwrap();
         assert!(args.credentials.dendrite_database.is_some());
+    }
+
+    #[test]
+    fn the_token_cache_is_never_a_shared_folder() {
+        let dir = |xdg: Option<&str>, home: Option<&str>| {
+            default_token_cache_dir(xdg.map(Into::into), home.map(Into::into))
+        };
+        assert_eq!(
+            dir(Some("/x/cache"), Some("/home/u")),
+            Some(PathBuf::from("/x/cache/matrix_user"))
+        );
+        assert_eq!(
+            dir(Some("relative"), Some("/home/u")),
+            Some(PathBuf::from("/home/u/.cache/matrix_user"))
+        );
+        assert_eq!(dir(Some(""), Some("")), None);
+        assert_eq!(dir(None, None), None);
     }
 
     #[test]
