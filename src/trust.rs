@@ -39,10 +39,13 @@ impl TrustStore {
             format!("{} from {}", certificates(added), system.places())
         } else {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let why = match system.places().as_str() {
+                "" => "no CA file or folder found".to_string(),
+                places => format!("no certificate in {places}"),
+            };
             format!(
-                "the {} Mozilla roots built into matrix_user (this host has no CA store: none in {})",
+                "the {} Mozilla roots built into matrix_user (this host has no CA store: {why})",
                 roots.len(),
-                system.places()
             )
         };
         if let Some(path) = ca_path {
@@ -149,7 +152,8 @@ impl SystemStore {
         found
     }
 
-    /// The places searched, for messages ("SSL_CERT_FILE=/x and /etc/ssl/certs").
+    /// The places searched, for messages ("SSL_CERT_FILE=/x and /etc/ssl/certs"),
+    /// empty when none exists.
     fn places(&self) -> String {
         let mut places = Vec::new();
         match &self.file {
@@ -164,11 +168,7 @@ impl SystemStore {
             (false, true) => places.push(format!("SSL_CERT_DIR={}", dirs.join(":"))),
             (false, false) => places.push(dirs.join(" and ")),
         }
-        if places.is_empty() {
-            "no CA file or folder found".into()
-        } else {
-            places.join(" and ")
-        }
+        places.join(" and ")
     }
 }
 
