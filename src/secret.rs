@@ -1,4 +1,5 @@
-//! A string that cannot be printed by accident.
+//! Secrets: a string that cannot be printed by accident, and the masking of
+//! every secret the process held, in every encoding a server may echo it in.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -6,14 +7,25 @@ use std::sync::Mutex;
 /// Every secret value this process has held: passwords and secrets from the
 /// arguments, and tokens and passwords made or received at run time, so that
 /// the report can mask any of them wherever they turn up.
-/// Each is kept as written and as JSON text quotes it (as in a quoted server answer).
 static EVERY_SECRET: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-/// Values shorter than this are not masked: replacing every "ab" would make
-/// messages unreadable. Masking is only a backstop: no message is built
-/// from a secret in the first place.
-const MIN_MASKED_LENGTH: usize = 4;
-const MASK: &str = "********";
+/// Values shorter than this are not masked: masking every "ab" in a message
+/// would make it unreadable and would itself tell the value. Masking is only
+/// a backstop for what servers echo: no message is ever built from a secret,
+/// so a short secret is not printed either.
+pub const MIN_MASKED_LENGTH: usize = 4;
+pub const MASK: &str = "********";
+
+/// How many layers of encoding (JSON string escaping, `\u` escapes,
+/// percent-encoding, HTML entities, in any mix) masking looks through. One
+/// layer is the report's own JSON; a server quoting a request body inside
+/// its JSON answer adds one or two.
+const DECODING_DEPTH: usize = 4;
+
+/// Texts longer than this are described by their size only in an excerpt:
+/// masking looks at the whole text before cutting, and a value of megabytes
+/// is never worth quoting.
+const MAX_EXCERPT_SOURCE: usize = 64 * 1024;
 
 /// A password, shared secret or access token.
 ///
@@ -26,15 +38,7 @@ pub struct Secret(String);
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
         let value = value.into();
-        if value.len() >= MIN_MASKED_LENGTH {
-            let escaped = serde_json::to_string(&value).expect("a string serializes");
-            let escaped = escaped.trim_matches('"').to_string();
-            let mut every = EVERY_SECRET.lock().unwrap_or_else(|e| e.into_inner());
-            if escaped != value {
-                every.push(escaped);
-            }
-            every.push(value.clone());
-        }
+        hold(&value);
         Secret(value)
     }
 
@@ -49,16 +53,288 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// `text` with every secret this process has held replaced by a mask, also
-/// where JSON text quotes one (as in a quoted server answer).
+/// Adds `value` to the secrets every output is masked for, before it is
+/// wrapped in a [`Secret`] (the arguments register theirs before parsing, so
+/// that an error about any field already masks them).
+pub fn hold(value: &str) {
+    if value.chars().count() < MIN_MASKED_LENGTH {
+        return;
+    }
+    let mut every = EVERY_SECRET.lock().unwrap_or_else(|e| e.into_inner());
+    if !every.iter().any(|held| held == value) {
+        every.push(value.to_string());
+    }
+}
+
+/// `text` with every secret this process has held replaced by [`MASK`],
+/// wherever it appears as written or encoded: JSON string escapes at any of
+/// [`DECODING_DEPTH`] levels (`\"`, `\\`, `\u00e9` or `\u0041` for any
+/// character, upper or lower case), percent-encoding (either case, `+` for
+/// a space) and HTML entities, in any mix. The whole encoded stretch is
+/// masked, so no part of the secret is left.
 pub fn mask_secrets(text: &str) -> String {
     let every = EVERY_SECRET.lock().unwrap_or_else(|e| e.into_inner());
-    let mut masked = text.to_string();
-    for form in every.iter() {
-        if masked.contains(form.as_str()) {
-            masked = masked.replace(form.as_str(), MASK);
+    if every.is_empty() || text.is_empty() {
+        return text.to_string();
+    }
+    // A form-encoded space is `+`: look for that spelling too.
+    let mut wanted: Vec<String> = Vec::with_capacity(every.len());
+    for secret in every.iter() {
+        wanted.push(secret.clone());
+        if secret.contains(' ') {
+            wanted.push(secret.replace(' ', "+"));
         }
     }
+    drop(every);
+
+    let mut hidden: Vec<(usize, usize)> = Vec::new();
+    let mut layer = vec![View::of(text)];
+    for depth in 0..=DECODING_DEPTH {
+        for view in &layer {
+            view.find(&wanted, &mut hidden);
+        }
+        if depth == DECODING_DEPTH {
+            break;
+        }
+        layer = layer
+            .iter()
+            .flat_map(|view| {
+                [
+                    View::json_unescaped,
+                    View::percent_decoded,
+                    View::html_decoded,
+                ]
+                .into_iter()
+                .filter_map(move |decode| decode(view))
+            })
+            .collect();
+        if layer.is_empty() {
+            break;
+        }
+    }
+    replace_spans(text, hidden)
+}
+
+/// At most `max_chars` characters of `text` for a message, masked before it
+/// is cut (so a cut never leaves the start of a secret), with its full size
+/// when cut. A text over [`MAX_EXCERPT_SOURCE`] bytes is described by its size only.
+pub fn excerpt(text: &str, max_chars: usize) -> String {
+    if text.len() > MAX_EXCERPT_SOURCE {
+        return format!("(a value of {} bytes, not shown)", text.len());
+    }
+    let masked = mask_secrets(text);
+    if masked.chars().count() <= max_chars {
+        return masked;
+    }
+    let cut: String = masked.chars().take(max_chars).collect();
+    format!("{cut}... ({} bytes)", text.len())
+}
+
+/// `url` with the password of its `user:password@` part masked, for messages.
+pub fn url_without_password(url: &str) -> String {
+    match url_password(url) {
+        Some((start, end)) => format!("{}{MASK}{}", &url[..start], &url[end..]),
+        None => url.to_string(),
+    }
+}
+
+/// Where the password of `scheme://user:password@host` lies in `url`.
+pub fn url_password(url: &str) -> Option<(usize, usize)> {
+    let authority_start = url.find("://")? + 3;
+    let authority_len = url[authority_start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - authority_start);
+    let authority = &url[authority_start..authority_start + authority_len];
+    let userinfo_len = authority.rfind('@')?;
+    let colon = authority[..userinfo_len].find(':')?;
+    Some((authority_start + colon + 1, authority_start + userinfo_len))
+}
+
+/// A text decoded some layers deep, each byte of it knowing the stretch of
+/// the original text it came from.
+struct View {
+    text: String,
+    /// `origin[i]`: the original bytes that byte `i` of `text` was decoded from.
+    origin: Vec<(usize, usize)>,
+}
+
+impl View {
+    fn of(text: &str) -> View {
+        let mut origin = Vec::with_capacity(text.len());
+        for (start, c) in text.char_indices() {
+            let end = start + c.len_utf8();
+            origin.extend(std::iter::repeat_n((start, end), c.len_utf8()));
+        }
+        View {
+            text: text.to_string(),
+            origin,
+        }
+    }
+
+    /// Records where each of `wanted` occurs, in original-text positions.
+    fn find(&self, wanted: &[String], hidden: &mut Vec<(usize, usize)>) {
+        for secret in wanted {
+            for (at, found) in self.text.match_indices(secret.as_str()) {
+                hidden.push((self.origin[at].0, self.origin[at + found.len() - 1].1));
+            }
+        }
+    }
+
+    /// Builds a new view by handing each position to `decode`, which either
+    /// decodes a sequence starting there (the character and how many bytes it
+    /// took) or leaves the character as it is. `None` when nothing decoded.
+    fn decoded(&self, decode: impl Fn(&str) -> Option<(char, usize)>) -> Option<View> {
+        let mut text = String::with_capacity(self.text.len());
+        let mut origin = Vec::with_capacity(self.origin.len());
+        let mut changed = false;
+        let mut at = 0;
+        while at < self.text.len() {
+            let rest = &self.text[at..];
+            let (c, used) = match decode(rest) {
+                Some(decoded) => {
+                    changed = true;
+                    decoded
+                }
+                None => {
+                    let c = rest.chars().next().expect("at is inside the text");
+                    (c, c.len_utf8())
+                }
+            };
+            let span = (self.origin[at].0, self.origin[at + used - 1].1);
+            origin.extend(std::iter::repeat_n(span, c.len_utf8()));
+            text.push(c);
+            at += used;
+        }
+        changed.then_some(View { text, origin })
+    }
+
+    /// JSON string escapes: `\"`, `\\`, `\/`, `\n`..., `\uXXXX` and surrogate pairs.
+    fn json_unescaped(&self) -> Option<View> {
+        if !self.text.contains('\\') {
+            return None;
+        }
+        self.decoded(|rest| {
+            let mut chars = rest.chars();
+            if chars.next()? != '\\' {
+                return None;
+            }
+            let c = match chars.next()? {
+                '"' => '"',
+                '\\' => '\\',
+                '/' => '/',
+                'b' => '\u{8}',
+                'f' => '\u{c}',
+                'n' => '\n',
+                'r' => '\r',
+                't' => '\t',
+                'u' => return unicode_escape(rest),
+                _ => return None,
+            };
+            Some((c, 2))
+        })
+    }
+
+    /// Percent-encoding, either case; multi-byte UTF-8 characters decode whole.
+    fn percent_decoded(&self) -> Option<View> {
+        if !self.text.contains('%') {
+            return None;
+        }
+        self.decoded(|rest| {
+            let mut bytes = Vec::with_capacity(4);
+            let mut used = 0;
+            while bytes.len() < 4 {
+                let byte = rest.get(used..used + 3).and_then(percent_byte)?;
+                bytes.push(byte);
+                used += 3;
+                if let Ok(text) = std::str::from_utf8(&bytes) {
+                    return Some((text.chars().next()?, used));
+                }
+            }
+            None
+        })
+    }
+
+    /// HTML character references: the five named ones and numeric ones.
+    fn html_decoded(&self) -> Option<View> {
+        if !self.text.contains('&') {
+            return None;
+        }
+        self.decoded(|rest| {
+            if !rest.starts_with('&') {
+                return None;
+            }
+            let end = rest.char_indices().take(12).find(|(_, c)| *c == ';')?.0;
+            let name = &rest[1..end];
+            let c = match name {
+                "quot" => '"',
+                "amp" => '&',
+                "lt" => '<',
+                "gt" => '>',
+                "apos" => '\'',
+                _ => {
+                    let number = name.strip_prefix('#')?;
+                    let code = match number.strip_prefix(['x', 'X']) {
+                        Some(hex) => hex_number(hex)?,
+                        None => number
+                            .parse()
+                            .ok()
+                            .filter(|_| number.bytes().all(|b| b.is_ascii_digit()))?,
+                    };
+                    char::from_u32(code)?
+                }
+            };
+            Some((c, end + 1))
+        })
+    }
+}
+
+/// `\uXXXX` at the start of `rest`, with a following low surrogate when the
+/// first is a high one.
+fn unicode_escape(rest: &str) -> Option<(char, usize)> {
+    let unit = |at: usize| hex_number(rest.get(at..at + 6)?.strip_prefix("\\u")?);
+    let first = unit(0)?;
+    if (0xD800..0xDC00).contains(&first) {
+        let second = unit(6).filter(|low| (0xDC00..0xE000).contains(low))?;
+        let code = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+        return Some((char::from_u32(code)?, 12));
+    }
+    Some((char::from_u32(first)?, 6))
+}
+
+fn percent_byte(triplet: &str) -> Option<u8> {
+    u8::try_from(hex_number(triplet.strip_prefix('%')?)?).ok()
+}
+
+/// Hexadecimal digits only (`from_str_radix` would also take a sign).
+fn hex_number(digits: &str) -> Option<u32> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(digits, 16).ok()
+}
+
+/// `text` with each stretch in `spans` (merged where they overlap) replaced by [`MASK`].
+fn replace_spans(text: &str, mut spans: Vec<(usize, usize)>) -> String {
+    if spans.is_empty() {
+        return text.to_string();
+    }
+    spans.sort_unstable();
+    let mut masked = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut current = spans[0];
+    for &(start, end) in &spans[1..] {
+        if start <= current.1 {
+            current.1 = current.1.max(end);
+        } else {
+            masked.push_str(&text[copied..current.0]);
+            masked.push_str(MASK);
+            copied = current.1;
+            current = (start, end);
+        }
+    }
+    masked.push_str(&text[copied..current.0]);
+    masked.push_str(MASK);
+    masked.push_str(&text[current.1..]);
     masked
 }
 
@@ -75,6 +351,125 @@ mod tests {
             r#"got ******** and {"password":"********"}"#
         );
         assert_eq!(mask_secrets("nothing secret"), "nothing secret");
+    }
+
+    /// What a server does to a request body before echoing it, in every way we know of.
+    fn every_echo_of(secret: &str) -> Vec<String> {
+        let json = |s: &str| serde_json::to_string(s).unwrap();
+        let inner = |s: &str| json(s).trim_matches('"').to_string();
+        let every_char_as_u = |s: &str, upper: bool| {
+            s.encode_utf16()
+                .map(|u| match upper {
+                    true => format!("\\u{u:04X}"),
+                    false => format!("\\u{u:04x}"),
+                })
+                .collect::<String>()
+        };
+        let percent = |s: &str, upper: bool, plus: bool| {
+            s.bytes()
+                .map(|b| match b {
+                    b' ' if plus => "+".to_string(),
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+                    _ if upper => format!("%{b:02X}"),
+                    _ => format!("%{b:02x}"),
+                })
+                .collect::<String>()
+        };
+        let once = inner(secret);
+        vec![
+            secret.to_string(),
+            once.clone(),
+            // JSON inside a JSON string, twice and three times over.
+            format!(r#"{{"error": "{}"}}"#, inner(&json(secret))),
+            inner(&inner(&json(secret))),
+            inner(&inner(&inner(&json(secret)))),
+            every_char_as_u(secret, false),
+            every_char_as_u(secret, true),
+            inner(&every_char_as_u(secret, false)),
+            percent(secret, true, false),
+            percent(secret, false, true),
+            inner(&percent(secret, true, true)),
+            percent(&json(secret), true, false),
+            html_escape(secret),
+        ]
+    }
+
+    fn html_escape(text: &str) -> String {
+        text.chars()
+            .map(|c| match c {
+                '"' => "&quot;".to_string(),
+                '&' => "&amp;".to_string(),
+                '<' => "&lt;".to_string(),
+                '>' => "&gt;".to_string(),
+                '\'' => "&#39;".to_string(),
+                c if !c.is_ascii() => format!("&#x{:x};", c as u32),
+                c => c.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_encoding_a_server_may_echo_is_masked() {
+        for secret in [
+            "pa\"ss\\word",
+            "sp ace+plus%&=?/",
+            "ümlaut-𝄞-パス",
+            "<tag>&amp;'",
+            "plain-token-value",
+        ] {
+            let _held = Secret::new(secret);
+            for echo in every_echo_of(secret) {
+                let text = format!("the server said: {echo} (end)");
+                let masked = mask_secrets(&text);
+                for form in every_echo_of(secret) {
+                    assert!(
+                        !masked.contains(&form),
+                        "{secret:?} leaked as {form:?} in {masked:?}"
+                    );
+                }
+                assert!(masked.contains(MASK), "{secret:?} not masked in {masked:?}");
+                assert!(masked.starts_with("the server said: "), "{masked}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_excerpt_is_cut_after_masking() {
+        let password = "p".repeat(150) + &"q".repeat(150);
+        let _held = Secret::new(password.clone());
+        let page = format!(
+            "<html>{}{password}{}</html>",
+            "x".repeat(140),
+            "y".repeat(400)
+        );
+        let short = excerpt(&page, 200);
+        assert!(!short.contains("ppppp"), "{short}");
+        assert!(
+            short.ends_with(&format!("... ({} bytes)", page.len())),
+            "{short}"
+        );
+        assert_eq!(excerpt("short and sweet", 64), "short and sweet");
+        let huge = "h".repeat(50 << 20);
+        let described = excerpt(&huge, 64);
+        assert!(described.len() < 200, "{described}");
+        assert!(described.contains(&(50 << 20).to_string()), "{described}");
+    }
+
+    #[test]
+    fn a_url_shows_no_password() {
+        let _held = Secret::new("hunter2-in-url");
+        assert_eq!(
+            url_without_password("https://admin:hunter2-in-url@matrix.example.com:8448"),
+            "https://admin:********@matrix.example.com:8448"
+        );
+        assert_eq!(
+            url_without_password("http://127.0.0.1:8008"),
+            "http://127.0.0.1:8008"
+        );
+        assert_eq!(
+            url_without_password("https://only-user@example.com/path@x"),
+            "https://only-user@example.com/path@x"
+        );
     }
 
     #[test]
