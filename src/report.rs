@@ -1,12 +1,12 @@
 //! Stage 5: the one JSON object Ansible reads back, with `changed`, `failed`,
 //! `msg`, one entry per user and, in diff mode, a before/after per user.
-//! Secrets are scrubbed from every string as a last line of defence.
+//! Secrets are masked in every string, success or failure, as a last line of defence.
 
 use serde_json::{json, Value};
 
 use crate::args::UserState;
 use crate::plan::{Account, Change};
-use crate::secret::mask_secrets;
+use crate::secret::{mask_secrets, MASK};
 
 /// What happened to one declared user.
 #[derive(Debug)]
@@ -116,10 +116,8 @@ impl Report {
                 })
                 .collect();
         }
-        // Only failures carry the servers' own words, where a secret could be echoed.
-        if self.failed() {
-            scrub(&mut output);
-        }
+        // Once, last, on everything: success messages and diffs quote values too.
+        scrub(&mut output);
         output
     }
 
@@ -171,12 +169,28 @@ fn account_json(account: Option<&Account>) -> Value {
     }
 }
 
+/// Masks every string as it will be printed (JSON-escaped), since printing
+/// can turn a harmless `a"b` into a secret `a\"b`.
 fn scrub(value: &mut Value) {
     match value {
-        Value::String(text) => *text = mask_secrets(text),
+        Value::String(text) => *text = masked_as_printed(text),
         Value::Array(items) => items.iter_mut().for_each(scrub),
         Value::Object(map) => map.values_mut().for_each(scrub),
         _ => {}
+    }
+}
+
+fn masked_as_printed(text: &str) -> String {
+    let printed = Value::String(text.to_string()).to_string();
+    let masked = mask_secrets(&printed);
+    if masked == printed {
+        return text.to_string();
+    }
+    // A mask that cut an escape sequence in half leaves no valid JSON
+    // string: then nothing of this string is shown.
+    match serde_json::from_str::<Value>(&masked) {
+        Ok(Value::String(unescaped)) => unescaped,
+        _ => MASK.to_string(),
     }
 }
 
@@ -242,5 +256,19 @@ mod tests {
             "1 of 2 users failed: @alice:x: server said ******** is weak"
         );
         assert!(!json.to_string().contains("hunter22"));
+    }
+
+    #[test]
+    fn success_is_masked_too_in_its_printed_form() {
+        let _secret = Secret::new("display-secret");
+        // Printed, `say "hi"` becomes `say \"hi\"`: that spelling is a secret too.
+        let _escaped = Secret::new(r#"say \"hi\""#);
+        let mut success = outcome(vec![Change::Create], None);
+        success.user = "@display-secret:x".into();
+        success.after.as_mut().unwrap().displayname = Some(r#"I say "hi""#.into());
+        let printed = report(vec![success]).to_json().to_string();
+        assert!(!printed.contains("display-secret"), "{printed}");
+        assert!(!printed.contains(r#"say \"hi\""#), "{printed}");
+        serde_json::from_str::<Value>(&printed).expect("still one JSON object");
     }
 }
