@@ -8,13 +8,15 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::args::ServerOptions;
-use crate::secret::Secret;
+use crate::secret::{excerpt, Secret};
 use crate::trust::{self, tls_failure, TrustStore};
 
 /// Longest pause between two attempts to reach a server that is starting.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// How much of a non-JSON error body (a proxy's HTML page) a message may quote.
-const MAX_QUOTED_BODY: usize = 200;
+/// How much of a server's own error message a message may quote.
+const MAX_QUOTED_ERROR: usize = 300;
+/// How much of a plain-text error body (a proxy's "404 page not found") a message may quote.
+const MAX_QUOTED_TEXT: usize = 100;
 
 /// Why a request got no usable answer. Answers with an error status are
 /// not errors here: the backend that sent the request interprets them.
@@ -83,22 +85,52 @@ impl Reply {
             .unwrap_or("")
     }
 
-    /// The server's own explanation, for messages (Synapse's `error`,
-    /// Dendrite's `message`, MAS's `errors[0].title`, or a quoted body).
+    /// The server's own explanation, for messages: Synapse's `error`,
+    /// Dendrite's `message`, MAS's `errors[0].title` (OAuth2's
+    /// `error_description`). Anything else the server sent is described, not
+    /// quoted: it may echo the request, password included. Each quote is
+    /// masked before it is cut, so a cut never leaves part of a secret.
     pub fn explanation(&self) -> String {
         let body = &self.body;
-        body.get("error")
+        let own_words = body
+            .get("error")
             .or_else(|| body.get("message"))
             .or_else(|| body.pointer("/errors/0/title"))
             .or_else(|| body.get("error_description"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| match body {
-                Value::String(text) => text.chars().take(MAX_QUOTED_BODY).collect(),
-                Value::Null => String::new(),
-                other => other.to_string().chars().take(MAX_QUOTED_BODY).collect(),
-            })
+            .and_then(Value::as_str);
+        if let Some(words) = own_words {
+            return excerpt(words, MAX_QUOTED_ERROR);
+        }
+        match body {
+            Value::Null => String::new(),
+            Value::String(text) if looks_like_html(text) => match html_title(text) {
+                Some(title) => format!(
+                    "an HTML page of {} bytes titled {:?}",
+                    text.len(),
+                    excerpt(title.trim(), MAX_QUOTED_TEXT)
+                ),
+                None => format!("an HTML page of {} bytes", text.len()),
+            },
+            Value::String(text) => excerpt(text.trim(), MAX_QUOTED_TEXT),
+            other => format!(
+                "no explanation (a JSON answer of {} bytes)",
+                other.to_string().len()
+            ),
+        }
     }
+}
+
+fn looks_like_html(text: &str) -> bool {
+    let start = text.trim_start().get(..64).unwrap_or(text.trim_start());
+    start.starts_with('<') || start.to_ascii_lowercase().contains("<html")
+}
+
+/// The text of an HTML page's `<title>`, which proxies fill with the status.
+fn html_title(page: &str) -> Option<&str> {
+    let lower = page.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let end = start + lower[start..].find("</title>")?;
+    Some(&page[start..end])
 }
 
 /// What a request carries besides its method and path.
@@ -365,9 +397,50 @@ mod tests {
             reply(serde_json::json!({"errors": [{"title": "mas says"}]})).explanation(),
             "mas says"
         );
+        let text = reply(Value::String("y".repeat(500))).explanation();
         assert_eq!(
-            reply(Value::String("x".repeat(500))).explanation().len(),
-            MAX_QUOTED_BODY
+            text,
+            format!("{}... (500 bytes)", "y".repeat(MAX_QUOTED_TEXT))
+        );
+    }
+
+    #[test]
+    fn explanations_never_quote_a_secret_even_in_part() {
+        let password = "p".repeat(150) + &"q".repeat(150);
+        let _held = crate::secret::Secret::new(password.clone());
+        let reply = |body: Value| Reply {
+            status: StatusCode::BAD_GATEWAY,
+            body,
+        };
+        let page = format!(
+            "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>{}{password}{}</body></html>",
+            "x".repeat(150 - 67),
+            "z".repeat(1000)
+        );
+        let explanation = reply(Value::String(page.clone())).explanation();
+        assert_eq!(
+            explanation,
+            format!(
+                "an HTML page of {} bytes titled \"502 Bad Gateway\"",
+                page.len()
+            )
+        );
+        // A quoted body in the error field, double-escaped, is masked before it is cut.
+        let body = serde_json::to_string(&serde_json::json!({"password": password})).unwrap();
+        let echo = serde_json::to_string(&body).unwrap();
+        let explanation = reply(
+            serde_json::json!({"errcode": "M_UNKNOWN", "error": format!("bad request {echo}")}),
+        )
+        .explanation();
+        assert!(!explanation.contains("ppp"), "{explanation}");
+        assert!(explanation.starts_with("bad request"), "{explanation}");
+        // A JSON answer without an explanation of its own is not quoted.
+        let explanation =
+            reply(serde_json::json!({"request": {"password": password}})).explanation();
+        assert!(!explanation.contains("ppp"), "{explanation}");
+        assert!(
+            explanation.starts_with("no explanation (a JSON answer of "),
+            "{explanation}"
         );
     }
 }
