@@ -154,20 +154,25 @@ pub fn url_password(url: &str) -> Option<(usize, usize)> {
 /// the original text it came from.
 struct View {
     text: String,
-    /// `origin[i]`: the original bytes that byte `i` of `text` was decoded from.
-    origin: Vec<(usize, usize)>,
+    /// `origin[i]`: the original bytes that byte `i` of `text` was decoded
+    /// from; `None` for the original text itself (which saves memory on a
+    /// long text with nothing to decode).
+    origin: Option<Vec<(usize, usize)>>,
 }
 
 impl View {
     fn of(text: &str) -> View {
-        let mut origin = Vec::with_capacity(text.len());
-        for (start, c) in text.char_indices() {
-            let end = start + c.len_utf8();
-            origin.extend(std::iter::repeat_n((start, end), c.len_utf8()));
-        }
         View {
             text: text.to_string(),
-            origin,
+            origin: None,
+        }
+    }
+
+    /// The original stretch of bytes `start..end` of this view.
+    fn original(&self, start: usize, end: usize) -> (usize, usize) {
+        match &self.origin {
+            None => (start, end),
+            Some(origin) => (origin[start].0, origin[end - 1].1),
         }
     }
 
@@ -175,7 +180,7 @@ impl View {
     fn find(&self, wanted: &[String], hidden: &mut Vec<(usize, usize)>) {
         for secret in wanted {
             for (at, found) in self.text.match_indices(secret.as_str()) {
-                hidden.push((self.origin[at].0, self.origin[at + found.len() - 1].1));
+                hidden.push(self.original(at, at + found.len()));
             }
         }
     }
@@ -185,7 +190,7 @@ impl View {
     /// took) or leaves the character as it is. `None` when nothing decoded.
     fn decoded(&self, decode: impl Fn(&str) -> Option<(char, usize)>) -> Option<View> {
         let mut text = String::with_capacity(self.text.len());
-        let mut origin = Vec::with_capacity(self.origin.len());
+        let mut origin = Vec::with_capacity(self.text.len());
         let mut changed = false;
         let mut at = 0;
         while at < self.text.len() {
@@ -200,12 +205,15 @@ impl View {
                     (c, c.len_utf8())
                 }
             };
-            let span = (self.origin[at].0, self.origin[at + used - 1].1);
+            let span = self.original(at, at + used);
             origin.extend(std::iter::repeat_n(span, c.len_utf8()));
             text.push(c);
             at += used;
         }
-        changed.then_some(View { text, origin })
+        changed.then_some(View {
+            text,
+            origin: Some(origin),
+        })
     }
 
     /// JSON string escapes: `\"`, `\\`, `\/`, `\n`..., `\uXXXX` and surrogate pairs.
