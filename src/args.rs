@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::matrix_id::{Username, UsernameError};
-use crate::secret::Secret;
+use crate::secret::{excerpt, hold, url_password, Secret};
 
 /// Parameters of the module itself; the per-user ones are in [`USER_PARAMETERS`].
 const MODULE_PARAMETERS: &[&str] = &[
@@ -48,6 +48,18 @@ const USER_PARAMETERS: &[&str] = &[
     "erase",
     "email",
 ];
+
+/// Parameters whose values are secrets, at the top level or in each `users` entry.
+const SECRET_PARAMETERS: &[&str] = &[
+    "password",
+    "registration_shared_secret",
+    "admin_token",
+    "mas_client_secret",
+    "dendrite_database",
+];
+
+/// How much of an invalid value a message quotes (a 50 MB value is not echoed).
+const MAX_ECHOED_CHARS: usize = 64;
 
 const BOOLEAN_VALUES: &str = "yes/no, true/false, 1/0 or on/off";
 const MAX_CONCURRENCY: usize = 64;
@@ -118,7 +130,8 @@ pub enum ArgsError {
     #[error("{field}: cannot read {path}: {source}")]
     SecretFile {
         field: String,
-        path: PathBuf,
+        /// The path as given, cut to a short prefix.
+        path: String,
         source: std::io::Error,
     },
 }
@@ -258,6 +271,7 @@ impl ModuleArgs {
     }
 
     pub fn from_map(map: &Map<String, Value>) -> Result<ModuleArgs, ArgsError> {
+        hold_secret_arguments(map);
         let top = Fields::top(map);
         let all_top_level: Vec<&str> = MODULE_PARAMETERS
             .iter()
@@ -298,7 +312,7 @@ impl ModuleArgs {
         if !(server.url.starts_with("http://") || server.url.starts_with("https://")) {
             return Err(ArgsError::NotAccepted {
                 field: url_field.into(),
-                value: server.url,
+                value: echo(&server.url),
                 accepted: "an http:// or https:// URL".into(),
             });
         }
@@ -308,7 +322,7 @@ impl ModuleArgs {
             service_account: match top.string("service_account")? {
                 Some(name) => Username::parse(&name).map_err(|reason| ArgsError::BadUsername {
                     field: "service_account".into(),
-                    username: name,
+                    username: echo(&name),
                     reason,
                 })?,
                 None => Username::parse("matrix-user-service")
@@ -537,7 +551,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         .ok_or_else(|| ArgsError::Missing(format!("{}: username is required", fields.context())))?;
     let username = Username::parse(&raw).map_err(|reason| ArgsError::BadUsername {
         field: fields.name("username"),
-        username: raw.clone(),
+        username: echo(&raw),
         reason,
     })?;
     let password = fields.secret("password")?;
@@ -652,7 +666,7 @@ impl<'a> Fields<'a> {
             .find(|key| !key.starts_with("_ansible_") && !known.contains(&key.as_str()))
         {
             Some(key) => Err(ArgsError::UnknownParameter {
-                field: self.name(key),
+                field: self.name(&echo(key)),
                 valid: known.join(", "),
             }),
             None => Ok(()),
@@ -705,7 +719,7 @@ impl<'a> Fields<'a> {
                 let text =
                     std::fs::read_to_string(&path).map_err(|source| ArgsError::SecretFile {
                         field: self.name(&file_field),
-                        path: PathBuf::from(&path),
+                        path: echo(&path),
                         source,
                     })?;
                 Secret::new(text.trim_end_matches(['\n', '\r']))
@@ -728,7 +742,7 @@ impl<'a> Fields<'a> {
                 .map(Some)
                 .ok_or_else(|| ArgsError::NotAccepted {
                     field: self.name(field),
-                    value: display_value(value),
+                    value: echo(&display_value(value)),
                     accepted: BOOLEAN_VALUES.into(),
                 }),
         }
@@ -740,7 +754,7 @@ impl<'a> Fields<'a> {
             Some(value) if accepted.contains(&value.as_str()) => Ok(Some(value)),
             Some(value) => Err(ArgsError::NotAccepted {
                 field: self.name(field),
-                value,
+                value: echo(&value),
                 accepted: accepted.join(" or "),
             }),
         }
@@ -757,7 +771,7 @@ impl<'a> Fields<'a> {
             Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
             _ => Err(ArgsError::NotAccepted {
                 field: self.name(field),
-                value: self.map.get(field).map(display_value).unwrap_or_default(),
+                value: echo(&self.map.get(field).map(display_value).unwrap_or_default()),
                 accepted: format!("a whole number from {min} to {max}"),
             }),
         }
@@ -782,6 +796,37 @@ fn ansible_boolean(value: &Value) -> Option<bool> {
     }
 }
 
+/// An invalid value as a message may quote it: masked, and cut to a short prefix.
+fn echo(value: &str) -> String {
+    excerpt(value, MAX_ECHOED_CHARS)
+}
+
+/// Registers every secret argument for masking before anything is parsed,
+/// so that an error about any field, found before the secret fields are
+/// read, masks them too. The password of a `user:password@` URL is one.
+fn hold_secret_arguments(map: &Map<String, Value>) {
+    let entries = match map.get("users") {
+        Some(Value::Array(users)) => users.iter().filter_map(Value::as_object).collect(),
+        _ => Vec::new(),
+    };
+    for fields in std::iter::once(map).chain(entries) {
+        for name in SECRET_PARAMETERS {
+            match fields.get(*name) {
+                Some(Value::String(value)) => hold(value),
+                Some(Value::Number(value)) => hold(&value.to_string()),
+                _ => {}
+            }
+        }
+    }
+    for name in ["homeserver_url", "mas_url", "dendrite_database"] {
+        if let Some(Value::String(url)) = map.get(name) {
+            if let Some((start, end)) = url_password(url) {
+                hold(&url[start..end]);
+            }
+        }
+    }
+}
+
 fn display_value(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -792,6 +837,7 @@ fn display_value(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::mask_secrets;
     use serde_json::json;
 
     fn parse(value: Value) -> Result<ModuleArgs, ArgsError> {
@@ -1040,5 +1086,67 @@ mod tests {
             json!({"username": "alice", "update_password": "always"}),
         ));
         assert_eq!(message, "username: update_password=always needs a password");
+    }
+
+    #[test]
+    fn invalid_values_are_echoed_as_a_short_prefix() {
+        let huge = "h".repeat(50 << 20);
+        for args in [
+            with(json!({"username": "alice", "homeserver": huge})),
+            with(json!({"username": "alice", huge.clone(): "x"})),
+            with(json!({"users": [{"username": "alice", huge.clone(): "x"}]})),
+            with(json!({"username": huge.clone() + "!"})),
+            with(json!({"username": huge.to_uppercase()})),
+            with(json!({"username": "alice", "admin": huge})),
+            with(json!({"username": "alice", "timeout": huge})),
+            with(json!({"username": "alice", "homeserver_url": huge})),
+            with(json!({"username": "alice", "service_account": huge.clone() + "!"})),
+            with(json!({"username": "alice", "registration_shared_secret_file": huge})),
+        ] {
+            let message = error(args);
+            assert!(
+                message.len() < 1000,
+                "{} bytes: {}",
+                message.len(),
+                &message[..1000]
+            );
+        }
+        let long = "v".repeat(100);
+        let message = error(with(json!({"username": "alice", "homeserver": long})));
+        assert!(
+            message.starts_with(&format!(
+                "homeserver: \"{}... (100 bytes)\" is not accepted",
+                "v".repeat(64)
+            )),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_a_secret() {
+        let message = error(
+            json!({"homeserver_url": "ftp://admin:url-pass-123@host", "username": "alice", "registration_shared_secret": "s3cret-value"}),
+        );
+        assert!(!message.contains("url-pass-123"), "{message}");
+        assert!(message.contains("ftp://admin:********@host"), "{message}");
+        assert_eq!(
+            mask_secrets("server said url-pass-123"),
+            "server said ********"
+        );
+    }
+
+    #[test]
+    fn every_secret_argument_is_masked_in_any_error() {
+        // The bad value comes before the secrets are parsed: they are masked all the same.
+        let message = error(
+            json!({"homeserver": "early-secret-1", "homeserver_url": "http://x",
+            "registration_shared_secret": "early-secret-1", "username": "alice"}),
+        );
+        assert!(!message.contains("early-secret-1"), "{message}");
+        let message = error(
+            json!({"homeserver_url": "http://x", "admin_token": "early-secret-2",
+            "users": [{"username": "alice", "password": "early-secret-3", "state": "early-secret-3"}]}),
+        );
+        assert!(!message.contains("early-secret-3"), "{message}");
     }
 }
