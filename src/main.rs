@@ -15,6 +15,7 @@ mod trust;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    report::print_on_panic();
     let (output, code) = module::run(std::env::args_os().nth(1));
     println!("{output}");
     ExitCode::from(code as u8)

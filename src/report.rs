@@ -2,6 +2,10 @@
 //! `msg`, one entry per user and, in diff mode, a before/after per user.
 //! Secrets are masked in every string, success or failure, as a last line of defence.
 
+use std::any::Any;
+use std::io::Write;
+use std::panic::Location;
+
 use serde_json::{json, Value};
 
 use crate::args::UserState;
@@ -158,6 +162,33 @@ impl Report {
     }
 }
 
+/// Makes a panic (a bug) still print one JSON object, `failed: true`, masked
+/// like any other output, and exit with 1. The release build aborts on a
+/// panic (`panic = "abort"`) and would otherwise print nothing Ansible can read.
+pub fn print_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let output = panic_output(info.payload(), info.location());
+        // Nothing more can be done if stdout is gone.
+        let _ = writeln!(std::io::stdout(), "{output}");
+        std::process::exit(1);
+    }));
+}
+
+/// What [`print_on_panic`] prints for a panic with `payload` at `location`.
+fn panic_output(payload: &(dyn Any + Send), location: Option<&Location>) -> Value {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    let place = location.map(|l| format!(" at {l}")).unwrap_or_default();
+    Report::fatal(format!(
+        "internal error in matrix_user{place}: {message}; this is a bug, please report it. \
+         Changes made before it may have landed: run the task again in check mode to see"
+    ))
+    .to_json()
+}
+
 fn account_json(account: Option<&Account>) -> Value {
     match account {
         None => json!({"exists": false}),
@@ -270,5 +301,28 @@ mod tests {
         assert!(!printed.contains("display-secret"), "{printed}");
         assert!(!printed.contains(r#"say \"hi\""#), "{printed}");
         serde_json::from_str::<Value>(&printed).expect("still one JSON object");
+    }
+
+    #[test]
+    fn a_panic_prints_one_failed_object_with_secrets_masked() {
+        let _secret = Secret::new("panicky-secret");
+        let message = String::from("index out of range near panicky-secret");
+        let output = panic_output(&message, Some(Location::caller()));
+        assert_eq!(output["failed"], true);
+        assert_eq!(output["changed"], false);
+        let msg = output["msg"].as_str().unwrap();
+        assert!(
+            msg.starts_with("internal error in matrix_user at src/report.rs:"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("index out of range near ********; this is a bug"),
+            "{msg}"
+        );
+        let output = panic_output(&"a static message", None);
+        assert!(output["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("internal error in matrix_user: a static message;"));
     }
 }
