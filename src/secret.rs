@@ -356,7 +356,10 @@ mod tests {
     /// What a server does to a request body before echoing it, in every way we know of.
     fn every_echo_of(secret: &str) -> Vec<String> {
         let json = |s: &str| serde_json::to_string(s).unwrap();
-        let inner = |s: &str| json(s).trim_matches('"').to_string();
+        let inner = |s: &str| {
+            let quoted = json(s);
+            quoted[1..quoted.len() - 1].to_string()
+        };
         let every_char_as_u = |s: &str, upper: bool| {
             s.encode_utf16()
                 .map(|u| match upper {
@@ -472,5 +475,25 @@ mod tests {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret:?}"), "Secret(redacted)");
         assert_eq!(format!("{:?}", Some(secret)), "Some(Secret(redacted))");
+    }
+
+    proptest::proptest! {
+        /// Any secret long enough to be masked, in any encoding we know of,
+        /// anywhere in a text, never shows. Texts around it hold no escape
+        /// characters (a stray `\\` or `%` before an escape changes what it
+        /// means) and no `*` (the mask itself).
+        #[test]
+        fn no_encoding_of_any_secret_survives_masking(
+            secret in "[^*]{4,40}",
+            before in "[^*\\\\%&+]{0,40}",
+            after in "[^*\\\\%&+]{0,40}",
+        ) {
+            let _held = Secret::new(secret.clone());
+            for echo in every_echo_of(&secret) {
+                let masked = mask_secrets(&format!("{before} {echo} {after}"));
+                proptest::prop_assert!(!masked.contains(&secret), "{:?} in {:?}", secret, masked);
+                proptest::prop_assert!(!masked.contains(&echo), "{:?} in {:?} ({:x?})", echo, masked, secret.chars().map(|c| c as u32).collect::<Vec<_>>());
+            }
+        }
     }
 }
