@@ -1149,4 +1149,89 @@ mod tests {
         );
         assert!(!message.contains("early-secret-3"), "{message}");
     }
+
+    /// Any JSON value, a few levels deep.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|n| json!(n)),
+            "\\PC{0,24}".prop_map(Value::String),
+            proptest::sample::select(vec![
+                "yes",
+                "no",
+                "synapse",
+                "mas",
+                "dendrite",
+                "absent",
+                "always",
+                "http://127.0.0.1:8008",
+                "alice",
+                "@bob:example.com"
+            ])
+            .prop_map(|s| json!(s)),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(parameter_name(), inner, 0..6)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A known parameter name, most of the time, or anything.
+    fn parameter_name() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let known: Vec<&str> = MODULE_PARAMETERS
+            .iter()
+            .chain(USER_PARAMETERS)
+            .copied()
+            .collect();
+        prop_oneof![
+            4 => proptest::sample::select(known).prop_map(str::to_string),
+            1 => "\\PC{0,12}",
+        ]
+    }
+
+    /// The strings given as secret parameters, at the top level and in `users`.
+    fn secret_values(args: &Map<String, Value>) -> Vec<String> {
+        let users = match args.get("users") {
+            Some(Value::Array(users)) => users.iter().filter_map(Value::as_object).collect(),
+            _ => Vec::new(),
+        };
+        std::iter::once(args)
+            .chain(users)
+            .flat_map(|fields| {
+                SECRET_PARAMETERS
+                    .iter()
+                    .filter_map(|name| fields.get(*name))
+            })
+            .filter_map(|value| value.as_str().map(str::to_string))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Whatever the arguments, the parser answers (no panic), a refusal
+        /// becomes one failed JSON object, and that object holds none of the
+        /// secrets given (long enough to be masked, and not made of the mask's `*`).
+        #[test]
+        fn any_arguments_give_one_json_object_without_secrets(
+            map in proptest::collection::btree_map(parameter_name(), any_json(), 0..10),
+        ) {
+            let map: Map<String, Value> = map.into_iter().collect();
+            let Err(error) = ModuleArgs::from_map(&map) else {
+                return Ok(());
+            };
+            let output = crate::report::Report::fatal(error.to_string()).to_json();
+            proptest::prop_assert_eq!(&output["failed"], &json!(true));
+            proptest::prop_assert!(output["msg"].is_string());
+            let printed = output.to_string();
+            for secret in secret_values(&map).iter().filter(|s| s.chars().count() >= 4 && s.contains(|c| c != '*')) {
+                proptest::prop_assert!(!printed.contains(secret.as_str()), "{:?} in {}", secret, printed);
+            }
+        }
+    }
 }
