@@ -15,6 +15,8 @@ use crate::trust::{self, tls_failure, TrustStore};
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How much of a server's own error message a message may quote.
 const MAX_QUOTED_ERROR: usize = 300;
+/// How much of a short server value (an errcode, a user type, a scope) a message may quote.
+const MAX_QUOTED_WORD: usize = 64;
 /// How much of a plain-text error body (a proxy's "404 page not found") a message may quote.
 const MAX_QUOTED_TEXT: usize = 100;
 
@@ -99,7 +101,7 @@ impl Reply {
             .or_else(|| body.get("error_description"))
             .and_then(Value::as_str);
         if let Some(words) = own_words {
-            return excerpt(words, MAX_QUOTED_ERROR);
+            return server_words(words);
         }
         match body {
             Value::Null => String::new(),
@@ -118,6 +120,18 @@ impl Reply {
             ),
         }
     }
+}
+
+/// A server's own error message (or OAuth2 `error_description`) for a
+/// message: masked, then cut to a few lines.
+pub fn server_words(text: &str) -> String {
+    excerpt(text, MAX_QUOTED_ERROR)
+}
+
+/// A short value from a server's answer (an errcode, a user type, a scope)
+/// for a message: masked, then cut, since a broken server may send anything.
+pub fn server_word(text: &str) -> String {
+    excerpt(text, MAX_QUOTED_WORD)
 }
 
 fn looks_like_html(text: &str) -> bool {

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use super::client_api::logout;
 use super::{confirm_server_name, Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UserType};
-use crate::http::{path_segment, Body, Http, Reply};
+use crate::http::{path_segment, server_word, server_words, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::plan::{Account, Change};
 use crate::secret::Secret;
@@ -577,18 +577,18 @@ impl OAuthClient {
             (StatusCode::UNAUTHORIZED, Some(code)) => {
                 return Err(ServerError::MasClientRefused {
                     client_id: self.id.clone(),
-                    code: code.to_string(),
+                    code: server_word(code),
                     detail: if detail.is_empty() {
                         String::new()
                     } else {
-                        format!(": {detail}")
+                        format!(": {}", server_words(detail))
                     },
                 })
             }
             (StatusCode::FORBIDDEN, Some("invalid_scope")) => {
                 return Err(ServerError::MasAdminScopeDenied {
                     client_id: self.id.clone(),
-                    detail: detail.to_string(),
+                    detail: server_words(detail),
                 })
             }
             _ => return Err(ServerError::refused(what, reply)),
@@ -598,7 +598,7 @@ impl OAuthClient {
             if !scope.split(' ').any(|s| s == ADMIN_SCOPE) {
                 return Err(ServerError::MasAdminScopeDenied {
                     client_id: self.id.clone(),
-                    detail: format!("granted only {scope:?}"),
+                    detail: format!("granted only {:?}", server_word(scope)),
                 });
             }
         }

@@ -11,7 +11,7 @@ pub mod synapse;
 use std::collections::HashMap;
 
 use crate::args::{DesiredUser, HomeserverKind, ModuleArgs};
-use crate::http::{HttpError, Reply};
+use crate::http::{server_word, HttpError, Reply};
 use crate::matrix_id::UserId;
 use crate::plan::{Account, Change};
 use crate::secret::Secret;
@@ -199,7 +199,7 @@ impl ServerError {
     pub fn refused(what: impl Into<String>, reply: &Reply) -> ServerError {
         let errcode = match reply.errcode() {
             "" => String::new(),
-            code => format!(" {code}"),
+            code => format!(" {}", server_word(code)),
         };
         ServerError::Refused {
             what: what.into(),
@@ -207,5 +207,28 @@ impl ServerError {
             errcode,
             explanation: reply.explanation(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    #[test]
+    fn a_refusal_quotes_a_broken_servers_fields_briefly() {
+        let reply = Reply {
+            status: StatusCode::BAD_REQUEST,
+            body: serde_json::json!({"errcode": "E".repeat(50_000), "error": "x".repeat(50_000)}),
+        };
+        let message = ServerError::refused("creating @a:x", &reply).to_string();
+        assert!(message.len() < 600, "{} bytes", message.len());
+        assert!(
+            message.starts_with(&format!(
+                "creating @a:x: the homeserver answered 400 {}... (50000 bytes)",
+                "E".repeat(64)
+            )),
+            "{message}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use sha1::{Digest, Sha1};
 use super::client_api::{password_auth, password_login, whoami, DEVICE_NAME};
 use super::{confirm_server_name, ServerError};
 use crate::args::ModuleArgs;
-use crate::http::{Body, Http, Reply};
+use crate::http::{server_word, Body, Http, Reply};
 use crate::matrix_id::Username;
 use crate::secret::Secret;
 
@@ -70,7 +70,7 @@ pub async fn identify(
         .map(|(_, server)| server.to_string())
         .ok_or_else(|| ServerError::Unexpected {
             what: "asking who the admin token belongs to".into(),
-            detail: format!("{user_id:?} is not a user ID"),
+            detail: format!("{:?} is not a user ID", server_word(&user_id)),
         })?;
     let server_name = confirm_server_name(args, server_name)?;
     Ok(Identity {

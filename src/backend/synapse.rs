@@ -15,7 +15,7 @@ use super::client_api::{logout, password_auth};
 use super::shared_secret::{identify, register, unix_millis, Registration};
 use super::{Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UserType};
-use crate::http::{path_segment, Body, Http, Reply};
+use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::plan::{Account, Change};
 use crate::secret::Secret;
@@ -337,7 +337,8 @@ fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
             return Err(ServerError::Unexpected {
                 what: what.into(),
                 detail: format!(
-                    "user type {other:?} is not one this module manages (regular, bot, support)"
+                    "user type {:?} is not one this module manages (regular, bot, support)",
+                    server_word(other)
                 ),
             })
         }
