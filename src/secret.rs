@@ -13,7 +13,7 @@ static EVERY_SECRET: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// would make it unreadable and would itself tell the value. Masking is only
 /// a backstop for what servers echo: no message is ever built from a secret,
 /// so a short secret is not printed either.
-pub const MIN_MASKED_LENGTH: usize = 4;
+const MIN_MASKED_LENGTH: usize = 4;
 pub const MASK: &str = "********";
 
 /// How many layers of encoding (JSON string escaping, `\u` escapes,
