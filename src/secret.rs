@@ -2,12 +2,27 @@
 //! every secret the process held, in every encoding a server may echo it in.
 
 use std::fmt;
-use std::sync::Mutex;
 
 /// Every secret value this process has held: passwords and secrets from the
 /// arguments, and tokens and passwords made or received at run time, so that
 /// the report can mask any of them wherever they turn up.
-static EVERY_SECRET: Mutex<Vec<String>> = Mutex::new(Vec::new());
+#[cfg(not(test))]
+static EVERY_SECRET: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs `f` on [`EVERY_SECRET`]. Unit tests keep one list per test thread,
+/// so that one test's secrets (a property test's "alice") do not mask
+/// another test's expected text.
+fn every_secret<R>(f: impl FnOnce(&mut Vec<String>) -> R) -> R {
+    #[cfg(not(test))]
+    return f(&mut EVERY_SECRET.lock().unwrap_or_else(|e| e.into_inner()));
+    #[cfg(test)]
+    {
+        thread_local! {
+            static EVERY_SECRET: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        EVERY_SECRET.with(|every| f(&mut every.borrow_mut()))
+    }
+}
 
 /// Values shorter than this are not masked: masking every "ab" in a message
 /// would make it unreadable and would itself tell the value. Masking is only
@@ -60,10 +75,11 @@ pub fn hold(value: &str) {
     if value.chars().count() < MIN_MASKED_LENGTH {
         return;
     }
-    let mut every = EVERY_SECRET.lock().unwrap_or_else(|e| e.into_inner());
-    if !every.iter().any(|held| held == value) {
-        every.push(value.to_string());
-    }
+    every_secret(|every| {
+        if !every.iter().any(|held| held == value) {
+            every.push(value.to_string());
+        }
+    });
 }
 
 /// `text` with every secret this process has held replaced by [`MASK`],
@@ -71,21 +87,22 @@ pub fn hold(value: &str) {
 /// [`DECODING_DEPTH`] levels (`\"`, `\\`, `\u00e9` or `\u0041` for any
 /// character, upper or lower case), percent-encoding (either case, `+` for
 /// a space) and HTML entities, in any mix. The whole encoded stretch is
-/// masked, so no part of the secret is left.
+/// masked, so no part of the secret is left. The password of any
+/// `scheme://user:password@` URL in `text` is masked too.
 pub fn mask_secrets(text: &str) -> String {
-    let every = EVERY_SECRET.lock().unwrap_or_else(|e| e.into_inner());
-    if every.is_empty() || text.is_empty() {
-        return text.to_string();
+    if text.is_empty() {
+        return String::new();
     }
     // A form-encoded space is `+`: look for that spelling too.
-    let mut wanted: Vec<String> = Vec::with_capacity(every.len());
-    for secret in every.iter() {
-        wanted.push(secret.clone());
-        if secret.contains(' ') {
-            wanted.push(secret.replace(' ', "+"));
-        }
-    }
-    drop(every);
+    let wanted: Vec<String> = every_secret(|every| {
+        every
+            .iter()
+            .flat_map(|secret| {
+                let plus = secret.contains(' ').then(|| secret.replace(' ', "+"));
+                std::iter::once(secret.clone()).chain(plus)
+            })
+            .collect()
+    });
 
     let mut hidden: Vec<(usize, usize)> = Vec::new();
     let mut layer = vec![View::of(text)];
@@ -112,6 +129,12 @@ pub fn mask_secrets(text: &str) -> String {
             break;
         }
     }
+    // A URL's password is masked whatever its length: messages quote URLs.
+    for (at, _) in text.match_indices("://") {
+        if let Some((start, end)) = url_password(&text[at..]) {
+            hidden.push((at + start, at + end));
+        }
+    }
     replace_spans(text, hidden)
 }
 
@@ -130,11 +153,13 @@ pub fn excerpt(text: &str, max_chars: usize) -> String {
     format!("{cut}... ({} bytes)", text.len())
 }
 
-/// Where the password of `scheme://user:password@host` lies in `url`.
+/// Where the password of `scheme://user:password@host` lies in `url` (or
+/// in a text, for its first `://`).
 pub fn url_password(url: &str) -> Option<(usize, usize)> {
     let authority_start = url.find("://")? + 3;
+    // Characters that end a URL's authority, or the URL itself in a text.
     let authority_len = url[authority_start..]
-        .find(['/', '?', '#'])
+        .find(|c: char| "/?#\"'<>\\".contains(c) || c.is_whitespace())
         .unwrap_or(url.len() - authority_start);
     let authority = &url[authority_start..authority_start + authority_len];
     let userinfo_len = authority.rfind('@')?;
@@ -468,6 +493,18 @@ mod tests {
         assert_eq!(password("https://a:p@ss:w@host"), Some("p@ss:w"));
         assert_eq!(password("http://127.0.0.1:8008"), None);
         assert_eq!(password("https://only-user@example.com/path:x@y"), None);
+    }
+
+    #[test]
+    fn a_url_password_is_masked_whatever_its_length() {
+        assert_eq!(
+            mask_secrets("cannot reach http://u:pw@127.0.0.1:1/x (waited 0s) for @alice:x"),
+            "cannot reach http://u:********@127.0.0.1:1/x (waited 0s) for @alice:x"
+        );
+        assert_eq!(
+            mask_secrets("\"https://a:b@h\" and https://only-user@h"),
+            "\"https://a:********@h\" and https://only-user@h"
+        );
     }
 
     #[test]
