@@ -615,7 +615,7 @@ fn refuse_duplicates(users: &[DesiredUser]) -> Result<(), ArgsError> {
         if let Some(first) = seen.insert(user.username.localpart(), &user.field) {
             return Err(ArgsError::DuplicateUser {
                 field: user.field.clone(),
-                username: user.username.localpart().to_string(),
+                username: echo(user.username.localpart()),
                 first: first.to_string(),
             });
         }
@@ -1097,6 +1097,7 @@ mod tests {
             with(json!({"users": [{"username": "alice", huge.clone(): "x"}]})),
             with(json!({"username": huge.clone() + "!"})),
             with(json!({"username": huge.to_uppercase()})),
+            with(json!({"users": [{"username": huge}, {"username": huge}]})),
             with(json!({"username": "alice", "admin": huge})),
             with(json!({"username": "alice", "timeout": huge})),
             with(json!({"username": "alice", "homeserver_url": huge})),
