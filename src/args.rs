@@ -58,6 +58,9 @@ const SECRET_PARAMETERS: &[&str] = &[
     "dendrite_database",
 ];
 
+/// Linux's `PATH_MAX`.
+const MAX_PATH_BYTES: usize = 4096;
+
 /// How much of an invalid value a message quotes (a 50 MB value is not echoed).
 const MAX_ECHOED_CHARS: usize = 64;
 
@@ -305,7 +308,7 @@ impl ModuleArgs {
                 .to_string(),
             server_name: top.string("server_name")?,
             validate_certs: top.boolean("validate_certs")?.unwrap_or(true),
-            ca_path: top.string("ca_path")?.map(PathBuf::from),
+            ca_path: top.path("ca_path")?,
             timeout: Duration::from_secs(top.integer("timeout", 1, 3600)?.unwrap_or(30)),
             wait_timeout: Duration::from_secs(top.integer("wait_timeout", 0, 3600)?.unwrap_or(60)),
         };
@@ -328,15 +331,12 @@ impl ModuleArgs {
                 None => Username::parse("matrix-user-service")
                     .expect("the default is a valid localpart"),
             },
-            token_cache_dir: top
-                .string("token_cache_dir")?
-                .map(PathBuf::from)
-                .or_else(|| {
-                    default_token_cache_dir(
-                        std::env::var_os("XDG_CACHE_HOME"),
-                        std::env::var_os("HOME"),
-                    )
-                }),
+            token_cache_dir: top.path("token_cache_dir")?.or_else(|| {
+                default_token_cache_dir(
+                    std::env::var_os("XDG_CACHE_HOME"),
+                    std::env::var_os("HOME"),
+                )
+            }),
             dendrite_database: top.secret("dendrite_database")?,
             mas_client: match (
                 top.string("mas_client_id")?,
@@ -687,6 +687,19 @@ impl<'a> Fields<'a> {
                 field: self.name(field),
                 expected: "a string",
             }),
+        }
+    }
+
+    /// A path no longer than Linux's `PATH_MAX`: no longer one can be opened,
+    /// and later messages quote the path whole.
+    fn path(&self, field: &str) -> Result<Option<PathBuf>, ArgsError> {
+        match self.string(field)? {
+            Some(path) if path.len() > MAX_PATH_BYTES => Err(ArgsError::NotAccepted {
+                field: self.name(field),
+                value: echo(&path),
+                accepted: format!("a path of at most {MAX_PATH_BYTES} bytes"),
+            }),
+            path => Ok(path.map(PathBuf::from)),
         }
     }
 
@@ -1100,6 +1113,8 @@ mod tests {
             with(json!({"username": huge.clone() + "!"})),
             with(json!({"username": huge.to_uppercase()})),
             with(json!({"users": [{"username": huge}, {"username": huge}]})),
+            with(json!({"username": "alice", "ca_path": huge})),
+            with(json!({"username": "alice", "token_cache_dir": huge})),
             with(json!({"username": "alice", "admin": huge})),
             with(json!({"username": "alice", "timeout": huge})),
             with(json!({"username": "alice", "homeserver_url": huge})),
