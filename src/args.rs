@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::matrix_id::{Username, UsernameError};
-use crate::secret::{excerpt, hold, url_password, Secret};
+use crate::secret::{excerpt, hold, hold_basic_auth, url_password, Secret};
 
 /// Parameters of the module itself; the per-user ones are in [`USER_PARAMETERS`].
 const MODULE_PARAMETERS: &[&str] = &[
@@ -342,7 +342,10 @@ impl ModuleArgs {
                 top.string("mas_client_id")?,
                 top.secret_or_file("mas_client_secret")?,
             ) {
-                (Some(id), Some(secret)) => Some((id, secret)),
+                (Some(id), Some(secret)) => {
+                    hold_basic_auth(&id, &secret);
+                    Some((id, secret))
+                }
                 (None, None) => None,
                 (Some(_), None) => {
                     return Err(ArgsError::Missing(

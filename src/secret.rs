@@ -82,6 +82,15 @@ pub fn hold(value: &str) {
     });
 }
 
+/// Also masks `user` and `secret` in the form HTTP Basic authentication
+/// sends them (base64 of `user:secret`), which a server or proxy that
+/// echoes request headers would show.
+pub fn hold_basic_auth(user: &str, secret: &Secret) {
+    use base64::Engine;
+    let credentials = format!("{user}:{}", secret.expose());
+    hold(&base64::engine::general_purpose::STANDARD.encode(credentials));
+}
+
 /// `text` with every secret this process has held replaced by [`MASK`],
 /// wherever it appears as written or encoded: JSON string escapes at any of
 /// [`DECODING_DEPTH`] levels (`\"`, `\\`, `\u00e9` or `\u0041` for any
@@ -504,6 +513,16 @@ mod tests {
         assert_eq!(
             mask_secrets("\"https://a:b@h\" and https://only-user@h"),
             "\"https://a:********@h\" and https://only-user@h"
+        );
+    }
+
+    #[test]
+    fn http_basic_credentials_are_masked() {
+        hold_basic_auth("01J-client", &Secret::new("client-s3cret"));
+        // base64("01J-client:client-s3cret"), as a server echoing headers shows it.
+        assert_eq!(
+            mask_secrets("got Authorization: Basic MDFKLWNsaWVudDpjbGllbnQtczNjcmV0"),
+            "got Authorization: Basic ********"
         );
     }
 
