@@ -254,7 +254,11 @@ impl Http {
             let pause = match request.send().await {
                 Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
                     let pause = retry_after(response).await;
-                    if waited + pause > self.wait_timeout {
+                    // A server may ask for more seconds than a clock can add.
+                    if waited
+                        .checked_add(pause)
+                        .is_none_or(|until| until > self.wait_timeout)
+                    {
                         return Err(HttpError::RateLimited {
                             seconds: pause.as_secs().max(1),
                         });

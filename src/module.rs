@@ -30,6 +30,16 @@ pub fn run(args_path: Option<OsString>) -> (Value, i32) {
         Ok(args) => args,
         Err(error) => return (Report::fatal(error.to_string()).to_json(), 1),
     };
+    // Lets the tests prove that a panic still prints one masked JSON object;
+    // release builds (what ships) have no such trigger.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("MATRIX_USER_TEST_PANIC").is_some() {
+        let password = args.users.iter().find_map(|user| user.password.as_ref());
+        panic!(
+            "deliberate test panic, holding the password {}",
+            password.map_or("", |p| p.expose())
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

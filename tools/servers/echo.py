@@ -19,8 +19,8 @@ body and its Authorization header) in the encoding `<mode>` names:
   plain            the raw body as text/plain
 
 A token that starts with `overflow` gets a 429 on `whoami` asking to wait one
-second, then, on the retry, 2^64-1 seconds (Retry-After): the one answer known
-to make the module panic (its wait arithmetic overflows).
+second, then, on the retry, 2^64-1 seconds (Retry-After): more than the
+module's clock arithmetic can add, which once made it panic.
 """
 
 import argparse
