@@ -26,6 +26,15 @@ pub enum HttpError {
         waited: u64,
         detail: String,
     },
+    /// A write got 502/503: it may have reached the server and been carried
+    /// out before the answer was lost, so it is not sent again blindly; the
+    /// caller reads the server to find out.
+    #[error("the homeserver at {url} answered {detail} to a {method} that it may nonetheless have carried out; matrix_user does not send it again blindly; running again reads the server and converges")]
+    AnswerLost {
+        url: String,
+        method: Method,
+        detail: String,
+    },
     /// One request took longer than `timeout`.
     #[error("the homeserver at {url} did not answer within {seconds}s (a change it was asked to make may or may not have happened; running again converges); raise timeout or check the server's load")]
     Timeout { url: String, seconds: u64 },
@@ -125,9 +134,10 @@ impl Http {
         })
     }
 
-    /// Sends one request, retrying while the server is unreachable or
-    /// overloaded (502/503/504, a locked SQLite database) or rate-limits us
-    /// (429), within `wait_timeout`.
+    /// Sends one request, retrying within `wait_timeout` while the server
+    /// refuses connections, is overloaded (502/503/504 to a read, a locked
+    /// SQLite database) or rate-limits us (429). A write that gets 502/503
+    /// is not resent: [`HttpError::AnswerLost`].
     pub async fn send(
         &self,
         method: Method,
@@ -187,7 +197,14 @@ impl Http {
                     }
                     pause
                 }
-                Ok(response) if is_starting_up(response.status(), &method) => {
+                Ok(response) if is_starting_up(response.status()) => {
+                    if !is_read(&method) {
+                        return Err(HttpError::AnswerLost {
+                            url,
+                            method,
+                            detail: format!("HTTP {}", response.status()),
+                        });
+                    }
                     if waited >= self.wait_timeout {
                         return Err(unreachable(
                             &url,
@@ -237,14 +254,21 @@ fn unreachable(url: &str, waited: Duration, detail: String) -> HttpError {
     }
 }
 
-/// Answers that mean the server is not (yet) there. A gateway timeout on a
-/// write is not one: the server may have done the write, so it is not sent again.
-fn is_starting_up(status: StatusCode, method: &Method) -> bool {
-    match status {
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => true,
-        StatusCode::GATEWAY_TIMEOUT => *method == Method::GET,
-        _ => false,
-    }
+/// Answers that mean the server is not (yet) there, or that a proxy lost
+/// its answer. For a gateway timeout, only the latter.
+fn is_starting_up(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// Requests that change nothing, so that sending one twice is harmless.
+/// Writes are never resent after a 502/503/504: a proxy in front of the
+/// server may have forwarded them and lost only the answer (a registration
+/// resent that way fails on its spent nonce, after creating the user).
+fn is_read(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD
 }
 
 /// Dendrite on SQLite answers 500 "database is locked" while another writer

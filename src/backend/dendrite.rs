@@ -40,7 +40,7 @@ use serde_json::{json, Value};
 
 use self::database::{AccountRow, Database, ACCOUNT_TYPE_ADMIN, ACCOUNT_TYPE_USER};
 use super::client_api::{logout, password_auth, password_login};
-use super::shared_secret::{hex, identify, register, Registration};
+use super::shared_secret::{hex, identify, register, AdminCheck, Registration};
 use super::{Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UpdatePassword, UserState, UserType};
 use crate::http::{path_segment, Body, Http};
@@ -66,12 +66,7 @@ impl Dendrite {
     pub async fn connect(args: &ModuleArgs, http: Http) -> Result<Dendrite, ServerError> {
         let credentials = &args.credentials;
         // Dendrite has no user types (a MAC covering one fails there).
-        let identity = identify(args, &http, "dendrite", None).await?;
-        if !is_admin(&http, &identity.token, &identity.user_id).await? {
-            return Err(ServerError::NotAdmin {
-                account: identity.user_id,
-            });
-        }
+        let identity = identify(args, &http, "dendrite", None, &DendriteAdminCheck).await?;
         let database = match &credentials.dendrite_database {
             Some(location) => Some(Database::open(location, args.server.timeout).await?),
             None => None,
@@ -492,6 +487,19 @@ impl Homeserver for Dendrite {
         // Args refuse user types and e-mail for Dendrite, so SetUserType and
         // AddEmail are never planned here.
         Ok(())
+    }
+}
+
+struct DendriteAdminCheck;
+
+impl AdminCheck for DendriteAdminCheck {
+    async fn is_admin(
+        &self,
+        http: &Http,
+        token: &Secret,
+        user_id: &str,
+    ) -> Result<bool, ServerError> {
+        is_admin(http, token, user_id).await
     }
 }
 

@@ -409,7 +409,16 @@ impl Homeserver for Mas {
                 "/users",
                 Some(&json!({"username": user.localpart()})),
             )
-            .await?;
+            .await
+            .map_err(|error| match error.is_answer_lost() {
+                // It may exist now, without a password, which a later run
+                // with update_password: on_create would never set.
+                true => ServerError::CreationUnconfirmed {
+                    user: user.to_string(),
+                    cause: Box::new(error),
+                },
+                false => error,
+            })?;
         let id = match reply.status {
             StatusCode::CREATED | StatusCode::OK => resource_id(&reply.body, "creating the user")?,
             StatusCode::CONFLICT if reply.explanation().contains("reserved") => {

@@ -370,3 +370,35 @@ impl ModuleRun {
             .collect()
     }
 }
+
+/// `tools/servers/fault_proxy.py` in front of a real server: it forwards
+/// everything and misbehaves once on each request `faults` names (see the
+/// script), until the test process exits.
+pub struct FaultProxy {
+    pub url: String,
+    _process: Mutex<Child>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, faults: Value) -> FaultProxy {
+        let script = repo_root().join("tools/servers/fault_proxy.py");
+        let mut child = Command::new(venv_bin("python"))
+            .arg(&script)
+            .args(["--upstream", upstream, "--faults", &faults.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let info: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("fault_proxy did not start (it said {line:?})"));
+        FaultProxy {
+            url: info["url"].as_str().unwrap().to_string(),
+            _process: Mutex::new(child),
+        }
+    }
+}
