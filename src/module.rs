@@ -14,7 +14,7 @@ use crate::backend::synapse::Synapse;
 use crate::backend::{Homeserver, ServerError};
 use crate::http::Http;
 use crate::matrix_id::UserId;
-use crate::plan::{self, Account, Change, Observed};
+use crate::plan::{self, Account, Change, Observed, PlanError};
 use crate::report::{Report, UserOutcome};
 
 /// Runs the module on Ansible's args file and returns its JSON output and
@@ -182,6 +182,10 @@ async fn reconcile_user<B: Homeserver>(
         };
         let changes = match plan::plan(desired, &observed) {
             Ok(changes) => changes,
+            Err(PlanError::NotSeen { fact }) => {
+                outcome.error = Some(backend.not_seen(user, desired, fact).to_string());
+                break;
+            }
             Err(error) => {
                 outcome.error = Some(error.to_string());
                 break;

@@ -184,6 +184,7 @@ fn scrub(value: &mut Value) {
 mod tests {
     use super::*;
     use crate::args::UserType;
+    use crate::plan::Seen;
     use crate::secret::Secret;
 
     fn outcome(changes: Vec<Change>, error: Option<&str>) -> UserOutcome {
@@ -193,8 +194,8 @@ mod tests {
             changes,
             before: None,
             after: Some(Account {
-                admin: true,
-                deactivated: false,
+                admin: Seen::Known(true),
+                deactivated: Seen::Known(false),
                 user_type: UserType::Regular,
                 displayname: None,
                 emails: vec![],

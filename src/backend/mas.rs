@@ -28,7 +28,7 @@ use super::{confirm_server_name, Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UserType};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::plan::{Account, Change};
+use crate::plan::{Account, Change, Seen};
 use crate::secret::Secret;
 
 const ADMIN_API: &str = "/api/admin/v1";
@@ -344,8 +344,8 @@ impl Homeserver for Mas {
         };
         let emails = self.emails(&found.id).await?;
         let account = Account {
-            admin: found.admin,
-            deactivated: found.deactivated,
+            admin: Seen::Known(found.admin),
+            deactivated: Seen::Known(found.deactivated),
             user_type: UserType::Regular,
             displayname: None,
             emails,

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use crate::args::{DesiredUser, HomeserverKind, ModuleArgs};
 use crate::http::{HttpError, Reply};
 use crate::matrix_id::UserId;
-use crate::plan::{Account, Change};
+use crate::plan::{Account, Change, Fact};
 use crate::secret::Secret;
 
 /// What a homeserver implementation must offer the reconciler.
@@ -44,6 +44,16 @@ pub trait Homeserver {
     /// The display name the server gives a new user that declares none.
     fn default_displayname(&self, user: &UserId) -> Option<String> {
         Some(user.localpart().to_string())
+    }
+
+    /// Why the plan for `desired` could not be made: it depends on `fact`,
+    /// which the read of `user` could not see, and what would show it. Only
+    /// servers whose reads return [`crate::plan::Seen::Unknown`] are asked.
+    fn not_seen(&self, user: &UserId, _desired: &DesiredUser, fact: Fact) -> ServerError {
+        ServerError::Unexpected {
+            what: format!("reading {user}"),
+            detail: format!("the homeserver did not show {fact}"),
+        }
     }
 
     /// Refuses `changes` this server cannot make for `user` at all, found out

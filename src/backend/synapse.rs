@@ -17,7 +17,7 @@ use super::{Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UserType};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::plan::{Account, Change};
+use crate::plan::{Account, Change, Seen};
 use crate::secret::Secret;
 
 /// Below this many declared users, one read per user is cheaper than listing.
@@ -398,8 +398,8 @@ fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
         }
     };
     Ok(Account {
-        admin: body.get("admin").is_some_and(truthy),
-        deactivated: body.get("deactivated").is_some_and(truthy),
+        admin: Seen::Known(body.get("admin").is_some_and(truthy)),
+        deactivated: Seen::Known(body.get("deactivated").is_some_and(truthy)),
         user_type,
         displayname: body
             .get("displayname")
@@ -423,8 +423,8 @@ mod tests {
         assert_eq!(
             account,
             Account {
-                admin: true,
-                deactivated: false,
+                admin: Seen::Known(true),
+                deactivated: Seen::Known(false),
                 user_type: UserType::Bot,
                 displayname: Some("A".into()),
                 emails: vec![],
