@@ -592,3 +592,40 @@ fn a_demoted_service_account_fails_clearly_and_the_stale_token_is_dropped() {
     assert_eq!(promote.0, 200, "{:?}", promote);
     s.module(args("after-promotion")).assert_changed();
 }
+
+/// With `admin_token` alone, creating takes two requests (see above); when
+/// the second, which sets the password, fails (the proxy answers 500 without
+/// forwarding it), the new account is deactivated rather than left without a
+/// password, so that the next run reactivates it with its password.
+#[test]
+fn admin_token_creation_that_cannot_set_the_password_is_finished_by_the_next_run() {
+    let s = synapse();
+    let token = s.harness_admin_token().to_string();
+    let path = format!(
+        "/_synapse/admin/v2/users/{}",
+        encode(&s.user_id("half-made"))
+    );
+    let proxy = FaultProxy::start(
+        &s.url,
+        json!([{"method": "PUT", "path": path, "body_has": {"admin": true}, "action": "fail_500"}]),
+    );
+    let args = |url: &str| {
+        json!({"homeserver_url": url, "admin_token": token,
+               "username": "half-made", "password": "half-made-pw", "admin": true})
+    };
+    harness::run_module(args(&proxy.url), vec![token.clone()])
+        .assert_failed_with("the next run reactivates it with its password");
+    assert_eq!(
+        s.synapse_user("half-made").unwrap()["deactivated"],
+        json!(true)
+    );
+    let run = harness::run_module(args(&proxy.url), vec![token.clone()]);
+    run.assert_changed();
+    assert_eq!(
+        run.actions(0),
+        ["reactivated", "promoted"],
+        "{}",
+        run.stdout
+    );
+    assert!(s.can_log_in("half-made", "half-made-pw") && s.is_admin("half-made"));
+}

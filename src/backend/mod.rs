@@ -130,10 +130,12 @@ pub enum ServerError {
     CreatedMeanwhile { user: String },
     /// The account was created without a password (so that creating could
     /// not overwrite someone else's), then setting the rest failed.
-    #[error("{cause}; {user} was created, but without its password and declared attributes yet (nobody can log in as it): run again with update_password: always for this user to finish")]
+    #[error("{cause}; {user} was created without its password, {state}")]
     CreatedWithoutPassword {
         user: String,
         cause: Box<ServerError>,
+        /// What the account was left as, and what the next run does.
+        state: String,
     },
     /// A shared-secret registration got no answer: it may have created the
     /// user. Registration is all or nothing and refuses an existing user, so

@@ -106,9 +106,21 @@ impl Synapse {
             Ok(reply) => ServerError::refused(format!("setting up the new {user}"), &reply),
             Err(error) => error,
         };
+        // Synapse cannot tell later whether a user has a password, so a run
+        // with update_password: on_create would never set it. Deactivated,
+        // the account is one the next run reactivates, with its password.
+        let deactivated = self
+            .admin_send(Method::PUT, &path, &json!({"deactivated": true}))
+            .await;
+        let state = match deactivated {
+            Ok(reply) if reply.status == StatusCode::OK => "then deactivated so that nobody uses it without a password; the next run reactivates it with its password".to_string(),
+            Ok(reply) => format!("but has no password yet, and deactivating it failed too ({}); run again with update_password: always for this user", ServerError::refused("deactivating it", &reply)),
+            Err(error) => format!("but has no password yet, and deactivating it failed too ({error}); run again with update_password: always for this user"),
+        };
         Err(ServerError::CreatedWithoutPassword {
             user: user.to_string(),
             cause: Box::new(completed),
+            state,
         })
     }
 
