@@ -19,7 +19,7 @@ const MAX_QUOTED_BODY: usize = 200;
 /// not errors here: the backend that sent the request interprets them.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// Connection refused, or 502/503/504, for longer than `wait_timeout`.
+    /// Connection refused, or 502/503/504 to a read, for longer than `wait_timeout`.
     #[error("cannot reach the homeserver at {url} (waited {waited}s: {detail}); check homeserver_url (mas_url for MAS), that the server is running, or raise wait_timeout")]
     Unreachable {
         url: String,

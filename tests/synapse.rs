@@ -485,15 +485,13 @@ fn a_registration_whose_answer_is_lost_is_not_resent_blindly() {
         json!([{"method": "POST", "path": "/_synapse/admin/v1/register",
                 "body_has": {"username": "lost-answer"}, "action": "forward_then_502"}]),
     );
-    let mut args = s.connection();
-    args["homeserver_url"] = json!(proxy.url);
     // A service account of its own: this URL's empty token cache then
     // registers it instead of logging in (rate-limited by Synapse).
-    args["service_account"] = json!("svc-lost-answer");
-    args["username"] = json!("lost-answer");
-    args["password"] = json!("lost-answer-pw");
-    args["admin"] = json!(true);
-    let run = harness::run_module(args, vec![s.shared_secret.clone()]);
+    let run = s.module_via(
+        &proxy,
+        json!({"service_account": "svc-lost-answer",
+               "username": "lost-answer", "password": "lost-answer-pw", "admin": true}),
+    );
     run.assert_changed();
     assert_eq!(run.actions(0), ["created"], "{}", run.stdout);
     assert!(s.can_log_in("lost-answer", "lost-answer-pw") && s.is_admin("lost-answer"));
@@ -512,13 +510,12 @@ fn a_lost_answer_to_the_service_account_registration_is_recovered() {
         json!([{"method": "POST", "path": "/_synapse/admin/v1/register",
                 "body_has": {"username": "svc-lost-own"}, "action": "forward_then_502"}]),
     );
-    let mut args = s.connection();
-    args["homeserver_url"] = json!(proxy.url);
-    args["service_account"] = json!("svc-lost-own");
-    args["username"] = json!("after-lost-own");
-    args["password"] = json!("after-lost-own-pw");
-    let run = harness::run_module(args, vec![s.shared_secret.clone()]);
-    run.assert_changed();
+    s.module_via(
+        &proxy,
+        json!({"service_account": "svc-lost-own",
+               "username": "after-lost-own", "password": "after-lost-own-pw"}),
+    )
+    .assert_changed();
     assert!(s.can_log_in("after-lost-own", "after-lost-own-pw"));
 }
 

@@ -53,22 +53,9 @@ impl Server {
         let script = repo_root()
             .join("tools/servers")
             .join(format!("{launcher}.py"));
-        let mut child = Command::new(venv_bin("python"))
-            .arg(&script)
-            .arg("--ephemeral")
-            .args(flags)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-            panic!("{launcher} server did not start (launcher said {line:?}); see the output above")
-        });
+        let mut command = Command::new(venv_bin("python"));
+        command.arg(&script).arg("--ephemeral").args(flags);
+        let (child, info) = start_service(command, &format!("{launcher} server"));
         let data_dir = PathBuf::from(info["data_dir"].as_str().unwrap());
         Server {
             url: info["url"].as_str().unwrap().to_string(),
@@ -83,6 +70,13 @@ impl Server {
             admin_token: OnceLock::new(),
             _launcher: Mutex::new(child),
         }
+    }
+
+    /// [`Server::module`], through `proxy` instead of straight to the server.
+    pub fn module_via(&self, proxy: &FaultProxy, args: Value) -> ModuleRun {
+        let mut all = args;
+        all["homeserver_url"] = json!(proxy.url);
+        self.module(all)
     }
 
     pub fn user_id(&self, localpart: &str) -> String {
@@ -381,24 +375,33 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream: &str, faults: Value) -> FaultProxy {
-        let script = repo_root().join("tools/servers/fault_proxy.py");
-        let mut child = Command::new(venv_bin("python"))
-            .arg(&script)
-            .args(["--upstream", upstream, "--faults", &faults.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let info: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("fault_proxy did not start (it said {line:?})"));
+        let mut command = Command::new(venv_bin("python"));
+        command
+            .arg(repo_root().join("tools/servers/fault_proxy.py"))
+            .args(["--upstream", upstream, "--faults", &faults.to_string()]);
+        let (child, info) = start_service(command, "fault_proxy");
         FaultProxy {
             url: info["url"].as_str().unwrap().to_string(),
             _process: Mutex::new(child),
         }
     }
+}
+
+/// Starts a helper process that prints one JSON line when ready and runs
+/// until its stdin closes (the test process exits); returns it and that line.
+fn start_service(mut command: Command, name: &str) -> (Child, Value) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info = serde_json::from_str(&line).unwrap_or_else(|_| {
+        panic!("{name} did not start (it said {line:?}); see the output above")
+    });
+    (child, info)
 }
