@@ -24,11 +24,20 @@ const MAX_QUOTED_TEXT: usize = 100;
 /// not errors here: the backend that sent the request interprets them.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// Connection refused, or 502/503/504, for longer than `wait_timeout`.
+    /// Connection refused, or 502/503/504 to a read, for longer than `wait_timeout`.
     #[error("cannot reach the homeserver at {url} (waited {waited}s: {detail}); check homeserver_url (mas_url for MAS), that the server is running, or raise wait_timeout")]
     Unreachable {
         url: String,
         waited: u64,
+        detail: String,
+    },
+    /// A write got 502/503: it may have reached the server and been carried
+    /// out before the answer was lost, so it is not sent again blindly; the
+    /// caller reads the server to find out.
+    #[error("the homeserver at {url} answered {detail} to a {method} that it may nonetheless have carried out; matrix_user does not send it again blindly; running again reads the server and converges")]
+    AnswerLost {
+        url: String,
+        method: Method,
         detail: String,
     },
     /// One request took longer than `timeout`.
@@ -199,9 +208,10 @@ impl Http {
         })
     }
 
-    /// Sends one request, retrying while the server is unreachable or
-    /// overloaded (502/503/504, a locked SQLite database) or rate-limits us
-    /// (429), within `wait_timeout`.
+    /// Sends one request, retrying within `wait_timeout` while the server
+    /// refuses connections, is overloaded (502/503/504 to a read, a locked
+    /// SQLite database) or rate-limits us (429). A write that gets 502/503
+    /// is not resent: [`HttpError::AnswerLost`].
     pub async fn send(
         &self,
         method: Method,
@@ -265,7 +275,14 @@ impl Http {
                     }
                     pause
                 }
-                Ok(response) if is_starting_up(response.status(), &method) => {
+                Ok(response) if is_starting_up(response.status()) => {
+                    if !is_read(&method) {
+                        return Err(HttpError::AnswerLost {
+                            url,
+                            method,
+                            detail: format!("HTTP {}", response.status()),
+                        });
+                    }
                     if waited >= self.wait_timeout {
                         return Err(unreachable(
                             &url,
@@ -320,14 +337,21 @@ fn unreachable(url: &str, waited: Duration, detail: String) -> HttpError {
     }
 }
 
-/// Answers that mean the server is not (yet) there. A gateway timeout on a
-/// write is not one: the server may have done the write, so it is not sent again.
-fn is_starting_up(status: StatusCode, method: &Method) -> bool {
-    match status {
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => true,
-        StatusCode::GATEWAY_TIMEOUT => *method == Method::GET,
-        _ => false,
-    }
+/// Answers that mean the server is not (yet) there, or that a proxy lost
+/// its answer. For a gateway timeout, only the latter.
+fn is_starting_up(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// Requests that change nothing, so that sending one twice is harmless.
+/// Writes are never resent after a 502/503/504: a proxy in front of the
+/// server may have forwarded them and lost only the answer (a registration
+/// resent that way fails on its spent nonce, after creating the user).
+fn is_read(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD
 }
 
 /// Dendrite on SQLite answers 500 "database is locked" while another writer

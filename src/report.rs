@@ -229,6 +229,7 @@ fn masked_as_printed(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::args::UserType;
+    use crate::plan::Seen;
     use crate::secret::Secret;
 
     fn outcome(changes: Vec<Change>, error: Option<&str>) -> UserOutcome {
@@ -238,8 +239,8 @@ mod tests {
             changes,
             before: None,
             after: Some(Account {
-                admin: true,
-                deactivated: false,
+                admin: Seen::Known(true),
+                deactivated: Seen::Known(false),
                 user_type: UserType::Regular,
                 displayname: None,
                 emails: vec![],

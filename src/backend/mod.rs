@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use crate::args::{DesiredUser, HomeserverKind, ModuleArgs};
 use crate::http::{server_word, HttpError, Reply};
 use crate::matrix_id::UserId;
-use crate::plan::{Account, Change};
+use crate::plan::{Account, Change, Fact};
 use crate::secret::Secret;
 
 /// What a homeserver implementation must offer the reconciler.
@@ -44,6 +44,16 @@ pub trait Homeserver {
     /// The display name the server gives a new user that declares none.
     fn default_displayname(&self, user: &UserId) -> Option<String> {
         Some(user.localpart().to_string())
+    }
+
+    /// Why the plan for `desired` could not be made: it depends on `fact`,
+    /// which the read of `user` could not see, and what would show it. Only
+    /// servers whose reads return [`crate::plan::Seen::Unknown`] are asked.
+    fn not_seen(&self, user: &UserId, _desired: &DesiredUser, fact: Fact) -> ServerError {
+        ServerError::Unexpected {
+            what: format!("reading {user}"),
+            detail: format!("the homeserver did not show {fact}"),
+        }
     }
 
     /// Refuses `changes` this server cannot make for `user` at all, found out
@@ -89,6 +99,10 @@ pub enum ServerError {
     /// The account behind the token is not a server admin.
     #[error("{account} is not a server admin, so it cannot manage users; promote it, or give the token of a server admin")]
     NotAdmin { account: String },
+    /// The service account's token works, but the account is no admin any
+    /// more (someone demoted it); it cannot promote itself.
+    #[error("the service account {account} is not a server admin (any more: someone demoted it), and it cannot promote itself; promote it again with another admin's token (PUT /_synapse/admin/v2/users/{account} with {{\"admin\": true}} on Synapse, account_type 3 in Dendrite's database), or give admin_token, or choose another service_account")]
+    ServiceAccountNotAdmin { account: String },
     /// The service account exists but its password is not the derived one.
     #[error("the service account {account} exists but does not accept the password matrix_user derives from the registration_shared_secret (was it created by hand, or the secret changed?); give admin_token, choose another service_account, or deactivate that account")]
     ServiceAccountPassword { account: String },
@@ -123,6 +137,31 @@ pub enum ServerError {
     /// reconciler reads it again and carries on.
     #[error("{user} was created by someone else meanwhile, twice in a row; run again")]
     CreatedMeanwhile { user: String },
+    /// The account was created without a password (so that creating could
+    /// not overwrite someone else's), then setting the rest failed.
+    #[error("{cause}; {user} was created without its password, {state}")]
+    CreatedWithoutPassword {
+        user: String,
+        cause: Box<ServerError>,
+        /// What the account was left as, and what the next run does.
+        state: String,
+    },
+    /// A shared-secret registration got no answer: it may have created the
+    /// user. Registration is all or nothing and refuses an existing user, so
+    /// the reconciler reads the user again and, if it is still missing,
+    /// registers it again with a fresh nonce.
+    #[error("{cause} (registering {user}, twice in a row); run again: a registration is never applied twice")]
+    RegistrationUnanswered {
+        user: String,
+        cause: Box<ServerError>,
+    },
+    /// Creating got no answer, and the user exists now: made by this run
+    /// (then without a password) or by someone else, which the server cannot tell.
+    #[error("creating {user}: {cause}; {user} exists now, but matrix_user cannot tell whether its own request created it (then it has no password yet) or someone else did, so it leaves the account alone: check it, and if it is the one you declared, run again with update_password: always for this user")]
+    CreationUnconfirmed {
+        user: String,
+        cause: Box<ServerError>,
+    },
     /// Dendrite keeps this only in its database, which was not given.
     #[error("{what} needs dendrite_database: the PostgreSQL URL or SQLite path of Dendrite's user API database (Dendrite has no API for it); give it as in dendrite.yaml's user_api.account_database")]
     NeedsDatabase { what: String },
@@ -195,6 +234,11 @@ pub fn confirm_server_name(args: &ModuleArgs, actual: String) -> Result<String, 
 }
 
 impl ServerError {
+    /// A write that may have been carried out although its answer was lost.
+    pub fn is_answer_lost(&self) -> bool {
+        matches!(self, ServerError::Http(HttpError::AnswerLost { .. }))
+    }
+
     /// A refusal, quoting the server's own explanation.
     pub fn refused(what: impl Into<String>, reply: &Reply) -> ServerError {
         let errcode = match reply.errcode() {

@@ -10,29 +10,42 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
-use super::client_api::{password_auth, password_login, whoami, DEVICE_NAME};
+use super::client_api::{logout, password_auth, password_login, whoami, DEVICE_NAME};
 use super::{confirm_server_name, ServerError};
 use crate::args::ModuleArgs;
-use crate::http::{server_word, Body, Http, Reply};
+use crate::http::{server_word, Body, Http, HttpError, Reply};
 use crate::matrix_id::Username;
 use crate::secret::Secret;
 
 /// Who the module acts as: the owner of `admin_token`, or the service account.
 pub struct Identity {
     pub token: Secret,
-    pub user_id: String,
     pub server_name: String,
 }
 
+/// How a homeserver tells whether a token is a server admin's.
+#[allow(async_fn_in_trait)] // used with concrete types on one thread only
+pub trait AdminCheck {
+    /// Whether `token`, which belongs to `user_id`, may manage users.
+    async fn is_admin(
+        &self,
+        http: &Http,
+        token: &Secret,
+        user_id: &str,
+    ) -> Result<bool, ServerError>;
+}
+
 /// Authenticates with `admin_token`, else as the service account (see
-/// [`service_account_token`]), and checks the configured `server_name`.
-/// `service_user_type` is the user type the service account is registered
-/// with (Synapse's `bot`; Dendrite has none).
+/// [`service_account_token`]), makes sure the identity is a server admin,
+/// and checks the configured `server_name`. `service_user_type` is the user
+/// type the service account is registered with (Synapse's `bot`; Dendrite
+/// has none).
 pub async fn identify(
     args: &ModuleArgs,
     http: &Http,
     kind: &str,
     service_user_type: Option<&str>,
+    admin_check: &impl AdminCheck,
 ) -> Result<Identity, ServerError> {
     let credentials = &args.credentials;
     let (token, user_id) = match (&credentials.admin_token, &credentials.shared_secret) {
@@ -42,6 +55,9 @@ pub async fn identify(
                 .ok_or_else(|| ServerError::TokenRefused {
                     detail: "unknown or expired token".into(),
                 })?;
+            if !admin_check.is_admin(http, token, &user_id).await? {
+                return Err(ServerError::NotAdmin { account: user_id });
+            }
             (token.clone(), user_id)
         }
         (None, Some(secret)) => {
@@ -61,7 +77,7 @@ pub async fn identify(
                 // The session this registration opens is the one the module keeps.
                 inhibit_login: Some(false),
             };
-            service_account_token(http, secret, &registration, &cache).await?
+            service_account_token(http, secret, &registration, &cache, admin_check).await?
         }
         (None, None) => unreachable!("args require a credential"),
     };
@@ -73,42 +89,65 @@ pub async fn identify(
             detail: format!("{:?} is not a user ID", server_word(&user_id)),
         })?;
     let server_name = confirm_server_name(args, server_name)?;
-    Ok(Identity {
-        token,
-        user_id,
-        server_name,
-    })
+    Ok(Identity { token, server_name })
 }
 
-/// The service account's token, from the cache when it still works, else by
-/// registering the account (first run) or logging it in (cache lost).
+/// The service account's token, from the cache when it still works as an
+/// admin's, else by registering the account (first run) or logging it in
+/// (cache lost, token revoked, or the account demoted since).
 async fn service_account_token(
     http: &Http,
     secret: &Secret,
     registration: &Registration<'_>,
     cache: &TokenCache,
+    admin_check: &impl AdminCheck,
 ) -> Result<(Secret, String), ServerError> {
     if let Some(token) = cache.load()? {
         if let Some(user_id) = whoami(http, &token).await? {
-            return Ok((token, user_id));
+            if admin_check.is_admin(http, &token, &user_id).await? {
+                return Ok((token, user_id));
+            }
+            // Demoted since it was cached: the token can never manage users
+            // again, whatever happens to the account, so it goes.
+            cache.discard()?;
+            let _ = logout(http, &token, "the service account").await;
         }
     }
     let pending = cache.prepare_store()?;
-    let (token, user_id) = match register(http, secret, registration).await {
-        Ok((user_id, Some(token))) => (token, user_id),
-        Ok((_, None)) => {
-            return Err(ServerError::Unexpected {
-                what: "registering the service account".into(),
-                detail: "no access token in the answer".into(),
-            })
-        }
-        Err(ServerError::CreatedMeanwhile { .. }) => {
-            recover_service_account(http, registration.localpart, registration.password).await?
-        }
-        Err(other) => return Err(other),
-    };
+    let (token, user_id) = register_service_account(http, secret, registration).await?;
+    if !admin_check.is_admin(http, &token, &user_id).await? {
+        // Not cached, so that the run after the account is promoted again
+        // logs in afresh; the session is ended so that none piles up.
+        let _ = logout(http, &token, "the service account").await;
+        return Err(ServerError::ServiceAccountNotAdmin { account: user_id });
+    }
     pending.commit(&token)?;
     Ok((token, user_id))
+}
+
+/// Registers the service account, or logs it in when it exists. A
+/// registration whose answer was lost is sent again with a fresh nonce:
+/// registration refuses an existing user, so the second answer says which.
+async fn register_service_account(
+    http: &Http,
+    secret: &Secret,
+    registration: &Registration<'_>,
+) -> Result<(Secret, String), ServerError> {
+    let mut registered = register(http, secret, registration).await;
+    if let Err(ServerError::RegistrationUnanswered { .. }) = registered {
+        registered = register(http, secret, registration).await;
+    }
+    match registered {
+        Ok((user_id, Some(token))) => Ok((token, user_id)),
+        Ok((_, None)) => Err(ServerError::Unexpected {
+            what: "registering the service account".into(),
+            detail: "no access token in the answer".into(),
+        }),
+        Err(ServerError::CreatedMeanwhile { .. }) => {
+            recover_service_account(http, registration.localpart, registration.password).await
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// Logs the existing service account in and removes its idle sessions, so
@@ -225,9 +264,16 @@ pub async fn register(
     if let Some(inhibit_login) = registration.inhibit_login {
         body["inhibit_login"] = json!(inhibit_login);
     }
-    let reply = http
-        .send(Method::POST, PATH, None, Body::Json(&body))
-        .await?;
+    let reply = match http.send(Method::POST, PATH, None, Body::Json(&body)).await {
+        Ok(reply) => reply,
+        Err(lost @ HttpError::AnswerLost { .. }) => {
+            return Err(ServerError::RegistrationUnanswered {
+                user: registration.localpart.to_string(),
+                cause: Box::new(lost.into()),
+            })
+        }
+        Err(other) => return Err(other.into()),
+    };
     let field = |name: &str| reply.body.get(name).and_then(Value::as_str);
     match (reply.status, reply.errcode(), field("user_id")) {
         (StatusCode::OK, _, Some(user_id)) => {
@@ -425,6 +471,14 @@ impl TokenCache {
             temporary,
             path: self.path.clone(),
         })
+    }
+
+    /// Forgets the cached token; a cache already gone is fine.
+    fn discard(&self) -> Result<(), ServerError> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.failed(e)),
+            _ => Ok(()),
+        }
     }
 
     #[cfg(test)]

@@ -69,6 +69,13 @@ impl Server {
         }
     }
 
+    /// [`Server::module`], through `proxy` instead of straight to the server.
+    pub fn module_via(&self, proxy: &FaultProxy, args: Value) -> ModuleRun {
+        let mut all = args;
+        all["homeserver_url"] = json!(proxy.url);
+        self.module(all)
+    }
+
     pub fn user_id(&self, localpart: &str) -> String {
         format!("@{localpart}:{}", self.server_name)
     }
@@ -219,23 +226,9 @@ pub fn launch(launcher: &str, flags: &[&str]) -> (Child, Value) {
     let script = repo_root()
         .join("tools/servers")
         .join(format!("{launcher}.py"));
-    let mut child = Command::new(venv_bin("python"))
-        .arg(&script)
-        .arg("--ephemeral")
-        .args(flags)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-        panic!("{launcher} server did not start (launcher said {line:?}); see the output above")
-    });
-    (child, info)
+    let mut command = Command::new(venv_bin("python"));
+    command.arg(&script).arg("--ephemeral").args(flags);
+    start_service(command, &format!("{launcher} server"))
 }
 
 fn http() -> &'static reqwest::blocking::Client {
@@ -405,4 +398,45 @@ impl ModuleRun {
             .map(|a| a.as_str().unwrap().to_string())
             .collect()
     }
+}
+
+/// `tools/servers/fault_proxy.py` in front of a real server: it forwards
+/// everything and misbehaves once on each request `faults` names (see the
+/// script), until the test process exits.
+pub struct FaultProxy {
+    pub url: String,
+    _process: Mutex<Child>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, faults: Value) -> FaultProxy {
+        let mut command = Command::new(venv_bin("python"));
+        command
+            .arg(repo_root().join("tools/servers/fault_proxy.py"))
+            .args(["--upstream", upstream, "--faults", &faults.to_string()]);
+        let (child, info) = start_service(command, "fault_proxy");
+        FaultProxy {
+            url: info["url"].as_str().unwrap().to_string(),
+            _process: Mutex::new(child),
+        }
+    }
+}
+
+/// Starts a helper process that prints one JSON line when ready and runs
+/// until its stdin closes (the test process exits); returns it and that line.
+fn start_service(mut command: Command, name: &str) -> (Child, Value) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info = serde_json::from_str(&line).unwrap_or_else(|_| {
+        panic!("{name} did not start (it said {line:?}); see the output above")
+    });
+    (child, info)
 }
