@@ -56,7 +56,7 @@ fn a_server_echoing_the_password_in_any_encoding_leaks_none_of_it() {
     let password = long_password();
     let token = "echo-admin-token-4e1c9b";
     for (mode, expected) in [
-        ("double-escaped", "creating @double-escaped:echo.test: the homeserver answered 400 M_UNKNOWN: bad request {"),
+        ("double-escaped", "setting up the new @double-escaped:echo.test: the homeserver answered 400 M_UNKNOWN: bad request {"),
         ("u-escaped", "the homeserver answered 400 M_UNKNOWN: bad request \\u0042\\u0065"),
         ("percent-encoded", "the homeserver answered 400 M_UNKNOWN: bad request request="),
         ("html", "the homeserver answered 400: an HTML page of "),
