@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::matrix_id::{Username, UsernameError};
+use crate::model::{DesiredUser, HomeserverKind, UpdatePassword, UserState, UserType};
 use crate::secret::{excerpt, hold, hold_basic_auth, url_password, Secret};
 
 /// Parameters of the module itself; the per-user ones are in [`USER_PARAMETERS`].
@@ -137,86 +138,6 @@ pub enum ArgsError {
         path: String,
         source: std::io::Error,
     },
-}
-
-/// Which homeserver implementation holds the users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HomeserverKind {
-    Synapse,
-    Dendrite,
-    /// The Matrix Authentication Service, when the homeserver delegates accounts to it.
-    Mas,
-}
-
-/// When a declared password is written to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpdatePassword {
-    /// Only when the user is created (Ansible's `user` module calls this `on_create`).
-    OnCreate,
-    /// Whenever the stored password differs from the declared one.
-    Always,
-}
-
-/// Whether the account should exist and be usable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserState {
-    Present,
-    /// Deactivated: the account stays reserved but nobody can log in.
-    Absent,
-}
-
-/// Synapse's user types; `Regular` is the type of ordinary accounts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserType {
-    Regular,
-    Bot,
-    Support,
-}
-
-impl UserType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UserType::Regular => "regular",
-            UserType::Bot => "bot",
-            UserType::Support => "support",
-        }
-    }
-}
-
-/// One user as the playbook declares it. `None` means "not managed": the
-/// module leaves that attribute of an existing user alone.
-#[derive(Debug, Clone)]
-pub struct DesiredUser {
-    /// Where the user was declared (`username` or `users[3]`), for messages.
-    pub field: String,
-    pub username: Username,
-    pub password: Option<Secret>,
-    pub admin: Option<bool>,
-    pub user_type: Option<UserType>,
-    pub displayname: Option<String>,
-    pub state: UserState,
-    pub update_password: UpdatePassword,
-    pub erase: bool,
-    /// An address the user must have (MAS only), verified, so no e-mail round trip is needed.
-    pub email: Option<String>,
-}
-
-impl DesiredUser {
-    /// The password a planned creation, reactivation or password change
-    /// writes; the plan makes those only for users with a password.
-    pub fn planned_password(&self) -> &Secret {
-        self.password
-            .as_ref()
-            .expect("the plan writes passwords only for users that declare one")
-    }
-
-    /// How to name one of this user's fields in a message (`users[3].admin`).
-    pub fn field_name(&self, name: &str) -> String {
-        match self.field.as_str() {
-            "username" => name.to_string(),
-            prefix => format!("{prefix}.{name}"),
-        }
-    }
 }
 
 /// How to reach the homeserver.

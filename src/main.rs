@@ -6,6 +6,7 @@ mod args;
 mod backend;
 mod http;
 mod matrix_id;
+mod model;
 mod module;
 mod plan;
 mod report;

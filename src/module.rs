@@ -7,14 +7,15 @@ use std::rc::Rc;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::args::{DesiredUser, HomeserverKind, ModuleArgs};
+use crate::args::ModuleArgs;
 use crate::backend::dendrite::Dendrite;
 use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
 use crate::backend::{Homeserver, ServerError};
 use crate::http::Http;
 use crate::matrix_id::UserId;
-use crate::plan::{self, Account, Change, Observed, PlanError};
+use crate::model::{Account, Change, DesiredUser, HomeserverKind, Observed};
+use crate::plan::{self, PlanError};
 use crate::report::{Report, UserOutcome};
 
 /// Runs the module on Ansible's args file and returns its JSON output and

@@ -8,8 +8,7 @@ use std::panic::Location;
 
 use serde_json::{json, Value};
 
-use crate::args::UserState;
-use crate::plan::{Account, Change};
+use crate::model::{Account, Change, UserState};
 use crate::secret::{mask_secrets, MASK};
 
 /// What happened to one declared user.
@@ -228,8 +227,7 @@ fn masked_as_printed(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args::UserType;
-    use crate::plan::Seen;
+    use crate::model::{Seen, UserType};
     use crate::secret::Secret;
 
     fn outcome(changes: Vec<Change>, error: Option<&str>) -> UserOutcome {

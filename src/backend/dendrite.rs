@@ -42,10 +42,10 @@ use self::database::{AccountRow, Database, ACCOUNT_TYPE_ADMIN, ACCOUNT_TYPE_USER
 use super::client_api::{logout, password_auth, password_login};
 use super::shared_secret::{hex, identify, register, AdminCheck, Registration};
 use super::{Homeserver, ServerError};
-use crate::args::{DesiredUser, ModuleArgs, UserState, UserType};
+use crate::args::ModuleArgs;
 use crate::http::{path_segment, Body, Http};
 use crate::matrix_id::UserId;
-use crate::plan::{Account, Change, Fact, Seen};
+use crate::model::{Account, Change, DesiredUser, Fact, Seen, UserState, UserType};
 use crate::secret::Secret;
 
 pub struct Dendrite {

@@ -25,10 +25,10 @@ use serde_json::{json, Value};
 
 use super::client_api::logout;
 use super::{confirm_server_name, Homeserver, ServerError};
-use crate::args::{DesiredUser, ModuleArgs, UserType};
+use crate::args::ModuleArgs;
 use crate::http::{path_segment, server_word, server_words, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::plan::{Account, Change, Seen};
+use crate::model::{Account, Change, DesiredUser, Seen, UserType};
 use crate::secret::Secret;
 
 const ADMIN_API: &str = "/api/admin/v1";

@@ -10,10 +10,10 @@ pub mod synapse;
 
 use std::collections::HashMap;
 
-use crate::args::{DesiredUser, HomeserverKind, ModuleArgs};
+use crate::args::ModuleArgs;
 use crate::http::{server_word, HttpError, Reply};
 use crate::matrix_id::UserId;
-use crate::plan::{Account, Change, Fact};
+use crate::model::{Account, Change, DesiredUser, Fact, HomeserverKind};
 use crate::secret::Secret;
 
 /// What a homeserver implementation must offer the reconciler.
@@ -48,7 +48,7 @@ pub trait Homeserver {
 
     /// Why the plan for `desired` could not be made: it depends on `fact`,
     /// which the read of `user` could not see, and what would show it. Only
-    /// servers whose reads return [`crate::plan::Seen::Unknown`] are asked.
+    /// servers whose reads return [`crate::model::Seen::Unknown`] are asked.
     fn not_seen(&self, user: &UserId, _desired: &DesiredUser, fact: Fact) -> ServerError {
         ServerError::Unexpected {
             what: format!("reading {user}"),

@@ -14,10 +14,10 @@ use serde_json::{json, Map, Value};
 use super::client_api::{logout, password_auth};
 use super::shared_secret::{identify, register, unix_millis, AdminCheck, Registration};
 use super::{Homeserver, ServerError};
-use crate::args::{DesiredUser, ModuleArgs, UserType};
+use crate::args::ModuleArgs;
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::plan::{Account, Change, Seen};
+use crate::model::{Account, Change, DesiredUser, Seen, UserType};
 use crate::secret::Secret;
 
 /// Below this many declared users, one read per user is cheaper than listing.

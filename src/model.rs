@@ -1,0 +1,191 @@
+//! The shared model every stage uses: the user as the playbook declares it
+//! (built by [`crate::args`]), the account as a read observes it (built by
+//! the backends), and the changes [`crate::plan`] decides between the two.
+//! Types only: parsing, observing and deciding live in their own stages.
+
+use serde::Serialize;
+
+use crate::matrix_id::Username;
+use crate::secret::Secret;
+
+/// Which homeserver implementation holds the users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeserverKind {
+    Synapse,
+    Dendrite,
+    /// The Matrix Authentication Service, when the homeserver delegates accounts to it.
+    Mas,
+}
+
+/// When a declared password is written to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdatePassword {
+    /// Only when the user is created (Ansible's `user` module calls this `on_create`).
+    OnCreate,
+    /// Whenever the stored password differs from the declared one.
+    Always,
+}
+
+/// Whether the account should exist and be usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserState {
+    Present,
+    /// Deactivated: the account stays reserved but nobody can log in.
+    Absent,
+}
+
+/// Synapse's user types; `Regular` is the type of ordinary accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserType {
+    Regular,
+    Bot,
+    Support,
+}
+
+impl UserType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserType::Regular => "regular",
+            UserType::Bot => "bot",
+            UserType::Support => "support",
+        }
+    }
+}
+
+/// One user as the playbook declares it. `None` means "not managed": the
+/// module leaves that attribute of an existing user alone.
+#[derive(Debug, Clone)]
+pub struct DesiredUser {
+    /// Where the user was declared (`username` or `users[3]`), for messages.
+    pub field: String,
+    pub username: Username,
+    pub password: Option<Secret>,
+    pub admin: Option<bool>,
+    pub user_type: Option<UserType>,
+    pub displayname: Option<String>,
+    pub state: UserState,
+    pub update_password: UpdatePassword,
+    pub erase: bool,
+    /// An address the user must have (MAS only), verified, so no e-mail round trip is needed.
+    pub email: Option<String>,
+}
+
+impl DesiredUser {
+    /// The password a planned creation, reactivation or password change
+    /// writes; the plan makes those only for users with a password.
+    pub fn planned_password(&self) -> &Secret {
+        self.password
+            .as_ref()
+            .expect("the plan writes passwords only for users that declare one")
+    }
+
+    /// How to name one of this user's fields in a message (`users[3].admin`).
+    pub fn field_name(&self, name: &str) -> String {
+        match self.field.as_str() {
+            "username" => name.to_string(),
+            prefix => format!("{prefix}.{name}"),
+        }
+    }
+}
+
+/// One fact about an account as a read found it: known, or not visible to
+/// this run (Dendrite without its database shows neither the admin flag
+/// nor deactivation). The plan never guesses an unknown fact; the diff
+/// shows it as the string `"unknown"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen<T> {
+    Known(T),
+    Unknown,
+}
+
+impl<T: Serialize> Serialize for Seen<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Seen::Known(value) => value.serialize(s),
+            Seen::Unknown => s.serialize_str("unknown"),
+        }
+    }
+}
+
+/// A fact a plan may need but a read may not have seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// Whether the account is a server admin.
+    Admin,
+    /// Whether the account is deactivated.
+    Deactivated,
+}
+
+impl std::fmt::Display for Fact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fact::Admin => "whether it is a server admin",
+            Fact::Deactivated => "whether it is deactivated",
+        })
+    }
+}
+
+/// An account as the homeserver reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Account {
+    pub admin: Seen<bool>,
+    pub deactivated: Seen<bool>,
+    #[serde(serialize_with = "serialize_user_type")]
+    pub user_type: UserType,
+    pub displayname: Option<String>,
+    /// Addresses the account has (MAS only; empty elsewhere).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub emails: Vec<String>,
+}
+
+fn serialize_user_type<S: serde::Serializer>(
+    user_type: &UserType,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(user_type.as_str())
+}
+
+/// Everything read from the server about one declared user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// `None` when the user does not exist.
+    pub account: Option<Account>,
+    /// Whether the declared password is the stored one; only read when
+    /// `update_password: always` makes it matter.
+    pub password_matches: Option<bool>,
+}
+
+/// One change to make on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Register the user with every declared attribute and the password.
+    Create,
+    /// Make a deactivated account usable again, with the declared password.
+    Reactivate,
+    SetAdmin(bool),
+    SetPassword,
+    SetDisplayname,
+    SetUserType(UserType),
+    AddEmail,
+    Deactivate {
+        erase: bool,
+    },
+}
+
+impl Change {
+    /// The word the module reports for this change.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Change::Create => "created",
+            Change::Reactivate => "reactivated",
+            Change::SetAdmin(true) => "promoted",
+            Change::SetAdmin(false) => "demoted",
+            Change::SetPassword => "password changed",
+            Change::SetDisplayname => "displayname changed",
+            Change::SetUserType(_) => "user type changed",
+            Change::AddEmail => "email added",
+            Change::Deactivate { erase: false } => "deactivated",
+            Change::Deactivate { erase: true } => "deactivated and erased",
+        }
+    }
+}
