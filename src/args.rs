@@ -1,8 +1,10 @@
 //! Stage 1: read Ansible's args file and turn it into a validated request.
 //!
-//! Every check that needs no server happens here, so bad input fails before
-//! anything is sent. Binary modules get no `argument_spec` from Ansible, so
-//! this file is also where unknown parameters and wrong types are caught.
+//! Every check of the input itself happens here: unknown parameters (binary
+//! modules get no `argument_spec` from Ansible), wrong types, values out of
+//! range, bad usernames. What a server can do with the declaration is its
+//! backend's rule (`check_declaration` in [`crate::backend`]), checked next,
+//! still before anything is sent. Nothing here knows what a server supports.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -204,19 +206,11 @@ impl ModuleArgs {
             .collect();
         top.refuse_unknown(&all_top_level)?;
 
-        let homeserver = match top
-            .choice("homeserver", &["synapse", "dendrite", "mas"])?
-            .as_deref()
-        {
-            Some("dendrite") => HomeserverKind::Dendrite,
-            Some("mas") => HomeserverKind::Mas,
-            _ => HomeserverKind::Synapse,
-        };
-        // With MAS, users live in MAS: the module talks to MAS, not the homeserver.
-        let url_field = match homeserver {
-            HomeserverKind::Mas => "mas_url",
-            _ => "homeserver_url",
-        };
+        let homeserver = top
+            .choice("homeserver", &HomeserverKind::ALL.map(HomeserverKind::name))?
+            .and_then(|name| HomeserverKind::ALL.into_iter().find(|k| k.name() == name))
+            .unwrap_or_default();
+        let url_field = homeserver.url_field();
         let server = ServerOptions {
             url: top
                 .string(url_field)?
@@ -280,10 +274,8 @@ impl ModuleArgs {
                 }
             },
         };
-        require_credentials(homeserver, &credentials)?;
 
         let users = read_users(&top)?;
-        refuse_unsupported_fields(homeserver, &users)?;
         Ok(ModuleArgs {
             homeserver,
             server,
@@ -296,114 +288,6 @@ impl ModuleArgs {
             diff: top.internal_flag("_ansible_diff"),
         })
     }
-}
-
-fn require_credentials(
-    homeserver: HomeserverKind,
-    credentials: &Credentials,
-) -> Result<(), ArgsError> {
-    let missing = match homeserver {
-        HomeserverKind::Mas => {
-            credentials.mas_client.is_none() && credentials.admin_token.is_none()
-        }
-        _ => credentials.shared_secret.is_none() && credentials.admin_token.is_none(),
-    };
-    let uses_service_account = homeserver != HomeserverKind::Mas
-        && credentials.shared_secret.is_some()
-        && credentials.admin_token.is_none();
-    if uses_service_account && credentials.token_cache_dir.is_none() {
-        return Err(ArgsError::Missing(
-            "token_cache_dir is needed: neither HOME nor XDG_CACHE_HOME is set, so there is no private \
-             folder of this user to keep the service account's token in between runs; set token_cache_dir \
-             to a folder only the user running the module can write, or give admin_token"
-                .into(),
-        ));
-    }
-    if !missing {
-        return Ok(());
-    }
-    Err(ArgsError::Missing(match homeserver {
-        HomeserverKind::Mas => "no credentials: give mas_client_id with mas_client_secret (or mas_client_secret_file), \
-             or admin_token (or admin_token_file) with the urn:mas:admin scope"
-            .into(),
-        _ => "no credentials: give registration_shared_secret (or registration_shared_secret_file) \
-             or admin_token (or admin_token_file)"
-            .into(),
-    }))
-}
-
-/// Fields a homeserver implementation cannot manage fail here, before any request.
-fn refuse_unsupported_fields(
-    homeserver: HomeserverKind,
-    users: &[DesiredUser],
-) -> Result<(), ArgsError> {
-    for user in users {
-        if user.email.is_some() && homeserver != HomeserverKind::Mas {
-            return Err(ArgsError::Unsupported {
-                field: user.field_name("email"),
-                reason: "e-mail addresses are managed only with homeserver: mas",
-            });
-        }
-        if homeserver == HomeserverKind::Mas {
-            refuse_for_mas(user)?;
-        }
-        if homeserver == HomeserverKind::Dendrite {
-            refuse_for_dendrite(user)?;
-        }
-    }
-    Ok(())
-}
-
-/// What MAS's admin API (1.22) cannot manage idempotently.
-fn refuse_for_mas(user: &DesiredUser) -> Result<(), ArgsError> {
-    if user.displayname.is_some() {
-        return Err(ArgsError::Unsupported {
-            field: user.field_name("displayname"),
-            reason: "MAS cannot read display names back (the homeserver keeps them), so matrix_user cannot compare them; \
-                     leave displayname out with homeserver: mas and let users set it in their client",
-        });
-    }
-    if user.user_type.is_some_and(|t| t != UserType::Regular) {
-        return Err(ArgsError::Unsupported {
-            field: user.field_name("user_type"),
-            reason:
-                "MAS has no user types, so bot and support accounts cannot be made through it; \
-                     leave user_type out (or regular) with homeserver: mas",
-        });
-    }
-    Ok(())
-}
-
-/// Dendrite's passwords are 8 to 512 bytes (internal/validate.go).
-const DENDRITE_PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 8..=512;
-
-/// What Dendrite (0.13) has no notion of.
-fn refuse_for_dendrite(user: &DesiredUser) -> Result<(), ArgsError> {
-    if user.user_type.is_some_and(|t| t != UserType::Regular) {
-        return Err(ArgsError::Unsupported {
-            field: user.field_name("user_type"),
-            reason:
-                "Dendrite has no user types, so bot and support accounts cannot be made on it; \
-                     leave user_type out (or regular) with homeserver: dendrite",
-        });
-    }
-    if user.erase {
-        return Err(ArgsError::Unsupported {
-            field: user.field_name("erase"),
-            reason: "Dendrite cannot erase a deactivated user's messages and profile; \
-                     leave erase out with homeserver: dendrite",
-        });
-    }
-    if let Some(password) = &user.password {
-        if !DENDRITE_PASSWORD_BYTES.contains(&password.expose().len()) {
-            return Err(ArgsError::BadSecret {
-                field: user.field_name("password"),
-                problem: "Dendrite accepts only passwords of 8 to 512 bytes \
-                          (it answers M_WEAK_PASSWORD to shorter ones); choose one of that length",
-            });
-        }
-    }
-    Ok(())
 }
 
 /// `$XDG_CACHE_HOME/matrix_user`, else `$HOME/.cache/matrix_user`. Never a
@@ -901,15 +785,6 @@ mod tests {
     }
 
     #[test]
-    fn credentials_are_required() {
-        let message = error(json!({"homeserver_url": "http://x", "username": "alice"}));
-        assert!(
-            message.starts_with("no credentials: give registration_shared_secret"),
-            "{message}"
-        );
-    }
-
-    #[test]
     fn user_and_users_exclude_each_other() {
         let message = error(with(json!({"username": "alice", "users": []})));
         assert_eq!(
@@ -932,72 +807,6 @@ mod tests {
                 .concurrency,
             4
         );
-    }
-
-    #[test]
-    fn mas_refuses_what_it_cannot_compare() {
-        let mas = |user: Value| {
-            let mut args = json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:8080",
-                "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret"});
-            args.as_object_mut()
-                .unwrap()
-                .extend(user.as_object().unwrap().clone());
-            parse(args)
-        };
-        let message = mas(json!({"users": [{"username": "a", "displayname": "A"}]}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("users[0].displayname: MAS cannot read display names back"),
-            "{message}"
-        );
-        let message = mas(json!({"username": "a", "user_type": "bot"}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("user_type: MAS has no user types"),
-            "{message}"
-        );
-        let args = mas(json!({"username": "a", "user_type": "regular", "email": "a@example.com"}))
-            .unwrap();
-        assert_eq!(args.server.url, "http://127.0.0.1:8080");
-        assert!(args.credentials.mas_client.is_some());
-    }
-
-    #[test]
-    fn dendrite_refuses_what_it_has_no_notion_of() {
-        let dendrite = |user: Value| {
-            let mut args = with(user);
-            args["homeserver"] = json!("dendrite");
-            args["dendrite_database"] = json!("/var/lib/dendrite/userapi.db");
-            parse(args)
-        };
-        let message = dendrite(json!({"users": [{"username": "a", "user_type": "bot"}]}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("users[0].user_type: Dendrite has no user types"),
-            "{message}"
-        );
-        let message = dendrite(json!({"username": "a", "state": "absent", "erase": true}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("erase: Dendrite cannot erase"),
-            "{message}"
-        );
-        let message = dendrite(json!({"username": "a", "password": "short7!"}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("password: Dendrite accepts only passwords of 8 to 512 bytes"),
-            "{message}"
-        );
-        assert!(!message.contains("short7!"), "{message}");
-        let args =
-            dendrite(json!({"username": "a", "password": "eight ch", "user_type": "regular"}))
-                .unwrap();
-        assert!(args.credentials.dendrite_database.is_some());
     }
 
     #[test]

@@ -8,13 +8,42 @@ use serde::Serialize;
 use crate::matrix_id::Username;
 use crate::secret::Secret;
 
-/// Which homeserver implementation holds the users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which server implementation holds the users (the `homeserver` parameter).
+/// What each can manage is its backend's business (`check_declaration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HomeserverKind {
+    #[default]
     Synapse,
     Dendrite,
     /// The Matrix Authentication Service, when the homeserver delegates accounts to it.
     Mas,
+}
+
+impl HomeserverKind {
+    /// Every kind, in the order the `homeserver` parameter lists them.
+    pub const ALL: [HomeserverKind; 3] = [
+        HomeserverKind::Synapse,
+        HomeserverKind::Dendrite,
+        HomeserverKind::Mas,
+    ];
+
+    /// The value of the `homeserver` parameter that chooses this kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            HomeserverKind::Synapse => "synapse",
+            HomeserverKind::Dendrite => "dendrite",
+            HomeserverKind::Mas => "mas",
+        }
+    }
+
+    /// The parameter that gives the server's URL. With MAS, users live in
+    /// MAS: the module talks to MAS, not the homeserver.
+    pub fn url_field(self) -> &'static str {
+        match self {
+            HomeserverKind::Mas => "mas_url",
+            _ => "homeserver_url",
+        }
+    }
 }
 
 /// When a declared password is written to the server.

@@ -11,7 +11,7 @@ use crate::args::ModuleArgs;
 use crate::backend::dendrite::Dendrite;
 use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
-use crate::backend::{Homeserver, ServerError};
+use crate::backend::{self, Homeserver, ServerError};
 use crate::http::Http;
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, HomeserverKind, Observed};
@@ -51,6 +51,9 @@ pub fn run(args_path: Option<OsString>) -> (Value, i32) {
 }
 
 async fn reconcile_on_server(args: &ModuleArgs) -> Report {
+    if let Err(error) = backend::check_declaration(args) {
+        return Report::fatal(error.to_string());
+    }
     if let Err(message) = refuse_service_account(args) {
         return Report::fatal(message);
     }

@@ -40,9 +40,11 @@ use serde_json::{json, Value};
 
 use self::database::{AccountRow, Database, ACCOUNT_TYPE_ADMIN, ACCOUNT_TYPE_USER};
 use super::client_api::{logout, password_auth, password_login};
-use super::shared_secret::{hex, identify, register, AdminCheck, Registration};
-use super::{Homeserver, ServerError};
-use crate::args::ModuleArgs;
+use super::shared_secret::{
+    hex, identify, register, require_credentials, AdminCheck, Registration,
+};
+use super::{refuse_email, Homeserver, ServerError};
+use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http};
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, Fact, Seen, UserState, UserType};
@@ -57,6 +59,38 @@ pub struct Dendrite {
     /// Whether each user's declared password logged in, when a read already
     /// tried, so that the password check does not log in a second time.
     password_checked: RefCell<HashMap<UserId, bool>>,
+}
+
+/// Dendrite's passwords are 8 to 512 bytes (internal/validate.go).
+const PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 8..=512;
+
+/// What Dendrite (0.13) has no notion of, or refuses.
+fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
+    if user.user_type.is_some_and(|t| t != UserType::Regular) {
+        return Err(ArgsError::Unsupported {
+            field: user.field_name("user_type"),
+            reason:
+                "Dendrite has no user types, so bot and support accounts cannot be made on it; \
+                     leave user_type out (or regular) with homeserver: dendrite",
+        });
+    }
+    if user.erase {
+        return Err(ArgsError::Unsupported {
+            field: user.field_name("erase"),
+            reason: "Dendrite cannot erase a deactivated user's messages and profile; \
+                     leave erase out with homeserver: dendrite",
+        });
+    }
+    if let Some(password) = &user.password {
+        if !PASSWORD_BYTES.contains(&password.expose().len()) {
+            return Err(ArgsError::BadSecret {
+                field: user.field_name("password"),
+                problem: "Dendrite accepts only passwords of 8 to 512 bytes \
+                          (it answers M_WEAK_PASSWORD to shorter ones); choose one of that length",
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Dendrite {
@@ -406,6 +440,15 @@ impl Dendrite {
 }
 
 impl Homeserver for Dendrite {
+    fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
+        require_credentials(&args.credentials)?;
+        for user in &args.users {
+            refuse_email(user)?;
+            refuse_unsupported(user)?;
+        }
+        Ok(())
+    }
+
     fn server_name(&self) -> &str {
         &self.server_name
     }

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use super::client_api::logout;
 use super::{confirm_server_name, Homeserver, ServerError};
-use crate::args::ModuleArgs;
+use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, server_words, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, Seen, UserType};
@@ -59,6 +59,26 @@ struct MasUser {
     admin: bool,
     deactivated: bool,
     locked: bool,
+}
+
+/// What MAS's admin API (1.22) cannot manage idempotently.
+fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
+    if user.displayname.is_some() {
+        return Err(ArgsError::Unsupported {
+            field: user.field_name("displayname"),
+            reason: "MAS cannot read display names back (the homeserver keeps them), so matrix_user cannot compare them; \
+                     leave displayname out with homeserver: mas and let users set it in their client",
+        });
+    }
+    if user.user_type.is_some_and(|t| t != UserType::Regular) {
+        return Err(ArgsError::Unsupported {
+            field: user.field_name("user_type"),
+            reason:
+                "MAS has no user types, so bot and support accounts cannot be made through it; \
+                     leave user_type out (or regular) with homeserver: mas",
+        });
+    }
+    Ok(())
 }
 
 impl Mas {
@@ -305,6 +325,18 @@ impl Mas {
 }
 
 impl Homeserver for Mas {
+    fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
+        let credentials = &args.credentials;
+        if credentials.mas_client.is_none() && credentials.admin_token.is_none() {
+            return Err(ArgsError::Missing(
+                "no credentials: give mas_client_id with mas_client_secret (or mas_client_secret_file), \
+                 or admin_token (or admin_token_file) with the urn:mas:admin scope"
+                    .into(),
+            ));
+        }
+        args.users.iter().try_for_each(refuse_unsupported)
+    }
+
     fn server_name(&self) -> &str {
         &self.server_name
     }

@@ -1,6 +1,8 @@
 //! Stage 2 and 4: read accounts from a homeserver and apply planned changes.
 //! Each homeserver implementation is one file behind the [`Homeserver`] trait;
-//! nothing outside this folder knows about HTTP paths or server quirks.
+//! nothing outside this folder knows about HTTP paths or server quirks,
+//! including what each server can manage (checked by [`check_declaration`]
+//! before any request).
 
 mod client_api;
 pub mod dendrite;
@@ -10,7 +12,7 @@ pub mod synapse;
 
 use std::collections::HashMap;
 
-use crate::args::ModuleArgs;
+use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{server_word, HttpError, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, Fact, HomeserverKind};
@@ -19,6 +21,13 @@ use crate::secret::Secret;
 /// What a homeserver implementation must offer the reconciler.
 #[allow(async_fn_in_trait)] // used with concrete types on one thread only
 pub trait Homeserver {
+    /// Refuses, before any request, what this server cannot do with the
+    /// declaration: credentials it cannot use, fields it has no notion of
+    /// or cannot compare, values it would refuse. Messages name the field.
+    fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError>
+    where
+        Self: Sized;
+
     /// The server name user IDs end with (`example.com` in `@alice:example.com`).
     fn server_name(&self) -> &str;
 
@@ -218,16 +227,35 @@ pub enum ServerError {
     },
 }
 
+/// Refuses what the chosen server cannot do with the declaration, before
+/// anything is sent (see [`Homeserver::check_declaration`]).
+pub fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
+    match args.homeserver {
+        HomeserverKind::Synapse => synapse::Synapse::check_declaration(args),
+        HomeserverKind::Dendrite => dendrite::Dendrite::check_declaration(args),
+        HomeserverKind::Mas => mas::Mas::check_declaration(args),
+    }
+}
+
+/// E-mail addresses are managed only through MAS, which verifies them; the
+/// homeservers' own admin APIs would add them unverified or not at all.
+fn refuse_email(user: &DesiredUser) -> Result<(), ArgsError> {
+    match user.email {
+        Some(_) => Err(ArgsError::Unsupported {
+            field: user.field_name("email"),
+            reason: "e-mail addresses are managed only with homeserver: mas",
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The server name the server reported, refused when `server_name` says otherwise.
 pub fn confirm_server_name(args: &ModuleArgs, actual: String) -> Result<String, ServerError> {
     match &args.server.server_name {
         Some(given) if *given != actual => Err(ServerError::WrongServerName {
             given: given.clone(),
             actual,
-            url_field: match args.homeserver {
-                HomeserverKind::Mas => "mas_url",
-                _ => "homeserver_url",
-            },
+            url_field: args.homeserver.url_field(),
         }),
         _ => Ok(actual),
     }
@@ -258,6 +286,100 @@ impl ServerError {
 mod tests {
     use super::*;
     use reqwest::StatusCode;
+    use serde_json::{json, Value};
+
+    /// Parses `value` as the module's arguments and checks them against the chosen server.
+    fn declare(value: Value) -> Result<ModuleArgs, String> {
+        let args = ModuleArgs::from_map(value.as_object().unwrap()).map_err(|e| e.to_string())?;
+        check_declaration(&args).map_err(|e| e.to_string())?;
+        Ok(args)
+    }
+
+    fn error_of(value: Value) -> String {
+        declare(value).unwrap_err()
+    }
+
+    fn base() -> Value {
+        json!({"homeserver_url": "http://127.0.0.1:8008/", "registration_shared_secret": "s3cret-value"})
+    }
+
+    #[test]
+    fn credentials_are_required() {
+        let message = error_of(json!({"homeserver_url": "http://x", "username": "alice"}));
+        assert!(
+            message.starts_with("no credentials: give registration_shared_secret"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn mas_refuses_what_it_cannot_compare() {
+        let mas = |user: Value| {
+            let mut args = json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:8080",
+                "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret"});
+            args.as_object_mut()
+                .unwrap()
+                .extend(user.as_object().unwrap().clone());
+            declare(args)
+        };
+        let message = mas(json!({"users": [{"username": "a", "displayname": "A"}]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("users[0].displayname: MAS cannot read display names back"),
+            "{message}"
+        );
+        let message = mas(json!({"username": "a", "user_type": "bot"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("user_type: MAS has no user types"),
+            "{message}"
+        );
+        let args = mas(json!({"username": "a", "user_type": "regular", "email": "a@example.com"}))
+            .unwrap();
+        assert_eq!(args.server.url, "http://127.0.0.1:8080");
+        assert!(args.credentials.mas_client.is_some());
+    }
+
+    #[test]
+    fn dendrite_refuses_what_it_has_no_notion_of() {
+        let dendrite = |user: Value| {
+            let mut args = base();
+            args.as_object_mut()
+                .unwrap()
+                .extend(user.as_object().unwrap().clone());
+            args["homeserver"] = json!("dendrite");
+            args["dendrite_database"] = json!("/var/lib/dendrite/userapi.db");
+            declare(args)
+        };
+        let message = dendrite(json!({"users": [{"username": "a", "user_type": "bot"}]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("users[0].user_type: Dendrite has no user types"),
+            "{message}"
+        );
+        let message = dendrite(json!({"username": "a", "state": "absent", "erase": true}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("erase: Dendrite cannot erase"),
+            "{message}"
+        );
+        let message = dendrite(json!({"username": "a", "password": "short7!"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("password: Dendrite accepts only passwords of 8 to 512 bytes"),
+            "{message}"
+        );
+        assert!(!message.contains("short7!"), "{message}");
+        let args =
+            dendrite(json!({"username": "a", "password": "eight ch", "user_type": "regular"}))
+                .unwrap();
+        assert!(args.credentials.dendrite_database.is_some());
+    }
 
     #[test]
     fn a_refusal_quotes_a_broken_servers_fields_briefly() {

@@ -12,10 +12,34 @@ use sha1::{Digest, Sha1};
 
 use super::client_api::{logout, password_auth, password_login, whoami, DEVICE_NAME};
 use super::{confirm_server_name, ServerError};
-use crate::args::ModuleArgs;
+use crate::args::{ArgsError, Credentials, ModuleArgs};
 use crate::http::{server_word, Body, Http, HttpError, Reply};
 use crate::matrix_id::Username;
 use crate::secret::Secret;
+
+/// The credentials Synapse and Dendrite accept: the shared secret (the
+/// module then acts as its service account, whose token needs a private
+/// folder) or an admin's token.
+pub fn require_credentials(credentials: &Credentials) -> Result<(), ArgsError> {
+    let uses_service_account =
+        credentials.shared_secret.is_some() && credentials.admin_token.is_none();
+    if uses_service_account && credentials.token_cache_dir.is_none() {
+        return Err(ArgsError::Missing(
+            "token_cache_dir is needed: neither HOME nor XDG_CACHE_HOME is set, so there is no private \
+             folder of this user to keep the service account's token in between runs; set token_cache_dir \
+             to a folder only the user running the module can write, or give admin_token"
+                .into(),
+        ));
+    }
+    if credentials.shared_secret.is_none() && credentials.admin_token.is_none() {
+        return Err(ArgsError::Missing(
+            "no credentials: give registration_shared_secret (or registration_shared_secret_file) \
+             or admin_token (or admin_token_file)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
 
 /// Who the module acts as: the owner of `admin_token`, or the service account.
 pub struct Identity {

@@ -12,9 +12,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::client_api::{logout, password_auth};
-use super::shared_secret::{identify, register, unix_millis, AdminCheck, Registration};
-use super::{Homeserver, ServerError};
-use crate::args::ModuleArgs;
+use super::shared_secret::{
+    identify, register, require_credentials, unix_millis, AdminCheck, Registration,
+};
+use super::{refuse_email, Homeserver, ServerError};
+use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, Seen, UserType};
@@ -145,6 +147,11 @@ impl Synapse {
 }
 
 impl Homeserver for Synapse {
+    fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
+        require_credentials(&args.credentials)?;
+        args.users.iter().try_for_each(refuse_email)
+    }
+
     fn server_name(&self) -> &str {
         &self.server_name
     }
