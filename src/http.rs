@@ -179,6 +179,8 @@ pub struct Http {
     trusted: String,
     timeout: Duration,
     wait_timeout: Duration,
+    /// The server's own "try again" answers, if it has any (see [`Http::retrying`]).
+    busy: Option<fn(&Reply) -> bool>,
 }
 
 impl Http {
@@ -205,12 +207,24 @@ impl Http {
             base_url: options.url.clone(),
             timeout: options.timeout,
             wait_timeout: options.wait_timeout,
+            busy: None,
         })
     }
 
+    /// This client, also resending (within `wait_timeout`) a request whose
+    /// answer `busy` recognises as the server's "a moment later" (a
+    /// backend's rule for its own server).
+    pub fn retrying(self, busy: fn(&Reply) -> bool) -> Http {
+        Http {
+            busy: Some(busy),
+            ..self
+        }
+    }
+
     /// Sends one request, retrying within `wait_timeout` while the server
-    /// refuses connections, is overloaded (502/503/504 to a read, a locked
-    /// SQLite database) or rate-limits us (429). A write that gets 502/503
+    /// refuses connections, is overloaded (502/503/504 to a read, or an
+    /// answer the backend's [`Http::retrying`] rule recognises) or
+    /// rate-limits us (429). A write that gets 502/503
     /// is not resent: [`HttpError::AnswerLost`].
     pub async fn send(
         &self,
@@ -294,7 +308,8 @@ impl Http {
                 }
                 Ok(response) => {
                     let reply = read_reply(response).await;
-                    if !(is_database_busy(&reply) && waited < self.wait_timeout) {
+                    let busy = self.busy.is_some_and(|busy| busy(&reply));
+                    if !(busy && waited < self.wait_timeout) {
                         return Ok(reply);
                     }
                     backoff
@@ -352,13 +367,6 @@ fn is_starting_up(status: StatusCode) -> bool {
 /// resent that way fails on its spent nonce, after creating the user).
 fn is_read(method: &Method) -> bool {
     *method == Method::GET || *method == Method::HEAD
-}
-
-/// Dendrite on SQLite answers 500 "database is locked" while another writer
-/// holds the file; the same request succeeds a moment later.
-fn is_database_busy(reply: &Reply) -> bool {
-    reply.status == StatusCode::INTERNAL_SERVER_ERROR
-        && reply.explanation().contains("database is locked")
 }
 
 /// The pause a 429 asks for: Matrix's `retry_after_ms`, else `Retry-After`.

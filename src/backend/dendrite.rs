@@ -45,7 +45,7 @@ use super::shared_secret::{
 };
 use super::{refuse_email, Homeserver, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
-use crate::http::{path_segment, Body, Http};
+use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, Fact, Seen, UserState, UserType};
 use crate::secret::Secret;
@@ -93,11 +93,19 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
     Ok(())
 }
 
+/// Dendrite on SQLite answers 500 "database is locked" while another writer
+/// holds the file; the same request succeeds a moment later.
+fn is_database_busy(reply: &Reply) -> bool {
+    reply.status == StatusCode::INTERNAL_SERVER_ERROR
+        && reply.explanation().contains("database is locked")
+}
+
 impl Dendrite {
     /// Authenticates, learns the server name and opens the database when
     /// given. It changes no managed user; it may register the service account
     /// (first run) or log it in and end its idle sessions (token cache lost).
     pub async fn connect(args: &ModuleArgs, http: Http) -> Result<Dendrite, ServerError> {
+        let http = http.retrying(is_database_busy);
         let credentials = &args.credentials;
         // Dendrite has no user types (a MAC covering one fails there).
         let identity = identify(args, &http, "dendrite", None, &DendriteAdminCheck).await?;
@@ -675,6 +683,24 @@ fn random_password() -> Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_locked_database_is_worth_resending() {
+        let reply = |status: StatusCode, error: &str| Reply {
+            status,
+            body: json!({"errcode": "M_UNKNOWN", "error": error}),
+        };
+        let locked = "Internal server error: database is locked";
+        assert!(is_database_busy(&reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            locked
+        )));
+        assert!(!is_database_busy(&reply(StatusCode::BAD_REQUEST, locked)));
+        assert!(!is_database_busy(&reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no such table: userapi_accounts"
+        )));
+    }
 
     #[test]
     fn throwaway_passwords_are_long_and_differ() {
