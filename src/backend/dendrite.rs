@@ -61,6 +61,20 @@ pub struct Dendrite {
     password_checked: RefCell<HashMap<UserId, bool>>,
 }
 
+/// A failure only Dendrite reports, wrapped in [`ServerError::Dendrite`].
+#[derive(Debug, thiserror::Error)]
+pub enum DendriteError {
+    /// Dendrite keeps this only in its database, which was not given.
+    #[error("{what} needs dendrite_database: the PostgreSQL URL or SQLite path of Dendrite's user API database (Dendrite has no API for it); give it as in dendrite.yaml's user_api.account_database")]
+    NeedsDatabase { what: String },
+    /// Dendrite's database could not be opened, read or written.
+    #[error("dendrite_database: {detail}; check that it is the PostgreSQL URL or SQLite path of Dendrite's user API database and that this host can reach and write it")]
+    Database { detail: String },
+    /// Dendrite creates users only by shared-secret registration.
+    #[error("creating {user} needs registration_shared_secret: Dendrite has no admin API that creates users; give the secret from dendrite.yaml's client_api.registration_shared_secret")]
+    NeedsSharedSecret { user: String },
+}
+
 /// Dendrite's passwords are 8 to 512 bytes (internal/validate.go).
 const PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 8..=512;
 
@@ -126,7 +140,7 @@ impl Dendrite {
     fn database(&self, what: impl FnOnce() -> String) -> Result<&Database, ServerError> {
         self.database
             .as_ref()
-            .ok_or_else(|| ServerError::NeedsDatabase { what: what() })
+            .ok_or_else(|| ServerError::Dendrite(DendriteError::NeedsDatabase { what: what() }))
     }
 
     fn account_from_row(&self, user: &UserId, row: AccountRow) -> Result<Account, ServerError> {
@@ -206,11 +220,11 @@ impl Dendrite {
     async fn confirm_active(&self, user: &UserId, password: &Secret) -> Result<(), ServerError> {
         match login(&self.http, user, password).await? {
             Some(session) => logout(&self.http, &session, &user.to_string()).await,
-            None => Err(ServerError::NeedsDatabase {
+            None => Err(ServerError::Dendrite(DendriteError::NeedsDatabase {
                 what: format!(
                     "reactivating {user} (its password was set, but it still does not log in: it is deactivated)"
                 ),
-            }),
+            })),
         }
     }
 
@@ -473,14 +487,14 @@ impl Homeserver for Dendrite {
                 "reading whether {user} is a server admin without its current password"
             ),
         };
-        ServerError::NeedsDatabase { what }
+        ServerError::Dendrite(DendriteError::NeedsDatabase { what })
     }
 
     fn refuse_impossible(&self, user: &UserId, changes: &[Change]) -> Result<(), ServerError> {
         if changes.contains(&Change::Create) && self.shared_secret.is_none() {
-            return Err(ServerError::NeedsSharedSecret {
+            return Err(ServerError::Dendrite(DendriteError::NeedsSharedSecret {
                 user: user.to_string(),
-            });
+            }));
         }
         if self.database.is_some() {
             return Ok(());
@@ -499,7 +513,7 @@ impl Homeserver for Dendrite {
             _ => None,
         });
         match needs_database {
-            Some(what) => Err(ServerError::NeedsDatabase { what }),
+            Some(what) => Err(ServerError::Dendrite(DendriteError::NeedsDatabase { what })),
             None => Ok(()),
         }
     }
@@ -556,12 +570,11 @@ impl Homeserver for Dendrite {
     }
 
     async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
-        let secret = self
-            .shared_secret
-            .as_ref()
-            .ok_or_else(|| ServerError::NeedsSharedSecret {
+        let secret = self.shared_secret.as_ref().ok_or_else(|| {
+            ServerError::Dendrite(DendriteError::NeedsSharedSecret {
                 user: user.to_string(),
-            })?;
+            })
+        })?;
         let password = desired.planned_password();
         let registration = Registration {
             localpart: user.localpart(),

@@ -61,6 +61,48 @@ struct MasUser {
     locked: bool,
 }
 
+/// A failure only MAS reports, wrapped in [`ServerError::Mas`]. Messages
+/// say what failed and what to change in MAS or in the declaration.
+#[derive(Debug, thiserror::Error)]
+pub enum MasError {
+    /// MAS's token endpoint refused the OAuth2 client (wrong ID or secret,
+    /// or a client that may not use the client-credentials grant).
+    #[error("MAS refused the OAuth2 client {client_id} ({code}{detail}): mas_client_id/mas_client_secret are wrong, or MAS's configuration does not list that client under clients: with client_auth_method client_secret_basic or client_secret_post; copy both from MAS's configuration")]
+    ClientRefused {
+        client_id: String,
+        code: String,
+        detail: String,
+    },
+    /// MAS's policy does not give the client the admin scope.
+    #[error("MAS does not grant the urn:mas:admin scope to the OAuth2 client {client_id} ({detail}); list the client in MAS's policy.data.admin_clients")]
+    AdminScopeDenied { client_id: String, detail: String },
+    /// MAS refused the given `admin_token`, which the module cannot renew.
+    #[error("MAS refused the admin_token ({detail}); give a current token with the urn:mas:admin scope, or mas_client_id and mas_client_secret so that matrix_user fetches its own")]
+    TokenRefused { detail: String },
+    /// MAS is configured without passwords (`passwords.enabled: false`).
+    #[error("MAS has password login disabled (passwords.enabled: false in its configuration), so it can neither set nor check passwords; leave password and update_password out for this user, or enable passwords in MAS")]
+    PasswordsDisabled,
+    /// MAS's password policy refused the declared password.
+    #[error("MAS refused the password as too weak: it needs a zxcvbn strength of at least {minimum} of 4 (its passwords.minimum_complexity); choose a longer, less guessable password")]
+    PasswordTooWeak { minimum: u64 },
+    /// The homeserver behind MAS reports the username as taken or reserved.
+    #[error("MAS will not create {user}: the homeserver reports the username as reserved or taken (an application service's namespace, or an account the homeserver has but MAS does not); choose another username")]
+    UsernameReserved { user: String },
+    /// The declared e-mail address belongs to another MAS user.
+    #[error("the e-mail address {email} already belongs to another MAS user; declare another address, or remove it from that user first")]
+    EmailInUse { email: String },
+    /// MAS refuses logins of a locked user, so its password cannot be compared.
+    #[error("{user} is locked in MAS, so its password cannot be checked by logging in; unlock it in MAS, or use update_password: on_create")]
+    UserLocked { user: String },
+    /// A new MAS user was created, but a later step failed.
+    #[error("{cause}; {user} was created in MAS, {state}")]
+    CreatedUnfinished {
+        user: String,
+        cause: Box<ServerError>,
+        state: String,
+    },
+}
+
 /// What MAS's admin API (1.22) cannot manage idempotently.
 fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
     if user.displayname.is_some() {
@@ -152,9 +194,9 @@ impl Mas {
             return Ok(reply);
         }
         if self.tokens.client.is_none() {
-            return Err(ServerError::MasTokenRefused {
+            return Err(ServerError::Mas(MasError::TokenRefused {
                 detail: reply.explanation(),
-            });
+            }));
         }
         let token = self.tokens.renew(&self.http, generation).await?;
         let reply = self.send(method, &path, &token, body).await?;
@@ -241,7 +283,7 @@ impl Mas {
 
     async fn set_password(&self, id: &str, password: &Secret) -> Result<(), ServerError> {
         if !self.password_login {
-            return Err(ServerError::MasPasswordsDisabled);
+            return Err(ServerError::Mas(MasError::PasswordsDisabled));
         }
         let reply = self
             .admin(
@@ -253,11 +295,11 @@ impl Mas {
         match reply.status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
             StatusCode::BAD_REQUEST if reply.explanation().contains("too weak") => {
-                Err(ServerError::MasPasswordTooWeak {
+                Err(ServerError::Mas(MasError::PasswordTooWeak {
                     minimum: self.minimum_complexity,
-                })
+                }))
             }
-            StatusCode::FORBIDDEN => Err(ServerError::MasPasswordsDisabled),
+            StatusCode::FORBIDDEN => Err(ServerError::Mas(MasError::PasswordsDisabled)),
             _ => Err(ServerError::refused("setting the password", &reply)),
         }
     }
@@ -283,9 +325,9 @@ impl Mas {
             .await?;
         match reply.status {
             StatusCode::CREATED | StatusCode::OK => Ok(()),
-            StatusCode::CONFLICT => Err(ServerError::MasEmailInUse {
+            StatusCode::CONFLICT => Err(ServerError::Mas(MasError::EmailInUse {
                 email: email.to_string(),
-            }),
+            })),
             _ => Err(ServerError::refused(
                 format!("adding the e-mail address {email}"),
                 &reply,
@@ -353,7 +395,7 @@ impl Homeserver for Mas {
             .iter()
             .any(|c| matches!(c, Change::Create | Change::Reactivate | Change::SetPassword));
         if needs_password && !self.password_login {
-            return Err(ServerError::MasPasswordsDisabled);
+            return Err(ServerError::Mas(MasError::PasswordsDisabled));
         }
         Ok(())
     }
@@ -392,7 +434,7 @@ impl Homeserver for Mas {
         password: &Secret,
     ) -> Result<bool, ServerError> {
         if !self.password_login {
-            return Err(ServerError::MasPasswordsDisabled);
+            return Err(ServerError::Mas(MasError::PasswordsDisabled));
         }
         let login = json!({
             "type": "m.login.password",
@@ -414,12 +456,12 @@ impl Homeserver for Mas {
             // Also MAS's answer for a user without a password.
             (StatusCode::FORBIDDEN, "M_FORBIDDEN") => return Ok(false),
             (StatusCode::UNAUTHORIZED, "M_USER_LOCKED") => {
-                return Err(ServerError::MasUserLocked {
+                return Err(ServerError::Mas(MasError::UserLocked {
                     user: user.to_string(),
-                })
+                }))
             }
             (StatusCode::BAD_REQUEST, _) if reply.explanation() == "Invalid login type" => {
-                return Err(ServerError::MasPasswordsDisabled)
+                return Err(ServerError::Mas(MasError::PasswordsDisabled))
             }
             _ => return Err(ServerError::refused("checking the password", &reply)),
         }
@@ -454,9 +496,9 @@ impl Homeserver for Mas {
         let id = match reply.status {
             StatusCode::CREATED | StatusCode::OK => resource_id(&reply.body, "creating the user")?,
             StatusCode::CONFLICT if reply.explanation().contains("reserved") => {
-                return Err(ServerError::MasUsernameReserved {
+                return Err(ServerError::Mas(MasError::UsernameReserved {
                     user: user.to_string(),
-                })
+                }))
             }
             StatusCode::CONFLICT => {
                 return Err(ServerError::CreatedMeanwhile {
@@ -465,10 +507,12 @@ impl Homeserver for Mas {
             }
             _ => return Err(ServerError::refused("creating the user", &reply)),
         };
-        let unfinished = |cause: ServerError, state: String| ServerError::MasCreatedUnfinished {
-            user: user.to_string(),
-            cause: Box::new(cause),
-            state,
+        let unfinished = |cause: ServerError, state: String| {
+            ServerError::Mas(MasError::CreatedUnfinished {
+                user: user.to_string(),
+                cause: Box::new(cause),
+                state,
+            })
         };
         if let Err(cause) = self.set_password(&id, password).await {
             // MAS cannot tell later whether a user has a password, so a run
@@ -616,7 +660,7 @@ impl OAuthClient {
         match (reply.status, oauth_error(reply)) {
             (StatusCode::OK, _) => {}
             (StatusCode::UNAUTHORIZED, Some(code)) => {
-                return Err(ServerError::MasClientRefused {
+                return Err(ServerError::Mas(MasError::ClientRefused {
                     client_id: self.id.clone(),
                     code: server_word(code),
                     detail: if detail.is_empty() {
@@ -624,23 +668,23 @@ impl OAuthClient {
                     } else {
                         format!(": {}", server_words(detail))
                     },
-                })
+                }))
             }
             (StatusCode::FORBIDDEN, Some("invalid_scope")) => {
-                return Err(ServerError::MasAdminScopeDenied {
+                return Err(ServerError::Mas(MasError::AdminScopeDenied {
                     client_id: self.id.clone(),
                     detail: server_words(detail),
-                })
+                }))
             }
             _ => return Err(ServerError::refused(what, reply)),
         }
         // MAS lists the scopes it granted; a token without the admin one is useless here.
         if let Some(scope) = reply.body.get("scope").and_then(Value::as_str) {
             if !scope.split(' ').any(|s| s == ADMIN_SCOPE) {
-                return Err(ServerError::MasAdminScopeDenied {
+                return Err(ServerError::Mas(MasError::AdminScopeDenied {
                     client_id: self.id.clone(),
                     detail: format!("granted only {:?}", server_word(scope)),
-                });
+                }));
             }
         }
         reply

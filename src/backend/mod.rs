@@ -171,15 +171,6 @@ pub enum ServerError {
         user: String,
         cause: Box<ServerError>,
     },
-    /// Dendrite keeps this only in its database, which was not given.
-    #[error("{what} needs dendrite_database: the PostgreSQL URL or SQLite path of Dendrite's user API database (Dendrite has no API for it); give it as in dendrite.yaml's user_api.account_database")]
-    NeedsDatabase { what: String },
-    /// Dendrite's database could not be opened, read or written.
-    #[error("dendrite_database: {detail}; check that it is the PostgreSQL URL or SQLite path of Dendrite's user API database and that this host can reach and write it")]
-    Database { detail: String },
-    /// Dendrite creates users only by shared-secret registration.
-    #[error("creating {user} needs registration_shared_secret: Dendrite has no admin API that creates users; give the secret from dendrite.yaml's client_api.registration_shared_secret")]
-    NeedsSharedSecret { user: String },
     /// A change of several steps failed after an earlier step had landed.
     #[error("{cause}; {done}: run again to finish")]
     Unfinished {
@@ -189,42 +180,12 @@ pub enum ServerError {
     /// The answer did not have the shape the API documents.
     #[error("{what}: unexpected answer from the homeserver: {detail}; check that the URL points at the right server and that its version is supported")]
     Unexpected { what: String, detail: String },
-    /// MAS's token endpoint refused the OAuth2 client (wrong ID or secret,
-    /// or a client that may not use the client-credentials grant).
-    #[error("MAS refused the OAuth2 client {client_id} ({code}{detail}): mas_client_id/mas_client_secret are wrong, or MAS's configuration does not list that client under clients: with client_auth_method client_secret_basic or client_secret_post; copy both from MAS's configuration")]
-    MasClientRefused {
-        client_id: String,
-        code: String,
-        detail: String,
-    },
-    /// MAS's policy does not give the client the admin scope.
-    #[error("MAS does not grant the urn:mas:admin scope to the OAuth2 client {client_id} ({detail}); list the client in MAS's policy.data.admin_clients")]
-    MasAdminScopeDenied { client_id: String, detail: String },
-    /// MAS refused the given `admin_token`, which the module cannot renew.
-    #[error("MAS refused the admin_token ({detail}); give a current token with the urn:mas:admin scope, or mas_client_id and mas_client_secret so that matrix_user fetches its own")]
-    MasTokenRefused { detail: String },
-    /// MAS is configured without passwords (`passwords.enabled: false`).
-    #[error("MAS has password login disabled (passwords.enabled: false in its configuration), so it can neither set nor check passwords; leave password and update_password out for this user, or enable passwords in MAS")]
-    MasPasswordsDisabled,
-    /// MAS's password policy refused the declared password.
-    #[error("MAS refused the password as too weak: it needs a zxcvbn strength of at least {minimum} of 4 (its passwords.minimum_complexity); choose a longer, less guessable password")]
-    MasPasswordTooWeak { minimum: u64 },
-    /// The homeserver behind MAS reports the username as taken or reserved.
-    #[error("MAS will not create {user}: the homeserver reports the username as reserved or taken (an application service's namespace, or an account the homeserver has but MAS does not); choose another username")]
-    MasUsernameReserved { user: String },
-    /// The declared e-mail address belongs to another MAS user.
-    #[error("the e-mail address {email} already belongs to another MAS user; declare another address, or remove it from that user first")]
-    MasEmailInUse { email: String },
-    /// MAS refuses logins of a locked user, so its password cannot be compared.
-    #[error("{user} is locked in MAS, so its password cannot be checked by logging in; unlock it in MAS, or use update_password: on_create")]
-    MasUserLocked { user: String },
-    /// A new MAS user was created, but a later step failed.
-    #[error("{cause}; {user} was created in MAS, {state}")]
-    MasCreatedUnfinished {
-        user: String,
-        cause: Box<ServerError>,
-        state: String,
-    },
+    /// A failure only MAS reports.
+    #[error(transparent)]
+    Mas(#[from] mas::MasError),
+    /// A failure only Dendrite reports.
+    #[error(transparent)]
+    Dendrite(#[from] dendrite::DendriteError),
 }
 
 /// Refuses what the chosen server cannot do with the declaration, before

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use rusqlite::OpenFlags;
 
+use super::DendriteError;
 use crate::backend::ServerError;
 use crate::secret::Secret;
 
@@ -351,7 +352,7 @@ fn postgres_error(error: tokio_postgres::Error) -> ServerError {
 }
 
 fn database_error(detail: String) -> ServerError {
-    ServerError::Database { detail }
+    ServerError::Dendrite(DendriteError::Database { detail })
 }
 
 #[cfg(test)]
@@ -391,7 +392,10 @@ mod tests {
             .await
             .err()
             .expect("opening a missing file fails");
-        assert!(matches!(error, ServerError::Database { .. }), "{error}");
+        assert!(
+            matches!(error, ServerError::Dendrite(DendriteError::Database { .. })),
+            "{error}"
+        );
         assert!(!path.exists());
     }
 
