@@ -11,7 +11,7 @@ use crate::args::ModuleArgs;
 use crate::backend::dendrite::Dendrite;
 use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
-use crate::backend::{self, Homeserver, ServerError};
+use crate::backend::{self, AccountServer, ServerError};
 use crate::http::Http;
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, HomeserverKind, Observed};
@@ -96,7 +96,7 @@ fn refuse_service_account(args: &ModuleArgs) -> Result<(), String> {
     }
 }
 
-async fn reconcile_with<B: Homeserver + 'static>(
+async fn reconcile_with<B: AccountServer + 'static>(
     connected: Result<B, ServerError>,
     args: &ModuleArgs,
 ) -> Report {
@@ -108,7 +108,7 @@ async fn reconcile_with<B: Homeserver + 'static>(
 
 /// Makes every declared user match its declaration, `concurrency` at a time.
 /// One user's failure is reported and does not stop the others.
-async fn reconcile<B: Homeserver + 'static>(backend: Rc<B>, args: &ModuleArgs) -> Report {
+async fn reconcile<B: AccountServer + 'static>(backend: Rc<B>, args: &ModuleArgs) -> Report {
     let mut resolved = Vec::with_capacity(args.users.len());
     let mut refused = Vec::new();
     for user in &args.users {
@@ -164,7 +164,7 @@ async fn reconcile<B: Homeserver + 'static>(backend: Rc<B>, args: &ModuleArgs) -
 }
 
 /// `known` is the prefetched account (`Some(None)`: known not to exist).
-async fn reconcile_user<B: Homeserver>(
+async fn reconcile_user<B: AccountServer>(
     backend: &B,
     user: &UserId,
     desired: &DesiredUser,
@@ -255,7 +255,7 @@ async fn reconcile_user<B: Homeserver>(
     outcome
 }
 
-async fn observe<B: Homeserver>(
+async fn observe<B: AccountServer>(
     backend: &B,
     user: &UserId,
     desired: &DesiredUser,

@@ -15,7 +15,7 @@
 //!   any API. A login with the declared password then shows the account is
 //!   active and, with the user's own token, whether it is an admin; what it
 //!   does not show is read as unknown, and the plan refuses what depends on
-//!   it ([`Homeserver::not_seen`] asks for the database).
+//!   it ([`AccountServer::not_seen`] asks for the database).
 //! - Password check: a login with the declared password, logged out at once.
 //!   Password change: `/_dendrite/admin/resetPassword`, which also ends the
 //!   user's sessions (as Synapse's admin API does).
@@ -43,7 +43,7 @@ use super::client_api::{logout, password_auth, password_login};
 use super::shared_secret::{
     hex, identify, register, require_credentials, AdminCheck, Registration,
 };
-use super::{refuse_email, Homeserver, ServerError};
+use super::{refuse_email, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -461,7 +461,7 @@ impl Dendrite {
     }
 }
 
-impl Homeserver for Dendrite {
+impl AccountServer for Dendrite {
     fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
         require_credentials(&args.credentials)?;
         for user in &args.users {

@@ -24,7 +24,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::client_api::logout;
-use super::{confirm_server_name, Homeserver, ServerError};
+use super::{confirm_server_name, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, server_words, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -366,7 +366,7 @@ impl Mas {
     }
 }
 
-impl Homeserver for Mas {
+impl AccountServer for Mas {
     fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
         let credentials = &args.credentials;
         if credentials.mas_client.is_none() && credentials.admin_token.is_none() {

@@ -1,5 +1,7 @@
-//! Stage 2 and 4: read accounts from a homeserver and apply planned changes.
-//! Each homeserver implementation is one file behind the [`Homeserver`] trait;
+//! Stage 2 and 4: read accounts from the server that holds them and apply
+//! planned changes. Each such server (a homeserver, Synapse or Dendrite, or
+//! MAS, which holds the accounts of the homeservers that delegate to it) is
+//! one file behind the [`AccountServer`] trait;
 //! nothing outside this folder knows about HTTP paths or server quirks,
 //! including what each server can manage (checked by [`check_declaration`]
 //! before any request).
@@ -18,9 +20,9 @@ use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, Fact, HomeserverKind};
 use crate::secret::Secret;
 
-/// What a homeserver implementation must offer the reconciler.
+/// What a server that holds the accounts must offer the reconciler.
 #[allow(async_fn_in_trait)] // used with concrete types on one thread only
-pub trait Homeserver {
+pub trait AccountServer {
     /// Refuses, before any request, what this server cannot do with the
     /// declaration: credentials it cannot use, fields it has no notion of
     /// or cannot compare, values it would refuse. Messages name the field.
@@ -33,7 +35,7 @@ pub trait Homeserver {
 
     /// Reads the accounts of all `users` at once, when that is cheaper than
     /// one read per user. `None` (the default, for servers without a bulk
-    /// read) asks the caller to use [`Homeserver::account`].
+    /// read) asks the caller to use [`AccountServer::account`].
     async fn accounts(
         &self,
         _users: &[UserId],
@@ -90,7 +92,7 @@ pub trait Homeserver {
     ) -> Result<(), ServerError>;
 }
 
-/// A failure talking to the homeserver. Messages say what failed and what to do.
+/// A failure talking to the server that holds the accounts. Messages say what failed and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// No usable answer at all (unreachable, timeout, rate limit, TLS).
@@ -189,7 +191,7 @@ pub enum ServerError {
 }
 
 /// Refuses what the chosen server cannot do with the declaration, before
-/// anything is sent (see [`Homeserver::check_declaration`]).
+/// anything is sent (see [`AccountServer::check_declaration`]).
 pub fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
     match args.homeserver {
         HomeserverKind::Synapse => synapse::Synapse::check_declaration(args),

@@ -15,7 +15,7 @@ use super::client_api::{logout, password_auth};
 use super::shared_secret::{
     identify, register, require_credentials, unix_millis, AdminCheck, Registration,
 };
-use super::{refuse_email, Homeserver, ServerError};
+use super::{refuse_email, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -146,7 +146,7 @@ impl Synapse {
     }
 }
 
-impl Homeserver for Synapse {
+impl AccountServer for Synapse {
     fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
         require_credentials(&args.credentials)?;
         args.users.iter().try_for_each(refuse_email)
