@@ -146,6 +146,8 @@ pub enum ArgsError {
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     pub url: String,
+    /// The parameter that gave `url`, for messages that ask to check it.
+    pub url_field: &'static str,
     pub server_name: Option<String>,
     pub validate_certs: bool,
     pub ca_path: Option<PathBuf>,
@@ -221,6 +223,7 @@ impl ModuleArgs {
                 })?
                 .trim_end_matches('/')
                 .to_string(),
+            url_field,
             server_name: top.string("server_name")?,
             validate_certs: top.boolean("validate_certs")?.unwrap_or(true),
             ca_path: top.path("ca_path")?,

@@ -1,6 +1,7 @@
 //! The one HTTP client every backend uses: JSON in and out, a timeout on
-//! every request, and patient retries while the homeserver is starting or
-//! asks us to slow down.
+//! every request, and patient retries while the server is starting or
+//! asks us to slow down. Messages name the server as its backend says
+//! ([`Http::naming`]) and the parameter that gave its URL.
 
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,10 @@ const MAX_QUOTED_TEXT: usize = 100;
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// Connection refused, or 502/503/504 to a read, for longer than `wait_timeout`.
-    #[error("cannot reach the homeserver at {url} (waited {waited}s: {detail}); check homeserver_url (mas_url for MAS), that the server is running, or raise wait_timeout")]
+    #[error("cannot reach {server} at {url} (waited {waited}s: {detail}); check {url_field}, that the server is running, or raise wait_timeout")]
     Unreachable {
+        server: &'static str,
+        url_field: &'static str,
         url: String,
         waited: u64,
         detail: String,
@@ -34,55 +37,80 @@ pub enum HttpError {
     /// A write got 502/503: it may have reached the server and been carried
     /// out before the answer was lost, so it is not sent again blindly; the
     /// caller reads the server to find out.
-    #[error("the homeserver at {url} answered {detail} to a {method} that it may nonetheless have carried out; matrix_user does not send it again blindly; running again reads the server and converges")]
+    #[error("{server} at {url} answered {detail} to a {method} that it may nonetheless have carried out; matrix_user does not send it again blindly; running again reads the server and converges")]
     AnswerLost {
+        server: &'static str,
         url: String,
         method: Method,
         detail: String,
     },
     /// One request took longer than `timeout`.
-    #[error("the homeserver at {url} did not answer within {seconds}s (a change it was asked to make may or may not have happened; running again converges); raise timeout or check the server's load")]
-    Timeout { url: String, seconds: u64 },
+    #[error("{server} at {url} did not answer within {seconds}s (a change it was asked to make may or may not have happened; running again converges); raise timeout or check the server's load")]
+    Timeout {
+        server: &'static str,
+        url: String,
+        seconds: u64,
+    },
     /// The server keeps answering 429 beyond what `wait_timeout` allows.
-    #[error("the homeserver rate-limits us and asks to wait {seconds}s more, longer than wait_timeout allows; run again later or raise wait_timeout")]
-    RateLimited { seconds: u64 },
+    #[error("{server} rate-limits us and asks to wait {seconds}s more, longer than wait_timeout allows; run again later or raise wait_timeout")]
+    RateLimited { server: &'static str, seconds: u64 },
     /// TLS or protocol failure that waiting does not fix.
-    #[error("request to {url} failed: {detail}; check homeserver_url (mas_url for MAS), validate_certs and ca_path")]
-    Transport { url: String, detail: String },
+    #[error("request to {url} failed: {detail}; check {url_field}, validate_certs and ca_path")]
+    Transport {
+        url_field: &'static str,
+        url: String,
+        detail: String,
+    },
     /// The server's certificate chains to no CA this host trusts.
-    #[error("the certificate of the homeserver at {url} is not issued by a CA this host trusts (trusted: {trusted}); give the CA that issued it as ca_path (a PEM file, several certificates allowed), or add it to this host's CA store (or SSL_CERT_FILE/SSL_CERT_DIR); validate_certs: false skips the check")]
-    UntrustedCertificate { url: String, trusted: String },
-    /// The certificate is for other names than homeserver_url's host.
-    #[error("the certificate of the homeserver at {url} is not valid for the name {host} ({detail}); use a homeserver_url (mas_url for MAS) with a name the certificate lists, or give the server a certificate for {host}; ca_path cannot help, validate_certs: false skips the check")]
+    #[error("the certificate of {server} at {url} is not issued by a CA this host trusts (trusted: {trusted}); give the CA that issued it as ca_path (a PEM file, several certificates allowed), or add it to this host's CA store (or SSL_CERT_FILE/SSL_CERT_DIR); validate_certs: false skips the check")]
+    UntrustedCertificate {
+        server: &'static str,
+        url: String,
+        trusted: String,
+    },
+    /// The certificate is for other names than the URL's host.
+    #[error("the certificate of {server} at {url} is not valid for the name {host} ({detail}); use a {url_field} with a name the certificate lists, or give the server a certificate for {host}; ca_path cannot help, validate_certs: false skips the check")]
     CertificateNameMismatch {
+        server: &'static str,
+        url_field: &'static str,
         url: String,
         host: String,
         detail: String,
     },
     /// The certificate is outside its validity period.
-    #[error("the certificate of the homeserver at {url} has expired or is not valid yet ({detail}); renew it on the server (or correct this host's clock); ca_path cannot help, validate_certs: false skips the check")]
-    CertificateExpired { url: String, detail: String },
+    #[error("the certificate of {server} at {url} has expired or is not valid yet ({detail}); renew it on the server (or correct this host's clock); ca_path cannot help, validate_certs: false skips the check")]
+    CertificateExpired {
+        server: &'static str,
+        url: String,
+        detail: String,
+    },
     /// A self-signed certificate marked as a CA, which rustls never accepts
     /// as a server's own certificate, not even when `ca_path` names it.
-    #[error("the certificate of the homeserver at {url} is marked as a CA (basicConstraints CA:TRUE, which `openssl req -x509` sets by default), and matrix_user (rustls) refuses a CA certificate as a server's own even when ca_path names it; give the server a certificate issued by a CA and that CA as ca_path, or make the self-signed one with -addext basicConstraints=critical,CA:FALSE and a subjectAltName, or set validate_certs: false")]
-    CaCertificateAsServer { url: String },
+    #[error("the certificate of {server} at {url} is marked as a CA (basicConstraints CA:TRUE, which `openssl req -x509` sets by default), and matrix_user (rustls) refuses a CA certificate as a server's own even when ca_path names it; give the server a certificate issued by a CA and that CA as ca_path, or make the self-signed one with -addext basicConstraints=critical,CA:FALSE and a subjectAltName, or set validate_certs: false")]
+    CaCertificateAsServer { server: &'static str, url: String },
     /// Any other refusal of the server's certificate.
-    #[error("the certificate of the homeserver at {url} was refused: {detail}; check the server's certificate, ca_path and validate_certs")]
-    CertificateRefused { url: String, detail: String },
+    #[error("the certificate of {server} at {url} was refused: {detail}; check the server's certificate, ca_path and validate_certs")]
+    CertificateRefused {
+        server: &'static str,
+        url: String,
+        detail: String,
+    },
     /// The file named by `ca_path` cannot be read.
-    #[error("ca_path: cannot read {path}: {detail}; give the path of a PEM file with the CA certificate(s) that issued the homeserver's certificate")]
+    #[error("ca_path: cannot read {path}: {detail}; give the path of a PEM file with the CA certificate(s) that issued the server's certificate")]
     CaFileUnreadable { path: String, detail: String },
     /// The file named by `ca_path` holds no certificate at all.
-    #[error("ca_path: {path} holds no PEM certificate (no -----BEGIN CERTIFICATE----- block); give a PEM file with the CA certificate(s) that issued the homeserver's certificate")]
+    #[error("ca_path: {path} holds no PEM certificate (no -----BEGIN CERTIFICATE----- block); give a PEM file with the CA certificate(s) that issued the server's certificate")]
     CaFileEmpty { path: String },
     /// A certificate in `ca_path` is malformed.
-    #[error("ca_path: {path} holds a certificate that cannot be used: {detail}; give a PEM file with the CA certificate(s) that issued the homeserver's certificate")]
+    #[error("ca_path: {path} holds a certificate that cannot be used: {detail}; give a PEM file with the CA certificate(s) that issued the server's certificate")]
     CaFileUnusable { path: String, detail: String },
 }
 
-/// A homeserver's answer.
+/// A server's answer.
 #[derive(Debug)]
 pub struct Reply {
+    /// Who answered, as messages name it ([`HOMESERVER`] unless the backend said otherwise).
+    pub server: &'static str,
     pub status: StatusCode,
     pub body: Value,
 }
@@ -172,9 +200,16 @@ enum Auth<'a> {
     Basic(&'a str, &'a Secret),
 }
 
+/// How messages name the server unless its backend names it otherwise ([`Http::naming`]).
+pub const HOMESERVER: &str = "the homeserver";
+
 pub struct Http {
     client: reqwest::Client,
     base_url: String,
+    /// How messages name the server ([`HOMESERVER`], or the backend's word).
+    server: &'static str,
+    /// The parameter that gave `base_url`, for messages that ask to check it.
+    url_field: &'static str,
     /// What the client trusts, for the message when a certificate is refused.
     trusted: String,
     timeout: Duration,
@@ -198,6 +233,7 @@ impl Http {
             builder.danger_accept_invalid_certs(true)
         };
         let client = builder.build().map_err(|e| HttpError::Transport {
+            url_field: options.url_field,
             url: options.url.clone(),
             detail: e.to_string(),
         })?;
@@ -205,10 +241,28 @@ impl Http {
             client,
             trusted,
             base_url: options.url.clone(),
+            server: HOMESERVER,
+            url_field: options.url_field,
             timeout: options.timeout,
             wait_timeout: options.wait_timeout,
             busy: None,
         })
+    }
+
+    fn unreachable(&self, url: &str, waited: Duration, detail: String) -> HttpError {
+        HttpError::Unreachable {
+            server: self.server,
+            url_field: self.url_field,
+            url: url.to_string(),
+            waited: waited.as_secs(),
+            detail,
+        }
+    }
+
+    /// This client, naming its server `server` in messages ("MAS" rather
+    /// than [`HOMESERVER`]).
+    pub fn naming(self, server: &'static str) -> Http {
+        Http { server, ..self }
     }
 
     /// This client, also resending (within `wait_timeout`) a request whose
@@ -284,6 +338,7 @@ impl Http {
                         .is_none_or(|until| until > self.wait_timeout)
                     {
                         return Err(HttpError::RateLimited {
+                            server: self.server,
                             seconds: pause.as_secs().max(1),
                         });
                     }
@@ -292,13 +347,14 @@ impl Http {
                 Ok(response) if is_starting_up(response.status()) => {
                     if !is_read(&method) {
                         return Err(HttpError::AnswerLost {
+                            server: self.server,
                             url,
                             method,
                             detail: format!("HTTP {}", response.status()),
                         });
                     }
                     if waited >= self.wait_timeout {
-                        return Err(unreachable(
+                        return Err(self.unreachable(
                             &url,
                             waited,
                             format!("HTTP {}", response.status()),
@@ -307,7 +363,7 @@ impl Http {
                     backoff
                 }
                 Ok(response) => {
-                    let reply = read_reply(response).await;
+                    let reply = read_reply(response, self.server).await;
                     let busy = self.busy.is_some_and(|busy| busy(&reply));
                     if !(busy && waited < self.wait_timeout) {
                         return Ok(reply);
@@ -316,6 +372,7 @@ impl Http {
                 }
                 Err(error) if error.is_timeout() => {
                     return Err(HttpError::Timeout {
+                        server: self.server,
                         url,
                         seconds: self.timeout.as_secs(),
                     })
@@ -323,16 +380,22 @@ impl Http {
                 // A refused certificate fails at once: waiting does not fix it.
                 Err(error) if tls_failure(&error).is_some() => {
                     let failure = tls_failure(&error).expect("just checked");
-                    return Err(trust::explain(failure, &self.base_url, &self.trusted));
+                    return Err(trust::explain(
+                        failure,
+                        (self.server, self.url_field),
+                        &self.base_url,
+                        &self.trusted,
+                    ));
                 }
                 Err(error) if error.is_connect() => {
                     if waited >= self.wait_timeout {
-                        return Err(unreachable(&url, waited, root_cause(&error)));
+                        return Err(self.unreachable(&url, waited, root_cause(&error)));
                     }
                     backoff
                 }
                 Err(error) => {
                     return Err(HttpError::Transport {
+                        url_field: self.url_field,
                         url,
                         detail: root_cause(&error),
                     })
@@ -341,14 +404,6 @@ impl Http {
             tokio::time::sleep(pause).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-    }
-}
-
-fn unreachable(url: &str, waited: Duration, detail: String) -> HttpError {
-    HttpError::Unreachable {
-        url: url.to_string(),
-        waited: waited.as_secs(),
-        detail,
     }
 }
 
@@ -385,7 +440,7 @@ async fn retry_after(response: reqwest::Response) -> Duration {
         .unwrap_or(Duration::from_secs(1))
 }
 
-async fn read_reply(response: reqwest::Response) -> Reply {
+async fn read_reply(response: reqwest::Response, server: &'static str) -> Reply {
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     let body = if text.trim().is_empty() {
@@ -393,7 +448,11 @@ async fn read_reply(response: reqwest::Response) -> Reply {
     } else {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
-    Reply { status, body }
+    Reply {
+        server,
+        status,
+        body,
+    }
 }
 
 /// The innermost cause, which says what actually went wrong ("Connection refused").
@@ -432,6 +491,7 @@ mod tests {
     #[test]
     fn explanations_come_from_each_servers_error_shape() {
         let reply = |body: Value| Reply {
+            server: HOMESERVER,
             status: StatusCode::BAD_REQUEST,
             body,
         };
@@ -459,6 +519,7 @@ mod tests {
         let password = "p".repeat(150) + &"q".repeat(150);
         let _held = crate::secret::Secret::new(password.clone());
         let reply = |body: Value| Reply {
+            server: HOMESERVER,
             status: StatusCode::BAD_GATEWAY,
             body,
         };

@@ -190,17 +190,25 @@ pub fn tls_failure(error: &reqwest::Error) -> Option<&rustls::Error> {
 }
 
 /// What a TLS failure means, and what the user can set about it. `url` is
-/// the homeserver's, `trusted` the [`TrustStore::description`].
-pub fn explain(failure: &rustls::Error, url: &str, trusted: &str) -> HttpError {
+/// the server's, named in messages as `server` and given by `url_field`;
+/// `trusted` is the [`TrustStore::description`].
+pub fn explain(
+    failure: &rustls::Error,
+    (server, url_field): (&'static str, &'static str),
+    url: &str,
+    trusted: &str,
+) -> HttpError {
     let url = url.to_string();
     let rustls::Error::InvalidCertificate(certificate) = failure else {
         return HttpError::Transport {
+            url_field,
             url,
-            detail: format!("TLS failed: {failure} (does homeserver_url's scheme match the server: https:// to a port that speaks plain HTTP fails like this?)"),
+            detail: format!("TLS failed: {failure} (does {url_field}'s scheme match the server: https:// to a port that speaks plain HTTP fails like this?)"),
         };
     };
     match certificate {
         CertificateError::UnknownIssuer => HttpError::UntrustedCertificate {
+            server,
             url,
             trusted: trusted.to_string(),
         },
@@ -210,6 +218,8 @@ pub fn explain(failure: &rustls::Error, url: &str, trusted: &str) -> HttpError {
                 .and_then(|u| u.host_str().map(str::to_string))
                 .unwrap_or_default();
             HttpError::CertificateNameMismatch {
+                server,
+                url_field,
                 url,
                 host,
                 detail: certificate.to_string(),
@@ -219,6 +229,7 @@ pub fn explain(failure: &rustls::Error, url: &str, trusted: &str) -> HttpError {
         | CertificateError::ExpiredContext { .. }
         | CertificateError::NotValidYet
         | CertificateError::NotValidYetContext { .. } => HttpError::CertificateExpired {
+            server,
             url,
             detail: certificate.to_string(),
         },
@@ -228,9 +239,10 @@ pub fn explain(failure: &rustls::Error, url: &str, trusted: &str) -> HttpError {
                 Some(webpki::Error::CaUsedAsEndEntity)
             ) =>
         {
-            HttpError::CaCertificateAsServer { url }
+            HttpError::CaCertificateAsServer { server, url }
         }
         other => HttpError::CertificateRefused {
+            server,
             url,
             detail: other.to_string(),
         },

@@ -254,6 +254,18 @@ fn usernames_the_homeserver_holds_are_refused_clearly() {
 }
 
 #[test]
+fn an_unreachable_mas_is_called_mas_and_its_url_field_named() {
+    harness::run_module(
+        json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:9", "username": "alice",
+               "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret",
+               "wait_timeout": 1}),
+        vec!["client-secret".into()],
+    )
+    .assert_failed_with("cannot reach MAS at http://127.0.0.1:9")
+    .assert_failed_with("; check mas_url, that the server is running");
+}
+
+#[test]
 fn what_mas_cannot_manage_fails_before_any_request() {
     let s = mas();
     s.mas_module(

@@ -700,6 +700,7 @@ mod tests {
     #[test]
     fn only_a_locked_database_is_worth_resending() {
         let reply = |status: StatusCode, error: &str| Reply {
+            server: crate::http::HOMESERVER,
             status,
             body: json!({"errcode": "M_UNKNOWN", "error": error}),
         };

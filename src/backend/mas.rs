@@ -127,6 +127,7 @@ impl Mas {
     /// Gets an admin token and reads MAS's site configuration (server name,
     /// whether passwords are enabled). Changes nothing.
     pub async fn connect(args: &ModuleArgs, http: Http) -> Result<Mas, ServerError> {
+        let http = http.naming("MAS");
         let client = args
             .credentials
             .mas_client

@@ -137,9 +137,11 @@ pub enum ServerError {
     #[error("the token cache file {path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove the link (in token_cache_dir)")]
     TokenCacheLink { path: String },
     /// The server refused a request for a reason of its own.
-    #[error("{what}: the homeserver answered {status}{errcode}: {explanation}")]
+    #[error("{what}: {server} answered {status}{errcode}: {explanation}")]
     Refused {
         what: String,
+        /// Who answered ([`Reply::server`]).
+        server: &'static str,
         status: u16,
         errcode: String,
         explanation: String,
@@ -180,7 +182,7 @@ pub enum ServerError {
         cause: Box<ServerError>,
     },
     /// The answer did not have the shape the API documents.
-    #[error("{what}: unexpected answer from the homeserver: {detail}; check that the URL points at the right server and that its version is supported")]
+    #[error("{what}: unexpected answer from the server: {detail}; check that the URL points at the right server and that its version is supported")]
     Unexpected { what: String, detail: String },
     /// A failure only MAS reports.
     #[error(transparent)]
@@ -238,6 +240,7 @@ impl ServerError {
         };
         ServerError::Refused {
             what: what.into(),
+            server: reply.server,
             status: reply.status.as_u16(),
             errcode,
             explanation: reply.explanation(),
@@ -347,6 +350,7 @@ mod tests {
     #[test]
     fn a_refusal_quotes_a_broken_servers_fields_briefly() {
         let reply = Reply {
+            server: crate::http::HOMESERVER,
             status: StatusCode::BAD_REQUEST,
             body: serde_json::json!({"errcode": "E".repeat(50_000), "error": "x".repeat(50_000)}),
         };

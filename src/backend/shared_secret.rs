@@ -326,6 +326,7 @@ fn registration_refused(what: String, reply: &Reply) -> ServerError {
         StatusCode::INTERNAL_SERVER_ERROR if explanation.contains("nonce") => {
             ServerError::Refused {
                 what,
+                server: reply.server,
                 status: reply.status.as_u16(),
                 errcode: String::new(),
                 explanation: format!(
@@ -587,6 +588,7 @@ mod tests {
     #[test]
     fn both_servers_registration_errors_get_the_same_messages() {
         let reply = |status: u16, body: Value| Reply {
+            server: crate::http::HOMESERVER,
             status: StatusCode::from_u16(status).unwrap(),
             body,
         };
