@@ -163,7 +163,7 @@ pub struct Credentials {
     /// The account the module registers for itself when it has only the shared secret.
     pub service_account: Username,
     /// `None` only when neither it, `XDG_CACHE_HOME` nor `HOME` is given;
-    /// then the service account is not used (args refuse that case).
+    /// then the service account cannot be used (the backends that need it refuse that case).
     pub token_cache_dir: Option<PathBuf>,
     /// Dendrite's accounts database (PostgreSQL URL or SQLite path), for admin changes.
     pub dendrite_database: Option<Secret>,

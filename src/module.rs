@@ -11,7 +11,7 @@ use crate::args::ModuleArgs;
 use crate::backend::dendrite::Dendrite;
 use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
-use crate::backend::{self, AccountServer, ServerError};
+use crate::backend::{AccountServer, ServerError};
 use crate::http::Http;
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, HomeserverKind, Observed};
@@ -51,9 +51,20 @@ pub fn run(args_path: Option<OsString>) -> (Value, i32) {
 }
 
 async fn reconcile_on_server(args: &ModuleArgs) -> Report {
-    if let Err(error) = backend::check_declaration(args) {
-        return Report::fatal(error.to_string());
+    match args.homeserver {
+        HomeserverKind::Synapse => reconcile_on::<Synapse>(args).await,
+        HomeserverKind::Dendrite => reconcile_on::<Dendrite>(args).await,
+        HomeserverKind::Mas => reconcile_on::<Mas>(args).await,
     }
+}
+
+/// Checks the declaration against the server `S`, refuses the service
+/// account among the users, both before anything is sent, then connects.
+async fn reconcile_on<S: AccountServer + 'static>(args: &ModuleArgs) -> Report {
+    let access = match S::check_declaration(args) {
+        Ok(access) => access,
+        Err(error) => return Report::fatal(error.to_string()),
+    };
     if let Err(message) = refuse_service_account(args) {
         return Report::fatal(message);
     }
@@ -61,10 +72,9 @@ async fn reconcile_on_server(args: &ModuleArgs) -> Report {
         Ok(http) => http,
         Err(error) => return Report::fatal(error.to_string()),
     };
-    match args.homeserver {
-        HomeserverKind::Synapse => reconcile_with(Synapse::connect(args, http).await, args).await,
-        HomeserverKind::Dendrite => reconcile_with(Dendrite::connect(args, http).await, args).await,
-        HomeserverKind::Mas => reconcile_with(Mas::connect(args, http).await, args).await,
+    match S::connect(args, access, http).await {
+        Ok(server) => reconcile(Rc::new(server), args).await,
+        Err(error) => Report::fatal(error.to_string()),
     }
 }
 
@@ -93,16 +103,6 @@ fn refuse_service_account(args: &ModuleArgs) -> Result<(), String> {
     match refused.is_empty() {
         true => Ok(()),
         false => Err(refused.join("; ")),
-    }
-}
-
-async fn reconcile_with<B: AccountServer + 'static>(
-    connected: Result<B, ServerError>,
-    args: &ModuleArgs,
-) -> Report {
-    match connected {
-        Ok(backend) => reconcile(Rc::new(backend), args).await,
-        Err(error) => Report::fatal(error.to_string()),
     }
 }
 

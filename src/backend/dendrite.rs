@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 use self::database::{AccountRow, Database, ACCOUNT_TYPE_ADMIN, ACCOUNT_TYPE_USER};
 use super::client_api::{logout, password_auth, password_login};
 use super::shared_secret::{
-    hex, identify, register, require_credentials, AdminCheck, Registration,
+    hex, identify, register, require_credentials, Access, AdminCheck, Registration,
 };
 use super::{refuse_email, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
@@ -115,28 +115,6 @@ fn is_database_busy(reply: &Reply) -> bool {
 }
 
 impl Dendrite {
-    /// Authenticates, learns the server name and opens the database when
-    /// given. It changes no managed user; it may register the service account
-    /// (first run) or log it in and end its idle sessions (token cache lost).
-    pub async fn connect(args: &ModuleArgs, http: Http) -> Result<Dendrite, ServerError> {
-        let http = http.retrying(is_database_busy);
-        let credentials = &args.credentials;
-        // Dendrite has no user types (a MAC covering one fails there).
-        let identity = identify(args, &http, "dendrite", None, &DendriteAdminCheck).await?;
-        let database = match &credentials.dendrite_database {
-            Some(location) => Some(Database::open(location, args.server.timeout).await?),
-            None => None,
-        };
-        Ok(Dendrite {
-            http,
-            token: identity.token,
-            server_name: identity.server_name,
-            shared_secret: credentials.shared_secret.clone(),
-            database,
-            password_checked: RefCell::new(HashMap::new()),
-        })
-    }
-
     fn database(&self, what: impl FnOnce() -> String) -> Result<&Database, ServerError> {
         self.database
             .as_ref()
@@ -462,13 +440,42 @@ impl Dendrite {
 }
 
 impl AccountServer for Dendrite {
-    fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
-        require_credentials(&args.credentials)?;
+    type Access = Access;
+
+    fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
+        let access = require_credentials(&args.credentials)?;
         for user in &args.users {
             refuse_email(user)?;
             refuse_unsupported(user)?;
         }
-        Ok(())
+        Ok(access)
+    }
+
+    /// Authenticates, learns the server name and opens the database when
+    /// given. It changes no managed user; it may register the service account
+    /// (first run) or log it in and end its idle sessions (token cache lost).
+    async fn connect(
+        args: &ModuleArgs,
+        access: Access,
+        http: Http,
+    ) -> Result<Dendrite, ServerError> {
+        let http = http.retrying(is_database_busy);
+        let credentials = &args.credentials;
+        // Dendrite has no user types (a MAC covering one fails there).
+        let identity =
+            identify(args, &access, &http, "dendrite", None, &DendriteAdminCheck).await?;
+        let database = match &credentials.dendrite_database {
+            Some(location) => Some(Database::open(location, args.server.timeout).await?),
+            None => None,
+        };
+        Ok(Dendrite {
+            http,
+            token: identity.token,
+            server_name: identity.server_name,
+            shared_secret: credentials.shared_secret.clone(),
+            database,
+            password_checked: RefCell::new(HashMap::new()),
+        })
     }
 
     fn server_name(&self) -> &str {

@@ -103,6 +103,18 @@ pub enum MasError {
     },
 }
 
+/// How the module gets into MAS's admin API.
+pub enum Access {
+    /// A given `admin_token`, used first; the OAuth2 client, when given too,
+    /// renews it once MAS refuses it.
+    Token {
+        token: Secret,
+        renewed_by: Option<OAuthClient>,
+    },
+    /// The OAuth2 client alone, which fetches the first token too.
+    Client(OAuthClient),
+}
+
 /// What MAS's admin API (1.22) cannot manage idempotently.
 fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
     if user.displayname.is_some() {
@@ -124,62 +136,6 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
 }
 
 impl Mas {
-    /// Gets an admin token and reads MAS's site configuration (server name,
-    /// whether passwords are enabled). Changes nothing.
-    pub async fn connect(args: &ModuleArgs, http: Http) -> Result<Mas, ServerError> {
-        let http = http.naming("MAS");
-        let client = args
-            .credentials
-            .mas_client
-            .as_ref()
-            .map(|(id, secret)| OAuthClient {
-                id: id.clone(),
-                secret: secret.clone(),
-                post: Cell::new(false),
-            });
-        // A given admin_token is used first; the client, when given too, renews it.
-        let token = match (&args.credentials.admin_token, &client) {
-            (Some(token), _) => token.clone(),
-            (None, Some(client)) => client.fetch_token(&http).await?,
-            (None, None) => unreachable!("args require a credential"),
-        };
-        let mut mas = Mas {
-            http,
-            tokens: Tokens {
-                current: RefCell::new((token, 0)),
-                client,
-                renewing: tokio::sync::Mutex::new(()),
-            },
-            server_name: String::new(),
-            password_login: true,
-            minimum_complexity: DEFAULT_MINIMUM_COMPLEXITY,
-            known: RefCell::new(HashMap::new()),
-        };
-        let what = "reading MAS's site configuration";
-        let reply = mas.admin(Method::GET, "/site-config", None).await?;
-        if reply.status != StatusCode::OK {
-            return Err(ServerError::refused(what, &reply));
-        }
-        let config = &reply.body;
-        mas.server_name = config
-            .get("server_name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| unexpected(what, "no server_name"))?
-            .to_string();
-        mas.password_login = config
-            .get("password_login_enabled")
-            .and_then(Value::as_bool)
-            .ok_or_else(|| unexpected(what, "no password_login_enabled"))?;
-        if let Some(minimum) = config
-            .get("minimum_password_complexity")
-            .and_then(Value::as_u64)
-        {
-            mas.minimum_complexity = minimum;
-        }
-        mas.server_name = confirm_server_name(args, mas.server_name)?;
-        Ok(mas)
-    }
-
     /// One admin API request; when MAS refuses the token and a client is
     /// known, fetches a new token and sends the request once more.
     async fn admin(
@@ -368,16 +324,79 @@ impl Mas {
 }
 
 impl AccountServer for Mas {
-    fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
+    type Access = Access;
+
+    fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let credentials = &args.credentials;
-        if credentials.mas_client.is_none() && credentials.admin_token.is_none() {
-            return Err(ArgsError::Missing(
-                "no credentials: give mas_client_id with mas_client_secret (or mas_client_secret_file), \
-                 or admin_token (or admin_token_file) with the urn:mas:admin scope"
-                    .into(),
-            ));
+        let client = credentials
+            .mas_client
+            .as_ref()
+            .map(|(id, secret)| OAuthClient {
+                id: id.clone(),
+                secret: secret.clone(),
+                post: Cell::new(false),
+            });
+        let access = match (&credentials.admin_token, client) {
+            (Some(token), client) => Access::Token {
+                token: token.clone(),
+                renewed_by: client,
+            },
+            (None, Some(client)) => Access::Client(client),
+            (None, None) => {
+                return Err(ArgsError::Missing(
+                    "no credentials: give mas_client_id with mas_client_secret (or mas_client_secret_file), \
+                     or admin_token (or admin_token_file) with the urn:mas:admin scope"
+                        .into(),
+                ))
+            }
+        };
+        args.users.iter().try_for_each(refuse_unsupported)?;
+        Ok(access)
+    }
+
+    /// Gets an admin token and reads MAS's site configuration (server name,
+    /// whether passwords are enabled). Changes nothing.
+    async fn connect(args: &ModuleArgs, access: Access, http: Http) -> Result<Mas, ServerError> {
+        let http = http.naming("MAS");
+        let (token, client) = match access {
+            Access::Token { token, renewed_by } => (token, renewed_by),
+            Access::Client(client) => (client.fetch_token(&http).await?, Some(client)),
+        };
+        let mut mas = Mas {
+            http,
+            tokens: Tokens {
+                current: RefCell::new((token, 0)),
+                client,
+                renewing: tokio::sync::Mutex::new(()),
+            },
+            server_name: String::new(),
+            password_login: true,
+            minimum_complexity: DEFAULT_MINIMUM_COMPLEXITY,
+            known: RefCell::new(HashMap::new()),
+        };
+        let what = "reading MAS's site configuration";
+        let reply = mas.admin(Method::GET, "/site-config", None).await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused(what, &reply));
         }
-        args.users.iter().try_for_each(refuse_unsupported)
+        let config = &reply.body;
+        mas.server_name = config
+            .get("server_name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| unexpected(what, "no server_name"))?
+            .to_string();
+        mas.password_login = config
+            .get("password_login_enabled")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| unexpected(what, "no password_login_enabled"))?;
+        if let Some(minimum) = config
+            .get("minimum_password_complexity")
+            .and_then(Value::as_u64)
+        {
+            mas.minimum_complexity = minimum;
+        }
+        mas.server_name = confirm_server_name(args, mas.server_name)?;
+        Ok(mas)
     }
 
     fn server_name(&self) -> &str {
@@ -610,7 +629,7 @@ impl Tokens {
 }
 
 /// The OAuth2 client the module authenticates as.
-struct OAuthClient {
+pub struct OAuthClient {
     id: String,
     secret: Secret,
     /// Whether MAS wants `client_secret_post` rather than `client_secret_basic`;

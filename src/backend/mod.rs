@@ -1,10 +1,10 @@
 //! Stage 2 and 4: read accounts from the server that holds them and apply
 //! planned changes. Each such server (a homeserver, Synapse or Dendrite, or
 //! MAS, which holds the accounts of the homeservers that delegate to it) is
-//! one file behind the [`AccountServer`] trait;
-//! nothing outside this folder knows about HTTP paths or server quirks,
-//! including what each server can manage (checked by [`check_declaration`]
-//! before any request).
+//! one file behind the [`AccountServer`] trait; nothing outside this folder
+//! knows about HTTP paths or server quirks, including what each server can
+//! manage and which credentials it takes
+//! ([`AccountServer::check_declaration`], before any request).
 
 mod client_api;
 pub mod dendrite;
@@ -15,18 +15,33 @@ pub mod synapse;
 use std::collections::HashMap;
 
 use crate::args::{ArgsError, ModuleArgs};
-use crate::http::{server_word, HttpError, Reply};
+use crate::http::{server_word, Http, HttpError, Reply};
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, Fact, HomeserverKind};
+use crate::model::{Account, Change, DesiredUser, Fact};
 use crate::secret::Secret;
 
 /// What a server that holds the accounts must offer the reconciler.
 #[allow(async_fn_in_trait)] // used with concrete types on one thread only
 pub trait AccountServer {
+    /// What lets the module in, as [`AccountServer::check_declaration`]
+    /// finds it in the declaration.
+    type Access;
+
     /// Refuses, before any request, what this server cannot do with the
     /// declaration: credentials it cannot use, fields it has no notion of
     /// or cannot compare, values it would refuse. Messages name the field.
-    fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError>
+    /// Returns the credentials to connect with.
+    fn check_declaration(args: &ModuleArgs) -> Result<Self::Access, ArgsError>
+    where
+        Self: Sized;
+
+    /// Authenticates with `access` through `http` and learns what the
+    /// reconciler needs (the server name). Changes no managed user.
+    async fn connect(
+        args: &ModuleArgs,
+        access: Self::Access,
+        http: Http,
+    ) -> Result<Self, ServerError>
     where
         Self: Sized;
 
@@ -192,16 +207,6 @@ pub enum ServerError {
     Dendrite(#[from] dendrite::DendriteError),
 }
 
-/// Refuses what the chosen server cannot do with the declaration, before
-/// anything is sent (see [`AccountServer::check_declaration`]).
-pub fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
-    match args.homeserver {
-        HomeserverKind::Synapse => synapse::Synapse::check_declaration(args),
-        HomeserverKind::Dendrite => dendrite::Dendrite::check_declaration(args),
-        HomeserverKind::Mas => mas::Mas::check_declaration(args),
-    }
-}
-
 /// E-mail addresses are managed only through MAS, which verifies them; the
 /// homeservers' own admin APIs would add them unverified or not at all.
 fn refuse_email(user: &DesiredUser) -> Result<(), ArgsError> {
@@ -251,8 +256,19 @@ impl ServerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::HomeserverKind;
     use reqwest::StatusCode;
     use serde_json::{json, Value};
+
+    /// Refuses what the chosen server cannot do with the declaration (see
+    /// [`AccountServer::check_declaration`]); the module calls each server's own.
+    fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
+        match args.homeserver {
+            HomeserverKind::Synapse => synapse::Synapse::check_declaration(args).map(drop),
+            HomeserverKind::Dendrite => dendrite::Dendrite::check_declaration(args).map(drop),
+            HomeserverKind::Mas => mas::Mas::check_declaration(args).map(drop),
+        }
+    }
 
     /// Parses `value` as the module's arguments and checks them against the chosen server.
     fn declare(value: Value) -> Result<ModuleArgs, String> {

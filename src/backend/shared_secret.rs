@@ -17,28 +17,42 @@ use crate::http::{server_word, Body, Http, HttpError, Reply};
 use crate::matrix_id::Username;
 use crate::secret::Secret;
 
+/// How the module gets into Synapse or Dendrite.
+pub enum Access {
+    /// A server admin's access token (`admin_token`), used as it is.
+    AdminToken(Secret),
+    /// The registration shared secret: the module acts as its service
+    /// account, whose token it keeps in `token_cache_dir` between runs.
+    ServiceAccount {
+        secret: Secret,
+        token_cache_dir: PathBuf,
+    },
+}
+
 /// The credentials Synapse and Dendrite accept: the shared secret (the
 /// module then acts as its service account, whose token needs a private
 /// folder) or an admin's token.
-pub fn require_credentials(credentials: &Credentials) -> Result<(), ArgsError> {
-    let uses_service_account =
-        credentials.shared_secret.is_some() && credentials.admin_token.is_none();
-    if uses_service_account && credentials.token_cache_dir.is_none() {
-        return Err(ArgsError::Missing(
+pub fn require_credentials(credentials: &Credentials) -> Result<Access, ArgsError> {
+    match (&credentials.admin_token, &credentials.shared_secret) {
+        (Some(token), _) => Ok(Access::AdminToken(token.clone())),
+        (None, Some(secret)) => match &credentials.token_cache_dir {
+            Some(folder) => Ok(Access::ServiceAccount {
+                secret: secret.clone(),
+                token_cache_dir: folder.clone(),
+            }),
+            None => Err(ArgsError::Missing(
             "token_cache_dir is needed: neither HOME nor XDG_CACHE_HOME is set, so there is no private \
              folder of this user to keep the service account's token in between runs; set token_cache_dir \
              to a folder only the user running the module can write, or give admin_token"
                 .into(),
-        ));
-    }
-    if credentials.shared_secret.is_none() && credentials.admin_token.is_none() {
-        return Err(ArgsError::Missing(
+            )),
+        },
+        (None, None) => Err(ArgsError::Missing(
             "no credentials: give registration_shared_secret (or registration_shared_secret_file) \
              or admin_token (or admin_token_file)"
                 .into(),
-        ));
+        )),
     }
-    Ok(())
 }
 
 /// Who the module acts as: the owner of `admin_token`, or the service account.
@@ -66,14 +80,14 @@ pub trait AdminCheck {
 /// has none).
 pub async fn identify(
     args: &ModuleArgs,
+    access: &Access,
     http: &Http,
     kind: &str,
     service_user_type: Option<&str>,
     admin_check: &impl AdminCheck,
 ) -> Result<Identity, ServerError> {
-    let credentials = &args.credentials;
-    let (token, user_id) = match (&credentials.admin_token, &credentials.shared_secret) {
-        (Some(token), _) => {
+    let (token, user_id) = match access {
+        Access::AdminToken(token) => {
             let user_id = whoami(http, token)
                 .await?
                 .ok_or_else(|| ServerError::TokenRefused {
@@ -84,13 +98,12 @@ pub async fn identify(
             }
             (token.clone(), user_id)
         }
-        (None, Some(secret)) => {
-            let account = &credentials.service_account;
-            let folder = credentials
-                .token_cache_dir
-                .as_deref()
-                .expect("args require a token_cache_dir with the service account");
-            let cache = TokenCache::new(kind, folder, &args.server.url, account);
+        Access::ServiceAccount {
+            secret,
+            token_cache_dir,
+        } => {
+            let account = &args.credentials.service_account;
+            let cache = TokenCache::new(kind, token_cache_dir, &args.server.url, account);
             let password = service_account_password(secret, account.localpart());
             let registration = Registration {
                 localpart: account.localpart(),
@@ -103,7 +116,6 @@ pub async fn identify(
             };
             service_account_token(http, secret, &registration, &cache, admin_check).await?
         }
-        (None, None) => unreachable!("args require a credential"),
     };
     let server_name = user_id
         .split_once(':')

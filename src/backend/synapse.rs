@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::client_api::{logout, password_auth};
 use super::shared_secret::{
-    identify, register, require_credentials, unix_millis, AdminCheck, Registration,
+    identify, register, require_credentials, unix_millis, Access, AdminCheck, Registration,
 };
 use super::{refuse_email, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
@@ -40,26 +40,6 @@ pub struct Synapse {
 }
 
 impl Synapse {
-    /// Authenticates and learns the server name. It changes no managed user;
-    /// it may register the service account (first run) or log it in and end
-    /// its idle sessions (token cache lost).
-    pub async fn connect(args: &ModuleArgs, http: Http) -> Result<Synapse, ServerError> {
-        let identity = identify(
-            args,
-            &http,
-            "synapse",
-            Some(UserType::Bot.as_str()),
-            &SynapseAdminCheck,
-        )
-        .await?;
-        Ok(Synapse {
-            http,
-            token: identity.token,
-            server_name: identity.server_name,
-            shared_secret: args.credentials.shared_secret.clone(),
-        })
-    }
-
     /// Creates `user` through the admin API, which only the admin token
     /// allows. Its PUT is an upsert: one carrying the password would
     /// overwrite the password of an account someone else created since our
@@ -147,9 +127,37 @@ impl Synapse {
 }
 
 impl AccountServer for Synapse {
-    fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
-        require_credentials(&args.credentials)?;
-        args.users.iter().try_for_each(refuse_email)
+    type Access = Access;
+
+    fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
+        let access = require_credentials(&args.credentials)?;
+        args.users.iter().try_for_each(refuse_email)?;
+        Ok(access)
+    }
+
+    /// Authenticates and learns the server name. It changes no managed user;
+    /// it may register the service account (first run) or log it in and end
+    /// its idle sessions (token cache lost).
+    async fn connect(
+        args: &ModuleArgs,
+        access: Access,
+        http: Http,
+    ) -> Result<Synapse, ServerError> {
+        let identity = identify(
+            args,
+            &access,
+            &http,
+            "synapse",
+            Some(UserType::Bot.as_str()),
+            &SynapseAdminCheck,
+        )
+        .await?;
+        Ok(Synapse {
+            http,
+            token: identity.token,
+            server_name: identity.server_name,
+            shared_secret: args.credentials.shared_secret.clone(),
+        })
     }
 
     fn server_name(&self) -> &str {
