@@ -100,14 +100,6 @@ pub struct DesiredUser {
 }
 
 impl DesiredUser {
-    /// The password a planned creation, reactivation or password change
-    /// writes; the plan makes those only for users with a password.
-    pub fn planned_password(&self) -> &Secret {
-        self.password
-            .as_ref()
-            .expect("the plan writes passwords only for users that declare one")
-    }
-
     /// How to name one of this user's fields in a message (`users[3].admin`).
     pub fn field_name(&self, name: &str) -> String {
         match self.field.as_str() {
@@ -184,15 +176,23 @@ pub struct Observed {
     pub password_matches: Option<bool>,
 }
 
-/// One change to make on the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One change to make on the server. The changes that write a password
+/// carry it, so a backend never looks for one the plan did not give.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// Register the user with every declared attribute and the password.
-    Create,
-    /// Make a deactivated account usable again, with the declared password.
-    Reactivate,
+    /// Register the user with every declared attribute and this password.
+    Create {
+        password: Secret,
+    },
+    /// Make a deactivated account usable again, with this password.
+    Reactivate {
+        password: Secret,
+    },
     SetAdmin(bool),
-    SetPassword,
+    /// Replace the stored password, which differs, with this one.
+    SetPassword {
+        password: Secret,
+    },
     SetDisplayname,
     SetUserType(UserType),
     AddEmail,
@@ -203,13 +203,13 @@ pub enum Change {
 
 impl Change {
     /// The word the module reports for this change.
-    pub fn describe(self) -> &'static str {
+    pub fn describe(&self) -> &'static str {
         match self {
-            Change::Create => "created",
-            Change::Reactivate => "reactivated",
+            Change::Create { .. } => "created",
+            Change::Reactivate { .. } => "reactivated",
             Change::SetAdmin(true) => "promoted",
             Change::SetAdmin(false) => "demoted",
-            Change::SetPassword => "password changed",
+            Change::SetPassword { .. } => "password changed",
             Change::SetDisplayname => "displayname changed",
             Change::SetUserType(_) => "user type changed",
             Change::AddEmail => "email added",

@@ -181,8 +181,9 @@ async fn reconcile_user<B: AccountServer>(
         partly_applied: false,
     };
     let mut known = known;
-    // Whether a registration of this run got no answer, and so may have created the user.
-    let mut created_unanswered = false;
+    // The password of a registration of this run that got no answer, and so
+    // may have created the user.
+    let mut unanswered_creation = None;
     // A second pass happens only when someone else created the user between
     // our read and our write, or our registration's answer was lost: read it
     // again and reconcile what is there.
@@ -221,16 +222,19 @@ async fn reconcile_user<B: AccountServer>(
         if check_mode || outcome.changes.is_empty() {
             break;
         }
-        let applied = if outcome.changes.contains(&Change::Create) {
-            backend.create(user, desired).await
-        } else {
-            backend.update(user, desired, &outcome.changes).await
+        let creation_password = outcome.changes.iter().find_map(|change| match change {
+            Change::Create { password } => Some(password.clone()),
+            _ => None,
+        });
+        let applied = match &creation_password {
+            Some(password) => backend.create(user, desired, password).await,
+            None => backend.update(user, desired, &outcome.changes).await,
         };
         match applied {
             Ok(()) => break,
             Err(ServerError::CreatedMeanwhile { .. }) if pass == 0 => continue,
             Err(ServerError::RegistrationUnanswered { .. }) if pass == 0 => {
-                created_unanswered = true;
+                unanswered_creation = creation_password;
                 continue;
             }
             Err(error) => {
@@ -244,12 +248,13 @@ async fn reconcile_user<B: AccountServer>(
             }
         }
     }
-    if created_unanswered && outcome.error.is_none() && outcome.before.is_some() {
+    let found_after_unanswered_creation = outcome.error.is_none() && outcome.before.is_some();
+    if let (Some(password), true) = (unanswered_creation, found_after_unanswered_creation) {
         // Missing at our first read, there now: our registration made it,
         // unless another client's landed first in the same instant (ours was
         // then refused, and the refusal lost), which no read can tell apart.
         // Reported as created, with what the second pass still changed.
-        outcome.changes.insert(0, Change::Create);
+        outcome.changes.insert(0, Change::Create { password });
         outcome.before = None;
     }
     outcome

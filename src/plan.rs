@@ -31,12 +31,12 @@ pub fn needs_password_check(desired: &DesiredUser, account: Option<&Account>) ->
 /// The changes that make `observed` match `desired`, in the order to apply them.
 pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, PlanError> {
     let Some(account) = &observed.account else {
-        return match desired.state {
-            UserState::Absent => Ok(vec![]),
-            UserState::Present if desired.password.is_none() => {
-                Err(PlanError::PasswordNeeded { verb: "created" })
-            }
-            UserState::Present => Ok(vec![Change::Create]),
+        return match (desired.state, &desired.password) {
+            (UserState::Absent, _) => Ok(vec![]),
+            (UserState::Present, None) => Err(PlanError::PasswordNeeded { verb: "created" }),
+            (UserState::Present, Some(password)) => Ok(vec![Change::Create {
+                password: password.clone(),
+            }]),
         };
     };
     let deactivated = match account.deactivated {
@@ -70,13 +70,15 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
 
     let mut changes = Vec::new();
     if deactivated {
-        if desired.password.is_none() {
-            // Deactivation removed the old password, so a reactivated account needs a new one.
+        // Deactivation removed the old password, so a reactivated account needs a new one.
+        let Some(password) = &desired.password else {
             return Err(PlanError::PasswordNeeded {
                 verb: "reactivated",
             });
-        }
-        changes.push(Change::Reactivate);
+        };
+        changes.push(Change::Reactivate {
+            password: password.clone(),
+        });
     }
     if let Some(admin) = desired.admin {
         match account.admin {
@@ -96,8 +98,13 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             changes.push(Change::AddEmail);
         }
     }
-    if !deactivated && observed.password_matches == Some(false) {
-        changes.push(Change::SetPassword);
+    // A comparison is only made for a declared password (needs_password_check).
+    if let (false, Some(false), Some(password)) =
+        (deactivated, observed.password_matches, &desired.password)
+    {
+        changes.push(Change::SetPassword {
+            password: password.clone(),
+        });
     }
     Ok(changes)
 }
@@ -122,8 +129,8 @@ pub fn predict(
 ) -> Option<Account> {
     let mut account = observed.cloned();
     for change in changes {
-        match *change {
-            Change::Create => {
+        match change {
+            Change::Create { .. } => {
                 account = Some(Account {
                     admin: Seen::Known(desired.admin.unwrap_or(false)),
                     deactivated: Seen::Known(false),
@@ -135,19 +142,19 @@ pub fn predict(
                     emails: desired.email.iter().cloned().collect(),
                 })
             }
-            Change::Reactivate => {
+            Change::Reactivate { .. } => {
                 if let Some(a) = account.as_mut() {
                     a.deactivated = Seen::Known(false)
                 }
             }
             Change::SetAdmin(admin) => {
                 if let Some(a) = account.as_mut() {
-                    a.admin = Seen::Known(admin)
+                    a.admin = Seen::Known(*admin)
                 }
             }
             Change::SetUserType(user_type) => {
                 if let Some(a) = account.as_mut() {
-                    a.user_type = user_type
+                    a.user_type = *user_type
                 }
             }
             Change::SetDisplayname => {
@@ -165,7 +172,7 @@ pub fn predict(
                     a.deactivated = Seen::Known(true)
                 }
             }
-            Change::SetPassword => {}
+            Change::SetPassword { .. } => {}
         }
     }
     account
@@ -212,7 +219,12 @@ mod tests {
     #[test]
     fn a_missing_user_is_created_and_an_existing_one_left_alone() {
         let user = desired("alice");
-        assert_eq!(plan(&user, &observed(None)), Ok(vec![Change::Create]));
+        assert_eq!(
+            plan(&user, &observed(None)),
+            Ok(vec![Change::Create {
+                password: Secret::new("pw")
+            }])
+        );
         assert_eq!(plan(&user, &observed(Some(account(false)))), Ok(vec![]));
     }
 
@@ -265,7 +277,12 @@ mod tests {
             account: Some(account(false)),
             password_matches: Some(false),
         };
-        assert_eq!(plan(&always, &mismatch), Ok(vec![Change::SetPassword]));
+        assert_eq!(
+            plan(&always, &mismatch),
+            Ok(vec![Change::SetPassword {
+                password: Secret::new("pw")
+            }])
+        );
         let matching = Observed {
             password_matches: Some(true),
             ..mismatch
@@ -304,7 +321,12 @@ mod tests {
         };
         assert_eq!(
             plan(&user, &observed(Some(gone.clone()))),
-            Ok(vec![Change::Reactivate, Change::SetAdmin(true)])
+            Ok(vec![
+                Change::Reactivate {
+                    password: Secret::new("pw")
+                },
+                Change::SetAdmin(true)
+            ])
         );
         let no_password = DesiredUser {
             password: None,
@@ -389,7 +411,12 @@ mod tests {
             password_matches: Some(false),
             ..unknown.clone()
         };
-        assert_eq!(plan(&always, &refused_login), Ok(vec![Change::SetPassword]));
+        assert_eq!(
+            plan(&always, &refused_login),
+            Ok(vec![Change::SetPassword {
+                password: Secret::new("pw")
+            }])
+        );
         assert_eq!(plan(&present, &refused_login), not_seen);
     }
 

@@ -260,7 +260,12 @@ mod tests {
     #[test]
     fn one_user_reports_what_happened_to_it() {
         let json = report(vec![outcome(
-            vec![Change::Create, Change::SetAdmin(true)],
+            vec![
+                Change::Create {
+                    password: Secret::new("pw"),
+                },
+                Change::SetAdmin(true),
+            ],
             None,
         )])
         .to_json();
@@ -293,7 +298,12 @@ mod tests {
         let _secret = Secret::new("display-secret");
         // Printed, `say "hi"` becomes `say \"hi\"`: that spelling is a secret too.
         let _escaped = Secret::new(r#"say \"hi\""#);
-        let mut success = outcome(vec![Change::Create], None);
+        let mut success = outcome(
+            vec![Change::Create {
+                password: Secret::new("pw"),
+            }],
+            None,
+        );
         success.user = "@display-secret:x".into();
         success.after.as_mut().unwrap().displayname = Some(r#"I say "hi""#.into());
         let printed = report(vec![success]).to_json().to_string();

@@ -498,7 +498,8 @@ impl AccountServer for Dendrite {
     }
 
     fn refuse_impossible(&self, user: &UserId, changes: &[Change]) -> Result<(), ServerError> {
-        if changes.contains(&Change::Create) && self.shared_secret.is_none() {
+        let creates = changes.iter().any(|c| matches!(c, Change::Create { .. }));
+        if creates && self.shared_secret.is_none() {
             return Err(ServerError::Dendrite(DendriteError::NeedsSharedSecret {
                 user: user.to_string(),
             }));
@@ -516,7 +517,7 @@ impl AccountServer for Dendrite {
             Change::Deactivate { .. } => Some(format!(
                 "state: absent for the existing user {user} (Dendrite records deactivation only in its database)"
             )),
-            Change::Reactivate => Some(format!("reactivating {user}")),
+            Change::Reactivate { .. } => Some(format!("reactivating {user}")),
             _ => None,
         });
         match needs_database {
@@ -576,13 +577,17 @@ impl AccountServer for Dendrite {
         }
     }
 
-    async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
+    async fn create(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        password: &Secret,
+    ) -> Result<(), ServerError> {
         let secret = self.shared_secret.as_ref().ok_or_else(|| {
             ServerError::Dendrite(DendriteError::NeedsSharedSecret {
                 user: user.to_string(),
             })
         })?;
-        let password = desired.planned_password();
         let registration = Registration {
             localpart: user.localpart(),
             password,
@@ -607,26 +612,29 @@ impl AccountServer for Dendrite {
         {
             return self.deactivate(user).await;
         }
-        let password = || desired.planned_password();
         // The password before the display name, which may log in with it.
-        if changes.contains(&Change::Reactivate) {
-            self.reactivate(user, password()).await?;
+        for change in changes {
+            if let Change::Reactivate { password } = change {
+                self.reactivate(user, password).await?;
+            }
         }
         for change in changes {
             if let Change::SetAdmin(admin) = *change {
                 self.set_admin(user, admin).await?;
             }
         }
-        if changes.contains(&Change::SetPassword) {
-            self.reset_password(user, password()).await?;
-            if self.database.is_none() {
-                self.confirm_active(user, password()).await?;
+        for change in changes {
+            if let Change::SetPassword { password } = change {
+                self.reset_password(user, password).await?;
+                if self.database.is_none() {
+                    self.confirm_active(user, password).await?;
+                }
             }
         }
         if changes.contains(&Change::SetDisplayname) {
             self.set_displayname(user, desired).await?;
         }
-        // Args refuse user types and e-mail for Dendrite, so SetUserType and
+        // check_declaration refuses user types and e-mail for Dendrite, so SetUserType and
         // AddEmail are never planned here.
         Ok(())
     }

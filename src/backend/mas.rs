@@ -411,9 +411,12 @@ impl AccountServer for Mas {
     /// Without password login MAS can neither take nor check a password, and
     /// a user created without one could not log in.
     fn refuse_impossible(&self, _user: &UserId, changes: &[Change]) -> Result<(), ServerError> {
-        let needs_password = changes
-            .iter()
-            .any(|c| matches!(c, Change::Create | Change::Reactivate | Change::SetPassword));
+        let needs_password = changes.iter().any(|c| {
+            matches!(
+                c,
+                Change::Create { .. } | Change::Reactivate { .. } | Change::SetPassword { .. }
+            )
+        });
         if needs_password && !self.password_login {
             return Err(ServerError::Mas(MasError::PasswordsDisabled));
         }
@@ -495,8 +498,12 @@ impl AccountServer for Mas {
         logout(&self.http, &session, &whose).await.map(|()| true)
     }
 
-    async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
-        let password = desired.planned_password();
+    async fn create(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        password: &Secret,
+    ) -> Result<(), ServerError> {
         let reply = self
             .admin(
                 Method::POST,
@@ -575,12 +582,11 @@ impl AccountServer for Mas {
         changes: &[Change],
     ) -> Result<(), ServerError> {
         let found = self.known_user(user, desired).await?;
-        let password = || desired.planned_password();
         for change in changes {
-            match *change {
-                Change::Deactivate { erase } => self.deactivate(&found.id, erase).await?,
-                Change::Reactivate => self.reactivate(&found, password()).await?,
-                Change::SetAdmin(admin) => self.set_admin(&found.id, admin).await?,
+            match change {
+                Change::Deactivate { erase } => self.deactivate(&found.id, *erase).await?,
+                Change::Reactivate { password } => self.reactivate(&found, password).await?,
+                Change::SetAdmin(admin) => self.set_admin(&found.id, *admin).await?,
                 Change::AddEmail => {
                     let email = desired
                         .email
@@ -588,10 +594,10 @@ impl AccountServer for Mas {
                         .expect("planned for a declared email");
                     self.add_email(&found.id, email).await?
                 }
-                Change::SetPassword => self.set_password(&found.id, password()).await?,
-                // Create goes to create(); args refuse displayname and user
-                // types for MAS, so those are never planned here.
-                Change::Create | Change::SetDisplayname | Change::SetUserType(_) => {}
+                Change::SetPassword { password } => self.set_password(&found.id, password).await?,
+                // Create goes to create(); check_declaration refuses
+                // displayname and user types for MAS, so those are never planned here.
+                Change::Create { .. } | Change::SetDisplayname | Change::SetUserType(_) => {}
             }
         }
         Ok(())

@@ -93,9 +93,15 @@ pub trait AccountServer {
     async fn password_matches(&self, user: &UserId, password: &Secret)
         -> Result<bool, ServerError>;
 
-    /// Creates `user` with every declared attribute and its password.
+    /// Creates `user` with every declared attribute and `password` (the
+    /// one [`Change::Create`] carries).
     /// [`ServerError::CreatedMeanwhile`] when another run created it first.
-    async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError>;
+    async fn create(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        password: &Secret,
+    ) -> Result<(), ServerError>;
 
     /// Applies `changes` (from [`crate::plan::plan`], never `Create`) to
     /// an existing `user`.

@@ -50,6 +50,7 @@ impl Synapse {
         &self,
         user: &UserId,
         desired: &DesiredUser,
+        password: &Secret,
     ) -> Result<(), ServerError> {
         let path = user_path(&user.to_string());
         let reply = match self.admin_send(Method::PUT, &path, &json!({})).await {
@@ -76,7 +77,7 @@ impl Synapse {
             _ => return Err(ServerError::refused(format!("creating {user}"), &reply)),
         }
         let mut body = json!({
-            "password": desired.planned_password().expose(),
+            "password": password.expose(),
             "admin": desired.admin.unwrap_or(false),
             "user_type": user_type_value(desired.user_type.unwrap_or(UserType::Regular)),
         });
@@ -285,8 +286,12 @@ impl AccountServer for Synapse {
         }
     }
 
-    async fn create(&self, user: &UserId, desired: &DesiredUser) -> Result<(), ServerError> {
-        let password = desired.planned_password();
+    async fn create(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        password: &Secret,
+    ) -> Result<(), ServerError> {
         let admin = desired.admin.unwrap_or(false);
         let user_type = desired.user_type.unwrap_or(UserType::Regular);
         if let Some(secret) = &self.shared_secret {
@@ -302,7 +307,7 @@ impl AccountServer for Synapse {
                 .await
                 .map(|_| ());
         }
-        self.create_by_admin_api(user, desired).await
+        self.create_by_admin_api(user, desired, password).await
     }
 
     async fn update(
@@ -334,33 +339,27 @@ impl AccountServer for Synapse {
         // Everything else is one PUT, so a user is never left half-updated.
         let mut body = Map::new();
         for change in changes {
-            match *change {
-                Change::Reactivate => {
+            match change {
+                Change::Reactivate { password } => {
                     body.insert("deactivated".into(), json!(false));
+                    body.insert("password".into(), json!(password.expose()));
+                }
+                Change::SetPassword { password } => {
+                    body.insert("password".into(), json!(password.expose()));
                 }
                 Change::SetAdmin(admin) => {
                     body.insert("admin".into(), json!(admin));
                 }
                 Change::SetUserType(user_type) => {
-                    body.insert("user_type".into(), user_type_value(user_type));
+                    body.insert("user_type".into(), user_type_value(*user_type));
                 }
                 Change::SetDisplayname => {
                     body.insert("displayname".into(), json!(desired.displayname));
                 }
-                // The password is added below; Create goes to create(), and
-                // args refuse e-mail for Synapse, so AddEmail is never planned.
-                Change::SetPassword
-                | Change::Create
-                | Change::Deactivate { .. }
-                | Change::AddEmail => {}
+                // Create goes to create(), and check_declaration refuses
+                // e-mail for Synapse, so AddEmail is never planned.
+                Change::Create { .. } | Change::Deactivate { .. } | Change::AddEmail => {}
             }
-        }
-        if changes
-            .iter()
-            .any(|c| matches!(c, Change::SetPassword | Change::Reactivate))
-        {
-            let password = desired.planned_password();
-            body.insert("password".into(), json!(password.expose()));
         }
         let reply = self
             .admin_send(Method::PUT, &path, &Value::Object(body))
