@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::client_api::{logout, password_auth};
 use super::shared_secret::{identify, register, unix_millis, Registration};
-use super::{Homeserver, ServerError};
+use super::{from_homeserver, Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UserType};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -67,10 +67,11 @@ impl Synapse {
     }
 
     async fn admin_get(&self, path: &str) -> Result<Reply, ServerError> {
-        Ok(self
+        let reply = self
             .http
             .send(Method::GET, path, Some(&self.token), Body::None)
-            .await?)
+            .await?;
+        from_homeserver(path, reply)
     }
 
     async fn admin_send(
@@ -79,10 +80,11 @@ impl Synapse {
         path: &str,
         body: &Value,
     ) -> Result<Reply, ServerError> {
-        Ok(self
+        let reply = self
             .http
             .send(method, path, Some(&self.token), Body::Json(body))
-            .await?)
+            .await?;
+        from_homeserver(path, reply)
     }
 }
 

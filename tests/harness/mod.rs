@@ -50,25 +50,7 @@ pub struct Server {
 impl Server {
     /// Starts `tools/servers/<launcher>.py --ephemeral <flags>`.
     pub fn start(launcher: &str, flags: &[&str]) -> Server {
-        let script = repo_root()
-            .join("tools/servers")
-            .join(format!("{launcher}.py"));
-        let mut child = Command::new(venv_bin("python"))
-            .arg(&script)
-            .arg("--ephemeral")
-            .args(flags)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let info: Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-            panic!("{launcher} server did not start (launcher said {line:?}); see the output above")
-        });
+        let (child, info) = launch(launcher, flags);
         let data_dir = PathBuf::from(info["data_dir"].as_str().unwrap());
         Server {
             url: info["url"].as_str().unwrap().to_string(),
@@ -219,6 +201,49 @@ impl Server {
         let (status, body) = self.get(&path, Some(self.harness_admin_token()));
         assert_eq!(status, 200, "devices of {localpart}: {body}");
         body["devices"].as_array().unwrap().clone()
+    }
+}
+
+/// Runs `tools/servers/<launcher>.py --ephemeral <flags>` and reads the JSON
+/// line it prints once its server answers.
+fn launch(launcher: &str, flags: &[&str]) -> (Child, Value) {
+    let script = repo_root()
+        .join("tools/servers")
+        .join(format!("{launcher}.py"));
+    let mut child = Command::new(venv_bin("python"))
+        .arg(&script)
+        .arg("--ephemeral")
+        .args(flags)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info = serde_json::from_str(&line).unwrap_or_else(|_| {
+        panic!("{launcher} server did not start (launcher said {line:?}); see the output above")
+    });
+    (child, info)
+}
+
+/// A reverse proxy in front of a server, shaped like matrix-docker-ansible-deploy's
+/// default (tools/servers/proxy.py): it forwards only `/_matrix` and
+/// `/_synapse/client` and answers Traefik's plain-text 404 to anything else.
+pub struct Proxy {
+    pub url: String,
+    _launcher: Child,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str) -> Proxy {
+        let (child, info) = launch("proxy", &["--upstream", upstream]);
+        Proxy {
+            url: info["url"].as_str().unwrap().to_string(),
+            _launcher: child,
+        }
     }
 }
 
