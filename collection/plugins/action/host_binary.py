@@ -5,12 +5,13 @@
 The collection ships one static binary per supported platform for each of
 its binary modules, named ``<module>_<system>_<arch>`` (for example
 ``matrix_user_linux_aarch64``); meta/runtime.yml routes the module's name
-(``matrix_user``) to this action plugin. It finds the managed host's system and architecture, from
-its facts when the play gathered them, otherwise with one ``uname -sm`` over
-the connection (a binary module needs no Python on the host, so neither
-does this), and runs the matching binary as a binary module: Ansible copies
-it to the host and runs it there, with ``become`` when the task asks for it.
-A host of any other platform fails before anything is copied or run.
+(``matrix_user``) to this action plugin. It finds the managed host's system
+and architecture, from its facts when the play gathered them, otherwise with
+one ``uname -sm`` over the connection (a binary module needs no Python on the
+host, so neither does this), and runs the matching binary as a binary
+module: Ansible copies it to the host and runs it there, with ``become``
+when the task asks for it. A host of any other platform fails before
+anything is copied or run.
 """
 
 from __future__ import annotations
