@@ -83,11 +83,16 @@ impl Server {
 
     /// Runs the module with `args` on top of [`Server::connection`].
     pub fn module(&self, args: Value) -> ModuleRun {
+        self.module_with(&ModuleBinary::native(), args)
+    }
+
+    /// [`Server::module`] with another build of the module.
+    pub fn module_with(&self, binary: &ModuleBinary, args: Value) -> ModuleRun {
         let mut all = self.connection();
         merge(&mut all, args);
         let mut secrets = vec![self.shared_secret.clone()];
         secrets.extend(self.admin_token.get().cloned());
-        run_module(all, secrets)
+        run_module_with(binary, all, secrets)
     }
 
     // ---- Independent checks, through the Matrix APIs, not the module ----
@@ -269,6 +274,100 @@ fn merge(base: &mut Value, extra: Value) {
     }
 }
 
+/// A build of the module and how to run it: the one cargo built for this
+/// machine, or a cross-compiled one under an emulator.
+pub struct ModuleBinary {
+    binary: PathBuf,
+    /// Runs the binary when this machine cannot (qemu-user for aarch64).
+    emulator: Option<PathBuf>,
+}
+
+impl ModuleBinary {
+    /// The debug build cargo made for these tests.
+    pub fn native() -> ModuleBinary {
+        ModuleBinary {
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_matrix_user")),
+            emulator: None,
+        }
+    }
+
+    /// The release build for aarch64 that `just build` cross-compiles,
+    /// run by Debian's qemu-aarch64-static.
+    pub fn aarch64_under_qemu() -> ModuleBinary {
+        let binary = repo_root().join("target/aarch64-unknown-linux-musl/release/matrix_user");
+        assert!(
+            binary.exists(),
+            "{} is missing: run `tools/just build`, which cross-compiles it",
+            binary.display()
+        );
+        let emulator = on_path("qemu-aarch64-static").unwrap_or_else(|| {
+            panic!("qemu-aarch64-static is not on PATH: install Debian's qemu-user-static (tools/bootstrap does)")
+        });
+        let built = ModuleBinary {
+            binary,
+            emulator: Some(emulator),
+        };
+        assert_eq!(
+            built.elf().machine(),
+            "aarch64",
+            "{} is not an aarch64 build",
+            built.binary.display()
+        );
+        built
+    }
+
+    pub fn elf(&self) -> Elf {
+        Elf(std::fs::read(&self.binary).unwrap())
+    }
+
+    fn command(&self) -> Command {
+        match &self.emulator {
+            Some(emulator) => {
+                let mut command = Command::new(emulator);
+                command.arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        }
+    }
+}
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+/// The header fields of a 64-bit little-endian ELF executable that say
+/// which CPU it is for and whether it needs a dynamic loader.
+pub struct Elf(Vec<u8>);
+
+impl Elf {
+    fn u16_at(&self, offset: usize) -> usize {
+        u16::from_le_bytes(self.0[offset..offset + 2].try_into().unwrap()) as usize
+    }
+
+    pub fn machine(&self) -> &'static str {
+        assert_eq!(&self.0[..5], b"\x7fELF\x02", "not a 64-bit ELF file");
+        match self.u16_at(18) {
+            0x3e => "x86_64",
+            0xb7 => "aarch64",
+            _ => "other",
+        }
+    }
+
+    /// No PT_INTERP program header: the kernel runs it without ld.so.
+    pub fn is_static(&self) -> bool {
+        const PT_INTERP: u32 = 3;
+        let table = u64::from_le_bytes(self.0[32..40].try_into().unwrap()) as usize;
+        let (entry_size, entries) = (self.u16_at(54), self.u16_at(56));
+        (0..entries).all(|i| {
+            let at = table + i * entry_size;
+            u32::from_le_bytes(self.0[at..at + 4].try_into().unwrap()) != PT_INTERP
+        })
+    }
+}
+
 /// One run of the module binary.
 pub struct ModuleRun {
     pub output: Value,
@@ -279,7 +378,12 @@ pub struct ModuleRun {
 
 /// Runs the module binary on `args` as Ansible does, and checks that none of
 /// `secrets` (nor any password in `args`) appears anywhere in its output.
-pub fn run_module(args: Value, mut secrets: Vec<String>) -> ModuleRun {
+pub fn run_module(args: Value, secrets: Vec<String>) -> ModuleRun {
+    run_module_with(&ModuleBinary::native(), args, secrets)
+}
+
+/// [`run_module`] with another build of the module.
+pub fn run_module_with(binary: &ModuleBinary, args: Value, mut secrets: Vec<String>) -> ModuleRun {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     collect_passwords(&args, &mut secrets);
     // A file per run, removed after it: nothing of a test is left in /tmp.
@@ -289,7 +393,7 @@ pub fn run_module(args: Value, mut secrets: Vec<String>) -> ModuleRun {
         RUNS.fetch_add(1, Ordering::SeqCst)
     ));
     std::fs::write(&path, serde_json::to_vec(&args).unwrap()).unwrap();
-    let run = run_binary(&path);
+    let run = run_binary(binary, &path);
     std::fs::remove_file(&path).ok();
     for secret in secrets.iter().filter(|s| s.len() >= 4) {
         assert!(
@@ -301,11 +405,8 @@ pub fn run_module(args: Value, mut secrets: Vec<String>) -> ModuleRun {
     run
 }
 
-fn run_binary(args_file: &Path) -> ModuleRun {
-    let output = Command::new(env!("CARGO_BIN_EXE_matrix_user"))
-        .arg(args_file)
-        .output()
-        .unwrap();
+fn run_binary(binary: &ModuleBinary, args_file: &Path) -> ModuleRun {
+    let output = binary.command().arg(args_file).output().unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();
     let parsed = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
         panic!("the module must print exactly one JSON object, printed {stdout:?}")
