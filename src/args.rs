@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::matrix_id::{Username, UsernameError};
-use crate::secret::Secret;
+use crate::secret::{excerpt, hold, hold_basic_auth, url_password, Secret};
 
 /// Parameters of the module itself; the per-user ones are in [`USER_PARAMETERS`].
 const MODULE_PARAMETERS: &[&str] = &[
@@ -49,6 +49,21 @@ const USER_PARAMETERS: &[&str] = &[
     "erase",
     "email",
 ];
+
+/// Parameters whose values are secrets, at the top level or in each `users` entry.
+const SECRET_PARAMETERS: &[&str] = &[
+    "password",
+    "registration_shared_secret",
+    "admin_token",
+    "mas_client_secret",
+    "dendrite_database",
+];
+
+/// Linux's `PATH_MAX`.
+const MAX_PATH_BYTES: usize = 4096;
+
+/// How much of an invalid value a message quotes (a 50 MB value is not echoed).
+const MAX_ECHOED_CHARS: usize = 64;
 
 const BOOLEAN_VALUES: &str = "yes/no, true/false, 1/0 or on/off";
 const MAX_CONCURRENCY: usize = 64;
@@ -119,7 +134,8 @@ pub enum ArgsError {
     #[error("{field}: cannot read {path}: {source}")]
     SecretFile {
         field: String,
-        path: PathBuf,
+        /// The path as given, cut to a short prefix.
+        path: String,
         source: std::io::Error,
     },
 }
@@ -222,7 +238,9 @@ pub struct Credentials {
     pub admin_token: Option<Secret>,
     /// The account the module registers for itself when it has only the shared secret.
     pub service_account: Username,
-    pub token_cache_dir: PathBuf,
+    /// `None` only when neither it, `XDG_CACHE_HOME` nor `HOME` is given;
+    /// then the service account is not used (args refuse that case).
+    pub token_cache_dir: Option<PathBuf>,
     /// Dendrite's accounts database (PostgreSQL URL or SQLite path), for admin changes.
     pub dendrite_database: Option<Secret>,
     /// MAS's OAuth2 client, for the client-credentials grant.
@@ -257,6 +275,7 @@ impl ModuleArgs {
     }
 
     pub fn from_map(map: &Map<String, Value>) -> Result<ModuleArgs, ArgsError> {
+        hold_secret_arguments(map);
         let top = Fields::top(map);
         let all_top_level: Vec<&str> = MODULE_PARAMETERS
             .iter()
@@ -290,14 +309,14 @@ impl ModuleArgs {
                 .to_string(),
             server_name: top.string("server_name")?,
             validate_certs: top.boolean("validate_certs")?.unwrap_or(true),
-            ca_path: top.string("ca_path")?.map(PathBuf::from),
+            ca_path: top.path("ca_path")?,
             timeout: Duration::from_secs(top.integer("timeout", 1, 3600)?.unwrap_or(30)),
             wait_timeout: Duration::from_secs(top.integer("wait_timeout", 0, 3600)?.unwrap_or(60)),
         };
         if !(server.url.starts_with("http://") || server.url.starts_with("https://")) {
             return Err(ArgsError::NotAccepted {
                 field: url_field.into(),
-                value: server.url,
+                value: echo(&server.url),
                 accepted: "an http:// or https:// URL".into(),
             });
         }
@@ -307,22 +326,27 @@ impl ModuleArgs {
             service_account: match top.string("service_account")? {
                 Some(name) => Username::parse(&name).map_err(|reason| ArgsError::BadUsername {
                     field: "service_account".into(),
-                    username: name,
+                    username: echo(&name),
                     reason,
                 })?,
                 None => Username::parse("matrix-user-service")
                     .expect("the default is a valid localpart"),
             },
-            token_cache_dir: top
-                .string("token_cache_dir")?
-                .map(PathBuf::from)
-                .unwrap_or_else(default_token_cache_dir),
+            token_cache_dir: top.path("token_cache_dir")?.or_else(|| {
+                default_token_cache_dir(
+                    std::env::var_os("XDG_CACHE_HOME"),
+                    std::env::var_os("HOME"),
+                )
+            }),
             dendrite_database: top.secret_or_file("dendrite_database")?,
             mas_client: match (
                 top.string("mas_client_id")?,
                 top.secret_or_file("mas_client_secret")?,
             ) {
-                (Some(id), Some(secret)) => Some((id, secret)),
+                (Some(id), Some(secret)) => {
+                    hold_basic_auth(&id, &secret);
+                    Some((id, secret))
+                }
                 (None, None) => None,
                 (Some(_), None) => {
                     return Err(ArgsError::Missing(
@@ -364,6 +388,17 @@ fn require_credentials(
         }
         _ => credentials.shared_secret.is_none() && credentials.admin_token.is_none(),
     };
+    let uses_service_account = homeserver != HomeserverKind::Mas
+        && credentials.shared_secret.is_some()
+        && credentials.admin_token.is_none();
+    if uses_service_account && credentials.token_cache_dir.is_none() {
+        return Err(ArgsError::Missing(
+            "token_cache_dir is needed: neither HOME nor XDG_CACHE_HOME is set, so there is no private \
+             folder of this user to keep the service account's token in between runs; set token_cache_dir \
+             to a folder only the user running the module can write, or give admin_token"
+                .into(),
+        ));
+    }
     if !missing {
         return Ok(());
     }
@@ -451,12 +486,19 @@ fn refuse_for_dendrite(user: &DesiredUser) -> Result<(), ArgsError> {
     Ok(())
 }
 
-fn default_token_cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("matrix_user")
+/// `$XDG_CACHE_HOME/matrix_user`, else `$HOME/.cache/matrix_user`. Never a
+/// shared folder such as /tmp: `None` when neither variable is usable (the
+/// XDG spec ignores a relative `XDG_CACHE_HOME`; an empty one is unset).
+fn default_token_cache_dir(
+    xdg_cache_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let absolute =
+        |value: std::ffi::OsString| Some(PathBuf::from(value)).filter(|p| p.is_absolute());
+    xdg_cache_home
+        .and_then(absolute)
+        .or_else(|| home.and_then(absolute).map(|home| home.join(".cache")))
+        .map(|base| base.join("matrix_user"))
 }
 
 fn read_users(top: &Fields) -> Result<Vec<DesiredUser>, ArgsError> {
@@ -513,7 +555,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         .ok_or_else(|| ArgsError::Missing(format!("{}: username is required", fields.context())))?;
     let username = Username::parse(&raw).map_err(|reason| ArgsError::BadUsername {
         field: fields.name("username"),
-        username: raw.clone(),
+        username: echo(&raw),
         reason,
     })?;
     let password = fields.secret("password")?;
@@ -577,7 +619,7 @@ fn refuse_duplicates(users: &[DesiredUser]) -> Result<(), ArgsError> {
         if let Some(first) = seen.insert(user.username.localpart(), &user.field) {
             return Err(ArgsError::DuplicateUser {
                 field: user.field.clone(),
-                username: user.username.localpart().to_string(),
+                username: echo(user.username.localpart()),
                 first: first.to_string(),
             });
         }
@@ -628,7 +670,7 @@ impl<'a> Fields<'a> {
             .find(|key| !key.starts_with("_ansible_") && !known.contains(&key.as_str()))
         {
             Some(key) => Err(ArgsError::UnknownParameter {
-                field: self.name(key),
+                field: self.name(&echo(key)),
                 valid: known.join(", "),
             }),
             None => Ok(()),
@@ -649,6 +691,19 @@ impl<'a> Fields<'a> {
                 field: self.name(field),
                 expected: "a string",
             }),
+        }
+    }
+
+    /// A path no longer than Linux's `PATH_MAX`: no longer one can be opened,
+    /// and later messages quote the path whole.
+    fn path(&self, field: &str) -> Result<Option<PathBuf>, ArgsError> {
+        match self.string(field)? {
+            Some(path) if path.len() > MAX_PATH_BYTES => Err(ArgsError::NotAccepted {
+                field: self.name(field),
+                value: echo(&path),
+                accepted: format!("a path of at most {MAX_PATH_BYTES} bytes"),
+            }),
+            path => Ok(path.map(PathBuf::from)),
         }
     }
 
@@ -681,7 +736,7 @@ impl<'a> Fields<'a> {
                 let text =
                     std::fs::read_to_string(&path).map_err(|source| ArgsError::SecretFile {
                         field: self.name(&file_field),
-                        path: PathBuf::from(&path),
+                        path: echo(&path),
                         source,
                     })?;
                 Secret::new(text.trim_end_matches(['\n', '\r']))
@@ -704,7 +759,7 @@ impl<'a> Fields<'a> {
                 .map(Some)
                 .ok_or_else(|| ArgsError::NotAccepted {
                     field: self.name(field),
-                    value: display_value(value),
+                    value: echo(&display_value(value)),
                     accepted: BOOLEAN_VALUES.into(),
                 }),
         }
@@ -716,7 +771,7 @@ impl<'a> Fields<'a> {
             Some(value) if accepted.contains(&value.as_str()) => Ok(Some(value)),
             Some(value) => Err(ArgsError::NotAccepted {
                 field: self.name(field),
-                value,
+                value: echo(&value),
                 accepted: accepted.join(" or "),
             }),
         }
@@ -733,7 +788,7 @@ impl<'a> Fields<'a> {
             Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
             _ => Err(ArgsError::NotAccepted {
                 field: self.name(field),
-                value: self.map.get(field).map(display_value).unwrap_or_default(),
+                value: echo(&self.map.get(field).map(display_value).unwrap_or_default()),
                 accepted: format!("a whole number from {min} to {max}"),
             }),
         }
@@ -758,6 +813,37 @@ fn ansible_boolean(value: &Value) -> Option<bool> {
     }
 }
 
+/// An invalid value as a message may quote it: masked, and cut to a short prefix.
+fn echo(value: &str) -> String {
+    excerpt(value, MAX_ECHOED_CHARS)
+}
+
+/// Registers every secret argument for masking before anything is parsed,
+/// so that an error about any field, found before the secret fields are
+/// read, masks them too. The password of a `user:password@` URL is one.
+fn hold_secret_arguments(map: &Map<String, Value>) {
+    let entries = match map.get("users") {
+        Some(Value::Array(users)) => users.iter().filter_map(Value::as_object).collect(),
+        _ => Vec::new(),
+    };
+    for fields in std::iter::once(map).chain(entries) {
+        for name in SECRET_PARAMETERS {
+            match fields.get(*name) {
+                Some(Value::String(value)) => hold(value),
+                Some(Value::Number(value)) => hold(&value.to_string()),
+                _ => {}
+            }
+        }
+    }
+    for name in ["homeserver_url", "mas_url", "dendrite_database"] {
+        if let Some(Value::String(url)) = map.get(name) {
+            if let Some((start, end)) = url_password(url) {
+                hold(&url[start..end]);
+            }
+        }
+    }
+}
+
 fn display_value(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -768,6 +854,7 @@ fn display_value(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::mask_secrets;
     use serde_json::json;
 
     fn parse(value: Value) -> Result<ModuleArgs, ArgsError> {
@@ -1020,10 +1107,179 @@ mod tests {
     }
 
     #[test]
+    fn the_token_cache_is_never_a_shared_folder() {
+        let dir = |xdg: Option<&str>, home: Option<&str>| {
+            default_token_cache_dir(xdg.map(Into::into), home.map(Into::into))
+        };
+        assert_eq!(
+            dir(Some("/x/cache"), Some("/home/u")),
+            Some(PathBuf::from("/x/cache/matrix_user"))
+        );
+        assert_eq!(
+            dir(Some("relative"), Some("/home/u")),
+            Some(PathBuf::from("/home/u/.cache/matrix_user"))
+        );
+        assert_eq!(dir(Some(""), Some("")), None);
+        assert_eq!(dir(None, None), None);
+    }
+
+    #[test]
     fn always_needs_a_password() {
         let message = error(with(
             json!({"username": "alice", "update_password": "always"}),
         ));
         assert_eq!(message, "username: update_password=always needs a password");
+    }
+
+    #[test]
+    fn invalid_values_are_echoed_as_a_short_prefix() {
+        // 1 MiB is past the point where values are described by size only; the
+        // integration test (tests/secrets.rs) sends 50 MB.
+        let huge = "h".repeat(1 << 20);
+        for args in [
+            with(json!({"username": "alice", "homeserver": huge})),
+            with(json!({"username": "alice", huge.clone(): "x"})),
+            with(json!({"users": [{"username": "alice", huge.clone(): "x"}]})),
+            with(json!({"username": huge.clone() + "!"})),
+            with(json!({"username": huge.to_uppercase()})),
+            with(json!({"users": [{"username": huge}, {"username": huge}]})),
+            with(json!({"username": "alice", "ca_path": huge})),
+            with(json!({"username": "alice", "token_cache_dir": huge})),
+            with(json!({"username": "alice", "admin": huge})),
+            with(json!({"username": "alice", "timeout": huge})),
+            with(json!({"username": "alice", "homeserver_url": huge})),
+            with(json!({"username": "alice", "service_account": huge.clone() + "!"})),
+            with(json!({"username": "alice", "registration_shared_secret_file": huge})),
+        ] {
+            let message = error(args);
+            assert!(
+                message.len() < 1000,
+                "{} bytes: {}",
+                message.len(),
+                &message[..1000]
+            );
+        }
+        let long = "v".repeat(100);
+        let message = error(with(json!({"username": "alice", "homeserver": long})));
+        assert!(
+            message.starts_with(&format!(
+                "homeserver: \"{}... (100 bytes)\" is not accepted",
+                "v".repeat(64)
+            )),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_a_secret() {
+        let message = error(
+            json!({"homeserver_url": "ftp://admin:url-pass-123@host", "username": "alice", "registration_shared_secret": "s3cret-value"}),
+        );
+        assert!(!message.contains("url-pass-123"), "{message}");
+        assert!(message.contains("ftp://admin:********@host"), "{message}");
+        assert_eq!(
+            mask_secrets("server said url-pass-123"),
+            "server said ********"
+        );
+    }
+
+    #[test]
+    fn every_secret_argument_is_masked_in_any_error() {
+        // The bad value comes before the secrets are parsed: they are masked all the same.
+        let message = error(
+            json!({"homeserver": "early-secret-1", "homeserver_url": "http://x",
+            "registration_shared_secret": "early-secret-1", "username": "alice"}),
+        );
+        assert!(!message.contains("early-secret-1"), "{message}");
+        let message = error(
+            json!({"homeserver_url": "http://x", "admin_token": "early-secret-2",
+            "users": [{"username": "alice", "password": "early-secret-3", "state": "early-secret-3"}]}),
+        );
+        assert!(!message.contains("early-secret-3"), "{message}");
+    }
+
+    /// Any JSON value, a few levels deep.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|n| json!(n)),
+            "\\PC{0,24}".prop_map(Value::String),
+            proptest::sample::select(vec![
+                "yes",
+                "no",
+                "synapse",
+                "mas",
+                "dendrite",
+                "absent",
+                "always",
+                "http://127.0.0.1:8008",
+                "alice",
+                "@bob:example.com"
+            ])
+            .prop_map(|s| json!(s)),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(parameter_name(), inner, 0..6)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A known parameter name, most of the time, or anything.
+    fn parameter_name() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let known: Vec<&str> = MODULE_PARAMETERS
+            .iter()
+            .chain(USER_PARAMETERS)
+            .copied()
+            .collect();
+        prop_oneof![
+            4 => proptest::sample::select(known).prop_map(str::to_string),
+            1 => "\\PC{0,12}",
+        ]
+    }
+
+    /// The strings given as secret parameters, at the top level and in `users`.
+    fn secret_values(args: &Map<String, Value>) -> Vec<String> {
+        let users = match args.get("users") {
+            Some(Value::Array(users)) => users.iter().filter_map(Value::as_object).collect(),
+            _ => Vec::new(),
+        };
+        std::iter::once(args)
+            .chain(users)
+            .flat_map(|fields| {
+                SECRET_PARAMETERS
+                    .iter()
+                    .filter_map(|name| fields.get(*name))
+            })
+            .filter_map(|value| value.as_str().map(str::to_string))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Whatever the arguments, the parser answers (no panic), a refusal
+        /// becomes one failed JSON object, and that object holds none of the
+        /// secrets given (long enough to be masked, and not made of the mask's `*`).
+        #[test]
+        fn any_arguments_give_one_json_object_without_secrets(
+            map in proptest::collection::btree_map(parameter_name(), any_json(), 0..10),
+        ) {
+            let map: Map<String, Value> = map.into_iter().collect();
+            let Err(error) = ModuleArgs::from_map(&map) else {
+                return Ok(());
+            };
+            let output = crate::report::Report::fatal(error.to_string()).to_json();
+            proptest::prop_assert_eq!(&output["failed"], &json!(true));
+            proptest::prop_assert!(output["msg"].is_string());
+            let printed = output.to_string();
+            for secret in secret_values(&map).iter().filter(|s| s.chars().count() >= 4 && s.contains(|c| c != '*')) {
+                proptest::prop_assert!(!printed.contains(secret.as_str()), "{:?} in {}", secret, printed);
+            }
+        }
     }
 }

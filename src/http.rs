@@ -8,22 +8,36 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::args::ServerOptions;
-use crate::secret::Secret;
+use crate::secret::{excerpt, Secret};
+use crate::trust::{self, tls_failure, TrustStore};
 
 /// Longest pause between two attempts to reach a server that is starting.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// How much of a non-JSON error body (a proxy's HTML page) a message may quote.
-const MAX_QUOTED_BODY: usize = 200;
+/// How much of a server's own error message a message may quote.
+const MAX_QUOTED_ERROR: usize = 300;
+/// How much of a short server value (an errcode, a user type, a scope) a message may quote.
+const MAX_QUOTED_WORD: usize = 64;
+/// How much of a plain-text error body (a proxy's "404 page not found") a message may quote.
+const MAX_QUOTED_TEXT: usize = 100;
 
 /// Why a request got no usable answer. Answers with an error status are
 /// not errors here: the backend that sent the request interprets them.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// Connection refused, or 502/503/504, for longer than `wait_timeout`.
+    /// Connection refused, or 502/503/504 to a read, for longer than `wait_timeout`.
     #[error("cannot reach the homeserver at {url} (waited {waited}s: {detail}); check homeserver_url (mas_url for MAS), that the server is running, or raise wait_timeout")]
     Unreachable {
         url: String,
         waited: u64,
+        detail: String,
+    },
+    /// A write got 502/503: it may have reached the server and been carried
+    /// out before the answer was lost, so it is not sent again blindly; the
+    /// caller reads the server to find out.
+    #[error("the homeserver at {url} answered {detail} to a {method} that it may nonetheless have carried out; matrix_user does not send it again blindly; running again reads the server and converges")]
+    AnswerLost {
+        url: String,
+        method: Method,
         detail: String,
     },
     /// One request took longer than `timeout`.
@@ -35,9 +49,35 @@ pub enum HttpError {
     /// TLS or protocol failure that waiting does not fix.
     #[error("request to {url} failed: {detail}; check homeserver_url (mas_url for MAS), validate_certs and ca_path")]
     Transport { url: String, detail: String },
-    /// The CA bundle named by `ca_path` is unusable.
-    #[error("ca_path {path}: {detail}; give a PEM file with the CA certificate")]
-    CaFile { path: String, detail: String },
+    /// The server's certificate chains to no CA this host trusts.
+    #[error("the certificate of the homeserver at {url} is not issued by a CA this host trusts (trusted: {trusted}); give the CA that issued it as ca_path (a PEM file, several certificates allowed), or add it to this host's CA store (or SSL_CERT_FILE/SSL_CERT_DIR); validate_certs: false skips the check")]
+    UntrustedCertificate { url: String, trusted: String },
+    /// The certificate is for other names than homeserver_url's host.
+    #[error("the certificate of the homeserver at {url} is not valid for the name {host} ({detail}); use a homeserver_url (mas_url for MAS) with a name the certificate lists, or give the server a certificate for {host}; ca_path cannot help, validate_certs: false skips the check")]
+    CertificateNameMismatch {
+        url: String,
+        host: String,
+        detail: String,
+    },
+    /// The certificate is outside its validity period.
+    #[error("the certificate of the homeserver at {url} has expired or is not valid yet ({detail}); renew it on the server (or correct this host's clock); ca_path cannot help, validate_certs: false skips the check")]
+    CertificateExpired { url: String, detail: String },
+    /// A self-signed certificate marked as a CA, which rustls never accepts
+    /// as a server's own certificate, not even when `ca_path` names it.
+    #[error("the certificate of the homeserver at {url} is marked as a CA (basicConstraints CA:TRUE, which `openssl req -x509` sets by default), and matrix_user (rustls) refuses a CA certificate as a server's own even when ca_path names it; give the server a certificate issued by a CA and that CA as ca_path, or make the self-signed one with -addext basicConstraints=critical,CA:FALSE and a subjectAltName, or set validate_certs: false")]
+    CaCertificateAsServer { url: String },
+    /// Any other refusal of the server's certificate.
+    #[error("the certificate of the homeserver at {url} was refused: {detail}; check the server's certificate, ca_path and validate_certs")]
+    CertificateRefused { url: String, detail: String },
+    /// The file named by `ca_path` cannot be read.
+    #[error("ca_path: cannot read {path}: {detail}; give the path of a PEM file with the CA certificate(s) that issued the homeserver's certificate")]
+    CaFileUnreadable { path: String, detail: String },
+    /// The file named by `ca_path` holds no certificate at all.
+    #[error("ca_path: {path} holds no PEM certificate (no -----BEGIN CERTIFICATE----- block); give a PEM file with the CA certificate(s) that issued the homeserver's certificate")]
+    CaFileEmpty { path: String },
+    /// A certificate in `ca_path` is malformed.
+    #[error("ca_path: {path} holds a certificate that cannot be used: {detail}; give a PEM file with the CA certificate(s) that issued the homeserver's certificate")]
+    CaFileUnusable { path: String, detail: String },
 }
 
 /// A homeserver's answer.
@@ -56,22 +96,64 @@ impl Reply {
             .unwrap_or("")
     }
 
-    /// The server's own explanation, for messages (Synapse's `error`,
-    /// Dendrite's `message`, MAS's `errors[0].title`, or a quoted body).
+    /// The server's own explanation, for messages: Synapse's `error`,
+    /// Dendrite's `message`, MAS's `errors[0].title` (OAuth2's
+    /// `error_description`). Anything else the server sent is described, not
+    /// quoted: it may echo the request, password included. Each quote is
+    /// masked before it is cut, so a cut never leaves part of a secret.
     pub fn explanation(&self) -> String {
         let body = &self.body;
-        body.get("error")
+        let own_words = body
+            .get("error")
             .or_else(|| body.get("message"))
             .or_else(|| body.pointer("/errors/0/title"))
             .or_else(|| body.get("error_description"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| match body {
-                Value::String(text) => text.chars().take(MAX_QUOTED_BODY).collect(),
-                Value::Null => String::new(),
-                other => other.to_string().chars().take(MAX_QUOTED_BODY).collect(),
-            })
+            .and_then(Value::as_str);
+        if let Some(words) = own_words {
+            return server_words(words);
+        }
+        match body {
+            Value::Null => String::new(),
+            Value::String(text) if looks_like_html(text) => match html_title(text) {
+                Some(title) => format!(
+                    "an HTML page of {} bytes titled {:?}",
+                    text.len(),
+                    excerpt(title.trim(), MAX_QUOTED_TEXT)
+                ),
+                None => format!("an HTML page of {} bytes", text.len()),
+            },
+            Value::String(text) => excerpt(text.trim(), MAX_QUOTED_TEXT),
+            other => format!(
+                "no explanation (a JSON answer of {} bytes)",
+                other.to_string().len()
+            ),
+        }
     }
+}
+
+/// A server's own error message (or OAuth2 `error_description`) for a
+/// message: masked, then cut to a few lines.
+pub fn server_words(text: &str) -> String {
+    excerpt(text, MAX_QUOTED_ERROR)
+}
+
+/// A short value from a server's answer (an errcode, a user type, a scope)
+/// for a message: masked, then cut, since a broken server may send anything.
+pub fn server_word(text: &str) -> String {
+    excerpt(text, MAX_QUOTED_WORD)
+}
+
+fn looks_like_html(text: &str) -> bool {
+    let start = text.trim_start().get(..64).unwrap_or(text.trim_start());
+    start.starts_with('<') || start.to_ascii_lowercase().contains("<html")
+}
+
+/// The text of an HTML page's `<title>`, which proxies fill with the status.
+fn html_title(page: &str) -> Option<&str> {
+    let lower = page.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let end = start + lower[start..].find("</title>")?;
+    Some(&page[start..end])
 }
 
 /// What a request carries besides its method and path.
@@ -93,41 +175,43 @@ enum Auth<'a> {
 pub struct Http {
     client: reqwest::Client,
     base_url: String,
+    /// What the client trusts, for the message when a certificate is refused.
+    trusted: String,
     timeout: Duration,
     wait_timeout: Duration,
 }
 
 impl Http {
     pub fn new(options: &ServerOptions) -> Result<Http, HttpError> {
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(options.timeout)
-            .user_agent(concat!("matrix_user/", env!("CARGO_PKG_VERSION")))
-            .danger_accept_invalid_certs(!options.validate_certs);
-        if let Some(path) = &options.ca_path {
-            let ca_error = |detail: String| HttpError::CaFile {
-                path: path.display().to_string(),
-                detail,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            let certificate =
-                reqwest::Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
-            builder = builder.add_root_certificate(certificate);
-        }
+            .user_agent(concat!("matrix_user/", env!("CARGO_PKG_VERSION")));
+        // A bad ca_path is refused even when validate_certs is off: it is
+        // a mistake in the playbook either way.
+        let trust = TrustStore::load(options.ca_path.as_deref())?;
+        let trusted = trust.description.clone();
+        let builder = if options.validate_certs {
+            builder.use_preconfigured_tls(trust.client_config())
+        } else {
+            builder.danger_accept_invalid_certs(true)
+        };
         let client = builder.build().map_err(|e| HttpError::Transport {
             url: options.url.clone(),
             detail: e.to_string(),
         })?;
         Ok(Http {
             client,
+            trusted,
             base_url: options.url.clone(),
             timeout: options.timeout,
             wait_timeout: options.wait_timeout,
         })
     }
 
-    /// Sends one request, retrying while the server is unreachable or
-    /// overloaded (502/503/504, a locked SQLite database) or rate-limits us
-    /// (429), within `wait_timeout`.
+    /// Sends one request, retrying within `wait_timeout` while the server
+    /// refuses connections, is overloaded (502/503/504 to a read, a locked
+    /// SQLite database) or rate-limits us (429). A write that gets 502/503
+    /// is not resent: [`HttpError::AnswerLost`].
     pub async fn send(
         &self,
         method: Method,
@@ -180,14 +264,25 @@ impl Http {
             let pause = match request.send().await {
                 Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
                     let pause = retry_after(response).await;
-                    if waited + pause > self.wait_timeout {
+                    // A server may ask for more seconds than a clock can add.
+                    if waited
+                        .checked_add(pause)
+                        .is_none_or(|until| until > self.wait_timeout)
+                    {
                         return Err(HttpError::RateLimited {
                             seconds: pause.as_secs().max(1),
                         });
                     }
                     pause
                 }
-                Ok(response) if is_starting_up(response.status(), &method) => {
+                Ok(response) if is_starting_up(response.status()) => {
+                    if !is_read(&method) {
+                        return Err(HttpError::AnswerLost {
+                            url,
+                            method,
+                            detail: format!("HTTP {}", response.status()),
+                        });
+                    }
                     if waited >= self.wait_timeout {
                         return Err(unreachable(
                             &url,
@@ -209,6 +304,11 @@ impl Http {
                         url,
                         seconds: self.timeout.as_secs(),
                     })
+                }
+                // A refused certificate fails at once: waiting does not fix it.
+                Err(error) if tls_failure(&error).is_some() => {
+                    let failure = tls_failure(&error).expect("just checked");
+                    return Err(trust::explain(failure, &self.base_url, &self.trusted));
                 }
                 Err(error) if error.is_connect() => {
                     if waited >= self.wait_timeout {
@@ -237,14 +337,21 @@ fn unreachable(url: &str, waited: Duration, detail: String) -> HttpError {
     }
 }
 
-/// Answers that mean the server is not (yet) there. A gateway timeout on a
-/// write is not one: the server may have done the write, so it is not sent again.
-fn is_starting_up(status: StatusCode, method: &Method) -> bool {
-    match status {
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => true,
-        StatusCode::GATEWAY_TIMEOUT => *method == Method::GET,
-        _ => false,
-    }
+/// Answers that mean the server is not (yet) there, or that a proxy lost
+/// its answer. For a gateway timeout, only the latter.
+fn is_starting_up(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// Requests that change nothing, so that sending one twice is harmless.
+/// Writes are never resent after a 502/503/504: a proxy in front of the
+/// server may have forwarded them and lost only the answer (a registration
+/// resent that way fails on its spent nonce, after creating the user).
+fn is_read(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD
 }
 
 /// Dendrite on SQLite answers 500 "database is locked" while another writer
@@ -332,9 +439,50 @@ mod tests {
             reply(serde_json::json!({"errors": [{"title": "mas says"}]})).explanation(),
             "mas says"
         );
+        let text = reply(Value::String("y".repeat(500))).explanation();
         assert_eq!(
-            reply(Value::String("x".repeat(500))).explanation().len(),
-            MAX_QUOTED_BODY
+            text,
+            format!("{}... (500 bytes)", "y".repeat(MAX_QUOTED_TEXT))
+        );
+    }
+
+    #[test]
+    fn explanations_never_quote_a_secret_even_in_part() {
+        let password = "p".repeat(150) + &"q".repeat(150);
+        let _held = crate::secret::Secret::new(password.clone());
+        let reply = |body: Value| Reply {
+            status: StatusCode::BAD_GATEWAY,
+            body,
+        };
+        let page = format!(
+            "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>{}{password}{}</body></html>",
+            "x".repeat(150 - 67),
+            "z".repeat(1000)
+        );
+        let explanation = reply(Value::String(page.clone())).explanation();
+        assert_eq!(
+            explanation,
+            format!(
+                "an HTML page of {} bytes titled \"502 Bad Gateway\"",
+                page.len()
+            )
+        );
+        // A quoted body in the error field, double-escaped, is masked before it is cut.
+        let body = serde_json::to_string(&serde_json::json!({"password": password})).unwrap();
+        let echo = serde_json::to_string(&body).unwrap();
+        let explanation = reply(
+            serde_json::json!({"errcode": "M_UNKNOWN", "error": format!("bad request {echo}")}),
+        )
+        .explanation();
+        assert!(!explanation.contains("ppp"), "{explanation}");
+        assert!(explanation.starts_with("bad request"), "{explanation}");
+        // A JSON answer without an explanation of its own is not quoted.
+        let explanation =
+            reply(serde_json::json!({"request": {"password": password}})).explanation();
+        assert!(!explanation.contains("ppp"), "{explanation}");
+        assert!(
+            explanation.starts_with("no explanation (a JSON answer of "),
+            "{explanation}"
         );
     }
 }

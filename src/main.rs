@@ -10,10 +10,12 @@ mod module;
 mod plan;
 mod report;
 mod secret;
+mod trust;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    report::print_on_panic();
     let (output, code) = module::run(std::env::args_os().nth(1));
     println!("{output}");
     ExitCode::from(code as u8)

@@ -3,8 +3,12 @@
 
 use std::fmt;
 
+use crate::secret::excerpt;
+
 /// The longest user ID the Matrix specification allows, `@` and server included.
 const MAX_USER_ID_LENGTH: usize = 255;
+/// How much of a given name a message quotes back (a 50 MB username is not echoed).
+const MAX_SUGGESTED_CHARS: usize = 64;
 
 /// Why a username cannot become a Matrix user ID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +76,7 @@ impl Username {
         if let Some(found) = &self.server_name {
             if found != server_name {
                 return Err(UsernameError::ForeignServer {
-                    found: found.clone(),
+                    found: excerpt(found, MAX_SUGGESTED_CHARS),
                     expected: server_name.to_string(),
                 });
             }
@@ -95,7 +99,7 @@ fn validate_localpart(localpart: &str) -> Result<(), UsernameError> {
     }
     if localpart.chars().any(|c| c.is_uppercase()) {
         return Err(UsernameError::UpperCase {
-            lowered: localpart.to_lowercase(),
+            lowered: excerpt(&localpart.to_lowercase(), MAX_SUGGESTED_CHARS),
         });
     }
     if let Some(character) = localpart

@@ -14,7 +14,7 @@ use crate::backend::synapse::Synapse;
 use crate::backend::{Homeserver, ServerError};
 use crate::http::Http;
 use crate::matrix_id::UserId;
-use crate::plan::{self, Account, Change, Observed};
+use crate::plan::{self, Account, Change, Observed, PlanError};
 use crate::report::{Report, UserOutcome};
 
 /// Runs the module on Ansible's args file and returns its JSON output and
@@ -30,6 +30,16 @@ pub fn run(args_path: Option<OsString>) -> (Value, i32) {
         Ok(args) => args,
         Err(error) => return (Report::fatal(error.to_string()).to_json(), 1),
     };
+    // Lets the tests prove that a panic still prints one masked JSON object;
+    // release builds (what ships) have no such trigger.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("MATRIX_USER_TEST_PANIC").is_some() {
+        let password = args.users.iter().find_map(|user| user.password.as_ref());
+        panic!(
+            "deliberate test panic, holding the password {}",
+            password.map_or("", |p| p.expose())
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -40,6 +50,9 @@ pub fn run(args_path: Option<OsString>) -> (Value, i32) {
 }
 
 async fn reconcile_on_server(args: &ModuleArgs) -> Report {
+    if let Err(message) = refuse_service_account(args) {
+        return Report::fatal(message);
+    }
     let http = match Http::new(&args.server) {
         Ok(http) => http,
         Err(error) => return Report::fatal(error.to_string()),
@@ -48,6 +61,34 @@ async fn reconcile_on_server(args: &ModuleArgs) -> Report {
         HomeserverKind::Synapse => reconcile_with(Synapse::connect(args, http).await, args).await,
         HomeserverKind::Dendrite => reconcile_with(Dendrite::connect(args, http).await, args).await,
         HomeserverKind::Mas => reconcile_with(Mas::connect(args, http).await, args).await,
+    }
+}
+
+/// The service account is how the module reaches the server, not a user it
+/// manages: deactivating or demoting it would break every later run, and
+/// changing its password would lose its token. Refused before anything is
+/// sent, whatever the declared state; matched by localpart, as a full ID of
+/// another server is refused later anyway.
+fn refuse_service_account(args: &ModuleArgs) -> Result<(), String> {
+    let credentials = &args.credentials;
+    let in_use = credentials.admin_token.is_none()
+        && credentials.shared_secret.is_some()
+        && args.homeserver != HomeserverKind::Mas;
+    let account = credentials.service_account.localpart();
+    let refused: Vec<String> = args
+        .users
+        .iter()
+        .filter(|user| in_use && user.username.localpart() == account)
+        .map(|user| {
+            format!(
+                "{}: {account} is the service account matrix_user acts as (service_account), not a user it manages; remove it from the users, or set service_account to another name",
+                user.field_name("username")
+            )
+        })
+        .collect();
+    match refused.is_empty() {
+        true => Ok(()),
+        false => Err(refused.join("; ")),
     }
 }
 
@@ -136,8 +177,11 @@ async fn reconcile_user<B: Homeserver>(
         partly_applied: false,
     };
     let mut known = known;
+    // Whether a registration of this run got no answer, and so may have created the user.
+    let mut created_unanswered = false;
     // A second pass happens only when someone else created the user between
-    // our read and our write: read it again and reconcile what is there.
+    // our read and our write, or our registration's answer was lost: read it
+    // again and reconcile what is there.
     for pass in 0..2 {
         let observed = match observe(backend, user, desired, known.take()).await {
             Ok(observed) => observed,
@@ -148,6 +192,10 @@ async fn reconcile_user<B: Homeserver>(
         };
         let changes = match plan::plan(desired, &observed) {
             Ok(changes) => changes,
+            Err(PlanError::NotSeen { fact }) => {
+                outcome.error = Some(backend.not_seen(user, desired, fact).to_string());
+                break;
+            }
             Err(error) => {
                 outcome.error = Some(error.to_string());
                 break;
@@ -177,6 +225,10 @@ async fn reconcile_user<B: Homeserver>(
         match applied {
             Ok(()) => break,
             Err(ServerError::CreatedMeanwhile { .. }) if pass == 0 => continue,
+            Err(ServerError::RegistrationUnanswered { .. }) if pass == 0 => {
+                created_unanswered = true;
+                continue;
+            }
             Err(error) => {
                 outcome.error = Some(error.to_string());
                 // Some steps may have landed before the failure: say so, and
@@ -187,6 +239,14 @@ async fn reconcile_user<B: Homeserver>(
                 break;
             }
         }
+    }
+    if created_unanswered && outcome.error.is_none() && outcome.before.is_some() {
+        // Missing at our first read, there now: our registration made it,
+        // unless another client's landed first in the same instant (ours was
+        // then refused, and the refusal lost), which no read can tell apart.
+        // Reported as created, with what the second pass still changed.
+        outcome.changes.insert(0, Change::Create);
+        outcome.before = None;
     }
     outcome
 }

@@ -6,11 +6,48 @@ use serde::Serialize;
 
 use crate::args::{DesiredUser, UpdatePassword, UserState, UserType};
 
+/// One fact about an account as a read found it: known, or not visible to
+/// this run (Dendrite without its database shows neither the admin flag
+/// nor deactivation). The plan never guesses an unknown fact; the diff
+/// shows it as the string `"unknown"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen<T> {
+    Known(T),
+    Unknown,
+}
+
+impl<T: Serialize> Serialize for Seen<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Seen::Known(value) => value.serialize(s),
+            Seen::Unknown => s.serialize_str("unknown"),
+        }
+    }
+}
+
+/// A fact a plan may need but a read may not have seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// Whether the account is a server admin.
+    Admin,
+    /// Whether the account is deactivated.
+    Deactivated,
+}
+
+impl std::fmt::Display for Fact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fact::Admin => "whether it is a server admin",
+            Fact::Deactivated => "whether it is deactivated",
+        })
+    }
+}
+
 /// An account as the homeserver reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Account {
-    pub admin: bool,
-    pub deactivated: bool,
+    pub admin: Seen<bool>,
+    pub deactivated: Seen<bool>,
     #[serde(serialize_with = "serialize_user_type")]
     pub user_type: UserType,
     pub displayname: Option<String>,
@@ -77,6 +114,10 @@ pub enum PlanError {
     /// The user must be created (or reactivated), and that needs a password.
     #[error("does not exist (or is deactivated) and must be {verb}, which needs a password: add password to this user")]
     PasswordNeeded { verb: &'static str },
+    /// What to change depends on a fact the server did not show; the
+    /// backend says what would show it ([`crate::backend::Homeserver::not_seen`]).
+    #[error("what to change depends on {fact}, which the homeserver does not show")]
+    NotSeen { fact: Fact },
 }
 
 /// Whether the stored password must be compared with the declared one.
@@ -84,7 +125,9 @@ pub fn needs_password_check(desired: &DesiredUser, account: Option<&Account>) ->
     desired.state == UserState::Present
         && desired.update_password == UpdatePassword::Always
         && desired.password.is_some()
-        && account.is_some_and(|a| !a.deactivated)
+        // Also when deactivation was not seen: a refused password is then
+        // what lets the plan set it (see password_set_tells_deactivation).
+        && account.is_some_and(|a| a.deactivated != Seen::Known(true))
 }
 
 /// The changes that make `observed` match `desired`, in the order to apply them.
@@ -98,8 +141,27 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             UserState::Present => Ok(vec![Change::Create]),
         };
     };
+    let deactivated = match account.deactivated {
+        Seen::Known(deactivated) => deactivated,
+        // The declared password did not log in, which an active account with
+        // another password and a deactivated one look alike. Setting the
+        // password is the change either way; the backend then tells which by
+        // logging in with it, and fails the user if it was deactivated.
+        Seen::Unknown if password_set_tells_deactivation(desired, observed) => false,
+        Seen::Unknown => {
+            // Asked first when both are unknown: the admin flag is the one declared.
+            if desired.state == UserState::Present && desired.admin.is_some() {
+                if let Seen::Unknown = account.admin {
+                    return Err(PlanError::NotSeen { fact: Fact::Admin });
+                }
+            }
+            return Err(PlanError::NotSeen {
+                fact: Fact::Deactivated,
+            });
+        }
+    };
     if desired.state == UserState::Absent {
-        return Ok(if account.deactivated {
+        return Ok(if deactivated {
             vec![]
         } else {
             vec![Change::Deactivate {
@@ -109,7 +171,7 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
     }
 
     let mut changes = Vec::new();
-    if account.deactivated {
+    if deactivated {
         if desired.password.is_none() {
             // Deactivation removed the old password, so a reactivated account needs a new one.
             return Err(PlanError::PasswordNeeded {
@@ -118,8 +180,12 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
         }
         changes.push(Change::Reactivate);
     }
-    if let Some(admin) = desired.admin.filter(|&admin| admin != account.admin) {
-        changes.push(Change::SetAdmin(admin));
+    if let Some(admin) = desired.admin {
+        match account.admin {
+            Seen::Known(current) if current == admin => {}
+            Seen::Known(_) => changes.push(Change::SetAdmin(admin)),
+            Seen::Unknown => return Err(PlanError::NotSeen { fact: Fact::Admin }),
+        }
     }
     if let Some(user_type) = desired.user_type.filter(|&t| t != account.user_type) {
         changes.push(Change::SetUserType(user_type));
@@ -132,10 +198,20 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             changes.push(Change::AddEmail);
         }
     }
-    if !account.deactivated && observed.password_matches == Some(false) {
+    if !deactivated && observed.password_matches == Some(false) {
         changes.push(Change::SetPassword);
     }
     Ok(changes)
+}
+
+/// Whether an account whose deactivation was not seen is one whose
+/// password `update_password: always` sets anyway (its declared password
+/// did not log in), with nothing else depending on what was not seen.
+fn password_set_tells_deactivation(desired: &DesiredUser, observed: &Observed) -> bool {
+    desired.state == UserState::Present
+        && desired.update_password == UpdatePassword::Always
+        && desired.admin.is_none()
+        && observed.password_matches == Some(false)
 }
 
 /// The account as it will be once `changes` are applied (`None`: no account).
@@ -151,8 +227,8 @@ pub fn predict(
         match *change {
             Change::Create => {
                 account = Some(Account {
-                    admin: desired.admin.unwrap_or(false),
-                    deactivated: false,
+                    admin: Seen::Known(desired.admin.unwrap_or(false)),
+                    deactivated: Seen::Known(false),
                     user_type: desired.user_type.unwrap_or(UserType::Regular),
                     displayname: desired
                         .displayname
@@ -163,12 +239,12 @@ pub fn predict(
             }
             Change::Reactivate => {
                 if let Some(a) = account.as_mut() {
-                    a.deactivated = false
+                    a.deactivated = Seen::Known(false)
                 }
             }
             Change::SetAdmin(admin) => {
                 if let Some(a) = account.as_mut() {
-                    a.admin = admin
+                    a.admin = Seen::Known(admin)
                 }
             }
             Change::SetUserType(user_type) => {
@@ -188,7 +264,7 @@ pub fn predict(
             }
             Change::Deactivate { .. } => {
                 if let Some(a) = account.as_mut() {
-                    a.deactivated = true
+                    a.deactivated = Seen::Known(true)
                 }
             }
             Change::SetPassword => {}
@@ -220,8 +296,8 @@ mod tests {
 
     fn account(admin: bool) -> Account {
         Account {
-            admin,
-            deactivated: false,
+            admin: Seen::Known(admin),
+            deactivated: Seen::Known(false),
             user_type: UserType::Regular,
             displayname: Some("alice".into()),
             emails: vec![],
@@ -311,7 +387,7 @@ mod tests {
             Ok(vec![Change::Deactivate { erase: false }])
         );
         let gone = Account {
-            deactivated: true,
+            deactivated: Seen::Known(true),
             ..account(false)
         };
         assert_eq!(plan(&absent, &observed(Some(gone))), Ok(vec![]));
@@ -321,7 +397,7 @@ mod tests {
     #[test]
     fn a_deactivated_user_declared_present_is_reactivated_with_its_password() {
         let gone = Account {
-            deactivated: true,
+            deactivated: Seen::Known(true),
             ..account(false)
         };
         let user = DesiredUser {
@@ -376,5 +452,84 @@ mod tests {
         let after = predict(&user, Some(&account(false)), &changes, None).unwrap();
         assert_eq!(after.displayname.as_deref(), Some("Alice A."));
         assert_eq!(after.user_type, UserType::Bot);
+    }
+
+    /// Dendrite without its database: facts the read could not see.
+    fn unseen(admin: Seen<bool>, deactivated: Seen<bool>) -> Observed {
+        observed(Some(Account {
+            admin,
+            deactivated,
+            ..account(false)
+        }))
+    }
+
+    #[test]
+    fn an_unseen_deactivation_is_never_guessed() {
+        let present = desired("alice");
+        let not_seen = Err(PlanError::NotSeen {
+            fact: Fact::Deactivated,
+        });
+        let unknown = unseen(Seen::Unknown, Seen::Unknown);
+        assert_eq!(plan(&present, &unknown), not_seen);
+        let absent = DesiredUser {
+            state: UserState::Absent,
+            ..desired("alice")
+        };
+        assert_eq!(plan(&absent, &unknown), not_seen);
+        // An account seen active needs no more.
+        assert_eq!(
+            plan(&present, &unseen(Seen::Unknown, Seen::Known(false))),
+            Ok(vec![])
+        );
+        // A password that does not log in is set with `always`; the backend
+        // finds out by logging in with it whether the account was deactivated.
+        let always = DesiredUser {
+            update_password: UpdatePassword::Always,
+            ..desired("alice")
+        };
+        let refused_login = Observed {
+            password_matches: Some(false),
+            ..unknown.clone()
+        };
+        assert_eq!(plan(&always, &refused_login), Ok(vec![Change::SetPassword]));
+        assert_eq!(plan(&present, &refused_login), not_seen);
+    }
+
+    #[test]
+    fn a_declared_admin_flag_that_was_not_seen_is_refused() {
+        let promote = DesiredUser {
+            admin: Some(true),
+            ..desired("alice")
+        };
+        let not_seen = Err(PlanError::NotSeen { fact: Fact::Admin });
+        assert_eq!(
+            plan(&promote, &unseen(Seen::Unknown, Seen::Known(false))),
+            not_seen
+        );
+        assert_eq!(
+            plan(&promote, &unseen(Seen::Unknown, Seen::Unknown)),
+            not_seen
+        );
+        assert_eq!(
+            plan(&promote, &unseen(Seen::Known(true), Seen::Known(false))),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn unseen_facts_stay_unknown_in_the_prediction_unless_a_change_sets_them() {
+        let user = DesiredUser {
+            displayname: Some("A".into()),
+            ..desired("alice")
+        };
+        let before = Account {
+            admin: Seen::Unknown,
+            ..account(false)
+        };
+        let after = predict(&user, Some(&before), &[Change::SetDisplayname], None).unwrap();
+        assert_eq!(after.admin, Seen::Unknown);
+        assert_eq!(serde_json::to_value(&after).unwrap()["admin"], "unknown");
+        let promoted = predict(&user, Some(&before), &[Change::SetAdmin(true)], None).unwrap();
+        assert_eq!(promoted.admin, Seen::Known(true));
     }
 }

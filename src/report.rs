@@ -1,12 +1,16 @@
 //! Stage 5: the one JSON object Ansible reads back, with `changed`, `failed`,
 //! `msg`, one entry per user and, in diff mode, a before/after per user.
-//! Secrets are scrubbed from every string as a last line of defence.
+//! Secrets are masked in every string, success or failure, as a last line of defence.
+
+use std::any::Any;
+use std::io::Write;
+use std::panic::Location;
 
 use serde_json::{json, Value};
 
 use crate::args::UserState;
 use crate::plan::{Account, Change};
-use crate::secret::mask_secrets;
+use crate::secret::{mask_secrets, MASK};
 
 /// What happened to one declared user.
 #[derive(Debug)]
@@ -116,10 +120,8 @@ impl Report {
                 })
                 .collect();
         }
-        // Only failures carry the servers' own words, where a secret could be echoed.
-        if self.failed() {
-            scrub(&mut output);
-        }
+        // Once, last, on everything: success messages and diffs quote values too.
+        scrub(&mut output);
         output
     }
 
@@ -160,6 +162,33 @@ impl Report {
     }
 }
 
+/// Makes a panic (a bug) still print one JSON object, `failed: true`, masked
+/// like any other output, and exit with 1. The release build aborts on a
+/// panic (`panic = "abort"`) and would otherwise print nothing Ansible can read.
+pub fn print_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let output = panic_output(info.payload(), info.location());
+        // Nothing more can be done if stdout is gone.
+        let _ = writeln!(std::io::stdout(), "{output}");
+        std::process::exit(1);
+    }));
+}
+
+/// What [`print_on_panic`] prints for a panic with `payload` at `location`.
+fn panic_output(payload: &(dyn Any + Send), location: Option<&Location>) -> Value {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    let place = location.map(|l| format!(" at {l}")).unwrap_or_default();
+    Report::fatal(format!(
+        "internal error in matrix_user{place}: {message}; this is a bug, please report it. \
+         Changes made before it may have landed: run the task again in check mode to see"
+    ))
+    .to_json()
+}
+
 fn account_json(account: Option<&Account>) -> Value {
     match account {
         None => json!({"exists": false}),
@@ -171,12 +200,28 @@ fn account_json(account: Option<&Account>) -> Value {
     }
 }
 
+/// Masks every string as it will be printed (JSON-escaped), since printing
+/// can turn a harmless `a"b` into a secret `a\"b`.
 fn scrub(value: &mut Value) {
     match value {
-        Value::String(text) => *text = mask_secrets(text),
+        Value::String(text) => *text = masked_as_printed(text),
         Value::Array(items) => items.iter_mut().for_each(scrub),
         Value::Object(map) => map.values_mut().for_each(scrub),
         _ => {}
+    }
+}
+
+fn masked_as_printed(text: &str) -> String {
+    let printed = Value::String(text.to_string()).to_string();
+    let masked = mask_secrets(&printed);
+    if masked == printed {
+        return text.to_string();
+    }
+    // A mask that cut an escape sequence in half leaves no valid JSON
+    // string: then nothing of this string is shown.
+    match serde_json::from_str::<Value>(&masked) {
+        Ok(Value::String(unescaped)) => unescaped,
+        _ => MASK.to_string(),
     }
 }
 
@@ -184,6 +229,7 @@ fn scrub(value: &mut Value) {
 mod tests {
     use super::*;
     use crate::args::UserType;
+    use crate::plan::Seen;
     use crate::secret::Secret;
 
     fn outcome(changes: Vec<Change>, error: Option<&str>) -> UserOutcome {
@@ -193,8 +239,8 @@ mod tests {
             changes,
             before: None,
             after: Some(Account {
-                admin: true,
-                deactivated: false,
+                admin: Seen::Known(true),
+                deactivated: Seen::Known(false),
                 user_type: UserType::Regular,
                 displayname: None,
                 emails: vec![],
@@ -242,5 +288,42 @@ mod tests {
             "1 of 2 users failed: @alice:x: server said ******** is weak"
         );
         assert!(!json.to_string().contains("hunter22"));
+    }
+
+    #[test]
+    fn success_is_masked_too_in_its_printed_form() {
+        let _secret = Secret::new("display-secret");
+        // Printed, `say "hi"` becomes `say \"hi\"`: that spelling is a secret too.
+        let _escaped = Secret::new(r#"say \"hi\""#);
+        let mut success = outcome(vec![Change::Create], None);
+        success.user = "@display-secret:x".into();
+        success.after.as_mut().unwrap().displayname = Some(r#"I say "hi""#.into());
+        let printed = report(vec![success]).to_json().to_string();
+        assert!(!printed.contains("display-secret"), "{printed}");
+        assert!(!printed.contains(r#"say \"hi\""#), "{printed}");
+        serde_json::from_str::<Value>(&printed).expect("still one JSON object");
+    }
+
+    #[test]
+    fn a_panic_prints_one_failed_object_with_secrets_masked() {
+        let _secret = Secret::new("panicky-secret");
+        let message = String::from("index out of range near panicky-secret");
+        let output = panic_output(&message, Some(Location::caller()));
+        assert_eq!(output["failed"], true);
+        assert_eq!(output["changed"], false);
+        let msg = output["msg"].as_str().unwrap();
+        assert!(
+            msg.starts_with("internal error in matrix_user at src/report.rs:"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("index out of range near ********; this is a bug"),
+            "{msg}"
+        );
+        let output = panic_output(&"a static message", None);
+        assert!(output["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("internal error in matrix_user: a static message;"));
     }
 }

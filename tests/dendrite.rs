@@ -6,7 +6,7 @@ mod harness;
 
 use std::sync::OnceLock;
 
-use harness::Server;
+use harness::{FaultProxy, Server};
 use serde_json::{json, Value};
 
 /// One Dendrite per database for this test binary, with the module's
@@ -52,6 +52,8 @@ on_both_databases!(
     managed_users_keep_no_device_and_the_service_account_one,
     without_the_database_an_admin_change_on_an_existing_user_asks_for_it,
     an_admin_token_alone_manages_but_cannot_create,
+    without_the_database_a_deactivated_user_declared_present_fails_clearly,
+    a_failed_deactivation_leaves_the_user_as_it_was,
 );
 
 fn creates_a_user_who_can_log_in_and_a_second_run_changes_nothing(s: &Server) {
@@ -408,4 +410,86 @@ fn ten_runs_in_a_row_under_default_rate_limits() {
     let recovered = s.dendrite_devices("matrix-user-service");
     assert_eq!(recovered.len(), 1, "{recovered:?}");
     assert!(!service.contains(&recovered[0]));
+}
+
+/// Without the database, Dendrite shows neither the admin flag nor
+/// deactivation. A user deactivated behind the module's back (its declared
+/// password then no longer logs in) must not be reported "already as
+/// declared": the module says it needs the database, and the diff shows what
+/// it could not see as unknown.
+fn without_the_database_a_deactivated_user_declared_present_fails_clearly(s: &Server) {
+    let without = |args: Value| {
+        let mut args = args;
+        args["dendrite_database"] = Value::Null;
+        s.dendrite(args)
+    };
+    let user = json!({"username": "gone-no-db", "password": "gone-no-db-pw"});
+    s.dendrite(user.clone()).assert_changed();
+    s.dendrite_deactivate_in_database("gone-no-db");
+    let expected = "whether @gone-no-db:localhost is deactivated";
+    without(user.clone())
+        .assert_failed_with(expected)
+        .assert_failed_with("needs dendrite_database");
+    let mut check = user.clone();
+    check["_ansible_check_mode"] = json!(true);
+    without(check).assert_failed_with(expected);
+    // What it did not need to read is shown as unknown, never guessed: the
+    // admin flag of an active user whose admin flag is not declared.
+    s.dendrite(json!({"username": "unseen-no-db", "password": "unseen-no-db-pw", "admin": true}))
+        .assert_changed();
+    let run = without(
+        json!({"username": "unseen-no-db", "password": "unseen-no-db-pw",
+                             "_ansible_diff": true}),
+    );
+    run.assert_unchanged();
+    assert_eq!(
+        run.output["diff"][0]["before"]["admin"],
+        json!("unknown"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.output["diff"][0]["before"]["deactivated"], json!(false));
+    // update_password: always sets a password that does not log in, then
+    // finds out with a login whether the account was deactivated.
+    without(
+        json!({"username": "gone-no-db", "password": "gone-no-db-new",
+                   "update_password": "always"}),
+    )
+    .assert_failed_with(
+        "reactivating @gone-no-db:localhost (its password was set, but it still does not log in",
+    );
+    // With the database, the same declaration reactivates it.
+    assert_eq!(
+        s.dendrite(user).assert_changed().actions(0),
+        ["reactivated"]
+    );
+    assert!(s.can_log_in("gone-no-db", "gone-no-db-pw"));
+}
+
+/// Dendrite's deactivation needs a password the module knows; if the
+/// deactivation itself fails (the proxy answers 500 without forwarding it),
+/// the user must keep its own password, not a random one nobody knows.
+fn a_failed_deactivation_leaves_the_user_as_it_was(s: &Server) {
+    s.dendrite(json!({"username": "keeps-pw", "password": "keeps-pw-own"}))
+        .assert_changed();
+    let proxy = FaultProxy::start(
+        &s.url,
+        json!([{"method": "POST", "path": "/_matrix/client/v3/account/deactivate",
+                "action": "fail_500"}]),
+    );
+    let absent = |url: &str| {
+        s.dendrite(
+            json!({"homeserver_url": url, "admin_token": s.dendrite_admin_token(),
+                          "registration_shared_secret": null,
+                          "username": "keeps-pw", "state": "absent"}),
+        )
+    };
+    absent(&proxy.url).assert_failed_with("deactivating @keeps-pw:localhost");
+    assert!(s.can_log_in("keeps-pw", "keeps-pw-own"));
+    assert!(!s.dendrite_account("keeps-pw").unwrap().deactivated);
+    assert_eq!(
+        absent(&proxy.url).assert_changed().actions(0),
+        ["deactivated"]
+    );
+    assert!(s.dendrite_account("keeps-pw").unwrap().deactivated);
 }

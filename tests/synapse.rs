@@ -4,7 +4,7 @@ mod harness;
 
 use std::sync::OnceLock;
 
-use harness::{Proxy, Server};
+use harness::{encode, FaultProxy, Proxy, Server};
 use serde_json::json;
 
 /// One Synapse for this test binary, with the module's service account
@@ -284,7 +284,7 @@ fn bad_input_fails_before_anything_is_sent_and_names_the_field() {
         ),
         (
             json!({"username": "tls", "password": "x", "ca_path": "/nonexistent.pem"}),
-            "ca_path /nonexistent.pem:",
+            "ca_path: cannot read /nonexistent.pem:",
         ),
         (
             json!({"username": "conc", "password": "x", "concurrency": 0}),
@@ -415,6 +415,56 @@ fn an_unreachable_homeserver_gives_a_clear_error() {
 }
 
 #[test]
+fn an_unusable_token_cache_dir_fails_before_the_service_account_is_registered() {
+    let s = synapse();
+    let in_the_way = s.data_dir.join("cache-in-the-way");
+    std::fs::write(&in_the_way, "a file where a folder should be").unwrap();
+    let shared = s.data_dir.join("shared-cache");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    for (account, folder, expected) in [
+        (
+            "svc-no-cache",
+            in_the_way.join("cache"),
+            "cannot keep the service account's token in",
+        ),
+        ("svc-shared-cache", shared, "can be written by other users"),
+    ] {
+        s.module(json!({
+            "service_account": account, "token_cache_dir": folder,
+            "username": "cacheless", "password": "cacheless-pw",
+        }))
+        .assert_failed_with(expected)
+        .assert_failed_with("token_cache_dir");
+        assert!(
+            s.synapse_user(account).is_none(),
+            "{account} must not be registered"
+        );
+    }
+    assert!(s.synapse_user("cacheless").is_none());
+}
+
+#[test]
+fn without_home_nor_xdg_cache_home_the_cache_folder_must_be_given() {
+    let s = synapse();
+    let no_home = [("HOME", None), ("XDG_CACHE_HOME", None)];
+    s.module_with_env(
+        json!({"token_cache_dir": null, "username": "homeless", "password": "homeless-pw"}),
+        &no_home,
+    )
+    .assert_failed_with("token_cache_dir is needed");
+    assert!(s.synapse_user("homeless").is_none());
+    // An admin token needs no cache.
+    let token = s.harness_admin_token().to_string();
+    harness::run_module_with_env(
+        json!({"homeserver_url": s.url, "admin_token": token, "username": "homeless", "password": "homeless-pw"}),
+        vec![token.clone()],
+        &no_home,
+    )
+    .assert_changed();
+}
+
+#[test]
 fn an_admin_token_alone_is_enough() {
     let s = synapse();
     let token = s.harness_admin_token().to_string();
@@ -526,4 +576,188 @@ fn a_server_name_that_is_not_the_servers_fails_before_any_change() {
         "server_name is \"example.org\", but the server at homeserver_url serves \"localhost\"",
     );
     assert!(s.synapse_user("named-server").is_none());
+}
+
+/// With `admin_token` alone, someone else creates the user between the
+/// module's read and its write (the proxy does it just before forwarding the
+/// module's first write): the module must not take the account over. It
+/// reconciles it as an existing user: promoted as declared, its owner's
+/// password left alone (`update_password: on_create`).
+#[test]
+fn admin_token_never_overwrites_a_user_created_between_read_and_write() {
+    let s = synapse();
+    let token = s.harness_admin_token().to_string();
+    let path = format!(
+        "/_synapse/admin/v2/users/{}",
+        encode(&s.user_id("raced-by-hand"))
+    );
+    let proxy = FaultProxy::start(
+        &s.url,
+        json!([{"method": "PUT", "path": path, "action": "before",
+                "request": {"method": "PUT", "path": path, "token": token,
+                            "body": {"password": "their-own-password"}}}]),
+    );
+    let run = harness::run_module(
+        json!({"homeserver_url": proxy.url, "admin_token": token,
+               "username": "raced-by-hand", "password": "module-password", "admin": true}),
+        vec![token.clone()],
+    );
+    run.assert_changed();
+    assert_eq!(run.actions(0), ["promoted"], "{}", run.stdout);
+    assert!(s.can_log_in("raced-by-hand", "their-own-password"));
+    assert!(!s.can_log_in("raced-by-hand", "module-password"));
+    assert!(s.is_admin("raced-by-hand"));
+}
+
+/// The registration POST reaches Synapse, which creates the user, but the
+/// answer is lost (a proxy's 502): the module must not resend it (its nonce
+/// is spent), but find the user there and report it created.
+#[test]
+fn a_registration_whose_answer_is_lost_is_not_resent_blindly() {
+    let s = synapse();
+    let proxy = FaultProxy::start(
+        &s.url,
+        json!([{"method": "POST", "path": "/_synapse/admin/v1/register",
+                "body_has": {"username": "lost-answer"}, "action": "forward_then_502"}]),
+    );
+    // A service account of its own: this URL's empty token cache then
+    // registers it instead of logging in (rate-limited by Synapse).
+    let run = s.module_via(
+        &proxy,
+        json!({"service_account": "svc-lost-answer",
+               "username": "lost-answer", "password": "lost-answer-pw", "admin": true}),
+    );
+    run.assert_changed();
+    assert_eq!(run.actions(0), ["created"], "{}", run.stdout);
+    assert!(s.can_log_in("lost-answer", "lost-answer-pw") && s.is_admin("lost-answer"));
+    s.module(json!({"username": "lost-answer", "password": "lost-answer-pw", "admin": true}))
+        .assert_unchanged();
+}
+
+/// The same lost answer on the service account's own registration: the
+/// module registers again with a fresh nonce, finds the account taken and
+/// logs it in, instead of failing on a spent nonce.
+#[test]
+fn a_lost_answer_to_the_service_account_registration_is_recovered() {
+    let s = synapse();
+    let proxy = FaultProxy::start(
+        &s.url,
+        json!([{"method": "POST", "path": "/_synapse/admin/v1/register",
+                "body_has": {"username": "svc-lost-own"}, "action": "forward_then_502"}]),
+    );
+    s.module_via(
+        &proxy,
+        json!({"service_account": "svc-lost-own",
+               "username": "after-lost-own", "password": "after-lost-own-pw"}),
+    )
+    .assert_changed();
+    assert!(s.can_log_in("after-lost-own", "after-lost-own-pw"));
+}
+
+/// The module's own service account is not a user it manages: declaring it,
+/// in any state, fails before anything is sent.
+#[test]
+fn the_service_account_cannot_be_declared() {
+    let s = synapse();
+    for user in [
+        json!({"username": "matrix-user-service", "state": "absent"}),
+        json!({"username": "matrix-user-service", "password": "pw-svc", "admin": false}),
+    ] {
+        s.module(json!({"users": [user]}))
+            .assert_failed_with("users[0].username: matrix-user-service is the service account");
+    }
+    let own = json!({"service_account": "svc-own-name", "users": [{"username": "@svc-own-name:localhost", "state": "absent"}]});
+    s.module(own)
+        .assert_failed_with("svc-own-name is the service account");
+    assert!(
+        s.synapse_user("svc-own-name").is_none(),
+        "nothing may be sent"
+    );
+    let svc = s.synapse_user("matrix-user-service").unwrap();
+    assert_eq!(
+        (svc["admin"].clone(), svc["deactivated"].clone()),
+        (json!(true), json!(false))
+    );
+}
+
+/// The service account was demoted behind the module's back: its cached
+/// token now belongs to a non-admin. The run fails once, saying how to fix
+/// it, and the cache is discarded; once an admin promotes the account again,
+/// the next run works (it logs in afresh, not with the stale token).
+#[test]
+fn a_demoted_service_account_fails_clearly_and_the_stale_token_is_dropped() {
+    let s = synapse();
+    let account = "svc-demoted";
+    let args = |user: &str| json!({"service_account": account, "username": user, "password": "demoted-pw"});
+    s.module(args("before-demotion")).assert_changed();
+    let path = format!("/_synapse/admin/v2/users/{}", encode(&s.user_id(account)));
+    let token = s.harness_admin_token().to_string();
+    let demote = s.request(
+        reqwest::Method::PUT,
+        &path,
+        Some(&token),
+        Some(json!({"admin": false})),
+    );
+    assert_eq!(demote.0, 200, "{:?}", demote);
+    s.module(args("while-demoted"))
+        .assert_failed_with("@svc-demoted:localhost is not a server admin");
+    let cached: Vec<_> = std::fs::read_dir(&s.token_cache_dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    let (_, whoami_of) = (0, |t: &str| {
+        s.get("/_matrix/client/v3/account/whoami", Some(t)).1
+    });
+    for token in &cached {
+        assert_ne!(
+            whoami_of(token.trim())["user_id"],
+            json!(s.user_id(account)),
+            "the demoted account's token must not stay in the cache"
+        );
+    }
+    let promote = s.request(
+        reqwest::Method::PUT,
+        &path,
+        Some(&token),
+        Some(json!({"admin": true})),
+    );
+    assert_eq!(promote.0, 200, "{:?}", promote);
+    s.module(args("after-promotion")).assert_changed();
+}
+
+/// With `admin_token` alone, creating takes two requests (see above); when
+/// the second, which sets the password, fails (the proxy answers 500 without
+/// forwarding it), the new account is deactivated rather than left without a
+/// password, so that the next run reactivates it with its password.
+#[test]
+fn admin_token_creation_that_cannot_set_the_password_is_finished_by_the_next_run() {
+    let s = synapse();
+    let token = s.harness_admin_token().to_string();
+    let path = format!(
+        "/_synapse/admin/v2/users/{}",
+        encode(&s.user_id("half-made"))
+    );
+    let proxy = FaultProxy::start(
+        &s.url,
+        json!([{"method": "PUT", "path": path, "body_has": {"admin": true}, "action": "fail_500"}]),
+    );
+    let args = |url: &str| {
+        json!({"homeserver_url": url, "admin_token": token,
+               "username": "half-made", "password": "half-made-pw", "admin": true})
+    };
+    harness::run_module(args(&proxy.url), vec![token.clone()])
+        .assert_failed_with("the next run reactivates it with its password");
+    assert_eq!(
+        s.synapse_user("half-made").unwrap()["deactivated"],
+        json!(true)
+    );
+    let run = harness::run_module(args(&proxy.url), vec![token.clone()]);
+    run.assert_changed();
+    assert_eq!(
+        run.actions(0),
+        ["reactivated", "promoted"],
+        "{}",
+        run.stdout
+    );
+    assert!(s.can_log_in("half-made", "half-made-pw") && s.is_admin("half-made"));
 }

@@ -13,10 +13,9 @@
 //!   once. Without it, `register/available` gives existence and the profile
 //!   the display name; admin flag and deactivation are not visible through
 //!   any API. A login with the declared password then shows the account is
-//!   active and, with the user's own token, whether it is an admin; an
-//!   existing user whose admin flag is declared but cannot be read that way,
-//!   whose admin flag would change, or who is declared absent, fails with a
-//!   message asking for the database.
+//!   active and, with the user's own token, whether it is an admin; what it
+//!   does not show is read as unknown, and the plan refuses what depends on
+//!   it ([`Homeserver::not_seen`] asks for the database).
 //! - Password check: a login with the declared password, logged out at once.
 //!   Password change: `/_dendrite/admin/resetPassword`, which also ends the
 //!   user's sessions (as Synapse's admin API does).
@@ -26,9 +25,10 @@
 //!   logs in (Dendrite then renames the user in its rooms too), else in the
 //!   database (rooms keep the old name until the user's next change).
 //! - Deactivate: Dendrite's own self-deactivation, which leaves rooms and
-//!   removes sessions and pushers: the password is first reset to a random
-//!   one, so this works whatever the declared password. Reactivate: reset to
-//!   the declared password, then clear `is_deactivated` in the database.
+//!   removes sessions and pushers: the password is first set to a random
+//!   one, so this works whatever the declared password, and the old hash is
+//!   written back if anything after that fails. Reactivate: reset to the
+//!   declared password, then clear `is_deactivated` in the database.
 
 mod database;
 
@@ -40,12 +40,12 @@ use serde_json::{json, Value};
 
 use self::database::{AccountRow, Database, ACCOUNT_TYPE_ADMIN, ACCOUNT_TYPE_USER};
 use super::client_api::{logout, password_auth, password_login};
-use super::shared_secret::{hex, identify, register, Registration};
+use super::shared_secret::{hex, identify, register, AdminCheck, Registration};
 use super::{Homeserver, ServerError};
-use crate::args::{DesiredUser, ModuleArgs, UpdatePassword, UserState, UserType};
+use crate::args::{DesiredUser, ModuleArgs, UserState, UserType};
 use crate::http::{path_segment, Body, Http};
 use crate::matrix_id::UserId;
-use crate::plan::{Account, Change};
+use crate::plan::{Account, Change, Fact, Seen};
 use crate::secret::Secret;
 
 pub struct Dendrite {
@@ -66,12 +66,7 @@ impl Dendrite {
     pub async fn connect(args: &ModuleArgs, http: Http) -> Result<Dendrite, ServerError> {
         let credentials = &args.credentials;
         // Dendrite has no user types (a MAC covering one fails there).
-        let identity = identify(args, &http, "dendrite", None).await?;
-        if !is_admin(&http, &identity.token, &identity.user_id).await? {
-            return Err(ServerError::NotAdmin {
-                account: identity.user_id,
-            });
-        }
+        let identity = identify(args, &http, "dendrite", None, &DendriteAdminCheck).await?;
         let database = match &credentials.dendrite_database {
             Some(location) => Some(Database::open(location, args.server.timeout).await?),
             None => None,
@@ -111,15 +106,21 @@ impl Dendrite {
             }
         };
         Ok(Account {
-            admin,
-            deactivated: row.deactivated,
+            admin: Seen::Known(admin),
+            deactivated: Seen::Known(row.deactivated),
             user_type: UserType::Regular,
             displayname: row.displayname.filter(|name| !name.is_empty()),
             emails: Vec::new(),
         })
     }
 
-    /// What the APIs show of an existing user, for runs without the database.
+    /// What the APIs show of an existing user, for runs without the
+    /// database: existence and display name. Only a login with the declared
+    /// password shows more: it proves the account active and, with the
+    /// user's own token, whether it is an admin (asked only when the admin
+    /// flag is declared: it costs a request). A failed login shows nothing
+    /// (Dendrite refuses deactivated accounts as it refuses wrong passwords),
+    /// so what it did not show stays [`Seen::Unknown`] and the plan decides.
     async fn account_without_database(
         &self,
         user: &UserId,
@@ -128,55 +129,47 @@ impl Dendrite {
         if !self.exists(user).await? {
             return Ok(None);
         }
-        if declared.state == UserState::Absent {
-            return Err(ServerError::NeedsDatabase {
-                what: format!(
-                    "state: absent for the existing user {user} (Dendrite records deactivation only in its database)"
-                ),
-            });
-        }
-        let displayname = self.displayname(user).await?;
-        let wanted_admin = declared.admin;
-        let password = Some(declared)
-            .filter(|d| wanted_admin.is_some() || d.update_password == UpdatePassword::Always)
-            .and_then(|d| d.password.as_ref());
-        let mut admin = None;
-        if let Some(password) = password {
-            let session = login(&self.http, user, password).await?;
-            self.password_checked
-                .borrow_mut()
-                .insert(user.clone(), session.is_some());
-            if let Some(session) = session {
-                let probed = is_admin(&self.http, &session, &user.to_string()).await;
-                logout(&self.http, &session, &user.to_string()).await?;
-                admin = Some(probed?);
-            }
-        }
-        match (wanted_admin, admin) {
-            (Some(_), None) => {
-                return Err(ServerError::NeedsDatabase {
-                    what: format!(
-                        "reading whether {user} is a server admin without its current password"
-                    ),
-                })
-            }
-            (Some(wanted), Some(actual)) if wanted != actual => {
-                return Err(ServerError::NeedsDatabase {
-                    what: format!("{} {user}", if wanted { "promoting" } else { "demoting" }),
-                })
-            }
-            _ => {}
-        }
-        // A login, when one was made, proved the account active. Without one
-        // neither flag shows: the account is taken as active and, its admin
-        // flag not being declared, as no admin (so the diff reports them).
-        Ok(Some(Account {
-            admin: admin.unwrap_or(false),
-            deactivated: false,
+        let mut account = Account {
+            admin: Seen::Unknown,
+            deactivated: Seen::Unknown,
             user_type: UserType::Regular,
-            displayname,
+            displayname: self.displayname(user).await?,
             emails: Vec::new(),
-        }))
+        };
+        let password = match (&declared.password, declared.state) {
+            (Some(password), UserState::Present) => password,
+            _ => return Ok(Some(account)),
+        };
+        let session = login(&self.http, user, password).await?;
+        self.password_checked
+            .borrow_mut()
+            .insert(user.clone(), session.is_some());
+        if let Some(session) = session {
+            account.deactivated = Seen::Known(false);
+            let probed = match declared.admin {
+                Some(_) => Some(is_admin(&self.http, &session, &user.to_string()).await),
+                None => None,
+            };
+            logout(&self.http, &session, &user.to_string()).await?;
+            if let Some(probed) = probed {
+                account.admin = Seen::Known(probed?);
+            }
+        }
+        Ok(Some(account))
+    }
+
+    /// Without the database, a password that did not log in was set
+    /// without knowing whether the account is deactivated: a login with
+    /// it now tells.
+    async fn confirm_active(&self, user: &UserId, password: &Secret) -> Result<(), ServerError> {
+        match login(&self.http, user, password).await? {
+            Some(session) => logout(&self.http, &session, &user.to_string()).await,
+            None => Err(ServerError::NeedsDatabase {
+                what: format!(
+                    "reactivating {user} (its password was set, but it still does not log in: it is deactivated)"
+                ),
+            }),
+        }
     }
 
     /// Whether a user ID is taken, deactivated accounts included.
@@ -225,6 +218,16 @@ impl Dendrite {
 
     /// Sets a password and ends every session of the user.
     async fn reset_password(&self, user: &UserId, password: &Secret) -> Result<(), ServerError> {
+        self.set_password(user, password, true).await
+    }
+
+    /// Sets a password; `end_sessions` ends every session of the user too.
+    async fn set_password(
+        &self,
+        user: &UserId,
+        password: &Secret,
+        end_sessions: bool,
+    ) -> Result<(), ServerError> {
         let reply = self
             .http
             .send(
@@ -234,7 +237,7 @@ impl Dendrite {
                     path_segment(&user.to_string())
                 ),
                 Some(&self.token),
-                Body::Json(&json!({"password": password.expose(), "logout_devices": true})),
+                Body::Json(&json!({"password": password.expose(), "logout_devices": end_sessions})),
             )
             .await?;
         match reply.status {
@@ -247,11 +250,23 @@ impl Dendrite {
     }
 
     /// Dendrite deactivates only an account that asks for it itself, with
-    /// its password: give it a random one first, log in with it and ask.
+    /// its password: give it a random one, log in with it and ask. Its own
+    /// password hash is read first and put back if anything after the
+    /// replacement fails, so that a failure leaves the account as it was
+    /// (still usable with its password), never locked by a password nobody
+    /// knows. Its sessions are kept until the deactivation ends them.
     async fn deactivate(&self, user: &UserId) -> Result<(), ServerError> {
         let what = format!("deactivating {user}");
+        let database = self.database(|| what.clone())?;
+        let own_hash = database
+            .password_hash(&self.server_name, user.localpart())
+            .await?
+            .ok_or_else(|| ServerError::Unexpected {
+                what: what.clone(),
+                detail: "the account is not in dendrite_database".into(),
+            })?;
         let throwaway = random_password();
-        self.reset_password(user, &throwaway).await?;
+        self.set_password(user, &throwaway, false).await?;
         let deactivated = async {
             let session = login(&self.http, user, &throwaway).await?.ok_or_else(|| {
                 ServerError::Unexpected {
@@ -269,19 +284,33 @@ impl Dendrite {
                     Some(&session),
                     Body::Json(&body),
                 )
-                .await?;
-            if reply.status == StatusCode::OK {
+                .await;
+            if matches!(&reply, Ok(reply) if reply.status == StatusCode::OK) {
                 return Ok(());
             }
-            let refused = ServerError::refused(what.clone(), &reply);
-            // The refusal is the error to report, whether or not this logout works.
+            // The failure is the error to report, whether or not this logout
+            // works (after a lost answer, the session may be gone already).
             let _ = logout(&self.http, &session, &user.to_string()).await;
-            Err(refused)
+            match reply {
+                Ok(reply) => Err(ServerError::refused(what.clone(), &reply)),
+                Err(error) => Err(error.into()),
+            }
         };
-        deactivated.await.map_err(|cause| ServerError::Unfinished {
-            done: format!(
-                "{user}'s password had already been replaced by a random one, so it can no longer log in with the old one"
-            ),
+        let Err(cause) = deactivated.await else {
+            return Ok(());
+        };
+        // Put back even if the deactivation landed and only its answer was
+        // lost: a deactivated account's password no longer matters.
+        let restored = database
+            .set_password_hash(&self.server_name, user.localpart(), &own_hash)
+            .await;
+        let done = match restored {
+            Ok(true) => format!("{user} keeps its own password (matrix_user put it back)"),
+            Ok(false) => format!("{user}'s password was replaced by a random one for the deactivation, and it is no longer in dendrite_database to put its own back"),
+            Err(error) => format!("{user}'s password was replaced by a random one for the deactivation, and putting its own back failed ({error}); give it a password with update_password: always"),
+        };
+        Err(ServerError::Unfinished {
+            done,
             cause: Box::new(cause),
         })
     }
@@ -381,13 +410,47 @@ impl Homeserver for Dendrite {
         &self.server_name
     }
 
+    fn not_seen(&self, user: &UserId, desired: &DesiredUser, fact: Fact) -> ServerError {
+        let what = match (fact, desired.state) {
+            (Fact::Deactivated, UserState::Absent) => format!(
+                "state: absent for the existing user {user} (Dendrite records deactivation only in its database)"
+            ),
+            (Fact::Deactivated, UserState::Present) => format!(
+                "reading whether {user} is deactivated (it is, or its declared password does not log in, or none is declared: Dendrite does not tell which)"
+            ),
+            (Fact::Admin, _) => format!(
+                "reading whether {user} is a server admin without its current password"
+            ),
+        };
+        ServerError::NeedsDatabase { what }
+    }
+
     fn refuse_impossible(&self, user: &UserId, changes: &[Change]) -> Result<(), ServerError> {
         if changes.contains(&Change::Create) && self.shared_secret.is_none() {
             return Err(ServerError::NeedsSharedSecret {
                 user: user.to_string(),
             });
         }
-        Ok(())
+        if self.database.is_some() {
+            return Ok(());
+        }
+        // Only the database holds admin flags and deactivation; a login can
+        // show a user active, but not write either.
+        let needs_database = changes.iter().find_map(|change| match change {
+            Change::SetAdmin(admin) => Some(format!(
+                "{} {user}",
+                if *admin { "promoting" } else { "demoting" }
+            )),
+            Change::Deactivate { .. } => Some(format!(
+                "state: absent for the existing user {user} (Dendrite records deactivation only in its database)"
+            )),
+            Change::Reactivate => Some(format!("reactivating {user}")),
+            _ => None,
+        });
+        match needs_database {
+            Some(what) => Err(ServerError::NeedsDatabase { what }),
+            None => Ok(()),
+        }
     }
 
     async fn accounts(
@@ -485,6 +548,9 @@ impl Homeserver for Dendrite {
         }
         if changes.contains(&Change::SetPassword) {
             self.reset_password(user, password()).await?;
+            if self.database.is_none() {
+                self.confirm_active(user, password()).await?;
+            }
         }
         if changes.contains(&Change::SetDisplayname) {
             self.set_displayname(user, desired).await?;
@@ -492,6 +558,19 @@ impl Homeserver for Dendrite {
         // Args refuse user types and e-mail for Dendrite, so SetUserType and
         // AddEmail are never planned here.
         Ok(())
+    }
+}
+
+struct DendriteAdminCheck;
+
+impl AdminCheck for DendriteAdminCheck {
+    async fn is_admin(
+        &self,
+        http: &Http,
+        token: &Secret,
+        user_id: &str,
+    ) -> Result<bool, ServerError> {
+        is_admin(http, token, user_id).await
     }
 }
 

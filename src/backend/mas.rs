@@ -26,9 +26,9 @@ use serde_json::{json, Value};
 use super::client_api::logout;
 use super::{confirm_server_name, Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UserType};
-use crate::http::{path_segment, Body, Http, Reply};
+use crate::http::{path_segment, server_word, server_words, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::plan::{Account, Change};
+use crate::plan::{Account, Change, Seen};
 use crate::secret::Secret;
 
 const ADMIN_API: &str = "/api/admin/v1";
@@ -344,8 +344,8 @@ impl Homeserver for Mas {
         };
         let emails = self.emails(&found.id).await?;
         let account = Account {
-            admin: found.admin,
-            deactivated: found.deactivated,
+            admin: Seen::Known(found.admin),
+            deactivated: Seen::Known(found.deactivated),
             user_type: UserType::Regular,
             displayname: None,
             emails,
@@ -409,7 +409,16 @@ impl Homeserver for Mas {
                 "/users",
                 Some(&json!({"username": user.localpart()})),
             )
-            .await?;
+            .await
+            .map_err(|error| match error.is_answer_lost() {
+                // It may exist now, without a password, which a later run
+                // with update_password: on_create would never set.
+                true => ServerError::CreationUnconfirmed {
+                    user: user.to_string(),
+                    cause: Box::new(error),
+                },
+                false => error,
+            })?;
         let id = match reply.status {
             StatusCode::CREATED | StatusCode::OK => resource_id(&reply.body, "creating the user")?,
             StatusCode::CONFLICT if reply.explanation().contains("reserved") => {
@@ -577,18 +586,18 @@ impl OAuthClient {
             (StatusCode::UNAUTHORIZED, Some(code)) => {
                 return Err(ServerError::MasClientRefused {
                     client_id: self.id.clone(),
-                    code: code.to_string(),
+                    code: server_word(code),
                     detail: if detail.is_empty() {
                         String::new()
                     } else {
-                        format!(": {detail}")
+                        format!(": {}", server_words(detail))
                     },
                 })
             }
             (StatusCode::FORBIDDEN, Some("invalid_scope")) => {
                 return Err(ServerError::MasAdminScopeDenied {
                     client_id: self.id.clone(),
-                    detail: detail.to_string(),
+                    detail: server_words(detail),
                 })
             }
             _ => return Err(ServerError::refused(what, reply)),
@@ -598,7 +607,7 @@ impl OAuthClient {
             if !scope.split(' ').any(|s| s == ADMIN_SCOPE) {
                 return Err(ServerError::MasAdminScopeDenied {
                     client_id: self.id.clone(),
-                    detail: format!("granted only {scope:?}"),
+                    detail: format!("granted only {:?}", server_word(scope)),
                 });
             }
         }

@@ -11,9 +11,9 @@ pub mod synapse;
 use std::collections::HashMap;
 
 use crate::args::{DesiredUser, HomeserverKind, ModuleArgs};
-use crate::http::{HttpError, Reply};
+use crate::http::{server_word, HttpError, Reply};
 use crate::matrix_id::UserId;
-use crate::plan::{Account, Change};
+use crate::plan::{Account, Change, Fact};
 use crate::secret::Secret;
 
 /// What a homeserver implementation must offer the reconciler.
@@ -44,6 +44,16 @@ pub trait Homeserver {
     /// The display name the server gives a new user that declares none.
     fn default_displayname(&self, user: &UserId) -> Option<String> {
         Some(user.localpart().to_string())
+    }
+
+    /// Why the plan for `desired` could not be made: it depends on `fact`,
+    /// which the read of `user` could not see, and what would show it. Only
+    /// servers whose reads return [`crate::plan::Seen::Unknown`] are asked.
+    fn not_seen(&self, user: &UserId, _desired: &DesiredUser, fact: Fact) -> ServerError {
+        ServerError::Unexpected {
+            what: format!("reading {user}"),
+            detail: format!("the homeserver did not show {fact}"),
+        }
     }
 
     /// Refuses `changes` this server cannot make for `user` at all, found out
@@ -94,6 +104,10 @@ pub enum ServerError {
     /// The account behind the token is not a server admin.
     #[error("{account} is not a server admin, so it cannot manage users; promote it, or give the token of a server admin")]
     NotAdmin { account: String },
+    /// The service account's token works, but the account is no admin any
+    /// more (someone demoted it); it cannot promote itself.
+    #[error("the service account {account} is not a server admin (any more: someone demoted it), and it cannot promote itself; promote it again with another admin's token (PUT /_synapse/admin/v2/users/{account} with {{\"admin\": true}} on Synapse, account_type 3 in Dendrite's database), or give admin_token, or choose another service_account")]
+    ServiceAccountNotAdmin { account: String },
     /// The service account exists but its password is not the derived one.
     #[error("the service account {account} exists but does not accept the password matrix_user derives from the registration_shared_secret (was it created by hand, or the secret changed?); choose another service_account (the name stays taken even if that account is deactivated), or give admin_token")]
     ServiceAccountPassword { account: String },
@@ -107,6 +121,15 @@ pub enum ServerError {
     /// The admin token could not be kept for the next run.
     #[error("cannot keep the service account's token in {path}: {detail}; set token_cache_dir to a writable folder")]
     TokenCache { path: String, detail: String },
+    /// The token cache folder belongs to another user, who could swap the token.
+    #[error("the token_cache_dir {folder} belongs to another user (uid {owner}), who could read or replace the service account's token; set token_cache_dir to a folder of the user running the module")]
+    TokenCacheForeign { folder: String, owner: u32 },
+    /// Others can write the token cache folder, so they could swap the token.
+    #[error("the token_cache_dir {folder} can be written by other users (mode {mode}), who could replace the service account's token; make it private (chmod 700) or set token_cache_dir to a private folder")]
+    TokenCacheShared { folder: String, mode: String },
+    /// The token cache file is a symbolic link, which is never followed.
+    #[error("the token cache file {path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove the link (in token_cache_dir)")]
+    TokenCacheLink { path: String },
     /// The server refused a request for a reason of its own.
     #[error("{what}: the homeserver answered {status}{errcode}: {explanation}")]
     Refused {
@@ -119,6 +142,31 @@ pub enum ServerError {
     /// reconciler reads it again and carries on.
     #[error("{user} was created by someone else meanwhile, twice in a row; run again")]
     CreatedMeanwhile { user: String },
+    /// The account was created without a password (so that creating could
+    /// not overwrite someone else's), then setting the rest failed.
+    #[error("{cause}; {user} was created without its password, {state}")]
+    CreatedWithoutPassword {
+        user: String,
+        cause: Box<ServerError>,
+        /// What the account was left as, and what the next run does.
+        state: String,
+    },
+    /// A shared-secret registration got no answer: it may have created the
+    /// user. Registration is all or nothing and refuses an existing user, so
+    /// the reconciler reads the user again and, if it is still missing,
+    /// registers it again with a fresh nonce.
+    #[error("{cause} (registering {user}, twice in a row); run again: a registration is never applied twice")]
+    RegistrationUnanswered {
+        user: String,
+        cause: Box<ServerError>,
+    },
+    /// Creating got no answer, and the user exists now: made by this run
+    /// (then without a password) or by someone else, which the server cannot tell.
+    #[error("creating {user}: {cause}; {user} exists now, but matrix_user cannot tell whether its own request created it (then it has no password yet) or someone else did, so it leaves the account alone: check it, and if it is the one you declared, run again with update_password: always for this user")]
+    CreationUnconfirmed {
+        user: String,
+        cause: Box<ServerError>,
+    },
     /// Dendrite keeps this only in its database, which was not given.
     #[error("{what} needs dendrite_database: the PostgreSQL URL or SQLite path of Dendrite's user API database (Dendrite has no API for it); give it (or dendrite_database_file, a file holding it) as in dendrite.yaml's user_api.account_database")]
     NeedsDatabase { what: String },
@@ -204,11 +252,16 @@ pub fn from_homeserver(path: &str, reply: Reply) -> Result<Reply, ServerError> {
 }
 
 impl ServerError {
+    /// A write that may have been carried out although its answer was lost.
+    pub fn is_answer_lost(&self) -> bool {
+        matches!(self, ServerError::Http(HttpError::AnswerLost { .. }))
+    }
+
     /// A refusal, quoting the server's own explanation.
     pub fn refused(what: impl Into<String>, reply: &Reply) -> ServerError {
         let errcode = match reply.errcode() {
             "" => String::new(),
-            code => format!(" {code}"),
+            code => format!(" {}", server_word(code)),
         };
         ServerError::Refused {
             what: what.into(),
@@ -216,5 +269,28 @@ impl ServerError {
             errcode,
             explanation: reply.explanation(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    #[test]
+    fn a_refusal_quotes_a_broken_servers_fields_briefly() {
+        let reply = Reply {
+            status: StatusCode::BAD_REQUEST,
+            body: serde_json::json!({"errcode": "E".repeat(50_000), "error": "x".repeat(50_000)}),
+        };
+        let message = ServerError::refused("creating @a:x", &reply).to_string();
+        assert!(message.len() < 600, "{} bytes", message.len());
+        assert!(
+            message.starts_with(&format!(
+                "creating @a:x: the homeserver answered 400 {}... (50000 bytes)",
+                "E".repeat(64)
+            )),
+            "{message}"
+        );
     }
 }

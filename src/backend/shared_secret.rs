@@ -10,29 +10,42 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
-use super::client_api::{password_auth, password_login, whoami, DEVICE_NAME};
+use super::client_api::{logout, password_auth, password_login, whoami, DEVICE_NAME};
 use super::{confirm_server_name, from_homeserver, ServerError};
 use crate::args::ModuleArgs;
-use crate::http::{Body, Http, Reply};
+use crate::http::{server_word, Body, Http, HttpError, Reply};
 use crate::matrix_id::Username;
 use crate::secret::Secret;
 
 /// Who the module acts as: the owner of `admin_token`, or the service account.
 pub struct Identity {
     pub token: Secret,
-    pub user_id: String,
     pub server_name: String,
 }
 
+/// How a homeserver tells whether a token is a server admin's.
+#[allow(async_fn_in_trait)] // used with concrete types on one thread only
+pub trait AdminCheck {
+    /// Whether `token`, which belongs to `user_id`, may manage users.
+    async fn is_admin(
+        &self,
+        http: &Http,
+        token: &Secret,
+        user_id: &str,
+    ) -> Result<bool, ServerError>;
+}
+
 /// Authenticates with `admin_token`, else as the service account (see
-/// [`service_account_token`]), and checks the configured `server_name`.
-/// `service_user_type` is the user type the service account is registered
-/// with (Synapse's `bot`; Dendrite has none).
+/// [`service_account_token`]), makes sure the identity is a server admin,
+/// and checks the configured `server_name`. `service_user_type` is the user
+/// type the service account is registered with (Synapse's `bot`; Dendrite
+/// has none).
 pub async fn identify(
     args: &ModuleArgs,
     http: &Http,
     kind: &str,
     service_user_type: Option<&str>,
+    admin_check: &impl AdminCheck,
 ) -> Result<Identity, ServerError> {
     let credentials = &args.credentials;
     let (token, user_id) = match (&credentials.admin_token, &credentials.shared_secret) {
@@ -42,16 +55,18 @@ pub async fn identify(
                 .ok_or_else(|| ServerError::TokenRefused {
                     detail: "unknown or expired token".into(),
                 })?;
+            if !admin_check.is_admin(http, token, &user_id).await? {
+                return Err(ServerError::NotAdmin { account: user_id });
+            }
             (token.clone(), user_id)
         }
         (None, Some(secret)) => {
             let account = &credentials.service_account;
-            let cache = TokenCache::new(
-                kind,
-                &credentials.token_cache_dir,
-                &args.server.url,
-                account,
-            );
+            let folder = credentials
+                .token_cache_dir
+                .as_deref()
+                .expect("args require a token_cache_dir with the service account");
+            let cache = TokenCache::new(kind, folder, &args.server.url, account);
             let password = service_account_password(secret, account.localpart());
             let registration = Registration {
                 localpart: account.localpart(),
@@ -62,7 +77,7 @@ pub async fn identify(
                 // The session this registration opens is the one the module keeps.
                 inhibit_login: Some(false),
             };
-            service_account_token(http, secret, &registration, &cache).await?
+            service_account_token(http, secret, &registration, &cache, admin_check).await?
         }
         (None, None) => unreachable!("args require a credential"),
     };
@@ -71,44 +86,68 @@ pub async fn identify(
         .map(|(_, server)| server.to_string())
         .ok_or_else(|| ServerError::Unexpected {
             what: "asking who the admin token belongs to".into(),
-            detail: format!("{user_id:?} is not a user ID"),
+            detail: format!("{:?} is not a user ID", server_word(&user_id)),
         })?;
     let server_name = confirm_server_name(args, server_name)?;
-    Ok(Identity {
-        token,
-        user_id,
-        server_name,
-    })
+    Ok(Identity { token, server_name })
 }
 
-/// The service account's token, from the cache when it still works, else by
-/// registering the account (first run) or logging it in (cache lost).
+/// The service account's token, from the cache when it still works as an
+/// admin's, else by registering the account (first run) or logging it in
+/// (cache lost, token revoked, or the account demoted since).
 async fn service_account_token(
     http: &Http,
     secret: &Secret,
     registration: &Registration<'_>,
     cache: &TokenCache,
+    admin_check: &impl AdminCheck,
 ) -> Result<(Secret, String), ServerError> {
-    if let Some(token) = cache.load() {
+    if let Some(token) = cache.load()? {
         if let Some(user_id) = whoami(http, &token).await? {
-            return Ok((token, user_id));
+            if admin_check.is_admin(http, &token, &user_id).await? {
+                return Ok((token, user_id));
+            }
+            // Demoted since it was cached: the token can never manage users
+            // again, whatever happens to the account, so it goes.
+            cache.discard()?;
+            let _ = logout(http, &token, "the service account").await;
         }
     }
-    let (token, user_id) = match register(http, secret, registration).await {
-        Ok((user_id, Some(token))) => (token, user_id),
-        Ok((_, None)) => {
-            return Err(ServerError::Unexpected {
-                what: "registering the service account".into(),
-                detail: "no access token in the answer".into(),
-            })
-        }
-        Err(ServerError::CreatedMeanwhile { .. }) => {
-            recover_service_account(http, registration.localpart, registration.password).await?
-        }
-        Err(other) => return Err(other),
-    };
-    cache.store(&token)?;
+    let pending = cache.prepare_store()?;
+    let (token, user_id) = register_service_account(http, secret, registration).await?;
+    if !admin_check.is_admin(http, &token, &user_id).await? {
+        // Not cached, so that the run after the account is promoted again
+        // logs in afresh; the session is ended so that none piles up.
+        let _ = logout(http, &token, "the service account").await;
+        return Err(ServerError::ServiceAccountNotAdmin { account: user_id });
+    }
+    pending.commit(&token)?;
     Ok((token, user_id))
+}
+
+/// Registers the service account, or logs it in when it exists. A
+/// registration whose answer was lost is sent again with a fresh nonce:
+/// registration refuses an existing user, so the second answer says which.
+async fn register_service_account(
+    http: &Http,
+    secret: &Secret,
+    registration: &Registration<'_>,
+) -> Result<(Secret, String), ServerError> {
+    let mut registered = register(http, secret, registration).await;
+    if let Err(ServerError::RegistrationUnanswered { .. }) = registered {
+        registered = register(http, secret, registration).await;
+    }
+    match registered {
+        Ok((user_id, Some(token))) => Ok((token, user_id)),
+        Ok((_, None)) => Err(ServerError::Unexpected {
+            what: "registering the service account".into(),
+            detail: "no access token in the answer".into(),
+        }),
+        Err(ServerError::CreatedMeanwhile { .. }) => {
+            recover_service_account(http, registration.localpart, registration.password).await
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// Logs the existing service account in and removes its idle sessions, so
@@ -225,11 +264,16 @@ pub async fn register(
     if let Some(inhibit_login) = registration.inhibit_login {
         body["inhibit_login"] = json!(inhibit_login);
     }
-    let reply = from_homeserver(
-        PATH,
-        http.send(Method::POST, PATH, None, Body::Json(&body))
-            .await?,
-    )?;
+    let reply = match http.send(Method::POST, PATH, None, Body::Json(&body)).await {
+        Ok(reply) => from_homeserver(PATH, reply)?,
+        Err(lost @ HttpError::AnswerLost { .. }) => {
+            return Err(ServerError::RegistrationUnanswered {
+                user: registration.localpart.to_string(),
+                cause: Box::new(lost.into()),
+            })
+        }
+        Err(other) => return Err(other.into()),
+    };
     let field = |name: &str| reply.body.get(name).and_then(Value::as_str);
     match (reply.status, reply.errcode(), field("user_id")) {
         (StatusCode::OK, _, Some(user_id)) => {
@@ -330,7 +374,8 @@ pub fn unix_millis() -> u64 {
 
 /// Where the service account's token is kept between runs: one file per
 /// homeserver implementation, URL and account, readable only by the user
-/// running the module.
+/// running the module, in a folder no one else can write. Links are never
+/// followed: another user able to plant one could read or replace the token.
 struct TokenCache {
     path: PathBuf,
 }
@@ -346,42 +391,155 @@ impl TokenCache {
         }
     }
 
-    fn load(&self) -> Option<Secret> {
-        let token = std::fs::read_to_string(&self.path).ok()?;
-        Some(Secret::new(token.trim())).filter(|t| !t.expose().is_empty())
+    fn folder(&self) -> &Path {
+        self.path
+            .parent()
+            .expect("the cache file is inside a folder")
     }
 
+    fn failed(&self, error: std::io::Error) -> ServerError {
+        ServerError::TokenCache {
+            path: self.path.display().to_string(),
+            detail: error.to_string(),
+        }
+    }
+
+    /// Creates the folder (mode 0700) if missing, and refuses one that
+    /// another user owns or that others can write: its owner, or anyone
+    /// who can write it, could swap the token for theirs. A folder is
+    /// never changed, since it may be shared with other files.
+    fn ensure_private_folder(&self) -> Result<(), ServerError> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let folder = self.folder();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)
+            .map_err(|e| self.failed(e))?;
+        let metadata = std::fs::metadata(folder).map_err(|e| self.failed(e))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let user = unsafe { libc::geteuid() };
+        if metadata.uid() != user {
+            return Err(ServerError::TokenCacheForeign {
+                folder: folder.display().to_string(),
+                owner: metadata.uid(),
+            });
+        }
+        let mode = metadata.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(ServerError::TokenCacheShared {
+                folder: folder.display().to_string(),
+                mode: format!("{mode:04o}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The cached token, `None` when there is none yet.
+    fn load(&self) -> Result<Option<Secret>, ServerError> {
+        use std::io::Read;
+        self.ensure_private_folder()?;
+        let mut file = match open_no_follow(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(ServerError::TokenCacheLink {
+                    path: self.path.display().to_string(),
+                })
+            }
+            Err(e) => return Err(self.failed(e)),
+        };
+        let mut token = String::new();
+        file.read_to_string(&mut token)
+            .map_err(|e| self.failed(e))?;
+        Ok(Some(Secret::new(token.trim())).filter(|t| !t.expose().is_empty()))
+    }
+
+    /// Opens a fresh temporary file beside the cache file, so that a folder
+    /// the token cannot be written to is found before a token exists (that
+    /// is, before the service account is registered or logged in).
+    fn prepare_store(&self) -> Result<PendingToken, ServerError> {
+        self.ensure_private_folder()?;
+        let mut suffix = [0u8; 8];
+        getrandom::getrandom(&mut suffix).expect("the operating system provides random bytes");
+        // A name no one can guess, for each run: runs sharing the folder
+        // must not write into each other's file, nor anyone into ours.
+        let temporary =
+            self.path
+                .with_extension(format!("{}-{}.tmp", std::process::id(), hex(&suffix)));
+        let file = create_private_file(&temporary).map_err(|e| self.failed(e))?;
+        Ok(PendingToken {
+            file,
+            temporary,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Forgets the cached token; a cache already gone is fine.
+    fn discard(&self) -> Result<(), ServerError> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.failed(e)),
+            _ => Ok(()),
+        }
+    }
+
+    #[cfg(test)]
     fn store(&self, token: &Secret) -> Result<(), ServerError> {
+        self.prepare_store()?.commit(token)
+    }
+}
+
+/// A token file being written: renamed over the cache file when complete,
+/// removed when dropped before that.
+struct PendingToken {
+    file: std::fs::File,
+    temporary: PathBuf,
+    path: PathBuf,
+}
+
+impl PendingToken {
+    /// Writes `token` and puts the file in place in one step (a rename
+    /// replaces a link at the cache path; it never writes through it).
+    fn commit(mut self, token: &Secret) -> Result<(), ServerError> {
         use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let fail = |e: std::io::Error| ServerError::TokenCache {
             path: self.path.display().to_string(),
             detail: e.to_string(),
         };
-        let dir = self
-            .path
-            .parent()
-            .expect("the cache file is inside a folder");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        self.file
+            .write_all(token.expose().as_bytes())
+            .and_then(|()| self.file.sync_all())
             .map_err(fail)?;
-        // A name of its own per run: runs sharing the folder must not write
-        // into each other's temporary file.
-        let temporary = self
-            .path
-            .with_extension(format!("{}.tmp", std::process::id()));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(fail)?;
-        file.write_all(token.expose().as_bytes()).map_err(fail)?;
-        std::fs::rename(&temporary, &self.path).map_err(fail)
+        std::fs::rename(&self.temporary, &self.path).map_err(fail)
     }
+}
+
+impl Drop for PendingToken {
+    fn drop(&mut self) {
+        // After a commit the name is gone already; nothing else is there.
+        let _ = std::fs::remove_file(&self.temporary);
+    }
+}
+
+/// Creates `path` for writing, mode 0600; fails if anything, a link
+/// included, is already there.
+fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Opens `path` for reading; a link there fails with `ELOOP`.
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 #[cfg(test)]
@@ -493,6 +651,155 @@ mod tests {
         assert_eq!(a, service_account_password(&Secret::new("one"), "svc"));
         assert_ne!(a, service_account_password(&Secret::new("two"), "svc"));
         assert_eq!(a.expose().len(), 40);
+    }
+
+    /// A fresh folder for one test, removed when the test ends.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let path = std::env::temp_dir()
+                .join(format!("matrix-user-unit-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir(&path).unwrap();
+            Scratch(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn cache_in(dir: &Path) -> TokenCache {
+        TokenCache::new("synapse", dir, "http://x", &Username::parse("svc").unwrap())
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn the_token_is_kept_in_a_private_file_of_a_private_folder() {
+        let scratch = Scratch::new("private");
+        let dir = scratch.0.join("new").join("cache");
+        let cache = cache_in(&dir);
+        cache.store(&Secret::new("syt_token")).unwrap();
+        assert_eq!(cache.load().unwrap().unwrap().expose(), "syt_token");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&cache.path), 0o600);
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+    }
+
+    #[test]
+    fn a_link_planted_at_the_cache_path_is_replaced_and_never_read() {
+        let scratch = Scratch::new("link-at-path");
+        let victim = scratch.0.join("victim");
+        std::fs::write(&victim, "syt_planted").unwrap();
+        let dir = scratch.0.join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o700);
+        let cache = cache_in(&dir);
+        std::os::unix::fs::symlink(&victim, &cache.path).unwrap();
+        let refused = cache.load().unwrap_err().to_string();
+        assert!(refused.contains("is a symbolic link"), "{refused}");
+
+        cache.store(&Secret::new("syt_ours")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "syt_planted");
+        assert!(!std::fs::symlink_metadata(&cache.path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(cache.load().unwrap().unwrap().expose(), "syt_ours");
+    }
+
+    #[test]
+    fn a_link_planted_at_a_temporary_name_is_not_followed() {
+        let scratch = Scratch::new("link-at-temp");
+        let victim = scratch.0.join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let dir = scratch.0.join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o700);
+        let cache = cache_in(&dir);
+        // The name a run used to write through, guessable from its pid.
+        let guessable = cache
+            .path
+            .with_extension(format!("{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &guessable).unwrap();
+        cache.store(&Secret::new("syt_ours")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert_eq!(cache.load().unwrap().unwrap().expose(), "syt_ours");
+        // Whatever the name, an existing entry is never opened.
+        let error = create_private_file(&guessable).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    }
+
+    #[test]
+    fn a_folder_others_can_write_is_refused_and_left_as_it_is() {
+        let scratch = Scratch::new("shared");
+        for shared_mode in [0o777, 0o770, 0o1777] {
+            set_mode(&scratch.0, shared_mode);
+            let cache = cache_in(&scratch.0);
+            let refused = cache
+                .store(&Secret::new("syt_token"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                refused.contains("can be written by other users"),
+                "{refused}"
+            );
+            assert!(
+                cache.load().is_err(),
+                "{shared_mode:o}: read from a shared folder"
+            );
+            assert_eq!(mode(&scratch.0), shared_mode);
+            assert!(!cache.path.exists());
+        }
+    }
+
+    #[test]
+    fn a_folder_of_another_user_is_refused() {
+        let scratch = Scratch::new("foreign");
+        // Running as root, a folder handed to `nobody`; otherwise `/`, root's.
+        let foreign = if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&scratch.0, Some(65534), Some(65534)).unwrap();
+            scratch.0.clone()
+        } else {
+            PathBuf::from("/")
+        };
+        let cache = cache_in(&foreign);
+        let refused = cache
+            .store(&Secret::new("syt_token"))
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("belongs to another user"), "{refused}");
+        assert!(!cache.path.exists());
+    }
+
+    #[test]
+    fn an_unwritable_folder_is_found_before_a_token_exists() {
+        let scratch = Scratch::new("unwritable");
+        let in_the_way = scratch.0.join("file");
+        std::fs::write(&in_the_way, "").unwrap();
+        let refused = cache_in(&in_the_way.join("cache"))
+            .prepare_store()
+            .err()
+            .expect("a folder inside a file cannot be made")
+            .to_string();
+        assert!(
+            refused.starts_with("cannot keep the service account's token in"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -12,12 +12,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::client_api::{logout, password_auth};
-use super::shared_secret::{identify, register, unix_millis, Registration};
+use super::shared_secret::{identify, register, unix_millis, AdminCheck, Registration};
 use super::{from_homeserver, Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UserType};
-use crate::http::{path_segment, Body, Http, Reply};
+use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::plan::{Account, Change};
+use crate::plan::{Account, Change, Seen};
 use crate::secret::Secret;
 
 /// Below this many declared users, one read per user is cheaper than listing.
@@ -42,28 +42,86 @@ impl Synapse {
     /// it may register the service account (first run) or log it in and end
     /// its idle sessions (token cache lost).
     pub async fn connect(args: &ModuleArgs, http: Http) -> Result<Synapse, ServerError> {
-        let identity = identify(args, &http, "synapse", Some(UserType::Bot.as_str())).await?;
-        let synapse = Synapse {
+        let identity = identify(
+            args,
+            &http,
+            "synapse",
+            Some(UserType::Bot.as_str()),
+            &SynapseAdminCheck,
+        )
+        .await?;
+        Ok(Synapse {
             http,
             token: identity.token,
             server_name: identity.server_name,
             shared_secret: args.credentials.shared_secret.clone(),
-        };
-        synapse.require_admin(&identity.user_id).await?;
-        Ok(synapse)
+        })
     }
 
-    async fn require_admin(&self, user_id: &str) -> Result<(), ServerError> {
-        let reply = self.admin_get(&user_path(user_id)).await?;
-        let is_admin =
-            reply.status == StatusCode::OK && reply.body.get("admin").is_some_and(truthy);
+    /// Creates `user` through the admin API, which only the admin token
+    /// allows. Its PUT is an upsert: one carrying the password would
+    /// overwrite the password of an account someone else created since our
+    /// read. So the first PUT is empty, which changes nothing on an existing
+    /// account and tells by its status who created it (201: this run);
+    /// only then does a second PUT set the password and attributes.
+    async fn create_by_admin_api(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+    ) -> Result<(), ServerError> {
+        let path = user_path(&user.to_string());
+        let reply = match self.admin_send(Method::PUT, &path, &json!({})).await {
+            // Resending the empty PUT is harmless, but its 200 would no
+            // longer say who created the account: only resend when it is not there.
+            Err(lost) if lost.is_answer_lost() => {
+                if self.account(user, desired).await?.is_some() {
+                    return Err(ServerError::CreationUnconfirmed {
+                        user: user.to_string(),
+                        cause: Box::new(lost),
+                    });
+                }
+                self.admin_send(Method::PUT, &path, &json!({})).await?
+            }
+            other => other?,
+        };
         match reply.status {
-            StatusCode::OK | StatusCode::FORBIDDEN if !is_admin => Err(ServerError::NotAdmin {
-                account: user_id.to_string(),
-            }),
-            StatusCode::OK => Ok(()),
-            _ => Err(ServerError::refused(format!("reading {user_id}"), &reply)),
+            StatusCode::CREATED => {}
+            StatusCode::OK => {
+                return Err(ServerError::CreatedMeanwhile {
+                    user: user.to_string(),
+                })
+            }
+            _ => return Err(ServerError::refused(format!("creating {user}"), &reply)),
         }
+        let mut body = json!({
+            "password": desired.planned_password().expose(),
+            "admin": desired.admin.unwrap_or(false),
+            "user_type": user_type_value(desired.user_type.unwrap_or(UserType::Regular)),
+        });
+        if let Some(displayname) = &desired.displayname {
+            body["displayname"] = json!(displayname);
+        }
+        let completed = match self.admin_send(Method::PUT, &path, &body).await {
+            Ok(reply) if reply.status == StatusCode::OK => return Ok(()),
+            Ok(reply) => ServerError::refused(format!("setting up the new {user}"), &reply),
+            Err(error) => error,
+        };
+        // Synapse cannot tell later whether a user has a password, so a run
+        // with update_password: on_create would never set it. Deactivated,
+        // the account is one the next run reactivates, with its password.
+        let deactivated = self
+            .admin_send(Method::PUT, &path, &json!({"deactivated": true}))
+            .await;
+        let state = match deactivated {
+            Ok(reply) if reply.status == StatusCode::OK => "then deactivated so that nobody uses it without a password; the next run reactivates it with its password".to_string(),
+            Ok(reply) => format!("but has no password yet, and deactivating it failed too ({}); run again with update_password: always for this user", ServerError::refused("deactivating it", &reply)),
+            Err(error) => format!("but has no password yet, and deactivating it failed too ({error}); run again with update_password: always for this user"),
+        };
+        Err(ServerError::CreatedWithoutPassword {
+            user: user.to_string(),
+            cause: Box::new(completed),
+            state,
+        })
     }
 
     async fn admin_get(&self, path: &str) -> Result<Reply, ServerError> {
@@ -231,20 +289,7 @@ impl Homeserver for Synapse {
                 .await
                 .map(|_| ());
         }
-        let mut body = json!({"password": password.expose(), "admin": admin, "user_type": user_type_value(user_type)});
-        if let Some(displayname) = &desired.displayname {
-            body["displayname"] = json!(displayname);
-        }
-        let reply = self
-            .admin_send(Method::PUT, &user_path(&user.to_string()), &body)
-            .await?;
-        // 200 instead of 201: another run created the user meanwhile, and this
-        // PUT has already given it every declared attribute; it still counts
-        // as a change, since this run wrote them.
-        match reply.status {
-            StatusCode::CREATED | StatusCode::OK => Ok(()),
-            _ => Err(ServerError::refused(format!("creating {user}"), &reply)),
-        }
+        self.create_by_admin_api(user, desired).await
     }
 
     async fn update(
@@ -314,6 +359,30 @@ impl Homeserver for Synapse {
     }
 }
 
+/// Synapse's admin API answers only admins: its view of the token's own
+/// account says whether it is one.
+struct SynapseAdminCheck;
+
+impl AdminCheck for SynapseAdminCheck {
+    async fn is_admin(
+        &self,
+        http: &Http,
+        token: &Secret,
+        user_id: &str,
+    ) -> Result<bool, ServerError> {
+        let path = user_path(user_id);
+        let reply = http
+            .send(Method::GET, &path, Some(token), Body::None)
+            .await?;
+        let reply = from_homeserver(&path, reply)?;
+        match reply.status {
+            StatusCode::OK => Ok(reply.body.get("admin").is_some_and(truthy)),
+            StatusCode::FORBIDDEN => Ok(false),
+            _ => Err(ServerError::refused(format!("reading {user_id}"), &reply)),
+        }
+    }
+}
+
 fn user_path(user_id: &str) -> String {
     format!("/_synapse/admin/v2/users/{}", path_segment(user_id))
 }
@@ -339,14 +408,15 @@ fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
             return Err(ServerError::Unexpected {
                 what: what.into(),
                 detail: format!(
-                    "user type {other:?} is not one this module manages (regular, bot, support)"
+                    "user type {:?} is not one this module manages (regular, bot, support)",
+                    server_word(other)
                 ),
             })
         }
     };
     Ok(Account {
-        admin: body.get("admin").is_some_and(truthy),
-        deactivated: body.get("deactivated").is_some_and(truthy),
+        admin: Seen::Known(body.get("admin").is_some_and(truthy)),
+        deactivated: Seen::Known(body.get("deactivated").is_some_and(truthy)),
         user_type,
         displayname: body
             .get("displayname")
@@ -370,8 +440,8 @@ mod tests {
         assert_eq!(
             account,
             Account {
-                admin: true,
-                deactivated: false,
+                admin: Seen::Known(true),
+                deactivated: Seen::Known(false),
                 user_type: UserType::Bot,
                 displayname: Some("A".into()),
                 emails: vec![],

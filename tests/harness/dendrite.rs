@@ -86,8 +86,23 @@ impl Server {
 
     /// Makes every session of `localpart` look unused for decades.
     pub fn dendrite_age_devices(&self, localpart: &str) {
-        let sql =
-            "UPDATE userapi_devices SET last_seen_ts = 0 WHERE localpart = $1 AND server_name = $2";
+        self.dendrite_execute(
+            "UPDATE userapi_devices SET last_seen_ts = 0 WHERE localpart = $1 AND server_name = $2",
+            localpart,
+        );
+    }
+
+    /// Marks `localpart` deactivated in the database alone, as Dendrite's
+    /// own deactivation does last: behind the module's back.
+    pub fn dendrite_deactivate_in_database(&self, localpart: &str) {
+        self.dendrite_execute(
+            "UPDATE userapi_accounts SET is_deactivated = TRUE WHERE localpart = $1 AND server_name = $2",
+            localpart,
+        );
+    }
+
+    /// Runs one statement with `$1` the localpart and `$2` the server name.
+    fn dendrite_execute(&self, sql: &str, localpart: &str) {
         let database = self.dendrite_database();
         let values = [localpart, self.server_name.as_str()];
         if database.starts_with("postgres") {

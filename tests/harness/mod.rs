@@ -9,12 +9,14 @@
 
 pub mod dendrite;
 pub mod mas;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -67,6 +69,13 @@ impl Server {
         }
     }
 
+    /// [`Server::module`], through `proxy` instead of straight to the server.
+    pub fn module_via(&self, proxy: &FaultProxy, args: Value) -> ModuleRun {
+        let mut all = args;
+        all["homeserver_url"] = json!(proxy.url);
+        self.module(all)
+    }
+
     pub fn user_id(&self, localpart: &str) -> String {
         format!("@{localpart}:{}", self.server_name)
     }
@@ -83,16 +92,31 @@ impl Server {
 
     /// Runs the module with `args` on top of [`Server::connection`].
     pub fn module(&self, args: Value) -> ModuleRun {
-        self.module_with(&ModuleBinary::native(), args)
+        self.module_as(&ModuleBinary::native(), args, &[])
+    }
+
+    /// [`Server::module`] with environment variables set or removed, as
+    /// [`run_module_with_env`] does.
+    pub fn module_with_env(&self, args: Value, env: &[(&str, Option<&str>)]) -> ModuleRun {
+        self.module_as(&ModuleBinary::native(), args, env)
     }
 
     /// [`Server::module`] with another build of the module.
     pub fn module_with(&self, binary: &ModuleBinary, args: Value) -> ModuleRun {
+        self.module_as(binary, args, &[])
+    }
+
+    fn module_as(
+        &self,
+        binary: &ModuleBinary,
+        args: Value,
+        env: &[(&str, Option<&str>)],
+    ) -> ModuleRun {
         let mut all = self.connection();
         merge(&mut all, args);
         let mut secrets = vec![self.shared_secret.clone()];
         secrets.extend(self.admin_token.get().cloned());
-        run_module_with(binary, all, secrets)
+        run_module_as(binary, all, secrets, env)
     }
 
     // ---- Independent checks, through the Matrix APIs, not the module ----
@@ -209,29 +233,16 @@ impl Server {
     }
 }
 
-/// Runs `tools/servers/<launcher>.py --ephemeral <flags>` and reads the JSON
-/// line it prints once its server answers.
-fn launch(launcher: &str, flags: &[&str]) -> (Child, Value) {
+/// Runs `tools/servers/<launcher>.py --ephemeral <flags>` and reads the one
+/// JSON line it prints when ready. The launcher stops when this process
+/// exits: it watches its stdin, which closes then.
+pub fn launch(launcher: &str, flags: &[&str]) -> (Child, Value) {
     let script = repo_root()
         .join("tools/servers")
         .join(format!("{launcher}.py"));
-    let mut child = Command::new(venv_bin("python"))
-        .arg(&script)
-        .arg("--ephemeral")
-        .args(flags)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let info = serde_json::from_str(&line).unwrap_or_else(|_| {
-        panic!("{launcher} server did not start (launcher said {line:?}); see the output above")
-    });
-    (child, info)
+    let mut command = Command::new(venv_bin("python"));
+    command.arg(&script).arg("--ephemeral").args(flags);
+    start_service(command, &format!("{launcher} server"))
 }
 
 /// A reverse proxy in front of a server, shaped like matrix-docker-ansible-deploy's
@@ -370,6 +381,8 @@ impl Elf {
 
 /// One run of the module binary.
 pub struct ModuleRun {
+    /// How long the module ran.
+    pub elapsed: Duration,
     pub output: Value,
     pub exit_code: i32,
     pub stdout: String,
@@ -379,11 +392,30 @@ pub struct ModuleRun {
 /// Runs the module binary on `args` as Ansible does, and checks that none of
 /// `secrets` (nor any password in `args`) appears anywhere in its output.
 pub fn run_module(args: Value, secrets: Vec<String>) -> ModuleRun {
-    run_module_with(&ModuleBinary::native(), args, secrets)
+    run_module_as(&ModuleBinary::native(), args, secrets, &[])
+}
+
+/// [`run_module`] with environment variables set (`Some`) or removed
+/// (`None`) for the module's process only.
+pub fn run_module_with_env(
+    args: Value,
+    secrets: Vec<String>,
+    env: &[(&str, Option<&str>)],
+) -> ModuleRun {
+    run_module_as(&ModuleBinary::native(), args, secrets, env)
 }
 
 /// [`run_module`] with another build of the module.
-pub fn run_module_with(binary: &ModuleBinary, args: Value, mut secrets: Vec<String>) -> ModuleRun {
+pub fn run_module_with(binary: &ModuleBinary, args: Value, secrets: Vec<String>) -> ModuleRun {
+    run_module_as(binary, args, secrets, &[])
+}
+
+fn run_module_as(
+    binary: &ModuleBinary,
+    args: Value,
+    mut secrets: Vec<String>,
+    env: &[(&str, Option<&str>)],
+) -> ModuleRun {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     collect_passwords(&args, &mut secrets);
     // A file per run, removed after it: nothing of a test is left in /tmp.
@@ -393,7 +425,7 @@ pub fn run_module_with(binary: &ModuleBinary, args: Value, mut secrets: Vec<Stri
         RUNS.fetch_add(1, Ordering::SeqCst)
     ));
     std::fs::write(&path, serde_json::to_vec(&args).unwrap()).unwrap();
-    let run = run_binary(binary, &path);
+    let run = run_binary(binary, &path, env);
     std::fs::remove_file(&path).ok();
     for secret in secrets.iter().filter(|s| s.len() >= 4) {
         assert!(
@@ -405,13 +437,24 @@ pub fn run_module_with(binary: &ModuleBinary, args: Value, mut secrets: Vec<Stri
     run
 }
 
-fn run_binary(binary: &ModuleBinary, args_file: &Path) -> ModuleRun {
-    let output = binary.command().arg(args_file).output().unwrap();
+fn run_binary(binary: &ModuleBinary, args_file: &Path, env: &[(&str, Option<&str>)]) -> ModuleRun {
+    let mut command = binary.command();
+    command.arg(args_file);
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let started = Instant::now();
+    let output = command.output().unwrap();
+    let elapsed = started.elapsed();
     let stdout = String::from_utf8(output.stdout).unwrap();
     let parsed = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
         panic!("the module must print exactly one JSON object, printed {stdout:?}")
     });
     ModuleRun {
+        elapsed,
         output: parsed,
         exit_code: output.status.code().unwrap_or(-1),
         stdout,
@@ -495,4 +538,45 @@ impl ModuleRun {
             .map(|a| a.as_str().unwrap().to_string())
             .collect()
     }
+}
+
+/// `tools/servers/fault_proxy.py` in front of a real server: it forwards
+/// everything and misbehaves once on each request `faults` names (see the
+/// script), until the test process exits.
+pub struct FaultProxy {
+    pub url: String,
+    _process: Mutex<Child>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, faults: Value) -> FaultProxy {
+        let mut command = Command::new(venv_bin("python"));
+        command
+            .arg(repo_root().join("tools/servers/fault_proxy.py"))
+            .args(["--upstream", upstream, "--faults", &faults.to_string()]);
+        let (child, info) = start_service(command, "fault_proxy");
+        FaultProxy {
+            url: info["url"].as_str().unwrap().to_string(),
+            _process: Mutex::new(child),
+        }
+    }
+}
+
+/// Starts a helper process that prints one JSON line when ready and runs
+/// until its stdin closes (the test process exits); returns it and that line.
+fn start_service(mut command: Command, name: &str) -> (Child, Value) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let info = serde_json::from_str(&line).unwrap_or_else(|_| {
+        panic!("{name} did not start (it said {line:?}); see the output above")
+    });
+    (child, info)
 }

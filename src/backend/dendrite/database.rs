@@ -42,6 +42,11 @@ const SET_ACCOUNT_TYPE: &str = "UPDATE userapi_accounts SET account_type = $1 \
      WHERE server_name = $2 AND localpart = $3 AND account_type IN (1, 3)";
 const REACTIVATE: &str = "UPDATE userapi_accounts SET is_deactivated = FALSE \
      WHERE server_name = $1 AND localpart = $2";
+/// Deactivated accounts included, which Dendrite's own lookup skips.
+const SELECT_PASSWORD_HASH: &str = "SELECT password_hash FROM userapi_accounts \
+     WHERE server_name = $1 AND localpart = $2";
+const SET_PASSWORD_HASH: &str = "UPDATE userapi_accounts SET password_hash = $1 \
+     WHERE server_name = $2 AND localpart = $3";
 const SET_DISPLAYNAME: &str = "UPDATE userapi_profiles SET display_name = $1 \
      WHERE server_name = $2 AND localpart = $3";
 
@@ -191,6 +196,47 @@ impl Database {
     ) -> Result<bool, ServerError> {
         self.execute(REACTIVATE, Values::Two(server_name, localpart))
             .await
+    }
+
+    /// The account's stored password hash (bcrypt), `None` when there is no
+    /// such account; kept to put it back if a change that replaces it fails.
+    pub async fn password_hash(
+        &self,
+        server_name: &str,
+        localpart: &str,
+    ) -> Result<Option<Secret>, ServerError> {
+        let (server_name, localpart) = (server_name.to_string(), localpart.to_string());
+        let hash: Option<Option<String>> = match self {
+            Database::Postgres(client) => client
+                .query_opt(SELECT_PASSWORD_HASH, &[&server_name, &localpart])
+                .await
+                .and_then(|row| row.map(|row| row.try_get(0)).transpose())
+                .map_err(postgres_error)?,
+            Database::Sqlite(connection) => {
+                sqlite(connection, move |c| {
+                    let mut statement = c.prepare(&sqlite_sql(SELECT_PASSWORD_HASH))?;
+                    let mut rows = statement.query((&server_name, &localpart))?;
+                    rows.next()?.map(|row| row.get(0)).transpose()
+                })
+                .await?
+            }
+        };
+        // An account without a password has an empty or NULL hash.
+        Ok(hash.map(|hash| Secret::new(hash.unwrap_or_default())))
+    }
+
+    /// Puts back a hash read by [`Database::password_hash`].
+    pub async fn set_password_hash(
+        &self,
+        server_name: &str,
+        localpart: &str,
+        hash: &Secret,
+    ) -> Result<bool, ServerError> {
+        self.execute(
+            SET_PASSWORD_HASH,
+            Values::Text(hash.expose(), server_name, localpart),
+        )
+        .await
     }
 
     /// Writes the profile's display name (room memberships keep the old one).
