@@ -33,6 +33,14 @@ collection: build
 register-user USERNAME PASSWORD ADMIN: build
     tools/register-user "$1" "$2" "$3"
 
+# Stop the embedded local Synapse that register-user starts; its users stay
+stop-local-homeserver: setup
+    python tools/servers/synapse.py --data-dir "${MATRIX_USER_LOCAL_HOMESERVER_DIR:-.local/synapse}" --port "${MATRIX_USER_LOCAL_HOMESERVER_PORT:-18008}" stop
+
+# Stop the embedded local Synapse and delete it: its users, data and shared secret
+remove-local-homeserver: stop-local-homeserver
+    rm -rf -- "${MATRIX_USER_LOCAL_HOMESERVER_DIR:-.local/synapse}"
+
 # Run every test: unit, integration against real servers, playbooks, Molecule
 test: collection lint
     tools/install-dendrite >/dev/null
@@ -48,3 +56,4 @@ lint: setup
     cargo fmt --check
     cargo clippy --quiet --all-targets -- -D warnings
     ansible-lint
+    python tools/check-role-specs

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::client_api::{logout, password_auth};
 use super::shared_secret::{identify, register, unix_millis, AdminCheck, Registration};
-use super::{Homeserver, ServerError};
+use super::{from_homeserver, Homeserver, ServerError};
 use crate::args::{DesiredUser, ModuleArgs, UserType};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -125,10 +125,11 @@ impl Synapse {
     }
 
     async fn admin_get(&self, path: &str) -> Result<Reply, ServerError> {
-        Ok(self
+        let reply = self
             .http
             .send(Method::GET, path, Some(&self.token), Body::None)
-            .await?)
+            .await?;
+        from_homeserver(path, reply)
     }
 
     async fn admin_send(
@@ -137,10 +138,11 @@ impl Synapse {
         path: &str,
         body: &Value,
     ) -> Result<Reply, ServerError> {
-        Ok(self
+        let reply = self
             .http
             .send(method, path, Some(&self.token), Body::Json(body))
-            .await?)
+            .await?;
+        from_homeserver(path, reply)
     }
 }
 
@@ -368,9 +370,11 @@ impl AdminCheck for SynapseAdminCheck {
         token: &Secret,
         user_id: &str,
     ) -> Result<bool, ServerError> {
+        let path = user_path(user_id);
         let reply = http
-            .send(Method::GET, &user_path(user_id), Some(token), Body::None)
+            .send(Method::GET, &path, Some(token), Body::None)
             .await?;
+        let reply = from_homeserver(&path, reply)?;
         match reply.status {
             StatusCode::OK => Ok(reply.body.get("admin").is_some_and(truthy)),
             StatusCode::FORBIDDEN => Ok(false),

@@ -245,6 +245,24 @@ pub fn launch(launcher: &str, flags: &[&str]) -> (Child, Value) {
     start_service(command, &format!("{launcher} server"))
 }
 
+/// A reverse proxy in front of a server, shaped like matrix-docker-ansible-deploy's
+/// default (tools/servers/proxy.py): it forwards only `/_matrix` and
+/// `/_synapse/client` and answers Traefik's plain-text 404 to anything else.
+pub struct Proxy {
+    pub url: String,
+    _launcher: Child,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str) -> Proxy {
+        let (child, info) = launch("proxy", &["--upstream", upstream]);
+        Proxy {
+            url: info["url"].as_str().unwrap().to_string(),
+            _launcher: child,
+        }
+    }
+}
+
 fn http() -> &'static reqwest::blocking::Client {
     static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
     CLIENT.get_or_init(reqwest::blocking::Client::new)
