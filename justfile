@@ -8,26 +8,41 @@ export PATH := justfile_directory() + "/.venv/bin:" + env_var("PATH")
 export CC_x86_64_unknown_linux_musl := "musl-gcc"
 
 target := "x86_64-unknown-linux-musl"
+# Built with cargo-zigbuild (zig from PyPI as the C cross compiler).
+arm_target := "aarch64-unknown-linux-musl"
 
 # List the recipes
 default:
     @just --list
 
-# Install what the project needs: virtualenv, musl target, musl-tools
+# Install what the project needs: virtualenv, musl targets, musl-tools, qemu-user-static
 setup:
     tools/bootstrap
 
-# Build the module as a static binary and place it in library/
+# Build the module as static binaries for x86_64 (placed in library/) and aarch64
 build: setup
     cargo build --quiet --release --target {{target}}
     install -m 0755 target/{{target}}/release/matrix_user library/matrix_user
+    cargo zigbuild --quiet --release --target {{arm_target}}
+
+# Build the Ansible collection matrix_user.matrix into target/ and print its size
+collection: build
+    tools/build-collection
 
 # Create or update one user on the configured (or local) homeserver
 register-user USERNAME PASSWORD ADMIN: build
     tools/register-user "$1" "$2" "$3"
 
+# Stop the embedded local Synapse that register-user starts; its users stay
+stop-local-homeserver: setup
+    python tools/servers/synapse.py --data-dir "${MATRIX_USER_LOCAL_HOMESERVER_DIR:-.local/synapse}" --port "${MATRIX_USER_LOCAL_HOMESERVER_PORT:-18008}" stop
+
+# Stop the embedded local Synapse and delete it: its users, data and shared secret
+remove-local-homeserver: stop-local-homeserver
+    rm -rf -- "${MATRIX_USER_LOCAL_HOMESERVER_DIR:-.local/synapse}"
+
 # Run every test: unit, integration against real servers, playbooks, Molecule
-test: build lint
+test: collection lint
     tools/install-dendrite >/dev/null
     cargo test --quiet -- --test-threads 2
     molecule test --all
@@ -41,3 +56,4 @@ lint: setup
     cargo fmt --check
     cargo clippy --quiet --all-targets -- -D warnings
     ansible-lint
+    python tools/check-role-specs

@@ -27,6 +27,7 @@ const MODULE_PARAMETERS: &[&str] = &[
     "service_account",
     "token_cache_dir",
     "dendrite_database",
+    "dendrite_database_file",
     "mas_url",
     "mas_client_id",
     "mas_client_secret",
@@ -255,7 +256,7 @@ impl ModuleArgs {
                     std::env::var_os("HOME"),
                 )
             }),
-            dendrite_database: top.secret("dendrite_database")?,
+            dendrite_database: top.secret_or_file("dendrite_database")?,
             mas_client: match (
                 top.string("mas_client_id")?,
                 top.secret_or_file("mas_client_secret")?,
@@ -809,6 +810,32 @@ mod tests {
                 .unwrap()
                 .concurrency,
             4
+        );
+    }
+
+    /// The Dendrite database URL holds a password, so it has a `_file` form
+    /// like every other secret.
+    #[test]
+    fn the_dendrite_database_may_come_from_a_file() {
+        let path = std::env::temp_dir().join(format!(
+            "matrix-user-args-test-{}-dendrite-database",
+            std::process::id()
+        ));
+        std::fs::write(&path, "postgres://dendrite:db-pw@127.0.0.1/userapi\n").unwrap();
+        let mut args = with(
+            json!({"homeserver": "dendrite", "username": "a", "dendrite_database_file": path}),
+        );
+        let parsed = parse(args.clone());
+        std::fs::remove_file(&path).unwrap();
+        let database = parsed.unwrap().credentials.dendrite_database.unwrap();
+        assert_eq!(
+            database.expose(),
+            "postgres://dendrite:db-pw@127.0.0.1/userapi"
+        );
+        args["dendrite_database"] = json!("/var/lib/dendrite/userapi.db");
+        assert_eq!(
+            error(args),
+            "dendrite_database and dendrite_database_file are mutually exclusive; give only one"
         );
     }
 

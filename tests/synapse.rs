@@ -4,7 +4,7 @@ mod harness;
 
 use std::sync::OnceLock;
 
-use harness::{encode, FaultProxy, Server};
+use harness::{encode, FaultProxy, Proxy, Server};
 use serde_json::json;
 
 /// One Synapse for this test binary, with the module's service account
@@ -317,6 +317,91 @@ fn a_wrong_shared_secret_says_so_without_echoing_it() {
     }));
     run.assert_failed_with("HMAC incorrect: the registration_shared_secret does not match");
     assert!(!run.stdout.contains("not-the-real-secret"));
+}
+
+/// mdad's default: Synapse behind a proxy that forwards only `/_matrix` and
+/// `/_synapse/client`. The proxy's own 404 (no Matrix error body) must point
+/// at the proxy, not at the shared secret; homeserver_url straight to Synapse
+/// (the documented fix) then works.
+#[test]
+fn behind_a_proxy_without_the_admin_api_the_error_names_the_proxy_and_the_fix() {
+    let s = synapse();
+    let proxy = Proxy::start(&s.url);
+    let through_proxy = |credentials: serde_json::Value| {
+        let mut args = json!({
+            "homeserver_url": proxy.url,
+            "token_cache_dir": s.data_dir.join("proxy-cache"),
+            "username": "proxied", "password": "proxied-pw",
+        });
+        args.as_object_mut()
+            .unwrap()
+            .extend(credentials.as_object().unwrap().clone());
+        harness::run_module(args, vec![s.shared_secret.clone()])
+    };
+    for credentials in [
+        json!({"registration_shared_secret": s.shared_secret}),
+        json!({"admin_token": s.harness_admin_token()}),
+    ] {
+        let run = through_proxy(credentials);
+        run.assert_failed_with(
+            "answered 404 without a Matrix error: a reverse proxy in front of the homeserver does not forward /_synapse/admin",
+        );
+        assert!(
+            run.msg()
+                .contains("point homeserver_url at the homeserver itself"),
+            "{}",
+            run.msg()
+        );
+        assert!(!run
+            .msg()
+            .contains("registration_shared_secret in its configuration"));
+    }
+    assert!(s.synapse_user("proxied").is_none());
+    s.module(json!({"username": "proxied", "password": "proxied-pw"}))
+        .assert_changed();
+}
+
+/// Synapse with no registration_shared_secret answers the registration
+/// itself (400 M_UNKNOWN "Shared secret registration is not enabled"):
+/// that keeps its own message, distinct from the proxy's.
+#[test]
+fn a_synapse_without_a_shared_secret_says_so_not_proxy() {
+    let s = Server::start("synapse", &["--no-shared-secret"]);
+    let run = harness::run_module(
+        json!({"homeserver_url": s.url, "registration_shared_secret": "a-secret-it-lacks",
+               "token_cache_dir": s.token_cache_dir, "username": "nosecret", "password": "pw-nosecret"}),
+        vec![],
+    );
+    run.assert_failed_with(
+        "the homeserver does not accept shared-secret registration (no registration_shared_secret in its configuration)",
+    );
+    assert!(!run.msg().contains("proxy"), "{}", run.msg());
+}
+
+/// An account that already holds the service account's name (made by hand,
+/// or with another secret) blocks that name for good, even deactivated: the
+/// advice is another service_account, never to deactivate it.
+#[test]
+fn a_squatted_service_account_name_advises_another_service_account() {
+    let s = synapse();
+    s.module(json!({"username": "squatted-svc", "password": "squatter-pw"}))
+        .assert_changed();
+    let run = s.module(json!({
+        "service_account": "squatted-svc",
+        "token_cache_dir": s.data_dir.join("squatted-cache"),
+        "username": "after-squat", "password": "irrelevant-pw",
+    }));
+    run.assert_failed_with("choose another service_account");
+    assert!(
+        !run.msg().contains("deactivate that account"),
+        "{}",
+        run.msg()
+    );
+    assert!(
+        run.msg().contains("even if that account is deactivated"),
+        "{}",
+        run.msg()
+    );
 }
 
 #[test]

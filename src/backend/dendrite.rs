@@ -65,7 +65,7 @@ pub struct Dendrite {
 #[derive(Debug, thiserror::Error)]
 pub enum DendriteError {
     /// Dendrite keeps this only in its database, which was not given.
-    #[error("{what} needs dendrite_database: the PostgreSQL URL or SQLite path of Dendrite's user API database (Dendrite has no API for it); give it as in dendrite.yaml's user_api.account_database")]
+    #[error("{what} needs dendrite_database: the PostgreSQL URL or SQLite path of Dendrite's user API database (Dendrite has no API for it); give it (or dendrite_database_file, a file holding it) as in dendrite.yaml's user_api.account_database")]
     NeedsDatabase { what: String },
     /// Dendrite's database could not be opened, read or written.
     #[error("dendrite_database: {detail}; check that it is the PostgreSQL URL or SQLite path of Dendrite's user API database and that this host can reach and write it")]

@@ -125,6 +125,11 @@ pub enum ServerError {
     /// The homeserver has no `registration_shared_secret` configured.
     #[error("the homeserver does not accept shared-secret registration (no registration_shared_secret in its configuration); configure one there, or give admin_token")]
     SharedSecretDisabled,
+    /// A 404 with no Matrix error body: something in front of the homeserver
+    /// (a reverse proxy) answered, because it does not forward the admin API.
+    /// The homeserver itself answers every unknown path with a Matrix error.
+    #[error("{path} answered 404 without a Matrix error: a reverse proxy in front of the homeserver does not forward /_synapse/admin (matrix-docker-ansible-deploy's default forwards only /_matrix and /_synapse/client); point homeserver_url at the homeserver itself rather than the proxy (on an mdad host, publish Synapse's port with matrix_synapse_container_client_api_host_bind_port: \"127.0.0.1:8008\" and use http://127.0.0.1:8008), or have the proxy forward /_synapse/admin")]
+    AdminApiNotForwarded { path: String },
     /// The admin token is unknown, expired or revoked.
     #[error("the homeserver refused the admin token ({detail}); give a current access token of a server admin as admin_token")]
     TokenRefused { detail: String },
@@ -136,7 +141,7 @@ pub enum ServerError {
     #[error("the service account {account} is not a server admin (any more: someone demoted it), and it cannot promote itself; promote it again with another admin's token (PUT /_synapse/admin/v2/users/{account} with {{\"admin\": true}} on Synapse, account_type 3 in Dendrite's database), or give admin_token, or choose another service_account")]
     ServiceAccountNotAdmin { account: String },
     /// The service account exists but its password is not the derived one.
-    #[error("the service account {account} exists but does not accept the password matrix_user derives from the registration_shared_secret (was it created by hand, or the secret changed?); give admin_token, choose another service_account, or deactivate that account")]
+    #[error("the service account {account} exists but does not accept the password matrix_user derives from the registration_shared_secret (was it created by hand, or the secret changed?); choose another service_account (the name stays taken even if that account is deactivated), or give admin_token")]
     ServiceAccountPassword { account: String },
     /// The configured `server_name` is not the one the server serves.
     #[error("server_name is {given:?}, but the server at {url_field} serves {actual:?}; fix server_name or leave it out")]
@@ -235,6 +240,19 @@ pub fn confirm_server_name(args: &ModuleArgs, actual: String) -> Result<String, 
         }),
         _ => Ok(actual),
     }
+}
+
+/// `reply` unchanged, or [`ServerError::AdminApiNotForwarded`] when it is a
+/// 404 that no homeserver sent: Synapse and Dendrite answer an unknown path
+/// with a Matrix error (`errcode`, e.g. `M_UNRECOGNIZED`), a proxy with a page
+/// of its own (Traefik: "404 page not found").
+pub fn from_homeserver(path: &str, reply: Reply) -> Result<Reply, ServerError> {
+    if reply.status == reqwest::StatusCode::NOT_FOUND && reply.errcode().is_empty() {
+        return Err(ServerError::AdminApiNotForwarded {
+            path: path.split('?').next().unwrap_or(path).to_string(),
+        });
+    }
+    Ok(reply)
 }
 
 impl ServerError {

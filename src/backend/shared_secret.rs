@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
 use super::client_api::{logout, password_auth, password_login, whoami, DEVICE_NAME};
-use super::{confirm_server_name, ServerError};
+use super::{confirm_server_name, from_homeserver, ServerError};
 use crate::args::{ArgsError, Credentials, ModuleArgs};
 use crate::http::{server_word, Body, Http, HttpError, Reply};
 use crate::matrix_id::Username;
@@ -267,7 +267,7 @@ pub async fn register(
     const PATH: &str = "/_synapse/admin/v1/register";
     let what = format!("registering {}", registration.localpart);
     // A fresh nonce per attempt: Synapse forgets each one after a single use.
-    let reply = http.send(Method::GET, PATH, None, Body::None).await?;
+    let reply = from_homeserver(PATH, http.send(Method::GET, PATH, None, Body::None).await?)?;
     let nonce = match reply.body.get("nonce").and_then(Value::as_str) {
         Some(nonce) if reply.status == StatusCode::OK => nonce.to_string(),
         _ => {
@@ -301,7 +301,7 @@ pub async fn register(
         body["inhibit_login"] = json!(inhibit_login);
     }
     let reply = match http.send(Method::POST, PATH, None, Body::Json(&body)).await {
-        Ok(reply) => reply,
+        Ok(reply) => from_homeserver(PATH, reply)?,
         Err(lost @ HttpError::AnswerLost { .. }) => {
             return Err(ServerError::RegistrationUnanswered {
                 user: registration.localpart.to_string(),
@@ -329,7 +329,9 @@ fn registration_refused(what: String, reply: &Reply) -> ServerError {
         StatusCode::FORBIDDEN if explanation.to_lowercase().contains("mac") => {
             ServerError::WrongSharedSecret
         }
-        // Synapse answers 400 "... not enabled"; Dendrite has no such endpoint then.
+        // Synapse answers 400 "... not enabled" (synapse/rest/admin/users.py,
+        // UserRegisterServlet); Dendrite has no such endpoint then, and
+        // answers its own Matrix 404 (a proxy's 404 is caught before).
         StatusCode::BAD_REQUEST if explanation.contains("not enabled") => {
             ServerError::SharedSecretDisabled
         }
@@ -636,6 +638,50 @@ mod tests {
                 .starts_with("registering bob: the homeserver answered 500: incorrect or expired nonce: abc (the homeserver forgot"),
             "{stale}"
         );
+    }
+
+    #[test]
+    fn a_proxys_404_is_told_apart_from_the_homeservers_own_answers() {
+        let reply = |status: u16, body: Value| Reply {
+            server: crate::http::HOMESERVER,
+            status: StatusCode::from_u16(status).unwrap(),
+            body,
+        };
+        const PATH: &str = "/_synapse/admin/v1/register";
+        for proxy in [
+            reply(404, Value::String("404 page not found\n".into())),
+            reply(
+                404,
+                Value::String("<html><body>Not Found</body></html>".into()),
+            ),
+            reply(404, Value::Null),
+        ] {
+            let error = from_homeserver(PATH, proxy).expect_err("a proxy's 404");
+            assert!(
+                matches!(&error, ServerError::AdminApiNotForwarded { path } if path == PATH),
+                "{error}"
+            );
+            let message = error.to_string();
+            assert!(message.contains("point homeserver_url at the homeserver itself"));
+            assert!(!message.contains("registration_shared_secret"));
+        }
+        // Synapse with the secret unset, and a homeserver's own 404.
+        for homeserver in [
+            reply(
+                400,
+                json!({"errcode": "M_UNKNOWN", "error": "Shared secret registration is not enabled"}),
+            ),
+            reply(
+                404,
+                json!({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}),
+            ),
+        ] {
+            let reply = from_homeserver(PATH, homeserver).expect("the homeserver's own answer");
+            assert!(matches!(
+                registration_refused("registering bob".into(), &reply),
+                ServerError::SharedSecretDisabled
+            ));
+        }
     }
 
     #[test]

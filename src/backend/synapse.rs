@@ -15,7 +15,7 @@ use super::client_api::{logout, password_auth};
 use super::shared_secret::{
     identify, register, require_credentials, unix_millis, Access, AdminCheck, Registration,
 };
-use super::{refuse_email, AccountServer, ServerError};
+use super::{from_homeserver, refuse_email, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -108,10 +108,11 @@ impl Synapse {
     }
 
     async fn admin_get(&self, path: &str) -> Result<Reply, ServerError> {
-        Ok(self
+        let reply = self
             .http
             .send(Method::GET, path, Some(&self.token), Body::None)
-            .await?)
+            .await?;
+        from_homeserver(path, reply)
     }
 
     async fn admin_send(
@@ -120,10 +121,11 @@ impl Synapse {
         path: &str,
         body: &Value,
     ) -> Result<Reply, ServerError> {
-        Ok(self
+        let reply = self
             .http
             .send(method, path, Some(&self.token), Body::Json(body))
-            .await?)
+            .await?;
+        from_homeserver(path, reply)
     }
 }
 
@@ -382,9 +384,11 @@ impl AdminCheck for SynapseAdminCheck {
         token: &Secret,
         user_id: &str,
     ) -> Result<bool, ServerError> {
+        let path = user_path(user_id);
         let reply = http
-            .send(Method::GET, &user_path(user_id), Some(token), Body::None)
+            .send(Method::GET, &path, Some(token), Body::None)
             .await?;
+        let reply = from_homeserver(&path, reply)?;
         match reply.status {
             StatusCode::OK => Ok(reply.body.get("admin").is_some_and(truthy)),
             StatusCode::FORBIDDEN => Ok(false),

@@ -92,17 +92,31 @@ impl Server {
 
     /// Runs the module with `args` on top of [`Server::connection`].
     pub fn module(&self, args: Value) -> ModuleRun {
-        self.module_with_env(args, &[])
+        self.module_as(&ModuleBinary::native(), args, &[])
     }
 
     /// [`Server::module`] with environment variables set or removed, as
     /// [`run_module_with_env`] does.
     pub fn module_with_env(&self, args: Value, env: &[(&str, Option<&str>)]) -> ModuleRun {
+        self.module_as(&ModuleBinary::native(), args, env)
+    }
+
+    /// [`Server::module`] with another build of the module.
+    pub fn module_with(&self, binary: &ModuleBinary, args: Value) -> ModuleRun {
+        self.module_as(binary, args, &[])
+    }
+
+    fn module_as(
+        &self,
+        binary: &ModuleBinary,
+        args: Value,
+        env: &[(&str, Option<&str>)],
+    ) -> ModuleRun {
         let mut all = self.connection();
         merge(&mut all, args);
         let mut secrets = vec![self.shared_secret.clone()];
         secrets.extend(self.admin_token.get().cloned());
-        run_module_with_env(all, secrets, env)
+        run_module_as(binary, all, secrets, env)
     }
 
     // ---- Independent checks, through the Matrix APIs, not the module ----
@@ -231,6 +245,24 @@ pub fn launch(launcher: &str, flags: &[&str]) -> (Child, Value) {
     start_service(command, &format!("{launcher} server"))
 }
 
+/// A reverse proxy in front of a server, shaped like matrix-docker-ansible-deploy's
+/// default (tools/servers/proxy.py): it forwards only `/_matrix` and
+/// `/_synapse/client` and answers Traefik's plain-text 404 to anything else.
+pub struct Proxy {
+    pub url: String,
+    _launcher: Child,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str) -> Proxy {
+        let (child, info) = launch("proxy", &["--upstream", upstream]);
+        Proxy {
+            url: info["url"].as_str().unwrap().to_string(),
+            _launcher: child,
+        }
+    }
+}
+
 fn http() -> &'static reqwest::blocking::Client {
     static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
     CLIENT.get_or_init(reqwest::blocking::Client::new)
@@ -253,6 +285,100 @@ fn merge(base: &mut Value, extra: Value) {
     }
 }
 
+/// A build of the module and how to run it: the one cargo built for this
+/// machine, or a cross-compiled one under an emulator.
+pub struct ModuleBinary {
+    binary: PathBuf,
+    /// Runs the binary when this machine cannot (qemu-user for aarch64).
+    emulator: Option<PathBuf>,
+}
+
+impl ModuleBinary {
+    /// The debug build cargo made for these tests.
+    pub fn native() -> ModuleBinary {
+        ModuleBinary {
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_matrix_user")),
+            emulator: None,
+        }
+    }
+
+    /// The release build for aarch64 that `just build` cross-compiles,
+    /// run by Debian's qemu-aarch64-static.
+    pub fn aarch64_under_qemu() -> ModuleBinary {
+        let binary = repo_root().join("target/aarch64-unknown-linux-musl/release/matrix_user");
+        assert!(
+            binary.exists(),
+            "{} is missing: run `tools/just build`, which cross-compiles it",
+            binary.display()
+        );
+        let emulator = on_path("qemu-aarch64-static").unwrap_or_else(|| {
+            panic!("qemu-aarch64-static is not on PATH: install Debian's qemu-user-static (tools/bootstrap does)")
+        });
+        let built = ModuleBinary {
+            binary,
+            emulator: Some(emulator),
+        };
+        assert_eq!(
+            built.elf().machine(),
+            "aarch64",
+            "{} is not an aarch64 build",
+            built.binary.display()
+        );
+        built
+    }
+
+    pub fn elf(&self) -> Elf {
+        Elf(std::fs::read(&self.binary).unwrap())
+    }
+
+    fn command(&self) -> Command {
+        match &self.emulator {
+            Some(emulator) => {
+                let mut command = Command::new(emulator);
+                command.arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        }
+    }
+}
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+/// The header fields of a 64-bit little-endian ELF executable that say
+/// which CPU it is for and whether it needs a dynamic loader.
+pub struct Elf(Vec<u8>);
+
+impl Elf {
+    fn u16_at(&self, offset: usize) -> usize {
+        u16::from_le_bytes(self.0[offset..offset + 2].try_into().unwrap()) as usize
+    }
+
+    pub fn machine(&self) -> &'static str {
+        assert_eq!(&self.0[..5], b"\x7fELF\x02", "not a 64-bit ELF file");
+        match self.u16_at(18) {
+            0x3e => "x86_64",
+            0xb7 => "aarch64",
+            _ => "other",
+        }
+    }
+
+    /// No PT_INTERP program header: the kernel runs it without ld.so.
+    pub fn is_static(&self) -> bool {
+        const PT_INTERP: u32 = 3;
+        let table = u64::from_le_bytes(self.0[32..40].try_into().unwrap()) as usize;
+        let (entry_size, entries) = (self.u16_at(54), self.u16_at(56));
+        (0..entries).all(|i| {
+            let at = table + i * entry_size;
+            u32::from_le_bytes(self.0[at..at + 4].try_into().unwrap()) != PT_INTERP
+        })
+    }
+}
+
 /// One run of the module binary.
 pub struct ModuleRun {
     /// How long the module ran.
@@ -266,12 +392,26 @@ pub struct ModuleRun {
 /// Runs the module binary on `args` as Ansible does, and checks that none of
 /// `secrets` (nor any password in `args`) appears anywhere in its output.
 pub fn run_module(args: Value, secrets: Vec<String>) -> ModuleRun {
-    run_module_with_env(args, secrets, &[])
+    run_module_as(&ModuleBinary::native(), args, secrets, &[])
 }
 
 /// [`run_module`] with environment variables set (`Some`) or removed
 /// (`None`) for the module's process only.
 pub fn run_module_with_env(
+    args: Value,
+    secrets: Vec<String>,
+    env: &[(&str, Option<&str>)],
+) -> ModuleRun {
+    run_module_as(&ModuleBinary::native(), args, secrets, env)
+}
+
+/// [`run_module`] with another build of the module.
+pub fn run_module_with(binary: &ModuleBinary, args: Value, secrets: Vec<String>) -> ModuleRun {
+    run_module_as(binary, args, secrets, &[])
+}
+
+fn run_module_as(
+    binary: &ModuleBinary,
     args: Value,
     mut secrets: Vec<String>,
     env: &[(&str, Option<&str>)],
@@ -285,7 +425,7 @@ pub fn run_module_with_env(
         RUNS.fetch_add(1, Ordering::SeqCst)
     ));
     std::fs::write(&path, serde_json::to_vec(&args).unwrap()).unwrap();
-    let run = run_binary(&path, env);
+    let run = run_binary(binary, &path, env);
     std::fs::remove_file(&path).ok();
     for secret in secrets.iter().filter(|s| s.len() >= 4) {
         assert!(
@@ -297,8 +437,8 @@ pub fn run_module_with_env(
     run
 }
 
-fn run_binary(args_file: &Path, env: &[(&str, Option<&str>)]) -> ModuleRun {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_matrix_user"));
+fn run_binary(binary: &ModuleBinary, args_file: &Path, env: &[(&str, Option<&str>)]) -> ModuleRun {
+    let mut command = binary.command();
     command.arg(args_file);
     for (name, value) in env {
         match value {

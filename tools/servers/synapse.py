@@ -3,11 +3,13 @@
 
 Two ways to run it:
 
-  synapse.py --ephemeral [--default-rate-limits]
+  synapse.py --ephemeral [--default-rate-limits] [--no-shared-secret]
       A throw-away server in a temporary folder on a free port. When it is
       ready, one JSON line goes to stdout (url, server_name,
       registration_shared_secret, data_dir). The server lives until stdin
       closes, so it dies with the test process that started it.
+      --no-shared-secret leaves registration_shared_secret out of its
+      configuration (the secret in the JSON line is then empty).
 
   synapse.py --data-dir DIR --port PORT start|stop|status
       The persistent local homeserver that `just register-user` uses when no
@@ -43,13 +45,13 @@ SERVER_NAME = "localhost"
 VENV_PYTHON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".venv", "bin", "python")
 
 
-def write_config(data_dir: str, port: int, default_rate_limits: bool) -> dict:
+def write_config(data_dir: str, port: int, default_rate_limits: bool, shared_secret_enabled: bool = True) -> dict:
     os.makedirs(data_dir, exist_ok=True)
     config_path = os.path.join(data_dir, "homeserver.yaml")
     if os.path.exists(config_path):
         return {"config": config_path, "secret": kept_shared_secret(data_dir)}
 
-    shared_secret = new_shared_secret(data_dir)
+    shared_secret = new_shared_secret(data_dir) if shared_secret_enabled else ""
     subprocess.run(
         [VENV_PYTHON, "-m", "synapse._scripts.generate_signing_key", "-o", os.path.join(data_dir, "signing.key")],
         check=True,
@@ -90,7 +92,6 @@ def write_config(data_dir: str, port: int, default_rate_limits: bool) -> dict:
         "log_config": log_config,
         "media_store_path": os.path.join(data_dir, "media"),
         "signing_key_path": os.path.join(data_dir, "signing.key"),
-        "registration_shared_secret": shared_secret,
         "macaroon_secret_key": secrets.token_urlsafe(32),
         "form_secret": secrets.token_urlsafe(32),
         "report_stats": False,
@@ -101,6 +102,8 @@ def write_config(data_dir: str, port: int, default_rate_limits: bool) -> dict:
         # updates (about a minute); unthrottled they take a few seconds.
         "background_updates": {"sleep_enabled": False, "background_update_duration_ms": 1000},
     }
+    if shared_secret_enabled:
+        config["registration_shared_secret"] = shared_secret
     if not default_rate_limits:
         # Every test login comes from 127.0.0.1, so the per-address login
         # limit (5 logins, then one per 5 minutes) would throttle the tests'
@@ -148,12 +151,12 @@ def describe(url: str, data_dir: str, secret: str) -> str:
     )
 
 
-def run_ephemeral(default_rate_limits: bool) -> None:
+def run_ephemeral(default_rate_limits: bool, shared_secret_enabled: bool) -> None:
     data_dir = tempfile.mkdtemp(prefix="matrix-user-synapse-")
     process = None
     try:
         port = free_port()
-        paths = write_config(data_dir, port, default_rate_limits)
+        paths = write_config(data_dir, port, default_rate_limits, shared_secret_enabled)
         url = f"http://127.0.0.1:{port}"
         process = spawn(paths["config"], data_dir, detach=False)
         deadline = time.monotonic() + 120
@@ -188,12 +191,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ephemeral", action="store_true")
     parser.add_argument("--default-rate-limits", action="store_true")
+    parser.add_argument("--no-shared-secret", action="store_true")
     parser.add_argument("--data-dir")
     parser.add_argument("--port", type=int, default=8008)
     parser.add_argument("action", nargs="?", choices=["start", "stop", "status"])
     args = parser.parse_args()
     if args.ephemeral:
-        run_ephemeral(args.default_rate_limits)
+        run_ephemeral(args.default_rate_limits, shared_secret_enabled=not args.no_shared_secret)
     elif args.data_dir and args.action:
         run_persistent(args.data_dir, args.port, args.action)
     else:

@@ -1,0 +1,91 @@
+# Copyright: matrix_user maintainers
+# Apache License 2.0 (see the collection's galaxy.yml)
+"""Runs the build of a binary module that fits the managed host.
+
+The collection ships one static binary per supported platform for each of
+its binary modules, named ``<module>_<system>_<arch>`` (for example
+``matrix_user_linux_aarch64``); meta/runtime.yml routes the module's name
+(``matrix_user``) to this action plugin. It finds the managed host's system
+and architecture, from its facts when the play gathered them, otherwise with
+one ``uname -sm`` over the connection (a binary module needs no Python on the
+host, so neither does this), and runs the matching binary as a binary
+module: Ansible copies it to the host and runs it there, with ``become``
+when the task asks for it. A host of any other platform fails before
+anything is copied or run.
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+# The platforms the collection ships a binary for, as <system>_<arch>.
+SUPPORTED_PLATFORMS = ('linux_x86_64', 'linux_aarch64')
+
+# Other spellings of the same architectures (Debian's and Go's names, and
+# what macOS's and some BSDs' uname print).
+ARCH_ALIASES = {
+    'amd64': 'x86_64',
+    'x64': 'x86_64',
+    'arm64': 'aarch64',
+}
+
+
+def platform_of(system, architecture):
+    """``linux_x86_64``-style name of a host's system and architecture."""
+    arch = architecture.strip().lower()
+    return f'{system.strip().lower()}_{ARCH_ALIASES.get(arch, arch)}'
+
+
+class ActionModule(ActionBase):
+
+    _supports_check_mode = True
+    _supports_async = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+
+        action = self._task.resolved_action or self._task.action
+        system, architecture, source = self._host_platform(task_vars)
+        platform = platform_of(system, architecture)
+        if platform not in SUPPORTED_PLATFORMS:
+            raise AnsibleActionFail(
+                f'{action} has no binary for this host: its system is {system!r} and its '
+                f'architecture is {architecture!r} (from {source}). Supported: '
+                f'{", ".join(SUPPORTED_PLATFORMS)}. Run the task on a host of a supported '
+                'platform (delegate_to), or build the module for this one from its source.'
+            )
+
+        module = f'{action}_{platform}'
+        result.update(
+            self._execute_module(
+                module_name=module,
+                module_args=self._task.args.copy(),
+                task_vars=task_vars,
+                wrap_async=self._task.async_val,
+            )
+        )
+        return result
+
+    def _host_platform(self, task_vars):
+        """(system, architecture, where they came from) of the managed host."""
+        # With delegate_to, the facts in task_vars are the inventory host's,
+        # not the host the connection reaches: ask that host itself.
+        if not self._task.delegate_to:
+            facts = task_vars.get('ansible_facts', {})
+            if facts.get('system') and facts.get('architecture'):
+                return facts['system'], facts['architecture'], 'its facts'
+        return self._uname()
+
+    def _uname(self):
+        reply = self._low_level_execute_command('uname -sm', sudoable=False)
+        words = reply.get('stdout', '').split()
+        if reply.get('rc') != 0 or len(words) != 2:
+            raise AnsibleActionFail(
+                'could not find the managed host\'s system and architecture: '
+                f'`uname -sm` answered rc={reply.get("rc")}, stdout={reply.get("stdout", "")!r}, '
+                f'stderr={reply.get("stderr", "")!r}. Gather facts for the play '
+                '(gather_facts: true) or make uname available on the host.'
+            )
+        return words[0], words[1], '`uname -sm` on the host'
