@@ -5,6 +5,8 @@
 //! range, bad usernames. What a server can do with the declaration is its
 //! backend's rule (`check_declaration` in [`crate::backend`]), checked next,
 //! still before anything is sent. Nothing here knows what a server supports.
+//! Reading one field as a typed value is [`fields`]' job; this file decides
+//! which fields there are and what they make together.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +15,11 @@ use serde_json::{Map, Value};
 
 use crate::matrix_id::{Username, UsernameError};
 use crate::model::{DesiredUser, HomeserverKind, UpdatePassword, UserState, UserType};
-use crate::secret::{excerpt, hold, hold_basic_auth, url_password, Secret};
+use crate::secret::{hold, hold_basic_auth, url_password, Secret};
+
+mod fields;
+
+use fields::{echo, Fields};
 
 /// Parameters of the module itself; the per-user ones are in [`USER_PARAMETERS`].
 const MODULE_PARAMETERS: &[&str] = &[
@@ -62,13 +68,6 @@ const SECRET_PARAMETERS: &[&str] = &[
     "dendrite_database",
 ];
 
-/// Linux's `PATH_MAX`.
-const MAX_PATH_BYTES: usize = 4096;
-
-/// How much of an invalid value a message quotes (a 50 MB value is not echoed).
-const MAX_ECHOED_CHARS: usize = 64;
-
-const BOOLEAN_VALUES: &str = "yes/no, true/false, 1/0 or on/off";
 const MAX_CONCURRENCY: usize = 64;
 const DEFAULT_CONCURRENCY: usize = 8;
 
@@ -315,7 +314,7 @@ fn read_users(top: &Fields) -> Result<Vec<DesiredUser>, ArgsError> {
         .copied()
         .filter(|f| top.has(f))
         .collect();
-    let users = match top.map.get("users") {
+    let users = match top.value("users") {
         None | Some(Value::Null) => {
             if !top.has("username") {
                 return Err(ArgsError::Missing(
@@ -340,7 +339,7 @@ fn read_users(top: &Fields) -> Result<Vec<DesiredUser>, ArgsError> {
                         expected: "a mapping with username, password, admin, ...",
                     });
                 };
-                let fields = Fields { map, prefix: field };
+                let fields = Fields::nested(map, field);
                 fields.refuse_unknown(USER_PARAMETERS)?;
                 users.push(read_user(&fields)?);
             }
@@ -435,197 +434,6 @@ fn refuse_duplicates(users: &[DesiredUser]) -> Result<(), ArgsError> {
     Ok(())
 }
 
-/// Typed access to one JSON mapping, with errors that name the field.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    /// `""` at the top level, `users[3]` inside the list.
-    prefix: String,
-}
-
-impl<'a> Fields<'a> {
-    fn top(map: &'a Map<String, Value>) -> Self {
-        Fields {
-            map,
-            prefix: String::new(),
-        }
-    }
-
-    fn name(&self, field: &str) -> String {
-        if self.prefix.is_empty() {
-            field.to_string()
-        } else {
-            format!("{}.{field}", self.prefix)
-        }
-    }
-
-    /// How to name this user in a message about it as a whole.
-    fn context(&self) -> String {
-        if self.prefix.is_empty() {
-            "username".to_string()
-        } else {
-            self.prefix.clone()
-        }
-    }
-
-    fn has(&self, field: &str) -> bool {
-        !matches!(self.map.get(field), None | Some(Value::Null))
-    }
-
-    fn refuse_unknown(&self, known: &[&str]) -> Result<(), ArgsError> {
-        match self
-            .map
-            .keys()
-            .find(|key| !key.starts_with("_ansible_") && !known.contains(&key.as_str()))
-        {
-            Some(key) => Err(ArgsError::UnknownParameter {
-                field: self.name(&echo(key)),
-                valid: known.join(", "),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    fn internal_flag(&self, key: &str) -> bool {
-        self.map.get(key).and_then(ansible_boolean).unwrap_or(false)
-    }
-
-    fn string(&self, field: &str) -> Result<Option<String>, ArgsError> {
-        match self.map.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            // Ansible's templating turns `username: 1234abc`-like values into numbers.
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(_) => Err(ArgsError::WrongType {
-                field: self.name(field),
-                expected: "a string",
-            }),
-        }
-    }
-
-    /// A path no longer than Linux's `PATH_MAX`: no longer one can be opened,
-    /// and later messages quote the path whole.
-    fn path(&self, field: &str) -> Result<Option<PathBuf>, ArgsError> {
-        match self.string(field)? {
-            Some(path) if path.len() > MAX_PATH_BYTES => Err(ArgsError::NotAccepted {
-                field: self.name(field),
-                value: echo(&path),
-                accepted: format!("a path of at most {MAX_PATH_BYTES} bytes"),
-            }),
-            path => Ok(path.map(PathBuf::from)),
-        }
-    }
-
-    fn secret(&self, field: &str) -> Result<Option<Secret>, ArgsError> {
-        match self.map.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(Secret::new(s.clone()))),
-            Some(Value::Number(n)) => Ok(Some(Secret::new(n.to_string()))),
-            Some(_) => Err(ArgsError::WrongType {
-                field: self.name(field),
-                expected: "a string",
-            }),
-        }
-    }
-
-    /// A secret given inline as `field` or in a file as `field_file`.
-    fn secret_or_file(&self, field: &str) -> Result<Option<Secret>, ArgsError> {
-        let file_field = format!("{field}_file");
-        let inline = self.secret(field)?;
-        let path = self.string(&file_field)?;
-        let secret = match (inline, path) {
-            (Some(_), Some(_)) => {
-                return Err(ArgsError::Exclusive {
-                    first: self.name(field),
-                    second: self.name(&file_field),
-                })
-            }
-            (Some(secret), None) => secret,
-            (None, Some(path)) => {
-                let text =
-                    std::fs::read_to_string(&path).map_err(|source| ArgsError::SecretFile {
-                        field: self.name(&file_field),
-                        path: echo(&path),
-                        source,
-                    })?;
-                Secret::new(text.trim_end_matches(['\n', '\r']))
-            }
-            (None, None) => return Ok(None),
-        };
-        if secret.expose().is_empty() {
-            return Err(ArgsError::BadSecret {
-                field: self.name(field),
-                problem: "is empty",
-            });
-        }
-        Ok(Some(secret))
-    }
-
-    fn boolean(&self, field: &str) -> Result<Option<bool>, ArgsError> {
-        match self.map.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => ansible_boolean(value)
-                .map(Some)
-                .ok_or_else(|| ArgsError::NotAccepted {
-                    field: self.name(field),
-                    value: echo(&display_value(value)),
-                    accepted: BOOLEAN_VALUES.into(),
-                }),
-        }
-    }
-
-    fn choice(&self, field: &str, accepted: &[&str]) -> Result<Option<String>, ArgsError> {
-        match self.string(field)? {
-            None => Ok(None),
-            Some(value) if accepted.contains(&value.as_str()) => Ok(Some(value)),
-            Some(value) => Err(ArgsError::NotAccepted {
-                field: self.name(field),
-                value: echo(&value),
-                accepted: accepted.join(" or "),
-            }),
-        }
-    }
-
-    fn integer(&self, field: &str, min: u64, max: u64) -> Result<Option<u64>, ArgsError> {
-        let value = match self.map.get(field) {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::String(s)) => s.trim().parse().ok(),
-            Some(_) => None,
-        };
-        match value {
-            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(ArgsError::NotAccepted {
-                field: self.name(field),
-                value: echo(&self.map.get(field).map(display_value).unwrap_or_default()),
-                accepted: format!("a whole number from {min} to {max}"),
-            }),
-        }
-    }
-}
-
-/// Ansible's boolean spellings (`module_utils.parsing.convert_bool`).
-fn ansible_boolean(value: &Value) -> Option<bool> {
-    match value {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => match n.as_f64() {
-            Some(1.0) => Some(true),
-            Some(0.0) => Some(false),
-            _ => None,
-        },
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "y" | "yes" | "on" | "1" | "true" | "t" => Some(true),
-            "n" | "no" | "off" | "0" | "false" | "f" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// An invalid value as a message may quote it: masked, and cut to a short prefix.
-fn echo(value: &str) -> String {
-    excerpt(value, MAX_ECHOED_CHARS)
-}
-
 /// Registers every secret argument for masking before anything is parsed,
 /// so that an error about any field, found before the secret fields are
 /// read, masks them too. The password of a `user:password@` URL is one.
@@ -649,13 +457,6 @@ fn hold_secret_arguments(map: &Map<String, Value>) {
                 hold(&url[start..end]);
             }
         }
-    }
-}
-
-fn display_value(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 

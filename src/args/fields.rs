@@ -1,0 +1,237 @@
+//! The typed field reader of stage 1: one JSON mapping of Ansible's
+//! arguments read field by field as a string, path, secret, boolean, choice
+//! or bounded integer, with Ansible's spellings (booleans, numbers given as
+//! strings) and errors that name the field (`users[3].admin`) and what is
+//! accepted, quoting an invalid value only as a short masked prefix.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::ArgsError;
+use crate::secret::{excerpt, Secret};
+
+/// Linux's `PATH_MAX`.
+const MAX_PATH_BYTES: usize = 4096;
+
+/// How much of an invalid value a message quotes (a 50 MB value is not echoed).
+const MAX_ECHOED_CHARS: usize = 64;
+
+const BOOLEAN_VALUES: &str = "yes/no, true/false, 1/0 or on/off";
+
+/// Typed access to one JSON mapping, with errors that name the field.
+pub(super) struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    /// `""` at the top level, `users[3]` inside the list.
+    prefix: String,
+}
+
+impl<'a> Fields<'a> {
+    pub(super) fn top(map: &'a Map<String, Value>) -> Self {
+        Fields {
+            map,
+            prefix: String::new(),
+        }
+    }
+
+    /// One entry of a list, named `prefix` (`users[3]`) in messages.
+    pub(super) fn nested(map: &'a Map<String, Value>, prefix: String) -> Self {
+        Fields { map, prefix }
+    }
+
+    /// The raw value of `field`, for a caller that reads a nested structure.
+    pub(super) fn value(&self, field: &str) -> Option<&'a Value> {
+        self.map.get(field)
+    }
+
+    pub(super) fn name(&self, field: &str) -> String {
+        if self.prefix.is_empty() {
+            field.to_string()
+        } else {
+            format!("{}.{field}", self.prefix)
+        }
+    }
+
+    /// How to name this user in a message about it as a whole.
+    pub(super) fn context(&self) -> String {
+        if self.prefix.is_empty() {
+            "username".to_string()
+        } else {
+            self.prefix.clone()
+        }
+    }
+
+    pub(super) fn has(&self, field: &str) -> bool {
+        !matches!(self.map.get(field), None | Some(Value::Null))
+    }
+
+    pub(super) fn refuse_unknown(&self, known: &[&str]) -> Result<(), ArgsError> {
+        match self
+            .map
+            .keys()
+            .find(|key| !key.starts_with("_ansible_") && !known.contains(&key.as_str()))
+        {
+            Some(key) => Err(ArgsError::UnknownParameter {
+                field: self.name(&echo(key)),
+                valid: known.join(", "),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn internal_flag(&self, key: &str) -> bool {
+        self.map.get(key).and_then(ansible_boolean).unwrap_or(false)
+    }
+
+    pub(super) fn string(&self, field: &str) -> Result<Option<String>, ArgsError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            // Ansible's templating turns `username: 1234abc`-like values into numbers.
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err(ArgsError::WrongType {
+                field: self.name(field),
+                expected: "a string",
+            }),
+        }
+    }
+
+    /// A path no longer than Linux's `PATH_MAX`: no longer one can be opened,
+    /// and later messages quote the path whole.
+    pub(super) fn path(&self, field: &str) -> Result<Option<PathBuf>, ArgsError> {
+        match self.string(field)? {
+            Some(path) if path.len() > MAX_PATH_BYTES => Err(ArgsError::NotAccepted {
+                field: self.name(field),
+                value: echo(&path),
+                accepted: format!("a path of at most {MAX_PATH_BYTES} bytes"),
+            }),
+            path => Ok(path.map(PathBuf::from)),
+        }
+    }
+
+    pub(super) fn secret(&self, field: &str) -> Result<Option<Secret>, ArgsError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(Secret::new(s.clone()))),
+            Some(Value::Number(n)) => Ok(Some(Secret::new(n.to_string()))),
+            Some(_) => Err(ArgsError::WrongType {
+                field: self.name(field),
+                expected: "a string",
+            }),
+        }
+    }
+
+    /// A secret given inline as `field` or in a file as `field_file`.
+    pub(super) fn secret_or_file(&self, field: &str) -> Result<Option<Secret>, ArgsError> {
+        let file_field = format!("{field}_file");
+        let inline = self.secret(field)?;
+        let path = self.string(&file_field)?;
+        let secret = match (inline, path) {
+            (Some(_), Some(_)) => {
+                return Err(ArgsError::Exclusive {
+                    first: self.name(field),
+                    second: self.name(&file_field),
+                })
+            }
+            (Some(secret), None) => secret,
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| ArgsError::SecretFile {
+                        field: self.name(&file_field),
+                        path: echo(&path),
+                        source,
+                    })?;
+                Secret::new(text.trim_end_matches(['\n', '\r']))
+            }
+            (None, None) => return Ok(None),
+        };
+        if secret.expose().is_empty() {
+            return Err(ArgsError::BadSecret {
+                field: self.name(field),
+                problem: "is empty",
+            });
+        }
+        Ok(Some(secret))
+    }
+
+    pub(super) fn boolean(&self, field: &str) -> Result<Option<bool>, ArgsError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => ansible_boolean(value)
+                .map(Some)
+                .ok_or_else(|| ArgsError::NotAccepted {
+                    field: self.name(field),
+                    value: echo(&display_value(value)),
+                    accepted: BOOLEAN_VALUES.into(),
+                }),
+        }
+    }
+
+    pub(super) fn choice(
+        &self,
+        field: &str,
+        accepted: &[&str],
+    ) -> Result<Option<String>, ArgsError> {
+        match self.string(field)? {
+            None => Ok(None),
+            Some(value) if accepted.contains(&value.as_str()) => Ok(Some(value)),
+            Some(value) => Err(ArgsError::NotAccepted {
+                field: self.name(field),
+                value: echo(&value),
+                accepted: accepted.join(" or "),
+            }),
+        }
+    }
+
+    pub(super) fn integer(
+        &self,
+        field: &str,
+        min: u64,
+        max: u64,
+    ) -> Result<Option<u64>, ArgsError> {
+        let value = match self.map.get(field) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            Some(_) => None,
+        };
+        match value {
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(ArgsError::NotAccepted {
+                field: self.name(field),
+                value: echo(&self.map.get(field).map(display_value).unwrap_or_default()),
+                accepted: format!("a whole number from {min} to {max}"),
+            }),
+        }
+    }
+}
+
+/// Ansible's boolean spellings (`module_utils.parsing.convert_bool`).
+fn ansible_boolean(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_f64() {
+            Some(1.0) => Some(true),
+            Some(0.0) => Some(false),
+            _ => None,
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" | "on" | "1" | "true" | "t" => Some(true),
+            "n" | "no" | "off" | "0" | "false" | "f" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// An invalid value as a message may quote it: masked, and cut to a short prefix.
+pub(super) fn echo(value: &str) -> String {
+    excerpt(value, MAX_ECHOED_CHARS)
+}
+
+fn display_value(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
