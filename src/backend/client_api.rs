@@ -118,3 +118,10 @@ pub async fn whoami(http: &Http, token: &Secret) -> Result<Option<String>, Serve
         )),
     }
 }
+
+/// Now, in milliseconds since the Unix epoch, as Matrix timestamps are.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

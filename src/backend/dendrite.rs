@@ -40,9 +40,8 @@ use serde_json::{json, Value};
 
 use self::database::{AccountRow, Database, ACCOUNT_TYPE_ADMIN, ACCOUNT_TYPE_USER};
 use super::client_api::{logout, password_auth, password_login};
-use super::shared_secret::{
-    hex, identify, register, require_credentials, Access, AdminCheck, Registration,
-};
+use super::service_account::{identify, require_credentials, Access, AdminCheck};
+use super::shared_secret::{hex, register, Registration};
 use super::{refuse_email, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};

@@ -9,8 +9,10 @@
 mod client_api;
 pub mod dendrite;
 pub mod mas;
+mod service_account;
 mod shared_secret;
 pub mod synapse;
+mod token_cache;
 
 use std::collections::HashMap;
 

@@ -2,7 +2,7 @@
 //!
 //! Authentication: an `admin_token` when given; otherwise the module keeps a
 //! service account of its own, registered once with the shared secret, and
-//! caches that account's token between runs (see [`super::shared_secret`]).
+//! caches that account's token between runs (see [`super::service_account`]).
 //! This avoids `/login`, whose default rate limit (a handful per hour) would break
 //! repeated runs, and leaves no device on any managed user.
 
@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::client_api::unix_millis;
 use super::client_api::{logout, password_auth};
-use super::shared_secret::{
-    identify, register, require_credentials, unix_millis, Access, AdminCheck, Registration,
-};
+use super::service_account::{identify, require_credentials, Access, AdminCheck};
+use super::shared_secret::{register, Registration};
 use super::{from_homeserver, refuse_email, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};

@@ -1,0 +1,345 @@
+//! Where the service account's token is kept between runs, so that a run
+//! need not log in: a private file in a private folder, never reached
+//! through a link, replaced in one step.
+
+use std::path::{Path, PathBuf};
+
+use sha1::{Digest, Sha1};
+
+use super::shared_secret::hex;
+use super::ServerError;
+use crate::matrix_id::Username;
+use crate::secret::Secret;
+
+/// Where the service account's token is kept between runs: one file per
+/// homeserver implementation, URL and account, readable only by the user
+/// running the module, in a folder no one else can write. Links are never
+/// followed: another user able to plant one could read or replace the token.
+pub(super) struct TokenCache {
+    path: PathBuf,
+}
+
+impl TokenCache {
+    /// `kind` names the homeserver implementation (`synapse`, `dendrite`).
+    pub(super) fn new(kind: &str, dir: &Path, url: &str, account: &Username) -> TokenCache {
+        let key = hex(&Sha1::digest(
+            format!("{url}\0{}", account.localpart()).as_bytes(),
+        ));
+        TokenCache {
+            path: dir.join(format!("{kind}-{}.token", &key[..16])),
+        }
+    }
+
+    fn folder(&self) -> &Path {
+        self.path
+            .parent()
+            .expect("the cache file is inside a folder")
+    }
+
+    fn failed(&self, error: std::io::Error) -> ServerError {
+        ServerError::TokenCache {
+            path: self.path.display().to_string(),
+            detail: error.to_string(),
+        }
+    }
+
+    /// Creates the folder (mode 0700) if missing, and refuses one that
+    /// another user owns or that others can write: its owner, or anyone
+    /// who can write it, could swap the token for theirs. A folder is
+    /// never changed, since it may be shared with other files.
+    fn ensure_private_folder(&self) -> Result<(), ServerError> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let folder = self.folder();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)
+            .map_err(|e| self.failed(e))?;
+        let metadata = std::fs::metadata(folder).map_err(|e| self.failed(e))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let user = unsafe { libc::geteuid() };
+        if metadata.uid() != user {
+            return Err(ServerError::TokenCacheForeign {
+                folder: folder.display().to_string(),
+                owner: metadata.uid(),
+            });
+        }
+        let mode = metadata.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(ServerError::TokenCacheShared {
+                folder: folder.display().to_string(),
+                mode: format!("{mode:04o}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The cached token, `None` when there is none yet.
+    pub(super) fn load(&self) -> Result<Option<Secret>, ServerError> {
+        use std::io::Read;
+        self.ensure_private_folder()?;
+        let mut file = match open_no_follow(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(ServerError::TokenCacheLink {
+                    path: self.path.display().to_string(),
+                })
+            }
+            Err(e) => return Err(self.failed(e)),
+        };
+        let mut token = String::new();
+        file.read_to_string(&mut token)
+            .map_err(|e| self.failed(e))?;
+        Ok(Some(Secret::new(token.trim())).filter(|t| !t.expose().is_empty()))
+    }
+
+    /// Opens a fresh temporary file beside the cache file, so that a folder
+    /// the token cannot be written to is found before a token exists (that
+    /// is, before the service account is registered or logged in).
+    pub(super) fn prepare_store(&self) -> Result<PendingToken, ServerError> {
+        self.ensure_private_folder()?;
+        let mut suffix = [0u8; 8];
+        getrandom::getrandom(&mut suffix).expect("the operating system provides random bytes");
+        // A name no one can guess, for each run: runs sharing the folder
+        // must not write into each other's file, nor anyone into ours.
+        let temporary =
+            self.path
+                .with_extension(format!("{}-{}.tmp", std::process::id(), hex(&suffix)));
+        let file = create_private_file(&temporary).map_err(|e| self.failed(e))?;
+        Ok(PendingToken {
+            file,
+            temporary,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Forgets the cached token; a cache already gone is fine.
+    pub(super) fn discard(&self) -> Result<(), ServerError> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.failed(e)),
+            _ => Ok(()),
+        }
+    }
+
+    #[cfg(test)]
+    fn store(&self, token: &Secret) -> Result<(), ServerError> {
+        self.prepare_store()?.commit(token)
+    }
+}
+
+/// A token file being written: renamed over the cache file when complete,
+/// removed when dropped before that.
+pub(super) struct PendingToken {
+    file: std::fs::File,
+    temporary: PathBuf,
+    path: PathBuf,
+}
+
+impl PendingToken {
+    /// Writes `token` and puts the file in place in one step (a rename
+    /// replaces a link at the cache path; it never writes through it).
+    pub(super) fn commit(mut self, token: &Secret) -> Result<(), ServerError> {
+        use std::io::Write;
+        let fail = |e: std::io::Error| ServerError::TokenCache {
+            path: self.path.display().to_string(),
+            detail: e.to_string(),
+        };
+        self.file
+            .write_all(token.expose().as_bytes())
+            .and_then(|()| self.file.sync_all())
+            .map_err(fail)?;
+        std::fs::rename(&self.temporary, &self.path).map_err(fail)
+    }
+}
+
+impl Drop for PendingToken {
+    fn drop(&mut self) {
+        // After a commit the name is gone already; nothing else is there.
+        let _ = std::fs::remove_file(&self.temporary);
+    }
+}
+
+/// Creates `path` for writing, mode 0600; fails if anything, a link
+/// included, is already there.
+fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Opens `path` for reading; a link there fails with `ELOOP`.
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh folder for one test, removed when the test ends.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let path = std::env::temp_dir()
+                .join(format!("matrix-user-unit-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir(&path).unwrap();
+            Scratch(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn cache_in(dir: &Path) -> TokenCache {
+        TokenCache::new("synapse", dir, "http://x", &Username::parse("svc").unwrap())
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn the_token_is_kept_in_a_private_file_of_a_private_folder() {
+        let scratch = Scratch::new("private");
+        let dir = scratch.0.join("new").join("cache");
+        let cache = cache_in(&dir);
+        cache.store(&Secret::new("syt_token")).unwrap();
+        assert_eq!(cache.load().unwrap().unwrap().expose(), "syt_token");
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&cache.path), 0o600);
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+    }
+
+    #[test]
+    fn a_link_planted_at_the_cache_path_is_replaced_and_never_read() {
+        let scratch = Scratch::new("link-at-path");
+        let victim = scratch.0.join("victim");
+        std::fs::write(&victim, "syt_planted").unwrap();
+        let dir = scratch.0.join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o700);
+        let cache = cache_in(&dir);
+        std::os::unix::fs::symlink(&victim, &cache.path).unwrap();
+        let refused = cache.load().unwrap_err().to_string();
+        assert!(refused.contains("is a symbolic link"), "{refused}");
+
+        cache.store(&Secret::new("syt_ours")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "syt_planted");
+        assert!(!std::fs::symlink_metadata(&cache.path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(cache.load().unwrap().unwrap().expose(), "syt_ours");
+    }
+
+    #[test]
+    fn a_link_planted_at_a_temporary_name_is_not_followed() {
+        let scratch = Scratch::new("link-at-temp");
+        let victim = scratch.0.join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let dir = scratch.0.join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o700);
+        let cache = cache_in(&dir);
+        // The name a run used to write through, guessable from its pid.
+        let guessable = cache
+            .path
+            .with_extension(format!("{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &guessable).unwrap();
+        cache.store(&Secret::new("syt_ours")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert_eq!(cache.load().unwrap().unwrap().expose(), "syt_ours");
+        // Whatever the name, an existing entry is never opened.
+        let error = create_private_file(&guessable).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    }
+
+    #[test]
+    fn a_folder_others_can_write_is_refused_and_left_as_it_is() {
+        let scratch = Scratch::new("shared");
+        for shared_mode in [0o777, 0o770, 0o1777] {
+            set_mode(&scratch.0, shared_mode);
+            let cache = cache_in(&scratch.0);
+            let refused = cache
+                .store(&Secret::new("syt_token"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                refused.contains("can be written by other users"),
+                "{refused}"
+            );
+            assert!(
+                cache.load().is_err(),
+                "{shared_mode:o}: read from a shared folder"
+            );
+            assert_eq!(mode(&scratch.0), shared_mode);
+            assert!(!cache.path.exists());
+        }
+    }
+
+    #[test]
+    fn a_folder_of_another_user_is_refused() {
+        let scratch = Scratch::new("foreign");
+        // Running as root, a folder handed to `nobody`; otherwise `/`, root's.
+        let foreign = if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&scratch.0, Some(65534), Some(65534)).unwrap();
+            scratch.0.clone()
+        } else {
+            PathBuf::from("/")
+        };
+        let cache = cache_in(&foreign);
+        let refused = cache
+            .store(&Secret::new("syt_token"))
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("belongs to another user"), "{refused}");
+        assert!(!cache.path.exists());
+    }
+
+    #[test]
+    fn an_unwritable_folder_is_found_before_a_token_exists() {
+        let scratch = Scratch::new("unwritable");
+        let in_the_way = scratch.0.join("file");
+        std::fs::write(&in_the_way, "").unwrap();
+        let refused = cache_in(&in_the_way.join("cache"))
+            .prepare_store()
+            .err()
+            .expect("a folder inside a file cannot be made")
+            .to_string();
+        assert!(
+            refused.starts_with("cannot keep the service account's token in"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn each_homeserver_kind_has_its_own_cache_file() {
+        let account = Username::parse("svc").unwrap();
+        let synapse = TokenCache::new("synapse", Path::new("/c"), "http://x", &account);
+        let dendrite = TokenCache::new("dendrite", Path::new("/c"), "http://x", &account);
+        assert_ne!(synapse.path, dendrite.path);
+        assert!(synapse.path.to_str().unwrap().starts_with("/c/synapse-"));
+    }
+}
