@@ -9,7 +9,7 @@
 //! (HTTP Basic, as `client_secret_basic`; else `client_secret_post`), fetched
 //! at the start of each run and fetched again, once for all users, when MAS
 //! refuses it (its tokens live five minutes by default); or a ready
-//! `admin_token`, which cannot be renewed.
+//! `admin_token`, which cannot be renewed (see [`oauth`]).
 //!
 //! MAS cannot tell a password. With `update_password: always` the declared
 //! one is tried by a compatibility login (`/_matrix/client/v3/login`, what
@@ -17,7 +17,9 @@
 //! rate-limits those logins (by default 3 a minute from one address, per its
 //! `rate_limiting.login`); the module then waits, within `wait_timeout`.
 
-use std::cell::{Cell, RefCell};
+mod oauth;
+
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use reqwest::{Method, StatusCode};
@@ -26,14 +28,13 @@ use serde_json::{json, Value};
 use super::client_api::logout;
 use super::{confirm_server_name, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
-use crate::http::{path_segment, server_word, server_words, Body, Http, Reply};
+use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, Seen, UserType};
 use crate::secret::Secret;
+use oauth::{OAuthClient, Tokens};
 
 const ADMIN_API: &str = "/api/admin/v1";
-const TOKEN_ENDPOINT: &str = "/oauth2/token";
-const ADMIN_SCOPE: &str = "urn:mas:admin";
 const EMAIL_PAGE_SIZE: usize = 100;
 /// MAS's default `passwords.minimum_complexity`, when site-config omits it.
 const DEFAULT_MINIMUM_COMPLEXITY: u64 = 3;
@@ -150,7 +151,7 @@ impl Mas {
         if reply.status != StatusCode::UNAUTHORIZED {
             return Ok(reply);
         }
-        if self.tokens.client.is_none() {
+        if !self.tokens.can_renew() {
             return Err(ServerError::Mas(MasError::TokenRefused {
                 detail: reply.explanation(),
             }));
@@ -331,11 +332,7 @@ impl AccountServer for Mas {
         let client = credentials
             .mas_client
             .as_ref()
-            .map(|(id, secret)| OAuthClient {
-                id: id.clone(),
-                secret: secret.clone(),
-                post: Cell::new(false),
-            });
+            .map(|(id, secret)| OAuthClient::new(id.clone(), secret.clone()));
         let access = match (&credentials.admin_token, client) {
             (Some(token), client) => Access::Token {
                 token: token.clone(),
@@ -364,11 +361,7 @@ impl AccountServer for Mas {
         };
         let mut mas = Mas {
             http,
-            tokens: Tokens {
-                current: RefCell::new((token, 0)),
-                client,
-                renewing: tokio::sync::Mutex::new(()),
-            },
+            tokens: Tokens::new(token, client),
             server_name: String::new(),
             password_login: true,
             minimum_complexity: DEFAULT_MINIMUM_COMPLEXITY,
@@ -602,129 +595,6 @@ impl AccountServer for Mas {
         }
         Ok(())
     }
-}
-
-/// The admin token in use, and how to get another.
-struct Tokens {
-    /// The token and how many times it has been replaced.
-    current: RefCell<(Secret, u64)>,
-    client: Option<OAuthClient>,
-    /// Held while a new token is fetched: the requests that all found the
-    /// old one refused wait for it, so one token is fetched, not one each.
-    renewing: tokio::sync::Mutex<()>,
-}
-
-impl Tokens {
-    fn current(&self) -> (Secret, u64) {
-        self.current.borrow().clone()
-    }
-
-    /// A token newer than the one of `generation`, fetching it if no other
-    /// request has done so meanwhile.
-    async fn renew(&self, http: &Http, generation: u64) -> Result<Secret, ServerError> {
-        let _renewing = self.renewing.lock().await;
-        let (token, now) = self.current();
-        if now != generation {
-            return Ok(token);
-        }
-        let client = self.client.as_ref().expect("renewed only with a client");
-        let token = client.fetch_token(http).await?;
-        *self.current.borrow_mut() = (token.clone(), generation + 1);
-        Ok(token)
-    }
-}
-
-/// The OAuth2 client the module authenticates as.
-pub struct OAuthClient {
-    id: String,
-    secret: Secret,
-    /// Whether MAS wants `client_secret_post` rather than `client_secret_basic`;
-    /// learnt from the first token request.
-    post: Cell<bool>,
-}
-
-impl OAuthClient {
-    /// A client-credentials token with the admin scope. MAS accepts only the
-    /// authentication method its configuration names for the client, so
-    /// Basic is tried first, then the form.
-    async fn fetch_token(&self, http: &Http) -> Result<Secret, ServerError> {
-        let grant = [("grant_type", "client_credentials"), ("scope", ADMIN_SCOPE)];
-        if !self.post.get() {
-            let reply = http
-                .send_basic(
-                    Method::POST,
-                    TOKEN_ENDPOINT,
-                    (&self.id, &self.secret),
-                    Body::Form(&grant),
-                )
-                .await?;
-            if oauth_error(&reply) != Some("invalid_client") {
-                return self.token_from(&reply);
-            }
-        }
-        let form = [
-            grant[0],
-            grant[1],
-            ("client_id", self.id.as_str()),
-            ("client_secret", self.secret.expose()),
-        ];
-        let reply = http
-            .send(Method::POST, TOKEN_ENDPOINT, None, Body::Form(&form))
-            .await?;
-        let token = self.token_from(&reply)?;
-        self.post.set(true);
-        Ok(token)
-    }
-
-    fn token_from(&self, reply: &Reply) -> Result<Secret, ServerError> {
-        let what = "fetching an admin token from MAS";
-        let detail = reply
-            .body
-            .get("error_description")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        match (reply.status, oauth_error(reply)) {
-            (StatusCode::OK, _) => {}
-            (StatusCode::UNAUTHORIZED, Some(code)) => {
-                return Err(ServerError::Mas(MasError::ClientRefused {
-                    client_id: self.id.clone(),
-                    code: server_word(code),
-                    detail: if detail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", server_words(detail))
-                    },
-                }))
-            }
-            (StatusCode::FORBIDDEN, Some("invalid_scope")) => {
-                return Err(ServerError::Mas(MasError::AdminScopeDenied {
-                    client_id: self.id.clone(),
-                    detail: server_words(detail),
-                }))
-            }
-            _ => return Err(ServerError::refused(what, reply)),
-        }
-        // MAS lists the scopes it granted; a token without the admin one is useless here.
-        if let Some(scope) = reply.body.get("scope").and_then(Value::as_str) {
-            if !scope.split(' ').any(|s| s == ADMIN_SCOPE) {
-                return Err(ServerError::Mas(MasError::AdminScopeDenied {
-                    client_id: self.id.clone(),
-                    detail: format!("granted only {:?}", server_word(scope)),
-                }));
-            }
-        }
-        reply
-            .body
-            .get("access_token")
-            .and_then(Value::as_str)
-            .map(Secret::new)
-            .ok_or_else(|| unexpected(what, "no access_token"))
-    }
-}
-
-/// The OAuth2 `error` code of a token endpoint answer.
-fn oauth_error(reply: &Reply) -> Option<&str> {
-    reply.body.get("error").and_then(Value::as_str)
 }
 
 fn user_path(id: &str, action: &str) -> String {
