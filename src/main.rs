@@ -7,8 +7,8 @@ mod backend;
 mod http;
 mod matrix_id;
 mod model;
-mod module;
 mod plan;
+mod reconcile;
 mod report;
 mod secret;
 mod trust;
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     report::print_on_panic();
-    let (output, code) = module::run(std::env::args_os().nth(1));
+    let (output, code) = reconcile::run(std::env::args_os().nth(1));
     println!("{output}");
     ExitCode::from(code as u8)
 }

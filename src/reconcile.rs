@@ -1,4 +1,6 @@
-//! The pipeline: arguments -> connect -> read -> plan -> apply -> report.
+//! Reconciling: the pipeline that makes the server's accounts match the
+//! declaration, arguments -> connect -> read -> plan -> apply -> report, one
+//! user at a time within `concurrency`. `main` only prints what it returns.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -73,7 +75,7 @@ async fn reconcile_on<S: AccountServer + 'static>(args: &ModuleArgs) -> Report {
         Err(error) => return Report::fatal(error.to_string()),
     };
     match S::connect(args, access, http).await {
-        Ok(server) => reconcile(Rc::new(server), args).await,
+        Ok(server) => reconcile_users(Rc::new(server), args).await,
         Err(error) => Report::fatal(error.to_string()),
     }
 }
@@ -108,7 +110,7 @@ fn refuse_service_account(args: &ModuleArgs) -> Result<(), String> {
 
 /// Makes every declared user match its declaration, `concurrency` at a time.
 /// One user's failure is reported and does not stop the others.
-async fn reconcile<B: AccountServer + 'static>(backend: Rc<B>, args: &ModuleArgs) -> Report {
+async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &ModuleArgs) -> Report {
     let mut resolved = Vec::with_capacity(args.users.len());
     let mut refused = Vec::new();
     for user in &args.users {
