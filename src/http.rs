@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -287,11 +288,20 @@ impl Http {
         token: Option<&Secret>,
         body: Body<'_>,
     ) -> Result<Reply, HttpError> {
-        let auth = match token {
-            Some(token) => Auth::Bearer(token),
-            None => Auth::None,
-        };
-        self.send_as(method, path, auth, body).await
+        self.send_as(method, path, &[], bearer(token), body).await
+    }
+
+    /// [`Http::send`] with a query string, built (and percent-encoded) from
+    /// `query`'s name-value pairs.
+    pub async fn send_query(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        token: Option<&Secret>,
+        body: Body<'_>,
+    ) -> Result<Reply, HttpError> {
+        self.send_as(method, path, query, bearer(token), body).await
     }
 
     /// [`Http::send`], authenticated with HTTP Basic as `user` and `secret`.
@@ -302,7 +312,7 @@ impl Http {
         (user, secret): (&str, &Secret),
         body: Body<'_>,
     ) -> Result<Reply, HttpError> {
-        self.send_as(method, path, Auth::Basic(user, secret), body)
+        self.send_as(method, path, &[], Auth::Basic(user, secret), body)
             .await
     }
 
@@ -310,6 +320,7 @@ impl Http {
         &self,
         method: Method,
         path: &str,
+        query: &[(&str, &str)],
         auth: Auth<'_>,
         body: Body<'_>,
     ) -> Result<Reply, HttpError> {
@@ -318,6 +329,9 @@ impl Http {
         let mut backoff = Duration::from_millis(100);
         loop {
             let mut request = self.client.request(method.clone(), &url);
+            if !query.is_empty() {
+                request = request.query(query);
+            }
             request = match auth {
                 Auth::None => request,
                 Auth::Bearer(token) => request.bearer_auth(token.expose()),
@@ -464,18 +478,25 @@ fn root_cause(error: &reqwest::Error) -> String {
     cause.to_string()
 }
 
+fn bearer(token: Option<&Secret>) -> Auth<'_> {
+    match token {
+        Some(token) => Auth::Bearer(token),
+        None => Auth::None,
+    }
+}
+
+/// What a path segment keeps as it is: RFC 3986's unreserved characters.
+/// Everything else, `/` included, is encoded, so that a user ID stays one
+/// segment whatever it contains.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes one path segment, such as a user ID (`@alice:example.com`).
 pub fn path_segment(value: &str) -> String {
-    let mut encoded = String::with_capacity(value.len() * 3);
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                encoded.push(byte as char)
-            }
-            _ => encoded.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    encoded
+    utf8_percent_encode(value, PATH_SEGMENT).to_string()
 }
 
 #[cfg(test)]
@@ -486,6 +507,23 @@ mod tests {
     fn user_ids_are_encoded_for_paths() {
         assert_eq!(path_segment("@alice:example.com"), "%40alice%3Aexample.com");
         assert_eq!(path_segment("a/b+c=d"), "a%2Fb%2Bc%3Dd");
+        assert_eq!(path_segment("ä ~*[]"), "%C3%A4%20~%2A%5B%5D");
+    }
+
+    /// A user ID in a query string goes out as it does in a path: every
+    /// character a localpart or server name may hold is encoded the same.
+    #[test]
+    fn queries_encode_user_ids_as_paths_do() {
+        let user = "@a.b_c=d-e/f+g:[::1]:8448";
+        let request = reqwest::Client::new()
+            .get("http://127.0.0.1/_matrix/client/v3/register/available")
+            .query(&[("username", user), ("from", "0")])
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.url().query(),
+            Some(format!("username={}&from=0", path_segment(user)).as_str())
+        );
     }
 
     #[test]

@@ -208,11 +208,13 @@ impl Dendrite {
     /// Whether a user ID is taken, deactivated accounts included.
     async fn exists(&self, user: &UserId) -> Result<bool, ServerError> {
         let what = format!("checking whether {user} exists");
-        let path = format!(
-            "/_matrix/client/v3/register/available?username={}",
-            path_segment(&user.to_string())
-        );
-        let reply = self.http.send(Method::GET, &path, None, Body::None).await?;
+        const AVAILABLE: &str = "/_matrix/client/v3/register/available";
+        let user_id = user.to_string();
+        let query = [("username", user_id.as_str())];
+        let reply = self
+            .http
+            .send_query(Method::GET, AVAILABLE, &query, None, Body::None)
+            .await?;
         match (reply.status, reply.errcode()) {
             (StatusCode::OK, _) if reply.body.get("available") == Some(&json!(true)) => Ok(false),
             // The same code answers for namespaces reserved by application services.

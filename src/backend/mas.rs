@@ -137,17 +137,35 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
 }
 
 impl Mas {
-    /// One admin API request; when MAS refuses the token and a client is
-    /// known, fetches a new token and sends the request once more.
+    /// One admin API request (see [`Mas::admin_request`]).
     async fn admin(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Reply, ServerError> {
+        self.admin_request(method, path, &[], body).await
+    }
+
+    /// A read of one page of a list, its filter and page in `query`.
+    async fn admin_list(&self, path: &str, query: &[(&str, &str)]) -> Result<Reply, ServerError> {
+        self.admin_request(Method::GET, path, query, None).await
+    }
+
+    /// One admin API request; when MAS refuses the token and a client is
+    /// known, fetches a new token and sends the request once more.
+    async fn admin_request(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Reply, ServerError> {
         let path = format!("{ADMIN_API}{path}");
         let (token, generation) = self.tokens.current();
-        let reply = self.send(method.clone(), &path, &token, body).await?;
+        let reply = self
+            .send(method.clone(), &path, query, &token, body)
+            .await?;
         if reply.status != StatusCode::UNAUTHORIZED {
             return Ok(reply);
         }
@@ -157,7 +175,7 @@ impl Mas {
             }));
         }
         let token = self.tokens.renew(&self.http, generation).await?;
-        let reply = self.send(method, &path, &token, body).await?;
+        let reply = self.send(method, &path, query, &token, body).await?;
         if reply.status == StatusCode::UNAUTHORIZED {
             return Err(ServerError::refused(
                 "MAS refused the admin token it had just issued",
@@ -171,6 +189,7 @@ impl Mas {
         &self,
         method: Method,
         path: &str,
+        query: &[(&str, &str)],
         token: &Secret,
         body: Option<&Value>,
     ) -> Result<Reply, ServerError> {
@@ -178,7 +197,10 @@ impl Mas {
             Some(value) => Body::Json(value),
             None => Body::None,
         };
-        Ok(self.http.send(method, path, Some(token), body).await?)
+        Ok(self
+            .http
+            .send_query(method, path, query, Some(token), body)
+            .await?)
     }
 
     /// The user MAS knows as `user`, from the read that preceded this write.
@@ -203,14 +225,12 @@ impl Mas {
         let mut emails = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let mut path = format!(
-                "/user-emails?filter[user]={}&page[first]={EMAIL_PAGE_SIZE}",
-                path_segment(user_id)
-            );
+            let page_size = EMAIL_PAGE_SIZE.to_string();
+            let mut query = vec![("filter[user]", user_id), ("page[first]", &page_size)];
             if let Some(after) = &after {
-                path.push_str(&format!("&page[after]={}", path_segment(after)));
+                query.push(("page[after]", after));
             }
-            let reply = self.admin(Method::GET, &path, None).await?;
+            let reply = self.admin_list("/user-emails", &query).await?;
             if reply.status != StatusCode::OK {
                 return Err(ServerError::refused(what, &reply));
             }

@@ -107,10 +107,10 @@ impl Synapse {
         })
     }
 
-    async fn admin_get(&self, path: &str) -> Result<Reply, ServerError> {
+    async fn admin_get(&self, path: &str, query: &[(&str, &str)]) -> Result<Reply, ServerError> {
         let reply = self
             .http
-            .send(Method::GET, path, Some(&self.token), Body::None)
+            .send_query(Method::GET, path, query, Some(&self.token), Body::None)
             .await?;
         from_homeserver(path, reply)
     }
@@ -178,10 +178,15 @@ impl AccountServer for Synapse {
         let mut found = HashMap::new();
         let mut from = 0;
         loop {
-            let path = format!(
-                "/_synapse/admin/v2/users?from={from}&limit={LIST_PAGE_SIZE}&guests=false&deactivated=true&locked=true"
-            );
-            let reply = self.admin_get(&path).await?;
+            let (start, limit) = (from.to_string(), LIST_PAGE_SIZE.to_string());
+            let query = [
+                ("from", start.as_str()),
+                ("limit", limit.as_str()),
+                ("guests", "false"),
+                ("deactivated", "true"),
+                ("locked", "true"),
+            ];
+            let reply = self.admin_get("/_synapse/admin/v2/users", &query).await?;
             if reply.status != StatusCode::OK {
                 return Err(ServerError::refused("listing users", &reply));
             }
@@ -229,7 +234,7 @@ impl AccountServer for Synapse {
         _desired: &DesiredUser,
     ) -> Result<Option<Account>, ServerError> {
         let what = format!("reading {user}");
-        let reply = self.admin_get(&user_path(&user.to_string())).await?;
+        let reply = self.admin_get(&user_path(&user.to_string()), &[]).await?;
         match reply.status {
             StatusCode::OK => parse_account(&reply.body, &what).map(Some),
             StatusCode::NOT_FOUND => Ok(None),
