@@ -391,29 +391,30 @@ impl Http {
                         seconds: self.timeout.as_secs(),
                     })
                 }
-                // A refused certificate fails at once: waiting does not fix it.
-                Err(error) if tls_failure(&error).is_some() => {
-                    let failure = tls_failure(&error).expect("just checked");
-                    return Err(trust::explain(
-                        failure,
-                        (self.server, self.url_field),
-                        &self.base_url,
-                        &self.trusted,
-                    ));
-                }
-                Err(error) if error.is_connect() => {
-                    if waited >= self.wait_timeout {
-                        return Err(self.unreachable(&url, waited, root_cause(&error)));
+                Err(error) => match tls_failure(&error) {
+                    // A refused certificate fails at once: waiting does not fix it.
+                    Some(failure) => {
+                        return Err(trust::explain(
+                            failure,
+                            (self.server, self.url_field),
+                            &self.base_url,
+                            &self.trusted,
+                        ))
                     }
-                    backoff
-                }
-                Err(error) => {
-                    return Err(HttpError::Transport {
-                        url_field: self.url_field,
-                        url,
-                        detail: root_cause(&error),
-                    })
-                }
+                    None if error.is_connect() => {
+                        if waited >= self.wait_timeout {
+                            return Err(self.unreachable(&url, waited, root_cause(&error)));
+                        }
+                        backoff
+                    }
+                    None => {
+                        return Err(HttpError::Transport {
+                            url_field: self.url_field,
+                            url,
+                            detail: root_cause(&error),
+                        })
+                    }
+                },
             };
             tokio::time::sleep(pause).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);

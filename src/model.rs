@@ -195,7 +195,8 @@ pub enum Change {
     },
     SetDisplayname,
     SetUserType(UserType),
-    AddEmail,
+    /// Add this declared e-mail address, which the account lacks.
+    AddEmail(String),
     Deactivate {
         erase: bool,
     },
@@ -212,7 +213,7 @@ impl Change {
             Change::SetPassword { .. } => "password changed",
             Change::SetDisplayname => "displayname changed",
             Change::SetUserType(_) => "user type changed",
-            Change::AddEmail => "email added",
+            Change::AddEmail(_) => "email added",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
         }

@@ -95,7 +95,7 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
     }
     if let Some(email) = &desired.email {
         if !account.emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
-            changes.push(Change::AddEmail);
+            changes.push(Change::AddEmail(email.clone()));
         }
     }
     // A comparison is only made for a declared password (needs_password_check).
@@ -162,8 +162,8 @@ pub fn predict(
                     a.displayname = desired.displayname.clone()
                 }
             }
-            Change::AddEmail => {
-                if let (Some(a), Some(email)) = (account.as_mut(), &desired.email) {
+            Change::AddEmail(email) => {
+                if let Some(a) = account.as_mut() {
                     a.emails.push(email.clone())
                 }
             }
@@ -348,7 +348,7 @@ mod tests {
         };
         assert_eq!(
             plan(&user, &observed(Some(account(false)))),
-            Ok(vec![Change::AddEmail])
+            Ok(vec![Change::AddEmail("Alice@Example.com".into())])
         );
         let with_email = Account {
             emails: vec!["alice@example.com".into()],

@@ -169,12 +169,11 @@ impl Mas {
         if reply.status != StatusCode::UNAUTHORIZED {
             return Ok(reply);
         }
-        if !self.tokens.can_renew() {
+        let Some(token) = self.tokens.renew(&self.http, generation).await? else {
             return Err(ServerError::Mas(MasError::TokenRefused {
                 detail: reply.explanation(),
             }));
-        }
-        let token = self.tokens.renew(&self.http, generation).await?;
+        };
         let reply = self.send(method, &path, query, &token, body).await?;
         if reply.status == StatusCode::UNAUTHORIZED {
             return Err(ServerError::refused(
@@ -600,13 +599,7 @@ impl AccountServer for Mas {
                 Change::Deactivate { erase } => self.deactivate(&found.id, *erase).await?,
                 Change::Reactivate { password } => self.reactivate(&found, password).await?,
                 Change::SetAdmin(admin) => self.set_admin(&found.id, *admin).await?,
-                Change::AddEmail => {
-                    let email = desired
-                        .email
-                        .as_deref()
-                        .expect("planned for a declared email");
-                    self.add_email(&found.id, email).await?
-                }
+                Change::AddEmail(email) => self.add_email(&found.id, email).await?,
                 Change::SetPassword { password } => self.set_password(&found.id, password).await?,
                 // Create goes to create(); check_declaration refuses
                 // displayname and user types for MAS, so those are never planned here.

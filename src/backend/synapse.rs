@@ -365,7 +365,7 @@ impl AccountServer for Synapse {
                 }
                 // Create goes to create(), and check_declaration refuses
                 // e-mail for Synapse, so AddEmail is never planned.
-                Change::Create { .. } | Change::Deactivate { .. } | Change::AddEmail => {}
+                Change::Create { .. } | Change::Deactivate { .. } | Change::AddEmail(_) => {}
             }
         }
         let reply = self

@@ -16,6 +16,8 @@ use crate::secret::Secret;
 /// running the module, in a folder no one else can write. Links are never
 /// followed: another user able to plant one could read or replace the token.
 pub(super) struct TokenCache {
+    folder: PathBuf,
+    /// The token file, inside `folder`.
     path: PathBuf,
 }
 
@@ -26,14 +28,9 @@ impl TokenCache {
             format!("{url}\0{}", account.localpart()).as_bytes(),
         ));
         TokenCache {
+            folder: dir.to_path_buf(),
             path: dir.join(format!("{kind}-{}.token", &key[..16])),
         }
-    }
-
-    fn folder(&self) -> &Path {
-        self.path
-            .parent()
-            .expect("the cache file is inside a folder")
     }
 
     fn failed(&self, error: std::io::Error) -> ServerError {
@@ -49,7 +46,7 @@ impl TokenCache {
     /// never changed, since it may be shared with other files.
     fn ensure_private_folder(&self) -> Result<(), ServerError> {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-        let folder = self.folder();
+        let folder = &self.folder;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

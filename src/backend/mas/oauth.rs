@@ -35,27 +35,25 @@ impl Tokens {
         }
     }
 
-    /// Whether a refused token can be replaced (only a client can fetch one).
-    pub fn can_renew(&self) -> bool {
-        self.client.is_some()
-    }
-
     pub fn current(&self) -> (Secret, u64) {
         self.current.borrow().clone()
     }
 
     /// A token newer than the one of `generation`, fetching it if no other
-    /// request has done so meanwhile.
-    pub async fn renew(&self, http: &Http, generation: u64) -> Result<Secret, ServerError> {
+    /// request has done so meanwhile; `None` without a client, as a given
+    /// `admin_token` alone cannot be renewed.
+    pub async fn renew(&self, http: &Http, generation: u64) -> Result<Option<Secret>, ServerError> {
+        let Some(client) = &self.client else {
+            return Ok(None);
+        };
         let _renewing = self.renewing.lock().await;
         let (token, now) = self.current();
         if now != generation {
-            return Ok(token);
+            return Ok(Some(token));
         }
-        let client = self.client.as_ref().expect("renewed only with a client");
         let token = client.fetch_token(http).await?;
         *self.current.borrow_mut() = (token.clone(), generation + 1);
-        Ok(token)
+        Ok(Some(token))
     }
 }
 
