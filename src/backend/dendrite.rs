@@ -30,6 +30,10 @@
 //!   written back if anything after that fails. Reactivate: reset to the
 //!   declared password, then clear `is_deactivated` in the database.
 
+#[cfg(feature = "dendrite-database")]
+mod database;
+#[cfg(not(feature = "dendrite-database"))]
+#[path = "dendrite/without_database.rs"]
 mod database;
 
 use std::cell::RefCell;
@@ -38,7 +42,7 @@ use std::collections::HashMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use self::database::{AccountRow, Database, ACCOUNT_TYPE_ADMIN, ACCOUNT_TYPE_USER};
+use self::database::Database;
 use super::client_api::{logout, password_auth, password_login};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{hex, register, Registration};
@@ -104,6 +108,19 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         }
     }
     Ok(())
+}
+
+/// Dendrite's `account_type` values (userapi/api/api.go).
+pub const ACCOUNT_TYPE_USER: i16 = 1;
+pub const ACCOUNT_TYPE_ADMIN: i16 = 3;
+
+/// One account as Dendrite's database holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    /// 1 user, 2 guest, 3 admin, 4 application service.
+    pub account_type: i16,
+    pub deactivated: bool,
+    pub displayname: Option<String>,
 }
 
 /// Dendrite on SQLite answers 500 "database is locked" while another writer
@@ -445,6 +462,13 @@ impl AccountServer for Dendrite {
 
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let access = require_credentials(&args.credentials)?;
+        #[cfg(not(feature = "dendrite-database"))]
+        if args.credentials.dendrite_database.is_some() {
+            return Err(ArgsError::Unsupported {
+                field: "dendrite_database".into(),
+                reason: database::NOT_BUILT_IN,
+            });
+        }
         for user in &args.users {
             refuse_email(user)?;
             refuse_unsupported(user)?;
@@ -712,6 +736,24 @@ fn random_password() -> Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs with `cargo test --no-default-features`.
+    #[cfg(not(feature = "dendrite-database"))]
+    #[test]
+    fn without_the_drivers_dendrite_database_is_refused_before_anything_is_sent() {
+        let args = json!({"homeserver": "dendrite", "homeserver_url": "http://127.0.0.1:9",
+            "registration_shared_secret": "s", "dendrite_database": "/var/lib/dendrite/userapi.db",
+            "username": "alice"});
+        let args = ModuleArgs::from_map(args.as_object().unwrap()).unwrap();
+        let refused = Dendrite::check_declaration(&args)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.starts_with("dendrite_database: this matrix_user binary was built without the dendrite-database cargo feature"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn only_a_locked_database_is_worth_resending() {

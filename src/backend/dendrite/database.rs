@@ -13,22 +13,9 @@ use std::time::Duration;
 
 use rusqlite::OpenFlags;
 
-use super::DendriteError;
+use super::{AccountRow, DendriteError};
 use crate::backend::ServerError;
 use crate::secret::Secret;
-
-/// Dendrite's `account_type` values (userapi/api/api.go).
-pub const ACCOUNT_TYPE_USER: i16 = 1;
-pub const ACCOUNT_TYPE_ADMIN: i16 = 3;
-
-/// One account as Dendrite's database holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountRow {
-    /// 1 user, 2 guest, 3 admin, 4 application service.
-    pub account_type: i16,
-    pub deactivated: bool,
-    pub displayname: Option<String>,
-}
 
 /// Reads the accounts of some localparts, profiles joined. The casts give
 /// both databases the same column types (PostgreSQL stores `is_deactivated`
@@ -358,6 +345,7 @@ fn database_error(detail: String) -> ServerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::dendrite::ACCOUNT_TYPE_ADMIN;
 
     #[test]
     fn statements_number_their_parameters_for_both_databases() {

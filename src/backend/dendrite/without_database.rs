@@ -1,0 +1,61 @@
+//! Stands in for `database.rs` in a binary built without the
+//! `dendrite-database` cargo feature (no SQLite, no PostgreSQL driver):
+//! `dendrite_database` is then refused by `check_declaration` before
+//! anything is sent, so no [`Database`] ever exists, and the type has no
+//! value at all.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::{AccountRow, DendriteError};
+use crate::backend::ServerError;
+use crate::secret::Secret;
+
+/// Why `dendrite_database` is refused by such a binary.
+pub const NOT_BUILT_IN: &str = "this matrix_user binary was built without the dendrite-database \
+     cargo feature, so it cannot open Dendrite's database; use a binary built with default \
+     features (tools/just build), or leave dendrite_database out";
+
+/// No database: a type without values, so every method below is never called.
+pub enum Database {}
+
+impl Database {
+    pub async fn open(_location: &Secret, _timeout: Duration) -> Result<Database, ServerError> {
+        Err(ServerError::Dendrite(DendriteError::Database {
+            detail: NOT_BUILT_IN.into(),
+        }))
+    }
+
+    pub async fn accounts(
+        &self,
+        _server_name: &str,
+        _localparts: &[&str],
+    ) -> Result<HashMap<String, AccountRow>, ServerError> {
+        match *self {}
+    }
+
+    pub async fn set_account_type(&self, _: &str, _: &str, _: i16) -> Result<bool, ServerError> {
+        match *self {}
+    }
+
+    pub async fn reactivate(&self, _: &str, _: &str) -> Result<bool, ServerError> {
+        match *self {}
+    }
+
+    pub async fn password_hash(&self, _: &str, _: &str) -> Result<Option<Secret>, ServerError> {
+        match *self {}
+    }
+
+    pub async fn set_password_hash(
+        &self,
+        _: &str,
+        _: &str,
+        _: &Secret,
+    ) -> Result<bool, ServerError> {
+        match *self {}
+    }
+
+    pub async fn set_displayname(&self, _: &str, _: &str, _: &str) -> Result<bool, ServerError> {
+        match *self {}
+    }
+}
