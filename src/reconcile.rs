@@ -1,6 +1,7 @@
 //! Reconciling: the pipeline that makes the server's accounts match the
-//! declaration, arguments -> connect -> read -> plan -> apply -> report, one
-//! user at a time within `concurrency`. `main` only prints what it returns.
+//! declaration, arguments -> the server's rules -> connect -> read -> plan ->
+//! apply -> report, `concurrency` users at a time. `main` only prints what
+//! it returns.
 
 use std::ffi::OsString;
 use std::path::Path;
