@@ -6,20 +6,28 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::ServerError;
-use crate::http::{Body, Http};
+use crate::http::{Body, Http, HttpError, Reply};
 use crate::secret::Secret;
 
 /// The device name of every session the module opens.
 pub const DEVICE_NAME: &str = "matrix_user (Ansible)";
 
-/// User-interactive authentication by password, for the `auth` field of
-/// requests that ask for it.
-pub fn password_auth(user: &str, password: &Secret) -> Value {
-    json!({
+/// A POST of `body` to an endpoint that asks for user-interactive
+/// authentication, answered with `user`'s password in its `auth` field.
+pub async fn post_with_password(
+    http: &Http,
+    path: &str,
+    token: &Secret,
+    (user, password): (&str, &Secret),
+    mut body: Value,
+) -> Result<Reply, HttpError> {
+    body["auth"] = json!({
         "type": "m.login.password",
         "identifier": {"type": "m.id.user", "user": user},
         "password": password.expose(),
-    })
+    });
+    http.send(Method::POST, path, Some(token), Body::Json(&body))
+        .await
 }
 
 /// A session opened by [`password_login`].

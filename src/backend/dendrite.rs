@@ -43,10 +43,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use self::database::Database;
-use super::client_api::{logout, password_auth, password_login};
+use super::client_api::{logout, password_login, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{hex, register, Registration};
-use super::{refuse_email, AccountServer, ServerError};
+use super::{refuse_declared, refuse_email, refuse_user_type, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -81,23 +81,16 @@ pub enum DendriteError {
 /// Dendrite's passwords are 8 to 512 bytes (internal/validate.go).
 const PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 8..=512;
 
+const NO_USER_TYPES: &str =
+    "Dendrite has no user types, so bot and support accounts cannot be made on it; \
+     leave user_type out (or regular) with homeserver: dendrite";
+const NO_ERASE: &str = "Dendrite cannot erase a deactivated user's messages and profile; \
+     leave erase out with homeserver: dendrite";
+
 /// What Dendrite (0.13) has no notion of, or refuses.
 fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
-    if user.user_type.is_some_and(|t| t != UserType::Regular) {
-        return Err(ArgsError::Unsupported {
-            field: user.field_name("user_type"),
-            reason:
-                "Dendrite has no user types, so bot and support accounts cannot be made on it; \
-                     leave user_type out (or regular) with homeserver: dendrite",
-        });
-    }
-    if user.erase {
-        return Err(ArgsError::Unsupported {
-            field: user.field_name("erase"),
-            reason: "Dendrite cannot erase a deactivated user's messages and profile; \
-                     leave erase out with homeserver: dendrite",
-        });
-    }
+    refuse_user_type(user, NO_USER_TYPES)?;
+    refuse_declared(user, "erase", user.erase, NO_ERASE)?;
     if let Some(password) = &user.password {
         if !PASSWORD_BYTES.contains(&password.expose().len()) {
             return Err(ArgsError::BadSecret {
@@ -326,17 +319,15 @@ impl Dendrite {
                     detail: "the password just set does not log in".into(),
                 }
             })?;
-            let body = json!({ "auth": password_auth(&user.to_string(), &throwaway) });
             // Deactivation ends every session, this one included.
-            let reply = self
-                .http
-                .send(
-                    Method::POST,
-                    "/_matrix/client/v3/account/deactivate",
-                    Some(&session),
-                    Body::Json(&body),
-                )
-                .await;
+            let reply = post_with_password(
+                &self.http,
+                "/_matrix/client/v3/account/deactivate",
+                &session,
+                (&user.to_string(), &throwaway),
+                json!({}),
+            )
+            .await;
             if matches!(&reply, Ok(reply) if reply.status == StatusCode::OK) {
                 return Ok(());
             }

@@ -26,7 +26,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::client_api::logout;
-use super::{confirm_server_name, AccountServer, ServerError};
+use super::{confirm_server_name, refuse_declared, refuse_user_type, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -116,24 +116,17 @@ pub enum Access {
     Client(OAuthClient),
 }
 
+const NO_DISPLAYNAMES: &str = "MAS cannot read display names back (the homeserver keeps them), so matrix_user cannot compare them; \
+     leave displayname out with homeserver: mas and let users set it in their client";
+const NO_USER_TYPES: &str =
+    "MAS has no user types, so bot and support accounts cannot be made through it; \
+     leave user_type out (or regular) with homeserver: mas";
+
 /// What MAS's admin API (1.22) cannot manage idempotently.
 fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
-    if user.displayname.is_some() {
-        return Err(ArgsError::Unsupported {
-            field: user.field_name("displayname"),
-            reason: "MAS cannot read display names back (the homeserver keeps them), so matrix_user cannot compare them; \
-                     leave displayname out with homeserver: mas and let users set it in their client",
-        });
-    }
-    if user.user_type.is_some_and(|t| t != UserType::Regular) {
-        return Err(ArgsError::Unsupported {
-            field: user.field_name("user_type"),
-            reason:
-                "MAS has no user types, so bot and support accounts cannot be made through it; \
-                     leave user_type out (or regular) with homeserver: mas",
-        });
-    }
-    Ok(())
+    let displayname = user.displayname.is_some();
+    refuse_declared(user, "displayname", displayname, NO_DISPLAYNAMES)?;
+    refuse_user_type(user, NO_USER_TYPES)
 }
 
 impl Mas {

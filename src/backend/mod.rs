@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{server_word, Http, HttpError, Reply};
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, Fact};
+use crate::model::{Account, Change, DesiredUser, Fact, UserType};
 use crate::secret::Secret;
 
 /// What a server that holds the accounts must offer the reconciler.
@@ -223,12 +223,34 @@ pub enum ServerError {
 /// E-mail addresses are managed only through MAS, which verifies them; the
 /// homeservers' own admin APIs would add them unverified or not at all.
 fn refuse_email(user: &DesiredUser) -> Result<(), ArgsError> {
-    match user.email {
-        Some(_) => Err(ArgsError::Unsupported {
-            field: user.field_name("email"),
-            reason: "e-mail addresses are managed only with homeserver: mas",
+    refuse_declared(
+        user,
+        "email",
+        user.email.is_some(),
+        "e-mail addresses are managed only with homeserver: mas",
+    )
+}
+
+/// Refuses a user type other than `regular`, for a server that has none.
+fn refuse_user_type(user: &DesiredUser, reason: &'static str) -> Result<(), ArgsError> {
+    let special = user.user_type.is_some_and(|t| t != UserType::Regular);
+    refuse_declared(user, "user_type", special, reason)
+}
+
+/// Refuses `user`'s `field` when it is `declared`, for a server that cannot
+/// manage it; `reason` says why and what to declare instead.
+fn refuse_declared(
+    user: &DesiredUser,
+    field: &str,
+    declared: bool,
+    reason: &'static str,
+) -> Result<(), ArgsError> {
+    match declared {
+        true => Err(ArgsError::Unsupported {
+            field: user.field_name(field),
+            reason,
         }),
-        None => Ok(()),
+        false => Ok(()),
     }
 }
 

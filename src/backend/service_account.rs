@@ -10,7 +10,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha1::Sha1;
 
-use super::client_api::{logout, password_auth, password_login, unix_millis, whoami, DEVICE_NAME};
+use super::client_api::{
+    logout, password_login, post_with_password, unix_millis, whoami, DEVICE_NAME,
+};
 use super::shared_secret::{hex, register, Registration};
 use super::token_cache::TokenCache;
 use super::{confirm_server_name, ServerError};
@@ -219,18 +221,14 @@ async fn recover_service_account(
         .filter(|id| *id != session.device_id)
         .collect();
     if !stale.is_empty() {
-        let body = json!({
-            "devices": stale,
-            "auth": password_auth(&session.user_id, password),
-        });
-        let reply = http
-            .send(
-                Method::POST,
-                "/_matrix/client/v3/delete_devices",
-                Some(&session.token),
-                Body::Json(&body),
-            )
-            .await?;
+        let reply = post_with_password(
+            http,
+            "/_matrix/client/v3/delete_devices",
+            &session.token,
+            (&session.user_id, password),
+            json!({ "devices": stale }),
+        )
+        .await?;
         if reply.status != StatusCode::OK {
             return Err(ServerError::refused(
                 "removing the service account's old sessions",

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::client_api::unix_millis;
-use super::client_api::{logout, password_auth};
+use super::client_api::{logout, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
 use super::{from_homeserver, refuse_email, AccountServer, ServerError};
@@ -265,19 +265,14 @@ impl AccountServer for Synapse {
             Some(token) if reply.status == StatusCode::OK => Secret::new(token),
             _ => return Err(ServerError::refused(what, &reply)),
         };
-        let check = json!({
-            "devices": [],
-            "auth": password_auth(&user.to_string(), password),
-        });
-        let verdict = self
-            .http
-            .send(
-                Method::POST,
-                "/_matrix/client/v3/delete_devices",
-                Some(&user_token),
-                Body::Json(&check),
-            )
-            .await;
+        let verdict = post_with_password(
+            &self.http,
+            "/_matrix/client/v3/delete_devices",
+            &user_token,
+            (&user.to_string(), password),
+            json!({ "devices": [] }),
+        )
+        .await;
         let logged_out = logout(
             &self.http,
             &user_token,
