@@ -1,10 +1,16 @@
 //! Stage 2 and 4: read accounts from the server that holds them and apply
 //! planned changes. Each such server (a homeserver, Synapse or Dendrite, or
 //! MAS, which holds the accounts of the homeservers that delegate to it) is
-//! one file behind the [`AccountServer`] trait; nothing outside this folder
-//! knows about HTTP paths or server quirks, including what each server can
-//! manage and which credentials it takes
+//! one file behind the [`AccountServer`] trait, with a folder of the same
+//! name for its own parts (Dendrite's database, MAS's OAuth2 client); nothing
+//! outside this folder knows about HTTP paths or server quirks, including
+//! what each server can manage and which credentials it takes
 //! ([`AccountServer::check_declaration`], before any request).
+//!
+//! Shared by the homeservers: [`client_api`] (login, logout, whoami),
+//! [`shared_secret`] (registration with the shared secret),
+//! [`service_account`] (who the module acts as) and [`token_cache`] (where
+//! that account's token is kept).
 
 mod client_api;
 pub mod dendrite;
