@@ -55,5 +55,6 @@ bench N="200": build
 lint: setup
     cargo fmt --check
     cargo clippy --quiet --all-targets -- -D warnings
+    cargo clippy --quiet --all-targets --no-default-features -- -D warnings
     ansible-lint
     python tools/check-role-specs
