@@ -203,8 +203,12 @@ def binary_sizes():
 
 
 def write_report(n, sample, concurrency, figures, counts, per_user, ratios, sizes, peak_kib):
+    # The installed package's version: synapse.__version__ appends the commit
+    # of any git checkout around the virtualenv, which is this repository's.
     synapse_version = subprocess.run(
-        [os.path.join(VENV, "python"), "-c", "import synapse; print(synapse.__version__)"], capture_output=True, text=True
+        [os.path.join(VENV, "python"), "-c", "import importlib.metadata as m; print(m.version('matrix-synapse'))"],
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     lines = [
         "# Benchmarks",
