@@ -204,7 +204,11 @@ def binary_sizes():
 
 def write_report(n, sample, concurrency, figures, counts, per_user, ratios, sizes, peak_kib):
     synapse_version = subprocess.run(
-        [os.path.join(VENV, "python"), "-c", "import synapse; print(synapse.__version__)"], capture_output=True, text=True
+        # synapse.__version__ would name this repository's commit: Synapse's version
+        # helper finds the .git folder above .venv. The package metadata does not.
+        [os.path.join(VENV, "python"), "-c", 'import importlib.metadata; print(importlib.metadata.version("matrix-synapse"))'],
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     lines = [
         "# Benchmarks",
