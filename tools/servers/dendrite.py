@@ -24,36 +24,19 @@ which prints the folder holding its binaries. PostgreSQL comes from Debian's
 postgresql package (installed by the same script).
 """
 
-import argparse
-import glob
+import functools
 import json
 import os
-import pwd
-import secrets
-import signal
 import subprocess
-import sys
-import tempfile
 import time
 
-from launcher import (
-    free_port,
-    kept_shared_secret,
-    new_shared_secret,
-    remove_data_dir,
-    running_pid,
-    stop_or_status,
-    stop_process,
-    wait_until_answering,
-    write_pid,
-)
+import launcher
+from launcher import free_port, kept_shared_secret, new_shared_secret, stop_process, wait_until_answering
+from postgres import Postgres
 
 SERVER_NAME = "localhost"
 HERE = os.path.dirname(os.path.abspath(__file__))
 INSTALL_DENDRITE = os.path.join(HERE, "..", "install-dendrite")
-PG_SUPERUSER = "postgres"  # the Debian system user that owns the cluster
-PG_ROLE = "dendrite"
-PG_DATABASE = "dendrite"
 # Component databases, named as Dendrite's own generate-config names them.
 SQLITE_COMPONENTS = {
     "federation_api": "federationapi",
@@ -149,7 +132,7 @@ def wait_until_ready(url: str, process, data_dir: str, deadline: float) -> None:
 
 def spawn(bin_dir: str, config_path: str, data_dir: str, port: int, detach: bool) -> subprocess.Popen:
     stderr = open(os.path.join(data_dir, "stderr.log"), "ab")
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [
             os.path.join(bin_dir, "dendrite"),
             "--config",
@@ -165,8 +148,6 @@ def spawn(bin_dir: str, config_path: str, data_dir: str, port: int, detach: bool
         stderr=stderr,
         start_new_session=detach,
     )
-    write_pid(os.path.join(data_dir, "dendrite.pid"), process.pid)
-    return process
 
 
 def describe(url: str, data_dir: str, secret: str, database: str) -> str:
@@ -181,198 +162,55 @@ def describe(url: str, data_dir: str, secret: str, database: str) -> str:
     )
 
 
-class Postgres:
-    """A private PostgreSQL cluster in DIR/postgres, on a free loopback port.
-
-    initdb refuses to run as root, so the cluster belongs to Debian's
-    `postgres` system user; the server runs as our direct child (not
-    daemonised by pg_ctl), so it stays in our process group.
-    """
-
-    def __init__(self, data_dir: str):
-        candidates = sorted(
-            glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-            key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
-        )
-        if not candidates:
-            raise SystemExit("no /usr/lib/postgresql/*/bin/initdb; run tools/install-dendrite")
-        self.bin = os.path.dirname(candidates[-1])
-        self.dir = os.path.join(data_dir, "postgres")
-        self.pgdata = os.path.join(self.dir, "data")
-        self.port = free_port()
-        self.password = secrets.token_hex(16)
-        self.process = None
-        self.url = (
-            f"postgres://{PG_ROLE}:{self.password}@127.0.0.1:{self.port}/{PG_DATABASE}?sslmode=disable"
-        )
-
-    def _as_postgres(self) -> dict:
-        if os.geteuid() != 0:
-            return {}
-        entry = pwd.getpwnam(PG_SUPERUSER)
-        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-
-    def start(self) -> None:
-        as_pg = self._as_postgres()
-        os.makedirs(self.dir)
-        if as_pg:
-            # The cluster's owner must reach DIR/postgres: the temporary
-            # folder is 0700 root's, so open it for traversal only.
-            os.chmod(os.path.dirname(self.dir), 0o711)
-            os.chown(self.dir, as_pg["user"], as_pg["group"])
-        pwfile = os.path.join(self.dir, "pwfile")
-        with open(pwfile, "w") as f:
-            f.write(self.password + "\n")
-        if as_pg:
-            os.chown(pwfile, as_pg["user"], as_pg["group"])
-        os.chmod(pwfile, 0o600)
-        env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
-        if as_pg and subprocess.run(["test", "-w", self.dir], env=env, **as_pg).returncode != 0:
-            raise SystemExit(
-                f"the {PG_SUPERUSER} user cannot write to {self.dir}: a parent folder is private; "
-                "point TMPDIR at a folder it can reach (such as /tmp)"
-            )
-        log_path = os.path.join(self.dir, "postgres.log")
-        log = open(log_path, "ab")
-        initdb = subprocess.run(
-            [
-                os.path.join(self.bin, "initdb"),
-                "-D", self.pgdata,
-                "-U", PG_ROLE,
-                "--pwfile", pwfile,
-                "--auth-host", "scram-sha-256",
-                "--auth-local", "scram-sha-256",
-                "-E", "UTF8",
-                "--no-sync",
-            ],
-            cwd=self.dir,
-            env=env,
-            stdout=log,
-            stderr=log,
-            **as_pg,
-        )
-        if initdb.returncode != 0:
-            raise SystemExit(f"initdb failed; see {log_path}")
-        os.remove(pwfile)
-        self.process = subprocess.Popen(
-            [
-                os.path.join(self.bin, "postgres"),
-                "-D", self.pgdata,
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", f"port={self.port}",
-                "-c", f"unix_socket_directories={self.dir}",
-                "-c", "max_connections=200",
-                # A throw-away cluster: durability buys nothing here.
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
-            ],
-            cwd=self.dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            **as_pg,
-        )
-        env_pw = dict(env, PGPASSWORD=self.password)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise SystemExit(f"postgres exited with {self.process.returncode}; see {self.dir}/postgres.log")
-            ready = subprocess.run(
-                [os.path.join(self.bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
-                env=env,
-            )
-            if ready.returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"postgres did not start in time; see {self.dir}/postgres.log")
-            time.sleep(0.1)
-        subprocess.run(
-            [
-                os.path.join(self.bin, "createdb"),
-                "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_ROLE, PG_DATABASE,
-            ],
-            check=True,
-            env=env_pw,
-            stdout=log,
-            stderr=log,
-        )
-
-    def stop(self) -> None:
-        # SIGINT is PostgreSQL's "fast" shutdown.
-        stop_process(self.process, signal.SIGINT, timeout=30)
-
-
-def raise_on_signal(signum, _frame):
-    raise SystemExit(128 + signum)
-
-
-def run_ephemeral(database: str, default_rate_limits: bool) -> None:
+def start_ephemeral(args, data_dir: str, cleanup) -> str:
     bin_dir = dendrite_bin()
-    # A SIGTERM or SIGHUP must still stop the servers and clean up.
-    signal.signal(signal.SIGTERM, raise_on_signal)
-    signal.signal(signal.SIGHUP, raise_on_signal)
-    data_dir = tempfile.mkdtemp(prefix="matrix-user-dendrite-")
-    process = None
-    postgres = None
-    try:
-        if database == "postgres":
-            postgres = Postgres(data_dir)
-            postgres.start()
-            connection = postgres.url
-            accounts_db = postgres.url
-        else:
-            connection = "sqlite"
-            accounts_db = sqlite_path(data_dir, "userapi")
-        port = free_port()
-        paths = write_config(bin_dir, data_dir, connection, default_rate_limits)
-        url = f"http://127.0.0.1:{port}"
-        process = spawn(bin_dir, paths["config"], data_dir, port, detach=False)
-        wait_until_ready(url, process, data_dir, time.monotonic() + 120)
-        print(describe(url, data_dir, paths["secret"], accounts_db), flush=True)
-        sys.stdin.read()
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        stop_process(process)
-        if postgres is not None:
-            postgres.stop()
-        remove_data_dir(data_dir)
-
-
-def run_persistent(data_dir: str, port: int, action: str) -> None:
-    data_dir = os.path.abspath(data_dir)
+    if args.database == "postgres":
+        postgres = Postgres(data_dir)
+        cleanup.callback(postgres.stop)
+        postgres.start()
+        connection = postgres.url
+        accounts_db = postgres.url
+    else:
+        connection = "sqlite"
+        accounts_db = sqlite_path(data_dir, "userapi")
+    port = free_port()
+    paths = write_config(bin_dir, data_dir, connection, args.default_rate_limits)
     url = f"http://127.0.0.1:{port}"
-    pid_file = os.path.join(data_dir, "dendrite.pid")
-    if stop_or_status(action, pid_file, data_dir):
-        return
-    bin_dir = dendrite_bin()
-    paths = write_config(bin_dir, data_dir, "sqlite", default_rate_limits=False)
-    process = None
-    if not running_pid(pid_file, data_dir):
-        process = spawn(bin_dir, paths["config"], data_dir, port, detach=True)
+    process = spawn(bin_dir, paths["config"], data_dir, port, detach=False)
+    cleanup.callback(stop_process, process)
     wait_until_ready(url, process, data_dir, time.monotonic() + 120)
-    print(describe(url, data_dir, paths["secret"], sqlite_path(data_dir, "userapi")), flush=True)
+    return describe(url, data_dir, paths["secret"], accounts_db)
+
+
+def run_ephemeral(args) -> None:
+    # PostgreSQL runs as another user: a killed launcher would leave it behind.
+    launcher.run_ephemeral(functools.partial(start_ephemeral, args), "matrix-user-dendrite-", clean_up_on_signal=True)
+
+
+def run_persistent(args) -> None:
+    data_dir = os.path.abspath(args.data_dir)
+    url = f"http://127.0.0.1:{args.port}"
+
+    def start():
+        bin_dir = dendrite_bin()
+        paths = write_config(bin_dir, data_dir, "sqlite", default_rate_limits=False)
+        return spawn(bin_dir, paths["config"], data_dir, args.port, detach=True)
+
+    def ready(process):
+        wait_until_ready(url, process, data_dir, time.monotonic() + 120)
+        return describe(url, data_dir, kept_shared_secret(data_dir), sqlite_path(data_dir, "userapi"))
+
+    launcher.run_persistent(args.action, data_dir, os.path.join(data_dir, "dendrite.pid"), start, ready)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ephemeral", action="store_true")
+    parser = launcher.command_line(__doc__, port=8008)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--default-rate-limits", action="store_true")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--port", type=int, default=8008)
-    parser.add_argument("action", nargs="?", choices=["start", "stop", "status"])
     args = parser.parse_args()
-    if args.ephemeral:
-        run_ephemeral(args.database, args.default_rate_limits)
-    elif args.data_dir and args.action:
-        if args.database != "sqlite":
-            parser.error("the persistent server uses SQLite only")
-        run_persistent(args.data_dir, args.port, args.action)
-    else:
-        parser.error("use --ephemeral, or --data-dir DIR start|stop|status")
+    if not args.ephemeral and args.data_dir and args.action and args.database != "sqlite":
+        parser.error("the persistent server uses SQLite only")
+    launcher.run(parser, args, run_ephemeral, run_persistent)
 
 
 if __name__ == "__main__":

@@ -26,14 +26,11 @@ module's clock arithmetic can add, which once made it panic.
 
 import argparse
 import json
-import os
-import sys
-import tempfile
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from launcher import free_port, remove_data_dir
+from launcher import free_port, run_ephemeral
 
 SERVER_NAME = "echo.test"
 ADMIN = f"@admin:{SERVER_NAME}"
@@ -110,24 +107,19 @@ class Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT
 
 
-def run_ephemeral() -> None:
-    data_dir = tempfile.mkdtemp(prefix="matrix-user-echo-")
+def start_ephemeral(data_dir: str, cleanup) -> str:
     port = free_port()
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        print(json.dumps({"url": f"http://127.0.0.1:{port}", "server_name": SERVER_NAME, "data_dir": data_dir}), flush=True)
-        sys.stdin.read()
-    finally:
-        server.shutdown()
-        remove_data_dir(data_dir)
+    cleanup.callback(server.shutdown)
+    return json.dumps({"url": f"http://127.0.0.1:{port}", "server_name": SERVER_NAME, "data_dir": data_dir})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ephemeral", action="store_true", required=True)
     parser.parse_args()
-    run_ephemeral()
+    run_ephemeral(start_ephemeral, "matrix-user-echo-")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from launcher import run_ephemeral
+
 HOP_BY_HOP = {"connection", "transfer-encoding", "keep-alive", "content-length", "host"}
 
 
@@ -124,9 +126,8 @@ def main():
         ("127.0.0.1", 0), handler(args.upstream.rstrip("/"), Faults(json.loads(args.faults)))
     )
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(json.dumps({"url": f"http://127.0.0.1:{server.server_address[1]}"}), flush=True)
     # Serve until the test process (holding our stdin) exits.
-    sys.stdin.read()
+    run_ephemeral(lambda _data_dir, _cleanup: json.dumps({"url": f"http://127.0.0.1:{server.server_address[1]}"}))
     server.shutdown()
 
 

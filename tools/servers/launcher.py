@@ -1,13 +1,19 @@
-"""What the server launchers (synapse.py, dendrite.py, mas.py) share: a free
-loopback port, waiting for a server to answer, stopping a server and
-removing its folder, and the pid file of a persistent server."""
+"""What every server script in tools/servers/ shares: the command line
+(`--ephemeral`, or `--data-dir DIR --port PORT start|stop|status`), the
+throw-away run that lives until stdin closes, the persistent run with its pid
+file, a free loopback port, waiting for a server to answer, and stopping a
+server and removing its folder."""
 
+import argparse
+import contextlib
 import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 
@@ -105,3 +111,94 @@ def stop_or_status(action: str, pid_file: str, marker: str) -> bool:
     if action == "status":
         raise SystemExit(0 if running_pid(pid_file, marker) else 3)
     return False
+
+
+def command_line(description: str, port: int, in_process: bool = False) -> argparse.ArgumentParser:
+    """The options every server script takes; a script adds its own before
+    parsing. A server that runs inside its launcher's process (`in_process`)
+    also takes `serve`, which is what `start` runs in the background."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ephemeral", action="store_true")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--port", type=int, default=port)
+    actions = ["start", "stop", "status"] + (["serve"] if in_process else [])
+    parser.add_argument("action", nargs="?", choices=actions)
+    return parser
+
+
+def run(parser: argparse.ArgumentParser, args, ephemeral, persistent) -> None:
+    """Calls `ephemeral(args)` or `persistent(args)`, as the command line asks."""
+    if args.ephemeral:
+        ephemeral(args)
+    elif args.data_dir and args.action:
+        persistent(args)
+    else:
+        parser.error("use --ephemeral, or --data-dir DIR --port PORT start|stop|status")
+
+
+def raise_on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def run_ephemeral(start, folder_prefix=None, clean_up_on_signal: bool = False) -> None:
+    """A throw-away server: `start(data_dir, cleanup)` starts it (in a fresh
+    temporary folder when `folder_prefix` is given, else data_dir is None),
+    registers on `cleanup` (an ExitStack) how to stop what it started, and
+    returns its JSON line. The line goes to stdout and the server lives until
+    stdin closes, so it dies with the test process that started it.
+    `clean_up_on_signal` makes a SIGTERM or SIGHUP stop it cleanly too."""
+    if clean_up_on_signal:
+        signal.signal(signal.SIGTERM, raise_on_signal)
+        signal.signal(signal.SIGHUP, raise_on_signal)
+    with contextlib.ExitStack() as cleanup:
+        data_dir = None
+        if folder_prefix:
+            data_dir = tempfile.mkdtemp(prefix=folder_prefix)
+            cleanup.callback(remove_data_dir, data_dir)
+        try:
+            print(start(data_dir, cleanup), flush=True)
+            sys.stdin.read()
+        finally:
+            if clean_up_on_signal:
+                # A second signal must not cut the cleanup short.
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def run_persistent(action: str, data_dir: str, pid_file: str, start, ready) -> None:
+    """`start`, `stop` or `status` of the persistent server in `data_dir`.
+    `start()` launches it in the background and returns its process (only
+    when it does not run yet); `ready(process)` waits until it answers
+    (process is None when it ran already) and returns its JSON line, which
+    goes to stdout. So `start` is idempotent."""
+    if stop_or_status(action, pid_file, data_dir):
+        return
+    process = None
+    if not running_pid(pid_file, data_dir):
+        os.makedirs(data_dir, exist_ok=True)
+        process = start()
+        write_pid(pid_file, process.pid)
+    print(ready(process), flush=True)
+
+
+def start_in_background(script: str, options: list, data_dir: str, port: int) -> subprocess.Popen:
+    """Runs `script [options] --data-dir DIR --port PORT serve` in a session of
+    its own, its output in DIR/stderr.log: how `start` puts a server that lives
+    in its launcher's process into the background."""
+    with open(os.path.join(data_dir, "stderr.log"), "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, os.path.abspath(script), *options, "--data-dir", data_dir, "--port", str(port), "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+
+
+def serve_until_terminated(start) -> None:
+    """What `serve` runs: `start()` starts the server's threads, which then
+    serve until SIGTERM."""
+    signal.signal(signal.SIGTERM, raise_on_signal)
+    start()
+    while True:
+        signal.pause()

@@ -18,19 +18,17 @@ Two ways to run it:
       answers and prints the same JSON line.
 """
 
-import argparse
+import functools
 import http.client
 import http.server
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
 
-from launcher import free_port, running_pid, stop_or_status, wait_until_answering, write_pid
+import launcher
+from launcher import free_port, wait_until_answering
 
 FORWARDED_PREFIXES = ("/_matrix/", "/_synapse/client/")
 # Traefik's answer when no router matches the request.
@@ -96,55 +94,40 @@ def describe(port: int) -> str:
     return json.dumps({"url": f"http://127.0.0.1:{port}"})
 
 
-def run_ephemeral(upstream: str) -> None:
-    server = serve(free_port(), upstream)
-    print(describe(server.server_address[1]), flush=True)
-    sys.stdin.read()
-    server.shutdown()
+def start_ephemeral(args, _data_dir, cleanup) -> str:
+    server = serve(free_port(), args.upstream)
+    cleanup.callback(server.shutdown)
+    return describe(server.server_address[1])
+
+
+def run_ephemeral(args) -> None:
+    launcher.run_ephemeral(functools.partial(start_ephemeral, args))
 
 
 def run_persistent(args) -> None:
     data_dir = os.path.abspath(args.data_dir)
-    pid_file = os.path.join(data_dir, "proxy.pid")
     if args.action == "serve":
-        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
-        serve(args.port, args.upstream)
-        while True:
-            signal.pause()
-    if stop_or_status(args.action, pid_file, data_dir):
-        return
-    process = None
-    if not running_pid(pid_file, data_dir):
-        os.makedirs(data_dir, exist_ok=True)
-        with open(os.path.join(data_dir, "stderr.log"), "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), "--data-dir", data_dir, "--port", str(args.port),
-                 "--upstream", args.upstream, "serve"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        write_pid(pid_file, process.pid)
-    url = f"http://127.0.0.1:{args.port}"
-    wait_until_answering(f"{url}/_matrix/client/versions", process, "proxy", f"{data_dir}/stderr.log",
-                         time.monotonic() + 30)
-    print(describe(args.port), flush=True)
+        launcher.serve_until_terminated(lambda: serve(args.port, args.upstream))
+
+    def start():
+        return launcher.start_in_background(__file__, ["--upstream", args.upstream], data_dir, args.port)
+
+    def ready(process):
+        url = f"http://127.0.0.1:{args.port}"
+        wait_until_answering(f"{url}/_matrix/client/versions", process, "proxy", f"{data_dir}/stderr.log",
+                             time.monotonic() + 30)
+        return describe(args.port)
+
+    launcher.run_persistent(args.action, data_dir, os.path.join(data_dir, "proxy.pid"), start, ready)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ephemeral", action="store_true")
+    parser = launcher.command_line(__doc__, port=8080, in_process=True)
     parser.add_argument("--upstream", help="the homeserver's own URL, http://HOST:PORT (not needed by stop, status)")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--port", type=int, default=8080)
-    # `serve` is what `start` runs in the background.
-    parser.add_argument("action", nargs="?", choices=["start", "stop", "status", "serve"])
     args = parser.parse_args()
     if not args.upstream and (args.ephemeral or args.action in ("start", "serve")):
         parser.error("--upstream is required")
-    if args.ephemeral:
-        run_ephemeral(args.upstream)
-    elif args.data_dir and args.action:
-        run_persistent(args)
-    else:
-        parser.error("use --ephemeral --upstream URL, or --data-dir DIR --port PORT --upstream URL start|stop|status")
+    launcher.run(parser, args, run_ephemeral, run_persistent)
 
 
 if __name__ == "__main__":

@@ -19,27 +19,16 @@ Two ways to run it:
 Synapse comes from the project's virtualenv (tools/requirements.txt).
 """
 
-import argparse
+import functools
 import json
 import os
 import secrets
 import sqlite3
 import subprocess
-import sys
-import tempfile
 import time
 
-from launcher import (
-    free_port,
-    kept_shared_secret,
-    new_shared_secret,
-    remove_data_dir,
-    running_pid,
-    stop_or_status,
-    stop_process,
-    wait_until_answering,
-    write_pid,
-)
+import launcher
+from launcher import free_port, kept_shared_secret, new_shared_secret, stop_process, wait_until_answering
 
 SERVER_NAME = "localhost"
 VENV_PYTHON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".venv", "bin", "python")
@@ -115,9 +104,12 @@ def write_config(data_dir: str, port: int, default_rate_limits: bool, shared_sec
     return {"config": config_path, "secret": shared_secret}
 
 
-def wait_until_ready(url: str, process, data_dir: str, deadline: float) -> None:
+def wait_until_ready(url: str, process, data_dir: str) -> None:
+    """Until Synapse answers and has finished its background updates."""
+    deadline = time.monotonic() + 120
     logs = f"{data_dir}/homeserver.log and {data_dir}/stderr.log"
     wait_until_answering(f"{url}/_matrix/client/versions", process, "synapse", logs, deadline)
+    wait_for_background_updates(data_dir, deadline)
 
 
 def wait_for_background_updates(data_dir: str, deadline: float) -> None:
@@ -151,57 +143,42 @@ def describe(url: str, data_dir: str, secret: str) -> str:
     )
 
 
-def run_ephemeral(default_rate_limits: bool, shared_secret_enabled: bool) -> None:
-    data_dir = tempfile.mkdtemp(prefix="matrix-user-synapse-")
-    process = None
-    try:
-        port = free_port()
-        paths = write_config(data_dir, port, default_rate_limits, shared_secret_enabled)
-        url = f"http://127.0.0.1:{port}"
-        process = spawn(paths["config"], data_dir, detach=False)
-        deadline = time.monotonic() + 120
-        wait_until_ready(url, process, data_dir, deadline)
-        wait_for_background_updates(data_dir, deadline)
-        print(describe(url, data_dir, paths["secret"]), flush=True)
-        sys.stdin.read()
-    finally:
-        stop_process(process)
-        remove_data_dir(data_dir)
-
-
-def run_persistent(data_dir: str, port: int, action: str) -> None:
-    data_dir = os.path.abspath(data_dir)
+def start_ephemeral(args, data_dir: str, cleanup) -> str:
+    port = free_port()
+    paths = write_config(data_dir, port, args.default_rate_limits, shared_secret_enabled=not args.no_shared_secret)
     url = f"http://127.0.0.1:{port}"
-    pid_file = os.path.join(data_dir, "homeserver.pid")
-    if stop_or_status(action, pid_file, data_dir):
-        return
-    paths = write_config(data_dir, port, default_rate_limits=False)
-    process = None
-    if not running_pid(pid_file, data_dir):
-        process = spawn(paths["config"], data_dir, detach=True)
-        # Synapse writes its pid file only when it daemonizes itself; it does not here.
-        write_pid(pid_file, process.pid)
-    deadline = time.monotonic() + 120
-    wait_until_ready(url, process, data_dir, deadline)
-    wait_for_background_updates(data_dir, deadline)
-    print(describe(url, data_dir, paths["secret"]), flush=True)
+    process = spawn(paths["config"], data_dir, detach=False)
+    cleanup.callback(stop_process, process)
+    wait_until_ready(url, process, data_dir)
+    return describe(url, data_dir, paths["secret"])
+
+
+def run_ephemeral(args) -> None:
+    launcher.run_ephemeral(functools.partial(start_ephemeral, args), "matrix-user-synapse-")
+
+
+def run_persistent(args) -> None:
+    data_dir = os.path.abspath(args.data_dir)
+    url = f"http://127.0.0.1:{args.port}"
+
+    def start():
+        paths = write_config(data_dir, args.port, default_rate_limits=False)
+        return spawn(paths["config"], data_dir, detach=True)
+
+    def ready(process):
+        wait_until_ready(url, process, data_dir)
+        return describe(url, data_dir, kept_shared_secret(data_dir))
+
+    # The launcher writes homeserver.pid: Synapse does only when it daemonizes itself, which it does not here.
+    launcher.run_persistent(args.action, data_dir, os.path.join(data_dir, "homeserver.pid"), start, ready)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ephemeral", action="store_true")
+    parser = launcher.command_line(__doc__, port=8008)
     parser.add_argument("--default-rate-limits", action="store_true")
     parser.add_argument("--no-shared-secret", action="store_true")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--port", type=int, default=8008)
-    parser.add_argument("action", nargs="?", choices=["start", "stop", "status"])
     args = parser.parse_args()
-    if args.ephemeral:
-        run_ephemeral(args.default_rate_limits, shared_secret_enabled=not args.no_shared_secret)
-    elif args.data_dir and args.action:
-        run_persistent(args.data_dir, args.port, args.action)
-    else:
-        parser.error("use --ephemeral, or --data-dir DIR start|stop|status")
+    launcher.run(parser, args, run_ephemeral, run_persistent)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
-import tempfile
 import threading
 from urllib.parse import urlsplit
 
@@ -39,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from launcher import remove_data_dir
+from launcher import run_ephemeral
 
 DAY = datetime.timedelta(days=1)
 
@@ -217,17 +215,16 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="the plain-HTTP server to forward to")
     args = parser.parse_args()
     upstream = urlsplit(args.upstream)
-    data_dir = tempfile.mkdtemp(prefix="matrix-user-tls-")
-    try:
+
+    def start(data_dir: str, _cleanup) -> str:
         made = make_certificates(data_dir)
         urls = {
             listener: listen(certificate, (upstream.hostname, upstream.port))
             for listener, certificate in made["listeners"].items()
         }
-        print(json.dumps({"urls": urls, **made["files"], "data_dir": data_dir}), flush=True)
-        sys.stdin.read()
-    finally:
-        remove_data_dir(data_dir)
+        return json.dumps({"urls": urls, **made["files"], "data_dir": data_dir})
+
+    run_ephemeral(start, "matrix-user-tls-")
 
 
 if __name__ == "__main__":
