@@ -331,3 +331,33 @@ async fn observe<B: AccountServer>(
         password_matches,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Restrictions, UserType};
+
+    fn account(suspended: Seen<bool>, admin: bool) -> Option<Account> {
+        Some(Account {
+            admin: Seen::Known(admin),
+            deactivated: Seen::Known(false),
+            user_type: UserType::Regular,
+            displayname: None,
+            emails: vec![],
+            restrictions: Restrictions {
+                suspended,
+                ..Restrictions::default()
+            },
+        })
+    }
+
+    #[test]
+    fn a_restriction_only_the_second_read_shows_is_no_change() {
+        let listed = account(Seen::Unknown, false);
+        assert!(unchanged(&listed, &account(Seen::Known(true), false)));
+        assert!(!unchanged(&listed, &account(Seen::Known(true), true)));
+        let read = account(Seen::Known(false), false);
+        assert!(!unchanged(&read, &account(Seen::Known(true), false)));
+        assert!(!unchanged(&None, &read));
+    }
+}
