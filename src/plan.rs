@@ -27,6 +27,11 @@ pub fn needs_password_check(desired: &DesiredUser, account: Option<&Account>) ->
         // Also when deactivation was not seen: a refused password is then
         // what lets the plan set it (see password_set_tells_deactivation).
         && account.is_some_and(|a| a.deactivated != Seen::Known(true))
+        // A locked account logs in with no password, so none can be checked.
+        // With the lock declared, the password is compared on the first run
+        // that finds the account unlocked; without, the check fails and says so.
+        && !(desired.restrictions.locked.is_some()
+            && account.is_some_and(|a| a.restrictions.locked == Seen::Known(true)))
 }
 
 /// The changes that make `observed` match `desired`, in the order to apply them.
@@ -598,5 +603,28 @@ mod tests {
         let shown = serde_json::to_value(&listed).unwrap();
         assert_eq!(shown["locked"], false);
         assert!(shown.get("suspended").is_none(), "{shown}");
+    }
+
+    #[test]
+    fn the_password_of_an_account_kept_or_found_locked_is_not_checked() {
+        let mut locked = account(false);
+        locked.restrictions.locked = Seen::Known(true);
+        let always = DesiredUser {
+            update_password: UpdatePassword::Always,
+            ..restricted(Some(true), None, None)
+        };
+        assert!(!needs_password_check(&always, Some(&locked)));
+        let unlocking = DesiredUser {
+            update_password: UpdatePassword::Always,
+            ..restricted(Some(false), None, None)
+        };
+        assert!(!needs_password_check(&unlocking, Some(&locked)));
+        assert!(needs_password_check(&unlocking, Some(&account(false))));
+        // Locked by someone else: the check is tried, and its refusal reported.
+        let undeclared = DesiredUser {
+            update_password: UpdatePassword::Always,
+            ..desired("alice")
+        };
+        assert!(needs_password_check(&undeclared, Some(&locked)));
     }
 }

@@ -787,6 +787,30 @@ fn a_locked_user_cannot_log_in_until_unlocked() {
     assert_eq!(run.output["diff"][0]["after"]["locked"], json!(false));
     assert!(s.can_log_in("lockee", "lockee-password"));
     s.module(unlock).assert_unchanged();
+
+    // A locked user cannot log in, so update_password: always cannot check
+    // its password while the lock is declared; the first run after the
+    // unlock does.
+    let always = |password: &str, locked: bool| {
+        json!({"username": "lockee", "password": password,
+               "update_password": "always", "locked": locked})
+    };
+    let run = s.module(always("lockee-second-password", true));
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["locked", "password changed"]
+    );
+    s.module(always("lockee-second-password", true))
+        .assert_unchanged();
+    s.module(always("lockee-third-password", true))
+        .assert_unchanged();
+    let run = s.module(always("lockee-third-password", false));
+    assert_eq!(run.assert_changed().actions(0), ["unlocked"]);
+    let run = s.module(always("lockee-third-password", false));
+    assert_eq!(run.assert_changed().actions(0), ["password changed"]);
+    assert!(s.can_log_in("lockee", "lockee-third-password"));
+    s.module(always("lockee-third-password", false))
+        .assert_unchanged();
 }
 
 #[test]
