@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::matrix_id::{Username, UsernameError};
-use crate::model::{DesiredUser, HomeserverKind, UpdatePassword, UserState, UserType};
+use crate::model::{
+    DesiredUser, HomeserverKind, Restrictions, UpdatePassword, UserState, UserType,
+};
 use crate::secret::{hold, hold_basic_auth, url_password, Secret};
 
 mod fields;
@@ -57,6 +59,9 @@ const USER_PARAMETERS: &[&str] = &[
     "update_password",
     "erase",
     "email",
+    "locked",
+    "suspended",
+    "shadow_banned",
 ];
 
 /// Parameters whose values are secrets, at the top level or in each `users` entry.
@@ -417,6 +422,11 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         update_password,
         erase: fields.boolean("erase")?.unwrap_or(false),
         email: fields.string("email")?,
+        restrictions: Restrictions {
+            locked: fields.boolean("locked")?,
+            suspended: fields.boolean("suspended")?,
+            shadow_banned: fields.boolean("shadow_banned")?,
+        },
     })
 }
 

@@ -97,6 +97,8 @@ pub struct DesiredUser {
     pub erase: bool,
     /// An address the user must have (MAS only), verified, so no e-mail round trip is needed.
     pub email: Option<String>,
+    /// Each restriction the account must have (`true`) or not have (`false`).
+    pub restrictions: Restrictions<Option<bool>>,
 }
 
 impl DesiredUser {
@@ -113,9 +115,10 @@ impl DesiredUser {
 /// this run (Dendrite without its database shows neither the admin flag
 /// nor deactivation). The plan never guesses an unknown fact; the diff
 /// shows it as the string `"unknown"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Seen<T> {
     Known(T),
+    #[default]
     Unknown,
 }
 
@@ -128,6 +131,86 @@ impl<T: Serialize> Serialize for Seen<T> {
     }
 }
 
+/// What an admin can do to an account short of deactivating it, each undone
+/// by setting it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restriction {
+    /// Nobody can log in; nothing is erased.
+    Locked,
+    /// The user can read but not send (Synapse's suspension, MSC3823).
+    Suspended,
+    /// What the user sends is accepted but shown to nobody else.
+    ShadowBanned,
+}
+
+impl Restriction {
+    pub const ALL: [Restriction; 3] = [
+        Restriction::Locked,
+        Restriction::Suspended,
+        Restriction::ShadowBanned,
+    ];
+
+    /// The per-user parameter that declares it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Restriction::Locked => "locked",
+            Restriction::Suspended => "suspended",
+            Restriction::ShadowBanned => "shadow_banned",
+        }
+    }
+}
+
+/// One value per [`Restriction`]: what is declared (`Option<bool>`) or seen (`Seen<bool>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Restrictions<T> {
+    pub locked: T,
+    pub suspended: T,
+    pub shadow_banned: T,
+}
+
+impl<T: Copy> Restrictions<T> {
+    pub fn get(&self, restriction: Restriction) -> T {
+        match restriction {
+            Restriction::Locked => self.locked,
+            Restriction::Suspended => self.suspended,
+            Restriction::ShadowBanned => self.shadow_banned,
+        }
+    }
+
+    pub fn set(&mut self, restriction: Restriction, value: T) {
+        match restriction {
+            Restriction::Locked => self.locked = value,
+            Restriction::Suspended => self.suspended = value,
+            Restriction::ShadowBanned => self.shadow_banned = value,
+        }
+    }
+}
+
+impl Restrictions<Seen<bool>> {
+    /// Whether a restriction `declared` manages is one this read did not see
+    /// (Synapse's user list has no `suspended`).
+    pub fn lacks_any_of(&self, declared: &Restrictions<Option<bool>>) -> bool {
+        Restriction::ALL
+            .into_iter()
+            .any(|r| declared.get(r).is_some() && self.get(r) == Seen::Unknown)
+    }
+}
+
+/// Only the restrictions a read saw: a server without them shows none, and
+/// the diffs of servers and reads that have them stay as they were.
+impl Serialize for Restrictions<Seen<bool>> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for restriction in Restriction::ALL {
+            if let Seen::Known(value) = self.get(restriction) {
+                map.serialize_entry(restriction.field(), &value)?;
+            }
+        }
+        map.end()
+    }
+}
+
 /// A fact a plan may need but a read may not have seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fact {
@@ -135,6 +218,7 @@ pub enum Fact {
     Admin,
     /// Whether the account is deactivated.
     Deactivated,
+    Restriction(Restriction),
 }
 
 impl std::fmt::Display for Fact {
@@ -142,6 +226,9 @@ impl std::fmt::Display for Fact {
         f.write_str(match self {
             Fact::Admin => "whether it is a server admin",
             Fact::Deactivated => "whether it is deactivated",
+            Fact::Restriction(Restriction::Locked) => "whether it is locked",
+            Fact::Restriction(Restriction::Suspended) => "whether it is suspended",
+            Fact::Restriction(Restriction::ShadowBanned) => "whether it is shadow-banned",
         })
     }
 }
@@ -157,6 +244,8 @@ pub struct Account {
     /// Addresses the account has (MAS only; empty elsewhere).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub emails: Vec<String>,
+    #[serde(flatten)]
+    pub restrictions: Restrictions<Seen<bool>>,
 }
 
 fn serialize_user_type<S: serde::Serializer>(
@@ -197,6 +286,8 @@ pub enum Change {
     SetUserType(UserType),
     /// Add this declared e-mail address, which the account lacks.
     AddEmail(String),
+    /// Apply (`true`) or lift (`false`) a restriction.
+    Restrict(Restriction, bool),
     Deactivate {
         erase: bool,
     },
@@ -214,6 +305,12 @@ impl Change {
             Change::SetDisplayname => "displayname changed",
             Change::SetUserType(_) => "user type changed",
             Change::AddEmail(_) => "email added",
+            Change::Restrict(Restriction::Locked, true) => "locked",
+            Change::Restrict(Restriction::Locked, false) => "unlocked",
+            Change::Restrict(Restriction::Suspended, true) => "suspended",
+            Change::Restrict(Restriction::Suspended, false) => "unsuspended",
+            Change::Restrict(Restriction::ShadowBanned, true) => "shadow-banned",
+            Change::Restrict(Restriction::ShadowBanned, false) => "shadow-ban lifted",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
         }

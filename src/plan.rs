@@ -3,7 +3,8 @@
 //! server, shared by every backend.
 
 use crate::model::{
-    Account, Change, DesiredUser, Fact, Observed, Seen, UpdatePassword, UserState, UserType,
+    Account, Change, DesiredUser, Fact, Observed, Restriction, Restrictions, Seen, UpdatePassword,
+    UserState, UserType,
 };
 
 /// Why no plan can make the server match the declaration.
@@ -26,6 +27,11 @@ pub fn needs_password_check(desired: &DesiredUser, account: Option<&Account>) ->
         // Also when deactivation was not seen: a refused password is then
         // what lets the plan set it (see password_set_tells_deactivation).
         && account.is_some_and(|a| a.deactivated != Seen::Known(true))
+        // A locked account logs in with no password, so none can be checked.
+        // With the lock declared, the password is compared on the first run
+        // that finds the account unlocked; without, the check fails and says so.
+        && !(desired.restrictions.locked.is_some()
+            && account.is_some_and(|a| a.restrictions.locked == Seen::Known(true)))
 }
 
 /// The changes that make `observed` match `desired`, in the order to apply them.
@@ -34,9 +40,17 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
         return match (desired.state, &desired.password) {
             (UserState::Absent, _) => Ok(vec![]),
             (UserState::Present, None) => Err(PlanError::PasswordNeeded { verb: "created" }),
-            (UserState::Present, Some(password)) => Ok(vec![Change::Create {
-                password: password.clone(),
-            }]),
+            (UserState::Present, Some(password)) => {
+                // A new account has no restriction: those declared follow creation.
+                let restricted = Restriction::ALL
+                    .into_iter()
+                    .filter(|&r| desired.restrictions.get(r) == Some(true))
+                    .map(|r| Change::Restrict(r, true));
+                let create = Change::Create {
+                    password: password.clone(),
+                };
+                Ok(std::iter::once(create).chain(restricted).collect())
+            }
         };
     };
     let deactivated = match account.deactivated {
@@ -98,6 +112,20 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             changes.push(Change::AddEmail(email.clone()));
         }
     }
+    for restriction in Restriction::ALL {
+        let Some(wanted) = desired.restrictions.get(restriction) else {
+            continue;
+        };
+        match account.restrictions.get(restriction) {
+            Seen::Known(current) if current == wanted => {}
+            Seen::Known(_) => changes.push(Change::Restrict(restriction, wanted)),
+            Seen::Unknown => {
+                return Err(PlanError::NotSeen {
+                    fact: Fact::Restriction(restriction),
+                })
+            }
+        }
+    }
     // A comparison is only made for a declared password (needs_password_check).
     if let (false, Some(false), Some(password)) =
         (deactivated, observed.password_matches, &desired.password)
@@ -140,7 +168,17 @@ pub fn predict(
                         .clone()
                         .or_else(|| default_displayname.clone()),
                     emails: desired.email.iter().cloned().collect(),
+                    restrictions: Restrictions {
+                        locked: declared(desired.restrictions.locked),
+                        suspended: declared(desired.restrictions.suspended),
+                        shadow_banned: declared(desired.restrictions.shadow_banned),
+                    },
                 })
+            }
+            Change::Restrict(restriction, value) => {
+                if let Some(a) = account.as_mut() {
+                    a.restrictions.set(*restriction, Seen::Known(*value))
+                }
             }
             Change::Reactivate { .. } => {
                 if let Some(a) = account.as_mut() {
@@ -178,6 +216,12 @@ pub fn predict(
     account
 }
 
+/// A new account shows the restrictions declared for it; the others are
+/// not managed, so the diff leaves them out.
+fn declared(value: Option<bool>) -> Seen<bool> {
+    value.map_or(Seen::Unknown, Seen::Known)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +240,7 @@ mod tests {
             update_password: UpdatePassword::OnCreate,
             erase: false,
             email: None,
+            restrictions: Restrictions::default(),
         }
     }
 
@@ -206,6 +251,11 @@ mod tests {
             user_type: UserType::Regular,
             displayname: Some("alice".into()),
             emails: vec![],
+            restrictions: Restrictions {
+                locked: Seen::Known(false),
+                suspended: Seen::Known(false),
+                shadow_banned: Seen::Known(false),
+            },
         }
     }
 
@@ -456,5 +506,125 @@ mod tests {
         assert_eq!(serde_json::to_value(&after).unwrap()["admin"], "unknown");
         let promoted = predict(&user, Some(&before), &[Change::SetAdmin(true)], None).unwrap();
         assert_eq!(promoted.admin, Seen::Known(true));
+    }
+
+    fn restricted(
+        locked: Option<bool>,
+        suspended: Option<bool>,
+        shadow_banned: Option<bool>,
+    ) -> DesiredUser {
+        DesiredUser {
+            restrictions: Restrictions {
+                locked,
+                suspended,
+                shadow_banned,
+            },
+            ..desired("alice")
+        }
+    }
+
+    #[test]
+    fn restrictions_are_applied_and_lifted_only_when_they_differ() {
+        let user = restricted(Some(true), Some(true), Some(false));
+        let changes = plan(&user, &observed(Some(account(false)))).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Restrict(Restriction::Locked, true),
+                Change::Restrict(Restriction::Suspended, true)
+            ]
+        );
+        let words: Vec<&str> = changes.iter().map(Change::describe).collect();
+        assert_eq!(words, ["locked", "suspended"]);
+        let after = predict(&user, Some(&account(false)), &changes, None).unwrap();
+        assert_eq!(plan(&user, &observed(Some(after.clone()))), Ok(vec![]));
+        let lift = restricted(Some(false), Some(false), Some(false));
+        let words: Vec<&str> = plan(&lift, &observed(Some(after)))
+            .unwrap()
+            .iter()
+            .map(Change::describe)
+            .collect();
+        assert_eq!(words, ["unlocked", "unsuspended"]);
+        let banned = restricted(None, None, Some(true));
+        assert_eq!(
+            plan(&banned, &observed(Some(account(false))))
+                .unwrap()
+                .iter()
+                .map(Change::describe)
+                .collect::<Vec<_>>(),
+            ["shadow-banned"]
+        );
+        // Undeclared restrictions are left as they are.
+        let mut locked = account(false);
+        locked.restrictions.locked = Seen::Known(true);
+        assert_eq!(plan(&desired("alice"), &observed(Some(locked))), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_new_user_is_created_then_restricted_as_declared() {
+        let user = restricted(Some(true), Some(false), Some(true));
+        let changes = plan(&user, &observed(None)).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Create {
+                    password: Secret::new("pw")
+                },
+                Change::Restrict(Restriction::Locked, true),
+                Change::Restrict(Restriction::ShadowBanned, true)
+            ]
+        );
+        let after = predict(&user, None, &changes, None).unwrap();
+        assert_eq!(
+            after.restrictions,
+            Restrictions {
+                locked: Seen::Known(true),
+                suspended: Seen::Known(false),
+                shadow_banned: Seen::Known(true),
+            }
+        );
+    }
+
+    #[test]
+    fn a_declared_restriction_that_was_not_seen_is_refused_and_unseen_ones_are_not_shown() {
+        let mut listed = account(false);
+        listed.restrictions.suspended = Seen::Unknown;
+        let user = restricted(None, Some(true), None);
+        assert!(listed.restrictions.lacks_any_of(&user.restrictions));
+        assert!(!listed
+            .restrictions
+            .lacks_any_of(&restricted(Some(true), None, None).restrictions));
+        assert_eq!(
+            plan(&user, &observed(Some(listed.clone()))),
+            Err(PlanError::NotSeen {
+                fact: Fact::Restriction(Restriction::Suspended)
+            })
+        );
+        let shown = serde_json::to_value(&listed).unwrap();
+        assert_eq!(shown["locked"], false);
+        assert!(shown.get("suspended").is_none(), "{shown}");
+    }
+
+    #[test]
+    fn the_password_of_an_account_kept_or_found_locked_is_not_checked() {
+        let mut locked = account(false);
+        locked.restrictions.locked = Seen::Known(true);
+        let always = DesiredUser {
+            update_password: UpdatePassword::Always,
+            ..restricted(Some(true), None, None)
+        };
+        assert!(!needs_password_check(&always, Some(&locked)));
+        let unlocking = DesiredUser {
+            update_password: UpdatePassword::Always,
+            ..restricted(Some(false), None, None)
+        };
+        assert!(!needs_password_check(&unlocking, Some(&locked)));
+        assert!(needs_password_check(&unlocking, Some(&account(false))));
+        // Locked by someone else: the check is tried, and its refusal reported.
+        let undeclared = DesiredUser {
+            update_password: UpdatePassword::Always,
+            ..desired("alice")
+        };
+        assert!(needs_password_check(&undeclared, Some(&locked)));
     }
 }

@@ -17,9 +17,10 @@ use crate::backend::synapse::Synapse;
 use crate::backend::{AccountServer, ServerError};
 use crate::http::Http;
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, HomeserverKind, Observed};
+use crate::model::{Account, Change, DesiredUser, HomeserverKind, Observed, Restriction, Seen};
 use crate::plan::{self, PlanError};
 use crate::report::{Report, UserOutcome};
+use crate::secret::Secret;
 
 /// Runs the module on Ansible's args file and returns its JSON output and
 /// exit code (0 success, 1 failure).
@@ -147,9 +148,15 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
                     .acquire()
                     .await
                     .expect("the semaphore is never closed");
+                // A user declaring what the bulk read did not show is read alone.
                 let known = prefetched
                     .as_deref()
-                    .map(|accounts| accounts.get(&user).cloned());
+                    .map(|accounts| accounts.get(&user).cloned())
+                    .filter(|account| {
+                        !account
+                            .as_ref()
+                            .is_some_and(|a| a.restrictions.lacks_any_of(&desired.restrictions))
+                    });
                 reconcile_user(backend.as_ref(), &user, &desired, known, check_mode).await
             })
         })
@@ -230,7 +237,7 @@ async fn reconcile_user<B: AccountServer>(
             _ => None,
         });
         let applied = match &creation_password {
-            Some(password) => backend.create(user, desired, password).await,
+            Some(password) => create(backend, user, desired, password, &outcome.changes).await,
             None => backend.update(user, desired, &outcome.changes).await,
         };
         match applied {
@@ -246,7 +253,7 @@ async fn reconcile_user<B: AccountServer>(
                 // count the user as changed, rather than hide them.
                 let now = backend.account(user, desired).await;
                 outcome.partly_applied =
-                    !matches!(now, Ok(ref account) if *account == outcome.before);
+                    !matches!(now, Ok(ref account) if unchanged(&outcome.before, account));
                 break;
             }
         }
@@ -261,6 +268,45 @@ async fn reconcile_user<B: AccountServer>(
         outcome.before = None;
     }
     outcome
+}
+
+/// Creates `user`, then applies what creation cannot set (the restrictions
+/// declared for it), the rest of `changes`.
+async fn create<B: AccountServer>(
+    backend: &B,
+    user: &UserId,
+    desired: &DesiredUser,
+    password: &Secret,
+    changes: &[Change],
+) -> Result<(), ServerError> {
+    backend.create(user, desired, password).await?;
+    let rest: Vec<Change> = changes
+        .iter()
+        .filter(|c| !matches!(c, Change::Create { .. }))
+        .cloned()
+        .collect();
+    match rest.is_empty() {
+        true => Ok(()),
+        false => backend.update(user, desired, &rest).await,
+    }
+}
+
+/// Whether a read after a failure finds the account as the first read did. A
+/// restriction only one of them showed (Synapse's list has no `suspended`,
+/// its read of one user has) is no difference.
+fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
+    match (before, now) {
+        (Some(before), Some(now)) => {
+            let mut now = now.clone();
+            for restriction in Restriction::ALL {
+                if before.restrictions.get(restriction) == Seen::Unknown {
+                    now.restrictions.set(restriction, Seen::Unknown);
+                }
+            }
+            now == *before
+        }
+        _ => before == now,
+    }
 }
 
 async fn observe<B: AccountServer>(
@@ -284,4 +330,34 @@ async fn observe<B: AccountServer>(
         account,
         password_matches,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Restrictions, UserType};
+
+    fn account(suspended: Seen<bool>, admin: bool) -> Option<Account> {
+        Some(Account {
+            admin: Seen::Known(admin),
+            deactivated: Seen::Known(false),
+            user_type: UserType::Regular,
+            displayname: None,
+            emails: vec![],
+            restrictions: Restrictions {
+                suspended,
+                ..Restrictions::default()
+            },
+        })
+    }
+
+    #[test]
+    fn a_restriction_only_the_second_read_shows_is_no_change() {
+        let listed = account(Seen::Unknown, false);
+        assert!(unchanged(&listed, &account(Seen::Known(true), false)));
+        assert!(!unchanged(&listed, &account(Seen::Known(true), true)));
+        let read = account(Seen::Known(false), false);
+        assert!(!unchanged(&read, &account(Seen::Known(true), false)));
+        assert!(!unchanged(&None, &read));
+    }
 }

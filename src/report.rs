@@ -242,6 +242,7 @@ mod tests {
                 user_type: UserType::Regular,
                 displayname: None,
                 emails: vec![],
+                restrictions: Default::default(),
             }),
             error: error.map(str::to_string),
             partly_applied: false,

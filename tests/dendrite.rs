@@ -54,6 +54,7 @@ on_both_databases!(
     an_admin_token_alone_manages_but_cannot_create,
     without_the_database_a_deactivated_user_declared_present_fails_clearly,
     a_failed_deactivation_leaves_the_user_as_it_was,
+    restrictions_are_refused_by_name_before_any_request,
 );
 
 fn creates_a_user_who_can_log_in_and_a_second_run_changes_nothing(s: &Server) {
@@ -492,4 +493,21 @@ fn a_failed_deactivation_leaves_the_user_as_it_was(s: &Server) {
         ["deactivated"]
     );
     assert!(s.dendrite_account("keeps-pw").unwrap().deactivated);
+}
+
+fn restrictions_are_refused_by_name_before_any_request(s: &Server) {
+    for field in ["locked", "suspended", "shadow_banned"] {
+        let user = json!({"username": "restrict-me", "password": "long enough", field: false});
+        s.dendrite(json!({ "users": [user] }))
+            .assert_failed_with(&format!(
+                "users[0].{field}: Dendrite (0.13) cannot lock, suspend or shadow-ban"
+            ));
+        // Nothing listens there: only a refusal before any request gets this far.
+        s.dendrite(
+            json!({"homeserver_url": "http://127.0.0.1:9", "username": "restrict-me",
+                          "password": "long enough", field: true}),
+        )
+        .assert_failed_with(&format!("{field}: Dendrite (0.13) cannot"));
+    }
+    assert!(s.dendrite_account("restrict-me").is_none());
 }

@@ -437,3 +437,53 @@ fn the_leak_check_recognises_mas_tokens() {
         None
     );
 }
+
+#[test]
+fn locks_and_unlocks_through_the_admin_api_and_a_declared_lock_survives_reactivation() {
+    let s = mas();
+    let locked = json!({"username": "lockee", "password": "copper willow basin 7", "locked": true});
+    let run = s.mas_module(locked.clone());
+    assert_eq!(run.assert_changed().actions(0), ["created", "locked"]);
+    assert!(s.mas_is_locked("lockee"));
+    assert_eq!(
+        s.login("lockee", "copper willow basin 7"),
+        Err((401, "M_USER_LOCKED".to_string()))
+    );
+    s.mas_module(locked.clone()).assert_unchanged();
+
+    let unlock = json!({"username": "lockee", "locked": false, "_ansible_diff": true});
+    let check = s.mas_module(check_mode(unlock.clone()));
+    assert_eq!(check.assert_changed().actions(0), ["unlocked"]);
+    assert!(s.mas_is_locked("lockee"), "check mode unlocked it");
+    let run = s.mas_module(unlock.clone());
+    assert_eq!(run.assert_changed().actions(0), ["unlocked"]);
+    assert_eq!(run.output["diff"][0]["before"]["locked"], json!(true));
+    assert_eq!(run.output["diff"][0]["after"]["locked"], json!(false));
+    assert!(s.can_log_in("lockee", "copper willow basin 7"));
+    s.mas_module(unlock).assert_unchanged();
+
+    // MAS's reactivation does not unlock: a lock declared with it stays.
+    s.mas_module(locked.clone()).assert_changed();
+    s.mas_module(json!({"username": "lockee", "state": "absent"}))
+        .assert_changed();
+    let run = s.mas_module(locked.clone());
+    assert_eq!(run.assert_changed().actions(0), ["reactivated"]);
+    assert!(s.mas_is_locked("lockee") && !s.mas_is_deactivated("lockee"));
+    s.mas_module(locked).assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn suspension_and_shadow_ban_are_refused_by_name_before_any_request() {
+    let s = mas();
+    for field in ["suspended", "shadow_banned"] {
+        s.mas_module(
+            json!({"username": "restricted", "password": "restricted ferry granite", field: true}),
+        )
+        .assert_failed_with(&format!(
+            "{field}: MAS's admin API (1.22) cannot suspend or shadow-ban"
+        ));
+    }
+    assert!(s.mas_user("restricted").is_none());
+    s.assert_no_contract_violations();
+}

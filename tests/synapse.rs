@@ -761,3 +761,191 @@ fn admin_token_creation_that_cannot_set_the_password_is_finished_by_the_next_run
     );
     assert!(s.can_log_in("half-made", "half-made-pw") && s.is_admin("half-made"));
 }
+
+#[test]
+fn a_locked_user_cannot_log_in_until_unlocked() {
+    let s = synapse();
+    let locked = json!({"username": "lockee", "password": "lockee-password", "locked": true});
+    let run = s.module(locked.clone());
+    assert_eq!(run.assert_changed().actions(0), ["created", "locked"]);
+    assert!(s.synapse_flag("lockee", "locked"));
+    assert_eq!(
+        s.login("lockee", "lockee-password"),
+        Err((401, "M_USER_LOCKED".to_string()))
+    );
+    s.module(locked).assert_unchanged();
+
+    let unlock = json!({"username": "lockee", "locked": false, "_ansible_diff": true});
+    let mut check = unlock.clone();
+    check["_ansible_check_mode"] = json!(true);
+    assert_eq!(s.module(check).assert_changed().actions(0), ["unlocked"]);
+    assert!(s.synapse_flag("lockee", "locked"), "check mode unlocked it");
+
+    let run = s.module(unlock.clone());
+    assert_eq!(run.assert_changed().actions(0), ["unlocked"]);
+    assert_eq!(run.output["diff"][0]["before"]["locked"], json!(true));
+    assert_eq!(run.output["diff"][0]["after"]["locked"], json!(false));
+    assert!(s.can_log_in("lockee", "lockee-password"));
+    s.module(unlock).assert_unchanged();
+
+    // A locked user cannot log in, so update_password: always cannot check
+    // its password while the lock is declared; the first run after the
+    // unlock does.
+    let always = |password: &str, locked: bool| {
+        json!({"username": "lockee", "password": password,
+               "update_password": "always", "locked": locked})
+    };
+    let run = s.module(always("lockee-second-password", true));
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["locked", "password changed"]
+    );
+    s.module(always("lockee-second-password", true))
+        .assert_unchanged();
+    s.module(always("lockee-third-password", true))
+        .assert_unchanged();
+    let run = s.module(always("lockee-third-password", false));
+    assert_eq!(run.assert_changed().actions(0), ["unlocked"]);
+    let run = s.module(always("lockee-third-password", false));
+    assert_eq!(run.assert_changed().actions(0), ["password changed"]);
+    assert!(s.can_log_in("lockee", "lockee-third-password"));
+    s.module(always("lockee-third-password", false))
+        .assert_unchanged();
+}
+
+#[test]
+fn check_mode_predicts_a_restricted_creation_and_creates_nothing() {
+    let s = synapse();
+    let run = s.module(json!({
+        "username": "restricted-new", "password": "restricted-pw", "locked": true,
+        "suspended": true, "shadow_banned": false,
+        "_ansible_check_mode": true, "_ansible_diff": true
+    }));
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "locked", "suspended"]
+    );
+    assert_eq!(
+        run.output["diff"][0]["after"],
+        json!({"exists": true, "admin": false, "deactivated": false, "user_type": "regular",
+               "displayname": "restricted-new", "locked": true, "suspended": true, "shadow_banned": false})
+    );
+    assert!(s.synapse_user("restricted-new").is_none());
+}
+
+#[test]
+fn suspension_is_set_reported_by_synapse_and_lifted() {
+    let s = synapse();
+    s.module(json!({"username": "suspendee", "password": "suspendee-pw"}))
+        .assert_changed();
+    let suspend = json!({"username": "suspendee", "suspended": true, "_ansible_diff": true});
+    let mut check = suspend.clone();
+    check["_ansible_check_mode"] = json!(true);
+    assert_eq!(s.module(check).assert_changed().actions(0), ["suspended"]);
+    assert!(
+        !s.synapse_flag("suspendee", "suspended"),
+        "check mode suspended it"
+    );
+
+    let run = s.module(suspend.clone());
+    assert_eq!(run.assert_changed().actions(0), ["suspended"]);
+    assert_eq!(run.output["diff"][0]["before"]["suspended"], json!(false));
+    assert_eq!(run.output["diff"][0]["after"]["suspended"], json!(true));
+    assert!(s.synapse_flag("suspendee", "suspended"));
+    s.module(suspend).assert_unchanged();
+
+    let lift = json!({"username": "suspendee", "suspended": false});
+    assert_eq!(
+        s.module(lift.clone()).assert_changed().actions(0),
+        ["unsuspended"]
+    );
+    assert!(!s.synapse_flag("suspendee", "suspended"));
+    s.module(lift).assert_unchanged();
+}
+
+#[test]
+fn a_shadow_banned_users_messages_are_seen_by_nobody_else() {
+    let s = synapse();
+    let banned = json!({"username": "shadowed", "password": "shadowed-pw", "shadow_banned": true});
+    let run = s.module(banned.clone());
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "shadow-banned"]
+    );
+    assert!(s.synapse_flag("shadowed", "shadow_banned"));
+    s.module(banned).assert_unchanged();
+
+    let admin = s.harness_admin_token();
+    let (status, room) = s.post(
+        "/_matrix/client/v3/createRoom",
+        Some(admin),
+        json!({"preset": "public_chat"}),
+    );
+    assert_eq!(status, 200, "{room}");
+    let room = room["room_id"].as_str().unwrap().to_string();
+    let token = s.session_token("shadowed", "shadowed-pw");
+    let (status, body) = s.post(
+        &format!("/_matrix/client/v3/join/{}", encode(&room)),
+        Some(&token),
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let say = |text: &str| {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{text}",
+            encode(&room)
+        );
+        let body = json!({"msgtype": "m.text", "body": text});
+        let (status, reply) = s.request(reqwest::Method::PUT, &path, Some(&token), Some(body));
+        assert_eq!(status, 200, "{reply}");
+    };
+    say("said-while-shadow-banned");
+    assert!(!s
+        .message_bodies(&room)
+        .contains(&"said-while-shadow-banned".to_string()));
+
+    let lift = json!({"username": "shadowed", "shadow_banned": "no"});
+    assert_eq!(
+        s.module(lift.clone()).assert_changed().actions(0),
+        ["shadow-ban lifted"]
+    );
+    assert!(!s.synapse_flag("shadowed", "shadow_banned"));
+    s.module(lift).assert_unchanged();
+    say("said-after-the-ban");
+    assert!(s
+        .message_bodies(&room)
+        .contains(&"said-after-the-ban".to_string()));
+    s.post("/_matrix/client/v3/logout", Some(&token), json!({}));
+}
+
+/// Enough users for the module to read them with Synapse's user list, which
+/// shows `locked` and `shadow_banned` but not `suspended`.
+#[test]
+fn restrictions_of_many_users_are_read_right_whether_the_list_shows_them_or_not() {
+    let s = synapse();
+    let users: Vec<_> = (0..25)
+        .map(|i| {
+            json!({"username": format!("many-restricted-{i}"), "password": "many-pw",
+                        "locked": i % 2 == 0, "suspended": i % 3 == 0, "shadow_banned": i % 5 == 0})
+        })
+        .collect();
+    let run = s.module(json!({ "users": users }));
+    run.assert_changed();
+    assert_eq!(
+        run.actions(0),
+        ["created", "locked", "suspended", "shadow-banned"]
+    );
+    assert_eq!(run.actions(1), ["created"]);
+    s.module(json!({ "users": users })).assert_unchanged();
+    assert!(s.synapse_flag("many-restricted-6", "suspended"));
+    assert!(!s.synapse_flag("many-restricted-7", "suspended"));
+
+    let flipped: Vec<_> = (0..25)
+        .map(|i| json!({"username": format!("many-restricted-{i}"), "suspended": i % 3 != 0}))
+        .collect();
+    let run = s.module(json!({ "users": flipped }));
+    assert_eq!(run.assert_changed().actions(0), ["unsuspended"]);
+    assert_eq!(run.actions(1), ["suspended"]);
+    assert!(!s.synapse_flag("many-restricted-6", "suspended"));
+    s.module(json!({ "users": flipped })).assert_unchanged();
+}

@@ -50,7 +50,9 @@ use super::{refuse_declared, refuse_email, refuse_user_type, AccountServer, Serv
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, Fact, Seen, UserState, UserType};
+use crate::model::{
+    Account, Change, DesiredUser, Fact, Restriction, Restrictions, Seen, UserState, UserType,
+};
 use crate::secret::Secret;
 
 pub struct Dendrite {
@@ -84,6 +86,8 @@ const PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 8..=512;
 const NO_USER_TYPES: &str =
     "Dendrite has no user types, so bot and support accounts cannot be made on it; \
      leave user_type out (or regular) with homeserver: dendrite";
+const NO_RESTRICTIONS: &str = "Dendrite (0.13) cannot lock, suspend or shadow-ban an account; \
+     leave locked, suspended and shadow_banned out with homeserver: dendrite";
 const NO_ERASE: &str = "Dendrite cannot erase a deactivated user's messages and profile; \
      leave erase out with homeserver: dendrite";
 
@@ -91,6 +95,10 @@ const NO_ERASE: &str = "Dendrite cannot erase a deactivated user's messages and 
 fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
     refuse_user_type(user, NO_USER_TYPES)?;
     refuse_declared(user, "erase", user.erase, NO_ERASE)?;
+    for restriction in Restriction::ALL {
+        let declared = user.restrictions.get(restriction).is_some();
+        refuse_declared(user, restriction.field(), declared, NO_RESTRICTIONS)?;
+    }
     if let Some(password) = &user.password {
         if !PASSWORD_BYTES.contains(&password.expose().len()) {
             return Err(ArgsError::BadSecret {
@@ -154,6 +162,7 @@ impl Dendrite {
             user_type: UserType::Regular,
             displayname: row.displayname.filter(|name| !name.is_empty()),
             emails: Vec::new(),
+            restrictions: Restrictions::default(),
         })
     }
 
@@ -178,6 +187,7 @@ impl Dendrite {
             user_type: UserType::Regular,
             displayname: self.displayname(user).await?,
             emails: Vec::new(),
+            restrictions: Restrictions::default(),
         };
         let password = match (&declared.password, declared.state) {
             (Some(password), UserState::Present) => password,
@@ -509,6 +519,13 @@ impl AccountServer for Dendrite {
             (Fact::Admin, _) => format!(
                 "reading whether {user} is a server admin without its current password"
             ),
+            // Never asked: check_declaration refuses every restriction.
+            (Fact::Restriction(_), _) => {
+                return ServerError::Unexpected {
+                    what: format!("reading {user}"),
+                    detail: format!("Dendrite does not show {fact}"),
+                }
+            }
         };
         ServerError::Dendrite(DendriteError::NeedsDatabase { what })
     }

@@ -30,7 +30,7 @@ use super::{confirm_server_name, refuse_declared, refuse_user_type, AccountServe
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, Seen, UserType};
+use crate::model::{Account, Change, DesiredUser, Restriction, Restrictions, Seen, UserType};
 use crate::secret::Secret;
 use oauth::{OAuthClient, Tokens};
 
@@ -118,6 +118,9 @@ pub enum Access {
 
 const NO_DISPLAYNAMES: &str = "MAS cannot read display names back (the homeserver keeps them), so matrix_user cannot compare them; \
      leave displayname out with homeserver: mas and let users set it in their client";
+const NO_SUSPENSION: &str =
+    "MAS's admin API (1.22) cannot suspend or shadow-ban a user, only lock it; \
+     leave suspended and shadow_banned out with homeserver: mas (locked works)";
 const NO_USER_TYPES: &str =
     "MAS has no user types, so bot and support accounts cannot be made through it; \
      leave user_type out (or regular) with homeserver: mas";
@@ -126,6 +129,10 @@ const NO_USER_TYPES: &str =
 fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
     let displayname = user.displayname.is_some();
     refuse_declared(user, "displayname", displayname, NO_DISPLAYNAMES)?;
+    for restriction in [Restriction::Suspended, Restriction::ShadowBanned] {
+        let declared = user.restrictions.get(restriction).is_some();
+        refuse_declared(user, restriction.field(), declared, NO_SUSPENSION)?;
+    }
     refuse_user_type(user, NO_USER_TYPES)
 }
 
@@ -317,7 +324,25 @@ impl Mas {
         expect_ok(reply, "deactivating the user")
     }
 
-    async fn reactivate(&self, found: &MasUser, password: &Secret) -> Result<(), ServerError> {
+    async fn set_locked(&self, id: &str, locked: bool) -> Result<(), ServerError> {
+        let (action, what) = match locked {
+            true => ("/lock", "locking the user"),
+            false => ("/unlock", "unlocking the user"),
+        };
+        let reply = self
+            .admin(Method::POST, &user_path(id, action), None)
+            .await?;
+        expect_ok(reply, what)
+    }
+
+    /// `keep_locked`: the declaration wants the user locked, so a lock left
+    /// from its deactivation stays.
+    async fn reactivate(
+        &self,
+        found: &MasUser,
+        password: &Secret,
+        keep_locked: bool,
+    ) -> Result<(), ServerError> {
         // The password first: if MAS refuses it, the user stays deactivated,
         // and nobody can use an account whose password is not the declared one.
         self.set_password(&found.id, password).await?;
@@ -326,11 +351,8 @@ impl Mas {
             .await?;
         expect_ok(reply, "reactivating the user")?;
         // MAS before 1.0 locked users on deactivation, and reactivating does not unlock.
-        if found.locked {
-            let reply = self
-                .admin(Method::POST, &user_path(&found.id, "/unlock"), None)
-                .await?;
-            expect_ok(reply, "unlocking the reactivated user")?;
+        if found.locked && !keep_locked {
+            self.set_locked(&found.id, false).await?;
         }
         Ok(())
     }
@@ -451,6 +473,10 @@ impl AccountServer for Mas {
             user_type: UserType::Regular,
             displayname: None,
             emails,
+            restrictions: Restrictions {
+                locked: Seen::Known(found.locked),
+                ..Restrictions::default()
+            },
         };
         self.known.borrow_mut().insert(user.clone(), found);
         Ok(Some(account))
@@ -587,16 +613,31 @@ impl AccountServer for Mas {
         changes: &[Change],
     ) -> Result<(), ServerError> {
         let found = self.known_user(user, desired).await?;
+        let keep_locked = desired.restrictions.locked == Some(true);
         for change in changes {
             match change {
                 Change::Deactivate { erase } => self.deactivate(&found.id, *erase).await?,
-                Change::Reactivate { password } => self.reactivate(&found, password).await?,
+                Change::Reactivate { password } => {
+                    self.reactivate(&found, password, keep_locked).await?
+                }
+                // Reactivation lifted a lock left from deactivation already.
+                Change::Restrict(Restriction::Locked, false)
+                    if changes
+                        .iter()
+                        .any(|c| matches!(c, Change::Reactivate { .. })) => {}
+                Change::Restrict(Restriction::Locked, locked) => {
+                    self.set_locked(&found.id, *locked).await?
+                }
                 Change::SetAdmin(admin) => self.set_admin(&found.id, *admin).await?,
                 Change::AddEmail(email) => self.add_email(&found.id, email).await?,
                 Change::SetPassword { password } => self.set_password(&found.id, password).await?,
                 // Create goes to create(); check_declaration refuses
-                // displayname and user types for MAS, so those are never planned here.
-                Change::Create { .. } | Change::SetDisplayname | Change::SetUserType(_) => {}
+                // displayname, user types, suspension and shadow-ban for MAS,
+                // so those are never planned here.
+                Change::Create { .. }
+                | Change::SetDisplayname
+                | Change::SetUserType(_)
+                | Change::Restrict(_, _) => {}
             }
         }
         Ok(())

@@ -19,7 +19,7 @@ use super::{from_homeserver, refuse_email, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, Seen, UserType};
+use crate::model::{Account, Change, DesiredUser, Restriction, Restrictions, Seen, UserType};
 use crate::secret::Secret;
 
 /// Below this many declared users, one read per user is cheaper than listing.
@@ -105,6 +105,39 @@ impl Synapse {
             cause: Box::new(completed),
             state,
         })
+    }
+
+    /// Applies or lifts one restriction through its own endpoint.
+    async fn restrict(
+        &self,
+        user: &UserId,
+        restriction: Restriction,
+        value: bool,
+    ) -> Result<(), ServerError> {
+        let id = path_segment(&user.to_string());
+        let shadow_ban = format!("/_synapse/admin/v1/users/{id}/shadow_ban");
+        let (method, path, body) = match (restriction, value) {
+            (Restriction::Locked, _) => (
+                Method::PUT,
+                user_path(&user.to_string()),
+                json!({"locked": value}),
+            ),
+            (Restriction::Suspended, _) => (
+                Method::PUT,
+                format!("/_synapse/admin/v1/suspend/{id}"),
+                json!({"suspend": value}),
+            ),
+            (Restriction::ShadowBanned, true) => (Method::POST, shadow_ban, json!({})),
+            (Restriction::ShadowBanned, false) => (Method::DELETE, shadow_ban, json!({})),
+        };
+        let reply = self.admin_send(method, &path, &body).await?;
+        match reply.status {
+            StatusCode::OK => Ok(()),
+            _ => Err(ServerError::refused(
+                format!("setting {} to {value} for {user}", restriction.field()),
+                &reply,
+            )),
+        }
     }
 
     async fn admin_get(&self, path: &str, query: &[(&str, &str)]) -> Result<Reply, ServerError> {
@@ -338,8 +371,10 @@ impl AccountServer for Synapse {
                 _ => Err(ServerError::refused(format!("deactivating {user}"), &reply)),
             };
         }
-        // Everything else is one PUT, so a user is never left half-updated.
+        // Everything the user's PUT takes is one request, so that part is
+        // never left half-applied; suspension and shadow-ban have endpoints of their own.
         let mut body = Map::new();
+        let mut apart = Vec::new();
         for change in changes {
             match change {
                 Change::Reactivate { password } => {
@@ -358,18 +393,27 @@ impl AccountServer for Synapse {
                 Change::SetDisplayname => {
                     body.insert("displayname".into(), json!(desired.displayname));
                 }
+                Change::Restrict(Restriction::Locked, locked) => {
+                    body.insert("locked".into(), json!(locked));
+                }
+                Change::Restrict(restriction, value) => apart.push((*restriction, *value)),
                 // Create goes to create(), and check_declaration refuses
                 // e-mail for Synapse, so AddEmail is never planned.
                 Change::Create { .. } | Change::Deactivate { .. } | Change::AddEmail(_) => {}
             }
         }
-        let reply = self
-            .admin_send(Method::PUT, &path, &Value::Object(body))
-            .await?;
-        match reply.status {
-            StatusCode::OK => Ok(()),
-            _ => Err(ServerError::refused(format!("updating {user}"), &reply)),
+        if !body.is_empty() {
+            let reply = self
+                .admin_send(Method::PUT, &path, &Value::Object(body))
+                .await?;
+            if reply.status != StatusCode::OK {
+                return Err(ServerError::refused(format!("updating {user}"), &reply));
+            }
         }
+        for (restriction, value) in apart {
+            self.restrict(user, restriction, value).await?;
+        }
+        Ok(())
     }
 }
 
@@ -428,7 +472,17 @@ fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
             })
         }
     };
+    // The user list has no `suspended`; reading one user shows all three.
+    let restriction = |name: &str| {
+        body.get(name)
+            .map_or(Seen::Unknown, |v| Seen::Known(truthy(v)))
+    };
     Ok(Account {
+        restrictions: Restrictions {
+            locked: restriction("locked"),
+            suspended: restriction("suspended"),
+            shadow_banned: restriction("shadow_banned"),
+        },
         admin: Seen::Known(body.get("admin").is_some_and(truthy)),
         deactivated: Seen::Known(body.get("deactivated").is_some_and(truthy)),
         user_type,
@@ -454,6 +508,7 @@ mod tests {
         assert_eq!(
             account,
             Account {
+                restrictions: Restrictions::default(),
                 admin: Seen::Known(true),
                 deactivated: Seen::Known(false),
                 user_type: UserType::Bot,
@@ -462,5 +517,20 @@ mod tests {
             }
         );
         assert!(parse_account(&json!({"user_type": "custom"}), "test").is_err());
+    }
+
+    #[test]
+    fn restrictions_parse_and_what_the_list_lacks_stays_unknown() {
+        let listed = parse_account(&json!({"locked": true, "shadow_banned": 0}), "test").unwrap();
+        assert_eq!(
+            listed.restrictions,
+            Restrictions {
+                locked: Seen::Known(true),
+                suspended: Seen::Unknown,
+                shadow_banned: Seen::Known(false),
+            }
+        );
+        let read = parse_account(&json!({"suspended": true}), "test").unwrap();
+        assert_eq!(read.restrictions.suspended, Seen::Known(true));
     }
 }

@@ -81,6 +81,10 @@ impl Server {
         self.mas_user(localpart).expect("the user exists")["admin"] == json!(true)
     }
 
+    pub fn mas_is_locked(&self, localpart: &str) -> bool {
+        !self.mas_user(localpart).expect("the user exists")["locked_at"].is_null()
+    }
+
     pub fn mas_is_deactivated(&self, localpart: &str) -> bool {
         !self.mas_user(localpart).expect("the user exists")["deactivated_at"].is_null()
     }

@@ -218,6 +218,32 @@ impl Server {
         }
     }
 
+    /// A flag of Synapse's admin view of a user (`locked`, `suspended`,
+    /// `shadow_banned`), which must be a boolean.
+    pub fn synapse_flag(&self, localpart: &str, flag: &str) -> bool {
+        let user = self.synapse_user(localpart).expect("the user exists");
+        user[flag]
+            .as_bool()
+            .unwrap_or_else(|| panic!("{flag} of {localpart} is not a boolean: {user}"))
+    }
+
+    /// The bodies of the last messages in `room`, as the harness's admin (a
+    /// member) reads them.
+    pub fn message_bodies(&self, room: &str) -> Vec<String> {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
+            encode(room)
+        );
+        let (status, body) = self.get(&path, Some(self.harness_admin_token()));
+        assert_eq!(status, 200, "messages of {room}: {body}");
+        body["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|event| event["content"]["body"].as_str().map(str::to_string))
+            .collect()
+    }
+
     pub fn is_admin(&self, localpart: &str) -> bool {
         self.synapse_user(localpart).expect("the user exists")["admin"] == json!(true)
     }
