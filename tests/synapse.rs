@@ -109,6 +109,7 @@ fn absent_deactivates_once_and_a_missing_user_stays_absent() {
         json!(true)
     );
     assert!(!s.can_log_in("leaver", "leaver-password"));
+    assert_eq!(s.synapse_user("leaver").unwrap()["erased"], json!(false));
     assert_eq!(
         s.module(absent).assert_unchanged().msg(),
         "@leaver:localhost: already absent"
@@ -126,6 +127,9 @@ fn a_deactivated_user_declared_present_is_reactivated_with_its_password() {
         .assert_changed();
     s.module(json!({"username": "returner", "state": "absent", "erase": true}))
         .assert_changed();
+    // Synapse's admin API says whether the user is marked erased (its
+    // messages hidden from users who join rooms later).
+    assert_eq!(s.synapse_user("returner").unwrap()["erased"], json!(true));
     s.module(json!({"username": "returner"}))
         .assert_failed_with("must be reactivated, which needs a password");
     let back = s.module(json!({"username": "returner", "password": "new-password"}));
