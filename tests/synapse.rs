@@ -155,10 +155,25 @@ fn check_mode_predicts_every_change_and_makes_none() {
 
     s.module(json!({"username": "checked", "password": "checked-pw"}))
         .assert_changed();
-    check(json!({"username": "checked", "admin": true})).assert_changed();
-    check(json!({"username": "checked", "password": "other-pw", "update_password": "always"}))
-        .assert_changed();
-    check(json!({"username": "checked", "state": "absent"})).assert_changed();
+    let predicted = |args: serde_json::Value| check(args).assert_changed().actions(0);
+    assert_eq!(
+        predicted(json!({"username": "checked", "admin": true})),
+        ["promoted"]
+    );
+    assert_eq!(
+        predicted(
+            json!({"username": "checked", "password": "other-pw", "update_password": "always"})
+        ),
+        ["password changed"]
+    );
+    assert_eq!(
+        predicted(json!({"username": "checked", "state": "absent"})),
+        ["deactivated"]
+    );
+    assert_eq!(
+        predicted(json!({"username": "checked", "state": "absent", "erase": true})),
+        ["deactivated and erased"]
+    );
     check(json!({"username": "checked", "password": "checked-pw", "update_password": "always"}))
         .assert_unchanged();
 
@@ -166,6 +181,14 @@ fn check_mode_predicts_every_change_and_makes_none() {
     assert_eq!(user["admin"], json!(false));
     assert_eq!(user["deactivated"], json!(false));
     assert!(s.can_log_in("checked", "checked-pw"));
+
+    s.module(json!({"username": "checked", "admin": true}))
+        .assert_changed();
+    assert_eq!(
+        predicted(json!({"username": "checked", "admin": false})),
+        ["demoted"]
+    );
+    assert!(s.is_admin("checked"));
 }
 
 #[test]
