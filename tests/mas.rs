@@ -165,13 +165,23 @@ fn check_mode_predicts_every_change_and_makes_none() {
 
     s.mas_module(json!({"username": "checked", "password": "checked amber kettle"}))
         .assert_changed();
-    for args in [
-        json!({"username": "checked", "admin": true}),
-        json!({"username": "checked", "email": "checked@example.com"}),
-        json!({"username": "checked", "password": "other violet harbor", "update_password": "always"}),
-        json!({"username": "checked", "state": "absent"}),
+    for (args, predicted) in [
+        (json!({"username": "checked", "admin": true}), "promoted"),
+        (
+            json!({"username": "checked", "email": "checked@example.com"}),
+            "email added",
+        ),
+        (
+            json!({"username": "checked", "password": "other violet harbor", "update_password": "always"}),
+            "password changed",
+        ),
+        (
+            json!({"username": "checked", "state": "absent"}),
+            "deactivated",
+        ),
     ] {
-        s.mas_module(check_mode(args)).assert_changed();
+        let run = s.mas_module(check_mode(args));
+        assert_eq!(run.assert_changed().actions(0), [predicted]);
     }
     s.mas_module(check_mode(
         json!({"username": "checked", "password": "checked amber kettle",
