@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use harness::{encode, FaultProxy, Proxy, Server};
 use serde_json::json;
+use std::process::Command;
 
 /// One Synapse for this test binary, with the module's service account
 /// already registered, so parallel tests do not race to create it.
@@ -471,6 +472,37 @@ fn an_unusable_token_cache_dir_fails_before_the_service_account_is_registered() 
     assert!(s.synapse_user("cacheless").is_none());
 }
 
+/// A `token_cache_dir` that exists, is private, and cannot be written even
+/// by root (immutable, `chattr +i`): the module fails naming it before the
+/// service account is registered.
+#[test]
+fn an_unwritable_token_cache_dir_fails_before_the_service_account_is_registered() {
+    struct Immutable(std::path::PathBuf);
+    impl Drop for Immutable {
+        fn drop(&mut self) {
+            Command::new("chattr").arg("-i").arg(&self.0).status().ok();
+        }
+    }
+    let s = synapse();
+    let folder = s.data_dir.join("immutable-cache");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let status = Command::new("chattr").arg("+i").arg(&folder).status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "chattr +i failed (e2fsprogs, tools/bootstrap)"
+    );
+    let _restore = Immutable(folder.clone());
+    s.module(json!({
+        "service_account": "svc-immutable-cache", "token_cache_dir": folder,
+        "username": "immutable-cacheless", "password": "cacheless-pw",
+    }))
+    .assert_failed_with("cannot keep the service account's token in")
+    .assert_failed_with("token_cache_dir");
+    assert!(s.synapse_user("svc-immutable-cache").is_none());
+    assert!(s.synapse_user("immutable-cacheless").is_none());
+}
+
 #[test]
 fn without_home_nor_xdg_cache_home_the_cache_folder_must_be_given() {
     let s = synapse();
@@ -507,6 +539,49 @@ fn an_admin_token_alone_is_enough() {
         vec!["syt_bogus_token".into()],
     )
     .assert_failed_with("the homeserver refused the admin token");
+}
+
+/// The token read from `admin_token_file` is the one used: the same run
+/// with a file holding another token fails as that token does.
+#[test]
+fn admin_token_file_is_read_for_the_token() {
+    let s = synapse();
+    let token = s.harness_admin_token().to_string();
+    let file = s.data_dir.join("admin-token-file");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let args = json!({"homeserver_url": s.url, "admin_token_file": file,
+                      "username": "by-token-file", "password": "token-file-pw", "admin": true});
+    harness::run_module(args.clone(), vec![token.clone()]).assert_changed();
+    assert!(s.can_log_in("by-token-file", "token-file-pw") && s.is_admin("by-token-file"));
+
+    std::fs::write(&file, "syt_bogus_token").unwrap();
+    harness::run_module(args, vec![token])
+        .assert_failed_with("the homeserver refused the admin token");
+}
+
+/// A valid token of a user who is not a server admin: the error says so,
+/// and nothing is created.
+#[test]
+fn a_token_that_is_not_an_admins_fails_clearly() {
+    let s = synapse();
+    s.module(json!({"username": "plain-user", "password": "plain-user-pw"}))
+        .assert_changed();
+    // A session of its own (the harness's login closes the one it opens).
+    let (status, session) = s.post(
+        "/_matrix/client/v3/login",
+        None,
+        json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "plain-user"},
+               "password": "plain-user-pw"}),
+    );
+    assert_eq!(status, 200, "{session}");
+    let token = session["access_token"].as_str().unwrap().to_string();
+    let run = harness::run_module(
+        json!({"homeserver_url": s.url, "admin_token": token,
+               "username": "by-plain-token", "password": "plain-token-pw"}),
+        vec![token.clone()],
+    );
+    run.assert_failed_with("@plain-user:localhost is not a server admin");
+    assert!(s.synapse_user("by-plain-token").is_none());
 }
 
 #[test]
