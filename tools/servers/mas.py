@@ -764,7 +764,8 @@ class Handler(BaseHTTPRequestHandler):
             raise oauth_error(400, "unsupported_grant_type",
                               "The authorization grant type is not supported by the authorization server.")
         scope = {s for s in form.get("scope", "").split(" ") if s}
-        denied = [f"scope '{s}' not allowed" for s in sorted(scope or {""}) if s not in CLIENT_CREDENTIALS_SCOPES]
+        allowed = CLIENT_CREDENTIALS_SCOPES - ({"urn:mas:admin"} if state.args.not_admin_client else set())
+        denied = [f"scope '{s}' not allowed" for s in sorted(scope or {""}) if s not in allowed]
         if denied:
             raise oauth_error(403, "invalid_scope", ", ".join(denied))
         token = new_token("mat")
@@ -919,6 +920,8 @@ def main() -> None:
     parser.add_argument("--token-ttl", type=float, default=300,
                         help="access token lifetime in seconds, fractions allowed for tests (MAS default: 300)")
     parser.add_argument("--no-password-login", action="store_true", help="as passwords.enabled: false")
+    parser.add_argument("--not-admin-client", action="store_true",
+                        help="the client is not in policy.data.admin_clients: urn:mas:admin is denied")
     parser.add_argument("--client-auth-method", choices=["client_secret_basic", "client_secret_post"],
                         default="client_secret_basic", help="the admin client's configured client_auth_method")
     parser.add_argument("--reserve-username", action="append", default=[],
