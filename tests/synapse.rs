@@ -725,6 +725,42 @@ fn admin_token_never_overwrites_a_user_created_between_read_and_write() {
     assert!(s.is_admin("raced-by-hand"));
 }
 
+/// Synapse rate-limits the module's read (429 with `retry_after_ms`): a pause
+/// within `wait_timeout` is waited out and the run succeeds; a longer one
+/// is reported as a rate limit, nothing sent after it.
+#[test]
+fn a_rate_limited_answer_is_waited_out_or_reported() {
+    let s = synapse();
+    let read = |localpart: &str, retry_after_ms: u64| {
+        json!({"method": "GET", "path": format!("/_synapse/admin/v2/users/{}", encode(&s.user_id(localpart))),
+               "action": "answer_429", "retry_after_ms": retry_after_ms})
+    };
+    let proxy = FaultProxy::start(
+        &s.url,
+        json!([read("patient", 1500), read("impatient", 60_000)]),
+    );
+    let run = s.module_via(
+        &proxy,
+        json!({"username": "patient", "password": "patient-pw"}),
+    );
+    assert_eq!(run.assert_changed().actions(0), ["created"]);
+    assert!(
+        run.elapsed >= std::time::Duration::from_millis(1500),
+        "{:?}",
+        run.elapsed
+    );
+    assert!(s.can_log_in("patient", "patient-pw"));
+
+    s.module_via(
+        &proxy,
+        json!({"username": "impatient", "password": "impatient-pw"}),
+    )
+    .assert_failed_with(
+        "rate-limits us and asks to wait 60s more, longer than wait_timeout allows",
+    );
+    assert!(s.synapse_user("impatient").is_none());
+}
+
 /// The registration POST reaches Synapse, which creates the user, but the
 /// answer is lost (a proxy's 502): the module must not resend it (its nonce
 /// is spent), but find the user there and report it created.

@@ -17,6 +17,7 @@ first request that matches it:
     {"action": "before", "request": {"method": "PUT", "path": "...",
      "token": "...", "body": {...}}, ...}          # another client acts first, then forward
     {"action": "hold", "name": "first", ...}       # wait until the test releases it, then forward
+    {"action": "answer_429", "retry_after_ms": 1500, ...}  # rate-limited, not forwarded
 
 `path` matches as a prefix of the request's path (query string included).
 
@@ -112,6 +113,10 @@ def handler(upstream, faults):
                 faults.held[fault["name"]].set()
                 if not faults.released[fault["name"]].wait(HOLD_TIMEOUT):
                     print(f"fault_proxy: {fault['name']} was never released", file=sys.stderr)
+            if action == "answer_429":
+                return self.answer(429, {"Content-Type": "application/json"}, json.dumps(
+                    {"errcode": "M_LIMIT_EXCEEDED", "error": "fault_proxy: too many requests",
+                     "retry_after_ms": fault["retry_after_ms"]}).encode())
             if action == "fail_500":
                 return self.answer(500, {}, b'{"errcode":"M_UNKNOWN","error":"fault_proxy: injected failure"}')
             if action == "before":
