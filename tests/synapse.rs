@@ -653,14 +653,15 @@ fn two_runs_racing_to_create_the_same_user_both_succeed() {
         &s.url,
         json!([registration("first"), registration("second")]),
     );
-    // Both runs log in through this URL's token cache, not racing to register
-    // the service account.
+    // A service account of its own (this URL's token cache starts empty, and
+    // the shared account's devices are counted elsewhere), registered before
+    // the race so that both runs find it cached instead of racing for it.
     s.module_via(
         &proxy,
-        json!({"username": "race-warm-up", "state": "absent"}),
+        json!({"service_account": "svc-race", "username": "race-warm-up", "state": "absent"}),
     )
     .assert_unchanged();
-    let args = json!({"username": "race", "password": "race-password", "admin": true});
+    let args = json!({"service_account": "svc-race", "username": "race", "password": "race-password", "admin": true});
     let (first, second) = std::thread::scope(|scope| {
         let first = scope.spawn(|| s.module_via(&proxy, args.clone()));
         let second = scope.spawn(|| s.module_via(&proxy, args.clone()));
@@ -679,7 +680,7 @@ fn two_runs_racing_to_create_the_same_user_both_succeed() {
         .count();
     assert_eq!(created, 1, "{}\n{}", first.stdout, second.stdout);
     assert!(s.is_admin("race"));
-    s.module(args).assert_unchanged();
+    s.module_via(&proxy, args).assert_unchanged();
 }
 
 #[test]
@@ -739,9 +740,10 @@ fn a_rate_limited_answer_is_waited_out_or_reported() {
         &s.url,
         json!([read("patient", 1500), read("impatient", 60_000)]),
     );
+    // A service account of its own: the shared account's devices are counted elsewhere.
     let run = s.module_via(
         &proxy,
-        json!({"username": "patient", "password": "patient-pw"}),
+        json!({"service_account": "svc-rate-limited", "username": "patient", "password": "patient-pw"}),
     );
     assert_eq!(run.assert_changed().actions(0), ["created"]);
     assert!(
@@ -753,7 +755,7 @@ fn a_rate_limited_answer_is_waited_out_or_reported() {
 
     s.module_via(
         &proxy,
-        json!({"username": "impatient", "password": "impatient-pw"}),
+        json!({"service_account": "svc-rate-limited", "username": "impatient", "password": "impatient-pw"}),
     )
     .assert_failed_with(
         "rate-limits us and asks to wait 60s more, longer than wait_timeout allows",
