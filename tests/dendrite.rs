@@ -208,11 +208,25 @@ fn check_mode_predicts_every_change_and_makes_none(s: &Server) {
 
     s.dendrite(json!({"username": "checked", "password": "checked-pw"}))
         .assert_changed();
-    check(json!({"username": "checked", "admin": true})).assert_changed();
-    check(json!({"username": "checked", "password": "other-pw!", "update_password": "always"}))
-        .assert_changed();
-    check(json!({"username": "checked", "displayname": "Checked"})).assert_changed();
-    check(json!({"username": "checked", "state": "absent"})).assert_changed();
+    let predicted = |args: Value| check(args).assert_changed().actions(0);
+    assert_eq!(
+        predicted(json!({"username": "checked", "admin": true})),
+        ["promoted"]
+    );
+    assert_eq!(
+        predicted(
+            json!({"username": "checked", "password": "other-pw!", "update_password": "always"})
+        ),
+        ["password changed"]
+    );
+    assert_eq!(
+        predicted(json!({"username": "checked", "displayname": "Checked"})),
+        ["displayname changed"]
+    );
+    assert_eq!(
+        predicted(json!({"username": "checked", "state": "absent"})),
+        ["deactivated"]
+    );
     check(json!({"username": "checked", "password": "checked-pw", "update_password": "always"}))
         .assert_unchanged();
 

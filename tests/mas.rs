@@ -165,13 +165,23 @@ fn check_mode_predicts_every_change_and_makes_none() {
 
     s.mas_module(json!({"username": "checked", "password": "checked amber kettle"}))
         .assert_changed();
-    for args in [
-        json!({"username": "checked", "admin": true}),
-        json!({"username": "checked", "email": "checked@example.com"}),
-        json!({"username": "checked", "password": "other violet harbor", "update_password": "always"}),
-        json!({"username": "checked", "state": "absent"}),
+    for (args, predicted) in [
+        (json!({"username": "checked", "admin": true}), "promoted"),
+        (
+            json!({"username": "checked", "email": "checked@example.com"}),
+            "email added",
+        ),
+        (
+            json!({"username": "checked", "password": "other violet harbor", "update_password": "always"}),
+            "password changed",
+        ),
+        (
+            json!({"username": "checked", "state": "absent"}),
+            "deactivated",
+        ),
     ] {
-        s.mas_module(check_mode(args)).assert_changed();
+        let run = s.mas_module(check_mode(args));
+        assert_eq!(run.assert_changed().actions(0), [predicted]);
     }
     s.mas_module(check_mode(
         json!({"username": "checked", "password": "checked amber kettle",
@@ -294,6 +304,64 @@ fn a_wrong_client_secret_names_the_parameters_without_echoing_it() {
     run.assert_failed_with("mas_client_id/mas_client_secret are wrong");
     assert!(run.msg().contains("invalid_client"), "{}", run.msg());
     assert!(s.mas_user("wrong-secret").is_none());
+    s.assert_no_contract_violations();
+}
+
+/// The client secret read from `mas_client_secret_file` is the one used: a
+/// file holding another secret fails as a wrong secret does.
+#[test]
+fn mas_client_secret_file_is_read_for_the_secret() {
+    let s = mas();
+    let file = s.data_dir.join("client-secret-file");
+    std::fs::write(
+        &file,
+        format!("{}\n", s.info["client_secret"].as_str().unwrap()),
+    )
+    .unwrap();
+    let args = json!({"mas_client_secret": null, "mas_client_secret_file": file,
+                      "username": "by-secret-file", "password": "secret file lupine"});
+    s.mas_module(args.clone()).assert_changed();
+    assert!(s.can_log_in("by-secret-file", "secret file lupine"));
+
+    std::fs::write(&file, "not-the-real-client-secret").unwrap();
+    s.mas_module(args)
+        .assert_failed_with("mas_client_id/mas_client_secret are wrong");
+    s.assert_no_contract_violations();
+}
+
+/// MAS refuses a locked user's logins, so its password cannot be compared:
+/// the module says so and how to go on, instead of calling it changed.
+#[test]
+fn a_locked_users_password_check_fails_naming_the_lock() {
+    let s = mas();
+    let user = json!({"username": "locked-out", "password": "locked amber kettle"});
+    s.mas_module(user.clone()).assert_changed();
+    let id = s.mas_user("locked-out").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = s.post(
+        &format!("/api/admin/v1/users/{id}/lock"),
+        Some(&s.mas_harness_token()),
+        json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut always = user;
+    always["update_password"] = json!("always");
+    s.mas_module(always)
+        .assert_failed_with("@locked-out:localhost is locked in MAS");
+    assert!(s.mas_user("locked-out").unwrap()["locked_at"].is_string());
+    s.assert_no_contract_violations();
+}
+
+/// A client MAS's policy does not list as an admin client gets no
+/// urn:mas:admin scope: the error names the client and the policy to change.
+#[test]
+fn a_client_denied_the_admin_scope_is_told_which_policy_to_change() {
+    let s = Server::start("mas", &["--not-admin-client"]);
+    let run = s.mas_module(json!({"username": "scope-denied", "password": "scope denied lupine"}));
+    run.assert_failed_with("MAS does not grant the urn:mas:admin scope to the OAuth2 client")
+        .assert_failed_with("policy.data.admin_clients");
     s.assert_no_contract_violations();
 }
 

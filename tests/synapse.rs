@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use harness::{encode, FaultProxy, Proxy, Server};
 use serde_json::json;
+use std::process::Command;
 
 /// One Synapse for this test binary, with the module's service account
 /// already registered, so parallel tests do not race to create it.
@@ -109,6 +110,7 @@ fn absent_deactivates_once_and_a_missing_user_stays_absent() {
         json!(true)
     );
     assert!(!s.can_log_in("leaver", "leaver-password"));
+    assert_eq!(s.synapse_user("leaver").unwrap()["erased"], json!(false));
     assert_eq!(
         s.module(absent).assert_unchanged().msg(),
         "@leaver:localhost: already absent"
@@ -126,6 +128,9 @@ fn a_deactivated_user_declared_present_is_reactivated_with_its_password() {
         .assert_changed();
     s.module(json!({"username": "returner", "state": "absent", "erase": true}))
         .assert_changed();
+    // Synapse's admin API says whether the user is marked erased (its
+    // messages hidden from users who join rooms later).
+    assert_eq!(s.synapse_user("returner").unwrap()["erased"], json!(true));
     s.module(json!({"username": "returner"}))
         .assert_failed_with("must be reactivated, which needs a password");
     let back = s.module(json!({"username": "returner", "password": "new-password"}));
@@ -151,10 +156,25 @@ fn check_mode_predicts_every_change_and_makes_none() {
 
     s.module(json!({"username": "checked", "password": "checked-pw"}))
         .assert_changed();
-    check(json!({"username": "checked", "admin": true})).assert_changed();
-    check(json!({"username": "checked", "password": "other-pw", "update_password": "always"}))
-        .assert_changed();
-    check(json!({"username": "checked", "state": "absent"})).assert_changed();
+    let predicted = |args: serde_json::Value| check(args).assert_changed().actions(0);
+    assert_eq!(
+        predicted(json!({"username": "checked", "admin": true})),
+        ["promoted"]
+    );
+    assert_eq!(
+        predicted(
+            json!({"username": "checked", "password": "other-pw", "update_password": "always"})
+        ),
+        ["password changed"]
+    );
+    assert_eq!(
+        predicted(json!({"username": "checked", "state": "absent"})),
+        ["deactivated"]
+    );
+    assert_eq!(
+        predicted(json!({"username": "checked", "state": "absent", "erase": true})),
+        ["deactivated and erased"]
+    );
     check(json!({"username": "checked", "password": "checked-pw", "update_password": "always"}))
         .assert_unchanged();
 
@@ -162,6 +182,14 @@ fn check_mode_predicts_every_change_and_makes_none() {
     assert_eq!(user["admin"], json!(false));
     assert_eq!(user["deactivated"], json!(false));
     assert!(s.can_log_in("checked", "checked-pw"));
+
+    s.module(json!({"username": "checked", "admin": true}))
+        .assert_changed();
+    assert_eq!(
+        predicted(json!({"username": "checked", "admin": false})),
+        ["demoted"]
+    );
+    assert!(s.is_admin("checked"));
 }
 
 #[test]
@@ -444,6 +472,37 @@ fn an_unusable_token_cache_dir_fails_before_the_service_account_is_registered() 
     assert!(s.synapse_user("cacheless").is_none());
 }
 
+/// A `token_cache_dir` that exists, is private, and cannot be written even
+/// by root (immutable, `chattr +i`): the module fails naming it before the
+/// service account is registered.
+#[test]
+fn an_unwritable_token_cache_dir_fails_before_the_service_account_is_registered() {
+    struct Immutable(std::path::PathBuf);
+    impl Drop for Immutable {
+        fn drop(&mut self) {
+            Command::new("chattr").arg("-i").arg(&self.0).status().ok();
+        }
+    }
+    let s = synapse();
+    let folder = s.data_dir.join("immutable-cache");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let status = Command::new("chattr").arg("+i").arg(&folder).status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "chattr +i failed (e2fsprogs, tools/bootstrap)"
+    );
+    let _restore = Immutable(folder.clone());
+    s.module(json!({
+        "service_account": "svc-immutable-cache", "token_cache_dir": folder,
+        "username": "immutable-cacheless", "password": "cacheless-pw",
+    }))
+    .assert_failed_with("cannot keep the service account's token in")
+    .assert_failed_with("token_cache_dir");
+    assert!(s.synapse_user("svc-immutable-cache").is_none());
+    assert!(s.synapse_user("immutable-cacheless").is_none());
+}
+
 #[test]
 fn without_home_nor_xdg_cache_home_the_cache_folder_must_be_given() {
     let s = synapse();
@@ -480,6 +539,49 @@ fn an_admin_token_alone_is_enough() {
         vec!["syt_bogus_token".into()],
     )
     .assert_failed_with("the homeserver refused the admin token");
+}
+
+/// The token read from `admin_token_file` is the one used: the same run
+/// with a file holding another token fails as that token does.
+#[test]
+fn admin_token_file_is_read_for_the_token() {
+    let s = synapse();
+    let token = s.harness_admin_token().to_string();
+    let file = s.data_dir.join("admin-token-file");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let args = json!({"homeserver_url": s.url, "admin_token_file": file,
+                      "username": "by-token-file", "password": "token-file-pw", "admin": true});
+    harness::run_module(args.clone(), vec![token.clone()]).assert_changed();
+    assert!(s.can_log_in("by-token-file", "token-file-pw") && s.is_admin("by-token-file"));
+
+    std::fs::write(&file, "syt_bogus_token").unwrap();
+    harness::run_module(args, vec![token])
+        .assert_failed_with("the homeserver refused the admin token");
+}
+
+/// A valid token of a user who is not a server admin: the error says so,
+/// and nothing is created.
+#[test]
+fn a_token_that_is_not_an_admins_fails_clearly() {
+    let s = synapse();
+    s.module(json!({"username": "plain-user", "password": "plain-user-pw"}))
+        .assert_changed();
+    // A session of its own (the harness's login closes the one it opens).
+    let (status, session) = s.post(
+        "/_matrix/client/v3/login",
+        None,
+        json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "plain-user"},
+               "password": "plain-user-pw"}),
+    );
+    assert_eq!(status, 200, "{session}");
+    let token = session["access_token"].as_str().unwrap().to_string();
+    let run = harness::run_module(
+        json!({"homeserver_url": s.url, "admin_token": token,
+               "username": "by-plain-token", "password": "plain-token-pw"}),
+        vec![token.clone()],
+    );
+    run.assert_failed_with("@plain-user:localhost is not a server admin");
+    assert!(s.synapse_user("by-plain-token").is_none());
 }
 
 #[test]
@@ -536,34 +638,49 @@ fn twenty_runs_in_a_row_under_default_rate_limits() {
     );
 }
 
-/// Two runs that both find the users missing and race to create them: the
-/// loser sees M_USER_IN_USE, reads the user again and reconciles, never fails.
+/// Two runs that both find the user missing and race to create it: the
+/// proxy holds both registrations until each run has sent its own, so both
+/// provably read before either wrote. The loser sees M_USER_IN_USE, reads
+/// the user again and reconciles, never fails.
 #[test]
-fn two_runs_racing_to_create_the_same_users_both_succeed() {
+fn two_runs_racing_to_create_the_same_user_both_succeed() {
     let s = synapse();
-    let users: Vec<_> = (0..6)
-        .map(
-            |i| json!({"username": format!("race{i}"), "password": "race-password", "admin": true}),
-        )
-        .collect();
-    let args = json!({"users": users});
+    let registration = |name: &str| {
+        json!({"method": "POST", "path": "/_synapse/admin/v1/register",
+               "body_has": {"username": "race"}, "action": "hold", "name": name})
+    };
+    let proxy = FaultProxy::start(
+        &s.url,
+        json!([registration("first"), registration("second")]),
+    );
+    // A service account of its own (this URL's token cache starts empty, and
+    // the shared account's devices are counted elsewhere), registered before
+    // the race so that both runs find it cached instead of racing for it.
+    s.module_via(
+        &proxy,
+        json!({"service_account": "svc-race", "username": "race-warm-up", "state": "absent"}),
+    )
+    .assert_unchanged();
+    let args = json!({"service_account": "svc-race", "username": "race", "password": "race-password", "admin": true});
     let (first, second) = std::thread::scope(|scope| {
-        let first = scope.spawn(|| s.module(args.clone()));
-        let second = scope.spawn(|| s.module(args.clone()));
+        let first = scope.spawn(|| s.module_via(&proxy, args.clone()));
+        let second = scope.spawn(|| s.module_via(&proxy, args.clone()));
+        proxy.wait_until_held("first");
+        proxy.wait_until_held("second");
+        proxy.release("first");
+        proxy.release("second");
         (first.join().unwrap(), second.join().unwrap())
     });
     for run in [&first, &second] {
         assert_eq!(run.exit_code, 0, "{}", run.stdout);
     }
-    for i in 0..6 {
-        let created = [&first, &second]
-            .iter()
-            .filter(|run| run.actions(i) == ["created"])
-            .count();
-        assert_eq!(created, 1, "race{i} must be created exactly once");
-        assert!(s.is_admin(&format!("race{i}")));
-    }
-    s.module(args).assert_unchanged();
+    let created = [&first, &second]
+        .iter()
+        .filter(|run| run.actions(0) == ["created"])
+        .count();
+    assert_eq!(created, 1, "{}\n{}", first.stdout, second.stdout);
+    assert!(s.is_admin("race"));
+    s.module_via(&proxy, args).assert_unchanged();
 }
 
 #[test]
@@ -607,6 +724,43 @@ fn admin_token_never_overwrites_a_user_created_between_read_and_write() {
     assert!(s.can_log_in("raced-by-hand", "their-own-password"));
     assert!(!s.can_log_in("raced-by-hand", "module-password"));
     assert!(s.is_admin("raced-by-hand"));
+}
+
+/// Synapse rate-limits the module's read (429 with `retry_after_ms`): a pause
+/// within `wait_timeout` is waited out and the run succeeds; a longer one
+/// is reported as a rate limit, nothing sent after it.
+#[test]
+fn a_rate_limited_answer_is_waited_out_or_reported() {
+    let s = synapse();
+    let read = |localpart: &str, retry_after_ms: u64| {
+        json!({"method": "GET", "path": format!("/_synapse/admin/v2/users/{}", encode(&s.user_id(localpart))),
+               "action": "answer_429", "retry_after_ms": retry_after_ms})
+    };
+    let proxy = FaultProxy::start(
+        &s.url,
+        json!([read("patient", 1500), read("impatient", 60_000)]),
+    );
+    // A service account of its own: the shared account's devices are counted elsewhere.
+    let run = s.module_via(
+        &proxy,
+        json!({"service_account": "svc-rate-limited", "username": "patient", "password": "patient-pw"}),
+    );
+    assert_eq!(run.assert_changed().actions(0), ["created"]);
+    assert!(
+        run.elapsed >= std::time::Duration::from_millis(1500),
+        "{:?}",
+        run.elapsed
+    );
+    assert!(s.can_log_in("patient", "patient-pw"));
+
+    s.module_via(
+        &proxy,
+        json!({"service_account": "svc-rate-limited", "username": "impatient", "password": "impatient-pw"}),
+    )
+    .assert_failed_with(
+        "rate-limits us and asks to wait 60s more, longer than wait_timeout allows",
+    );
+    assert!(s.synapse_user("impatient").is_none());
 }
 
 /// The registration POST reaches Synapse, which creates the user, but the

@@ -586,6 +586,30 @@ impl FaultProxy {
             _process: Mutex::new(child),
         }
     }
+
+    /// Blocks until the request the fault `{"action": "hold", "name": name}`
+    /// matches has reached the proxy, which holds it.
+    pub fn wait_until_held(&self, name: &str) {
+        self.control(reqwest::Method::GET, "held", name);
+    }
+
+    /// Lets the held request `name` go on to the server.
+    pub fn release(&self, name: &str) {
+        self.control(reqwest::Method::POST, "release", name);
+    }
+
+    fn control(&self, method: reqwest::Method, verb: &str, name: &str) {
+        let reply = http()
+            .request(method, format!("{}/_fault_proxy/{verb}/{name}", self.url))
+            .timeout(std::time::Duration::from_secs(90))
+            .send()
+            .unwrap();
+        assert!(
+            reply.status().is_success(),
+            "fault_proxy {verb} {name}: {}",
+            reply.text().unwrap_or_default()
+        );
+    }
 }
 
 /// Starts a helper process that prints one JSON line when ready and runs

@@ -16,8 +16,18 @@ first request that matches it:
     {"action": "fail_500", ...}                    # not forwarded: the server never sees it
     {"action": "before", "request": {"method": "PUT", "path": "...",
      "token": "...", "body": {...}}, ...}          # another client acts first, then forward
+    {"action": "hold", "name": "first", ...}       # wait until the test releases it, then forward
+    {"action": "answer_429", "retry_after_ms": 1500, ...}  # rate-limited, not forwarded
 
 `path` matches as a prefix of the request's path (query string included).
+
+A held request waits until the test releases it, so that two clients can be
+made to stand provably at the same point (both read, neither written yet).
+The test steers held requests through the proxy itself:
+
+    GET  /_fault_proxy/held/NAME       answers 200 once the request NAME is held
+                                       (504 after 60 s)
+    POST /_fault_proxy/release/NAME    lets NAME go on to the server
 """
 
 import argparse
@@ -26,10 +36,13 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from launcher import run_ephemeral
 
+CONTROL = "/_fault_proxy/"
+HOLD_TIMEOUT = 60
 HOP_BY_HOP = {"connection", "transfer-encoding", "keep-alive", "content-length", "host"}
 
 
@@ -50,6 +63,9 @@ class Faults:
     def __init__(self, faults):
         self.pending = list(faults)
         self.lock = threading.Lock()
+        # Per hold name: set when the request arrives, and when the test releases it.
+        self.held = defaultdict(threading.Event)
+        self.released = defaultdict(threading.Event)
 
     def take(self, method, path, body):
         """The first pending fault this request matches, removed from the list."""
@@ -77,11 +93,32 @@ def handler(upstream, faults):
         def log_message(self, *args):
             pass
 
+        def control(self):
+            verb, _, name = self.path[len(CONTROL):].partition("/")
+            if (self.command, verb) == ("GET", "held"):
+                if faults.held[name].wait(HOLD_TIMEOUT):
+                    return self.answer(200, {}, b"{}")
+                return self.answer(504, {}, f'{{"error":"{name} was never held"}}'.encode())
+            if (self.command, verb) == ("POST", "release"):
+                faults.released[name].set()
+                return self.answer(200, {}, b"{}")
+            self.answer(404, {}, b'{"error":"fault_proxy: no such control"}')
+
         def relay(self):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
+            if self.path.startswith(CONTROL):
+                return self.control()
             fault = faults.take(self.command, self.path, body)
             action = fault and fault["action"]
+            if action == "hold":
+                faults.held[fault["name"]].set()
+                if not faults.released[fault["name"]].wait(HOLD_TIMEOUT):
+                    print(f"fault_proxy: {fault['name']} was never released", file=sys.stderr)
+            if action == "answer_429":
+                return self.answer(429, {"Content-Type": "application/json"}, json.dumps(
+                    {"errcode": "M_LIMIT_EXCEEDED", "error": "fault_proxy: too many requests",
+                     "retry_after_ms": fault["retry_after_ms"]}).encode())
             if action == "fail_500":
                 return self.answer(500, {}, b'{"errcode":"M_UNKNOWN","error":"fault_proxy: injected failure"}')
             if action == "before":

@@ -9,7 +9,7 @@ handlers; where it cannot, tests/contract/README.md says how it differs.
 This file is the command line; mas_contract.py holds the contract checks,
 mas_api.py the fake MAS and mas_handler.py the HTTP side.
 
-  mas.py --ephemeral [--token-ttl SECONDS] [--no-password-login]
+  mas.py --ephemeral [--token-ttl SECONDS] [--no-password-login] [--not-admin-client]
          [--client-auth-method client_secret_basic|client_secret_post]
          [--reserve-username LOCALPART ...] [--default-rate-limits]
 
@@ -79,7 +79,8 @@ def run_persistent(args) -> None:
             os.remove(info_path)
         options = [f"--token-ttl={args.token_ttl}", f"--client-auth-method={args.client_auth_method}"]
         options += [f"--reserve-username={name}" for name in args.reserve_username]
-        options += ["--no-password-login"] * args.no_password_login + ["--default-rate-limits"] * args.default_rate_limits
+        options += ["--no-password-login"] * args.no_password_login + ["--not-admin-client"] * args.not_admin_client
+        options += ["--default-rate-limits"] * args.default_rate_limits
         return launcher.start_in_background(__file__, options, data_dir, args.port)
 
     def ready(process):
@@ -99,6 +100,8 @@ def main() -> None:
     parser.add_argument("--token-ttl", type=float, default=300,
                         help="access token lifetime in seconds, fractions allowed for tests (MAS default: 300)")
     parser.add_argument("--no-password-login", action="store_true", help="as passwords.enabled: false")
+    parser.add_argument("--not-admin-client", action="store_true",
+                        help="the client is not in policy.data.admin_clients: urn:mas:admin is denied")
     parser.add_argument("--client-auth-method", choices=["client_secret_basic", "client_secret_post"],
                         default="client_secret_basic", help="the admin client's configured client_auth_method")
     parser.add_argument("--reserve-username", action="append", default=[],

@@ -477,7 +477,8 @@ def oauth_token(state, header, content_type, raw):
         raise oauth_error(400, "unsupported_grant_type",
                           "The authorization grant type is not supported by the authorization server.")
     scope = {s for s in form.get("scope", "").split(" ") if s}
-    denied = [f"scope '{s}' not allowed" for s in sorted(scope or {""}) if s not in CLIENT_CREDENTIALS_SCOPES]
+    allowed = CLIENT_CREDENTIALS_SCOPES - ({"urn:mas:admin"} if state.args.not_admin_client else set())
+    denied = [f"scope '{s}' not allowed" for s in sorted(scope or {""}) if s not in allowed]
     if denied:
         raise oauth_error(403, "invalid_scope", ", ".join(denied))
     token = new_token("mat")
