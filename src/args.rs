@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::matrix_id::{Username, UsernameError};
 use crate::model::{
-    DesiredUser, HomeserverKind, Restrictions, UpdatePassword, UserState, UserType,
+    DesiredUser, HomeserverKind, Ratelimit, Restrictions, UpdatePassword, UserState, UserType,
 };
 use crate::secret::{hold, hold_basic_auth, url_password, Secret};
 
@@ -62,6 +62,7 @@ const USER_PARAMETERS: &[&str] = &[
     "locked",
     "suspended",
     "shadow_banned",
+    "ratelimit",
 ];
 
 /// Parameters whose values are secrets, at the top level or in each `users` entry.
@@ -427,7 +428,51 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             suspended: fields.boolean("suspended")?,
             shadow_banned: fields.boolean("shadow_banned")?,
         },
+        ratelimit: read_ratelimit(fields)?,
     })
+}
+
+const RATELIMIT_FIELDS: [&str; 2] = ["messages_per_second", "burst_count"];
+/// Synapse keeps each number in a signed 64-bit column.
+const RATELIMIT_MAX: u64 = i64::MAX as u64;
+
+/// `default` (no override: `Some(None)`), `unlimited`, or both numbers.
+fn read_ratelimit(fields: &Fields) -> Result<Option<Option<Ratelimit>>, ArgsError> {
+    let field = fields.name("ratelimit");
+    let not_accepted = |value: String| {
+        ArgsError::NotAccepted {
+        field: field.clone(),
+        value: echo(&value),
+        accepted: format!(
+            "default (no override), unlimited, or a mapping of messages_per_second and burst_count, each a whole number from 0 to {RATELIMIT_MAX}"
+        ),
+    }
+    };
+    match fields.value("ratelimit") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(word)) => match word.as_str() {
+            "default" => Ok(Some(None)),
+            "unlimited" => Ok(Some(Some(Ratelimit::UNLIMITED))),
+            _ => Err(not_accepted(word.clone())),
+        },
+        Some(Value::Object(map)) => {
+            let numbers = Fields::nested(map, field.clone());
+            numbers.refuse_unknown(&RATELIMIT_FIELDS)?;
+            let [messages_per_second, burst_count] = RATELIMIT_FIELDS.map(|name| {
+                numbers.integer(name, 0, RATELIMIT_MAX)?.ok_or_else(|| {
+                    ArgsError::Missing(format!(
+                        "{}: give both messages_per_second and burst_count (0 and 0 is unlimited)",
+                        field
+                    ))
+                })
+            });
+            Ok(Some(Some(Ratelimit {
+                messages_per_second: messages_per_second?,
+                burst_count: burst_count?,
+            })))
+        }
+        Some(other) => Err(not_accepted(other.to_string())),
+    }
 }
 
 fn refuse_duplicates(users: &[DesiredUser]) -> Result<(), ArgsError> {
@@ -743,6 +788,54 @@ mod tests {
     }
 
     /// Any JSON value, a few levels deep.
+    #[test]
+    fn ratelimit_is_default_unlimited_or_two_whole_numbers() {
+        let user = |ratelimit: Value| {
+            with(
+                json!({"users": [{"username": "bot"}, {"username": "bot2", "ratelimit": ratelimit}]}),
+            )
+        };
+        let read = |ratelimit: Value| parse(user(ratelimit)).unwrap().users[1].ratelimit;
+        assert_eq!(read(json!("default")), Some(None));
+        assert_eq!(read(json!("unlimited")), Some(Some(Ratelimit::UNLIMITED)));
+        assert_eq!(
+            read(json!({"messages_per_second": "5", "burst_count": 10})),
+            Some(Some(Ratelimit {
+                messages_per_second: 5,
+                burst_count: 10
+            }))
+        );
+        assert_eq!(parse(user(Value::Null)).unwrap().users[1].ratelimit, None);
+        for bad in [json!("none"), json!(5), json!(true), json!([])] {
+            let message = error(user(bad));
+            assert!(message.starts_with("users[1].ratelimit: "), "{message}");
+            assert!(message.contains("default (no override), unlimited, or a mapping of messages_per_second and burst_count"), "{message}");
+        }
+        let negative = error(user(json!({"messages_per_second": -1, "burst_count": 0})));
+        assert!(
+            negative.starts_with("users[1].ratelimit.messages_per_second: "),
+            "{negative}"
+        );
+        assert!(negative.contains("a whole number from 0 to"), "{negative}");
+        let fraction = error(user(json!({"messages_per_second": 1, "burst_count": 0.5})));
+        assert!(
+            fraction.starts_with("users[1].ratelimit.burst_count: "),
+            "{fraction}"
+        );
+        let unknown = error(user(
+            json!({"messages_per_second": 1, "burst_count": 1, "burst": 2}),
+        ));
+        assert!(
+            unknown.starts_with("users[1].ratelimit.burst: unsupported parameter"),
+            "{unknown}"
+        );
+        let missing = error(user(json!({"messages_per_second": 1})));
+        assert!(
+            missing.starts_with("users[1].ratelimit: give both"),
+            "{missing}"
+        );
+    }
+
     fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
         use proptest::prelude::*;
         let leaf = prop_oneof![

@@ -99,6 +99,9 @@ pub struct DesiredUser {
     pub email: Option<String>,
     /// Each restriction the account must have (`true`) or not have (`false`).
     pub restrictions: Restrictions<Option<bool>>,
+    /// The rate-limit override the account must have; `Some(None)`
+    /// (`ratelimit: default`) means none, so the server's limits apply.
+    pub ratelimit: Option<Option<Ratelimit>>,
 }
 
 impl DesiredUser {
@@ -120,6 +123,12 @@ pub enum Seen<T> {
     Known(T),
     #[default]
     Unknown,
+}
+
+impl<T> Seen<T> {
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Seen::Unknown)
+    }
 }
 
 impl<T: Serialize> Serialize for Seen<T> {
@@ -211,6 +220,35 @@ impl Serialize for Restrictions<Seen<bool>> {
     }
 }
 
+/// A per-user override of the server's message rate limit, which bots need
+/// (Synapse's `override_ratelimit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ratelimit {
+    pub messages_per_second: u64,
+    pub burst_count: u64,
+}
+
+impl Ratelimit {
+    /// Synapse documents both at 0 as no rate limit at all.
+    pub const UNLIMITED: Ratelimit = Ratelimit {
+        messages_per_second: 0,
+        burst_count: 0,
+    };
+}
+
+/// A seen override as it is declared: `default` (none), `unlimited`, or the two numbers.
+fn serialize_ratelimit<S: serde::Serializer>(
+    ratelimit: &Seen<Option<Ratelimit>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match ratelimit {
+        Seen::Known(None) => s.serialize_str("default"),
+        Seen::Known(Some(Ratelimit::UNLIMITED)) => s.serialize_str("unlimited"),
+        Seen::Known(Some(ratelimit)) => ratelimit.serialize(s),
+        Seen::Unknown => s.serialize_str("unknown"),
+    }
+}
+
 /// A fact a plan may need but a read may not have seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fact {
@@ -219,6 +257,8 @@ pub enum Fact {
     /// Whether the account is deactivated.
     Deactivated,
     Restriction(Restriction),
+    /// Whether the account has a rate-limit override, and which.
+    Ratelimit,
 }
 
 impl std::fmt::Display for Fact {
@@ -229,6 +269,7 @@ impl std::fmt::Display for Fact {
             Fact::Restriction(Restriction::Locked) => "whether it is locked",
             Fact::Restriction(Restriction::Suspended) => "whether it is suspended",
             Fact::Restriction(Restriction::ShadowBanned) => "whether it is shadow-banned",
+            Fact::Ratelimit => "its rate-limit override",
         })
     }
 }
@@ -246,6 +287,22 @@ pub struct Account {
     pub emails: Vec<String>,
     #[serde(flatten)]
     pub restrictions: Restrictions<Seen<bool>>,
+    /// Read only for a user that declares `ratelimit` (it is not in Synapse's user list).
+    #[serde(
+        skip_serializing_if = "Seen::is_unknown",
+        serialize_with = "serialize_ratelimit"
+    )]
+    pub ratelimit: Seen<Option<Ratelimit>>,
+}
+
+impl Account {
+    /// Whether this read lacks something `desired` manages, so that the
+    /// user must be read alone (Synapse's list has no `suspended` and no
+    /// rate-limit override).
+    pub fn lacks_any_of(&self, desired: &DesiredUser) -> bool {
+        self.restrictions.lacks_any_of(&desired.restrictions)
+            || (desired.ratelimit.is_some() && self.ratelimit.is_unknown())
+    }
 }
 
 fn serialize_user_type<S: serde::Serializer>(
@@ -288,6 +345,8 @@ pub enum Change {
     AddEmail(String),
     /// Apply (`true`) or lift (`false`) a restriction.
     Restrict(Restriction, bool),
+    /// Set this rate-limit override, or remove it (`None`).
+    SetRatelimit(Option<Ratelimit>),
     Deactivate {
         erase: bool,
     },
@@ -311,6 +370,8 @@ impl Change {
             Change::Restrict(Restriction::Suspended, false) => "unsuspended",
             Change::Restrict(Restriction::ShadowBanned, true) => "shadow-banned",
             Change::Restrict(Restriction::ShadowBanned, false) => "shadow-ban lifted",
+            Change::SetRatelimit(Some(_)) => "ratelimit set",
+            Change::SetRatelimit(None) => "ratelimit removed",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
         }

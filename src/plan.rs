@@ -3,8 +3,8 @@
 //! server, shared by every backend.
 
 use crate::model::{
-    Account, Change, DesiredUser, Fact, Observed, Restriction, Restrictions, Seen, UpdatePassword,
-    UserState, UserType,
+    Account, Change, DesiredUser, Fact, Observed, Ratelimit, Restriction, Restrictions, Seen,
+    UpdatePassword, UserState, UserType,
 };
 
 /// Why no plan can make the server match the declaration.
@@ -41,15 +41,23 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             (UserState::Absent, _) => Ok(vec![]),
             (UserState::Present, None) => Err(PlanError::PasswordNeeded { verb: "created" }),
             (UserState::Present, Some(password)) => {
-                // A new account has no restriction: those declared follow creation.
+                // A new account has no restriction and no rate-limit
+                // override: those declared follow creation.
                 let restricted = Restriction::ALL
                     .into_iter()
                     .filter(|&r| desired.restrictions.get(r) == Some(true))
                     .map(|r| Change::Restrict(r, true));
+                let ratelimit = desired
+                    .ratelimit
+                    .flatten()
+                    .map(|r| Change::SetRatelimit(Some(r)));
                 let create = Change::Create {
                     password: password.clone(),
                 };
-                Ok(std::iter::once(create).chain(restricted).collect())
+                Ok(std::iter::once(create)
+                    .chain(restricted)
+                    .chain(ratelimit)
+                    .collect())
             }
         };
     };
@@ -126,6 +134,17 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             }
         }
     }
+    if let Some(wanted) = desired.ratelimit {
+        match account.ratelimit {
+            Seen::Known(current) if current == wanted => {}
+            Seen::Known(_) => changes.push(Change::SetRatelimit(wanted)),
+            Seen::Unknown => {
+                return Err(PlanError::NotSeen {
+                    fact: Fact::Ratelimit,
+                })
+            }
+        }
+    }
     // A comparison is only made for a declared password (needs_password_check).
     if let (false, Some(false), Some(password)) =
         (deactivated, observed.password_matches, &desired.password)
@@ -173,11 +192,17 @@ pub fn predict(
                         suspended: declared(desired.restrictions.suspended),
                         shadow_banned: declared(desired.restrictions.shadow_banned),
                     },
+                    ratelimit: desired.ratelimit.map_or(Seen::Unknown, Seen::Known),
                 })
             }
             Change::Restrict(restriction, value) => {
                 if let Some(a) = account.as_mut() {
                     a.restrictions.set(*restriction, Seen::Known(*value))
+                }
+            }
+            Change::SetRatelimit(ratelimit) => {
+                if let Some(a) = account.as_mut() {
+                    a.ratelimit = Seen::Known(*ratelimit)
                 }
             }
             Change::Reactivate { .. } => {
@@ -241,6 +266,7 @@ mod tests {
             erase: false,
             email: None,
             restrictions: Restrictions::default(),
+            ratelimit: None,
         }
     }
 
@@ -256,6 +282,7 @@ mod tests {
                 suspended: Seen::Known(false),
                 shadow_banned: Seen::Known(false),
             },
+            ratelimit: Seen::Known(None),
         }
     }
 
@@ -626,5 +653,92 @@ mod tests {
             ..desired("alice")
         };
         assert!(needs_password_check(&undeclared, Some(&locked)));
+    }
+
+    fn limited(ratelimit: Option<Option<Ratelimit>>) -> DesiredUser {
+        DesiredUser {
+            ratelimit,
+            ..desired("alice")
+        }
+    }
+
+    const FIVE_TEN: Ratelimit = Ratelimit {
+        messages_per_second: 5,
+        burst_count: 10,
+    };
+
+    #[test]
+    fn a_ratelimit_override_is_set_changed_and_removed_only_when_it_differs() {
+        let unlimited = limited(Some(Some(Ratelimit::UNLIMITED)));
+        let changes = plan(&unlimited, &observed(Some(account(false)))).unwrap();
+        assert_eq!(
+            changes,
+            vec![Change::SetRatelimit(Some(Ratelimit::UNLIMITED))]
+        );
+        assert_eq!(changes[0].describe(), "ratelimit set");
+        let after = predict(&unlimited, Some(&account(false)), &changes, None).unwrap();
+        assert_eq!(
+            serde_json::to_value(&after).unwrap()["ratelimit"],
+            "unlimited"
+        );
+        assert_eq!(plan(&unlimited, &observed(Some(after.clone()))), Ok(vec![]));
+        let five_ten = limited(Some(Some(FIVE_TEN)));
+        assert_eq!(
+            plan(&five_ten, &observed(Some(after.clone()))),
+            Ok(vec![Change::SetRatelimit(Some(FIVE_TEN))])
+        );
+        let default = limited(Some(None));
+        let removed = plan(&default, &observed(Some(after))).unwrap();
+        assert_eq!(removed, vec![Change::SetRatelimit(None)]);
+        assert_eq!(removed[0].describe(), "ratelimit removed");
+        assert_eq!(plan(&default, &observed(Some(account(false)))), Ok(vec![]));
+        // Undeclared, an override is left alone and not shown.
+        let mut overridden = account(false);
+        overridden.ratelimit = Seen::Known(Some(FIVE_TEN));
+        assert_eq!(
+            plan(&desired("alice"), &observed(Some(overridden))),
+            Ok(vec![])
+        );
+        let listed = Account {
+            ratelimit: Seen::Unknown,
+            ..account(false)
+        };
+        assert!(listed.lacks_any_of(&five_ten));
+        assert!(!listed.lacks_any_of(&desired("alice")));
+        assert_eq!(
+            plan(&five_ten, &observed(Some(listed.clone()))),
+            Err(PlanError::NotSeen {
+                fact: Fact::Ratelimit
+            })
+        );
+        assert!(serde_json::to_value(&listed)
+            .unwrap()
+            .get("ratelimit")
+            .is_none());
+    }
+
+    #[test]
+    fn a_new_user_gets_its_declared_override_after_creation() {
+        let user = limited(Some(Some(FIVE_TEN)));
+        let changes = plan(&user, &observed(None)).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Create {
+                    password: Secret::new("pw")
+                },
+                Change::SetRatelimit(Some(FIVE_TEN))
+            ]
+        );
+        let after = predict(&user, None, &changes, None).unwrap();
+        assert_eq!(
+            serde_json::to_value(&after).unwrap()["ratelimit"],
+            serde_json::json!({"messages_per_second": 5, "burst_count": 10})
+        );
+        // A new account has no override: `default` needs no change.
+        assert_eq!(
+            plan(&limited(Some(None)), &observed(None)).unwrap().len(),
+            1
+        );
     }
 }

@@ -152,11 +152,7 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
                 let known = prefetched
                     .as_deref()
                     .map(|accounts| accounts.get(&user).cloned())
-                    .filter(|account| {
-                        !account
-                            .as_ref()
-                            .is_some_and(|a| a.restrictions.lacks_any_of(&desired.restrictions))
-                    });
+                    .filter(|account| !account.as_ref().is_some_and(|a| a.lacks_any_of(&desired)));
                 reconcile_user(backend.as_ref(), &user, &desired, known, check_mode).await
             })
         })
@@ -292,8 +288,9 @@ async fn create<B: AccountServer>(
 }
 
 /// Whether a read after a failure finds the account as the first read did. A
-/// restriction only one of them showed (Synapse's list has no `suspended`,
-/// its read of one user has) is no difference.
+/// restriction or rate-limit override only one of them showed (Synapse's
+/// list has neither `suspended` nor the override, its read of one user has)
+/// is no difference.
 fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
     match (before, now) {
         (Some(before), Some(now)) => {
@@ -302,6 +299,9 @@ fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
                 if before.restrictions.get(restriction) == Seen::Unknown {
                     now.restrictions.set(restriction, Seen::Unknown);
                 }
+            }
+            if before.ratelimit.is_unknown() {
+                now.ratelimit = Seen::Unknown;
             }
             now == *before
         }
@@ -348,6 +348,7 @@ mod tests {
                 suspended,
                 ..Restrictions::default()
             },
+            ratelimit: Seen::Unknown,
         })
     }
 

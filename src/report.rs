@@ -243,6 +243,7 @@ mod tests {
                 displayname: None,
                 emails: vec![],
                 restrictions: Default::default(),
+                ratelimit: Seen::Unknown,
             }),
             error: error.map(str::to_string),
             partly_applied: false,

@@ -88,6 +88,9 @@ const NO_USER_TYPES: &str =
      leave user_type out (or regular) with homeserver: dendrite";
 const NO_RESTRICTIONS: &str = "Dendrite (0.13) cannot lock, suspend or shadow-ban an account; \
      leave locked, suspended and shadow_banned out with homeserver: dendrite";
+const NO_RATELIMIT: &str =
+    "Dendrite (0.13) has no per-user rate-limit override (only its configuration's \
+     rate_limiting.exempt_user_ids); leave ratelimit out with homeserver: dendrite";
 const NO_ERASE: &str = "Dendrite cannot erase a deactivated user's messages and profile; \
      leave erase out with homeserver: dendrite";
 
@@ -99,6 +102,7 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         let declared = user.restrictions.get(restriction).is_some();
         refuse_declared(user, restriction.field(), declared, NO_RESTRICTIONS)?;
     }
+    refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
     if let Some(password) = &user.password {
         if !PASSWORD_BYTES.contains(&password.expose().len()) {
             return Err(ArgsError::BadSecret {
@@ -163,6 +167,7 @@ impl Dendrite {
             displayname: row.displayname.filter(|name| !name.is_empty()),
             emails: Vec::new(),
             restrictions: Restrictions::default(),
+            ratelimit: Seen::Unknown,
         })
     }
 
@@ -188,6 +193,7 @@ impl Dendrite {
             displayname: self.displayname(user).await?,
             emails: Vec::new(),
             restrictions: Restrictions::default(),
+            ratelimit: Seen::Unknown,
         };
         let password = match (&declared.password, declared.state) {
             (Some(password), UserState::Present) => password,
@@ -519,8 +525,8 @@ impl AccountServer for Dendrite {
             (Fact::Admin, _) => format!(
                 "reading whether {user} is a server admin without its current password"
             ),
-            // Never asked: check_declaration refuses every restriction.
-            (Fact::Restriction(_), _) => {
+            // Never asked: check_declaration refuses every restriction and ratelimit.
+            (Fact::Restriction(_) | Fact::Ratelimit, _) => {
                 return ServerError::Unexpected {
                     what: format!("reading {user}"),
                     detail: format!("Dendrite does not show {fact}"),

@@ -121,6 +121,9 @@ const NO_DISPLAYNAMES: &str = "MAS cannot read display names back (the homeserve
 const NO_SUSPENSION: &str =
     "MAS's admin API (1.22) cannot suspend or shadow-ban a user, only lock it; \
      leave suspended and shadow_banned out with homeserver: mas (locked works)";
+const NO_RATELIMIT: &str =
+    "MAS has no per-user rate-limit override (the homeserver applies rate limits, and with homeserver: mas \
+     matrix_user talks to MAS only); leave ratelimit out with homeserver: mas";
 const NO_USER_TYPES: &str =
     "MAS has no user types, so bot and support accounts cannot be made through it; \
      leave user_type out (or regular) with homeserver: mas";
@@ -133,6 +136,7 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         let declared = user.restrictions.get(restriction).is_some();
         refuse_declared(user, restriction.field(), declared, NO_SUSPENSION)?;
     }
+    refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
     refuse_user_type(user, NO_USER_TYPES)
 }
 
@@ -477,6 +481,7 @@ impl AccountServer for Mas {
                 locked: Seen::Known(found.locked),
                 ..Restrictions::default()
             },
+            ratelimit: Seen::Unknown,
         };
         self.known.borrow_mut().insert(user.clone(), found);
         Ok(Some(account))
@@ -632,12 +637,13 @@ impl AccountServer for Mas {
                 Change::AddEmail(email) => self.add_email(&found.id, email).await?,
                 Change::SetPassword { password } => self.set_password(&found.id, password).await?,
                 // Create goes to create(); check_declaration refuses
-                // displayname, user types, suspension and shadow-ban for MAS,
-                // so those are never planned here.
+                // displayname, user types, suspension, shadow-ban and
+                // ratelimit for MAS, so those are never planned here.
                 Change::Create { .. }
                 | Change::SetDisplayname
                 | Change::SetUserType(_)
-                | Change::Restrict(_, _) => {}
+                | Change::Restrict(_, _)
+                | Change::SetRatelimit(_) => {}
             }
         }
         Ok(())

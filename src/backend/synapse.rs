@@ -19,7 +19,9 @@ use super::{from_homeserver, refuse_email, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, Restriction, Restrictions, Seen, UserType};
+use crate::model::{
+    Account, Change, DesiredUser, Ratelimit, Restriction, Restrictions, Seen, UserType,
+};
 use crate::secret::Secret;
 
 /// Below this many declared users, one read per user is cheaper than listing.
@@ -135,6 +137,53 @@ impl Synapse {
             StatusCode::OK => Ok(()),
             _ => Err(ServerError::refused(
                 format!("setting {} to {value} for {user}", restriction.field()),
+                &reply,
+            )),
+        }
+    }
+
+    /// The user's rate-limit override; `None` when it has none. Synapse
+    /// answers `{}` then, and an override of zeros (unlimited) as zeros.
+    async fn ratelimit(&self, user: &UserId) -> Result<Option<Ratelimit>, ServerError> {
+        let what = format!("reading the rate-limit override of {user}");
+        let reply = self.admin_get(&ratelimit_path(user), &[]).await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused(what, &reply));
+        }
+        let number = |name: &str| reply.body.get(name).map(Value::as_u64);
+        match (number("messages_per_second"), number("burst_count")) {
+            (None, None) => Ok(None),
+            (Some(Some(messages_per_second)), Some(Some(burst_count))) => Ok(Some(Ratelimit {
+                messages_per_second,
+                burst_count,
+            })),
+            _ => Err(ServerError::Unexpected {
+                what,
+                detail: format!("not an override: {}", reply.body),
+            }),
+        }
+    }
+
+    /// Sets the user's rate-limit override, or removes it (`None`).
+    async fn set_ratelimit(
+        &self,
+        user: &UserId,
+        ratelimit: Option<Ratelimit>,
+    ) -> Result<(), ServerError> {
+        let path = ratelimit_path(user);
+        let (method, body, what) = match ratelimit {
+            Some(r) => (
+                Method::POST,
+                json!({"messages_per_second": r.messages_per_second, "burst_count": r.burst_count}),
+                "setting",
+            ),
+            None => (Method::DELETE, json!({}), "removing"),
+        };
+        let reply = self.admin_send(method, &path, &body).await?;
+        match reply.status {
+            StatusCode::OK => Ok(()),
+            _ => Err(ServerError::refused(
+                format!("{what} the rate-limit override of {user}"),
                 &reply,
             )),
         }
@@ -264,15 +313,20 @@ impl AccountServer for Synapse {
     async fn account(
         &self,
         user: &UserId,
-        _desired: &DesiredUser,
+        desired: &DesiredUser,
     ) -> Result<Option<Account>, ServerError> {
         let what = format!("reading {user}");
         let reply = self.admin_get(&user_path(&user.to_string()), &[]).await?;
-        match reply.status {
-            StatusCode::OK => parse_account(&reply.body, &what).map(Some),
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(ServerError::refused(what, &reply)),
+        let mut account = match reply.status {
+            StatusCode::OK => parse_account(&reply.body, &what)?,
+            StatusCode::NOT_FOUND => return Ok(None),
+            _ => return Err(ServerError::refused(what, &reply)),
+        };
+        // A request of its own, so made only for a user that declares it.
+        if desired.ratelimit.is_some() {
+            account.ratelimit = Seen::Known(self.ratelimit(user).await?);
         }
+        Ok(Some(account))
     }
 
     async fn password_matches(
@@ -372,9 +426,11 @@ impl AccountServer for Synapse {
             };
         }
         // Everything the user's PUT takes is one request, so that part is
-        // never left half-applied; suspension and shadow-ban have endpoints of their own.
+        // never left half-applied; suspension, shadow-ban and the rate-limit
+        // override have endpoints of their own.
         let mut body = Map::new();
         let mut apart = Vec::new();
+        let mut ratelimit = None;
         for change in changes {
             match change {
                 Change::Reactivate { password } => {
@@ -397,6 +453,7 @@ impl AccountServer for Synapse {
                     body.insert("locked".into(), json!(locked));
                 }
                 Change::Restrict(restriction, value) => apart.push((*restriction, *value)),
+                Change::SetRatelimit(wanted) => ratelimit = Some(*wanted),
                 // Create goes to create(), and check_declaration refuses
                 // e-mail for Synapse, so AddEmail is never planned.
                 Change::Create { .. } | Change::Deactivate { .. } | Change::AddEmail(_) => {}
@@ -412,6 +469,9 @@ impl AccountServer for Synapse {
         }
         for (restriction, value) in apart {
             self.restrict(user, restriction, value).await?;
+        }
+        if let Some(wanted) = ratelimit {
+            self.set_ratelimit(user, wanted).await?;
         }
         Ok(())
     }
@@ -443,6 +503,13 @@ impl AdminCheck for SynapseAdminCheck {
 
 fn user_path(user_id: &str) -> String {
     format!("/_synapse/admin/v2/users/{}", path_segment(user_id))
+}
+
+fn ratelimit_path(user: &UserId) -> String {
+    format!(
+        "/_synapse/admin/v1/users/{}/override_ratelimit",
+        path_segment(&user.to_string())
+    )
 }
 
 fn user_type_value(user_type: UserType) -> Value {
@@ -483,6 +550,8 @@ fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
             suspended: restriction("suspended"),
             shadow_banned: restriction("shadow_banned"),
         },
+        // Not in the user's record: account() reads it apart when declared.
+        ratelimit: Seen::Unknown,
         admin: Seen::Known(body.get("admin").is_some_and(truthy)),
         deactivated: Seen::Known(body.get("deactivated").is_some_and(truthy)),
         user_type,
@@ -509,6 +578,7 @@ mod tests {
             account,
             Account {
                 restrictions: Restrictions::default(),
+                ratelimit: Seen::Unknown,
                 admin: Seen::Known(true),
                 deactivated: Seen::Known(false),
                 user_type: UserType::Bot,
