@@ -3,8 +3,8 @@
 //! server, shared by every backend.
 
 use crate::model::{
-    Account, Change, DesiredUser, Fact, Observed, Ratelimit, Restriction, Restrictions, Seen,
-    UpdatePassword, UserState, UserType,
+    Account, Change, DesiredUser, Fact, Observed, Restriction, Restrictions, Seen, UpdatePassword,
+    UserState, UserType,
 };
 
 /// Why no plan can make the server match the declaration.
@@ -251,6 +251,7 @@ fn declared(value: Option<bool>) -> Seen<bool> {
 mod tests {
     use super::*;
     use crate::matrix_id::Username;
+    use crate::model::Ratelimit;
     use crate::secret::Secret;
 
     fn desired(username: &str) -> DesiredUser {
