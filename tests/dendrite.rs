@@ -55,6 +55,7 @@ on_both_databases!(
     without_the_database_a_deactivated_user_declared_present_fails_clearly,
     a_failed_deactivation_leaves_the_user_as_it_was,
     restrictions_are_refused_by_name_before_any_request,
+    ratelimit_is_refused_by_name_before_any_request,
 );
 
 fn creates_a_user_who_can_log_in_and_a_second_run_changes_nothing(s: &Server) {
@@ -524,4 +525,19 @@ fn restrictions_are_refused_by_name_before_any_request(s: &Server) {
         .assert_failed_with(&format!("{field}: Dendrite (0.13) cannot"));
     }
     assert!(s.dendrite_account("restrict-me").is_none());
+}
+
+fn ratelimit_is_refused_by_name_before_any_request(s: &Server) {
+    for ratelimit in [json!("unlimited"), json!("default")] {
+        let user =
+            json!({"username": "rate-me", "password": "long enough", "ratelimit": ratelimit});
+        s.dendrite(json!({ "users": [user] })).assert_failed_with(
+            "users[0].ratelimit: Dendrite (0.13) has no per-user rate-limit override",
+        );
+    }
+    // Nothing listens there: only a refusal before any request gets this far.
+    s.dendrite(json!({"homeserver_url": "http://127.0.0.1:9", "username": "rate-me",
+                      "password": "long enough", "ratelimit": {"messages_per_second": 5, "burst_count": 10}}))
+        .assert_failed_with("ratelimit: Dendrite (0.13) has no per-user rate-limit override");
+    assert!(s.dendrite_account("rate-me").is_none());
 }

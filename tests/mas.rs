@@ -555,3 +555,19 @@ fn suspension_and_shadow_ban_are_refused_by_name_before_any_request() {
     assert!(s.mas_user("restricted").is_none());
     s.assert_no_contract_violations();
 }
+
+#[test]
+fn ratelimit_is_refused_by_name_before_any_request() {
+    let s = mas();
+    let user = json!({"username": "rate-limited", "password": "rate limited ferry granite",
+                      "ratelimit": "unlimited"});
+    s.mas_module(user.clone())
+        .assert_failed_with("ratelimit: MAS has no per-user rate-limit override");
+    // Nothing listens there: only a refusal before any request gets this far.
+    let mut unreachable = user;
+    unreachable["mas_url"] = json!("http://127.0.0.1:9");
+    s.mas_module(unreachable)
+        .assert_failed_with("ratelimit: MAS has no per-user rate-limit override");
+    assert!(s.mas_user("rate-limited").is_none());
+    s.assert_no_contract_violations();
+}

@@ -5,7 +5,7 @@ mod harness;
 use std::sync::OnceLock;
 
 use harness::{encode, FaultProxy, Proxy, Server};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::process::Command;
 
 /// One Synapse for this test binary, with the module's service account
@@ -1102,4 +1102,159 @@ fn restrictions_of_many_users_are_read_right_whether_the_list_shows_them_or_not(
     assert_eq!(run.actions(1), ["suspended"]);
     assert!(!s.synapse_flag("many-restricted-6", "suspended"));
     s.module(json!({ "users": flipped })).assert_unchanged();
+}
+
+#[test]
+fn a_ratelimit_override_is_set_changed_and_removed() {
+    let s = synapse();
+    s.module(json!({"username": "ratebot", "password": "ratebot-pw"}))
+        .assert_changed();
+    assert_eq!(s.synapse_ratelimit("ratebot"), json!({}));
+    let unlimited = json!({"username": "ratebot", "ratelimit": "unlimited", "_ansible_diff": true});
+    let mut check = unlimited.clone();
+    check["_ansible_check_mode"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["ratelimit set"]);
+    assert_eq!(
+        run.output["diff"][0]["before"]["ratelimit"],
+        json!("default")
+    );
+    assert_eq!(
+        run.output["diff"][0]["after"]["ratelimit"],
+        json!("unlimited")
+    );
+    assert_eq!(
+        s.synapse_ratelimit("ratebot"),
+        json!({}),
+        "check mode set the override"
+    );
+
+    let run = s.module(unlimited.clone());
+    assert_eq!(run.assert_changed().actions(0), ["ratelimit set"]);
+    assert_eq!(
+        run.output["diff"][0]["before"]["ratelimit"],
+        json!("default")
+    );
+    assert_eq!(
+        run.output["diff"][0]["after"]["ratelimit"],
+        json!("unlimited")
+    );
+    assert_eq!(
+        s.synapse_ratelimit("ratebot"),
+        json!({"messages_per_second": 0, "burst_count": 0})
+    );
+    s.module(unlimited).assert_unchanged();
+
+    let five_ten = json!({"username": "ratebot", "_ansible_diff": true,
+                          "ratelimit": {"messages_per_second": 5, "burst_count": 10}});
+    let run = s.module(five_ten.clone());
+    assert_eq!(run.assert_changed().actions(0), ["ratelimit set"]);
+    assert_eq!(
+        run.output["diff"][0]["before"]["ratelimit"],
+        json!("unlimited")
+    );
+    assert_eq!(
+        run.output["diff"][0]["after"]["ratelimit"],
+        json!({"messages_per_second": 5, "burst_count": 10})
+    );
+    assert_eq!(
+        s.synapse_ratelimit("ratebot"),
+        json!({"messages_per_second": 5, "burst_count": 10})
+    );
+    s.module(five_ten).assert_unchanged();
+
+    let default = json!({"username": "ratebot", "ratelimit": "default"});
+    assert_eq!(
+        s.module(default.clone()).assert_changed().actions(0),
+        ["ratelimit removed"]
+    );
+    assert_eq!(s.synapse_ratelimit("ratebot"), json!({}));
+    s.module(default).assert_unchanged();
+    // Undeclared, the override is neither read nor shown.
+    let run = s.module(json!({"username": "ratebot", "_ansible_diff": true}));
+    run.assert_unchanged();
+    assert!(run.output["diff"][0]["before"].get("ratelimit").is_none());
+}
+
+#[test]
+fn a_new_user_gets_its_declared_ratelimit_and_check_mode_creates_nothing() {
+    let s = synapse();
+    let bot = json!({"username": "new-ratebot", "password": "new-ratebot-pw",
+                     "ratelimit": {"messages_per_second": 5, "burst_count": 10}});
+    let mut check = bot.clone();
+    check["_ansible_check_mode"] = json!(true);
+    check["_ansible_diff"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "ratelimit set"]
+    );
+    assert_eq!(
+        run.output["diff"][0]["after"]["ratelimit"],
+        json!({"messages_per_second": 5, "burst_count": 10})
+    );
+    assert!(s.synapse_user("new-ratebot").is_none());
+
+    assert_eq!(
+        s.module(bot.clone()).assert_changed().actions(0),
+        ["created", "ratelimit set"]
+    );
+    assert_eq!(
+        s.synapse_ratelimit("new-ratebot"),
+        json!({"messages_per_second": 5, "burst_count": 10})
+    );
+    s.module(bot).assert_unchanged();
+}
+
+/// Enough users for the module to read them with Synapse's user list, which
+/// has no rate-limit override: those declaring one are read alone.
+#[test]
+fn ratelimits_of_many_users_are_read_although_the_list_lacks_them() {
+    let s = synapse();
+    let users: Vec<_> = (0..25)
+        .map(|i| match i % 2 {
+            0 => json!({"username": format!("many-rated-{i}"), "password": "many-pw", "ratelimit": "unlimited"}),
+            _ => json!({"username": format!("many-rated-{i}"), "password": "many-pw"}),
+        })
+        .collect();
+    let run = s.module(json!({ "users": users }));
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "ratelimit set"]
+    );
+    assert_eq!(run.actions(1), ["created"]);
+    s.module(json!({ "users": users })).assert_unchanged();
+    assert_eq!(
+        s.synapse_ratelimit("many-rated-4"),
+        json!({"messages_per_second": 0, "burst_count": 0})
+    );
+    assert_eq!(s.synapse_ratelimit("many-rated-5"), json!({}));
+}
+
+/// A bad ratelimit fails naming the field and what is accepted, before any request.
+#[test]
+fn a_bad_ratelimit_is_refused_by_name_before_anything_is_sent() {
+    let s = synapse();
+    let bad = |ratelimit: Value| {
+        json!({"users": [{"username": "bad-rate-0", "password": "bad-rate-pw"},
+                         {"username": "bad-rate-1", "password": "bad-rate-pw"},
+                         {"username": "bad-rate-2", "password": "bad-rate-pw"},
+                         {"username": "bad-rate-3", "password": "bad-rate-pw", "ratelimit": ratelimit}]})
+    };
+    s.module(bad(json!("none"))).assert_failed_with(
+        "users[3].ratelimit: \"none\" is not accepted; use default (no override), unlimited, \
+         or a mapping of messages_per_second and burst_count, each a whole number from 0",
+    );
+    s.module(bad(json!({"messages_per_second": -1, "burst_count": 0})))
+        .assert_failed_with("users[3].ratelimit.messages_per_second: \"-1\" is not accepted; use a whole number from 0");
+    s.module(bad(json!({"messages_per_second": 1, "burst_count": 1, "burst": 2})))
+        .assert_failed_with("users[3].ratelimit.burst: unsupported parameter; valid parameters are: messages_per_second, burst_count");
+    let mut unreachable = bad(json!("fast"));
+    // Nothing listens there: only a refusal before any request gets this far.
+    unreachable["homeserver_url"] = json!("http://127.0.0.1:9");
+    s.module(unreachable)
+        .assert_failed_with("users[3].ratelimit: \"fast\" is not accepted");
+    for i in 0..4 {
+        assert!(s.synapse_user(&format!("bad-rate-{i}")).is_none());
+    }
 }

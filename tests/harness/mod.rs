@@ -227,6 +227,18 @@ impl Server {
             .unwrap_or_else(|| panic!("{flag} of {localpart} is not a boolean: {user}"))
     }
 
+    /// The user's rate-limit override as Synapse's own admin API reports it:
+    /// `{}` when it has none.
+    pub fn synapse_ratelimit(&self, localpart: &str) -> Value {
+        let path = format!(
+            "/_synapse/admin/v1/users/{}/override_ratelimit",
+            encode(&self.user_id(localpart))
+        );
+        let (status, body) = self.get(&path, Some(self.harness_admin_token()));
+        assert_eq!(status, 200, "override_ratelimit of {localpart}: {body}");
+        body
+    }
+
     /// The bodies of the last messages in `room`, as the harness's admin (a
     /// member) reads them.
     pub fn message_bodies(&self, room: &str) -> Vec<String> {
