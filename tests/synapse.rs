@@ -1116,12 +1116,8 @@ fn a_ratelimit_override_is_set_changed_and_removed() {
     let run = s.module(check);
     assert_eq!(run.assert_changed().actions(0), ["ratelimit set"]);
     assert_eq!(
-        run.output["diff"][0]["before"]["ratelimit"],
-        json!("default")
-    );
-    assert_eq!(
-        run.output["diff"][0]["after"]["ratelimit"],
-        json!("unlimited")
+        run.diff_of(0, "ratelimit"),
+        (json!("default"), json!("unlimited"))
     );
     assert_eq!(
         s.synapse_ratelimit("ratebot"),
@@ -1132,12 +1128,8 @@ fn a_ratelimit_override_is_set_changed_and_removed() {
     let run = s.module(unlimited.clone());
     assert_eq!(run.assert_changed().actions(0), ["ratelimit set"]);
     assert_eq!(
-        run.output["diff"][0]["before"]["ratelimit"],
-        json!("default")
-    );
-    assert_eq!(
-        run.output["diff"][0]["after"]["ratelimit"],
-        json!("unlimited")
+        run.diff_of(0, "ratelimit"),
+        (json!("default"), json!("unlimited"))
     );
     assert_eq!(
         s.synapse_ratelimit("ratebot"),
@@ -1150,12 +1142,11 @@ fn a_ratelimit_override_is_set_changed_and_removed() {
     let run = s.module(five_ten.clone());
     assert_eq!(run.assert_changed().actions(0), ["ratelimit set"]);
     assert_eq!(
-        run.output["diff"][0]["before"]["ratelimit"],
-        json!("unlimited")
-    );
-    assert_eq!(
-        run.output["diff"][0]["after"]["ratelimit"],
-        json!({"messages_per_second": 5, "burst_count": 10})
+        run.diff_of(0, "ratelimit"),
+        (
+            json!("unlimited"),
+            json!({"messages_per_second": 5, "burst_count": 10})
+        )
     );
     assert_eq!(
         s.synapse_ratelimit("ratebot"),

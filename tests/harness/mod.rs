@@ -576,6 +576,12 @@ impl ModuleRun {
             .map(|a| a.as_str().unwrap().to_string())
             .collect()
     }
+
+    /// `field` of the user at `index` in the diff, before and after.
+    pub fn diff_of(&self, index: usize, field: &str) -> (Value, Value) {
+        let diff = &self.output["diff"][index];
+        (diff["before"][field].clone(), diff["after"][field].clone())
+    }
 }
 
 /// `tools/servers/fault_proxy.py` in front of a real server: it forwards
