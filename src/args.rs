@@ -435,18 +435,16 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
 const RATELIMIT_FIELDS: [&str; 2] = ["messages_per_second", "burst_count"];
 /// Synapse keeps each number in a signed 64-bit column.
 const RATELIMIT_MAX: u64 = i64::MAX as u64;
+const RATELIMIT_ACCEPTED: &str =
+    "default (no override), unlimited, or a mapping of messages_per_second and burst_count";
 
 /// `default` (no override: `Some(None)`), `unlimited`, or both numbers.
 fn read_ratelimit(fields: &Fields) -> Result<Option<Option<Ratelimit>>, ArgsError> {
     let field = fields.name("ratelimit");
-    let not_accepted = |value: String| {
-        ArgsError::NotAccepted {
+    let not_accepted = |value: String| ArgsError::NotAccepted {
         field: field.clone(),
         value: echo(&value),
-        accepted: format!(
-            "default (no override), unlimited, or a mapping of messages_per_second and burst_count, each a whole number from 0 to {RATELIMIT_MAX}"
-        ),
-    }
+        accepted: format!("{RATELIMIT_ACCEPTED}, each a whole number from 0 to {RATELIMIT_MAX}"),
     };
     match fields.value("ratelimit") {
         None | Some(Value::Null) => Ok(None),
@@ -787,7 +785,6 @@ mod tests {
         assert!(!message.contains("early-secret-3"), "{message}");
     }
 
-    /// Any JSON value, a few levels deep.
     #[test]
     fn ratelimit_is_default_unlimited_or_two_whole_numbers() {
         let user = |ratelimit: Value| {
@@ -836,6 +833,7 @@ mod tests {
         );
     }
 
+    /// Any JSON value, a few levels deep.
     fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
         use proptest::prelude::*;
         let leaf = prop_oneof![
