@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 
 use crate::matrix_id::{Username, UsernameError};
 use crate::model::{
-    DesiredUser, HomeserverKind, Ratelimit, Restrictions, UpdatePassword, UserState, UserType,
+    DesiredUser, ExternalId, HomeserverKind, Ratelimit, Restrictions, UpdatePassword, UserState,
+    UserType,
 };
 use crate::secret::{hold, hold_basic_auth, url_password, Secret};
 
@@ -63,6 +64,8 @@ const USER_PARAMETERS: &[&str] = &[
     "suspended",
     "shadow_banned",
     "ratelimit",
+    "emails",
+    "external_ids",
 ];
 
 /// Parameters whose values are secrets, at the top level or in each `users` entry.
@@ -429,7 +432,156 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             shadow_banned: fields.boolean("shadow_banned")?,
         },
         ratelimit: read_ratelimit(fields)?,
+        emails: read_emails(fields)?,
+        external_ids: read_external_ids(fields)?,
     })
+}
+
+/// Synapse's limit (`MAX_EMAIL_ADDRESS_LENGTH` in synapse/util/threepids.py).
+const EMAIL_MAX_CHARS: usize = 500;
+
+/// Ranges holding every character whose Unicode case folding (Python's
+/// `str.casefold`, which Synapse applies to an address's local part) is not
+/// its lowercase: `ß` folds to `ss`, some Greek symbols, ligatures,
+/// Cherokee. Refused, so that the address compared is the one Synapse stores.
+const FOLDED_UNLIKE_LOWERCASE: &[(char, char)] = &[
+    ('\u{b5}', '\u{b5}'),
+    ('\u{df}', '\u{df}'),
+    ('\u{149}', '\u{149}'),
+    ('\u{17f}', '\u{17f}'),
+    ('\u{1f0}', '\u{1f0}'),
+    ('\u{345}', '\u{345}'),
+    ('\u{390}', '\u{390}'),
+    ('\u{3b0}', '\u{3b0}'),
+    ('\u{3c2}', '\u{3c2}'),
+    ('\u{3d0}', '\u{3d1}'),
+    ('\u{3d5}', '\u{3d6}'),
+    ('\u{3f0}', '\u{3f1}'),
+    ('\u{3f5}', '\u{3f5}'),
+    ('\u{587}', '\u{587}'),
+    ('\u{13a0}', '\u{13fd}'),
+    ('\u{1c80}', '\u{1c88}'),
+    ('\u{1e96}', '\u{1e9e}'),
+    ('\u{1f50}', '\u{1f56}'),
+    ('\u{1f80}', '\u{1fff}'),
+    ('\u{ab70}', '\u{abbf}'),
+    ('\u{fb00}', '\u{fb17}'),
+];
+
+/// The addresses `emails` declares, each in the form Synapse stores
+/// (`canonicalise_email` in synapse/util/threepids.py: the local part case
+/// folded, the domain lowercased), refused by field name when one is not an
+/// address at all or two are the same address.
+fn read_emails(fields: &Fields) -> Result<Option<Vec<String>>, ArgsError> {
+    let Some(items) = read_list(fields, "emails", "a list of e-mail addresses")? else {
+        return Ok(None);
+    };
+    let mut emails: Vec<String> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let field = format!("{}[{index}]", fields.name("emails"));
+        let not_accepted = |value: &str, accepted: &str| ArgsError::NotAccepted {
+            field: field.clone(),
+            value: echo(value),
+            accepted: accepted.into(),
+        };
+        let address = match item {
+            Value::String(address) => address.trim(),
+            other => return Err(not_accepted(&other.to_string(), "an e-mail address")),
+        };
+        let (local, domain) = match address.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.contains('@') => (local, domain),
+            _ => {
+                return Err(not_accepted(
+                    address,
+                    "an e-mail address: one @ with a name before it and a domain after it",
+                ))
+            }
+        };
+        if address.chars().count() > EMAIL_MAX_CHARS
+            || address.chars().any(|c| c.is_whitespace() || c.is_control())
+            || domain.split('.').any(str::is_empty)
+        {
+            return Err(not_accepted(address, &format!("an e-mail address of at most {EMAIL_MAX_CHARS} characters, without spaces, with a domain such as example.com after the @")));
+        }
+        if local.chars().any(|c| {
+            FOLDED_UNLIKE_LOWERCASE
+                .iter()
+                .any(|&(low, high)| (low..=high).contains(&c))
+        }) {
+            return Err(not_accepted(
+                address,
+                "the address as Synapse stores it, case folded (ss for ß, for example)",
+            ));
+        }
+        let canonical = format!("{}@{}", local.to_lowercase(), domain.to_lowercase());
+        if let Some(first) = emails.iter().position(|e| *e == canonical) {
+            return Err(not_accepted(address, &format!("each address once: it is {}[{first}] again (Synapse ignores the case of letters)", fields.name("emails"))));
+        }
+        emails.push(canonical);
+    }
+    Ok(Some(emails))
+}
+
+const EXTERNAL_ID_FIELDS: [&str; 2] = ["auth_provider", "external_id"];
+
+/// The SSO identities `external_ids` declares, each a mapping of a
+/// non-empty `auth_provider` and `external_id`, none twice.
+fn read_external_ids(fields: &Fields) -> Result<Option<Vec<ExternalId>>, ArgsError> {
+    let accepted = "a list of mappings of auth_provider and external_id";
+    let Some(items) = read_list(fields, "external_ids", accepted)? else {
+        return Ok(None);
+    };
+    let mut ids: Vec<ExternalId> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let field = format!("{}[{index}]", fields.name("external_ids"));
+        let Value::Object(map) = item else {
+            return Err(ArgsError::WrongType {
+                field,
+                expected: "a mapping of auth_provider and external_id",
+            });
+        };
+        let entry = Fields::nested(map, field.clone());
+        entry.refuse_unknown(&EXTERNAL_ID_FIELDS)?;
+        let [auth_provider, external_id] = EXTERNAL_ID_FIELDS.map(|name| match entry.string(name)? {
+            Some(value) if !value.is_empty() => Ok(value),
+            _ => Err(ArgsError::Missing(format!(
+                "{}: give a non-empty {name} (the provider's idp_id as Synapse names it, such as oidc-github, and the user's ID there)",
+                entry.name(name)
+            ))),
+        });
+        let id = ExternalId {
+            auth_provider: auth_provider?,
+            external_id: external_id?,
+        };
+        if let Some(first) = ids.iter().position(|i| *i == id) {
+            return Err(ArgsError::NotAccepted {
+                field,
+                value: echo(&id.to_string()),
+                accepted: format!(
+                    "each identity once: it is {}[{first}] again",
+                    fields.name("external_ids")
+                ),
+            });
+        }
+        ids.push(id);
+    }
+    Ok(Some(ids))
+}
+
+/// The list `field` holds; `None` when it is left out.
+fn read_list<'a>(
+    fields: &Fields<'a>,
+    field: &str,
+    expected: &'static str,
+) -> Result<Option<&'a Vec<Value>>, ArgsError> {
+    match fields.value(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => Ok(Some(items)),
+        Some(_) => Err(ArgsError::WrongType {
+            field: fields.name(field),
+            expected,
+        }),
+    }
 }
 
 const RATELIMIT_FIELDS: [&str; 2] = ["messages_per_second", "burst_count"];
@@ -830,6 +982,86 @@ mod tests {
         assert!(
             missing.starts_with("users[1].ratelimit: give both"),
             "{missing}"
+        );
+    }
+
+    #[test]
+    fn emails_are_addresses_in_synapses_canonical_form_each_once() {
+        let user = |emails: Value| {
+            with(json!({"users": [{"username": "a"}, {"username": "b", "emails": emails}]}))
+        };
+        let read = |emails: Value| parse(user(emails)).unwrap().users[1].emails.clone();
+        assert_eq!(
+            read(json!([" Alice.Ä@Example.COM ", "b@x"])),
+            Some(vec!["alice.ä@example.com".to_string(), "b@x".to_string()])
+        );
+        assert_eq!(read(json!([])), Some(vec![]));
+        assert_eq!(read(Value::Null), None);
+        let refused = |emails: Value, accepted: &str| {
+            let message = error(user(emails));
+            assert!(message.starts_with("users[1].emails"), "{message}");
+            assert!(message.contains(accepted), "{message}");
+        };
+        refused(json!("a@x"), "expected a list of e-mail addresses");
+        for bad in ["alice", "@x", "a@b@c", "a@"] {
+            refused(json!(["ok@x", bad]), "[1]: ");
+        }
+        refused(json!(["a b@x"]), "without spaces");
+        refused(json!(["a@x..com"]), "a domain such as example.com");
+        refused(json!([5]), "an e-mail address");
+        refused(json!(["straße@x"]), "case folded (ss for ß");
+        refused(
+            json!(["A@X", "a@x"]),
+            "each address once: it is users[1].emails[0] again",
+        );
+        refused(
+            json!([format!("{}@x", "a".repeat(500))]),
+            "at most 500 characters",
+        );
+    }
+
+    #[test]
+    fn external_ids_are_provider_and_id_mappings_each_once() {
+        let user = |ids: Value| with(json!({"username": "a", "external_ids": ids}));
+        let ids = parse(user(
+            json!([{"auth_provider": "oidc-github", "external_id": "1234"}]),
+        ))
+        .unwrap()
+        .users[0]
+            .external_ids
+            .clone();
+        assert_eq!(
+            ids,
+            Some(vec![ExternalId {
+                auth_provider: "oidc-github".into(),
+                external_id: "1234".into()
+            }])
+        );
+        let refused = |ids: Value, expected: &str| {
+            let message = error(user(ids));
+            assert!(message.starts_with(expected), "{message}");
+        };
+        refused(
+            json!({"auth_provider": "x"}),
+            "external_ids: expected a list of mappings",
+        );
+        refused(json!(["x"]), "external_ids[0]: expected a mapping");
+        refused(
+            json!([{"auth_provider": "oidc", "external_id": ""}]),
+            "external_ids[0].external_id: give a non-empty external_id",
+        );
+        refused(
+            json!([{"external_id": "1"}]),
+            "external_ids[0].auth_provider: give a non-empty auth_provider",
+        );
+        refused(
+            json!([{"auth_provider": "oidc", "external_id": "1", "provider": "x"}]),
+            "external_ids[0].provider: unsupported parameter",
+        );
+        let twice = json!({"auth_provider": "saml", "external_id": "7"});
+        refused(
+            json!([twice, twice]),
+            "external_ids[1]: \"7 at saml\" is not accepted; use each identity once: it is external_ids[0] again",
         );
     }
 

@@ -102,6 +102,11 @@ pub struct DesiredUser {
     /// The rate-limit override the account must have; `Some(None)`
     /// (`ratelimit: default`) means none, so the server's limits apply.
     pub ratelimit: Option<Option<Ratelimit>>,
+    /// Exactly the e-mail addresses the account must have (Synapse's
+    /// threepids), in canonical form: `Some(vec![])` removes all.
+    pub emails: Option<Vec<String>>,
+    /// Exactly the SSO identities the account must have: `Some(vec![])` removes all.
+    pub external_ids: Option<Vec<ExternalId>>,
 }
 
 impl DesiredUser {
@@ -249,6 +254,20 @@ fn serialize_ratelimit<S: serde::Serializer>(
     }
 }
 
+/// An identity at an SSO provider that logs in as the account (Synapse's
+/// `external_ids`), so that an SSO login lands on the existing account.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ExternalId {
+    pub auth_provider: String,
+    pub external_id: String,
+}
+
+impl std::fmt::Display for ExternalId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at {}", self.external_id, self.auth_provider)
+    }
+}
+
 /// A fact a plan may need but a read may not have seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fact {
@@ -259,6 +278,8 @@ pub enum Fact {
     Restriction(Restriction),
     /// Whether the account has a rate-limit override, and which.
     Ratelimit,
+    Emails,
+    ExternalIds,
 }
 
 impl std::fmt::Display for Fact {
@@ -270,6 +291,8 @@ impl std::fmt::Display for Fact {
             Fact::Restriction(Restriction::Suspended) => "whether it is suspended",
             Fact::Restriction(Restriction::ShadowBanned) => "whether it is shadow-banned",
             Fact::Ratelimit => "its rate-limit override",
+            Fact::Emails => "its e-mail addresses",
+            Fact::ExternalIds => "its SSO identities (external_ids)",
         })
     }
 }
@@ -282,9 +305,10 @@ pub struct Account {
     #[serde(serialize_with = "serialize_user_type")]
     pub user_type: UserType,
     pub displayname: Option<String>,
-    /// Addresses the account has (MAS only; empty elsewhere).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub emails: Vec<String>,
+    /// Addresses the account has: always read on MAS, on Synapse only for a
+    /// user that declares `emails` (its user list lacks them).
+    #[serde(skip_serializing_if = "Seen::is_unknown")]
+    pub emails: Seen<Vec<String>>,
     #[serde(flatten)]
     pub restrictions: Restrictions<Seen<bool>>,
     /// Read only for a user that declares `ratelimit` (it is not in Synapse's user list).
@@ -293,15 +317,20 @@ pub struct Account {
         serialize_with = "serialize_ratelimit"
     )]
     pub ratelimit: Seen<Option<Ratelimit>>,
+    /// Read only for a user that declares `external_ids` (not in Synapse's user list).
+    #[serde(skip_serializing_if = "Seen::is_unknown")]
+    pub external_ids: Seen<Vec<ExternalId>>,
 }
 
 impl Account {
     /// Whether this read lacks something `desired` manages, so that the
-    /// user must be read alone (Synapse's list has no `suspended` and no
-    /// rate-limit override).
+    /// user must be read alone (Synapse's list has no `suspended`, no
+    /// rate-limit override, no e-mail addresses and no SSO identities).
     pub fn lacks_any_of(&self, desired: &DesiredUser) -> bool {
         self.restrictions.lacks_any_of(&desired.restrictions)
             || (desired.ratelimit.is_some() && self.ratelimit.is_unknown())
+            || (desired.emails.is_some() && self.emails.is_unknown())
+            || (desired.external_ids.is_some() && self.external_ids.is_unknown())
     }
 }
 
@@ -347,6 +376,10 @@ pub enum Change {
     Restrict(Restriction, bool),
     /// Set this rate-limit override, or remove it (`None`).
     SetRatelimit(Option<Ratelimit>),
+    /// Make the account's e-mail addresses exactly the declared ones.
+    SetEmails,
+    /// Make the account's SSO identities exactly the declared ones.
+    SetExternalIds,
     Deactivate {
         erase: bool,
     },
@@ -372,6 +405,8 @@ impl Change {
             Change::Restrict(Restriction::ShadowBanned, false) => "shadow-ban lifted",
             Change::SetRatelimit(Some(_)) => "ratelimit set",
             Change::SetRatelimit(None) => "ratelimit removed",
+            Change::SetEmails => "emails changed",
+            Change::SetExternalIds => "external_ids changed",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
         }

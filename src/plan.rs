@@ -51,12 +51,25 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
                     .ratelimit
                     .flatten()
                     .map(|r| Change::SetRatelimit(Some(r)));
+                // Nor any e-mail address or SSO identity.
+                let emails = desired
+                    .emails
+                    .as_ref()
+                    .filter(|e| !e.is_empty())
+                    .map(|_| Change::SetEmails);
+                let external_ids = desired
+                    .external_ids
+                    .as_ref()
+                    .filter(|e| !e.is_empty())
+                    .map(|_| Change::SetExternalIds);
                 let create = Change::Create {
                     password: password.clone(),
                 };
                 Ok(std::iter::once(create)
                     .chain(restricted)
                     .chain(ratelimit)
+                    .chain(emails)
+                    .chain(external_ids)
                     .collect())
             }
         };
@@ -116,7 +129,10 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
         changes.push(Change::SetDisplayname);
     }
     if let Some(email) = &desired.email {
-        if !account.emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
+        let Seen::Known(emails) = &account.emails else {
+            return Err(PlanError::NotSeen { fact: Fact::Emails });
+        };
+        if !emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
             changes.push(Change::AddEmail(email.clone()));
         }
     }
@@ -141,6 +157,24 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             Seen::Unknown => {
                 return Err(PlanError::NotSeen {
                     fact: Fact::Ratelimit,
+                })
+            }
+        }
+    }
+    if let Some(wanted) = &desired.emails {
+        match &account.emails {
+            Seen::Known(current) if same_emails(current, wanted) => {}
+            Seen::Known(_) => changes.push(Change::SetEmails),
+            Seen::Unknown => return Err(PlanError::NotSeen { fact: Fact::Emails }),
+        }
+    }
+    if let Some(wanted) = &desired.external_ids {
+        match &account.external_ids {
+            Seen::Known(current) if same_set(current, wanted) => {}
+            Seen::Known(_) => changes.push(Change::SetExternalIds),
+            Seen::Unknown => {
+                return Err(PlanError::NotSeen {
+                    fact: Fact::ExternalIds,
                 })
             }
         }
@@ -186,13 +220,21 @@ pub fn predict(
                         .displayname
                         .clone()
                         .or_else(|| default_displayname.clone()),
-                    emails: desired.email.iter().cloned().collect(),
+                    emails: match (&desired.emails, &desired.email) {
+                        (Some(emails), _) => Seen::Known(emails.clone()),
+                        (None, Some(email)) => Seen::Known(vec![email.clone()]),
+                        (None, None) => Seen::Unknown,
+                    },
                     restrictions: Restrictions {
                         locked: declared(desired.restrictions.locked),
                         suspended: declared(desired.restrictions.suspended),
                         shadow_banned: declared(desired.restrictions.shadow_banned),
                     },
                     ratelimit: desired.ratelimit.map_or(Seen::Unknown, Seen::Known),
+                    external_ids: desired
+                        .external_ids
+                        .clone()
+                        .map_or(Seen::Unknown, Seen::Known),
                 })
             }
             Change::Restrict(restriction, value) => {
@@ -226,8 +268,18 @@ pub fn predict(
                 }
             }
             Change::AddEmail(email) => {
-                if let Some(a) = account.as_mut() {
-                    a.emails.push(email.clone())
+                if let Some(Seen::Known(emails)) = account.as_mut().map(|a| &mut a.emails) {
+                    emails.push(email.clone())
+                }
+            }
+            Change::SetEmails => {
+                if let (Some(a), Some(emails)) = (account.as_mut(), &desired.emails) {
+                    a.emails = Seen::Known(emails.clone())
+                }
+            }
+            Change::SetExternalIds => {
+                if let (Some(a), Some(ids)) = (account.as_mut(), &desired.external_ids) {
+                    a.external_ids = Seen::Known(ids.clone())
                 }
             }
             Change::Deactivate { .. } => {
@@ -243,6 +295,19 @@ pub fn predict(
 
 /// A new account shows the restrictions declared for it; the others are
 /// not managed, so the diff leaves them out.
+/// The same addresses, whatever their order and case: an address an older
+/// Synapse stored as given, uppercase letters and all, is the declared one.
+fn same_emails(current: &[String], wanted: &[String]) -> bool {
+    let lower =
+        |emails: &[String]| -> Vec<String> { emails.iter().map(|e| e.to_lowercase()).collect() };
+    same_set(&lower(current), &lower(wanted))
+}
+
+fn same_set<T: Ord>(current: &[T], wanted: &[T]) -> bool {
+    use std::collections::BTreeSet;
+    current.iter().collect::<BTreeSet<_>>() == wanted.iter().collect::<BTreeSet<_>>()
+}
+
 fn declared(value: Option<bool>) -> Seen<bool> {
     value.map_or(Seen::Unknown, Seen::Known)
 }
@@ -251,7 +316,7 @@ fn declared(value: Option<bool>) -> Seen<bool> {
 mod tests {
     use super::*;
     use crate::matrix_id::Username;
-    use crate::model::Ratelimit;
+    use crate::model::{ExternalId, Ratelimit};
     use crate::secret::Secret;
 
     fn desired(username: &str) -> DesiredUser {
@@ -268,6 +333,8 @@ mod tests {
             email: None,
             restrictions: Restrictions::default(),
             ratelimit: None,
+            emails: None,
+            external_ids: None,
         }
     }
 
@@ -277,7 +344,8 @@ mod tests {
             deactivated: Seen::Known(false),
             user_type: UserType::Regular,
             displayname: Some("alice".into()),
-            emails: vec![],
+            emails: Seen::Known(vec![]),
+            external_ids: Seen::Known(vec![]),
             restrictions: Restrictions {
                 locked: Seen::Known(false),
                 suspended: Seen::Known(false),
@@ -429,7 +497,7 @@ mod tests {
             Ok(vec![Change::AddEmail("Alice@Example.com".into())])
         );
         let with_email = Account {
-            emails: vec!["alice@example.com".into()],
+            emails: Seen::Known(vec!["alice@example.com".into()]),
             ..account(false)
         };
         assert_eq!(plan(&user, &observed(Some(with_email))), Ok(vec![]));
@@ -741,5 +809,92 @@ mod tests {
             plan(&limited(Some(None)), &observed(None)).unwrap().len(),
             1
         );
+    }
+
+    fn identified(emails: Option<Vec<&str>>, ids: Option<Vec<ExternalId>>) -> DesiredUser {
+        DesiredUser {
+            emails: emails.map(|e| e.into_iter().map(String::from).collect()),
+            external_ids: ids,
+            ..desired("alice")
+        }
+    }
+
+    fn github(id: &str) -> ExternalId {
+        ExternalId {
+            auth_provider: "oidc-github".into(),
+            external_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn emails_and_external_ids_change_only_when_the_sets_differ() {
+        let both = identified(Some(vec!["a@x", "b@x"]), Some(vec![github("1")]));
+        let changes = plan(&both, &observed(Some(account(false)))).unwrap();
+        assert_eq!(changes, vec![Change::SetEmails, Change::SetExternalIds]);
+        assert_eq!(changes[0].describe(), "emails changed");
+        assert_eq!(changes[1].describe(), "external_ids changed");
+        let after = predict(&both, Some(&account(false)), &changes, None).unwrap();
+        let shown = serde_json::to_value(&after).unwrap();
+        assert_eq!(shown["emails"], serde_json::json!(["a@x", "b@x"]));
+        assert_eq!(
+            shown["external_ids"],
+            serde_json::json!([{"auth_provider": "oidc-github", "external_id": "1"}])
+        );
+        assert_eq!(plan(&both, &observed(Some(after.clone()))), Ok(vec![]));
+        // Order and the case of a stored address make no difference.
+        let stored = Account {
+            emails: Seen::Known(vec!["B@X".into(), "a@x".into()]),
+            ..after.clone()
+        };
+        assert_eq!(plan(&both, &observed(Some(stored))), Ok(vec![]));
+        // An empty list removes every one.
+        let none = identified(Some(vec![]), Some(vec![]));
+        assert_eq!(
+            plan(&none, &observed(Some(after.clone()))),
+            Ok(vec![Change::SetEmails, Change::SetExternalIds])
+        );
+        assert_eq!(plan(&none, &observed(Some(account(false)))), Ok(vec![]));
+        // Undeclared, neither is compared.
+        assert_eq!(plan(&desired("alice"), &observed(Some(after))), Ok(vec![]));
+        let listed = Account {
+            emails: Seen::Unknown,
+            external_ids: Seen::Unknown,
+            ..account(false)
+        };
+        assert!(listed.lacks_any_of(&identified(Some(vec![]), None)));
+        assert!(listed.lacks_any_of(&identified(None, Some(vec![]))));
+        assert!(!listed.lacks_any_of(&desired("alice")));
+        assert_eq!(
+            plan(
+                &identified(None, Some(vec![])),
+                &observed(Some(listed.clone()))
+            ),
+            Err(PlanError::NotSeen {
+                fact: Fact::ExternalIds
+            })
+        );
+        assert_eq!(
+            plan(&identified(Some(vec![]), None), &observed(Some(listed))),
+            Err(PlanError::NotSeen { fact: Fact::Emails })
+        );
+    }
+
+    #[test]
+    fn a_new_user_gets_its_emails_and_external_ids_after_creation() {
+        let user = identified(Some(vec!["a@x"]), Some(vec![github("1")]));
+        let changes = plan(&user, &observed(None)).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Create {
+                    password: Secret::new("pw")
+                },
+                Change::SetEmails,
+                Change::SetExternalIds
+            ]
+        );
+        // A new account has none: empty lists need no change.
+        let empty = identified(Some(vec![]), Some(vec![]));
+        assert_eq!(plan(&empty, &observed(None)).unwrap().len(), 1);
     }
 }

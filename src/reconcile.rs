@@ -288,9 +288,9 @@ async fn create<B: AccountServer>(
 }
 
 /// Whether a read after a failure finds the account as the first read did. A
-/// restriction or rate-limit override only one of them showed (Synapse's
-/// list has neither `suspended` nor the override, its read of one user has)
-/// is no difference.
+/// restriction, rate-limit override, e-mail list or SSO identity list only
+/// one of them showed (Synapse's list has none of those, its read of one
+/// user has) is no difference.
 fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
     match (before, now) {
         (Some(before), Some(now)) => {
@@ -302,6 +302,12 @@ fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
             }
             if before.ratelimit.is_unknown() {
                 now.ratelimit = Seen::Unknown;
+            }
+            if before.emails.is_unknown() {
+                now.emails = Seen::Unknown;
+            }
+            if before.external_ids.is_unknown() {
+                now.external_ids = Seen::Unknown;
             }
             now == *before
         }
@@ -343,7 +349,8 @@ mod tests {
             deactivated: Seen::Known(false),
             user_type: UserType::Regular,
             displayname: None,
-            emails: vec![],
+            emails: Seen::Unknown,
+            external_ids: Seen::Unknown,
             restrictions: Restrictions {
                 suspended,
                 ..Restrictions::default()

@@ -91,6 +91,10 @@ const NO_RESTRICTIONS: &str = "Dendrite (0.13) cannot lock, suspend or shadow-ba
 const NO_RATELIMIT: &str =
     "Dendrite (0.13) has no per-user rate-limit override (only its configuration's \
      rate_limiting.exempt_user_ids); leave ratelimit out with homeserver: dendrite";
+const NO_EMAILS: &str =
+    "Dendrite's admin API (0.13) cannot set a user's e-mail addresses; leave emails out with homeserver: dendrite";
+const NO_EXTERNAL_IDS: &str =
+    "Dendrite (0.13) has no SSO identities to bind to an account; leave external_ids out with homeserver: dendrite";
 const NO_ERASE: &str = "Dendrite cannot erase a deactivated user's messages and profile; \
      leave erase out with homeserver: dendrite";
 
@@ -103,6 +107,9 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         refuse_declared(user, restriction.field(), declared, NO_RESTRICTIONS)?;
     }
     refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
+    refuse_declared(user, "emails", user.emails.is_some(), NO_EMAILS)?;
+    let external_ids = user.external_ids.is_some();
+    refuse_declared(user, "external_ids", external_ids, NO_EXTERNAL_IDS)?;
     if let Some(password) = &user.password {
         if !PASSWORD_BYTES.contains(&password.expose().len()) {
             return Err(ArgsError::BadSecret {
@@ -165,9 +172,10 @@ impl Dendrite {
             deactivated: Seen::Known(row.deactivated),
             user_type: UserType::Regular,
             displayname: row.displayname.filter(|name| !name.is_empty()),
-            emails: Vec::new(),
+            emails: Seen::Unknown,
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
+            external_ids: Seen::Unknown,
         })
     }
 
@@ -191,9 +199,10 @@ impl Dendrite {
             deactivated: Seen::Unknown,
             user_type: UserType::Regular,
             displayname: self.displayname(user).await?,
-            emails: Vec::new(),
+            emails: Seen::Unknown,
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
+            external_ids: Seen::Unknown,
         };
         let password = match (&declared.password, declared.state) {
             (Some(password), UserState::Present) => password,
@@ -525,8 +534,12 @@ impl AccountServer for Dendrite {
             (Fact::Admin, _) => format!(
                 "reading whether {user} is a server admin without its current password"
             ),
-            // Never asked: check_declaration refuses every restriction and ratelimit.
-            (Fact::Restriction(_) | Fact::Ratelimit, _) => {
+            // Never asked: check_declaration refuses every restriction,
+            // ratelimit, e-mail and SSO identity.
+            (
+                Fact::Restriction(_) | Fact::Ratelimit | Fact::Emails | Fact::ExternalIds,
+                _,
+            ) => {
                 return ServerError::Unexpected {
                     what: format!("reading {user}"),
                     detail: format!("Dendrite does not show {fact}"),
@@ -673,8 +686,8 @@ impl AccountServer for Dendrite {
         if changes.contains(&Change::SetDisplayname) {
             self.set_displayname(user, desired).await?;
         }
-        // check_declaration refuses user types and e-mail for Dendrite, so SetUserType and
-        // AddEmail are never planned here.
+        // check_declaration refuses user types, e-mail and SSO identities for
+        // Dendrite, so SetUserType, AddEmail, SetEmails and SetExternalIds are never planned here.
         Ok(())
     }
 }

@@ -124,6 +124,11 @@ const NO_SUSPENSION: &str =
 const NO_RATELIMIT: &str =
     "MAS has no per-user rate-limit override (the homeserver applies rate limits, and with homeserver: mas \
      matrix_user talks to MAS only); leave ratelimit out with homeserver: mas";
+const NO_EMAILS: &str =
+    "MAS takes a single address per user here: declare it as email (emails, the exact list, is for homeserver: synapse)";
+const NO_EXTERNAL_IDS: &str =
+    "MAS keeps SSO identities as upstream OAuth links, which matrix_user does not manage yet; \
+     leave external_ids out with homeserver: mas";
 const NO_USER_TYPES: &str =
     "MAS has no user types, so bot and support accounts cannot be made through it; \
      leave user_type out (or regular) with homeserver: mas";
@@ -137,6 +142,9 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         refuse_declared(user, restriction.field(), declared, NO_SUSPENSION)?;
     }
     refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
+    refuse_declared(user, "emails", user.emails.is_some(), NO_EMAILS)?;
+    let external_ids = user.external_ids.is_some();
+    refuse_declared(user, "external_ids", external_ids, NO_EXTERNAL_IDS)?;
     refuse_user_type(user, NO_USER_TYPES)
 }
 
@@ -476,12 +484,13 @@ impl AccountServer for Mas {
             deactivated: Seen::Known(found.deactivated),
             user_type: UserType::Regular,
             displayname: None,
-            emails,
+            emails: Seen::Known(emails),
             restrictions: Restrictions {
                 locked: Seen::Known(found.locked),
                 ..Restrictions::default()
             },
             ratelimit: Seen::Unknown,
+            external_ids: Seen::Unknown,
         };
         self.known.borrow_mut().insert(user.clone(), found);
         Ok(Some(account))
@@ -637,13 +646,16 @@ impl AccountServer for Mas {
                 Change::AddEmail(email) => self.add_email(&found.id, email).await?,
                 Change::SetPassword { password } => self.set_password(&found.id, password).await?,
                 // Create goes to create(); check_declaration refuses
-                // displayname, user types, suspension, shadow-ban and
-                // ratelimit for MAS, so those are never planned here.
+                // displayname, user types, suspension, shadow-ban,
+                // ratelimit, emails and external_ids for MAS, so those are
+                // never planned here.
                 Change::Create { .. }
                 | Change::SetDisplayname
                 | Change::SetUserType(_)
                 | Change::Restrict(_, _)
-                | Change::SetRatelimit(_) => {}
+                | Change::SetRatelimit(_)
+                | Change::SetEmails
+                | Change::SetExternalIds => {}
             }
         }
         Ok(())

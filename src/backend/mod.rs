@@ -209,6 +209,14 @@ pub enum ServerError {
         user: String,
         cause: Box<ServerError>,
     },
+    /// An address or SSO identity declared for `user` belongs to another
+    /// account; Synapse would move an address silently and refuse an identity.
+    #[error("{user}: {what} belongs to {holder}; matrix_user does not take it from another account: remove it from {holder} first, or correct the declaration")]
+    TakenByOther {
+        user: String,
+        what: String,
+        holder: String,
+    },
     /// A change of several steps failed after an earlier step had landed.
     #[error("{cause}; {done}: run again to finish")]
     Unfinished {
@@ -415,6 +423,67 @@ mod tests {
             dendrite(json!({"username": "a", "password": "eight ch", "user_type": "regular"}))
                 .unwrap();
         assert!(args.credentials.dendrite_database.is_some());
+    }
+
+    #[test]
+    fn emails_and_external_ids_are_refused_by_dendrite_and_mas_by_name() {
+        let user = |field: &str| {
+            let value = match field {
+                "emails" => json!(["a@example.com"]),
+                _ => json!([{"auth_provider": "oidc-github", "external_id": "1"}]),
+            };
+            json!({"users": [{"username": "a", "password": "eight ch", field: value}]})
+        };
+        let dendrite = |user: Value| {
+            let mut args = base();
+            args.as_object_mut()
+                .unwrap()
+                .extend(user.as_object().unwrap().clone());
+            args["homeserver"] = json!("dendrite");
+            error_of(args)
+        };
+        let mas = |user: Value| {
+            let mut args = json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:8080",
+                "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret"});
+            args.as_object_mut()
+                .unwrap()
+                .extend(user.as_object().unwrap().clone());
+            error_of(args)
+        };
+        let expectations = [
+            (
+                dendrite(user("emails")),
+                "users[0].emails: Dendrite's admin API (0.13) cannot set",
+            ),
+            (
+                dendrite(user("external_ids")),
+                "users[0].external_ids: Dendrite (0.13) has no SSO identities",
+            ),
+            (
+                mas(user("emails")),
+                "users[0].emails: MAS takes a single address per user here: declare it as email",
+            ),
+            (
+                mas(user("external_ids")),
+                "users[0].external_ids: MAS keeps SSO identities as upstream OAuth links",
+            ),
+        ];
+        for (message, expected) in expectations {
+            assert!(message.starts_with(expected), "{message}");
+        }
+        // Synapse takes both, and points the single MAS-style email at emails.
+        let mut synapse = base();
+        synapse["users"] = json!([{"username": "a", "emails": ["a@example.com"],
+            "external_ids": [{"auth_provider": "saml", "external_id": "a"}]}]);
+        assert!(declare(synapse).is_ok());
+        let mut single = base();
+        single["username"] = json!("a");
+        single["email"] = json!("a@example.com");
+        let message = error_of(single);
+        assert!(
+            message.starts_with("email: email (one address, verified) is for homeserver: mas; on Synapse declare emails"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -15,12 +15,12 @@ use super::client_api::unix_millis;
 use super::client_api::{logout, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
-use super::{from_homeserver, refuse_email, AccountServer, ServerError};
+use super::{from_homeserver, refuse_declared, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{
-    Account, Change, DesiredUser, Ratelimit, Restriction, Restrictions, Seen, UserType,
+    Account, Change, DesiredUser, ExternalId, Ratelimit, Restriction, Restrictions, Seen, UserType,
 };
 use crate::secret::Secret;
 
@@ -31,6 +31,9 @@ const LIST_MAX_RATIO: u64 = 10;
 const LIST_PAGE_SIZE: u64 = 1000;
 /// How long the short-lived token used for a password check may live.
 const PASSWORD_CHECK_TOKEN_MS: u64 = 5 * 60 * 1000;
+
+const SINGLE_EMAIL: &str = "email (one address, verified) is for homeserver: mas; \
+     on Synapse declare emails, the exact list of the user's addresses";
 
 pub struct Synapse {
     http: Http,
@@ -189,6 +192,87 @@ impl Synapse {
         }
     }
 
+    /// Puts the declared `threepids` and `external_ids` into the user's PUT
+    /// `body`; Synapse replaces each whole set with it (`on_PUT` in
+    /// synapse/rest/admin/users.py). First refuses an address or identity
+    /// another account holds: Synapse would move the address to this user
+    /// silently (an upsert on medium and address) and answer a bare 409 for
+    /// the identity.
+    async fn replace_identifiers(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        changes: &[Change],
+        body: &mut Map<String, Value>,
+    ) -> Result<(), ServerError> {
+        let what = format!("reading {user}");
+        let reply = self.admin_get(&user_path(&user.to_string()), &[]).await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused(what, &reply));
+        }
+        if let (true, Some(emails)) = (changes.contains(&Change::SetEmails), &desired.emails) {
+            let current = email_threepids(&reply.body, &what)?;
+            for email in emails.iter().filter(|e| !current.contains(e)) {
+                let path = format!(
+                    "/_synapse/admin/v1/threepid/email/users/{}",
+                    path_segment(email)
+                );
+                self.refuse_taken(user, &path, format!("the e-mail address {email}"))
+                    .await?;
+            }
+            // Only e-mail is declared: a phone number (msisdn) stays.
+            let mut threepids: Vec<Value> = threepids(&reply.body)
+                .filter(|t| t.get("medium").and_then(Value::as_str) != Some("email"))
+                .map(|t| json!({"medium": t.get("medium"), "address": t.get("address")}))
+                .collect();
+            threepids.extend(
+                emails
+                    .iter()
+                    .map(|email| json!({"medium": "email", "address": email})),
+            );
+            body.insert("threepids".into(), Value::Array(threepids));
+        }
+        if let (true, Some(ids)) = (
+            changes.contains(&Change::SetExternalIds),
+            &desired.external_ids,
+        ) {
+            let current = parse_external_ids(&reply.body, &what)?;
+            for id in ids.iter().filter(|id| !current.contains(id)) {
+                let path = format!(
+                    "/_synapse/admin/v1/auth_providers/{}/users/{}",
+                    path_segment(&id.auth_provider),
+                    path_segment(&id.external_id)
+                );
+                self.refuse_taken(user, &path, format!("the SSO identity {id}"))
+                    .await?;
+            }
+            body.insert("external_ids".into(), json!(ids));
+        }
+        Ok(())
+    }
+
+    /// Fails when Synapse's lookup at `path` (by e-mail address or external
+    /// ID) finds an account other than `user`.
+    async fn refuse_taken(
+        &self,
+        user: &UserId,
+        path: &str,
+        what: String,
+    ) -> Result<(), ServerError> {
+        let reply = self.admin_get(path, &[]).await?;
+        let holder = reply.body.get("user_id").and_then(Value::as_str);
+        match (reply.status, holder) {
+            (StatusCode::NOT_FOUND, _) => Ok(()),
+            (StatusCode::OK, Some(holder)) if holder == user.to_string() => Ok(()),
+            (StatusCode::OK, Some(holder)) => Err(ServerError::TakenByOther {
+                user: user.to_string(),
+                what,
+                holder: server_word(holder),
+            }),
+            _ => Err(ServerError::refused(format!("looking up {what}"), &reply)),
+        }
+    }
+
     async fn admin_get(&self, path: &str, query: &[(&str, &str)]) -> Result<Reply, ServerError> {
         let reply = self
             .http
@@ -216,7 +300,9 @@ impl AccountServer for Synapse {
 
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let access = require_credentials(&args.credentials)?;
-        args.users.iter().try_for_each(refuse_email)?;
+        for user in &args.users {
+            refuse_declared(user, "email", user.email.is_some(), SINGLE_EMAIL)?;
+        }
         Ok(access)
     }
 
@@ -326,6 +412,13 @@ impl AccountServer for Synapse {
         if desired.ratelimit.is_some() {
             account.ratelimit = Seen::Known(self.ratelimit(user).await?);
         }
+        // In the user's record, but shown only when declared, like the override.
+        if desired.emails.is_some() {
+            account.emails = Seen::Known(email_threepids(&reply.body, &what)?);
+        }
+        if desired.external_ids.is_some() {
+            account.external_ids = Seen::Known(parse_external_ids(&reply.body, &what)?);
+        }
         Ok(Some(account))
     }
 
@@ -431,6 +524,13 @@ impl AccountServer for Synapse {
         let mut body = Map::new();
         let mut apart = Vec::new();
         let mut ratelimit = None;
+        if changes
+            .iter()
+            .any(|c| matches!(c, Change::SetEmails | Change::SetExternalIds))
+        {
+            self.replace_identifiers(user, desired, changes, &mut body)
+                .await?;
+        }
         for change in changes {
             match change {
                 Change::Reactivate { password } => {
@@ -454,6 +554,8 @@ impl AccountServer for Synapse {
                 }
                 Change::Restrict(restriction, value) => apart.push((*restriction, *value)),
                 Change::SetRatelimit(wanted) => ratelimit = Some(*wanted),
+                // Put into the body by replace_identifiers above.
+                Change::SetEmails | Change::SetExternalIds => {}
                 // Create goes to create(), and check_declaration refuses
                 // e-mail for Synapse, so AddEmail is never planned.
                 Change::Create { .. } | Change::Deactivate { .. } | Change::AddEmail(_) => {}
@@ -552,6 +654,9 @@ fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
         },
         // Not in the user's record: account() reads it apart when declared.
         ratelimit: Seen::Unknown,
+        // Not in the user list: account() fills them in when declared.
+        emails: Seen::Unknown,
+        external_ids: Seen::Unknown,
         admin: Seen::Known(body.get("admin").is_some_and(truthy)),
         deactivated: Seen::Known(body.get("deactivated").is_some_and(truthy)),
         user_type,
@@ -559,8 +664,54 @@ fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
             .get("displayname")
             .and_then(Value::as_str)
             .map(str::to_string),
-        emails: Vec::new(),
     })
+}
+
+fn threepids(body: &Value) -> impl Iterator<Item = &Value> {
+    body.get("threepids")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// The user's e-mail addresses among the `threepids` of its record.
+fn email_threepids(body: &Value, what: &str) -> Result<Vec<String>, ServerError> {
+    if body.get("threepids").and_then(Value::as_array).is_none() {
+        return Err(ServerError::Unexpected {
+            what: what.into(),
+            detail: "no threepids list in the user's record".into(),
+        });
+    }
+    Ok(threepids(body)
+        .filter(|t| t.get("medium").and_then(Value::as_str) == Some("email"))
+        .filter_map(|t| t.get("address").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The user's SSO identities, from the `external_ids` of its record.
+fn parse_external_ids(body: &Value, what: &str) -> Result<Vec<ExternalId>, ServerError> {
+    let unexpected = |detail: String| ServerError::Unexpected {
+        what: what.into(),
+        detail,
+    };
+    let entries = body
+        .get("external_ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| unexpected("no external_ids list in the user's record".into()))?;
+    entries
+        .iter()
+        .map(|entry| {
+            let field = |name: &str| entry.get(name).and_then(Value::as_str).map(str::to_string);
+            match (field("auth_provider"), field("external_id")) {
+                (Some(auth_provider), Some(external_id)) => Ok(ExternalId {
+                    auth_provider,
+                    external_id,
+                }),
+                _ => Err(unexpected(format!("not an external ID: {entry}"))),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -579,11 +730,12 @@ mod tests {
             Account {
                 restrictions: Restrictions::default(),
                 ratelimit: Seen::Unknown,
+                emails: Seen::Unknown,
+                external_ids: Seen::Unknown,
                 admin: Seen::Known(true),
                 deactivated: Seen::Known(false),
                 user_type: UserType::Bot,
                 displayname: Some("A".into()),
-                emails: vec![],
             }
         );
         assert!(parse_account(&json!({"user_type": "custom"}), "test").is_err());
