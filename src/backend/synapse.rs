@@ -246,6 +246,21 @@ impl Synapse {
                 self.refuse_taken(user, &path, format!("the SSO identity {id}"))
                     .await?;
             }
+            // Synapse clears its lookup cache (get_user_by_external_id, which
+            // SSO logins use) only for the identities a PUT writes, so a
+            // removed one would still log in until a restart: writing the
+            // current set again first clears theirs.
+            if current.iter().any(|id| !ids.contains(id)) {
+                let path = user_path(&user.to_string());
+                let reply = self
+                    .admin_send(Method::PUT, &path, &json!({"external_ids": current}))
+                    .await?;
+                if reply.status != StatusCode::OK {
+                    let what =
+                        format!("rewriting the SSO identities of {user} before removing some");
+                    return Err(ServerError::refused(what, &reply));
+                }
+            }
             body.insert("external_ids".into(), json!(ids));
         }
         Ok(())
