@@ -1249,3 +1249,244 @@ fn a_bad_ratelimit_is_refused_by_name_before_anything_is_sent() {
         assert!(s.synapse_user(&format!("bad-rate-{i}")).is_none());
     }
 }
+
+fn github(id: &str) -> Value {
+    json!({"auth_provider": "oidc-github", "external_id": id})
+}
+
+#[test]
+fn external_ids_are_set_changed_and_removed_and_found_by_synapses_lookup() {
+    let s = synapse();
+    s.module(json!({"username": "sso-user", "password": "sso-user-pw"}))
+        .assert_changed();
+    let me = Some(s.user_id("sso-user"));
+    let declared =
+        |ids: Value| json!({"username": "sso-user", "external_ids": ids, "_ansible_diff": true});
+
+    let mut check = declared(json!([github("1001")]));
+    check["_ansible_check_mode"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["external_ids changed"]);
+    assert_eq!(
+        run.diff_of(0, "external_ids"),
+        (json!([]), json!([github("1001")]))
+    );
+    assert_eq!(
+        s.synapse_user_by_external_id("oidc-github", "1001"),
+        None,
+        "check mode bound it"
+    );
+
+    let run = s.module(declared(json!([github("1001")])));
+    assert_eq!(run.assert_changed().actions(0), ["external_ids changed"]);
+    assert_eq!(s.synapse_user_by_external_id("oidc-github", "1001"), me);
+    s.module(declared(json!([github("1001")])))
+        .assert_unchanged();
+
+    let two = json!([{"auth_provider": "saml", "external_id": "sso user/7"}, github("1002")]);
+    let run = s.module(declared(two.clone()));
+    assert_eq!(run.assert_changed().actions(0), ["external_ids changed"]);
+    assert_eq!(
+        run.diff_of(0, "external_ids"),
+        (json!([github("1001")]), two.clone())
+    );
+    assert_eq!(s.synapse_user_by_external_id("oidc-github", "1001"), None);
+    assert_eq!(s.synapse_user_by_external_id("oidc-github", "1002"), me);
+    assert_eq!(s.synapse_user_by_external_id("saml", "sso user/7"), me);
+    // The same set in another order is no change.
+    let reordered = json!([two[1], two[0]]);
+    s.module(declared(reordered)).assert_unchanged();
+
+    let run = s.module(declared(json!([])));
+    assert_eq!(run.assert_changed().actions(0), ["external_ids changed"]);
+    assert_eq!(s.synapse_user_by_external_id("oidc-github", "1002"), None);
+    assert_eq!(s.synapse_user_by_external_id("saml", "sso user/7"), None);
+    s.module(declared(json!([]))).assert_unchanged();
+    // Undeclared, they are neither compared nor shown.
+    let run = s.module(json!({"username": "sso-user", "_ansible_diff": true}));
+    run.assert_unchanged();
+    assert!(run.output["diff"][0]["before"]
+        .get("external_ids")
+        .is_none());
+}
+
+#[test]
+fn emails_are_set_changed_and_removed_exactly_and_found_by_synapses_lookup() {
+    let s = synapse();
+    s.module(json!({"username": "mail-user", "password": "mail-user-pw"}))
+        .assert_changed();
+    // A phone number is no e-mail address: declaring emails leaves it.
+    s.put_synapse_user(
+        "mail-user",
+        json!({"threepids": [{"medium": "msisdn", "address": "15550001111"}]}),
+    );
+    let me = Some(s.user_id("mail-user"));
+    let declared =
+        |emails: Value| json!({"username": "mail-user", "emails": emails, "_ansible_diff": true});
+
+    let mut check = declared(json!(["Mail.User@Example.COM"]));
+    check["_ansible_check_mode"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["emails changed"]);
+    assert_eq!(
+        run.diff_of(0, "emails"),
+        (json!([]), json!(["mail.user@example.com"]))
+    );
+    assert_eq!(
+        s.synapse_user_by_email("mail.user@example.com"),
+        None,
+        "check mode added it"
+    );
+
+    let run = s.module(declared(json!(["Mail.User@Example.COM"])));
+    assert_eq!(run.assert_changed().actions(0), ["emails changed"]);
+    assert_eq!(s.synapse_user_by_email("mail.user@example.com"), me);
+    // Synapse ignores the case of an address's letters, and so does the comparison.
+    s.module(declared(json!(["mail.user@EXAMPLE.com"])))
+        .assert_unchanged();
+
+    let two = json!(["second@example.com", "mail.user@example.com"]);
+    let run = s.module(declared(two.clone()));
+    assert_eq!(run.assert_changed().actions(0), ["emails changed"]);
+    assert_eq!(
+        run.diff_of(0, "emails"),
+        (json!(["mail.user@example.com"]), two.clone())
+    );
+    assert_eq!(s.synapse_user_by_email("second@example.com"), me);
+    s.module(declared(two)).assert_unchanged();
+
+    let run = s.module(declared(json!(["third@example.com"])));
+    assert_eq!(run.assert_changed().actions(0), ["emails changed"]);
+    assert_eq!(s.synapse_user_by_email("mail.user@example.com"), None);
+    assert_eq!(s.synapse_user_by_email("second@example.com"), None);
+    assert_eq!(s.synapse_user_by_email("third@example.com"), me);
+
+    let run = s.module(declared(json!([])));
+    assert_eq!(run.assert_changed().actions(0), ["emails changed"]);
+    assert_eq!(s.synapse_user_by_email("third@example.com"), None);
+    s.module(declared(json!([]))).assert_unchanged();
+    let threepids = &s.synapse_user("mail-user").unwrap()["threepids"];
+    assert_eq!(threepids.as_array().unwrap().len(), 1, "{threepids}");
+    assert_eq!(threepids[0]["address"], "15550001111");
+}
+
+#[test]
+fn a_new_user_gets_its_emails_and_external_ids_and_check_mode_creates_nothing() {
+    let s = synapse();
+    let user = json!({"username": "new-sso", "password": "new-sso-pw",
+                      "emails": ["new-sso@example.com"], "external_ids": [github("2001")]});
+    let mut check = user.clone();
+    check["_ansible_check_mode"] = json!(true);
+    check["_ansible_diff"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "emails changed", "external_ids changed"]
+    );
+    assert_eq!(run.diff_of(0, "emails").1, json!(["new-sso@example.com"]));
+    assert_eq!(run.diff_of(0, "external_ids").1, json!([github("2001")]));
+    assert!(s.synapse_user("new-sso").is_none());
+
+    assert_eq!(
+        s.module(user.clone()).assert_changed().actions(0),
+        ["created", "emails changed", "external_ids changed"]
+    );
+    let me = Some(s.user_id("new-sso"));
+    assert_eq!(s.synapse_user_by_email("new-sso@example.com"), me);
+    assert_eq!(s.synapse_user_by_external_id("oidc-github", "2001"), me);
+    s.module(user).assert_unchanged();
+}
+
+/// Enough users for the module to read them with Synapse's user list, which
+/// has neither threepids nor external IDs: those declaring them are read alone.
+#[test]
+fn emails_and_external_ids_of_many_users_are_read_although_the_list_lacks_them() {
+    let s = synapse();
+    let users: Vec<_> = (0..25)
+        .map(|i| match i % 2 {
+            0 => json!({"username": format!("many-sso-{i}"), "password": "many-pw",
+                        "emails": [format!("many-sso-{i}@example.com")],
+                        "external_ids": [github(&format!("many-{i}"))]}),
+            _ => json!({"username": format!("many-sso-{i}"), "password": "many-pw"}),
+        })
+        .collect();
+    let run = s.module(json!({ "users": users }));
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "emails changed", "external_ids changed"]
+    );
+    assert_eq!(run.actions(1), ["created"]);
+    s.module(json!({ "users": users })).assert_unchanged();
+    assert_eq!(
+        s.synapse_user_by_external_id("oidc-github", "many-4"),
+        Some(s.user_id("many-sso-4"))
+    );
+}
+
+/// Synapse would move an address to the declared user silently and refuse
+/// an identity with a bare 409: the module names both and takes neither.
+#[test]
+fn an_address_or_identity_of_another_user_is_not_taken_from_it() {
+    let s = synapse();
+    s.module(json!({"users": [
+        {"username": "holder", "password": "holder-pw",
+         "emails": ["held@example.com"], "external_ids": [github("held")]},
+        {"username": "taker", "password": "taker-pw"}]}))
+        .assert_changed();
+    let holder = s.user_id("holder");
+    s.module(json!({"username": "taker", "emails": ["Held@example.com"]}))
+        .assert_failed_with(&format!(
+            "{}: the e-mail address held@example.com belongs to {holder}; matrix_user does not take it from another account",
+            s.user_id("taker")
+        ));
+    s.module(json!({"username": "taker", "external_ids": [github("held")]}))
+        .assert_failed_with(&format!(
+            "the SSO identity held at oidc-github belongs to {holder}"
+        ));
+    assert_eq!(
+        s.synapse_user_by_email("held@example.com"),
+        Some(holder.clone())
+    );
+    assert_eq!(
+        s.synapse_user_by_external_id("oidc-github", "held"),
+        Some(holder)
+    );
+}
+
+/// Bad emails and external_ids fail naming the field, before any request.
+#[test]
+fn bad_emails_and_external_ids_are_refused_by_name_before_anything_is_sent() {
+    let s = synapse();
+    let bad = |field: &str, value: Value| {
+        json!({"users": [{"username": "bad-ids-0", "password": "bad-ids-pw"},
+                         {"username": "bad-ids-1", "password": "bad-ids-pw", field: value}]})
+    };
+    s.module(bad("emails", json!(["ok@example.com", "not an address"])))
+        .assert_failed_with(
+            "users[1].emails[1]: \"not an address\" is not accepted; use an e-mail address",
+        );
+    s.module(bad("emails", json!("one@example.com")))
+        .assert_failed_with("users[1].emails: expected a list of e-mail addresses");
+    s.module(bad("emails", json!(["A@example.com", "a@EXAMPLE.com"])))
+        .assert_failed_with(
+            "users[1].emails[1]: \"a@EXAMPLE.com\" is not accepted; use each address once",
+        );
+    s.module(bad(
+        "external_ids",
+        json!([{"auth_provider": "oidc-github"}]),
+    ))
+    .assert_failed_with("users[1].external_ids[0].external_id: give a non-empty external_id");
+    s.module(bad(
+        "external_ids",
+        json!([{"provider": "x", "external_id": "1"}]),
+    ))
+    .assert_failed_with("users[1].external_ids[0].provider: unsupported parameter");
+    // Nothing listens there: only a refusal before any request gets this far.
+    let mut unreachable = bad("emails", json!(["@example.com"]));
+    unreachable["homeserver_url"] = json!("http://127.0.0.1:9");
+    s.module(unreachable)
+        .assert_failed_with("users[1].emails[0]: \"@example.com\" is not accepted");
+    for i in 0..2 {
+        assert!(s.synapse_user(&format!("bad-ids-{i}")).is_none());
+    }
+}

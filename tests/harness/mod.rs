@@ -239,6 +239,44 @@ impl Server {
         body
     }
 
+    /// Who Synapse's own lookup by SSO identity finds, or `None`.
+    pub fn synapse_user_by_external_id(&self, provider: &str, external_id: &str) -> Option<String> {
+        let path = format!(
+            "/_synapse/admin/v1/auth_providers/{}/users/{}",
+            encode(provider),
+            encode(external_id)
+        );
+        self.synapse_lookup(&path)
+    }
+
+    /// Who Synapse's own lookup by e-mail address finds, or `None`.
+    pub fn synapse_user_by_email(&self, address: &str) -> Option<String> {
+        let path = format!(
+            "/_synapse/admin/v1/threepid/email/users/{}",
+            encode(address)
+        );
+        self.synapse_lookup(&path)
+    }
+
+    fn synapse_lookup(&self, path: &str) -> Option<String> {
+        match self.get(path, Some(self.harness_admin_token())) {
+            (200, body) => Some(body["user_id"].as_str().unwrap().to_string()),
+            (404, _) => None,
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    /// Sets fields of a user directly with Synapse's admin API (not the module's code).
+    pub fn put_synapse_user(&self, localpart: &str, body: Value) {
+        let path = format!(
+            "/_synapse/admin/v2/users/{}",
+            encode(&self.user_id(localpart))
+        );
+        let token = self.harness_admin_token().to_string();
+        let (status, reply) = self.request(reqwest::Method::PUT, &path, Some(&token), Some(body));
+        assert!(status == 200 || status == 201, "PUT {localpart}: {reply}");
+    }
+
     /// The bodies of the last messages in `room`, as the harness's admin (a
     /// member) reads them.
     pub fn message_bodies(&self, room: &str) -> Vec<String> {
