@@ -1434,6 +1434,15 @@ fn an_address_or_identity_of_another_user_is_not_taken_from_it() {
         {"username": "taker", "password": "taker-pw"}]}))
         .assert_changed();
     let holder = s.user_id("holder");
+    let mut check = json!({"username": "taker", "emails": ["held@example.com"],
+                           "external_ids": [github("held")], "_ansible_check_mode": true});
+    s.module(check.clone()).assert_failed_with(&format!(
+        "the e-mail address held@example.com belongs to {holder}"
+    ));
+    check["emails"] = json!([]);
+    s.module(check).assert_failed_with(&format!(
+        "the SSO identity held at oidc-github belongs to {holder}"
+    ));
     s.module(json!({"username": "taker", "emails": ["Held@example.com"]}))
         .assert_failed_with(&format!(
             "{}: the e-mail address held@example.com belongs to {holder}; matrix_user does not take it from another account",

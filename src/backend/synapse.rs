@@ -212,14 +212,7 @@ impl Synapse {
         }
         if let (true, Some(emails)) = (changes.contains(&Change::SetEmails), &desired.emails) {
             let current = email_threepids(&reply.body, &what)?;
-            for email in emails.iter().filter(|e| !current.contains(e)) {
-                let path = format!(
-                    "/_synapse/admin/v1/threepid/email/users/{}",
-                    path_segment(email)
-                );
-                self.refuse_taken(user, &path, format!("the e-mail address {email}"))
-                    .await?;
-            }
+            self.refuse_taken_emails(user, emails, &current).await?;
             // Only e-mail is declared: a phone number (msisdn) stays.
             let mut threepids: Vec<Value> = threepids(&reply.body)
                 .filter(|t| t.get("medium").and_then(Value::as_str) != Some("email"))
@@ -237,15 +230,7 @@ impl Synapse {
             &desired.external_ids,
         ) {
             let current = parse_external_ids(&reply.body, &what)?;
-            for id in ids.iter().filter(|id| !current.contains(id)) {
-                let path = format!(
-                    "/_synapse/admin/v1/auth_providers/{}/users/{}",
-                    path_segment(&id.auth_provider),
-                    path_segment(&id.external_id)
-                );
-                self.refuse_taken(user, &path, format!("the SSO identity {id}"))
-                    .await?;
-            }
+            self.refuse_taken_ids(user, ids, &current).await?;
             // Synapse clears its lookup cache (get_user_by_external_id, which
             // SSO logins use) only for the identities a PUT writes, so a
             // removed one would still log in until a restart: writing the
@@ -262,6 +247,48 @@ impl Synapse {
                 }
             }
             body.insert("external_ids".into(), json!(ids));
+        }
+        Ok(())
+    }
+
+    /// Refuses each of the `wanted` addresses that `user` lacks and another
+    /// account has (see [`Synapse::replace_identifiers`]).
+    async fn refuse_taken_emails(
+        &self,
+        user: &UserId,
+        wanted: &[String],
+        current: &[String],
+    ) -> Result<(), ServerError> {
+        let lacked = wanted
+            .iter()
+            .filter(|e| !current.iter().any(|c| c.to_lowercase() == **e));
+        for email in lacked {
+            let path = format!(
+                "/_synapse/admin/v1/threepid/email/users/{}",
+                path_segment(email)
+            );
+            self.refuse_taken(user, &path, format!("the e-mail address {email}"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses each of the `wanted` SSO identities that `user` lacks and
+    /// another account has.
+    async fn refuse_taken_ids(
+        &self,
+        user: &UserId,
+        wanted: &[ExternalId],
+        current: &[ExternalId],
+    ) -> Result<(), ServerError> {
+        for id in wanted.iter().filter(|id| !current.contains(id)) {
+            let path = format!(
+                "/_synapse/admin/v1/auth_providers/{}/users/{}",
+                path_segment(&id.auth_provider),
+                path_segment(&id.external_id)
+            );
+            self.refuse_taken(user, &path, format!("the SSO identity {id}"))
+                .await?;
         }
         Ok(())
     }
@@ -427,12 +454,18 @@ impl AccountServer for Synapse {
         if desired.ratelimit.is_some() {
             account.ratelimit = Seen::Known(self.ratelimit(user).await?);
         }
-        // In the user's record, but shown only when declared, like the override.
-        if desired.emails.is_some() {
-            account.emails = Seen::Known(email_threepids(&reply.body, &what)?);
+        // In the user's record, but shown only when declared, like the
+        // override. One another account has fails the user here already, so
+        // that check mode predicts the failure; update() checks again.
+        if let Some(wanted) = &desired.emails {
+            let current = email_threepids(&reply.body, &what)?;
+            self.refuse_taken_emails(user, wanted, &current).await?;
+            account.emails = Seen::Known(current);
         }
-        if desired.external_ids.is_some() {
-            account.external_ids = Seen::Known(parse_external_ids(&reply.body, &what)?);
+        if let Some(wanted) = &desired.external_ids {
+            let current = parse_external_ids(&reply.body, &what)?;
+            self.refuse_taken_ids(user, wanted, &current).await?;
+            account.external_ids = Seen::Known(current);
         }
         Ok(Some(account))
     }
