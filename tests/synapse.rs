@@ -1452,6 +1452,12 @@ fn an_address_or_identity_of_another_user_is_not_taken_from_it() {
         .assert_failed_with(&format!(
             "the SSO identity held at oidc-github belongs to {holder}"
         ));
+    // A new user is created first; its address is then refused all the same.
+    s.module(json!({"username": "new-taker", "password": "new-taker-pw",
+                    "emails": ["held@example.com"]}))
+        .assert_failed_with(&format!(
+            "the e-mail address held@example.com belongs to {holder}"
+        ));
     assert_eq!(
         s.synapse_user_by_email("held@example.com"),
         Some(holder.clone())
