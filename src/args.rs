@@ -378,13 +378,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             problem: "is empty; give a password or leave the field out",
         });
     }
-    let user_type = fields
-        .choice("user_type", &["regular", "bot", "support"])?
-        .map(|t| match t.as_str() {
-            "bot" => UserType::Bot,
-            "support" => UserType::Support,
-            _ => UserType::Regular,
-        });
+    let user_type = read_user_type(fields)?;
     let state = match fields.choice("state", &["present", "absent"])?.as_deref() {
         Some("absent") => UserState::Absent,
         _ => UserState::Present,
@@ -430,6 +424,31 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         },
         ratelimit: read_ratelimit(fields)?,
     })
+}
+
+/// Synapse keeps a user's type as text; a longer name is surely a mistake.
+const USER_TYPE_MAX_CHARS: usize = 255;
+
+/// `regular`, `bot`, `support` or a type of the server's own configuration,
+/// which only the server can confirm: here only its shape is checked.
+fn read_user_type(fields: &Fields) -> Result<Option<UserType>, ArgsError> {
+    let Some(name) = fields.string("user_type")? else {
+        return Ok(None);
+    };
+    let shaped = (1..=USER_TYPE_MAX_CHARS).contains(&name.chars().count())
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+    match shaped {
+        true => Ok(Some(UserType::from_name(&name))),
+        false => Err(ArgsError::NotAccepted {
+            field: fields.name("user_type"),
+            value: echo(&name),
+            accepted: format!(
+                "regular, bot, support, or a type the homeserver is configured with \
+                 (Synapse's user_types.extra_user_types): 1 to {USER_TYPE_MAX_CHARS} characters, \
+                 no spaces"
+            ),
+        }),
+    }
 }
 
 const RATELIMIT_FIELDS: [&str; 2] = ["messages_per_second", "burst_count"];
@@ -783,6 +802,32 @@ mod tests {
             "users": [{"username": "alice", "password": "early-secret-3", "state": "early-secret-3"}]}),
         );
         assert!(!message.contains("early-secret-3"), "{message}");
+    }
+
+    #[test]
+    fn a_user_type_is_any_name_of_the_right_shape() {
+        let read = |user_type: &str| {
+            parse(with(json!({"username": "a", "user_type": user_type})))
+                .map(|args| args.users[0].user_type.clone())
+        };
+        assert_eq!(read("regular").unwrap(), Some(UserType::Regular));
+        assert_eq!(read("bot").unwrap(), Some(UserType::Bot));
+        assert_eq!(
+            read("com.example.bridge").unwrap(),
+            Some(UserType::Extra("com.example.bridge".into()))
+        );
+        for bad in ["", "two words", "bot\n", &"x".repeat(256)] {
+            let message = read(bad).unwrap_err().to_string();
+            assert!(message.starts_with("user_type: "), "{message}");
+            assert!(
+                message.contains("Synapse's user_types.extra_user_types"),
+                "{message}"
+            );
+        }
+        assert_eq!(
+            read(&"x".repeat(255)).unwrap(),
+            Some(UserType::Extra("x".repeat(255)))
+        );
     }
 
     #[test]

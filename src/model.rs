@@ -64,19 +64,32 @@ pub enum UserState {
 }
 
 /// Synapse's user types; `Regular` is the type of ordinary accounts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserType {
     Regular,
     Bot,
     Support,
+    /// A type the server's configuration adds (Synapse's
+    /// `user_types.extra_user_types`); only the server knows whether it exists.
+    Extra(String),
 }
 
 impl UserType {
-    pub fn as_str(self) -> &'static str {
+    pub fn from_name(name: &str) -> UserType {
+        match name {
+            "regular" => UserType::Regular,
+            "bot" => UserType::Bot,
+            "support" => UserType::Support,
+            other => UserType::Extra(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
         match self {
             UserType::Regular => "regular",
             UserType::Bot => "bot",
             UserType::Support => "support",
+            UserType::Extra(name) => name,
         }
     }
 }

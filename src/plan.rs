@@ -109,8 +109,12 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             Seen::Unknown => return Err(PlanError::NotSeen { fact: Fact::Admin }),
         }
     }
-    if let Some(user_type) = desired.user_type.filter(|&t| t != account.user_type) {
-        changes.push(Change::SetUserType(user_type));
+    if let Some(user_type) = desired
+        .user_type
+        .as_ref()
+        .filter(|&t| *t != account.user_type)
+    {
+        changes.push(Change::SetUserType(user_type.clone()));
     }
     if desired.displayname.is_some() && desired.displayname != account.displayname {
         changes.push(Change::SetDisplayname);
@@ -181,7 +185,7 @@ pub fn predict(
                 account = Some(Account {
                     admin: Seen::Known(desired.admin.unwrap_or(false)),
                     deactivated: Seen::Known(false),
-                    user_type: desired.user_type.unwrap_or(UserType::Regular),
+                    user_type: desired.user_type.clone().unwrap_or(UserType::Regular),
                     displayname: desired
                         .displayname
                         .clone()
@@ -217,7 +221,7 @@ pub fn predict(
             }
             Change::SetUserType(user_type) => {
                 if let Some(a) = account.as_mut() {
-                    a.user_type = *user_type
+                    a.user_type = user_type.clone()
                 }
             }
             Change::SetDisplayname => {

@@ -9,11 +9,12 @@ use serde_json::{json, Value};
 use std::process::Command;
 
 /// One Synapse for this test binary, with the module's service account
-/// already registered, so parallel tests do not race to create it.
+/// already registered, so parallel tests do not race to create it. Its
+/// configuration adds the user type `bridge` (user_types.extra_user_types).
 fn synapse() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
-        let server = Server::start("synapse", &[]);
+        let server = Server::start("synapse", &["--extra-user-type", "bridge"]);
         server.module(json!({"users": []})).assert_unchanged();
         server
     })
@@ -1248,4 +1249,59 @@ fn a_bad_ratelimit_is_refused_by_name_before_anything_is_sent() {
     for i in 0..4 {
         assert!(s.synapse_user(&format!("bad-rate-{i}")).is_none());
     }
+}
+
+/// A type of the server's user_types.extra_user_types (`bridge` on the test
+/// Synapse) is set on creation and on an existing user, kept, and shown;
+/// one the server does not know is refused naming the field and the type,
+/// and leaves nothing behind, whichever way the user would be created.
+#[test]
+fn an_extra_user_type_is_set_and_kept_and_an_unknown_one_is_refused_by_name() {
+    let s = synapse();
+    let bridge = json!({"username": "bridged", "password": "bridged-pw", "user_type": "bridge"});
+    assert_eq!(
+        s.module(bridge.clone()).assert_changed().actions(0),
+        ["created"]
+    );
+    assert_eq!(s.synapse_user("bridged").unwrap()["user_type"], "bridge");
+    s.module(bridge.clone()).assert_unchanged();
+
+    s.module(json!({"username": "bridged", "user_type": "regular"}))
+        .assert_changed();
+    assert_eq!(s.synapse_user("bridged").unwrap()["user_type"], json!(null));
+    let back = json!({"username": "bridged", "user_type": "bridge", "_ansible_diff": true});
+    let mut check = back.clone();
+    check["_ansible_check_mode"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["user type changed"]);
+    assert_eq!(
+        run.diff_of(0, "user_type"),
+        (json!("regular"), json!("bridge"))
+    );
+    assert_eq!(s.synapse_user("bridged").unwrap()["user_type"], json!(null));
+    let run = s.module(back.clone());
+    assert_eq!(run.assert_changed().actions(0), ["user type changed"]);
+    assert_eq!(s.synapse_user("bridged").unwrap()["user_type"], "bridge");
+    s.module(back).assert_unchanged();
+
+    let refused = "user_type: Synapse does not know the user type \"smuggler\" (";
+    let advice =
+        "the homeserver answered 400 M_UNKNOWN: Invalid user type); declare regular, bot, \
+                  support, or a type listed in its user_types.extra_user_types";
+    s.module(json!({"username": "bridged", "user_type": "smuggler"}))
+        .assert_failed_with(&format!("{refused}updating @bridged:localhost: {advice}"));
+    assert_eq!(s.synapse_user("bridged").unwrap()["user_type"], "bridge");
+    s.module(json!({"users": [{"username": "bridged"},
+                              {"username": "smuggled", "password": "smuggled-pw", "user_type": "smuggler"}]}))
+        .assert_failed_with(&format!("users[1].{refused}registering smuggled: {advice}"));
+    assert!(s.synapse_user("smuggled").is_none());
+    // Without the shared secret, the admin API creates: still nothing is left.
+    let token = s.harness_admin_token().to_string();
+    harness::run_module(
+        json!({"homeserver_url": s.url, "admin_token": token, "username": "smuggled",
+               "password": "smuggled-pw", "user_type": "smuggler"}),
+        vec![token],
+    )
+    .assert_failed_with(&format!("{refused}creating @smuggled:localhost: {advice}"));
+    assert!(s.synapse_user("smuggled").is_none());
 }

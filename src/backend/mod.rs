@@ -224,6 +224,9 @@ pub enum ServerError {
     /// A failure only Dendrite reports.
     #[error(transparent)]
     Dendrite(#[from] dendrite::DendriteError),
+    /// A failure only Synapse reports.
+    #[error(transparent)]
+    Synapse(#[from] synapse::SynapseError),
 }
 
 /// E-mail addresses are managed only through MAS, which verifies them; the
@@ -239,7 +242,10 @@ fn refuse_email(user: &DesiredUser) -> Result<(), ArgsError> {
 
 /// Refuses a user type other than `regular`, for a server that has none.
 fn refuse_user_type(user: &DesiredUser, reason: &'static str) -> Result<(), ArgsError> {
-    let special = user.user_type.is_some_and(|t| t != UserType::Regular);
+    let special = user
+        .user_type
+        .as_ref()
+        .is_some_and(|t| *t != UserType::Regular);
     refuse_declared(user, "user_type", special, reason)
 }
 
@@ -415,6 +421,28 @@ mod tests {
             dendrite(json!({"username": "a", "password": "eight ch", "user_type": "regular"}))
                 .unwrap();
         assert!(args.credentials.dendrite_database.is_some());
+    }
+
+    #[test]
+    fn servers_without_user_types_refuse_extra_ones_too() {
+        let mut dendrite = base();
+        dendrite["homeserver"] = json!("dendrite");
+        dendrite["username"] = json!("a");
+        dendrite["user_type"] = json!("bridge");
+        let message = error_of(dendrite);
+        assert!(
+            message.starts_with("user_type: Dendrite has no user types"),
+            "{message}"
+        );
+        let message = error_of(
+            json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:8080",
+            "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret",
+            "username": "a", "user_type": "bridge"}),
+        );
+        assert!(
+            message.starts_with("user_type: MAS has no user types"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
 use super::{from_homeserver, refuse_email, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
-use crate::http::{path_segment, server_word, Body, Http, Reply};
+use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{
     Account, Change, DesiredUser, Ratelimit, Restriction, Restrictions, Seen, UserType,
@@ -32,6 +32,18 @@ const LIST_PAGE_SIZE: u64 = 1000;
 /// How long the short-lived token used for a password check may live.
 const PASSWORD_CHECK_TOKEN_MS: u64 = 5 * 60 * 1000;
 
+/// A failure only Synapse reports, naming the declared field it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum SynapseError {
+    /// The server has no such user type.
+    #[error("{field}: Synapse does not know the user type {user_type:?} ({cause}); declare regular, bot, support, or a type listed in its user_types.extra_user_types (homeserver.yaml)")]
+    UnknownUserType {
+        field: String,
+        user_type: String,
+        cause: Box<ServerError>,
+    },
+}
+
 pub struct Synapse {
     http: Http,
     token: Secret,
@@ -45,9 +57,12 @@ impl Synapse {
     /// Creates `user` through the admin API, which only the admin token
     /// allows. Its PUT is an upsert: one carrying the password would
     /// overwrite the password of an account someone else created since our
-    /// read. So the first PUT is empty, which changes nothing on an existing
-    /// account and tells by its status who created it (201: this run);
-    /// only then does a second PUT set the password and attributes.
+    /// read. So the first PUT carries no password, which leaves an existing
+    /// account's password alone and tells by its status who created it (201:
+    /// this run); only then does a second PUT set the password and
+    /// attributes. The first carries a declared user type, which Synapse
+    /// checks before it creates anything: a type it does not know then
+    /// leaves no account behind.
     async fn create_by_admin_api(
         &self,
         user: &UserId,
@@ -55,7 +70,11 @@ impl Synapse {
         password: &Secret,
     ) -> Result<(), ServerError> {
         let path = user_path(&user.to_string());
-        let reply = match self.admin_send(Method::PUT, &path, &json!({})).await {
+        let mut first = json!({});
+        if let Some(user_type) = desired.user_type.as_ref() {
+            first["user_type"] = user_type_value(user_type);
+        }
+        let reply = match self.admin_send(Method::PUT, &path, &first).await {
             // Resending the empty PUT is harmless, but its 200 would no
             // longer say who created the account: only resend when it is not there.
             Err(lost) if lost.is_answer_lost() => {
@@ -65,7 +84,7 @@ impl Synapse {
                         cause: Box::new(lost),
                     });
                 }
-                self.admin_send(Method::PUT, &path, &json!({})).await?
+                self.admin_send(Method::PUT, &path, &first).await?
             }
             other => other?,
         };
@@ -76,12 +95,15 @@ impl Synapse {
                     user: user.to_string(),
                 })
             }
-            _ => return Err(ServerError::refused(format!("creating {user}"), &reply)),
+            _ => {
+                let refused = ServerError::refused(format!("creating {user}"), &reply);
+                return Err(name_refused_user_type(refused, desired));
+            }
         }
         let mut body = json!({
             "password": password.expose(),
             "admin": desired.admin.unwrap_or(false),
-            "user_type": user_type_value(desired.user_type.unwrap_or(UserType::Regular)),
+            "user_type": user_type_value(desired.user_type.as_ref().unwrap_or(&UserType::Regular)),
         });
         if let Some(displayname) = &desired.displayname {
             body["displayname"] = json!(displayname);
@@ -290,7 +312,7 @@ impl AccountServer for Synapse {
                     .and_then(Value::as_str)
                     .unwrap_or_default();
                 if let Some(&user) = wanted.get(name) {
-                    found.insert(user.clone(), parse_account(entry, "listing users")?);
+                    found.insert(user.clone(), parse_account(entry));
                 }
             }
             match reply.body.get("next_token") {
@@ -318,7 +340,7 @@ impl AccountServer for Synapse {
         let what = format!("reading {user}");
         let reply = self.admin_get(&user_path(&user.to_string()), &[]).await?;
         let mut account = match reply.status {
-            StatusCode::OK => parse_account(&reply.body, &what)?,
+            StatusCode::OK => parse_account(&reply.body),
             StatusCode::NOT_FOUND => return Ok(None),
             _ => return Err(ServerError::refused(what, &reply)),
         };
@@ -382,19 +404,20 @@ impl AccountServer for Synapse {
         password: &Secret,
     ) -> Result<(), ServerError> {
         let admin = desired.admin.unwrap_or(false);
-        let user_type = desired.user_type.unwrap_or(UserType::Regular);
+        let user_type = desired.user_type.as_ref().unwrap_or(&UserType::Regular);
         if let Some(secret) = &self.shared_secret {
             let registration = Registration {
                 localpart: user.localpart(),
                 password,
                 admin,
-                user_type: (user_type != UserType::Regular).then_some(user_type.as_str()),
+                user_type: (*user_type != UserType::Regular).then_some(user_type.as_str()),
                 displayname: desired.displayname.as_deref(),
                 inhibit_login: Some(true),
             };
             return register(&self.http, secret, &registration)
                 .await
-                .map(|_| ());
+                .map(|_| ())
+                .map_err(|error| name_refused_user_type(error, desired));
         }
         self.create_by_admin_api(user, desired, password).await
     }
@@ -444,7 +467,7 @@ impl AccountServer for Synapse {
                     body.insert("admin".into(), json!(admin));
                 }
                 Change::SetUserType(user_type) => {
-                    body.insert("user_type".into(), user_type_value(*user_type));
+                    body.insert("user_type".into(), user_type_value(user_type));
                 }
                 Change::SetDisplayname => {
                     body.insert("displayname".into(), json!(desired.displayname));
@@ -464,7 +487,8 @@ impl AccountServer for Synapse {
                 .admin_send(Method::PUT, &path, &Value::Object(body))
                 .await?;
             if reply.status != StatusCode::OK {
-                return Err(ServerError::refused(format!("updating {user}"), &reply));
+                let refused = ServerError::refused(format!("updating {user}"), &reply);
+                return Err(name_refused_user_type(refused, desired));
             }
         }
         for (restriction, value) in apart {
@@ -512,10 +536,33 @@ fn ratelimit_path(user: &UserId) -> String {
     )
 }
 
-fn user_type_value(user_type: UserType) -> Value {
+fn user_type_value(user_type: &UserType) -> Value {
     match user_type {
         UserType::Regular => Value::Null,
         other => json!(other.as_str()),
+    }
+}
+
+/// `error`, named as a refusal of the declared user type when it is one:
+/// Synapse answers 400 "Invalid user type" to a type that is neither built
+/// in nor in its `user_types.extra_user_types`, before it writes anything
+/// (synapse/rest/admin/users.py, UserRestServletV2 and UserRegisterServlet).
+fn name_refused_user_type(error: ServerError, desired: &DesiredUser) -> ServerError {
+    match (&error, &desired.user_type) {
+        (
+            ServerError::Refused {
+                status: 400,
+                explanation,
+                ..
+            },
+            Some(user_type),
+        ) if explanation.contains("Invalid user type") => SynapseError::UnknownUserType {
+            field: desired.field_name("user_type"),
+            user_type: user_type.as_str().to_string(),
+            cause: Box::new(error),
+        }
+        .into(),
+        _ => error,
     }
 }
 
@@ -524,27 +571,18 @@ fn truthy(value: &Value) -> bool {
     value.as_bool().unwrap_or_else(|| value.as_u64() == Some(1))
 }
 
-fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
-    let user_type = match body.get("user_type").and_then(Value::as_str) {
-        None => UserType::Regular,
-        Some("bot") => UserType::Bot,
-        Some("support") => UserType::Support,
-        Some(other) => {
-            return Err(ServerError::Unexpected {
-                what: what.into(),
-                detail: format!(
-                    "user type {:?} is not one this module manages (regular, bot, support)",
-                    server_word(other)
-                ),
-            })
-        }
-    };
+fn parse_account(body: &Value) -> Account {
+    // Besides bot and support, any type of the server's extra_user_types.
+    let user_type = body
+        .get("user_type")
+        .and_then(Value::as_str)
+        .map_or(UserType::Regular, UserType::from_name);
     // The user list has no `suspended`; reading one user shows all three.
     let restriction = |name: &str| {
         body.get(name)
             .map_or(Seen::Unknown, |v| Seen::Known(truthy(v)))
     };
-    Ok(Account {
+    Account {
         restrictions: Restrictions {
             locked: restriction("locked"),
             suspended: restriction("suspended"),
@@ -560,7 +598,7 @@ fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
             .and_then(Value::as_str)
             .map(str::to_string),
         emails: Vec::new(),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -571,9 +609,7 @@ mod tests {
     fn accounts_parse_from_synapse_json() {
         let account = parse_account(
             &json!({"name": "@a:x", "admin": 1, "deactivated": false, "user_type": "bot", "displayname": "A"}),
-            "test",
-        )
-        .unwrap();
+        );
         assert_eq!(
             account,
             Account {
@@ -586,12 +622,13 @@ mod tests {
                 emails: vec![],
             }
         );
-        assert!(parse_account(&json!({"user_type": "custom"}), "test").is_err());
+        let custom = parse_account(&json!({"user_type": "custom"}));
+        assert_eq!(custom.user_type, UserType::Extra("custom".into()));
     }
 
     #[test]
     fn restrictions_parse_and_what_the_list_lacks_stays_unknown() {
-        let listed = parse_account(&json!({"locked": true, "shadow_banned": 0}), "test").unwrap();
+        let listed = parse_account(&json!({"locked": true, "shadow_banned": 0}));
         assert_eq!(
             listed.restrictions,
             Restrictions {
@@ -600,7 +637,7 @@ mod tests {
                 shadow_banned: Seen::Known(false),
             }
         );
-        let read = parse_account(&json!({"suspended": true}), "test").unwrap();
+        let read = parse_account(&json!({"suspended": true}));
         assert_eq!(read.restrictions.suspended, Seen::Known(true));
     }
 }

@@ -3,13 +3,15 @@
 
 Two ways to run it:
 
-  synapse.py --ephemeral [--default-rate-limits] [--no-shared-secret]
+  synapse.py --ephemeral [--default-rate-limits] [--no-shared-secret] [--extra-user-type NAME]...
       A throw-away server in a temporary folder on a free port. When it is
       ready, one JSON line goes to stdout (url, server_name,
       registration_shared_secret, data_dir). The server lives until stdin
       closes, so it dies with the test process that started it.
       --no-shared-secret leaves registration_shared_secret out of its
       configuration (the secret in the JSON line is then empty).
+      --extra-user-type adds a user type to user_types.extra_user_types
+      (repeat it for several).
 
   synapse.py --data-dir DIR --port PORT start|stop|status
       The persistent local homeserver that `just register-user` uses when no
@@ -34,7 +36,13 @@ SERVER_NAME = "localhost"
 VENV_PYTHON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".venv", "bin", "python")
 
 
-def write_config(data_dir: str, port: int, default_rate_limits: bool, shared_secret_enabled: bool = True) -> dict:
+def write_config(
+    data_dir: str,
+    port: int,
+    default_rate_limits: bool,
+    shared_secret_enabled: bool = True,
+    extra_user_types: list[str] | None = None,
+) -> dict:
     os.makedirs(data_dir, exist_ok=True)
     config_path = os.path.join(data_dir, "homeserver.yaml")
     if os.path.exists(config_path):
@@ -93,6 +101,8 @@ def write_config(data_dir: str, port: int, default_rate_limits: bool, shared_sec
     }
     if shared_secret_enabled:
         config["registration_shared_secret"] = shared_secret
+    if extra_user_types:
+        config["user_types"] = {"extra_user_types": extra_user_types}
     if not default_rate_limits:
         # Every test login comes from 127.0.0.1, so the per-address login
         # limit (5 logins, then one per 5 minutes) would throttle the tests'
@@ -145,7 +155,13 @@ def describe(url: str, data_dir: str, secret: str) -> str:
 
 def start_ephemeral(args, data_dir: str, cleanup) -> str:
     port = free_port()
-    paths = write_config(data_dir, port, args.default_rate_limits, shared_secret_enabled=not args.no_shared_secret)
+    paths = write_config(
+        data_dir,
+        port,
+        args.default_rate_limits,
+        shared_secret_enabled=not args.no_shared_secret,
+        extra_user_types=args.extra_user_type,
+    )
     url = f"http://127.0.0.1:{port}"
     process = spawn(paths["config"], data_dir, detach=False)
     cleanup.callback(stop_process, process)
@@ -177,6 +193,7 @@ def main() -> None:
     parser = launcher.command_line(__doc__, port=8008)
     parser.add_argument("--default-rate-limits", action="store_true")
     parser.add_argument("--no-shared-secret", action="store_true")
+    parser.add_argument("--extra-user-type", action="append", default=[], metavar="NAME")
     args = parser.parse_args()
     launcher.run(parser, args, run_ephemeral, run_persistent)
 
