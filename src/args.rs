@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::matrix_id::{Username, UsernameError};
+use crate::matrix_id::{Room, Username, UsernameError};
 use crate::model::{
     DesiredUser, HomeserverKind, Ratelimit, Restrictions, UpdatePassword, UserState, UserType,
 };
@@ -63,6 +63,7 @@ const USER_PARAMETERS: &[&str] = &[
     "suspended",
     "shadow_banned",
     "ratelimit",
+    "rooms",
 ];
 
 /// Parameters whose values are secrets, at the top level or in each `users` entry.
@@ -423,7 +424,47 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             shadow_banned: fields.boolean("shadow_banned")?,
         },
         ratelimit: read_ratelimit(fields)?,
+        rooms: read_rooms(fields, state)?,
     })
+}
+
+/// Room aliases or IDs, by shape. Refused with `state: absent`: deactivation
+/// makes a user leave every room, so it could be in none of them.
+fn read_rooms(fields: &Fields, state: UserState) -> Result<Vec<Room>, ArgsError> {
+    let field = fields.name("rooms");
+    let rooms = match fields.value("rooms") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(rooms)) => rooms,
+        Some(_) => {
+            return Err(ArgsError::WrongType {
+                field,
+                expected: "a list of room aliases (#room:example.com) or IDs (!abc:example.com)",
+            })
+        }
+    };
+    if state == UserState::Absent && !rooms.is_empty() {
+        return Err(ArgsError::Exclusive {
+            first: field,
+            second: "state: absent".into(),
+        });
+    }
+    let mut parsed: Vec<Room> = Vec::with_capacity(rooms.len());
+    for (index, room) in rooms.iter().enumerate() {
+        let text = match room {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let room = Room::parse(&text).ok_or_else(|| ArgsError::NotAccepted {
+            field: format!("{field}[{index}]"),
+            value: echo(&text),
+            accepted: "a room alias like #room:example.com or a room ID like !abc:example.com"
+                .into(),
+        })?;
+        if !parsed.contains(&room) {
+            parsed.push(room);
+        }
+    }
+    Ok(parsed)
 }
 
 /// Synapse keeps a user's type as text; a longer name is surely a mistake.
@@ -828,6 +869,41 @@ mod tests {
             read(&"x".repeat(255)).unwrap(),
             Some(UserType::Extra("x".repeat(255)))
         );
+    }
+
+    #[test]
+    fn rooms_are_aliases_or_ids_and_only_for_a_present_user() {
+        let rooms = |rooms: Value, state: &str| {
+            parse(with(json!({"users": [{"username": "a"},
+                {"username": "b", "rooms": rooms, "state": state}]})))
+        };
+        let read = rooms(json!(["#general:x", "!abc:x", "#general:x"]), "present").unwrap();
+        let names: Vec<&str> = read.users[1].rooms.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, ["#general:x", "!abc:x"]);
+        assert!(read.users[0].rooms.is_empty());
+        let message = rooms(json!(["#general:x", "general"]), "present")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "users[1].rooms[1]: \"general\" is not accepted; use a room alias like \
+             #room:example.com or a room ID like !abc:example.com"
+        );
+        let message = rooms(json!("#general:x"), "present")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("users[1].rooms: expected a list"),
+            "{message}"
+        );
+        let message = rooms(json!(["#general:x"]), "absent")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "users[1].rooms and state: absent are mutually exclusive; give only one"
+        );
+        assert!(rooms(json!([]), "absent").is_ok());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::matrix_id::Username;
+use crate::matrix_id::{Room, Username};
 use crate::secret::Secret;
 
 /// Which server implementation holds the users (the `homeserver` parameter).
@@ -115,6 +115,9 @@ pub struct DesiredUser {
     /// The rate-limit override the account must have; `Some(None)`
     /// (`ratelimit: default`) means none, so the server's limits apply.
     pub ratelimit: Option<Option<Ratelimit>>,
+    /// Rooms the account must be joined to; empty: membership is not
+    /// managed. Joins only: a room left out is never left.
+    pub rooms: Vec<Room>,
 }
 
 impl DesiredUser {
@@ -272,6 +275,8 @@ pub enum Fact {
     Restriction(Restriction),
     /// Whether the account has a rate-limit override, and which.
     Ratelimit,
+    /// Which of the declared rooms the account has joined.
+    Rooms,
 }
 
 impl std::fmt::Display for Fact {
@@ -283,6 +288,7 @@ impl std::fmt::Display for Fact {
             Fact::Restriction(Restriction::Suspended) => "whether it is suspended",
             Fact::Restriction(Restriction::ShadowBanned) => "whether it is shadow-banned",
             Fact::Ratelimit => "its rate-limit override",
+            Fact::Rooms => "which of the declared rooms it has joined",
         })
     }
 }
@@ -306,15 +312,21 @@ pub struct Account {
         serialize_with = "serialize_ratelimit"
     )]
     pub ratelimit: Seen<Option<Ratelimit>>,
+    /// Of the declared rooms, those the account has joined, named as
+    /// declared; read only for a user that declares rooms (membership is
+    /// not in Synapse's user list, and the rest of it is not managed).
+    #[serde(skip_serializing_if = "Seen::is_unknown")]
+    pub rooms: Seen<Vec<Room>>,
 }
 
 impl Account {
     /// Whether this read lacks something `desired` manages, so that the
-    /// user must be read alone (Synapse's list has no `suspended` and no
-    /// rate-limit override).
+    /// user must be read alone (Synapse's list has no `suspended`, no
+    /// rate-limit override and no room membership).
     pub fn lacks_any_of(&self, desired: &DesiredUser) -> bool {
         self.restrictions.lacks_any_of(&desired.restrictions)
             || (desired.ratelimit.is_some() && self.ratelimit.is_unknown())
+            || (!desired.rooms.is_empty() && self.rooms.is_unknown())
     }
 }
 
@@ -360,6 +372,8 @@ pub enum Change {
     Restrict(Restriction, bool),
     /// Set this rate-limit override, or remove it (`None`).
     SetRatelimit(Option<Ratelimit>),
+    /// Join these declared rooms, which the account has not joined.
+    JoinRooms(Vec<Room>),
     Deactivate {
         erase: bool,
     },
@@ -385,6 +399,7 @@ impl Change {
             Change::Restrict(Restriction::ShadowBanned, false) => "shadow-ban lifted",
             Change::SetRatelimit(Some(_)) => "ratelimit set",
             Change::SetRatelimit(None) => "ratelimit removed",
+            Change::JoinRooms(_) => "rooms joined",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
         }

@@ -54,9 +54,13 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
                 let create = Change::Create {
                     password: password.clone(),
                 };
+                // Nor has it joined any room.
+                let rooms =
+                    (!desired.rooms.is_empty()).then(|| Change::JoinRooms(desired.rooms.clone()));
                 Ok(std::iter::once(create)
                     .chain(restricted)
                     .chain(ratelimit)
+                    .chain(rooms)
                     .collect())
             }
         };
@@ -149,6 +153,20 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             }
         }
     }
+    if !desired.rooms.is_empty() {
+        let Seen::Known(joined) = &account.rooms else {
+            return Err(PlanError::NotSeen { fact: Fact::Rooms });
+        };
+        let missing: Vec<_> = desired
+            .rooms
+            .iter()
+            .filter(|room| !joined.contains(room))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            changes.push(Change::JoinRooms(missing));
+        }
+    }
     // A comparison is only made for a declared password (needs_password_check).
     if let (false, Some(false), Some(password)) =
         (deactivated, observed.password_matches, &desired.password)
@@ -197,6 +215,7 @@ pub fn predict(
                         shadow_banned: declared(desired.restrictions.shadow_banned),
                     },
                     ratelimit: desired.ratelimit.map_or(Seen::Unknown, Seen::Known),
+                    rooms: joined_as_declared(desired),
                 })
             }
             Change::Restrict(restriction, value) => {
@@ -207,6 +226,11 @@ pub fn predict(
             Change::SetRatelimit(ratelimit) => {
                 if let Some(a) = account.as_mut() {
                     a.ratelimit = Seen::Known(*ratelimit)
+                }
+            }
+            Change::JoinRooms(_) => {
+                if let Some(a) = account.as_mut() {
+                    a.rooms = joined_as_declared(desired)
                 }
             }
             Change::Reactivate { .. } => {
@@ -245,6 +269,15 @@ pub fn predict(
     account
 }
 
+/// Once joined, the account is in every declared room; with none declared,
+/// membership is not managed and the diff leaves it out.
+fn joined_as_declared(desired: &DesiredUser) -> Seen<Vec<crate::matrix_id::Room>> {
+    match desired.rooms.is_empty() {
+        true => Seen::Unknown,
+        false => Seen::Known(desired.rooms.clone()),
+    }
+}
+
 /// A new account shows the restrictions declared for it; the others are
 /// not managed, so the diff leaves them out.
 fn declared(value: Option<bool>) -> Seen<bool> {
@@ -254,7 +287,7 @@ fn declared(value: Option<bool>) -> Seen<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix_id::Username;
+    use crate::matrix_id::{Room, Username};
     use crate::model::Ratelimit;
     use crate::secret::Secret;
 
@@ -272,6 +305,7 @@ mod tests {
             email: None,
             restrictions: Restrictions::default(),
             ratelimit: None,
+            rooms: vec![],
         }
     }
 
@@ -288,6 +322,7 @@ mod tests {
                 shadow_banned: Seen::Known(false),
             },
             ratelimit: Seen::Known(None),
+            rooms: Seen::Unknown,
         }
     }
 
@@ -744,6 +779,79 @@ mod tests {
         assert_eq!(
             plan(&limited(Some(None)), &observed(None)).unwrap().len(),
             1
+        );
+    }
+
+    fn in_rooms(rooms: &[&str]) -> DesiredUser {
+        DesiredUser {
+            rooms: rooms.iter().map(|r| Room::parse(r).unwrap()).collect(),
+            ..desired("alice")
+        }
+    }
+
+    #[test]
+    fn only_the_declared_rooms_not_joined_are_joined() {
+        let user = in_rooms(&["#general:x", "!abc:x"]);
+        let general = user.rooms[0].clone();
+        let mut joined = account(false);
+        joined.rooms = Seen::Known(vec![general.clone()]);
+        let changes = plan(&user, &observed(Some(joined.clone()))).unwrap();
+        assert_eq!(
+            changes,
+            vec![Change::JoinRooms(vec![user.rooms[1].clone()])]
+        );
+        assert_eq!(changes[0].describe(), "rooms joined");
+        let after = predict(&user, Some(&joined), &changes, None).unwrap();
+        assert_eq!(
+            serde_json::to_value(&after).unwrap()["rooms"],
+            serde_json::json!(["#general:x", "!abc:x"])
+        );
+        assert_eq!(plan(&user, &observed(Some(after))), Ok(vec![]));
+        // A room left out of the declaration is never left.
+        assert_eq!(
+            plan(&in_rooms(&["#general:x"]), &observed(Some(joined.clone()))),
+            Ok(vec![])
+        );
+        // Undeclared, membership is neither compared nor shown.
+        assert_eq!(
+            plan(&desired("alice"), &observed(Some(account(false)))),
+            Ok(vec![])
+        );
+        assert!(serde_json::to_value(account(false))
+            .unwrap()
+            .get("rooms")
+            .is_none());
+        assert!(account(false).lacks_any_of(&user));
+        assert!(!joined.lacks_any_of(&user));
+        assert_eq!(
+            plan(&user, &observed(Some(account(false)))),
+            Err(PlanError::NotSeen { fact: Fact::Rooms })
+        );
+    }
+
+    #[test]
+    fn a_new_user_joins_its_declared_rooms_after_creation() {
+        let user = in_rooms(&["#general:x"]);
+        let changes = plan(&user, &observed(None)).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Create {
+                    password: Secret::new("pw")
+                },
+                Change::JoinRooms(user.rooms.clone())
+            ]
+        );
+        let after = predict(&user, None, &changes, None).unwrap();
+        assert_eq!(after.rooms, Seen::Known(user.rooms.clone()));
+        // A user to deactivate joins nothing.
+        let absent = DesiredUser {
+            state: UserState::Absent,
+            ..user
+        };
+        assert_eq!(
+            plan(&absent, &observed(Some(account(false)))),
+            Ok(vec![Change::Deactivate { erase: false }])
         );
     }
 }

@@ -288,9 +288,9 @@ async fn create<B: AccountServer>(
 }
 
 /// Whether a read after a failure finds the account as the first read did. A
-/// restriction or rate-limit override only one of them showed (Synapse's
-/// list has neither `suspended` nor the override, its read of one user has)
-/// is no difference.
+/// restriction, rate-limit override or membership only one of them showed
+/// (Synapse's list has neither `suspended` nor the override nor rooms, its
+/// read of one user has) is no difference.
 fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
     match (before, now) {
         (Some(before), Some(now)) => {
@@ -302,6 +302,9 @@ fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
             }
             if before.ratelimit.is_unknown() {
                 now.ratelimit = Seen::Unknown;
+            }
+            if before.rooms.is_unknown() {
+                now.rooms = Seen::Unknown;
             }
             now == *before
         }
@@ -349,6 +352,7 @@ mod tests {
                 ..Restrictions::default()
             },
             ratelimit: Seen::Unknown,
+            rooms: Seen::Unknown,
         })
     }
 

@@ -1305,3 +1305,182 @@ fn an_extra_user_type_is_set_and_kept_and_an_unknown_one_is_refused_by_name() {
     .assert_failed_with(&format!("{refused}creating @smuggled:localhost: {advice}"));
     assert!(s.synapse_user("smuggled").is_none());
 }
+
+/// Rooms are joined through Synapse's admin join API, named by alias or by
+/// ID, each only once; proved by the room's own member list.
+#[test]
+fn declared_rooms_are_joined_by_alias_and_id_and_a_rerun_changes_nothing() {
+    let s = synapse();
+    let lobby = s.create_room("public_chat", "lobby");
+    let hall = s.create_room("public_chat", "");
+    let joiner = s.user_id("joiner");
+    s.module(json!({"username": "joiner", "password": "joiner-pw"}))
+        .assert_changed();
+    let rooms =
+        json!({"username": "joiner", "rooms": ["#lobby:localhost", hall], "_ansible_diff": true});
+    let mut check = rooms.clone();
+    check["_ansible_check_mode"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["rooms joined"]);
+    assert_eq!(
+        run.diff_of(0, "rooms"),
+        (json!([]), json!(["#lobby:localhost", hall]))
+    );
+    assert!(
+        !s.room_members(&lobby).contains(&joiner),
+        "check mode joined"
+    );
+    assert!(
+        !s.room_members(&hall).contains(&joiner),
+        "check mode joined"
+    );
+
+    let run = s.module(rooms.clone());
+    assert_eq!(run.assert_changed().actions(0), ["rooms joined"]);
+    assert!(s.room_members(&lobby).contains(&joiner));
+    assert!(s.room_members(&hall).contains(&joiner));
+    let run = s.module(rooms);
+    run.assert_unchanged();
+    assert_eq!(
+        run.diff_of(0, "rooms"),
+        (
+            json!(["#lobby:localhost", hall]),
+            json!(["#lobby:localhost", hall])
+        )
+    );
+    // The lobby by its ID is the room already joined; the hall, left out, is not left.
+    s.module(json!({"username": "joiner", "rooms": [lobby]}))
+        .assert_unchanged();
+    assert!(s.room_members(&hall).contains(&joiner));
+    // Undeclared, membership is neither read nor shown.
+    let run = s.module(json!({"username": "joiner", "_ansible_diff": true}));
+    assert!(run.assert_unchanged().output["diff"][0]["before"]
+        .get("rooms")
+        .is_none());
+}
+
+#[test]
+fn a_new_user_joins_its_rooms_after_creation_and_check_mode_creates_nothing() {
+    let s = synapse();
+    let foyer = s.create_room("public_chat", "foyer");
+    let user =
+        json!({"username": "newcomer", "password": "newcomer-pw", "rooms": ["#foyer:localhost"]});
+    let mut check = user.clone();
+    check["_ansible_check_mode"] = json!(true);
+    check["_ansible_diff"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["created", "rooms joined"]);
+    assert_eq!(run.diff_of(0, "rooms").1, json!(["#foyer:localhost"]));
+    assert!(s.synapse_user("newcomer").is_none());
+
+    let run = s.module(user.clone());
+    assert_eq!(run.assert_changed().actions(0), ["created", "rooms joined"]);
+    assert!(s.room_members(&foyer).contains(&s.user_id("newcomer")));
+    s.module(user).assert_unchanged();
+}
+
+/// Synapse joins a user to a room that is not public by inviting it as the
+/// module's own admin account, which must be in the room: the service
+/// account is not, so the join fails naming the room and why; with the
+/// token of the room's creator, it works.
+#[test]
+fn a_private_room_is_joined_only_through_an_admin_in_it() {
+    let s = synapse();
+    let backstage = s.create_room("private_chat", "backstage");
+    let crew = s.user_id("crew");
+    let user =
+        json!({"username": "crew", "password": "crew-pw", "rooms": ["#backstage:localhost"]});
+    s.module(user.clone()).assert_failed_with(
+        "rooms: #backstage:localhost cannot be joined: joining @crew:localhost: the homeserver \
+         answered 403 M_FORBIDDEN: ",
+    );
+    let run = s.module(user.clone());
+    let message = run.msg();
+    assert!(
+        message.contains("(Synapse joins a user to a room that is not public by inviting it as the account matrix_user acts as"),
+        "{message}"
+    );
+    assert!(!s.room_members(&backstage).contains(&crew));
+
+    let token = s.harness_admin_token().to_string();
+    let by_creator = json!({"homeserver_url": s.url, "admin_token": token,
+                            "username": "crew", "rooms": ["#backstage:localhost"]});
+    let run = harness::run_module(by_creator.clone(), vec![token.clone()]);
+    assert_eq!(run.assert_changed().actions(0), ["rooms joined"]);
+    assert!(s.room_members(&backstage).contains(&crew));
+    harness::run_module(by_creator, vec![token]).assert_unchanged();
+    s.module(user).assert_unchanged();
+}
+
+/// A room that cannot be joined fails its user, naming the room and the
+/// server's reason; the other users are reconciled; bad names are refused
+/// before anything is sent.
+#[test]
+fn a_room_that_cannot_be_joined_fails_its_user_with_the_reason() {
+    let s = synapse();
+    let patio = s.create_room("public_chat", "patio");
+    let users = json!({"users": [
+        {"username": "patio-guest", "password": "patio-pw", "rooms": ["#patio:localhost"]},
+        {"username": "lost-guest", "password": "lost-pw", "rooms": ["#patio:localhost", "#nowhere:localhost"]},
+    ]});
+    // Created and joined to the patio; then the alias names no room.
+    let run = s.module(users.clone());
+    run.assert_failed_with(
+        "1 of 2 users failed: @lost-guest:localhost: users[1].rooms: #nowhere:localhost cannot be \
+         joined: joining @lost-guest:localhost: the homeserver answered 404 M_NOT_FOUND: Room alias \
+         #nowhere:localhost not found",
+    );
+    assert_eq!(run.output["users"][1]["changed"], json!(true));
+    assert_eq!(run.actions(0), ["created", "rooms joined"]);
+    assert!(s.room_members(&patio).contains(&s.user_id("patio-guest")));
+    assert!(s.room_members(&patio).contains(&s.user_id("lost-guest")));
+    // Found at the read now, so check mode tells it too.
+    let mut check = users.clone();
+    check["_ansible_check_mode"] = json!(true);
+    for args in [users, check] {
+        let run = s.module(args);
+        run.assert_failed_with(
+            "1 of 2 users failed: @lost-guest:localhost: users[1].rooms: #nowhere:localhost cannot be \
+             joined: looking up the room alias #nowhere:localhost: the homeserver answered 404 \
+             M_NOT_FOUND: Room alias #nowhere:localhost not found",
+        );
+        assert_eq!(run.output["changed"], json!(false));
+    }
+
+    let unknown =
+        json!({"username": "patio-guest", "rooms": ["!unknown:localhost", "#patio:localhost"]});
+    s.module(unknown)
+        .assert_failed_with("rooms: !unknown:localhost cannot be joined: joining @patio-guest:localhost: the homeserver answered 404 M_UNKNOWN: Can't join remote room");
+
+    let mut refused = json!({"homeserver_url": "http://127.0.0.1:9", "username": "patio-guest"});
+    refused["rooms"] = json!(["patio"]);
+    // Nothing listens there: only a refusal before any request gets this far.
+    s.module(refused.clone()).assert_failed_with(
+        "rooms[0]: \"patio\" is not accepted; use a room alias like #room:example.com",
+    );
+    refused["rooms"] = json!(["#patio:localhost"]);
+    refused["state"] = json!("absent");
+    s.module(refused)
+        .assert_failed_with("rooms and state: absent are mutually exclusive");
+}
+
+/// Enough users for the module to read them with Synapse's user list, which
+/// has no room membership: those declaring rooms are read alone.
+#[test]
+fn rooms_of_many_users_are_read_although_the_list_lacks_them() {
+    let s = synapse();
+    let atrium = s.create_room("public_chat", "atrium");
+    let users: Vec<_> = (0..25)
+        .map(|i| match i % 2 {
+            0 => json!({"username": format!("many-joined-{i}"), "password": "many-pw", "rooms": ["#atrium:localhost"]}),
+            _ => json!({"username": format!("many-joined-{i}"), "password": "many-pw"}),
+        })
+        .collect();
+    let run = s.module(json!({ "users": users }));
+    assert_eq!(run.assert_changed().actions(0), ["created", "rooms joined"]);
+    assert_eq!(run.actions(1), ["created"]);
+    s.module(json!({ "users": users })).assert_unchanged();
+    let members = s.room_members(&atrium);
+    assert!(members.contains(&s.user_id("many-joined-4")));
+    assert!(!members.contains(&s.user_id("many-joined-5")));
+}

@@ -91,6 +91,9 @@ const NO_RESTRICTIONS: &str = "Dendrite (0.13) cannot lock, suspend or shadow-ba
 const NO_RATELIMIT: &str =
     "Dendrite (0.13) has no per-user rate-limit override (only its configuration's \
      rate_limiting.exempt_user_ids); leave ratelimit out with homeserver: dendrite";
+const NO_ROOMS: &str =
+    "Dendrite (0.13) has no admin API that joins a user to a room (its admin endpoints only \
+     evacuate and purge); leave rooms out with homeserver: dendrite";
 const NO_ERASE: &str = "Dendrite cannot erase a deactivated user's messages and profile; \
      leave erase out with homeserver: dendrite";
 
@@ -103,6 +106,7 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         refuse_declared(user, restriction.field(), declared, NO_RESTRICTIONS)?;
     }
     refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
+    refuse_declared(user, "rooms", !user.rooms.is_empty(), NO_ROOMS)?;
     if let Some(password) = &user.password {
         if !PASSWORD_BYTES.contains(&password.expose().len()) {
             return Err(ArgsError::BadSecret {
@@ -168,6 +172,7 @@ impl Dendrite {
             emails: Vec::new(),
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
+            rooms: Seen::Unknown,
         })
     }
 
@@ -194,6 +199,7 @@ impl Dendrite {
             emails: Vec::new(),
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
+            rooms: Seen::Unknown,
         };
         let password = match (&declared.password, declared.state) {
             (Some(password), UserState::Present) => password,
@@ -525,8 +531,8 @@ impl AccountServer for Dendrite {
             (Fact::Admin, _) => format!(
                 "reading whether {user} is a server admin without its current password"
             ),
-            // Never asked: check_declaration refuses every restriction and ratelimit.
-            (Fact::Restriction(_) | Fact::Ratelimit, _) => {
+            // Never asked: check_declaration refuses every restriction, ratelimit and rooms.
+            (Fact::Restriction(_) | Fact::Ratelimit | Fact::Rooms, _) => {
                 return ServerError::Unexpected {
                     what: format!("reading {user}"),
                     detail: format!("Dendrite does not show {fact}"),

@@ -6,10 +6,13 @@
 //! This avoids `/login`, whose default rate limit (a handful per hour) would break
 //! repeated runs, and leaves no device on any managed user.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
+use tokio::sync::OnceCell;
 
 use super::client_api::unix_millis;
 use super::client_api::{logout, post_with_password};
@@ -18,7 +21,7 @@ use super::shared_secret::{register, Registration};
 use super::{from_homeserver, refuse_email, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
-use crate::matrix_id::UserId;
+use crate::matrix_id::{Room, UserId};
 use crate::model::{
     Account, Change, DesiredUser, Ratelimit, Restriction, Restrictions, Seen, UserType,
 };
@@ -31,6 +34,11 @@ const LIST_MAX_RATIO: u64 = 10;
 const LIST_PAGE_SIZE: u64 = 1000;
 /// How long the short-lived token used for a password check may live.
 const PASSWORD_CHECK_TOKEN_MS: u64 = 5 * 60 * 1000;
+/// Why a room that is not public may refuse a join
+/// (synapse/rest/admin/rooms.py, JoinRoomAliasServlet).
+const JOIN_NOT_PUBLIC: &str = " (Synapse joins a user to a room that is not public by inviting \
+     it as the account matrix_user acts as, service_account or the owner of admin_token, which \
+     must be in the room and allowed to invite)";
 
 /// A failure only Synapse reports, naming the declared field it is about.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +50,16 @@ pub enum SynapseError {
         user_type: String,
         cause: Box<ServerError>,
     },
+    /// Declared rooms the user cannot be joined to, each with the reason.
+    #[error("{field}: {}", .failures.join("; "))]
+    RoomsNotJoined {
+        field: String,
+        failures: Vec<String>,
+    },
 }
+
+/// A room alias's room ID, or the server's reason why it has none.
+type AliasLookup = Result<String, String>;
 
 pub struct Synapse {
     http: Http,
@@ -51,6 +68,9 @@ pub struct Synapse {
     /// When given, users are created by shared-secret registration, which
     /// refuses an existing user instead of overwriting it.
     shared_secret: Option<Secret>,
+    /// The room aliases looked up in this run, each once however many users
+    /// declare it.
+    aliases: RefCell<HashMap<Room, Rc<OnceCell<AliasLookup>>>>,
 }
 
 impl Synapse {
@@ -211,6 +231,112 @@ impl Synapse {
         }
     }
 
+    /// Of the rooms `desired` declares, those `user` has joined. Synapse's
+    /// list of joined rooms holds room IDs, so aliases are looked up; one
+    /// that names no room fails the user, as a join to it would.
+    async fn joined_rooms(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+    ) -> Result<Vec<Room>, ServerError> {
+        let what = format!("reading the rooms {user} has joined");
+        let path = format!(
+            "/_synapse/admin/v1/users/{}/joined_rooms",
+            path_segment(&user.to_string())
+        );
+        let reply = self.admin_get(&path, &[]).await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused(what, &reply));
+        }
+        let joined: HashSet<&str> = reply
+            .body
+            .get("joined_rooms")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ServerError::Unexpected {
+                what,
+                detail: "no joined_rooms array".into(),
+            })?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut found = Vec::new();
+        let mut failures = Vec::new();
+        for room in &desired.rooms {
+            let id = match room.is_alias() {
+                false => room.to_string(),
+                true => match self.room_id(room).await? {
+                    Ok(id) => id,
+                    Err(reason) => {
+                        failures.push(format!("{room} cannot be joined: {reason}"));
+                        continue;
+                    }
+                },
+            };
+            if joined.contains(id.as_str()) {
+                found.push(room.clone());
+            }
+        }
+        match failures.is_empty() {
+            true => Ok(found),
+            false => Err(rooms_not_joined(desired, failures)),
+        }
+    }
+
+    /// The ID of the room `alias` names, or the server's reason why there
+    /// is none; a failure to ask is not kept, so the next user asks again.
+    async fn room_id(&self, alias: &Room) -> Result<AliasLookup, ServerError> {
+        let looked_up = self
+            .aliases
+            .borrow_mut()
+            .entry(alias.clone())
+            .or_default()
+            .clone();
+        let lookup = || async {
+            let path = format!(
+                "/_matrix/client/v3/directory/room/{}",
+                path_segment(alias.as_str())
+            );
+            let reply = self.admin_get(&path, &[]).await?;
+            Ok(match reply.body.get("room_id").and_then(Value::as_str) {
+                Some(id) if reply.status == StatusCode::OK => Ok(id.to_string()),
+                _ => Err(ServerError::refused(
+                    format!("looking up the room alias {alias}"),
+                    &reply,
+                )
+                .to_string()),
+            })
+        };
+        looked_up.get_or_try_init(lookup).await.cloned()
+    }
+
+    /// Joins `user` to each of `rooms` through the admin API; a room that
+    /// cannot be joined keeps the user out of no other.
+    async fn join_rooms(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        rooms: &[Room],
+    ) -> Result<(), ServerError> {
+        let mut failures = Vec::new();
+        for room in rooms {
+            let path = format!("/_synapse/admin/v1/join/{}", path_segment(room.as_str()));
+            let body = json!({"user_id": user.to_string()});
+            let reply = self.admin_send(Method::POST, &path, &body).await?;
+            if reply.status != StatusCode::OK {
+                let refused = ServerError::refused(format!("joining {user}"), &reply);
+                let hint = match reply.status {
+                    StatusCode::FORBIDDEN => JOIN_NOT_PUBLIC,
+                    _ => "",
+                };
+                failures.push(format!("{room} cannot be joined: {refused}{hint}"));
+            }
+        }
+        match failures.is_empty() {
+            true => Ok(()),
+            false => Err(rooms_not_joined(desired, failures)),
+        }
+    }
+
     async fn admin_get(&self, path: &str, query: &[(&str, &str)]) -> Result<Reply, ServerError> {
         let reply = self
             .http
@@ -264,6 +390,7 @@ impl AccountServer for Synapse {
             token: identity.token,
             server_name: identity.server_name,
             shared_secret: args.credentials.shared_secret.clone(),
+            aliases: RefCell::default(),
         })
     }
 
@@ -347,6 +474,9 @@ impl AccountServer for Synapse {
         // A request of its own, so made only for a user that declares it.
         if desired.ratelimit.is_some() {
             account.ratelimit = Seen::Known(self.ratelimit(user).await?);
+        }
+        if !desired.rooms.is_empty() {
+            account.rooms = Seen::Known(self.joined_rooms(user, desired).await?);
         }
         Ok(Some(account))
     }
@@ -449,11 +579,12 @@ impl AccountServer for Synapse {
             };
         }
         // Everything the user's PUT takes is one request, so that part is
-        // never left half-applied; suspension, shadow-ban and the rate-limit
-        // override have endpoints of their own.
+        // never left half-applied; suspension, shadow-ban, the rate-limit
+        // override and joins have endpoints of their own.
         let mut body = Map::new();
         let mut apart = Vec::new();
         let mut ratelimit = None;
+        let mut rooms: &[Room] = &[];
         for change in changes {
             match change {
                 Change::Reactivate { password } => {
@@ -477,6 +608,7 @@ impl AccountServer for Synapse {
                 }
                 Change::Restrict(restriction, value) => apart.push((*restriction, *value)),
                 Change::SetRatelimit(wanted) => ratelimit = Some(*wanted),
+                Change::JoinRooms(missing) => rooms = missing,
                 // Create goes to create(), and check_declaration refuses
                 // e-mail for Synapse, so AddEmail is never planned.
                 Change::Create { .. } | Change::Deactivate { .. } | Change::AddEmail(_) => {}
@@ -496,6 +628,9 @@ impl AccountServer for Synapse {
         }
         if let Some(wanted) = ratelimit {
             self.set_ratelimit(user, wanted).await?;
+        }
+        if !rooms.is_empty() {
+            self.join_rooms(user, desired, rooms).await?;
         }
         Ok(())
     }
@@ -543,6 +678,14 @@ fn user_type_value(user_type: &UserType) -> Value {
     }
 }
 
+fn rooms_not_joined(desired: &DesiredUser, failures: Vec<String>) -> ServerError {
+    SynapseError::RoomsNotJoined {
+        field: desired.field_name("rooms"),
+        failures,
+    }
+    .into()
+}
+
 /// `error`, named as a refusal of the declared user type when it is one:
 /// Synapse answers 400 "Invalid user type" to a type that is neither built
 /// in nor in its `user_types.extra_user_types`, before it writes anything
@@ -588,8 +731,9 @@ fn parse_account(body: &Value) -> Account {
             suspended: restriction("suspended"),
             shadow_banned: restriction("shadow_banned"),
         },
-        // Not in the user's record: account() reads it apart when declared.
+        // Not in the user's record: account() reads them apart when declared.
         ratelimit: Seen::Unknown,
+        rooms: Seen::Unknown,
         admin: Seen::Known(body.get("admin").is_some_and(truthy)),
         deactivated: Seen::Known(body.get("deactivated").is_some_and(truthy)),
         user_type,
@@ -615,6 +759,7 @@ mod tests {
             Account {
                 restrictions: Restrictions::default(),
                 ratelimit: Seen::Unknown,
+                rooms: Seen::Unknown,
                 admin: Seen::Known(true),
                 deactivated: Seen::Known(false),
                 user_type: UserType::Bot,
