@@ -1484,3 +1484,40 @@ fn rooms_of_many_users_are_read_although_the_list_lacks_them() {
     assert!(members.contains(&s.user_id("many-joined-4")));
     assert!(!members.contains(&s.user_id("many-joined-5")));
 }
+
+/// Synapse lets no suspended user join a room: a user declared suspended
+/// and in rooms joins them before it is suspended, and one whose suspension
+/// is lifted joins after.
+#[test]
+fn a_user_suspended_in_the_same_run_joins_its_rooms_first() {
+    let s = synapse();
+    let quiet = s.create_room("public_chat", "quiet");
+    let loud = s.create_room("public_chat", "loud");
+    let user = json!({"username": "hushed", "password": "hushed-pw", "suspended": true,
+                      "rooms": ["#quiet:localhost"]});
+    let run = s.module(user.clone());
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "suspended", "rooms joined"]
+    );
+    assert!(s.synapse_flag("hushed", "suspended"));
+    assert!(s.room_members(&quiet).contains(&s.user_id("hushed")));
+    s.module(user).assert_unchanged();
+
+    let lifted = json!({"username": "hushed", "suspended": false, "rooms": ["#quiet:localhost", "#loud:localhost"]});
+    assert_eq!(
+        s.module(lifted).assert_changed().actions(0),
+        ["unsuspended", "rooms joined"]
+    );
+    assert!(s.room_members(&loud).contains(&s.user_id("hushed")));
+    // Still suspended, the user cannot join: Synapse's own reason, without the advice for private rooms.
+    let run = s.module(json!({"username": "hushed", "suspended": true}));
+    assert_eq!(run.assert_changed().actions(0), ["suspended"]);
+    let hall = s.create_room("public_chat", "hushed-hall");
+    let run = s.module(json!({"username": "hushed", "rooms": [hall]}));
+    assert!(!run.msg().contains("not public"), "{}", run.msg());
+    run.assert_failed_with(&format!(
+        "rooms: {hall} cannot be joined: joining @hushed:localhost: the homeserver answered 403 \
+         M_USER_SUSPENDED: Joining rooms while account is suspended is not allowed."
+    ));
+}

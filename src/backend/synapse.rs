@@ -324,8 +324,8 @@ impl Synapse {
             let reply = self.admin_send(Method::POST, &path, &body).await?;
             if reply.status != StatusCode::OK {
                 let refused = ServerError::refused(format!("joining {user}"), &reply);
-                let hint = match reply.status {
-                    StatusCode::FORBIDDEN => JOIN_NOT_PUBLIC,
+                let hint = match (reply.status, reply.errcode()) {
+                    (StatusCode::FORBIDDEN, "M_FORBIDDEN") => JOIN_NOT_PUBLIC,
                     _ => "",
                 };
                 failures.push(format!("{room} cannot be joined: {refused}{hint}"));
@@ -623,7 +623,10 @@ impl AccountServer for Synapse {
                 return Err(name_refused_user_type(refused, desired));
             }
         }
-        for (restriction, value) in apart {
+        // A suspended user cannot join a room (M_USER_SUSPENDED): joins
+        // come after a lifted restriction and before an applied one.
+        let (applied, lifted): (Vec<_>, Vec<_>) = apart.into_iter().partition(|&(_, on)| on);
+        for (restriction, value) in lifted {
             self.restrict(user, restriction, value).await?;
         }
         if let Some(wanted) = ratelimit {
@@ -631,6 +634,9 @@ impl AccountServer for Synapse {
         }
         if !rooms.is_empty() {
             self.join_rooms(user, desired, rooms).await?;
+        }
+        for (restriction, value) in applied {
+            self.restrict(user, restriction, value).await?;
         }
         Ok(())
     }
