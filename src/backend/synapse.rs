@@ -80,9 +80,9 @@ impl Synapse {
     /// read. So the first PUT carries no password, which leaves an existing
     /// account's password alone and tells by its status who created it (201:
     /// this run); only then does a second PUT set the password and
-    /// attributes. The first carries a declared user type, which Synapse
-    /// checks before it creates anything: a type it does not know then
-    /// leaves no account behind.
+    /// attributes. The first carries a declared extra user type, which
+    /// Synapse checks before it creates anything: a type it does not know
+    /// then leaves no account behind.
     async fn create_by_admin_api(
         &self,
         user: &UserId,
@@ -91,11 +91,11 @@ impl Synapse {
     ) -> Result<(), ServerError> {
         let path = user_path(&user.to_string());
         let mut first = json!({});
-        if let Some(user_type) = desired.user_type.as_ref() {
-            first["user_type"] = user_type_value(user_type);
+        if let Some(extra @ UserType::Extra(_)) = &desired.user_type {
+            first["user_type"] = user_type_value(extra);
         }
         let reply = match self.admin_send(Method::PUT, &path, &first).await {
-            // Resending the empty PUT is harmless, but its 200 would no
+            // Resending the first PUT is harmless, but its 200 would no
             // longer say who created the account: only resend when it is not there.
             Err(lost) if lost.is_answer_lost() => {
                 if self.account(user, desired).await?.is_some() {
