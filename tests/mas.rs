@@ -348,8 +348,9 @@ fn a_locked_users_password_check_fails_naming_the_lock() {
     assert_eq!(status, 200, "{body}");
     let mut always = user;
     always["update_password"] = json!("always");
-    s.mas_module(always)
-        .assert_failed_with("@locked-out:localhost is locked in MAS");
+    s.mas_module(always).assert_failed_with(
+        "@locked-out:localhost: is locked on the server, so its password cannot be checked",
+    );
     assert!(s.mas_user("locked-out").unwrap()["locked_at"].is_string());
     s.assert_no_contract_violations();
 }

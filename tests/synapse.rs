@@ -968,6 +968,38 @@ fn a_locked_user_cannot_log_in_until_unlocked() {
 }
 
 #[test]
+fn a_user_locked_by_someone_else_fails_update_password_always_with_the_fix() {
+    let s = synapse();
+    let declared = json!({"username": "locked-by-hand", "password": "by-hand-password",
+                          "update_password": "always"});
+    s.module(declared.clone()).assert_changed();
+    let path = format!(
+        "/_synapse/admin/v2/users/{}",
+        encode(&s.user_id("locked-by-hand"))
+    );
+    let token = s.harness_admin_token().to_string();
+    let (status, _) = s.request(
+        reqwest::Method::PUT,
+        &path,
+        Some(&token),
+        Some(json!({"locked": true})),
+    );
+    assert_eq!(status, 200);
+
+    s.module(declared).assert_failed_with(
+        "is locked on the server, so its password cannot be checked: declare locked: false \
+         to unlock it, locked: true to keep it locked, or update_password: on_create",
+    );
+    assert!(s.synapse_flag("locked-by-hand", "locked"), "the lock stays");
+    // Declaring the lock keeps it, without a password check.
+    s.module(
+        json!({"username": "locked-by-hand", "password": "by-hand-password",
+                    "update_password": "always", "locked": true}),
+    )
+    .assert_unchanged();
+}
+
+#[test]
 fn check_mode_predicts_a_restricted_creation_and_creates_nothing() {
     let s = synapse();
     let run = s.module(json!({
