@@ -130,7 +130,7 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
     }
     let undeclared = match choose_undeclared(&backend, args, &resolved).await {
         Ok(chosen) => chosen,
-        Err(message) => return Report::fatal(format!("undeclared: {message}")),
+        Err(message) => return Report::fatal(message),
     };
     let prefetched = match backend.accounts(&resolved).await {
         Ok(accounts) => accounts,
@@ -192,7 +192,10 @@ async fn choose_undeclared<B: AccountServer + 'static>(
     if policy.action == Undeclared::Keep {
         return Ok(Vec::new());
     }
-    let listed = backend.local_accounts().await.map_err(|e| e.to_string())?;
+    let listed = backend
+        .local_accounts()
+        .await
+        .map_err(|e| format!("undeclared: {e}"))?;
     // Spared even when admin_token is what this run acts with: other runs
     // act as the service account.
     let spared = [args.credentials.service_account.localpart()];
@@ -214,7 +217,7 @@ async fn choose_undeclared<B: AccountServer + 'static>(
     let mut chosen = Vec::with_capacity(candidates.len());
     for (candidate, read) in candidates.into_iter().zip(reads) {
         let appservice = read.await.expect("reads do not panic");
-        if !appservice.map_err(|e| e.to_string())? {
+        if !appservice.map_err(|e| format!("undeclared: {e}"))? {
             chosen.push(candidate);
         }
     }
