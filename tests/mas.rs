@@ -572,3 +572,17 @@ fn ratelimit_is_refused_by_name_before_any_request() {
     assert!(s.mas_user("rate-limited").is_none());
     s.assert_no_contract_violations();
 }
+
+/// Nothing listens at the URL: only a refusal before any request gets this far.
+#[test]
+fn undeclared_other_than_keep_is_refused_by_name_before_any_request() {
+    for action in ["lock", "deactivate"] {
+        let run = harness::run_module(
+            json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:9",
+                   "mas_client_id": "client", "mas_client_secret": "mas-secret",
+                   "users": [], "undeclared": action, "wait_timeout": 0}),
+            vec![],
+        );
+        run.assert_failed_with("undeclared: not implemented for MAS yet");
+    }
+}
