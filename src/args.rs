@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 
 use crate::matrix_id::{Room, Username, UsernameError};
 use crate::model::{
-    DesiredUser, HomeserverKind, Ratelimit, Restrictions, UpdatePassword, UserState, UserType,
+    DesiredUser, HomeserverKind, Ratelimit, Restrictions, Undeclared, UndeclaredPolicy,
+    UpdatePassword, UserState, UserType,
 };
 use crate::secret::{hold, hold_basic_auth, url_password, Secret};
 
@@ -41,6 +42,9 @@ const MODULE_PARAMETERS: &[&str] = &[
     "mas_client_secret",
     "mas_client_secret_file",
     "users",
+    "undeclared",
+    "undeclared_ignore",
+    "undeclared_max",
     "concurrency",
     "validate_certs",
     "ca_path",
@@ -185,6 +189,8 @@ pub struct ModuleArgs {
     pub server: ServerOptions,
     pub credentials: Credentials,
     pub users: Vec<DesiredUser>,
+    /// What happens to the local accounts `users` does not declare.
+    pub undeclared: UndeclaredPolicy,
     pub concurrency: usize,
     pub check_mode: bool,
     pub diff: bool,
@@ -286,11 +292,13 @@ impl ModuleArgs {
         };
 
         let users = read_users(&top)?;
+        let undeclared = read_undeclared(&top)?;
         Ok(ModuleArgs {
             homeserver,
             server,
             credentials,
             users,
+            undeclared,
             concurrency: top
                 .integer("concurrency", 1, MAX_CONCURRENCY as u64)?
                 .map_or(DEFAULT_CONCURRENCY, |n| n as usize),
@@ -531,6 +539,67 @@ fn read_ratelimit(fields: &Fields) -> Result<Option<Option<Ratelimit>>, ArgsErro
         }
         Some(other) => Err(not_accepted(other.to_string())),
     }
+}
+
+/// The limit is a safety net, not a quota: 0 forbids touching anyone.
+const UNDECLARED_MAX_LIMIT: u64 = 1_000_000;
+
+/// `undeclared`, its ignore patterns and its limit. Only the list form
+/// (`users`) declares the whole server; each pattern must match a whole
+/// localpart (anchored here, so `bot` spares `bot` and not `robot`).
+fn read_undeclared(top: &Fields) -> Result<UndeclaredPolicy, ArgsError> {
+    let names = Undeclared::ALL.map(Undeclared::name);
+    let action = top
+        .choice("undeclared", &names)?
+        .and_then(|name| Undeclared::ALL.into_iter().find(|u| u.name() == name))
+        .unwrap_or_default();
+    if action != Undeclared::Keep && !matches!(top.value("users"), Some(Value::Array(_))) {
+        return Err(ArgsError::Missing(format!(
+            "undeclared: {} needs the list form (users), which declares every user the server should have",
+            action.name()
+        )));
+    }
+    let ignore = match top.value("undeclared_ignore") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(patterns)) => patterns
+            .iter()
+            .enumerate()
+            .map(|(index, pattern)| anchored_pattern(pattern, index))
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ArgsError::WrongType {
+                field: "undeclared_ignore".into(),
+                expected: "a list of regular expressions",
+            })
+        }
+    };
+    let max = top
+        .integer("undeclared_max", 0, UNDECLARED_MAX_LIMIT)?
+        .map_or(UndeclaredPolicy::DEFAULT_MAX, |n| n as usize);
+    Ok(UndeclaredPolicy {
+        action,
+        ignore,
+        max,
+    })
+}
+
+/// `undeclared_ignore[index]` compiled to match a whole localpart.
+fn anchored_pattern(pattern: &Value, index: usize) -> Result<regex::Regex, ArgsError> {
+    let field = format!("undeclared_ignore[{index}]");
+    let Value::String(pattern) = pattern else {
+        return Err(ArgsError::WrongType {
+            field,
+            expected: "a regular expression (a string)",
+        });
+    };
+    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|error| ArgsError::NotAccepted {
+        field,
+        value: echo(pattern),
+        accepted: format!(
+            "a regular expression (Rust regex syntax); {}",
+            error.to_string().lines().last().unwrap_or_default()
+        ),
+    })
 }
 
 fn refuse_duplicates(users: &[DesiredUser]) -> Result<(), ArgsError> {
@@ -952,6 +1021,41 @@ mod tests {
             missing.starts_with("users[1].ratelimit: give both"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn undeclared_needs_the_list_form_and_valid_anchored_patterns() {
+        let args = parse(with(json!({"users": [], "undeclared": "lock",
+            "undeclared_ignore": ["bot", "_discord_.*"], "undeclared_max": "3"})))
+        .unwrap();
+        assert_eq!(args.undeclared.action, Undeclared::Lock);
+        assert_eq!(args.undeclared.max, 3);
+        let matches = |name: &str| args.undeclared.ignore.iter().any(|p| p.is_match(name));
+        assert!(matches("bot") && matches("_discord_123"));
+        assert!(!matches("robot") && !matches("bot2") && !matches("x_discord_1"));
+
+        let defaults = parse(with(json!({"users": []}))).unwrap().undeclared;
+        assert_eq!((defaults.action, defaults.max), (Undeclared::Keep, 10));
+        assert_eq!(
+            error(with(json!({"username": "alice", "undeclared": "deactivate"}))),
+            "undeclared: deactivate needs the list form (users), which declares every user the server should have"
+        );
+        let bad = error(with(
+            json!({"users": [], "undeclared": "lock", "undeclared_ignore": ["ok", "a(b"]}),
+        ));
+        assert!(
+            bad.starts_with(
+                "undeclared_ignore[1]: \"a(b\" is not accepted; use a regular expression"
+            ),
+            "{bad}"
+        );
+        assert!(bad.ends_with("unclosed group"), "{bad}");
+        assert!(
+            error(with(json!({"users": [], "undeclared_ignore": "bot"})))
+                .starts_with("undeclared_ignore: expected a list")
+        );
+        assert!(error(with(json!({"users": [], "undeclared": "remove"})))
+            .contains("use keep or lock or deactivate"));
     }
 
     /// Any JSON value, a few levels deep.

@@ -128,6 +128,29 @@ impl UserId {
     pub fn localpart(&self) -> &str {
         &self.localpart
     }
+
+    /// A local user ID as the server itself lists it, taken as it is: it may
+    /// be one the module would not register (a bridge's `_` localpart, a
+    /// historical upper-case one). `None` for another server's.
+    pub fn listed(user_id: &str, server_name: &str) -> Option<UserId> {
+        let localpart = user_id
+            .strip_prefix('@')?
+            .strip_suffix(server_name)?
+            .strip_suffix(':')?;
+        (!localpart.is_empty()).then(|| UserId {
+            localpart: localpart.to_string(),
+            server_name: server_name.to_string(),
+        })
+    }
+
+    /// This ID as a declaration names it, for a declaration the module makes
+    /// itself (an undeclared user's).
+    pub fn username(&self) -> Username {
+        Username {
+            localpart: self.localpart.clone(),
+            server_name: Some(self.server_name.clone()),
+        }
+    }
 }
 
 impl fmt::Display for UserId {

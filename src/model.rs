@@ -405,3 +405,52 @@ impl Change {
         }
     }
 }
+
+/// What happens to local accounts the list form (`users`) does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Undeclared {
+    /// Left alone (the default).
+    #[default]
+    Keep,
+    /// Locked: nobody can log in, nothing is erased, unlocking undoes it.
+    Lock,
+    /// Deactivated, not erased.
+    Deactivate,
+}
+
+impl Undeclared {
+    pub const ALL: [Undeclared; 3] = [Undeclared::Keep, Undeclared::Lock, Undeclared::Deactivate];
+
+    /// The value of the `undeclared` parameter.
+    pub fn name(self) -> &'static str {
+        match self {
+            Undeclared::Keep => "keep",
+            Undeclared::Lock => "lock",
+            Undeclared::Deactivate => "deactivate",
+        }
+    }
+}
+
+/// The `undeclared` option with the patterns and the limit that go with it.
+#[derive(Debug, Clone)]
+pub struct UndeclaredPolicy {
+    pub action: Undeclared,
+    /// Localparts that are never touched; each pattern matches the whole localpart.
+    pub ignore: Vec<regex::Regex>,
+    /// The most accounts one run may touch; more fails the run before any change.
+    pub max: usize,
+}
+
+impl UndeclaredPolicy {
+    pub const DEFAULT_MAX: usize = 10;
+}
+
+impl Default for UndeclaredPolicy {
+    fn default() -> Self {
+        UndeclaredPolicy {
+            action: Undeclared::Keep,
+            ignore: Vec::new(),
+            max: UndeclaredPolicy::DEFAULT_MAX,
+        }
+    }
+}

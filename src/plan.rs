@@ -17,6 +17,11 @@ pub enum PlanError {
     /// backend says what would show it ([`crate::backend::AccountServer::not_seen`]).
     #[error("what to change depends on {fact}, which the homeserver does not show")]
     NotSeen { fact: Fact },
+    /// `update_password: always` on an account someone else locked: the
+    /// stored password cannot be compared, and setting it blindly would
+    /// report a change on every run.
+    #[error("is locked on the server, so its password cannot be checked: declare locked: false to unlock it, locked: true to keep it locked, or update_password: on_create")]
+    LockedPasswordUnchecked,
 }
 
 /// Whether the stored password must be compared with the declared one.
@@ -27,11 +32,10 @@ pub fn needs_password_check(desired: &DesiredUser, account: Option<&Account>) ->
         // Also when deactivation was not seen: a refused password is then
         // what lets the plan set it (see password_set_tells_deactivation).
         && account.is_some_and(|a| a.deactivated != Seen::Known(true))
-        // A locked account logs in with no password, so none can be checked.
+        // A locked account cannot authenticate, so no password can be checked.
         // With the lock declared, the password is compared on the first run
-        // that finds the account unlocked; without, the check fails and says so.
-        && !(desired.restrictions.locked.is_some()
-            && account.is_some_and(|a| a.restrictions.locked == Seen::Known(true)))
+        // that finds the account unlocked; without, the plan says so.
+        && !account.is_some_and(|a| a.restrictions.locked == Seen::Known(true))
 }
 
 /// The changes that make `observed` match `desired`, in the order to apply them.
@@ -94,6 +98,14 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
         });
     }
 
+    if desired.update_password == UpdatePassword::Always
+        && desired.password.is_some()
+        && desired.restrictions.locked.is_none()
+        && account.restrictions.locked == Seen::Known(true)
+        && !deactivated
+    {
+        return Err(PlanError::LockedPasswordUnchecked);
+    }
     let mut changes = Vec::new();
     if deactivated {
         // Deactivation removed the old password, so a reactivated account needs a new one.
@@ -687,12 +699,16 @@ mod tests {
         };
         assert!(!needs_password_check(&unlocking, Some(&locked)));
         assert!(needs_password_check(&unlocking, Some(&account(false))));
-        // Locked by someone else: the check is tried, and its refusal reported.
+        // Locked by someone else: nothing to check with, and the plan says how to go on.
         let undeclared = DesiredUser {
             update_password: UpdatePassword::Always,
             ..desired("alice")
         };
-        assert!(needs_password_check(&undeclared, Some(&locked)));
+        assert!(!needs_password_check(&undeclared, Some(&locked)));
+        assert_eq!(
+            plan(&undeclared, &observed(Some(locked))),
+            Err(PlanError::LockedPasswordUnchecked)
+        );
     }
 
     fn limited(ratelimit: Option<Option<Ratelimit>>) -> DesiredUser {

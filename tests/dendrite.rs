@@ -557,3 +557,17 @@ fn rooms_are_refused_by_name_before_any_request(s: &Server) {
     .assert_failed_with("rooms: Dendrite (0.13) has no admin API that joins a user to a room");
     assert!(s.dendrite_account("join-me").is_none());
 }
+
+/// Nothing listens at the URL: only a refusal before any request gets this far.
+#[test]
+fn undeclared_other_than_keep_is_refused_by_name_before_any_request() {
+    for action in ["lock", "deactivate"] {
+        let run = harness::run_module(
+            json!({"homeserver": "dendrite", "homeserver_url": "http://127.0.0.1:9",
+                   "registration_shared_secret": "dendrite-secret", "users": [], "wait_timeout": 0,
+                   "undeclared": action}),
+            vec![],
+        );
+        run.assert_failed_with("undeclared: Dendrite's admin API has no user list and no lock");
+    }
+}

@@ -969,6 +969,38 @@ fn a_locked_user_cannot_log_in_until_unlocked() {
 }
 
 #[test]
+fn a_user_locked_by_someone_else_fails_update_password_always_with_the_fix() {
+    let s = synapse();
+    let declared = json!({"username": "locked-by-hand", "password": "by-hand-password",
+                          "update_password": "always"});
+    s.module(declared.clone()).assert_changed();
+    let path = format!(
+        "/_synapse/admin/v2/users/{}",
+        encode(&s.user_id("locked-by-hand"))
+    );
+    let token = s.harness_admin_token().to_string();
+    let (status, _) = s.request(
+        reqwest::Method::PUT,
+        &path,
+        Some(&token),
+        Some(json!({"locked": true})),
+    );
+    assert_eq!(status, 200);
+
+    s.module(declared).assert_failed_with(
+        "is locked on the server, so its password cannot be checked: declare locked: false \
+         to unlock it, locked: true to keep it locked, or update_password: on_create",
+    );
+    assert!(s.synapse_flag("locked-by-hand", "locked"), "the lock stays");
+    // Declaring the lock keeps it, without a password check.
+    s.module(
+        json!({"username": "locked-by-hand", "password": "by-hand-password",
+                    "update_password": "always", "locked": true}),
+    )
+    .assert_unchanged();
+}
+
+#[test]
 fn check_mode_predicts_a_restricted_creation_and_creates_nothing() {
     let s = synapse();
     let run = s.module(json!({
@@ -1520,4 +1552,175 @@ fn a_user_suspended_in_the_same_run_joins_its_rooms_first() {
         "rooms: {hall} cannot be joined: joining @hushed:localhost: the homeserver answered 403 \
          M_USER_SUSPENDED: Joining rooms while account is suspended is not allowed."
     ));
+}
+
+// ---- undeclared: each test has a Synapse of its own, since it locks or
+// deactivates every account it does not declare ----
+
+/// Registers `localpart` through the application service of a server started
+/// with `--appservice-and-notices`, as a bridge registers its puppets.
+fn register_appservice_user(s: &Server, localpart: &str) {
+    let token = s.info["appservice_token"].as_str().unwrap();
+    let (status, body) = s.post(
+        "/_matrix/client/v3/register",
+        Some(token),
+        json!({"type": "m.login.application_service", "username": localpart, "inhibit_login": true}),
+    );
+    assert_eq!(status, 200, "registering {localpart}: {body}");
+}
+
+/// The user IDs the module reports under `undeclared`, sorted.
+fn undeclared_of(run: &harness::ModuleRun) -> Vec<String> {
+    let mut users: Vec<String> = run.output["undeclared"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no undeclared list: {}", run.stdout))
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect();
+    users.sort();
+    users
+}
+
+#[test]
+fn undeclared_lock_then_deactivate_spares_the_declared_the_service_account_appservices_and_the_ignored(
+) {
+    let s = Server::start("synapse", &["--appservice-and-notices"]);
+    let everyone = json!({"users": [
+        {"username": "kept", "password": "kept-password"},
+        {"username": "eve", "password": "eve-password"},
+        {"username": "mallory", "password": "mallory-password"},
+        {"username": "bot-1", "password": "bot-1-password"},
+    ]});
+    s.module(everyone).assert_changed();
+    register_appservice_user(&s, "_bridge_puppet");
+    // The harness's admin, which the checks below use, is spared by name;
+    // a server notice makes Synapse act as its notices user.
+    let (status, body) = s.post(
+        "/_synapse/admin/v1/send_server_notice",
+        Some(s.harness_admin_token()),
+        json!({"user_id": s.user_id("kept"), "content": {"msgtype": "m.text", "body": "hello"}}),
+    );
+    assert_eq!(status, 200, "server notice: {body}");
+    let lock = json!({"users": [{"username": "kept"}], "undeclared": "lock",
+        "undeclared_ignore": ["harness", "bot-[0-9]+"]});
+    let locked = |localpart: &str| s.synapse_flag(localpart, "locked");
+
+    let mut check = lock.clone();
+    check["_ansible_check_mode"] = json!(true);
+    check["_ansible_diff"] = json!(true);
+    let predicted = s.module(check);
+    predicted.assert_changed();
+    assert_eq!(
+        undeclared_of(&predicted),
+        ["@eve:localhost", "@mallory:localhost"]
+    );
+    assert_eq!(predicted.actions(1), ["locked"]);
+    assert_eq!(predicted.diff_of(1, "locked"), (json!(false), json!(true)));
+    assert!(
+        !locked("eve") && !locked("mallory"),
+        "check mode locked someone"
+    );
+
+    let run = s.module(lock.clone());
+    run.assert_changed();
+    assert_eq!(
+        undeclared_of(&run),
+        ["@eve:localhost", "@mallory:localhost"]
+    );
+    assert_eq!(run.actions(0), Vec::<String>::new());
+    for (user, password) in [("eve", "eve-password"), ("mallory", "mallory-password")] {
+        assert_eq!(
+            s.login(user, password).map(|_| ()),
+            Err((401, "M_USER_LOCKED".to_string()))
+        );
+    }
+    assert!(s.can_log_in("kept", "kept-password"));
+    assert!(s.can_log_in("bot-1", "bot-1-password"));
+    for spared in [
+        "kept",
+        "bot-1",
+        "_bridge_puppet",
+        "harness",
+        "matrix-user-service",
+    ] {
+        assert!(!locked(spared), "{spared} was locked");
+    }
+
+    let again = s.module(lock);
+    again.assert_unchanged();
+    assert_eq!(undeclared_of(&again), Vec::<String>::new());
+
+    // Deactivating takes the locked accounts too, and a new undeclared one.
+    s.module(json!({"username": "trudy", "password": "trudy-password"}))
+        .assert_changed();
+    let deactivate = json!({"users": [{"username": "kept"}], "undeclared": "deactivate",
+        "undeclared_ignore": ["harness", "bot-[0-9]+"]});
+    let run = s.module(deactivate.clone());
+    run.assert_changed();
+    assert_eq!(
+        undeclared_of(&run),
+        ["@eve:localhost", "@mallory:localhost", "@trudy:localhost"]
+    );
+    assert_eq!(run.actions(1), ["deactivated"]);
+    for gone in ["eve", "mallory", "trudy"] {
+        assert_eq!(s.synapse_user(gone).unwrap()["deactivated"], json!(true));
+    }
+    for spared in [
+        "kept",
+        "bot-1",
+        "_bridge_puppet",
+        "harness",
+        "matrix-user-service",
+    ] {
+        assert_eq!(
+            s.synapse_user(spared).unwrap()["deactivated"],
+            json!(false),
+            "{spared} was deactivated"
+        );
+    }
+    s.module(deactivate).assert_unchanged();
+}
+
+#[test]
+fn undeclared_beyond_undeclared_max_fails_before_any_change_and_a_raised_limit_works() {
+    let s = Server::start("synapse", &[]);
+    // Registers the service account, which the admin_token runs below spare by name.
+    s.module(json!({"users": []})).assert_unchanged();
+    for user in ["one", "two", "three"] {
+        s.module(json!({"username": user, "password": format!("{user}-password")}))
+            .assert_changed();
+    }
+    // Acting as the harness's admin, which is spared as the account the module acts as.
+    let token = s.harness_admin_token().to_string();
+    let lock = |max: u64| {
+        json!({"admin_token": token, "users": [{"username": "newcomer", "password": "newcomer-pw"}],
+            "undeclared": "lock", "undeclared_max": max})
+    };
+    let refused = s.module(lock(2));
+    refused.assert_failed_with("raise undeclared_max to 3");
+    assert!(
+        refused.msg().starts_with(
+            "undeclared: lock would lock 3 users nobody declared, more than undeclared_max (2); nothing was changed"
+        ),
+        "{}",
+        refused.msg()
+    );
+    assert!(
+        s.synapse_user("newcomer").is_none(),
+        "the declared user was created"
+    );
+    for user in ["one", "two", "three"] {
+        assert!(!s.synapse_flag(user, "locked"), "{user} was locked");
+    }
+
+    let run = s.module(lock(3));
+    run.assert_changed();
+    assert_eq!(
+        undeclared_of(&run),
+        ["@one:localhost", "@three:localhost", "@two:localhost"]
+    );
+    assert!(s.synapse_flag("three", "locked"));
+    assert!(!s.synapse_flag("harness", "locked"));
+    assert!(!s.synapse_flag("matrix-user-service", "locked"));
+    s.module(lock(0)).assert_unchanged();
 }

@@ -46,7 +46,9 @@ use self::database::Database;
 use super::client_api::{logout, password_login, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{hex, register, Registration};
-use super::{refuse_declared, refuse_email, refuse_user_type, AccountServer, ServerError};
+use super::{
+    refuse_declared, refuse_email, refuse_undeclared, refuse_user_type, AccountServer, ServerError,
+};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -486,6 +488,10 @@ impl AccountServer for Dendrite {
             refuse_email(user)?;
             refuse_unsupported(user)?;
         }
+        refuse_undeclared(
+            args,
+            "Dendrite's admin API has no user list and no lock; only keep (the default) is supported with homeserver: dendrite",
+        )?;
         Ok(access)
     }
 

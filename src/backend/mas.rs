@@ -26,7 +26,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::client_api::logout;
-use super::{confirm_server_name, refuse_declared, refuse_user_type, AccountServer, ServerError};
+use super::{
+    confirm_server_name, refuse_declared, refuse_undeclared, refuse_user_type, AccountServer,
+    ServerError,
+};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -390,6 +393,10 @@ impl AccountServer for Mas {
             }
         };
         args.users.iter().try_for_each(refuse_unsupported)?;
+        refuse_undeclared(
+            args,
+            "not implemented for MAS yet; only keep (the default) is supported with homeserver: mas",
+        )?;
         Ok(access)
     }
 

@@ -20,7 +20,7 @@ use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
 use super::{from_homeserver, refuse_email, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
-use crate::http::{path_segment, Body, Http, Reply};
+use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::{Room, UserId};
 use crate::model::{
     Account, Change, DesiredUser, Ratelimit, Restriction, Restrictions, Seen, UserType,
@@ -65,6 +65,8 @@ pub struct Synapse {
     http: Http,
     token: Secret,
     server_name: String,
+    /// The account `token` belongs to, which `undeclared` never touches.
+    acting_user: String,
     /// When given, users are created by shared-secret registration, which
     /// refuses an existing user instead of overwriting it.
     shared_secret: Option<Secret>,
@@ -337,6 +339,45 @@ impl Synapse {
         }
     }
 
+    /// One page of Synapse's user list from `from`, with `filters`
+    /// (synapse/rest/admin/users.py `UsersRestServletV2`).
+    async fn list_page(
+        &self,
+        from: u64,
+        filters: &[(&str, &str)],
+    ) -> Result<ListPage, ServerError> {
+        let (start, limit) = (from.to_string(), LIST_PAGE_SIZE.to_string());
+        let mut query = vec![("from", start.as_str()), ("limit", limit.as_str())];
+        query.extend_from_slice(filters);
+        let reply = self.admin_get("/_synapse/admin/v2/users", &query).await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused("listing users", &reply));
+        }
+        let total = reply.body.get("total").and_then(Value::as_u64).unwrap_or(0);
+        let users = reply
+            .body
+            .get("users")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| ServerError::Unexpected {
+                what: "listing users".into(),
+                detail: "no users array".into(),
+            })?;
+        let next = match reply.body.get("next_token") {
+            Some(next) if !users.is_empty() => Some(
+                next.as_u64()
+                    .or_else(|| next.as_str().and_then(|s| s.parse().ok()))
+                    .filter(|&next| next > from)
+                    .ok_or_else(|| ServerError::Unexpected {
+                        what: "listing users".into(),
+                        detail: format!("next_token {next} does not move past {from}"),
+                    })?,
+            ),
+            _ => None,
+        };
+        Ok(ListPage { users, total, next })
+    }
+
     async fn admin_get(&self, path: &str, query: &[(&str, &str)]) -> Result<Reply, ServerError> {
         let reply = self
             .http
@@ -389,6 +430,7 @@ impl AccountServer for Synapse {
             http,
             token: identity.token,
             server_name: identity.server_name,
+            acting_user: identity.user_id,
             shared_secret: args.credentials.shared_secret.clone(),
             aliases: RefCell::default(),
         })
@@ -409,31 +451,16 @@ impl AccountServer for Synapse {
         let mut found = HashMap::new();
         let mut from = 0;
         loop {
-            let (start, limit) = (from.to_string(), LIST_PAGE_SIZE.to_string());
-            let query = [
-                ("from", start.as_str()),
-                ("limit", limit.as_str()),
+            let filters = [
                 ("guests", "false"),
                 ("deactivated", "true"),
                 ("locked", "true"),
             ];
-            let reply = self.admin_get("/_synapse/admin/v2/users", &query).await?;
-            if reply.status != StatusCode::OK {
-                return Err(ServerError::refused("listing users", &reply));
-            }
-            let total = reply.body.get("total").and_then(Value::as_u64).unwrap_or(0);
-            if from == 0 && total > LIST_MAX_RATIO * users.len() as u64 {
+            let page = self.list_page(from, &filters).await?;
+            if from == 0 && page.total > LIST_MAX_RATIO * users.len() as u64 {
                 return Ok(None);
             }
-            let page = reply
-                .body
-                .get("users")
-                .and_then(Value::as_array)
-                .ok_or_else(|| ServerError::Unexpected {
-                    what: "listing users".into(),
-                    detail: "no users array".into(),
-                })?;
-            for entry in page {
+            for entry in &page.users {
                 let name = entry
                     .get("name")
                     .and_then(Value::as_str)
@@ -442,20 +469,58 @@ impl AccountServer for Synapse {
                     found.insert(user.clone(), parse_account(entry));
                 }
             }
-            match reply.body.get("next_token") {
-                Some(next) if !page.is_empty() => {
-                    let next = next
-                        .as_u64()
-                        .or_else(|| next.as_str().and_then(|s| s.parse().ok()))
-                        .filter(|&next| next > from)
-                        .ok_or_else(|| ServerError::Unexpected {
-                            what: "listing users".into(),
-                            detail: format!("next_token {next} does not move past {from}"),
-                        })?;
-                    from = next;
-                }
-                _ => return Ok(Some(found)),
+            match page.next {
+                Some(next) => from = next,
+                None => return Ok(Some(found)),
             }
+        }
+    }
+
+    /// Guests are left out: Synapse makes them on demand for guest access
+    /// (numeric localparts, no password), so nobody can declare them. So are
+    /// deactivated accounts (the list's default), which are never touched.
+    async fn local_accounts(&self) -> Result<Vec<(UserId, Account)>, ServerError> {
+        let mut accounts = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = self
+                .list_page(from, &[("guests", "false"), ("locked", "true")])
+                .await?;
+            for entry in &page.users {
+                let name = entry.get("name").and_then(Value::as_str);
+                let Some(user) = name.and_then(|name| UserId::listed(name, &self.server_name))
+                else {
+                    return Err(ServerError::Unexpected {
+                        what: "listing users".into(),
+                        detail: format!(
+                            "{:?} is not a user ID of {}",
+                            server_word(name.unwrap_or_default()),
+                            self.server_name
+                        ),
+                    });
+                };
+                if name != Some(self.acting_user.as_str()) {
+                    accounts.push((user, parse_account(entry)));
+                }
+            }
+            match page.next {
+                Some(next) => from = next,
+                None => return Ok(accounts),
+            }
+        }
+    }
+
+    /// The user list does not say; one user's record has `appservice_id`
+    /// (synapse/handlers/admin.py `get_user`).
+    async fn is_appservice_user(&self, user: &UserId) -> Result<bool, ServerError> {
+        let what = format!("reading {user}");
+        let reply = self.admin_get(&user_path(&user.to_string()), &[]).await?;
+        match reply.status {
+            StatusCode::OK => Ok(reply
+                .body
+                .get("appservice_id")
+                .is_some_and(|id| !id.is_null())),
+            _ => Err(ServerError::refused(what, &reply)),
         }
     }
 
@@ -640,6 +705,14 @@ impl AccountServer for Synapse {
         }
         Ok(())
     }
+}
+
+/// One page of the user list.
+struct ListPage {
+    users: Vec<Value>,
+    total: u64,
+    /// Where the next page starts; `None` on the last.
+    next: Option<u64>,
 }
 
 /// Synapse's admin API answers only admins: its view of the token's own
