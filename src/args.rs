@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::matrix_id::{Username, UsernameError};
+use crate::matrix_id::{Room, Username, UsernameError};
 use crate::model::{
-    DesiredUser, ExternalId, HomeserverKind, Ratelimit, Restrictions, UpdatePassword, UserState,
-    UserType,
+    DesiredUser, ExternalId, HomeserverKind, Ratelimit, Restrictions, Undeclared, UndeclaredPolicy,
+    UpdatePassword, UserState, UserType,
 };
 use crate::secret::{hold, hold_basic_auth, url_password, Secret};
 
@@ -42,6 +42,9 @@ const MODULE_PARAMETERS: &[&str] = &[
     "mas_client_secret",
     "mas_client_secret_file",
     "users",
+    "undeclared",
+    "undeclared_ignore",
+    "undeclared_max",
     "concurrency",
     "validate_certs",
     "ca_path",
@@ -64,6 +67,7 @@ const USER_PARAMETERS: &[&str] = &[
     "suspended",
     "shadow_banned",
     "ratelimit",
+    "rooms",
     "emails",
     "external_ids",
 ];
@@ -187,6 +191,8 @@ pub struct ModuleArgs {
     pub server: ServerOptions,
     pub credentials: Credentials,
     pub users: Vec<DesiredUser>,
+    /// What happens to the local accounts `users` does not declare.
+    pub undeclared: UndeclaredPolicy,
     pub concurrency: usize,
     pub check_mode: bool,
     pub diff: bool,
@@ -288,11 +294,13 @@ impl ModuleArgs {
         };
 
         let users = read_users(&top)?;
+        let undeclared = read_undeclared(&top)?;
         Ok(ModuleArgs {
             homeserver,
             server,
             credentials,
             users,
+            undeclared,
             concurrency: top
                 .integer("concurrency", 1, MAX_CONCURRENCY as u64)?
                 .map_or(DEFAULT_CONCURRENCY, |n| n as usize),
@@ -381,13 +389,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             problem: "is empty; give a password or leave the field out",
         });
     }
-    let user_type = fields
-        .choice("user_type", &["regular", "bot", "support"])?
-        .map(|t| match t.as_str() {
-            "bot" => UserType::Bot,
-            "support" => UserType::Support,
-            _ => UserType::Regular,
-        });
+    let user_type = read_user_type(fields)?;
     let state = match fields.choice("state", &["present", "absent"])?.as_deref() {
         Some("absent") => UserState::Absent,
         _ => UserState::Present,
@@ -432,6 +434,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             shadow_banned: fields.boolean("shadow_banned")?,
         },
         ratelimit: read_ratelimit(fields)?,
+        rooms: read_rooms(fields, state)?,
         emails: read_emails(fields)?,
         external_ids: read_external_ids(fields)?,
     })
@@ -584,6 +587,70 @@ fn read_list<'a>(
     }
 }
 
+/// Room aliases or IDs, by shape. Refused with `state: absent`: deactivation
+/// makes a user leave every room, so it could be in none of them.
+fn read_rooms(fields: &Fields, state: UserState) -> Result<Vec<Room>, ArgsError> {
+    let field = fields.name("rooms");
+    let rooms = match fields.value("rooms") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(rooms)) => rooms,
+        Some(_) => {
+            return Err(ArgsError::WrongType {
+                field,
+                expected: "a list of room aliases (#room:example.com) or IDs (!abc:example.com)",
+            })
+        }
+    };
+    if state == UserState::Absent && !rooms.is_empty() {
+        return Err(ArgsError::Exclusive {
+            first: field,
+            second: "state: absent".into(),
+        });
+    }
+    let mut parsed: Vec<Room> = Vec::with_capacity(rooms.len());
+    for (index, room) in rooms.iter().enumerate() {
+        let text = match room {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let room = Room::parse(&text).ok_or_else(|| ArgsError::NotAccepted {
+            field: format!("{field}[{index}]"),
+            value: echo(&text),
+            accepted: "a room alias like #room:example.com or a room ID like !abc:example.com"
+                .into(),
+        })?;
+        if !parsed.contains(&room) {
+            parsed.push(room);
+        }
+    }
+    Ok(parsed)
+}
+
+/// Synapse keeps a user's type as text; a longer name is surely a mistake.
+const USER_TYPE_MAX_CHARS: usize = 255;
+
+/// `regular`, `bot`, `support` or a type of the server's own configuration,
+/// which only the server can confirm: here only its shape is checked.
+fn read_user_type(fields: &Fields) -> Result<Option<UserType>, ArgsError> {
+    let Some(name) = fields.string("user_type")? else {
+        return Ok(None);
+    };
+    let shaped = (1..=USER_TYPE_MAX_CHARS).contains(&name.chars().count())
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+    match shaped {
+        true => Ok(Some(UserType::from_name(&name))),
+        false => Err(ArgsError::NotAccepted {
+            field: fields.name("user_type"),
+            value: echo(&name),
+            accepted: format!(
+                "regular, bot, support, or a type the homeserver is configured with \
+                 (Synapse's user_types.extra_user_types): 1 to {USER_TYPE_MAX_CHARS} characters, \
+                 no spaces"
+            ),
+        }),
+    }
+}
+
 const RATELIMIT_FIELDS: [&str; 2] = ["messages_per_second", "burst_count"];
 /// Synapse keeps each number in a signed 64-bit column.
 const RATELIMIT_MAX: u64 = i64::MAX as u64;
@@ -623,6 +690,67 @@ fn read_ratelimit(fields: &Fields) -> Result<Option<Option<Ratelimit>>, ArgsErro
         }
         Some(other) => Err(not_accepted(other.to_string())),
     }
+}
+
+/// The limit is a safety net, not a quota: 0 forbids touching anyone.
+const UNDECLARED_MAX_LIMIT: u64 = 1_000_000;
+
+/// `undeclared`, its ignore patterns and its limit. Only the list form
+/// (`users`) declares the whole server; each pattern must match a whole
+/// localpart (anchored here, so `bot` spares `bot` and not `robot`).
+fn read_undeclared(top: &Fields) -> Result<UndeclaredPolicy, ArgsError> {
+    let names = Undeclared::ALL.map(Undeclared::name);
+    let action = top
+        .choice("undeclared", &names)?
+        .and_then(|name| Undeclared::ALL.into_iter().find(|u| u.name() == name))
+        .unwrap_or_default();
+    if action != Undeclared::Keep && !matches!(top.value("users"), Some(Value::Array(_))) {
+        return Err(ArgsError::Missing(format!(
+            "undeclared: {} needs the list form (users), which declares every user the server should have",
+            action.name()
+        )));
+    }
+    let ignore = match top.value("undeclared_ignore") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(patterns)) => patterns
+            .iter()
+            .enumerate()
+            .map(|(index, pattern)| anchored_pattern(pattern, index))
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ArgsError::WrongType {
+                field: "undeclared_ignore".into(),
+                expected: "a list of regular expressions",
+            })
+        }
+    };
+    let max = top
+        .integer("undeclared_max", 0, UNDECLARED_MAX_LIMIT)?
+        .map_or(UndeclaredPolicy::DEFAULT_MAX, |n| n as usize);
+    Ok(UndeclaredPolicy {
+        action,
+        ignore,
+        max,
+    })
+}
+
+/// `undeclared_ignore[index]` compiled to match a whole localpart.
+fn anchored_pattern(pattern: &Value, index: usize) -> Result<regex::Regex, ArgsError> {
+    let field = format!("undeclared_ignore[{index}]");
+    let Value::String(pattern) = pattern else {
+        return Err(ArgsError::WrongType {
+            field,
+            expected: "a regular expression (a string)",
+        });
+    };
+    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|error| ArgsError::NotAccepted {
+        field,
+        value: echo(pattern),
+        accepted: format!(
+            "a regular expression (Rust regex syntax); {}",
+            error.to_string().lines().last().unwrap_or_default()
+        ),
+    })
 }
 
 fn refuse_duplicates(users: &[DesiredUser]) -> Result<(), ArgsError> {
@@ -938,6 +1066,67 @@ mod tests {
     }
 
     #[test]
+    fn a_user_type_is_any_name_of_the_right_shape() {
+        let read = |user_type: &str| {
+            parse(with(json!({"username": "a", "user_type": user_type})))
+                .map(|args| args.users[0].user_type.clone())
+        };
+        assert_eq!(read("regular").unwrap(), Some(UserType::Regular));
+        assert_eq!(read("bot").unwrap(), Some(UserType::Bot));
+        assert_eq!(
+            read("com.example.bridge").unwrap(),
+            Some(UserType::Extra("com.example.bridge".into()))
+        );
+        for bad in ["", "two words", "bot\n", &"x".repeat(256)] {
+            let message = read(bad).unwrap_err().to_string();
+            assert!(message.starts_with("user_type: "), "{message}");
+            assert!(
+                message.contains("Synapse's user_types.extra_user_types"),
+                "{message}"
+            );
+        }
+        assert_eq!(
+            read(&"x".repeat(255)).unwrap(),
+            Some(UserType::Extra("x".repeat(255)))
+        );
+    }
+
+    #[test]
+    fn rooms_are_aliases_or_ids_and_only_for_a_present_user() {
+        let rooms = |rooms: Value, state: &str| {
+            parse(with(json!({"users": [{"username": "a"},
+                {"username": "b", "rooms": rooms, "state": state}]})))
+        };
+        let read = rooms(json!(["#general:x", "!abc:x", "#general:x"]), "present").unwrap();
+        let names: Vec<&str> = read.users[1].rooms.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, ["#general:x", "!abc:x"]);
+        assert!(read.users[0].rooms.is_empty());
+        let message = rooms(json!(["#general:x", "general"]), "present")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "users[1].rooms[1]: \"general\" is not accepted; use a room alias like \
+             #room:example.com or a room ID like !abc:example.com"
+        );
+        let message = rooms(json!("#general:x"), "present")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("users[1].rooms: expected a list"),
+            "{message}"
+        );
+        let message = rooms(json!(["#general:x"]), "absent")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "users[1].rooms and state: absent are mutually exclusive; give only one"
+        );
+        assert!(rooms(json!([]), "absent").is_ok());
+    }
+
+    #[test]
     fn ratelimit_is_default_unlimited_or_two_whole_numbers() {
         let user = |ratelimit: Value| {
             with(
@@ -1063,6 +1252,41 @@ mod tests {
             json!([twice, twice]),
             "external_ids[1]: \"7 at saml\" is not accepted; use each identity once: it is external_ids[0] again",
         );
+    }
+
+    #[test]
+    fn undeclared_needs_the_list_form_and_valid_anchored_patterns() {
+        let args = parse(with(json!({"users": [], "undeclared": "lock",
+            "undeclared_ignore": ["bot", "_discord_.*"], "undeclared_max": "3"})))
+        .unwrap();
+        assert_eq!(args.undeclared.action, Undeclared::Lock);
+        assert_eq!(args.undeclared.max, 3);
+        let matches = |name: &str| args.undeclared.ignore.iter().any(|p| p.is_match(name));
+        assert!(matches("bot") && matches("_discord_123"));
+        assert!(!matches("robot") && !matches("bot2") && !matches("x_discord_1"));
+
+        let defaults = parse(with(json!({"users": []}))).unwrap().undeclared;
+        assert_eq!((defaults.action, defaults.max), (Undeclared::Keep, 10));
+        assert_eq!(
+            error(with(json!({"username": "alice", "undeclared": "deactivate"}))),
+            "undeclared: deactivate needs the list form (users), which declares every user the server should have"
+        );
+        let bad = error(with(
+            json!({"users": [], "undeclared": "lock", "undeclared_ignore": ["ok", "a(b"]}),
+        ));
+        assert!(
+            bad.starts_with(
+                "undeclared_ignore[1]: \"a(b\" is not accepted; use a regular expression"
+            ),
+            "{bad}"
+        );
+        assert!(bad.ends_with("unclosed group"), "{bad}");
+        assert!(
+            error(with(json!({"users": [], "undeclared_ignore": "bot"})))
+                .starts_with("undeclared_ignore: expected a list")
+        );
+        assert!(error(with(json!({"users": [], "undeclared": "remove"})))
+            .contains("use keep or lock or deactivate"));
     }
 
     /// Any JSON value, a few levels deep.

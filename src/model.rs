@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::matrix_id::Username;
+use crate::matrix_id::{Room, Username};
 use crate::secret::Secret;
 
 /// Which server implementation holds the users (the `homeserver` parameter).
@@ -64,19 +64,32 @@ pub enum UserState {
 }
 
 /// Synapse's user types; `Regular` is the type of ordinary accounts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserType {
     Regular,
     Bot,
     Support,
+    /// A type the server's configuration adds (Synapse's
+    /// `user_types.extra_user_types`); only the server knows whether it exists.
+    Extra(String),
 }
 
 impl UserType {
-    pub fn as_str(self) -> &'static str {
+    pub fn from_name(name: &str) -> UserType {
+        match name {
+            "regular" => UserType::Regular,
+            "bot" => UserType::Bot,
+            "support" => UserType::Support,
+            other => UserType::Extra(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
         match self {
             UserType::Regular => "regular",
             UserType::Bot => "bot",
             UserType::Support => "support",
+            UserType::Extra(name) => name,
         }
     }
 }
@@ -107,6 +120,9 @@ pub struct DesiredUser {
     pub emails: Option<Vec<String>>,
     /// Exactly the SSO identities the account must have: `Some(vec![])` removes all.
     pub external_ids: Option<Vec<ExternalId>>,
+    /// Rooms the account must be joined to; empty: membership is not
+    /// managed. Joins only: a room left out is never left.
+    pub rooms: Vec<Room>,
 }
 
 impl DesiredUser {
@@ -280,6 +296,8 @@ pub enum Fact {
     Ratelimit,
     Emails,
     ExternalIds,
+    /// Which of the declared rooms the account has joined.
+    Rooms,
 }
 
 impl std::fmt::Display for Fact {
@@ -293,6 +311,7 @@ impl std::fmt::Display for Fact {
             Fact::Ratelimit => "its rate-limit override",
             Fact::Emails => "its e-mail addresses",
             Fact::ExternalIds => "its SSO identities (external_ids)",
+            Fact::Rooms => "which of the declared rooms it has joined",
         })
     }
 }
@@ -320,17 +339,24 @@ pub struct Account {
     /// Read only for a user that declares `external_ids` (not in Synapse's user list).
     #[serde(skip_serializing_if = "Seen::is_unknown")]
     pub external_ids: Seen<Vec<ExternalId>>,
+    /// Of the declared rooms, those the account has joined, named as
+    /// declared; read only for a user that declares rooms (membership is
+    /// not in Synapse's user list, and the rest of it is not managed).
+    #[serde(skip_serializing_if = "Seen::is_unknown")]
+    pub rooms: Seen<Vec<Room>>,
 }
 
 impl Account {
     /// Whether this read lacks something `desired` manages, so that the
     /// user must be read alone (Synapse's list has no `suspended`, no
-    /// rate-limit override, no e-mail addresses and no SSO identities).
+    /// rate-limit override, no room membership, no e-mail addresses and no
+    /// SSO identities).
     pub fn lacks_any_of(&self, desired: &DesiredUser) -> bool {
         self.restrictions.lacks_any_of(&desired.restrictions)
             || (desired.ratelimit.is_some() && self.ratelimit.is_unknown())
             || (desired.emails.is_some() && self.emails.is_unknown())
             || (desired.external_ids.is_some() && self.external_ids.is_unknown())
+            || (!desired.rooms.is_empty() && self.rooms.is_unknown())
     }
 }
 
@@ -380,6 +406,8 @@ pub enum Change {
     SetEmails,
     /// Make the account's SSO identities exactly the declared ones.
     SetExternalIds,
+    /// Join these declared rooms, which the account has not joined.
+    JoinRooms(Vec<Room>),
     Deactivate {
         erase: bool,
     },
@@ -407,8 +435,58 @@ impl Change {
             Change::SetRatelimit(None) => "ratelimit removed",
             Change::SetEmails => "emails changed",
             Change::SetExternalIds => "external_ids changed",
+            Change::JoinRooms(_) => "rooms joined",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
+        }
+    }
+}
+
+/// What happens to local accounts the list form (`users`) does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Undeclared {
+    /// Left alone (the default).
+    #[default]
+    Keep,
+    /// Locked: nobody can log in, nothing is erased, unlocking undoes it.
+    Lock,
+    /// Deactivated, not erased.
+    Deactivate,
+}
+
+impl Undeclared {
+    pub const ALL: [Undeclared; 3] = [Undeclared::Keep, Undeclared::Lock, Undeclared::Deactivate];
+
+    /// The value of the `undeclared` parameter.
+    pub fn name(self) -> &'static str {
+        match self {
+            Undeclared::Keep => "keep",
+            Undeclared::Lock => "lock",
+            Undeclared::Deactivate => "deactivate",
+        }
+    }
+}
+
+/// The `undeclared` option with the patterns and the limit that go with it.
+#[derive(Debug, Clone)]
+pub struct UndeclaredPolicy {
+    pub action: Undeclared,
+    /// Localparts that are never touched; each pattern matches the whole localpart.
+    pub ignore: Vec<regex::Regex>,
+    /// The most accounts one run may touch; more fails the run before any change.
+    pub max: usize,
+}
+
+impl UndeclaredPolicy {
+    pub const DEFAULT_MAX: usize = 10;
+}
+
+impl Default for UndeclaredPolicy {
+    fn default() -> Self {
+        UndeclaredPolicy {
+            action: Undeclared::Keep,
+            ignore: Vec::new(),
+            max: UndeclaredPolicy::DEFAULT_MAX,
         }
     }
 }

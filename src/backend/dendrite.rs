@@ -46,7 +46,9 @@ use self::database::Database;
 use super::client_api::{logout, password_login, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{hex, register, Registration};
-use super::{refuse_declared, refuse_email, refuse_user_type, AccountServer, ServerError};
+use super::{
+    refuse_declared, refuse_email, refuse_undeclared, refuse_user_type, AccountServer, ServerError,
+};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -91,6 +93,9 @@ const NO_RESTRICTIONS: &str = "Dendrite (0.13) cannot lock, suspend or shadow-ba
 const NO_RATELIMIT: &str =
     "Dendrite (0.13) has no per-user rate-limit override (only its configuration's \
      rate_limiting.exempt_user_ids); leave ratelimit out with homeserver: dendrite";
+const NO_ROOMS: &str =
+    "Dendrite (0.13) has no admin API that joins a user to a room (its admin endpoints only \
+     evacuate and purge); leave rooms out with homeserver: dendrite";
 const NO_EMAILS: &str =
     "Dendrite's admin API (0.13) cannot set a user's e-mail addresses; leave emails out with homeserver: dendrite";
 const NO_EXTERNAL_IDS: &str =
@@ -107,6 +112,7 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         refuse_declared(user, restriction.field(), declared, NO_RESTRICTIONS)?;
     }
     refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
+    refuse_declared(user, "rooms", !user.rooms.is_empty(), NO_ROOMS)?;
     refuse_declared(user, "emails", user.emails.is_some(), NO_EMAILS)?;
     let external_ids = user.external_ids.is_some();
     refuse_declared(user, "external_ids", external_ids, NO_EXTERNAL_IDS)?;
@@ -176,6 +182,7 @@ impl Dendrite {
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
             external_ids: Seen::Unknown,
+            rooms: Seen::Unknown,
         })
     }
 
@@ -203,6 +210,7 @@ impl Dendrite {
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
             external_ids: Seen::Unknown,
+            rooms: Seen::Unknown,
         };
         let password = match (&declared.password, declared.state) {
             (Some(password), UserState::Present) => password,
@@ -489,6 +497,10 @@ impl AccountServer for Dendrite {
             refuse_email(user)?;
             refuse_unsupported(user)?;
         }
+        refuse_undeclared(
+            args,
+            "Dendrite's admin API has no user list and no lock; only keep (the default) is supported with homeserver: dendrite",
+        )?;
         Ok(access)
     }
 
@@ -535,9 +547,13 @@ impl AccountServer for Dendrite {
                 "reading whether {user} is a server admin without its current password"
             ),
             // Never asked: check_declaration refuses every restriction,
-            // ratelimit, e-mail and SSO identity.
+            // ratelimit, rooms, e-mail and SSO identity.
             (
-                Fact::Restriction(_) | Fact::Ratelimit | Fact::Emails | Fact::ExternalIds,
+                Fact::Restriction(_)
+                | Fact::Ratelimit
+                | Fact::Rooms
+                | Fact::Emails
+                | Fact::ExternalIds,
                 _,
             ) => {
                 return ServerError::Unexpected {
@@ -686,8 +702,9 @@ impl AccountServer for Dendrite {
         if changes.contains(&Change::SetDisplayname) {
             self.set_displayname(user, desired).await?;
         }
-        // check_declaration refuses user types, e-mail and SSO identities for
-        // Dendrite, so SetUserType, AddEmail, SetEmails and SetExternalIds are never planned here.
+        // check_declaration refuses user types, rooms, e-mail and SSO
+        // identities for Dendrite, so SetUserType, JoinRooms, AddEmail,
+        // SetEmails and SetExternalIds are never planned here.
         Ok(())
     }
 }

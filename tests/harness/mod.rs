@@ -277,6 +277,33 @@ impl Server {
         assert!(status == 200 || status == 201, "PUT {localpart}: {reply}");
     }
 
+    /// Creates a room as the harness's admin, who stays in it: `preset` is
+    /// `public_chat` or `private_chat`, `alias` a localpart for
+    /// `#alias:server` (none when empty). Returns the room ID.
+    pub fn create_room(&self, preset: &str, alias: &str) -> String {
+        let mut body = json!({ "preset": preset });
+        if !alias.is_empty() {
+            body["room_alias_name"] = json!(alias);
+        }
+        let token = self.harness_admin_token();
+        let (status, room) = self.post("/_matrix/client/v3/createRoom", Some(token), body);
+        assert_eq!(status, 200, "creating a {preset} room: {room}");
+        room["room_id"].as_str().unwrap().to_string()
+    }
+
+    /// The users joined to `room`, as Synapse's room admin API lists them.
+    pub fn room_members(&self, room: &str) -> Vec<String> {
+        let path = format!("/_synapse/admin/v1/rooms/{}/members", encode(room));
+        let (status, body) = self.get(&path, Some(self.harness_admin_token()));
+        assert_eq!(status, 200, "members of {room}: {body}");
+        body["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|member| member.as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// The bodies of the last messages in `room`, as the harness's admin (a
     /// member) reads them.
     pub fn message_bodies(&self, room: &str) -> Vec<String> {
