@@ -137,6 +137,9 @@ def write_config(
         # limit (5 logins, then one per 5 minutes) would throttle the tests'
         # own proofs. The per-account limits stay at Synapse's defaults.
         config["rc_login"] = {"address": {"per_second": 1000, "burst_count": 1000}}
+        # The tests' rooms are all made by the harness's one admin, and
+        # Synapse lets one account make 10 rooms, then one a minute.
+        config["rc_room_creation"] = {"per_second": 1000, "burst_count": 1000}
     # JSON is YAML, and needs no YAML library here.
     with open(config_path, "w") as f:
         json.dump(config, f, indent=2)
