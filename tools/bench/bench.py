@@ -49,16 +49,39 @@ def post_json(url, body):
         return json.load(response)
 
 
-def register_directly(url, secret, username, password):
+def register_directly(url, secret, username, password, admin=False):
     """One shared-secret registration, the way Synapse documents it."""
     with urllib.request.urlopen(f"{url}/_synapse/admin/v1/register", timeout=60) as response:
         nonce = json.load(response)["nonce"]
     mac = hmac.new(secret.encode(), digestmod=hashlib.sha1)
-    mac.update(b"\x00".join([nonce.encode(), username.encode(), password.encode(), b"notadmin"]))
-    post_json(
+    mac.update(b"\x00".join([nonce.encode(), username.encode(), password.encode(), b"admin" if admin else b"notadmin"]))
+    return post_json(
         f"{url}/_synapse/admin/v1/register",
-        {"nonce": nonce, "username": username, "password": password, "admin": False, "mac": mac.hexdigest(), "inhibit_login": True},
+        {"nonce": nonce, "username": username, "password": password, "admin": admin, "mac": mac.hexdigest(), "inhibit_login": not admin},
     )
+
+
+def public_room(info, alias_name):
+    """A public room with the alias #alias_name, made by an admin of the bench's own; returns the alias."""
+    token = register_directly(info["url"], info["registration_shared_secret"], "bench-admin", "bench-admin-password", admin=True)["access_token"]
+    request = urllib.request.Request(
+        f"{info['url']}/_matrix/client/v3/createRoom",
+        data=json.dumps({"preset": "public_chat", "room_alias_name": alias_name}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        json.load(response)
+    return f"#{alias_name}:{info['server_name']}"
+
+
+def with_attributes(user_list, room):
+    """Each user declaring what issue 12 added: a lock, a shadow-ban, a rate-limit
+    override, an SSO identity and one room."""
+    return [
+        dict(u, locked=False, shadow_banned=False, ratelimit={"messages_per_second": 10, "burst_count": 50},
+             external_ids=[{"auth_provider": "oidc-bench", "external_id": u["username"]}], rooms=[room])
+        for u in user_list
+    ]
 
 
 def server_limit(info, count, concurrency):
@@ -156,6 +179,14 @@ def main():
         peak_kib = max(create_peak, rerun_peak, flip_peak)
         assert sum(u["changed"] for u in output["users"]) == n // 2
 
+        print(f"module binary: declare 5 more attributes of {n}, re-run ...", flush=True)
+        declared = with_attributes(flipped + created[n // 2 :], public_room(info, "bench"))
+        figures["module (binary): set 5 attributes"], output, _ = run_module(info, cache_dir, declared, concurrency, workdir)
+        assert all(u["changed"] for u in output["users"]), "every user gets its attributes"
+        figures["module (binary): re-run, 5 attributes"], output, attributes_peak = run_module(info, cache_dir, declared, concurrency, workdir)
+        assert not output["changed"], "a re-run must change nothing"
+        peak_kib = max(peak_kib, attributes_peak)
+
         print(f"module via ansible-playbook: create {n}, re-run ...", flush=True)
         play_vars = {"homeserver_url": info["url"], "shared_secret": info["registration_shared_secret"], "token_cache_dir": cache_dir}
         played = users("play", n)
@@ -184,6 +215,10 @@ def main():
          per_user["baseline loop: re-run"] / per_user["module (playbook): re-run"]),
         ("module create vs baseline create, per user (times faster)",
          per_user["baseline loop: create"] / per_user["module (binary): create"]),
+        ("re-run with 5 more attributes declared vs plain re-run, per user (times slower)",
+         per_user["module (binary): re-run, 5 attributes"] / per_user["module (binary): re-run"]),
+        ("re-run with 5 more attributes declared: ms per 100 users",
+         per_user["module (binary): re-run, 5 attributes"] * 100 * 1000),
     ]
     write_report(n, sample, concurrency, figures, counts, per_user, ratios, sizes, peak_kib)
     draw_chart(n, per_user)
@@ -216,6 +251,9 @@ def write_report(n, sample, concurrency, figures, counts, per_user, ratios, size
         f"Written by `just bench {n}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {machine()}.",
         f"One real Synapse {synapse_version} (SQLite, default bcrypt rounds, default rate limits), started for the run;",
         f"module concurrency {concurrency}; the baseline loop runs on a sample of {sample} users.",
+        "The \"5 attributes\" rows declare for every user `locked`, `shadow_banned`, a `ratelimit` override,",
+        "one SSO identity (`external_ids`) and one public room (`rooms`); Synapse's user list shows none of",
+        "the override, the identities or the rooms, so those are read per user, concurrently.",
         "Absolute times depend on the machine: compare the ratios, which come from the same run.",
         "",
         "| approach | users | total (s) | per user (ms) |",
