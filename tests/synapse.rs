@@ -1735,10 +1735,17 @@ fn a_room_that_cannot_be_joined_fails_its_user_with_the_reason() {
         assert_eq!(run.output["changed"], json!(false));
     }
 
+    // A room ID the server does not know is found when its members are read.
     let unknown =
         json!({"username": "patio-guest", "rooms": ["!unknown:localhost", "#patio:localhost"]});
-    s.module(unknown)
-        .assert_failed_with("rooms: !unknown:localhost cannot be joined: joining @patio-guest:localhost: the homeserver answered 404 M_UNKNOWN: Can't join remote room");
+    let mut check = unknown.clone();
+    check["_ansible_check_mode"] = json!(true);
+    for args in [unknown, check] {
+        s.module(args).assert_failed_with(
+            "rooms: !unknown:localhost cannot be joined: reading the members of !unknown:localhost: \
+             the homeserver answered 404 M_NOT_FOUND: Room not found",
+        );
+    }
 
     let mut refused = json!({"homeserver_url": "http://127.0.0.1:9", "username": "patio-guest"});
     refused["rooms"] = json!(["patio"]);

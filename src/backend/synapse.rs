@@ -60,6 +60,8 @@ pub enum SynapseError {
 
 /// A room alias's room ID, or the server's reason why it has none.
 type AliasLookup = Result<String, String>;
+/// A room's joined members, or the server's reason why it shows none.
+type MembersLookup = Result<HashSet<String>, String>;
 
 const SINGLE_EMAIL: &str = "email (one address, verified) is for homeserver: mas; \
      on Synapse declare emails, the exact list of the user's addresses";
@@ -76,6 +78,8 @@ pub struct Synapse {
     /// The room aliases looked up in this run, each once however many users
     /// declare it.
     aliases: RefCell<HashMap<Room, Rc<OnceCell<AliasLookup>>>>,
+    /// The members of the rooms declared in this run, each read once.
+    members: RefCell<HashMap<String, Rc<OnceCell<MembersLookup>>>>,
 }
 
 impl Synapse {
@@ -359,34 +363,16 @@ impl Synapse {
         }
     }
 
-    /// Of the rooms `desired` declares, those `user` has joined. Synapse's
-    /// list of joined rooms holds room IDs, so aliases are looked up; one
-    /// that names no room fails the user, as a join to it would.
+    /// Of the rooms `desired` declares, those `user` has joined. Each room's
+    /// members are read once per run, however many users declare it, so a
+    /// list of users sharing rooms costs a request per room, not per user.
+    /// Aliases are looked up first; a room that names no room, or that the
+    /// server does not know, fails the user, as a join to it would.
     async fn joined_rooms(
         &self,
         user: &UserId,
         desired: &DesiredUser,
     ) -> Result<Vec<Room>, ServerError> {
-        let what = format!("reading the rooms {user} has joined");
-        let path = format!(
-            "/_synapse/admin/v1/users/{}/joined_rooms",
-            path_segment(&user.to_string())
-        );
-        let reply = self.admin_get(&path, &[]).await?;
-        if reply.status != StatusCode::OK {
-            return Err(ServerError::refused(what, &reply));
-        }
-        let joined: HashSet<&str> = reply
-            .body
-            .get("joined_rooms")
-            .and_then(Value::as_array)
-            .ok_or_else(|| ServerError::Unexpected {
-                what,
-                detail: "no joined_rooms array".into(),
-            })?
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
         let mut found = Vec::new();
         let mut failures = Vec::new();
         for room in &desired.rooms {
@@ -400,14 +386,60 @@ impl Synapse {
                     }
                 },
             };
-            if joined.contains(id.as_str()) {
-                found.push(room.clone());
+            match self.is_member(&id, user).await? {
+                Ok(true) => found.push(room.clone()),
+                Ok(false) => {}
+                Err(reason) => failures.push(format!("{room} cannot be joined: {reason}")),
             }
         }
         match failures.is_empty() {
             true => Ok(found),
             false => Err(rooms_not_joined(desired, failures)),
         }
+    }
+
+    /// Whether `user` is among the joined members of the room `room_id`
+    /// (synapse/rest/admin/rooms.py, RoomMembersRestServlet), which are read
+    /// once per run; a room the server does not know gives the reason no
+    /// one can join it.
+    async fn is_member(
+        &self,
+        room_id: &str,
+        user: &UserId,
+    ) -> Result<Result<bool, String>, ServerError> {
+        let members = self
+            .members
+            .borrow_mut()
+            .entry(room_id.to_string())
+            .or_default()
+            .clone();
+        let read = || async {
+            let what = format!("reading the members of {room_id}");
+            let path = format!("/_synapse/admin/v1/rooms/{}/members", path_segment(room_id));
+            let reply = self.admin_get(&path, &[]).await?;
+            if reply.status == StatusCode::NOT_FOUND {
+                return Ok(Err(ServerError::refused(what, &reply).to_string()));
+            }
+            if reply.status != StatusCode::OK {
+                return Err(ServerError::refused(what, &reply));
+            }
+            let listed = reply.body.get("members").and_then(Value::as_array);
+            let Some(listed) = listed else {
+                return Err(ServerError::Unexpected {
+                    what,
+                    detail: "no members array".into(),
+                });
+            };
+            Ok(Ok(listed
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()))
+        };
+        Ok(match members.get_or_try_init(read).await? {
+            Ok(joined) => Ok(joined.contains(&user.to_string())),
+            Err(reason) => Err(reason.clone()),
+        })
     }
 
     /// The ID of the room `alias` names, or the server's reason why there
@@ -561,6 +593,7 @@ impl AccountServer for Synapse {
             acting_user: identity.user_id,
             shared_secret: args.credentials.shared_secret.clone(),
             aliases: RefCell::default(),
+            members: RefCell::default(),
         })
     }
 
