@@ -19,6 +19,7 @@ use crate::model::{
 };
 use crate::secret::{hold, hold_basic_auth, url_password, Secret};
 
+mod avatar;
 mod fields;
 
 use fields::{echo, Fields};
@@ -63,6 +64,7 @@ const USER_PARAMETERS: &[&str] = &[
     "suspended",
     "shadow_banned",
     "ratelimit",
+    "avatar",
 ];
 
 /// Parameters whose values are secrets, at the top level or in each `users` entry.
@@ -137,6 +139,13 @@ pub enum ArgsError {
         field: String,
         username: String,
         first: String,
+    },
+    /// An avatar file that cannot be uploaded (its content is never shown).
+    #[error("{field}: {path}: {problem}")]
+    AvatarFile {
+        field: String,
+        path: String,
+        problem: String,
     },
     /// A file that holds a secret could not be read (the content is never shown).
     #[error("{field}: cannot read {path}: {source}")]
@@ -429,6 +438,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             shadow_banned: fields.boolean("shadow_banned")?,
         },
         ratelimit: read_ratelimit(fields)?,
+        avatar: avatar::read_avatar(fields)?,
     })
 }
 

@@ -3,6 +3,8 @@
 //! the backends), and the changes [`crate::plan`] decides between the two.
 //! Types only: parsing, observing and deciding live in their own stages.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::matrix_id::Username;
@@ -102,6 +104,7 @@ pub struct DesiredUser {
     /// The rate-limit override the account must have; `Some(None)`
     /// (`ratelimit: default`) means none, so the server's limits apply.
     pub ratelimit: Option<Option<Ratelimit>>,
+    pub avatar: Option<Avatar>,
 }
 
 impl DesiredUser {
@@ -249,6 +252,70 @@ fn serialize_ratelimit<S: serde::Serializer>(
     }
 }
 
+/// The avatar a user must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Avatar {
+    /// An `mxc://server/media_id` URI, set as it is.
+    Uri(String),
+    /// An image on the managed host, uploaded unless the avatar already has its content.
+    File(AvatarFile),
+}
+
+impl Avatar {
+    /// As the playbook gave it: the URI, or the file's path.
+    pub fn declared(&self) -> &str {
+        match self {
+            Avatar::Uri(uri) => uri,
+            Avatar::File(file) => &file.path,
+        }
+    }
+}
+
+/// An image file, read and checked before anything is sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AvatarFile {
+    pub path: String,
+    /// Its media type, judged by its first bytes.
+    pub content_type: &'static str,
+    /// Shared: every copy of the declaration holds the same content.
+    pub bytes: Arc<[u8]>,
+}
+
+/// The path and type, not the content.
+impl std::fmt::Debug for AvatarFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AvatarFile({}, {}, {} bytes)",
+            self.path,
+            self.content_type,
+            self.bytes.len()
+        )
+    }
+}
+
+/// An account's avatar as a read saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenAvatar {
+    /// Its mxc URI, `None` when it has none. A prediction shows an avatar
+    /// still to be uploaded as the file's path.
+    pub uri: Option<String>,
+    /// Whether its content is the declared file's: read (downloaded) only
+    /// for a user that declares a file.
+    pub is_declared_file: Option<bool>,
+}
+
+/// A seen avatar as the diff shows it: its URI (or the file to upload), `null` for none.
+fn serialize_avatar<S: serde::Serializer>(
+    avatar: &Seen<SeenAvatar>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match avatar {
+        Seen::Known(avatar) => avatar.uri.serialize(s),
+        Seen::Unknown => s.serialize_str("unknown"),
+    }
+}
+
 /// A fact a plan may need but a read may not have seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fact {
@@ -259,6 +326,8 @@ pub enum Fact {
     Restriction(Restriction),
     /// Whether the account has a rate-limit override, and which.
     Ratelimit,
+    /// The account's avatar, and whether it is the declared file's content.
+    Avatar,
 }
 
 impl std::fmt::Display for Fact {
@@ -270,6 +339,7 @@ impl std::fmt::Display for Fact {
             Fact::Restriction(Restriction::Suspended) => "whether it is suspended",
             Fact::Restriction(Restriction::ShadowBanned) => "whether it is shadow-banned",
             Fact::Ratelimit => "its rate-limit override",
+            Fact::Avatar => "its avatar",
         })
     }
 }
@@ -293,15 +363,23 @@ pub struct Account {
         serialize_with = "serialize_ratelimit"
     )]
     pub ratelimit: Seen<Option<Ratelimit>>,
+    /// Read only for a user that declares `avatar` (Synapse's list is not
+    /// asked for it, and a file's content is compared apart).
+    #[serde(
+        skip_serializing_if = "Seen::is_unknown",
+        serialize_with = "serialize_avatar"
+    )]
+    pub avatar: Seen<SeenAvatar>,
 }
 
 impl Account {
     /// Whether this read lacks something `desired` manages, so that the
-    /// user must be read alone (Synapse's list has no `suspended` and no
-    /// rate-limit override).
+    /// user must be read alone (Synapse's list has no `suspended`, no
+    /// rate-limit override and no avatar content).
     pub fn lacks_any_of(&self, desired: &DesiredUser) -> bool {
         self.restrictions.lacks_any_of(&desired.restrictions)
             || (desired.ratelimit.is_some() && self.ratelimit.is_unknown())
+            || (desired.avatar.is_some() && self.avatar.is_unknown())
     }
 }
 
@@ -347,6 +425,8 @@ pub enum Change {
     Restrict(Restriction, bool),
     /// Set this rate-limit override, or remove it (`None`).
     SetRatelimit(Option<Ratelimit>),
+    /// Give the account this avatar, uploading it first when it is a file.
+    SetAvatar(Avatar),
     Deactivate {
         erase: bool,
     },
@@ -372,6 +452,8 @@ impl Change {
             Change::Restrict(Restriction::ShadowBanned, false) => "shadow-ban lifted",
             Change::SetRatelimit(Some(_)) => "ratelimit set",
             Change::SetRatelimit(None) => "ratelimit removed",
+            Change::SetAvatar(Avatar::Uri(_)) => "avatar set",
+            Change::SetAvatar(Avatar::File(_)) => "avatar uploaded",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
         }

@@ -288,7 +288,7 @@ async fn create<B: AccountServer>(
 }
 
 /// Whether a read after a failure finds the account as the first read did. A
-/// restriction or rate-limit override only one of them showed (Synapse's
+/// restriction, rate-limit override or avatar only one of them showed (Synapse's
 /// list has neither `suspended` nor the override, its read of one user has)
 /// is no difference.
 fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
@@ -302,6 +302,9 @@ fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
             }
             if before.ratelimit.is_unknown() {
                 now.ratelimit = Seen::Unknown;
+            }
+            if before.avatar.is_unknown() {
+                now.avatar = Seen::Unknown;
             }
             now == *before
         }
@@ -349,6 +352,7 @@ mod tests {
                 ..Restrictions::default()
             },
             ratelimit: Seen::Unknown,
+            avatar: Seen::Unknown,
         })
     }
 

@@ -244,6 +244,7 @@ mod tests {
                 emails: vec![],
                 restrictions: Default::default(),
                 ratelimit: Seen::Unknown,
+                avatar: Seen::Unknown,
             }),
             error: error.map(str::to_string),
             partly_applied: false,

@@ -91,6 +91,8 @@ const NO_RESTRICTIONS: &str = "Dendrite (0.13) cannot lock, suspend or shadow-ba
 const NO_RATELIMIT: &str =
     "Dendrite (0.13) has no per-user rate-limit override (only its configuration's \
      rate_limiting.exempt_user_ids); leave ratelimit out with homeserver: dendrite";
+const NO_AVATAR: &str = "matrix_user manages avatars on Synapse only (it compares an uploaded file's \
+     content through Synapse's authenticated media API); leave avatar out with homeserver: dendrite";
 const NO_ERASE: &str = "Dendrite cannot erase a deactivated user's messages and profile; \
      leave erase out with homeserver: dendrite";
 
@@ -103,6 +105,7 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         refuse_declared(user, restriction.field(), declared, NO_RESTRICTIONS)?;
     }
     refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
+    refuse_declared(user, "avatar", user.avatar.is_some(), NO_AVATAR)?;
     if let Some(password) = &user.password {
         if !PASSWORD_BYTES.contains(&password.expose().len()) {
             return Err(ArgsError::BadSecret {
@@ -168,6 +171,7 @@ impl Dendrite {
             emails: Vec::new(),
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
+            avatar: Seen::Unknown,
         })
     }
 
@@ -194,6 +198,7 @@ impl Dendrite {
             emails: Vec::new(),
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
+            avatar: Seen::Unknown,
         };
         let password = match (&declared.password, declared.state) {
             (Some(password), UserState::Present) => password,
@@ -525,8 +530,8 @@ impl AccountServer for Dendrite {
             (Fact::Admin, _) => format!(
                 "reading whether {user} is a server admin without its current password"
             ),
-            // Never asked: check_declaration refuses every restriction and ratelimit.
-            (Fact::Restriction(_) | Fact::Ratelimit, _) => {
+            // Never asked: check_declaration refuses every restriction, ratelimit and avatar.
+            (Fact::Restriction(_) | Fact::Ratelimit | Fact::Avatar, _) => {
                 return ServerError::Unexpected {
                     what: format!("reading {user}"),
                     detail: format!("Dendrite does not show {fact}"),

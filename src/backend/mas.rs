@@ -124,6 +124,9 @@ const NO_SUSPENSION: &str =
 const NO_RATELIMIT: &str =
     "MAS has no per-user rate-limit override (the homeserver applies rate limits, and with homeserver: mas \
      matrix_user talks to MAS only); leave ratelimit out with homeserver: mas";
+const NO_AVATAR: &str =
+    "MAS has no avatars (the homeserver keeps profiles, and with homeserver: mas \
+     matrix_user talks to MAS only); leave avatar out with homeserver: mas";
 const NO_USER_TYPES: &str =
     "MAS has no user types, so bot and support accounts cannot be made through it; \
      leave user_type out (or regular) with homeserver: mas";
@@ -137,6 +140,7 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         refuse_declared(user, restriction.field(), declared, NO_SUSPENSION)?;
     }
     refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
+    refuse_declared(user, "avatar", user.avatar.is_some(), NO_AVATAR)?;
     refuse_user_type(user, NO_USER_TYPES)
 }
 
@@ -482,6 +486,7 @@ impl AccountServer for Mas {
                 ..Restrictions::default()
             },
             ratelimit: Seen::Unknown,
+            avatar: Seen::Unknown,
         };
         self.known.borrow_mut().insert(user.clone(), found);
         Ok(Some(account))
@@ -637,13 +642,14 @@ impl AccountServer for Mas {
                 Change::AddEmail(email) => self.add_email(&found.id, email).await?,
                 Change::SetPassword { password } => self.set_password(&found.id, password).await?,
                 // Create goes to create(); check_declaration refuses
-                // displayname, user types, suspension, shadow-ban and
-                // ratelimit for MAS, so those are never planned here.
+                // displayname, user types, suspension, shadow-ban,
+                // ratelimit and avatar for MAS, so those are never planned here.
                 Change::Create { .. }
                 | Change::SetDisplayname
                 | Change::SetUserType(_)
                 | Change::Restrict(_, _)
-                | Change::SetRatelimit(_) => {}
+                | Change::SetRatelimit(_)
+                | Change::SetAvatar(_) => {}
             }
         }
         Ok(())
