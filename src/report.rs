@@ -67,6 +67,10 @@ pub struct Report {
     pub fatal: Option<String>,
     pub check_mode: bool,
     pub diff: bool,
+    /// With `undeclared: lock | deactivate`: the undeclared users this run
+    /// touched (or, in check mode, would touch), whose outcomes follow the
+    /// declared users'.
+    pub undeclared: Option<Vec<String>>,
 }
 
 impl Report {
@@ -76,6 +80,7 @@ impl Report {
             fatal: Some(message),
             check_mode: false,
             diff: false,
+            undeclared: None,
         }
     }
 
@@ -104,6 +109,9 @@ impl Report {
             "msg": self.message(),
             "users": users,
         });
+        if let Some(undeclared) = &self.undeclared {
+            output["undeclared"] = json!(undeclared);
+        }
         if self.diff && self.fatal.is_none() {
             output["diff"] = self
                 .outcomes
@@ -151,8 +159,12 @@ impl Report {
                 } else {
                     "changed"
                 };
+                let undeclared = match self.undeclared.as_deref().unwrap_or_default() {
+                    [] => String::new(),
+                    touched => format!(" ({} of them undeclared)", touched.len()),
+                };
                 format!(
-                    "{} users: {changed} {verb}, {} already as declared",
+                    "{} users: {changed} {verb}{undeclared}, {} already as declared",
                     all.len(),
                     all.len() - changed
                 )
@@ -241,9 +253,11 @@ mod tests {
                 deactivated: Seen::Known(false),
                 user_type: UserType::Regular,
                 displayname: None,
-                emails: vec![],
+                emails: Seen::Unknown,
                 restrictions: Default::default(),
                 ratelimit: Seen::Unknown,
+                external_ids: Seen::Unknown,
+                rooms: Seen::Unknown,
                 avatar: Seen::Unknown,
             }),
             error: error.map(str::to_string),
@@ -257,6 +271,7 @@ mod tests {
             fatal: None,
             check_mode: false,
             diff: true,
+            undeclared: None,
         }
     }
 

@@ -46,7 +46,9 @@ use self::database::Database;
 use super::client_api::{logout, password_login, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{hex, register, Registration};
-use super::{refuse_declared, refuse_email, refuse_user_type, AccountServer, ServerError};
+use super::{
+    refuse_declared, refuse_email, refuse_undeclared, refuse_user_type, AccountServer, ServerError,
+};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -91,6 +93,13 @@ const NO_RESTRICTIONS: &str = "Dendrite (0.13) cannot lock, suspend or shadow-ba
 const NO_RATELIMIT: &str =
     "Dendrite (0.13) has no per-user rate-limit override (only its configuration's \
      rate_limiting.exempt_user_ids); leave ratelimit out with homeserver: dendrite";
+const NO_ROOMS: &str =
+    "Dendrite (0.13) has no admin API that joins a user to a room (its admin endpoints only \
+     evacuate and purge); leave rooms out with homeserver: dendrite";
+const NO_EMAILS: &str =
+    "Dendrite's admin API (0.13) cannot set a user's e-mail addresses; leave emails out with homeserver: dendrite";
+const NO_EXTERNAL_IDS: &str =
+    "Dendrite (0.13) has no SSO identities to bind to an account; leave external_ids out with homeserver: dendrite";
 const NO_AVATAR: &str = "matrix_user manages avatars on Synapse only (it compares an uploaded file's \
      content through Synapse's authenticated media API); leave avatar out with homeserver: dendrite";
 const NO_ERASE: &str = "Dendrite cannot erase a deactivated user's messages and profile; \
@@ -105,6 +114,10 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         refuse_declared(user, restriction.field(), declared, NO_RESTRICTIONS)?;
     }
     refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
+    refuse_declared(user, "rooms", !user.rooms.is_empty(), NO_ROOMS)?;
+    refuse_declared(user, "emails", user.emails.is_some(), NO_EMAILS)?;
+    let external_ids = user.external_ids.is_some();
+    refuse_declared(user, "external_ids", external_ids, NO_EXTERNAL_IDS)?;
     refuse_declared(user, "avatar", user.avatar.is_some(), NO_AVATAR)?;
     if let Some(password) = &user.password {
         if !PASSWORD_BYTES.contains(&password.expose().len()) {
@@ -168,9 +181,11 @@ impl Dendrite {
             deactivated: Seen::Known(row.deactivated),
             user_type: UserType::Regular,
             displayname: row.displayname.filter(|name| !name.is_empty()),
-            emails: Vec::new(),
+            emails: Seen::Unknown,
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
+            external_ids: Seen::Unknown,
+            rooms: Seen::Unknown,
             avatar: Seen::Unknown,
         })
     }
@@ -195,9 +210,11 @@ impl Dendrite {
             deactivated: Seen::Unknown,
             user_type: UserType::Regular,
             displayname: self.displayname(user).await?,
-            emails: Vec::new(),
+            emails: Seen::Unknown,
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
+            external_ids: Seen::Unknown,
+            rooms: Seen::Unknown,
             avatar: Seen::Unknown,
         };
         let password = match (&declared.password, declared.state) {
@@ -485,6 +502,10 @@ impl AccountServer for Dendrite {
             refuse_email(user)?;
             refuse_unsupported(user)?;
         }
+        refuse_undeclared(
+            args,
+            "Dendrite's admin API has no user list and no lock; only keep (the default) is supported with homeserver: dendrite",
+        )?;
         Ok(access)
     }
 
@@ -530,8 +551,17 @@ impl AccountServer for Dendrite {
             (Fact::Admin, _) => format!(
                 "reading whether {user} is a server admin without its current password"
             ),
-            // Never asked: check_declaration refuses every restriction, ratelimit and avatar.
-            (Fact::Restriction(_) | Fact::Ratelimit | Fact::Avatar, _) => {
+            // Never asked: check_declaration refuses every restriction,
+            // ratelimit, rooms, e-mail, SSO identity and avatar.
+            (
+                Fact::Restriction(_)
+                | Fact::Ratelimit
+                | Fact::Rooms
+                | Fact::Emails
+                | Fact::ExternalIds
+                | Fact::Avatar,
+                _,
+            ) => {
                 return ServerError::Unexpected {
                     what: format!("reading {user}"),
                     detail: format!("Dendrite does not show {fact}"),
@@ -678,8 +708,9 @@ impl AccountServer for Dendrite {
         if changes.contains(&Change::SetDisplayname) {
             self.set_displayname(user, desired).await?;
         }
-        // check_declaration refuses user types and e-mail for Dendrite, so SetUserType and
-        // AddEmail are never planned here.
+        // check_declaration refuses user types, rooms, e-mail and SSO
+        // identities for Dendrite, so SetUserType, JoinRooms, AddEmail,
+        // SetEmails and SetExternalIds are never planned here.
         Ok(())
     }
 }

@@ -26,7 +26,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::client_api::logout;
-use super::{confirm_server_name, refuse_declared, refuse_user_type, AccountServer, ServerError};
+use super::{
+    confirm_server_name, refuse_declared, refuse_undeclared, refuse_user_type, AccountServer,
+    ServerError,
+};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -124,6 +127,14 @@ const NO_SUSPENSION: &str =
 const NO_RATELIMIT: &str =
     "MAS has no per-user rate-limit override (the homeserver applies rate limits, and with homeserver: mas \
      matrix_user talks to MAS only); leave ratelimit out with homeserver: mas";
+const NO_ROOMS: &str =
+    "MAS holds accounts, not rooms (room membership is the homeserver's, and with homeserver: mas \
+     matrix_user talks to MAS only); leave rooms out with homeserver: mas";
+const NO_EMAILS: &str =
+    "MAS takes a single address per user here: declare it as email (emails, the exact list, is for homeserver: synapse)";
+const NO_EXTERNAL_IDS: &str =
+    "MAS keeps SSO identities as upstream OAuth links, which matrix_user does not manage yet; \
+     leave external_ids out with homeserver: mas";
 const NO_AVATAR: &str =
     "MAS has no avatars (the homeserver keeps profiles, and with homeserver: mas \
      matrix_user talks to MAS only); leave avatar out with homeserver: mas";
@@ -140,6 +151,10 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         refuse_declared(user, restriction.field(), declared, NO_SUSPENSION)?;
     }
     refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
+    refuse_declared(user, "rooms", !user.rooms.is_empty(), NO_ROOMS)?;
+    refuse_declared(user, "emails", user.emails.is_some(), NO_EMAILS)?;
+    let external_ids = user.external_ids.is_some();
+    refuse_declared(user, "external_ids", external_ids, NO_EXTERNAL_IDS)?;
     refuse_declared(user, "avatar", user.avatar.is_some(), NO_AVATAR)?;
     refuse_user_type(user, NO_USER_TYPES)
 }
@@ -390,6 +405,10 @@ impl AccountServer for Mas {
             }
         };
         args.users.iter().try_for_each(refuse_unsupported)?;
+        refuse_undeclared(
+            args,
+            "not implemented for MAS yet; only keep (the default) is supported with homeserver: mas",
+        )?;
         Ok(access)
     }
 
@@ -480,12 +499,14 @@ impl AccountServer for Mas {
             deactivated: Seen::Known(found.deactivated),
             user_type: UserType::Regular,
             displayname: None,
-            emails,
+            emails: Seen::Known(emails),
             restrictions: Restrictions {
                 locked: Seen::Known(found.locked),
                 ..Restrictions::default()
             },
             ratelimit: Seen::Unknown,
+            external_ids: Seen::Unknown,
+            rooms: Seen::Unknown,
             avatar: Seen::Unknown,
         };
         self.known.borrow_mut().insert(user.clone(), found);
@@ -643,12 +664,16 @@ impl AccountServer for Mas {
                 Change::SetPassword { password } => self.set_password(&found.id, password).await?,
                 // Create goes to create(); check_declaration refuses
                 // displayname, user types, suspension, shadow-ban,
-                // ratelimit and avatar for MAS, so those are never planned here.
+                // ratelimit, rooms, emails, external_ids and avatar for MAS,
+                // so those are never planned here.
                 Change::Create { .. }
                 | Change::SetDisplayname
                 | Change::SetUserType(_)
                 | Change::Restrict(_, _)
                 | Change::SetRatelimit(_)
+                | Change::JoinRooms(_)
+                | Change::SetEmails
+                | Change::SetExternalIds
                 | Change::SetAvatar(_) => {}
             }
         }
