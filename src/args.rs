@@ -20,6 +20,7 @@ use crate::model::{
 };
 use crate::secret::{hold, hold_basic_auth, url_password, Secret};
 
+mod avatar;
 mod fields;
 
 use fields::{echo, Fields};
@@ -70,6 +71,7 @@ const USER_PARAMETERS: &[&str] = &[
     "rooms",
     "emails",
     "external_ids",
+    "avatar",
 ];
 
 /// Parameters whose values are secrets, at the top level or in each `users` entry.
@@ -144,6 +146,13 @@ pub enum ArgsError {
         field: String,
         username: String,
         first: String,
+    },
+    /// An avatar file that cannot be uploaded (its content is never shown).
+    #[error("{field}: {path}: {problem}")]
+    AvatarFile {
+        field: String,
+        path: String,
+        problem: String,
     },
     /// A file that holds a secret could not be read (the content is never shown).
     #[error("{field}: cannot read {path}: {source}")]
@@ -437,6 +446,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         rooms: read_rooms(fields, state)?,
         emails: read_emails(fields)?,
         external_ids: read_external_ids(fields)?,
+        avatar: avatar::read_avatar(fields)?,
     })
 }
 

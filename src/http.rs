@@ -191,6 +191,11 @@ pub enum Body<'a> {
     Json(&'a Value),
     /// `application/x-www-form-urlencoded`, as OAuth2's token endpoint takes.
     Form(&'a [(&'a str, &'a str)]),
+    /// Raw content of this media type, as a media upload takes.
+    Bytes {
+        content_type: &'a str,
+        bytes: &'a [u8],
+    },
 }
 
 /// How a request authenticates.
@@ -316,14 +321,22 @@ impl Http {
             .await
     }
 
-    async fn send_as(
+    /// Downloads media: its content as it comes when the server has it
+    /// (read by the caller, who may stop at its length), else the server's
+    /// error. Retried as any read is.
+    pub async fn download(&self, path: &str, token: &Secret) -> Result<Download, HttpError> {
+        self.send_as(Method::GET, path, &[], Auth::Bearer(token), Body::None)
+            .await
+    }
+
+    async fn send_as<A: Answer>(
         &self,
         method: Method,
         path: &str,
         query: &[(&str, &str)],
         auth: Auth<'_>,
         body: Body<'_>,
-    ) -> Result<Reply, HttpError> {
+    ) -> Result<A, HttpError> {
         let url = format!("{}{}", self.base_url, path);
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
@@ -341,6 +354,12 @@ impl Http {
                 Body::None => request,
                 Body::Json(value) => request.json(value),
                 Body::Form(fields) => request.form(fields),
+                Body::Bytes {
+                    content_type,
+                    bytes,
+                } => request
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(bytes.to_vec()),
             };
             let waited = started.elapsed();
             let pause = match request.send().await {
@@ -377,10 +396,10 @@ impl Http {
                     backoff
                 }
                 Ok(response) => {
-                    let reply = read_reply(response, self.server).await;
-                    let busy = self.busy.is_some_and(|busy| busy(&reply));
+                    let answer = A::read(response, self.server).await;
+                    let busy = self.busy.is_some_and(|busy| answer.is_busy(busy));
                     if !(busy && waited < self.wait_timeout) {
-                        return Ok(reply);
+                        return Ok(answer);
                     }
                     backoff
                 }
@@ -453,6 +472,44 @@ async fn retry_after(response: reqwest::Response) -> Duration {
         .map(Duration::from_millis)
         .or(header)
         .unwrap_or(Duration::from_secs(1))
+}
+
+/// How an answer that ends the retries is read.
+trait Answer: Sized {
+    async fn read(response: reqwest::Response, server: &'static str) -> Self;
+    /// Whether the backend's rule calls this answer "a moment later".
+    fn is_busy(&self, busy: fn(&Reply) -> bool) -> bool;
+}
+
+impl Answer for Reply {
+    async fn read(response: reqwest::Response, server: &'static str) -> Reply {
+        read_reply(response, server).await
+    }
+
+    fn is_busy(&self, busy: fn(&Reply) -> bool) -> bool {
+        busy(self)
+    }
+}
+
+/// A media download's answer.
+pub enum Download {
+    /// The media's content, still to be read from the response.
+    Found(reqwest::Response),
+    /// Any other answer: the server's error.
+    Refused(Reply),
+}
+
+impl Answer for Download {
+    async fn read(response: reqwest::Response, server: &'static str) -> Download {
+        match response.status() {
+            StatusCode::OK => Download::Found(response),
+            _ => Download::Refused(read_reply(response, server).await),
+        }
+    }
+
+    fn is_busy(&self, busy: fn(&Reply) -> bool) -> bool {
+        matches!(self, Download::Refused(reply) if busy(reply))
+    }
 }
 
 async fn read_reply(response: reqwest::Response, server: &'static str) -> Reply {

@@ -210,6 +210,23 @@ impl fmt::Display for Room {
     }
 }
 
+/// The server name and media ID of an `mxc://server/media_id` URI, when it
+/// has that shape: a server name of letters, digits and `-.:[]` (a host,
+/// an IP literal, a port), and a media ID of letters, digits, `_` and `-`
+/// (the specification's grammar for it).
+pub fn split_mxc(uri: &str) -> Option<(&str, &str)> {
+    let (server, media_id) = uri.strip_prefix("mxc://")?.split_once('/')?;
+    let server_ok = !server.is_empty()
+        && server
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+    let media_ok = !media_id.is_empty()
+        && media_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    (server_ok && media_ok).then_some((server, media_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +263,27 @@ mod tests {
             &too_long,
         ] {
             assert_eq!(Room::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn mxc_uris_split_into_server_and_media_id_when_well_formed() {
+        assert_eq!(
+            split_mxc("mxc://example.com:8448/AbC_9-x"),
+            Some(("example.com:8448", "AbC_9-x"))
+        );
+        assert_eq!(split_mxc("mxc://[::1]/m"), Some(("[::1]", "m")));
+        for bad in [
+            "https://example.com/m",
+            "mxc://example.com",
+            "mxc://example.com/",
+            "mxc:///m",
+            "mxc://example.com/a/b",
+            "mxc://example.com/m?x",
+            "mxc://exa mple.com/m",
+            "MXC://example.com/m",
+        ] {
+            assert_eq!(split_mxc(bad), None, "{bad}");
         }
     }
 

@@ -3,6 +3,8 @@
 //! the backends), and the changes [`crate::plan`] decides between the two.
 //! Types only: parsing, observing and deciding live in their own stages.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::matrix_id::{Room, Username};
@@ -123,6 +125,7 @@ pub struct DesiredUser {
     /// Rooms the account must be joined to; empty: membership is not
     /// managed. Joins only: a room left out is never left.
     pub rooms: Vec<Room>,
+    pub avatar: Option<Avatar>,
 }
 
 impl DesiredUser {
@@ -284,6 +287,70 @@ impl std::fmt::Display for ExternalId {
     }
 }
 
+/// The avatar a user must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Avatar {
+    /// An `mxc://server/media_id` URI, set as it is.
+    Uri(String),
+    /// An image on the managed host, uploaded unless the avatar already has its content.
+    File(AvatarFile),
+}
+
+impl Avatar {
+    /// As the playbook gave it: the URI, or the file's path.
+    pub fn declared(&self) -> &str {
+        match self {
+            Avatar::Uri(uri) => uri,
+            Avatar::File(file) => &file.path,
+        }
+    }
+}
+
+/// An image file, read and checked before anything is sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AvatarFile {
+    pub path: String,
+    /// Its media type, judged by its first bytes.
+    pub content_type: &'static str,
+    /// Shared: every copy of the declaration holds the same content.
+    pub bytes: Arc<[u8]>,
+}
+
+/// The path and type, not the content.
+impl std::fmt::Debug for AvatarFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AvatarFile({}, {}, {} bytes)",
+            self.path,
+            self.content_type,
+            self.bytes.len()
+        )
+    }
+}
+
+/// An account's avatar as a read saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenAvatar {
+    /// Its mxc URI, `None` when it has none. A prediction shows an avatar
+    /// still to be uploaded as the file's path.
+    pub uri: Option<String>,
+    /// Whether its content is the declared file's: read (downloaded) only
+    /// for a user that declares a file.
+    pub is_declared_file: Option<bool>,
+}
+
+/// A seen avatar as the diff shows it: its URI (or the file to upload), `null` for none.
+fn serialize_avatar<S: serde::Serializer>(
+    avatar: &Seen<SeenAvatar>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match avatar {
+        Seen::Known(avatar) => avatar.uri.serialize(s),
+        Seen::Unknown => s.serialize_str("unknown"),
+    }
+}
+
 /// A fact a plan may need but a read may not have seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fact {
@@ -298,6 +365,8 @@ pub enum Fact {
     ExternalIds,
     /// Which of the declared rooms the account has joined.
     Rooms,
+    /// The account's avatar, and whether it is the declared file's content.
+    Avatar,
 }
 
 impl std::fmt::Display for Fact {
@@ -312,6 +381,7 @@ impl std::fmt::Display for Fact {
             Fact::Emails => "its e-mail addresses",
             Fact::ExternalIds => "its SSO identities (external_ids)",
             Fact::Rooms => "which of the declared rooms it has joined",
+            Fact::Avatar => "its avatar",
         })
     }
 }
@@ -344,19 +414,27 @@ pub struct Account {
     /// not in Synapse's user list, and the rest of it is not managed).
     #[serde(skip_serializing_if = "Seen::is_unknown")]
     pub rooms: Seen<Vec<Room>>,
+    /// Read only for a user that declares `avatar` (Synapse's list is not
+    /// asked for it, and a file's content is compared apart).
+    #[serde(
+        skip_serializing_if = "Seen::is_unknown",
+        serialize_with = "serialize_avatar"
+    )]
+    pub avatar: Seen<SeenAvatar>,
 }
 
 impl Account {
     /// Whether this read lacks something `desired` manages, so that the
     /// user must be read alone (Synapse's list has no `suspended`, no
-    /// rate-limit override, no room membership, no e-mail addresses and no
-    /// SSO identities).
+    /// rate-limit override, no room membership, no e-mail addresses, no
+    /// SSO identities and no avatar content).
     pub fn lacks_any_of(&self, desired: &DesiredUser) -> bool {
         self.restrictions.lacks_any_of(&desired.restrictions)
             || (desired.ratelimit.is_some() && self.ratelimit.is_unknown())
             || (desired.emails.is_some() && self.emails.is_unknown())
             || (desired.external_ids.is_some() && self.external_ids.is_unknown())
             || (!desired.rooms.is_empty() && self.rooms.is_unknown())
+            || (desired.avatar.is_some() && self.avatar.is_unknown())
     }
 }
 
@@ -408,6 +486,8 @@ pub enum Change {
     SetExternalIds,
     /// Join these declared rooms, which the account has not joined.
     JoinRooms(Vec<Room>),
+    /// Give the account this avatar, uploading it first when it is a file.
+    SetAvatar(Avatar),
     Deactivate {
         erase: bool,
     },
@@ -436,6 +516,8 @@ impl Change {
             Change::SetEmails => "emails changed",
             Change::SetExternalIds => "external_ids changed",
             Change::JoinRooms(_) => "rooms joined",
+            Change::SetAvatar(Avatar::Uri(_)) => "avatar set",
+            Change::SetAvatar(Avatar::File(_)) => "avatar uploaded",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
         }

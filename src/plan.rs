@@ -3,8 +3,8 @@
 //! server, shared by every backend.
 
 use crate::model::{
-    Account, Change, DesiredUser, Fact, Observed, Restriction, Restrictions, Seen, UpdatePassword,
-    UserState, UserType,
+    Account, Avatar, Change, DesiredUser, Fact, Observed, Restriction, Restrictions, Seen,
+    SeenAvatar, UpdatePassword, UserState, UserType,
 };
 
 /// Why no plan can make the server match the declaration.
@@ -45,8 +45,8 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             (UserState::Absent, _) => Ok(vec![]),
             (UserState::Present, None) => Err(PlanError::PasswordNeeded { verb: "created" }),
             (UserState::Present, Some(password)) => {
-                // A new account has no restriction and no rate-limit
-                // override: those declared follow creation.
+                // A new account has no restriction, no rate-limit
+                // override and no avatar: those declared follow creation.
                 let restricted = Restriction::ALL
                     .into_iter()
                     .filter(|&r| desired.restrictions.get(r) == Some(true))
@@ -69,6 +69,7 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
                 let create = Change::Create {
                     password: password.clone(),
                 };
+                let avatar = desired.avatar.clone().map(Change::SetAvatar);
                 // Nor has it joined any room.
                 let rooms =
                     (!desired.rooms.is_empty()).then(|| Change::JoinRooms(desired.rooms.clone()));
@@ -77,6 +78,7 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
                     .chain(ratelimit)
                     .chain(emails)
                     .chain(external_ids)
+                    .chain(avatar)
                     .chain(rooms)
                     .collect())
             }
@@ -199,6 +201,11 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             }
         }
     }
+    if let Some(avatar) = &desired.avatar {
+        if avatar_differs(avatar, &account.avatar)? {
+            changes.push(Change::SetAvatar(avatar.clone()));
+        }
+    }
     if !desired.rooms.is_empty() {
         let Seen::Known(joined) = &account.rooms else {
             return Err(PlanError::NotSeen { fact: Fact::Rooms });
@@ -222,6 +229,19 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
         });
     }
     Ok(changes)
+}
+
+/// Whether the account's avatar is not the declared one: another URI, or
+/// (for a file) other content.
+fn avatar_differs(avatar: &Avatar, seen: &Seen<SeenAvatar>) -> Result<bool, PlanError> {
+    let not_seen = PlanError::NotSeen { fact: Fact::Avatar };
+    let Seen::Known(seen) = seen else {
+        return Err(not_seen);
+    };
+    match avatar {
+        Avatar::Uri(uri) => Ok(seen.uri.as_deref() != Some(uri.as_str())),
+        Avatar::File(_) => seen.is_declared_file.map(|same| !same).ok_or(not_seen),
+    }
 }
 
 /// Whether an account whose deactivation was not seen is one whose
@@ -270,7 +290,23 @@ pub fn predict(
                         .clone()
                         .map_or(Seen::Unknown, Seen::Known),
                     rooms: joined_as_declared(desired),
+                    // None yet: a declared one follows creation (SetAvatar).
+                    avatar: match desired.avatar {
+                        Some(_) => Seen::Known(SeenAvatar {
+                            uri: None,
+                            is_declared_file: None,
+                        }),
+                        None => Seen::Unknown,
+                    },
                 })
+            }
+            Change::SetAvatar(avatar) => {
+                if let Some(a) = account.as_mut() {
+                    a.avatar = Seen::Known(SeenAvatar {
+                        uri: Some(avatar.declared().to_string()),
+                        is_declared_file: matches!(avatar, Avatar::File(_)).then_some(true),
+                    })
+                }
             }
             Change::Restrict(restriction, value) => {
                 if let Some(a) = account.as_mut() {
@@ -367,6 +403,7 @@ mod tests {
     use crate::matrix_id::{Room, Username};
     use crate::model::{ExternalId, Ratelimit};
     use crate::secret::Secret;
+    use serde_json::Value;
 
     fn desired(username: &str) -> DesiredUser {
         DesiredUser {
@@ -385,6 +422,7 @@ mod tests {
             emails: None,
             external_ids: None,
             rooms: vec![],
+            avatar: None,
         }
     }
 
@@ -403,6 +441,7 @@ mod tests {
             },
             ratelimit: Seen::Known(None),
             rooms: Seen::Unknown,
+            avatar: Seen::Unknown,
         }
     }
 
@@ -825,6 +864,7 @@ mod tests {
         );
         let listed = Account {
             ratelimit: Seen::Unknown,
+            avatar: Seen::Unknown,
             ..account(false)
         };
         assert!(listed.lacks_any_of(&five_ten));
@@ -1069,5 +1109,109 @@ mod tests {
         ] {
             assert!(listed.lacks_any_of(&user), "{listed:?}");
         }
+    }
+
+    fn with_avatar(avatar: Avatar) -> DesiredUser {
+        DesiredUser {
+            avatar: Some(avatar),
+            ..desired("alice")
+        }
+    }
+
+    fn seen_avatar(uri: Option<&str>, is_declared_file: Option<bool>) -> Account {
+        Account {
+            avatar: Seen::Known(SeenAvatar {
+                uri: uri.map(str::to_string),
+                is_declared_file,
+            }),
+            ..account(false)
+        }
+    }
+
+    fn image_file() -> Avatar {
+        Avatar::File(crate::model::AvatarFile {
+            path: "/srv/bot.png".into(),
+            content_type: "image/png",
+            bytes: std::sync::Arc::from(&b"\x89PNG\r\n\x1a\n"[..]),
+        })
+    }
+
+    #[test]
+    fn an_avatar_uri_is_set_only_when_it_differs() {
+        let uri = Avatar::Uri("mxc://example.com/new".into());
+        let user = with_avatar(uri.clone());
+        let old = seen_avatar(Some("mxc://example.com/old"), None);
+        let changes = plan(&user, &observed(Some(old.clone()))).unwrap();
+        assert_eq!(changes, vec![Change::SetAvatar(uri.clone())]);
+        assert_eq!(changes[0].describe(), "avatar set");
+        let after = predict(&user, Some(&old), &changes, None).unwrap();
+        assert_eq!(
+            serde_json::to_value(&after).unwrap()["avatar"],
+            "mxc://example.com/new"
+        );
+        assert_eq!(plan(&user, &observed(Some(after))), Ok(vec![]));
+        let none = seen_avatar(None, None);
+        assert_eq!(serde_json::to_value(&none).unwrap()["avatar"], Value::Null);
+        assert_eq!(
+            plan(&user, &observed(Some(none))),
+            Ok(vec![Change::SetAvatar(uri)])
+        );
+        // Undeclared, the avatar is neither compared nor shown.
+        assert_eq!(plan(&desired("alice"), &observed(Some(old))), Ok(vec![]));
+        assert!(serde_json::to_value(account(false))
+            .unwrap()
+            .get("avatar")
+            .is_none());
+    }
+
+    #[test]
+    fn an_avatar_file_is_uploaded_only_when_the_avatar_is_not_its_content() {
+        let user = with_avatar(image_file());
+        let same = seen_avatar(Some("mxc://example.com/up"), Some(true));
+        assert_eq!(plan(&user, &observed(Some(same))), Ok(vec![]));
+        let other = seen_avatar(Some("mxc://example.com/up"), Some(false));
+        let changes = plan(&user, &observed(Some(other.clone()))).unwrap();
+        assert_eq!(changes, vec![Change::SetAvatar(image_file())]);
+        assert_eq!(changes[0].describe(), "avatar uploaded");
+        // The diff's after names the file to upload; its URI is not known before.
+        let after = predict(&user, Some(&other), &changes, None).unwrap();
+        assert_eq!(
+            serde_json::to_value(&after).unwrap()["avatar"],
+            "/srv/bot.png"
+        );
+        assert_eq!(plan(&user, &observed(Some(after))), Ok(vec![]));
+        // Content not compared (a read that did not download): no guess.
+        let not_compared = seen_avatar(Some("mxc://example.com/up"), None);
+        assert_eq!(
+            plan(&user, &observed(Some(not_compared))),
+            Err(PlanError::NotSeen { fact: Fact::Avatar })
+        );
+        let listed = account(false);
+        assert!(listed.lacks_any_of(&user));
+        assert!(!listed.lacks_any_of(&desired("alice")));
+        assert_eq!(
+            plan(&user, &observed(Some(listed))),
+            Err(PlanError::NotSeen { fact: Fact::Avatar })
+        );
+    }
+
+    #[test]
+    fn a_new_user_gets_its_declared_avatar_after_creation() {
+        let user = with_avatar(image_file());
+        let changes = plan(&user, &observed(None)).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Create {
+                    password: Secret::new("pw")
+                },
+                Change::SetAvatar(image_file())
+            ]
+        );
+        let after = predict(&user, None, &changes, None).unwrap();
+        assert_eq!(
+            serde_json::to_value(&after).unwrap()["avatar"],
+            "/srv/bot.png"
+        );
     }
 }

@@ -345,9 +345,9 @@ async fn create<B: AccountServer>(
 }
 
 /// Whether a read after a failure finds the account as the first read did. A
-/// restriction, rate-limit override, membership, e-mail list or SSO identity
-/// list only one of them showed (Synapse's list has none of those, its read
-/// of one user has) is no difference.
+/// restriction, rate-limit override, membership, e-mail list, SSO identity
+/// list or avatar only one of them showed (Synapse's list has none of those,
+/// its read of one user has) is no difference.
 fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
     match (before, now) {
         (Some(before), Some(now)) => {
@@ -368,6 +368,9 @@ fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
             }
             if before.rooms.is_unknown() {
                 now.rooms = Seen::Unknown;
+            }
+            if before.avatar.is_unknown() {
+                now.avatar = Seen::Unknown;
             }
             now == *before
         }
@@ -417,6 +420,7 @@ mod tests {
             },
             ratelimit: Seen::Unknown,
             rooms: Seen::Unknown,
+            avatar: Seen::Unknown,
         })
     }
 

@@ -258,6 +258,7 @@ mod tests {
                 ratelimit: Seen::Unknown,
                 external_ids: Seen::Unknown,
                 rooms: Seen::Unknown,
+                avatar: Seen::Unknown,
             }),
             error: error.map(str::to_string),
             partly_applied: false,

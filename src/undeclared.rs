@@ -89,6 +89,7 @@ pub fn declaration(user: &UserId, action: Undeclared) -> DesiredUser {
         rooms: Vec::new(),
         emails: None,
         external_ids: None,
+        avatar: None,
     }
 }
 
@@ -116,6 +117,7 @@ mod tests {
             },
             ratelimit: Seen::Unknown,
             rooms: Seen::Unknown,
+            avatar: Seen::Unknown,
         }
     }
 

@@ -57,6 +57,7 @@ on_both_databases!(
     restrictions_are_refused_by_name_before_any_request,
     ratelimit_is_refused_by_name_before_any_request,
     rooms_are_refused_by_name_before_any_request,
+    avatar_is_refused_by_name_before_any_request,
 );
 
 fn creates_a_user_who_can_log_in_and_a_second_run_changes_nothing(s: &Server) {
@@ -570,4 +571,18 @@ fn undeclared_other_than_keep_is_refused_by_name_before_any_request() {
         );
         run.assert_failed_with("undeclared: Dendrite's admin API has no user list and no lock");
     }
+}
+
+fn avatar_is_refused_by_name_before_any_request(s: &Server) {
+    let user =
+        json!({"username": "avatar-me", "password": "long enough", "avatar": "mxc://localhost/a"});
+    s.dendrite(json!({ "users": [user] }))
+        .assert_failed_with("users[0].avatar: matrix_user manages avatars on Synapse only");
+    // Nothing listens there: only a refusal before any request gets this far.
+    s.dendrite(
+        json!({"homeserver_url": "http://127.0.0.1:9", "username": "avatar-me",
+                      "password": "long enough", "avatar": "mxc://localhost/a"}),
+    )
+    .assert_failed_with("avatar: matrix_user manages avatars on Synapse only");
+    assert!(s.dendrite_account("avatar-me").is_none());
 }

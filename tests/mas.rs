@@ -602,3 +602,19 @@ fn undeclared_other_than_keep_is_refused_by_name_before_any_request() {
         run.assert_failed_with("undeclared: not implemented for MAS yet");
     }
 }
+
+#[test]
+fn avatar_is_refused_by_name_before_any_request() {
+    let s = mas();
+    let user = json!({"username": "avatar-holder", "password": "avatar holder ferry granite",
+                      "avatar": "mxc://localhost/a"});
+    s.mas_module(user.clone())
+        .assert_failed_with("avatar: MAS has no avatars");
+    // Nothing listens there: only a refusal before any request gets this far.
+    let mut unreachable = user;
+    unreachable["mas_url"] = json!("http://127.0.0.1:9");
+    s.mas_module(unreachable)
+        .assert_failed_with("avatar: MAS has no avatars");
+    assert!(s.mas_user("avatar-holder").is_none());
+    s.assert_no_contract_violations();
+}

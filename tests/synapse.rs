@@ -2015,3 +2015,154 @@ fn undeclared_beyond_undeclared_max_fails_before_any_change_and_a_raised_limit_w
     assert!(!s.synapse_flag("matrix-user-service", "locked"));
     s.module(lock(0)).assert_unchanged();
 }
+
+/// Two valid 1x1 PNGs (red, blue) of the same length, so that only their
+/// bytes tell them apart.
+const RED_PNG: &[u8] = b"\x89\x50\x4e\x47\x0d\x0a\x1a\x0a\x00\x00\x00\x0d\x49\x48\x44\x52\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90\x77\x53\xde\x00\x00\x00\x0c\x49\x44\x41\x54\x78\x9c\x63\xf8\xcf\xc0\x00\x00\x03\x01\x01\x00\xc9\xfe\x92\xef\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82";
+const BLUE_PNG: &[u8] = b"\x89\x50\x4e\x47\x0d\x0a\x1a\x0a\x00\x00\x00\x0d\x49\x48\x44\x52\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90\x77\x53\xde\x00\x00\x00\x0c\x49\x44\x41\x54\x78\x9c\x63\x60\x60\xf8\x0f\x00\x01\x03\x01\x00\x08\x89\xc2\xec\x00\x00\x00\x00\x49\x45\x4e\x44\xae\x42\x60\x82";
+
+/// Writes `bytes` as `name` in a folder of the test Synapse's (removed with it).
+fn avatar_file(s: &Server, name: &str, bytes: &[u8]) -> String {
+    let folder = s.data_dir.join("avatars");
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn an_avatar_uri_is_set_kept_and_changed() {
+    let s = synapse();
+    s.module(json!({"username": "avatar-uri", "password": "avatar-uri-pw"}))
+        .assert_changed();
+    assert_eq!(s.profile_avatar("avatar-uri"), None);
+    let first =
+        json!({"username": "avatar-uri", "avatar": "mxc://localhost/first", "_ansible_diff": true});
+    let mut check = first.clone();
+    check["_ansible_check_mode"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["avatar set"]);
+    assert_eq!(
+        run.diff_of(0, "avatar"),
+        (Value::Null, json!("mxc://localhost/first"))
+    );
+    assert_eq!(s.profile_avatar("avatar-uri"), None, "check mode set it");
+
+    let run = s.module(first.clone());
+    assert_eq!(run.assert_changed().actions(0), ["avatar set"]);
+    assert_eq!(
+        s.profile_avatar("avatar-uri").as_deref(),
+        Some("mxc://localhost/first")
+    );
+    s.module(first).assert_unchanged();
+
+    let second = json!({"username": "avatar-uri", "avatar": "mxc://example.org/Second_2", "_ansible_diff": true});
+    let run = s.module(second.clone());
+    assert_eq!(run.assert_changed().actions(0), ["avatar set"]);
+    assert_eq!(
+        run.diff_of(0, "avatar"),
+        (
+            json!("mxc://localhost/first"),
+            json!("mxc://example.org/Second_2")
+        )
+    );
+    assert_eq!(
+        s.profile_avatar("avatar-uri").as_deref(),
+        Some("mxc://example.org/Second_2")
+    );
+    s.module(second).assert_unchanged();
+    // Undeclared, the avatar is left alone and not shown.
+    let run = s.module(json!({"username": "avatar-uri", "_ansible_diff": true}));
+    run.assert_unchanged();
+    assert!(run.output["diff"][0]["before"].get("avatar").is_none());
+}
+
+/// The file is uploaded by the module's account (a service account of this
+/// test's own, whose media Synapse counts), once per content.
+#[test]
+fn an_avatar_file_is_uploaded_once_and_again_only_when_its_content_changes() {
+    let s = synapse();
+    let uploader = "svc-avatar-file";
+    let path = avatar_file(s, "bot.png", RED_PNG);
+    let bot = json!({"service_account": uploader, "username": "avatar-file",
+                     "password": "avatar-file-pw", "avatar": path, "_ansible_diff": true});
+    let mut check = bot.clone();
+    check["_ansible_check_mode"] = json!(true);
+    let run = s.module(check.clone());
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "avatar uploaded"]
+    );
+    assert_eq!(run.output["diff"][0]["after"]["avatar"], json!(path));
+    assert!(s.synapse_user("avatar-file").is_none());
+    assert_eq!(s.media_count(uploader), 0, "check mode uploaded");
+
+    let run = s.module(bot.clone());
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "avatar uploaded"]
+    );
+    let red = s.profile_avatar("avatar-file").expect("an avatar was set");
+    assert!(red.starts_with("mxc://localhost/"), "{red}");
+    assert_eq!(s.media_content(&red), RED_PNG);
+    assert_eq!(s.media_count(uploader), 1);
+    s.module(bot.clone()).assert_unchanged();
+    s.module(check.clone()).assert_unchanged();
+    assert_eq!(s.media_count(uploader), 1, "the re-run uploaded again");
+    // The same content under another name is the same avatar.
+    let copy = avatar_file(s, "copy-of-bot.png", RED_PNG);
+    let mut elsewhere = bot.clone();
+    elsewhere["avatar"] = json!(copy);
+    s.module(elsewhere).assert_unchanged();
+
+    std::fs::write(&path, BLUE_PNG).unwrap();
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["avatar uploaded"]);
+    assert_eq!(run.diff_of(0, "avatar"), (json!(red), json!(path)));
+    assert_eq!(s.media_count(uploader), 1, "check mode uploaded");
+    assert_eq!(s.profile_avatar("avatar-file"), Some(red.clone()));
+
+    let run = s.module(bot.clone());
+    assert_eq!(run.assert_changed().actions(0), ["avatar uploaded"]);
+    let blue = s.profile_avatar("avatar-file").unwrap();
+    assert_ne!(blue, red);
+    assert_eq!(s.media_content(&blue), BLUE_PNG);
+    assert_eq!(s.media_count(uploader), 2);
+    s.module(bot).assert_unchanged();
+    assert_eq!(s.media_count(uploader), 2, "the re-run uploaded again");
+}
+
+/// A bad avatar fails naming the field (and the path), before any request.
+#[test]
+fn a_bad_avatar_is_refused_by_name_before_anything_is_sent() {
+    let s = synapse();
+    let svg = avatar_file(
+        s,
+        "logo.png",
+        b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+    );
+    let missing = s.data_dir.join("avatars/missing.png").display().to_string();
+    let bad = |avatar: &str| {
+        json!({"homeserver_url": "http://127.0.0.1:9", "users": [
+            {"username": "bad-avatar-0", "password": "bad-avatar-pw"},
+            {"username": "bad-avatar-1", "password": "bad-avatar-pw", "avatar": avatar}]})
+    };
+    // Nothing listens there: only a refusal before any request gets this far.
+    s.module(bad("https://example.org/a.png")).assert_failed_with(
+        "users[1].avatar: \"https://example.org/a.png\" is not accepted; use an mxc://server/media_id URI, \
+         or the absolute path of a PNG, JPEG, GIF or WebP image on the managed host",
+    );
+    s.module(bad("mxc://localhost/with/slash"))
+        .assert_failed_with("users[1].avatar: \"mxc://localhost/with/slash\" is not accepted");
+    s.module(bad(&missing))
+        .assert_failed_with(&format!("users[1].avatar: {missing}: cannot be read ("));
+    s.module(bad(&svg)).assert_failed_with(&format!(
+        "users[1].avatar: {svg}: is not a PNG, JPEG, GIF or WebP image"
+    ));
+    let mut reachable = bad(&svg);
+    reachable["homeserver_url"] = json!(s.url);
+    s.module(reachable).assert_failed_with("users[1].avatar: ");
+    for i in 0..2 {
+        assert!(s.synapse_user(&format!("bad-avatar-{i}")).is_none());
+    }
+}

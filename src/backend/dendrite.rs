@@ -100,6 +100,8 @@ const NO_EMAILS: &str =
     "Dendrite's admin API (0.13) cannot set a user's e-mail addresses; leave emails out with homeserver: dendrite";
 const NO_EXTERNAL_IDS: &str =
     "Dendrite (0.13) has no SSO identities to bind to an account; leave external_ids out with homeserver: dendrite";
+const NO_AVATAR: &str = "matrix_user manages avatars on Synapse only (it compares an uploaded file's \
+     content through Synapse's authenticated media API); leave avatar out with homeserver: dendrite";
 const NO_ERASE: &str = "Dendrite cannot erase a deactivated user's messages and profile; \
      leave erase out with homeserver: dendrite";
 
@@ -116,6 +118,7 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
     refuse_declared(user, "emails", user.emails.is_some(), NO_EMAILS)?;
     let external_ids = user.external_ids.is_some();
     refuse_declared(user, "external_ids", external_ids, NO_EXTERNAL_IDS)?;
+    refuse_declared(user, "avatar", user.avatar.is_some(), NO_AVATAR)?;
     if let Some(password) = &user.password {
         if !PASSWORD_BYTES.contains(&password.expose().len()) {
             return Err(ArgsError::BadSecret {
@@ -183,6 +186,7 @@ impl Dendrite {
             ratelimit: Seen::Unknown,
             external_ids: Seen::Unknown,
             rooms: Seen::Unknown,
+            avatar: Seen::Unknown,
         })
     }
 
@@ -211,6 +215,7 @@ impl Dendrite {
             ratelimit: Seen::Unknown,
             external_ids: Seen::Unknown,
             rooms: Seen::Unknown,
+            avatar: Seen::Unknown,
         };
         let password = match (&declared.password, declared.state) {
             (Some(password), UserState::Present) => password,
@@ -547,13 +552,14 @@ impl AccountServer for Dendrite {
                 "reading whether {user} is a server admin without its current password"
             ),
             // Never asked: check_declaration refuses every restriction,
-            // ratelimit, rooms, e-mail and SSO identity.
+            // ratelimit, rooms, e-mail, SSO identity and avatar.
             (
                 Fact::Restriction(_)
                 | Fact::Ratelimit
                 | Fact::Rooms
                 | Fact::Emails
-                | Fact::ExternalIds,
+                | Fact::ExternalIds
+                | Fact::Avatar,
                 _,
             ) => {
                 return ServerError::Unexpected {

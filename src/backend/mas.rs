@@ -135,6 +135,9 @@ const NO_EMAILS: &str =
 const NO_EXTERNAL_IDS: &str =
     "MAS keeps SSO identities as upstream OAuth links, which matrix_user does not manage yet; \
      leave external_ids out with homeserver: mas";
+const NO_AVATAR: &str =
+    "MAS has no avatars (the homeserver keeps profiles, and with homeserver: mas \
+     matrix_user talks to MAS only); leave avatar out with homeserver: mas";
 const NO_USER_TYPES: &str =
     "MAS has no user types, so bot and support accounts cannot be made through it; \
      leave user_type out (or regular) with homeserver: mas";
@@ -152,6 +155,7 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
     refuse_declared(user, "emails", user.emails.is_some(), NO_EMAILS)?;
     let external_ids = user.external_ids.is_some();
     refuse_declared(user, "external_ids", external_ids, NO_EXTERNAL_IDS)?;
+    refuse_declared(user, "avatar", user.avatar.is_some(), NO_AVATAR)?;
     refuse_user_type(user, NO_USER_TYPES)
 }
 
@@ -503,6 +507,7 @@ impl AccountServer for Mas {
             ratelimit: Seen::Unknown,
             external_ids: Seen::Unknown,
             rooms: Seen::Unknown,
+            avatar: Seen::Unknown,
         };
         self.known.borrow_mut().insert(user.clone(), found);
         Ok(Some(account))
@@ -659,8 +664,8 @@ impl AccountServer for Mas {
                 Change::SetPassword { password } => self.set_password(&found.id, password).await?,
                 // Create goes to create(); check_declaration refuses
                 // displayname, user types, suspension, shadow-ban,
-                // ratelimit, rooms, emails and external_ids for MAS, so
-                // those are never planned here.
+                // ratelimit, rooms, emails, external_ids and avatar for MAS,
+                // so those are never planned here.
                 Change::Create { .. }
                 | Change::SetDisplayname
                 | Change::SetUserType(_)
@@ -668,7 +673,8 @@ impl AccountServer for Mas {
                 | Change::SetRatelimit(_)
                 | Change::JoinRooms(_)
                 | Change::SetEmails
-                | Change::SetExternalIds => {}
+                | Change::SetExternalIds
+                | Change::SetAvatar(_) => {}
             }
         }
         Ok(())

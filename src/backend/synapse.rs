@@ -20,10 +20,11 @@ use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
 use super::{from_homeserver, refuse_declared, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
-use crate::http::{path_segment, server_word, Body, Http, Reply};
-use crate::matrix_id::{Room, UserId};
+use crate::http::{path_segment, server_word, Body, Download, Http, Reply};
+use crate::matrix_id::{split_mxc, Room, UserId};
 use crate::model::{
-    Account, Change, DesiredUser, ExternalId, Ratelimit, Restriction, Restrictions, Seen, UserType,
+    Account, Avatar, AvatarFile, Change, DesiredUser, ExternalId, Ratelimit, Restriction,
+    Restrictions, Seen, SeenAvatar, UserType,
 };
 use crate::secret::Secret;
 
@@ -536,6 +537,106 @@ impl Synapse {
         Ok(ListPage { users, total, next })
     }
 
+    /// The avatar in `user`'s record, and, for a declared file, whether
+    /// its content is that file's.
+    async fn avatar(
+        &self,
+        user: &UserId,
+        record: &Value,
+        declared: &Avatar,
+    ) -> Result<SeenAvatar, ServerError> {
+        let uri = record
+            .get("avatar_url")
+            .and_then(Value::as_str)
+            .filter(|uri| !uri.is_empty())
+            .map(str::to_string);
+        let is_declared_file = match (declared, &uri) {
+            (Avatar::File(file), Some(uri)) => Some(self.media_is(user, uri, file).await?),
+            (Avatar::File(_), None) => Some(false),
+            (Avatar::Uri(_), _) => None,
+        };
+        Ok(SeenAvatar {
+            uri,
+            is_declared_file,
+        })
+    }
+
+    /// Whether the media at `uri` is this server's and holds `file`'s bytes,
+    /// downloaded with the module's token through the authenticated media
+    /// API (synapse/rest/client/media.py), stopping at a length that differs.
+    async fn media_is(
+        &self,
+        user: &UserId,
+        uri: &str,
+        file: &AvatarFile,
+    ) -> Result<bool, ServerError> {
+        // Another server's media (or none at all) is replaced by an upload here.
+        let Some((server, media_id)) = split_mxc(uri).filter(|(s, _)| *s == self.server_name)
+        else {
+            return Ok(false);
+        };
+        let what = format!("downloading the avatar {uri} of {user}");
+        let path = format!(
+            "/_matrix/client/v1/media/download/{}/{}",
+            path_segment(server),
+            path_segment(media_id)
+        );
+        let response = match self.http.download(&path, &self.token).await? {
+            Download::Found(response) => response,
+            // Deleted or quarantined media: the declared file is uploaded again.
+            Download::Refused(reply)
+                if reply.status == StatusCode::NOT_FOUND && reply.errcode() == "M_NOT_FOUND" =>
+            {
+                return Ok(false)
+            }
+            Download::Refused(reply) => return Err(ServerError::refused(what, &reply)),
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length != file.bytes.len() as u64)
+        {
+            return Ok(false);
+        }
+        let content = response
+            .bytes()
+            .await
+            .map_err(|error| ServerError::Unexpected {
+                what,
+                detail: error.to_string(),
+            })?;
+        Ok(content[..] == file.bytes[..])
+    }
+
+    /// Uploads `file` as the module's account (so the media is that
+    /// account's) and returns its mxc URI.
+    async fn upload(&self, user: &UserId, file: &AvatarFile) -> Result<String, ServerError> {
+        const UPLOAD: &str = "/_matrix/media/v3/upload";
+        let what = format!("uploading {} as the avatar of {user}", file.path);
+        let name = std::path::Path::new(&file.path)
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let body = Body::Bytes {
+            content_type: file.content_type,
+            bytes: &file.bytes,
+        };
+        let reply = self
+            .http
+            .send_query(
+                Method::POST,
+                UPLOAD,
+                &[("filename", &name)],
+                Some(&self.token),
+                body,
+            )
+            .await?;
+        let reply = from_homeserver(UPLOAD, reply)?;
+        match reply.body.get("content_uri").and_then(Value::as_str) {
+            Some(uri) if reply.status == StatusCode::OK => Ok(uri.to_string()),
+            _ => Err(ServerError::refused(what, &reply)),
+        }
+    }
+
     async fn admin_get(&self, path: &str, query: &[(&str, &str)]) -> Result<Reply, ServerError> {
         let reply = self
             .http
@@ -717,6 +818,10 @@ impl AccountServer for Synapse {
             self.refuse_taken_ids(user, wanted, &current).await?;
             account.external_ids = Seen::Known(current);
         }
+        // A file's content is compared by downloading: only for a user that declares one.
+        if let Some(declared) = &desired.avatar {
+            account.avatar = Seen::Known(self.avatar(user, &reply.body, declared).await?);
+        }
         Ok(Some(account))
     }
 
@@ -857,6 +962,14 @@ impl AccountServer for Synapse {
                 Change::JoinRooms(missing) => rooms = missing,
                 // Put into the body by replace_identifiers above.
                 Change::SetEmails | Change::SetExternalIds => {}
+                // Uploaded first, so that the URI goes with the rest in one PUT.
+                Change::SetAvatar(avatar) => {
+                    let uri = match avatar {
+                        Avatar::Uri(uri) => uri.clone(),
+                        Avatar::File(file) => self.upload(user, file).await?,
+                    };
+                    body.insert("avatar_url".into(), json!(uri));
+                }
                 // Create goes to create(), and check_declaration refuses
                 // e-mail for Synapse, so AddEmail is never planned.
                 Change::Create { .. } | Change::Deactivate { .. } | Change::AddEmail(_) => {}
@@ -998,6 +1111,7 @@ fn parse_account(body: &Value) -> Account {
         rooms: Seen::Unknown,
         emails: Seen::Unknown,
         external_ids: Seen::Unknown,
+        avatar: Seen::Unknown,
         admin: Seen::Known(body.get("admin").is_some_and(truthy)),
         deactivated: Seen::Known(body.get("deactivated").is_some_and(truthy)),
         user_type,
@@ -1072,6 +1186,7 @@ mod tests {
                 rooms: Seen::Unknown,
                 emails: Seen::Unknown,
                 external_ids: Seen::Unknown,
+                avatar: Seen::Unknown,
                 admin: Seen::Known(true),
                 deactivated: Seen::Known(false),
                 user_type: UserType::Bot,

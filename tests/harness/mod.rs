@@ -304,6 +304,46 @@ impl Server {
             .collect()
     }
 
+    /// The user's avatar as Synapse's own profile API reports it (`None`: no avatar).
+    pub fn profile_avatar(&self, localpart: &str) -> Option<String> {
+        let path = format!(
+            "/_matrix/client/v3/profile/{}/avatar_url",
+            encode(&self.user_id(localpart))
+        );
+        match self.get(&path, Some(self.harness_admin_token())) {
+            (200, body) => body["avatar_url"].as_str().map(str::to_string),
+            (404, _) => None,
+            other => panic!("avatar_url of {localpart}: {other:?}"),
+        }
+    }
+
+    /// The content of the media at `mxc`, downloaded by the harness's admin.
+    pub fn media_content(&self, mxc: &str) -> Vec<u8> {
+        let server_and_id = mxc.strip_prefix("mxc://").expect("an mxc URI");
+        let url = format!(
+            "{}/_matrix/client/v1/media/download/{server_and_id}",
+            self.url
+        );
+        let response = http()
+            .get(url)
+            .bearer_auth(self.harness_admin_token())
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "downloading {mxc}");
+        response.bytes().unwrap().to_vec()
+    }
+
+    /// How many media `localpart` has uploaded, as Synapse's admin API counts them.
+    pub fn media_count(&self, localpart: &str) -> u64 {
+        let path = format!(
+            "/_synapse/admin/v1/users/{}/media",
+            encode(&self.user_id(localpart))
+        );
+        let (status, body) = self.get(&path, Some(self.harness_admin_token()));
+        assert_eq!(status, 200, "media of {localpart}: {body}");
+        body["total"].as_u64().unwrap()
+    }
+
     /// The bodies of the last messages in `room`, as the harness's admin (a
     /// member) reads them.
     pub fn message_bodies(&self, room: &str) -> Vec<String> {
