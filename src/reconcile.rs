@@ -184,6 +184,7 @@ async fn reconcile_user<B: AccountServer>(
         before: None,
         after: None,
         error: None,
+        landed: Vec::new(),
         partly_applied: false,
     };
     let mut known = known;
@@ -245,6 +246,7 @@ async fn reconcile_user<B: AccountServer>(
             }
             Err(error) => {
                 outcome.error = Some(error.to_string());
+                outcome.landed = error.landed().to_vec();
                 // Some steps may have landed before the failure: say so, and
                 // count the user as changed, rather than hide them.
                 let now = backend.account(user, desired).await;

@@ -21,6 +21,8 @@ pub struct UserOutcome {
     pub before: Option<Account>,
     pub after: Option<Account>,
     pub error: Option<String>,
+    /// The changes of a failed user that landed before its failure, when known.
+    pub landed: Vec<Change>,
     /// A failed user was changed in part (or may have been) before the failure.
     pub partly_applied: bool,
 }
@@ -33,12 +35,13 @@ impl UserOutcome {
         }
     }
 
-    /// What was done: nothing is claimed for a failed user.
+    /// What was done: for a failed user, only what is known to have landed.
     fn actions(&self) -> Vec<&'static str> {
-        match self.error {
-            None => self.changes.iter().map(|c| c.describe()).collect(),
-            Some(_) => Vec::new(),
-        }
+        let done = match self.error {
+            None => &self.changes,
+            Some(_) => &self.landed,
+        };
+        done.iter().map(|c| c.describe()).collect()
     }
 
     fn summary(&self, check_mode: bool) -> String {
@@ -246,6 +249,7 @@ mod tests {
                 ratelimit: Seen::Unknown,
             }),
             error: error.map(str::to_string),
+            landed: vec![],
             partly_applied: false,
         }
     }

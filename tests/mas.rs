@@ -571,3 +571,15 @@ fn ratelimit_is_refused_by_name_before_any_request() {
     assert!(s.mas_user("rate-limited").is_none());
     s.assert_no_contract_violations();
 }
+
+/// Issue 13, item 9: what landed before the failure is reported, in order.
+#[test]
+fn a_user_deactivated_after_its_weak_password_reports_both_actions() {
+    let s = mas();
+    let run = s.mas_module(json!({"username": "weak-report", "password": "password1"}));
+    run.assert_failed_with("MAS refused the password as too weak");
+    assert_eq!(run.actions(0), ["created", "deactivated"]);
+    assert_eq!(run.output["users"][0]["changed"], json!(true));
+    assert!(s.mas_is_deactivated("weak-report"));
+    s.assert_no_contract_violations();
+}

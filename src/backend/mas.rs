@@ -101,6 +101,8 @@ pub enum MasError {
         user: String,
         cause: Box<ServerError>,
         state: String,
+        /// The changes that landed before the failure, in order.
+        landed: Vec<Change>,
     },
 }
 
@@ -570,27 +572,37 @@ impl AccountServer for Mas {
             }
             _ => return Err(ServerError::refused("creating the user", &reply)),
         };
-        let unfinished = |cause: ServerError, state: String| {
+        let unfinished = |cause: ServerError, state: String, landed: Vec<Change>| {
             ServerError::Mas(MasError::CreatedUnfinished {
                 user: user.to_string(),
                 cause: Box::new(cause),
                 state,
+                landed,
             })
+        };
+        let created = Change::Create {
+            password: password.clone(),
         };
         if let Err(cause) = self.set_password(&id, password).await {
             // MAS cannot tell later whether a user has a password, so a run
             // with update_password: on_create would never set it. Deactivated,
             // the user is one the next run reactivates, with its password.
-            let state = match self.deactivate(&id, false).await {
-                Ok(()) => "then deactivated so that nobody uses it without a password; \
-                           the next run with an accepted password reactivates it"
-                    .to_string(),
-                Err(error) => format!(
-                    "but has no password, and deactivating it failed too ({error}); \
-                     run again with update_password: always to give it one"
+            let (state, landed) = match self.deactivate(&id, false).await {
+                Ok(()) => (
+                    "then deactivated so that nobody uses it without a password; \
+                     the next run with an accepted password reactivates it"
+                        .to_string(),
+                    vec![created, Change::Deactivate { erase: false }],
+                ),
+                Err(error) => (
+                    format!(
+                        "but has no password, and deactivating it failed too ({error}); \
+                         run again with update_password: always to give it one"
+                    ),
+                    vec![created],
                 ),
             };
-            return Err(unfinished(cause, state));
+            return Err(unfinished(cause, state, landed));
         }
         let rest = async {
             if desired.admin == Some(true) {
@@ -607,6 +619,7 @@ impl AccountServer for Mas {
                 "with its password; run again to finish it \
                  (the admin flag and e-mail are compared on every run)"
                     .to_string(),
+                vec![created],
             )
         })
     }

@@ -286,6 +286,14 @@ pub fn from_homeserver(path: &str, reply: Reply) -> Result<Reply, ServerError> {
 }
 
 impl ServerError {
+    /// The changes that landed before this failure, when the failure knows them.
+    pub fn landed(&self) -> &[Change] {
+        match self {
+            ServerError::Mas(mas::MasError::CreatedUnfinished { landed, .. }) => landed,
+            _ => &[],
+        }
+    }
+
     /// A write that may have been carried out although its answer was lost.
     pub fn is_answer_lost(&self) -> bool {
         matches!(self, ServerError::Http(HttpError::AnswerLost { .. }))
