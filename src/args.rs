@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 
 use crate::matrix_id::{Username, UsernameError};
 use crate::model::{
-    DesiredUser, HomeserverKind, Ratelimit, Restrictions, UpdatePassword, UserState, UserType,
+    DesiredUser, HomeserverKind, MasOptions, Ratelimit, Restrictions, UpdatePassword, UserState,
+    UserType,
 };
 use crate::secret::{hold, hold_basic_auth, url_password, Secret};
 
@@ -63,6 +64,7 @@ const USER_PARAMETERS: &[&str] = &[
     "suspended",
     "shadow_banned",
     "ratelimit",
+    "mas_skip_password_check",
 ];
 
 /// Parameters whose values are secrets, at the top level or in each `users` entry.
@@ -429,6 +431,9 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             shadow_banned: fields.boolean("shadow_banned")?,
         },
         ratelimit: read_ratelimit(fields)?,
+        mas: MasOptions {
+            skip_password_check: fields.boolean("mas_skip_password_check")?.unwrap_or(false),
+        },
     })
 }
 
@@ -708,6 +713,22 @@ mod tests {
         );
         assert_eq!(dir(Some(""), Some("")), None);
         assert_eq!(dir(None, None), None);
+    }
+
+    #[test]
+    fn mas_skip_password_check_is_a_boolean_named_when_wrong() {
+        let args = parse(with(
+            json!({"username": "a", "mas_skip_password_check": "yes"}),
+        ))
+        .unwrap();
+        assert!(args.users[0].mas.skip_password_check);
+        let message = error(with(
+            json!({"users": [{"username": "a", "mas_skip_password_check": "sometimes"}]}),
+        ));
+        assert!(
+            message.starts_with("users[0].mas_skip_password_check: \"sometimes\" is not accepted"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -102,6 +102,25 @@ pub struct DesiredUser {
     /// The rate-limit override the account must have; `Some(None)`
     /// (`ratelimit: default`) means none, so the server's limits apply.
     pub ratelimit: Option<Option<Ratelimit>>,
+    /// What only MAS manages.
+    pub mas: MasOptions,
+}
+
+/// A user's options that only `homeserver: mas` takes (the `mas_` fields).
+#[derive(Debug, Clone, Default)]
+pub struct MasOptions {
+    /// Set the password even if MAS's complexity policy would refuse it.
+    pub skip_password_check: bool,
+}
+
+impl MasOptions {
+    /// The declared fields, by name, for a server that takes none of them.
+    pub fn declared(&self) -> Vec<&'static str> {
+        [("mas_skip_password_check", self.skip_password_check)]
+            .into_iter()
+            .filter_map(|(field, declared)| declared.then_some(field))
+            .collect()
+    }
 }
 
 impl DesiredUser {

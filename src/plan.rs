@@ -268,6 +268,7 @@ mod tests {
             email: None,
             restrictions: Restrictions::default(),
             ratelimit: None,
+            mas: Default::default(),
         }
     }
 

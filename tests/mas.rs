@@ -583,3 +583,33 @@ fn a_user_deactivated_after_its_weak_password_reports_both_actions() {
     assert!(s.mas_is_deactivated("weak-report"));
     s.assert_no_contract_violations();
 }
+
+/// Issue 13, item 5: MAS's complexity policy is skipped only when asked.
+#[test]
+fn mas_skip_password_check_sets_a_password_mas_would_refuse() {
+    let s = mas();
+    let weak = json!({"username": "weak-allowed", "password": "password1",
+                      "mas_skip_password_check": true});
+    let check = s.mas_module(check_mode(weak.clone()));
+    assert_eq!(check.assert_changed().actions(0), ["created"]);
+    assert!(s.mas_user("weak-allowed").is_none());
+    let run = s.mas_module(weak.clone());
+    assert_eq!(run.assert_changed().actions(0), ["created"]);
+    assert!(s.can_log_in("weak-allowed", "password1"));
+    s.mas_module(weak).assert_unchanged();
+
+    let always = json!({"username": "weak-allowed", "password": "qwerty12",
+                        "update_password": "always", "mas_skip_password_check": "yes"});
+    assert_eq!(
+        s.mas_module(always.clone()).assert_changed().actions(0),
+        ["password changed"]
+    );
+    assert!(s.can_log_in("weak-allowed", "qwerty12"));
+    s.mas_module(always).assert_unchanged();
+    // Without it, MAS's policy applies as before.
+    s.mas_module(json!({"username": "weak-allowed", "password": "letmein1",
+                        "update_password": "always", "mas_skip_password_check": false}))
+        .assert_failed_with("MAS refused the password as too weak");
+    assert!(s.can_log_in("weak-allowed", "qwerty12"));
+    s.assert_no_contract_violations();
+}

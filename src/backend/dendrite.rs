@@ -46,7 +46,7 @@ use self::database::Database;
 use super::client_api::{logout, password_login, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{hex, register, Registration};
-use super::{refuse_declared, refuse_email, refuse_user_type, AccountServer, ServerError};
+use super::{refuse_declared, refuse_mas_only, refuse_user_type, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -477,7 +477,7 @@ impl AccountServer for Dendrite {
             });
         }
         for user in &args.users {
-            refuse_email(user)?;
+            refuse_mas_only(user)?;
             refuse_unsupported(user)?;
         }
         Ok(access)

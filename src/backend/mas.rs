@@ -264,16 +264,22 @@ impl Mas {
         }
     }
 
-    async fn set_password(&self, id: &str, password: &Secret) -> Result<(), ServerError> {
+    /// `desired` says whether MAS's complexity policy is skipped.
+    async fn set_password(
+        &self,
+        id: &str,
+        password: &Secret,
+        desired: &DesiredUser,
+    ) -> Result<(), ServerError> {
         if !self.password_login {
             return Err(ServerError::Mas(MasError::PasswordsDisabled));
         }
+        let mut body = json!({"password": password.expose()});
+        if desired.mas.skip_password_check {
+            body["skip_password_check"] = json!(true);
+        }
         let reply = self
-            .admin(
-                Method::POST,
-                &user_path(id, "/set-password"),
-                Some(&json!({"password": password.expose()})),
-            )
+            .admin(Method::POST, &user_path(id, "/set-password"), Some(&body))
             .await?;
         match reply.status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
@@ -341,17 +347,17 @@ impl Mas {
         expect_ok(reply, what)
     }
 
-    /// `keep_locked`: the declaration wants the user locked, so a lock left
-    /// from its deactivation stays.
+    /// A lock left from its deactivation stays when `desired` declares one.
     async fn reactivate(
         &self,
         found: &MasUser,
         password: &Secret,
-        keep_locked: bool,
+        desired: &DesiredUser,
     ) -> Result<(), ServerError> {
+        let keep_locked = desired.restrictions.locked == Some(true);
         // The password first: if MAS refuses it, the user stays deactivated,
         // and nobody can use an account whose password is not the declared one.
-        self.set_password(&found.id, password).await?;
+        self.set_password(&found.id, password, desired).await?;
         let reply = self
             .admin(Method::POST, &user_path(&found.id, "/reactivate"), None)
             .await?;
@@ -583,7 +589,7 @@ impl AccountServer for Mas {
         let created = Change::Create {
             password: password.clone(),
         };
-        if let Err(cause) = self.set_password(&id, password).await {
+        if let Err(cause) = self.set_password(&id, password, desired).await {
             // MAS cannot tell later whether a user has a password, so a run
             // with update_password: on_create would never set it. Deactivated,
             // the user is one the next run reactivates, with its password.
@@ -631,12 +637,11 @@ impl AccountServer for Mas {
         changes: &[Change],
     ) -> Result<(), ServerError> {
         let found = self.known_user(user, desired).await?;
-        let keep_locked = desired.restrictions.locked == Some(true);
         for change in changes {
             match change {
                 Change::Deactivate { erase } => self.deactivate(&found.id, *erase).await?,
                 Change::Reactivate { password } => {
-                    self.reactivate(&found, password, keep_locked).await?
+                    self.reactivate(&found, password, desired).await?
                 }
                 // Reactivation lifted a lock left from deactivation already.
                 Change::Restrict(Restriction::Locked, false)
@@ -648,7 +653,9 @@ impl AccountServer for Mas {
                 }
                 Change::SetAdmin(admin) => self.set_admin(&found.id, *admin).await?,
                 Change::AddEmail(email) => self.add_email(&found.id, email).await?,
-                Change::SetPassword { password } => self.set_password(&found.id, password).await?,
+                Change::SetPassword { password } => {
+                    self.set_password(&found.id, password, desired).await?
+                }
                 // Create goes to create(); check_declaration refuses
                 // displayname, user types, suspension, shadow-ban and
                 // ratelimit for MAS, so those are never planned here.

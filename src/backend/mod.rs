@@ -228,13 +228,18 @@ pub enum ServerError {
 
 /// E-mail addresses are managed only through MAS, which verifies them; the
 /// homeservers' own admin APIs would add them unverified or not at all.
-fn refuse_email(user: &DesiredUser) -> Result<(), ArgsError> {
+/// The `mas_` options are MAS's alone too.
+fn refuse_mas_only(user: &DesiredUser) -> Result<(), ArgsError> {
     refuse_declared(
         user,
         "email",
         user.email.is_some(),
         "e-mail addresses are managed only with homeserver: mas",
-    )
+    )?;
+    match user.mas.declared().first() {
+        Some(field) => refuse_declared(user, field, true, "only homeserver: mas takes it"),
+        None => Ok(()),
+    }
 }
 
 /// Refuses a user type other than `regular`, for a server that has none.
@@ -384,6 +389,36 @@ mod tests {
             .unwrap();
         assert_eq!(args.server.url, "http://127.0.0.1:8080");
         assert!(args.credentials.mas_client.is_some());
+    }
+
+    #[test]
+    fn only_mas_takes_the_mas_options() {
+        let message = error_of(with_base(
+            json!({"users": [{"username": "a", "mas_skip_password_check": true}]}),
+        ));
+        assert_eq!(
+            message,
+            "users[0].mas_skip_password_check: only homeserver: mas takes it"
+        );
+        let mut dendrite = with_base(json!({"username": "a", "mas_skip_password_check": true}));
+        dendrite["homeserver"] = json!("dendrite");
+        dendrite["dendrite_database"] = json!("/var/lib/dendrite/userapi.db");
+        assert_eq!(
+            error_of(dendrite),
+            "mas_skip_password_check: only homeserver: mas takes it"
+        );
+        declare(with_base(
+            json!({"username": "a", "mas_skip_password_check": false}),
+        ))
+        .unwrap();
+    }
+
+    fn with_base(user: Value) -> Value {
+        let mut args = base();
+        args.as_object_mut()
+            .unwrap()
+            .extend(user.as_object().unwrap().clone());
+        args
     }
 
     #[test]

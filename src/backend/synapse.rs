@@ -15,7 +15,7 @@ use super::client_api::unix_millis;
 use super::client_api::{logout, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
-use super::{from_homeserver, refuse_email, AccountServer, ServerError};
+use super::{from_homeserver, refuse_mas_only, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -216,7 +216,7 @@ impl AccountServer for Synapse {
 
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let access = require_credentials(&args.credentials)?;
-        args.users.iter().try_for_each(refuse_email)?;
+        args.users.iter().try_for_each(refuse_mas_only)?;
         Ok(access)
     }
 
