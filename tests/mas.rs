@@ -279,14 +279,10 @@ fn an_unreachable_mas_is_called_mas_and_its_url_field_named() {
 fn what_mas_cannot_manage_fails_before_any_request() {
     let s = mas();
     s.mas_module(
-        json!({"username": "named", "password": "named ferry granite", "displayname": "Named"}),
-    )
-    .assert_failed_with("displayname: MAS cannot read display names back");
-    s.mas_module(
         json!({"username": "botty", "password": "botty ferry granite", "user_type": "bot"}),
     )
     .assert_failed_with("user_type: MAS has no user types");
-    assert!(s.mas_user("named").is_none() && s.mas_user("botty").is_none());
+    assert!(s.mas_user("botty").is_none());
     harness::run_module(
         json!({"homeserver": "mas", "mas_url": s.url, "username": "nocred", "password": "x"}),
         vec![],
@@ -611,5 +607,41 @@ fn mas_skip_password_check_sets_a_password_mas_would_refuse() {
                         "update_password": "always", "mas_skip_password_check": false}))
         .assert_failed_with("MAS refused the password as too weak");
     assert!(s.can_log_in("weak-allowed", "qwerty12"));
+    s.assert_no_contract_violations();
+}
+
+/// Issue 13, item 2: MAS 1.18 and later take a display name at creation and
+/// hand it to the homeserver; MAS cannot show it, so it is not compared later.
+#[test]
+fn a_display_name_is_set_at_creation_and_not_compared_afterwards() {
+    let s = mas();
+    let named = json!({"username": "named", "password": "named ferry granite",
+                       "displayname": "Named Person", "_ansible_diff": true});
+    let check = s.mas_module(check_mode(named.clone()));
+    assert_eq!(check.assert_changed().actions(0), ["created"]);
+    assert_eq!(check.diff_of(0, "displayname").1, json!("Named Person"));
+    assert!(s.mas_user("named").is_none());
+
+    let run = s.mas_module(named.clone());
+    assert_eq!(run.assert_changed().actions(0), ["created"]);
+    assert_eq!(run.diff_of(0, "displayname").1, json!("Named Person"));
+    assert_eq!(s.mas_homeserver_displayname("named"), json!("Named Person"));
+    s.mas_module(named).assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn a_mas_older_than_1_18_refuses_display_names_before_anything_is_written() {
+    let s = Server::start("mas", &["--mas-version", "v1.17.1"]);
+    s.mas_module(
+        json!({"username": "old-named", "password": "old named ferry granite",
+                        "displayname": "Old Named"}),
+    )
+    .assert_failed_with(
+        "displayname: MAS v1.17.1 cannot set display names; it needs MAS 1.18 or later",
+    );
+    assert!(s.mas_user("old-named").is_none());
+    s.mas_module(json!({"username": "old-named", "password": "old named ferry granite"}))
+        .assert_changed();
     s.assert_no_contract_violations();
 }

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use super::client_api::logout;
 use super::{confirm_server_name, refuse_declared, refuse_user_type, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
-use crate::http::{path_segment, Body, Http, Reply};
+use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, Restriction, Restrictions, Seen, UserType};
 use crate::secret::Secret;
@@ -95,6 +95,9 @@ pub enum MasError {
     /// MAS refuses logins of a locked user, so its password cannot be compared.
     #[error("{user} is locked in MAS, so its password cannot be checked by logging in; unlock it in MAS, or use update_password: on_create")]
     UserLocked { user: String },
+    /// A display name is declared, and MAS is older than 1.18, which ignores it at creation.
+    #[error("{field}: MAS {version} cannot set display names; it needs MAS 1.18 or later: upgrade MAS, or leave displayname out")]
+    DisplaynameNeedsVersion { field: String, version: String },
     /// A new MAS user was created, but a later step failed.
     #[error("{cause}; {user} was created in MAS, {state}")]
     CreatedUnfinished {
@@ -118,8 +121,6 @@ pub enum Access {
     Client(OAuthClient),
 }
 
-const NO_DISPLAYNAMES: &str = "MAS cannot read display names back (the homeserver keeps them), so matrix_user cannot compare them; \
-     leave displayname out with homeserver: mas and let users set it in their client";
 const NO_SUSPENSION: &str =
     "MAS's admin API (1.22) cannot suspend or shadow-ban a user, only lock it; \
      leave suspended and shadow_banned out with homeserver: mas (locked works)";
@@ -130,10 +131,9 @@ const NO_USER_TYPES: &str =
     "MAS has no user types, so bot and support accounts cannot be made through it; \
      leave user_type out (or regular) with homeserver: mas";
 
-/// What MAS's admin API (1.22) cannot manage idempotently.
+/// What MAS's admin API (1.22) cannot manage idempotently. A display name is
+/// set at creation only (see [`Mas::account`]).
 fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
-    let displayname = user.displayname.is_some();
-    refuse_declared(user, "displayname", displayname, NO_DISPLAYNAMES)?;
     for restriction in [Restriction::Suspended, Restriction::ShadowBanned] {
         let declared = user.restrictions.get(restriction).is_some();
         refuse_declared(user, restriction.field(), declared, NO_SUSPENSION)?;
@@ -262,6 +262,25 @@ impl Mas {
                 _ => return Ok(emails),
             }
         }
+    }
+
+    /// MAS takes a display name at creation since 1.18; older versions ignore it.
+    async fn refuse_displaynames_before_1_18(
+        &self,
+        named: &DesiredUser,
+    ) -> Result<(), ServerError> {
+        let reply = self.admin(Method::GET, "/version", None).await?;
+        let version = match reply.body.get("version").and_then(Value::as_str) {
+            Some(version) if reply.status == StatusCode::OK => version.to_string(),
+            _ => "(which has no /api/admin/v1/version)".to_string(),
+        };
+        if version_at_least(&version, (1, 18)) {
+            return Ok(());
+        }
+        Err(ServerError::Mas(MasError::DisplaynameNeedsVersion {
+            field: named.field_name("displayname"),
+            version: server_word(&version),
+        }))
     }
 
     /// `desired` says whether MAS's complexity policy is skipped.
@@ -435,6 +454,9 @@ impl AccountServer for Mas {
             mas.minimum_complexity = minimum;
         }
         mas.server_name = confirm_server_name(args, mas.server_name)?;
+        if let Some(named) = args.users.iter().find(|u| u.displayname.is_some()) {
+            mas.refuse_displaynames_before_1_18(named).await?;
+        }
         Ok(mas)
     }
 
@@ -442,7 +464,7 @@ impl AccountServer for Mas {
         &self.server_name
     }
 
-    /// MAS keeps no display names.
+    /// MAS does not show display names; a new user without one gets the homeserver's default.
     fn default_displayname(&self, _user: &UserId) -> Option<String> {
         None
     }
@@ -465,7 +487,7 @@ impl AccountServer for Mas {
     async fn account(
         &self,
         user: &UserId,
-        _desired: &DesiredUser,
+        desired: &DesiredUser,
     ) -> Result<Option<Account>, ServerError> {
         let what = "reading the user";
         let path = format!("/users/by-username/{}", path_segment(user.localpart()));
@@ -483,7 +505,9 @@ impl AccountServer for Mas {
             admin: Seen::Known(found.admin),
             deactivated: Seen::Known(found.deactivated),
             user_type: UserType::Regular,
-            displayname: None,
+            // MAS cannot show (or change) a display name: it hands the one
+            // declared at creation to the homeserver. So it is not compared.
+            displayname: desired.displayname.clone(),
             emails,
             restrictions: Restrictions {
                 locked: Seen::Known(found.locked),
@@ -549,11 +573,7 @@ impl AccountServer for Mas {
         password: &Secret,
     ) -> Result<(), ServerError> {
         let reply = self
-            .admin(
-                Method::POST,
-                "/users",
-                Some(&json!({"username": user.localpart()})),
-            )
+            .admin(Method::POST, "/users", Some(&new_user(user, desired)))
             .await
             .map_err(|error| match error.is_answer_lost() {
                 // It may exist now, without a password, which a later run
@@ -670,6 +690,27 @@ impl AccountServer for Mas {
     }
 }
 
+/// The `AddUserRequest` of `user`, with its display name (MAS 1.18 and later).
+fn new_user(user: &UserId, desired: &DesiredUser) -> Value {
+    let mut body = json!({"username": user.localpart()});
+    if let Some(name) = &desired.displayname {
+        body["displayname"] = json!(name);
+    }
+    body
+}
+
+/// Whether MAS's `version` (`v1.22.0`, `1.18.1+build`) is `minimum` (major, minor) or later.
+fn version_at_least(version: &str, minimum: (u64, u64)) -> bool {
+    let mut numbers = version
+        .trim_start_matches('v')
+        .split(['.', '-', '+'])
+        .map(|n| n.parse::<u64>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= minimum,
+        _ => false,
+    }
+}
+
 fn user_path(id: &str, action: &str) -> String {
     format!("/users/{}{action}", path_segment(id))
 }
@@ -733,5 +774,18 @@ mod tests {
             }
         );
         assert!(parse_user(&json!({"data": {"id": "x", "attributes": {}}}), "test").is_err());
+    }
+
+    #[test]
+    fn versions_compare_by_major_and_minor() {
+        assert!(version_at_least("v1.22.0+contract", (1, 18)));
+        assert!(version_at_least("1.18.0", (1, 18)));
+        assert!(version_at_least("v2.0.0-rc.1", (1, 18)));
+        assert!(!version_at_least("v1.17.9", (1, 18)));
+        assert!(!version_at_least("v0.99.0", (1, 18)));
+        assert!(!version_at_least(
+            "(which has no /api/admin/v1/version)",
+            (1, 18)
+        ));
     }
 }

@@ -121,6 +121,15 @@ impl Server {
             .any(|u| u["attributes"]["username"] == json!(localpart))
     }
 
+    /// The display name the homeserver behind MAS got for a user (the contract
+    /// server stands in for it, at the Matrix profile endpoint).
+    pub fn mas_homeserver_displayname(&self, localpart: &str) -> Value {
+        let user_id = super::encode(&format!("@{localpart}:{}", self.server_name));
+        let (status, body) = self.get(&format!("/_matrix/client/v3/profile/{user_id}"), None);
+        assert_eq!(status, 200, "profile of {localpart}: {body}");
+        body["displayname"].clone()
+    }
+
     /// Every request the contract server has answered, oldest first.
     pub fn mas_request_log(&self) -> Vec<Value> {
         let path = self.info["request_log"].as_str().unwrap();

@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 from zxcvbn_rs_py import zxcvbn
 
 SERVER_NAME = "localhost"
-VERSION = "v1.22.0+contract"
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 ALNUM = string.ascii_letters + string.digits
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -244,7 +243,12 @@ def paginate(items, query, base, to_resource):
 # ---------------------------------------------------------------- admin API operations
 
 def op_version(state, p, q, body):
-    return 200, {"version": VERSION}
+    return 200, {"version": state.args.mas_version}
+
+
+def version_at_least(version: str, major: int, minor: int) -> bool:
+    numbers = re.match(r"v?(\d+)\.(\d+)", version)
+    return numbers is not None and (int(numbers[1]), int(numbers[2])) >= (major, minor)
 
 
 def op_site_config(state, p, q, body):
@@ -305,7 +309,10 @@ def op_create_user(state, p, q, body):
     if username in state.args.reserve_username and not body.get("skip_homeserver_check", False):
         raise ApiError(409, errors("Username is reserved by the homeserver"))
     user = {"id": new_ulid(), "username": username, "created_at": now(), "locked_at": None,
-            "deactivated_at": None, "admin": False, "password": None}
+            "deactivated_at": None, "admin": False, "password": None,
+            # What MAS hands the homeserver when it provisions the user: the display
+            # name since MAS 1.18 (older versions ignore the field, as serde does).
+            "displayname": body.get("displayname") if version_at_least(state.args.mas_version, 1, 18) else None}
     state.users[user["id"]] = user
     return 201, single(user_resource(user))
 
@@ -536,6 +543,17 @@ def compat_login(state, raw, client_ip):
     token = new_token("mct")
     state.compat_sessions[token] = {"user_id": account["id"], "device_id": device, "finished": False}
     return {"access_token": token, "device_id": device, "user_id": f"@{account['username']}:{SERVER_NAME}"}
+
+
+def homeserver_profile(state, user_id):
+    """GET /_matrix/client/v3/profile/{userId}: the homeserver's profile of a user
+    MAS provisioned, which the contract server stands in for (its default display
+    name is the localpart, as Synapse's)."""
+    localpart = user_id[1:].rsplit(":" + SERVER_NAME, 1)[0] if user_id.endswith(":" + SERVER_NAME) else None
+    account = state.find_username(localpart) if localpart and user_id.startswith("@") else None
+    if account is None:
+        raise matrix_error(404, "M_NOT_FOUND", "Profile was not found")
+    return {"displayname": account["displayname"] or account["username"]}
 
 
 def compat_logout(state, header):
