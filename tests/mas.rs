@@ -645,3 +645,34 @@ fn a_mas_older_than_1_18_refuses_display_names_before_anything_is_written() {
         .assert_changed();
     s.assert_no_contract_violations();
 }
+
+/// The contract server is a check, not a mirror: a request the spec does not
+/// allow is refused as MAS's extractors refuse it, marked in the log, and the
+/// check every other test ends with fails on it.
+#[test]
+fn the_contract_server_refuses_a_request_the_spec_does_not_allow() {
+    let s = Server::start("mas", &[]);
+    let token = s.mas_harness_token();
+    let (status, _) = s.post(
+        "/api/admin/v1/users",
+        Some(&token),
+        json!({"username": "off-spec", "skip_homeserver_check": "yes"}),
+    );
+    assert_eq!(status, 422);
+    assert!(s.mas_user("off-spec").is_none());
+    let log = s.mas_request_log();
+    let refused = log
+        .iter()
+        .find(|e| e["operation"] == json!("createUser"))
+        .expect("the request is logged");
+    assert_eq!(refused["request_valid"], json!(false));
+    assert!(
+        refused["request_violations"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("body.skip_homeserver_check: must satisfy type"),
+        "{refused}"
+    );
+    let check = std::panic::catch_unwind(|| s.assert_no_contract_violations());
+    assert!(check.is_err(), "the violation went unnoticed");
+}
