@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use crate::matrix_id::{Username, UsernameError};
 use crate::model::{
-    DesiredUser, HomeserverKind, MasOptions, Ratelimit, Restrictions, UpdatePassword, UserState,
-    UserType,
+    DesiredUser, HomeserverKind, MasOptions, Ratelimit, Restrictions, UpdatePassword, UpstreamLink,
+    UserState, UserType,
 };
 use crate::secret::{hold, hold_basic_auth, url_password, Secret};
 
@@ -65,6 +65,7 @@ const USER_PARAMETERS: &[&str] = &[
     "shadow_banned",
     "ratelimit",
     "mas_skip_password_check",
+    "upstream_links",
 ];
 
 /// Parameters whose values are secrets, at the top level or in each `users` entry.
@@ -433,6 +434,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         ratelimit: read_ratelimit(fields)?,
         mas: MasOptions {
             skip_password_check: fields.boolean("mas_skip_password_check")?.unwrap_or(false),
+            upstream_links: read_upstream_links(fields)?,
         },
     })
 }
@@ -476,6 +478,46 @@ fn read_ratelimit(fields: &Fields) -> Result<Option<Option<Ratelimit>>, ArgsErro
         }
         Some(other) => Err(not_accepted(other.to_string())),
     }
+}
+
+/// A list of `{provider, subject}` mappings.
+fn read_upstream_links(fields: &Fields) -> Result<Option<Vec<UpstreamLink>>, ArgsError> {
+    let field = fields.name("upstream_links");
+    let entries = match fields.value("upstream_links") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => {
+            return Err(ArgsError::WrongType {
+                field,
+                expected: "a list of mappings of provider and subject",
+            })
+        }
+    };
+    let mut links = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let entry_field = format!("{field}[{index}]");
+        let Value::Object(map) = entry else {
+            return Err(ArgsError::WrongType {
+                field: entry_field,
+                expected: "a mapping of provider and subject",
+            });
+        };
+        let link = Fields::nested(map, entry_field);
+        link.refuse_unknown(&["provider", "subject"])?;
+        let [provider, subject] = ["provider", "subject"].map(|name| {
+            link.string(name)?.filter(|v| !v.is_empty()).ok_or_else(|| {
+                ArgsError::Missing(format!(
+                    "{}: give a non-empty {name} (the provider's ID or human name as MAS lists it, and the user's subject there)",
+                    link.name(name)
+                ))
+            })
+        });
+        links.push(UpstreamLink {
+            provider: provider?,
+            subject: subject?,
+        });
+    }
+    Ok(Some(links))
 }
 
 fn refuse_duplicates(users: &[DesiredUser]) -> Result<(), ArgsError> {
@@ -729,6 +771,42 @@ mod tests {
             message.starts_with("users[0].mas_skip_password_check: \"sometimes\" is not accepted"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn upstream_links_are_provider_and_subject_mappings_named_when_wrong() {
+        let user =
+            |links: Value| with(json!({"users": [{"username": "a", "upstream_links": links}]}));
+        let args = parse(user(json!([{"provider": "SSO", "subject": 42}]))).unwrap();
+        assert_eq!(
+            args.users[0].mas.upstream_links,
+            Some(vec![UpstreamLink {
+                provider: "SSO".into(),
+                subject: "42".into()
+            }])
+        );
+        for (links, expected) in [
+            (json!("SSO"), "users[0].upstream_links: expected a list"),
+            (
+                json!(["SSO"]),
+                "users[0].upstream_links[0]: expected a mapping",
+            ),
+            (
+                json!([{"provider": "SSO", "subject": "x"}, {"provider": "SSO"}]),
+                "users[0].upstream_links[1].subject: give a non-empty subject",
+            ),
+            (
+                json!([{"provider": "", "subject": "x"}]),
+                "users[0].upstream_links[0].provider: give a non-empty provider",
+            ),
+            (
+                json!([{"provider": "SSO", "subject": "x", "sub": "y"}]),
+                "users[0].upstream_links[0].sub: unsupported parameter",
+            ),
+        ] {
+            let message = error(user(links));
+            assert!(message.starts_with(expected), "{message}");
+        }
     }
 
     #[test]

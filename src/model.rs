@@ -111,15 +111,28 @@ pub struct DesiredUser {
 pub struct MasOptions {
     /// Set the password even if MAS's complexity policy would refuse it.
     pub skip_password_check: bool,
+    /// The user's links to upstream identity providers, exactly; `None`: not managed.
+    pub upstream_links: Option<Vec<UpstreamLink>>,
+}
+
+/// A link of a user to its account at an upstream identity provider (MAS
+/// logs the user in through it), the provider by MAS's ID or human name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpstreamLink {
+    pub provider: String,
+    pub subject: String,
 }
 
 impl MasOptions {
     /// The declared fields, by name, for a server that takes none of them.
     pub fn declared(&self) -> Vec<&'static str> {
-        [("mas_skip_password_check", self.skip_password_check)]
-            .into_iter()
-            .filter_map(|(field, declared)| declared.then_some(field))
-            .collect()
+        [
+            ("mas_skip_password_check", self.skip_password_check),
+            ("upstream_links", self.upstream_links.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, declared)| declared.then_some(field))
+        .collect()
     }
 }
 
@@ -268,6 +281,15 @@ fn serialize_ratelimit<S: serde::Serializer>(
     }
 }
 
+/// A change only MAS makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasChange {
+    /// Create the user without a password: it logs in through its upstream links.
+    CreateWithoutPassword,
+    AddUpstreamLink(UpstreamLink),
+    RemoveUpstreamLink(UpstreamLink),
+}
+
 /// A fact a plan may need but a read may not have seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fact {
@@ -304,6 +326,9 @@ pub struct Account {
     /// Addresses the account has (MAS only; empty elsewhere).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub emails: Vec<String>,
+    /// Its upstream links (MAS only; empty elsewhere), each provider as declared when it is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstream_links: Vec<UpstreamLink>,
     #[serde(flatten)]
     pub restrictions: Restrictions<Seen<bool>>,
     /// Read only for a user that declares `ratelimit` (it is not in Synapse's user list).
@@ -366,6 +391,8 @@ pub enum Change {
     Restrict(Restriction, bool),
     /// Set this rate-limit override, or remove it (`None`).
     SetRatelimit(Option<Ratelimit>),
+    /// What only MAS does.
+    Mas(MasChange),
     Deactivate {
         erase: bool,
     },
@@ -391,6 +418,9 @@ impl Change {
             Change::Restrict(Restriction::ShadowBanned, false) => "shadow-ban lifted",
             Change::SetRatelimit(Some(_)) => "ratelimit set",
             Change::SetRatelimit(None) => "ratelimit removed",
+            Change::Mas(MasChange::CreateWithoutPassword) => "created",
+            Change::Mas(MasChange::AddUpstreamLink(_)) => "upstream link added",
+            Change::Mas(MasChange::RemoveUpstreamLink(_)) => "upstream link removed",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
         }

@@ -3,15 +3,15 @@
 //! server, shared by every backend.
 
 use crate::model::{
-    Account, Change, DesiredUser, Fact, Observed, Restriction, Restrictions, Seen, UpdatePassword,
-    UserState, UserType,
+    Account, Change, DesiredUser, Fact, MasChange, Observed, Restriction, Restrictions, Seen,
+    UpdatePassword, UpstreamLink, UserState, UserType,
 };
 
 /// Why no plan can make the server match the declaration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     /// The user must be created (or reactivated), and that needs a password.
-    #[error("does not exist (or is deactivated) and must be {verb}, which needs a password: add password to this user")]
+    #[error("does not exist (or is deactivated) and must be {verb}, which needs a password: add password to this user (or, on MAS, upstream_links)")]
     PasswordNeeded { verb: &'static str },
     /// What to change depends on a fact the server did not show; the
     /// backend says what would show it ([`crate::backend::AccountServer::not_seen`]).
@@ -39,8 +39,7 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
     let Some(account) = &observed.account else {
         return match (desired.state, &desired.password) {
             (UserState::Absent, _) => Ok(vec![]),
-            (UserState::Present, None) => Err(PlanError::PasswordNeeded { verb: "created" }),
-            (UserState::Present, Some(password)) => {
+            (UserState::Present, password) => {
                 // A new account has no restriction and no rate-limit
                 // override: those declared follow creation.
                 let restricted = Restriction::ALL
@@ -51,10 +50,20 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
                     .ratelimit
                     .flatten()
                     .map(|r| Change::SetRatelimit(Some(r)));
-                let create = Change::Create {
-                    password: password.clone(),
+                let links = declared_links(desired);
+                let create = match password {
+                    Some(password) => Change::Create {
+                        password: password.clone(),
+                    },
+                    // MAS logs such a user in through its upstream provider.
+                    None if !links.is_empty() => Change::Mas(MasChange::CreateWithoutPassword),
+                    None => return Err(PlanError::PasswordNeeded { verb: "created" }),
                 };
+                let linked = links
+                    .iter()
+                    .map(|link| Change::Mas(MasChange::AddUpstreamLink(link.clone())));
                 Ok(std::iter::once(create)
+                    .chain(linked)
                     .chain(restricted)
                     .chain(ratelimit)
                     .collect())
@@ -145,6 +154,7 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             }
         }
     }
+    changes.extend(upstream_link_changes(desired, account));
     // A comparison is only made for a declared password (needs_password_check).
     if let (false, Some(false), Some(password)) =
         (deactivated, observed.password_matches, &desired.password)
@@ -154,6 +164,29 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
         });
     }
     Ok(changes)
+}
+
+/// The declared upstream links (none when they are not managed).
+fn declared_links(desired: &DesiredUser) -> &[UpstreamLink] {
+    desired.mas.upstream_links.as_deref().unwrap_or_default()
+}
+
+/// The links to remove, then those to add, when the links are managed; the
+/// backend shows a declared link's provider as declared.
+fn upstream_link_changes(desired: &DesiredUser, account: &Account) -> Vec<Change> {
+    let Some(declared) = &desired.mas.upstream_links else {
+        return Vec::new();
+    };
+    let removed = account
+        .upstream_links
+        .iter()
+        .filter(|link| !declared.contains(link))
+        .map(|link| Change::Mas(MasChange::RemoveUpstreamLink(link.clone())));
+    let added = declared
+        .iter()
+        .filter(|link| !account.upstream_links.contains(link))
+        .map(|link| Change::Mas(MasChange::AddUpstreamLink(link.clone())));
+    removed.chain(added).collect()
 }
 
 /// Whether an account whose deactivation was not seen is one whose
@@ -177,7 +210,7 @@ pub fn predict(
     let mut account = observed.cloned();
     for change in changes {
         match change {
-            Change::Create { .. } => {
+            Change::Create { .. } | Change::Mas(MasChange::CreateWithoutPassword) => {
                 account = Some(Account {
                     admin: Seen::Known(desired.admin.unwrap_or(false)),
                     deactivated: Seen::Known(false),
@@ -187,6 +220,7 @@ pub fn predict(
                         .clone()
                         .or_else(|| default_displayname.clone()),
                     emails: desired.email.iter().cloned().collect(),
+                    upstream_links: Vec::new(),
                     restrictions: Restrictions {
                         locked: declared(desired.restrictions.locked),
                         suspended: declared(desired.restrictions.suspended),
@@ -236,6 +270,16 @@ pub fn predict(
                 }
             }
             Change::SetPassword { .. } => {}
+            Change::Mas(MasChange::AddUpstreamLink(link)) => {
+                if let Some(a) = account.as_mut() {
+                    a.upstream_links.push(link.clone())
+                }
+            }
+            Change::Mas(MasChange::RemoveUpstreamLink(link)) => {
+                if let Some(a) = account.as_mut() {
+                    a.upstream_links.retain(|l| l != link)
+                }
+            }
         }
     }
     account
@@ -279,6 +323,7 @@ mod tests {
             user_type: UserType::Regular,
             displayname: Some("alice".into()),
             emails: vec![],
+            upstream_links: Vec::new(),
             restrictions: Restrictions {
                 locked: Seen::Known(false),
                 suspended: Seen::Known(false),
@@ -451,6 +496,69 @@ mod tests {
         let after = predict(&user, Some(&account(false)), &changes, None).unwrap();
         assert_eq!(after.displayname.as_deref(), Some("Alice A."));
         assert_eq!(after.user_type, UserType::Bot);
+    }
+
+    fn link(provider: &str, subject: &str) -> UpstreamLink {
+        UpstreamLink {
+            provider: provider.into(),
+            subject: subject.into(),
+        }
+    }
+
+    #[test]
+    fn a_user_with_upstream_links_needs_no_password_and_its_links_are_kept_exactly() {
+        let sso = DesiredUser {
+            password: None,
+            mas: crate::model::MasOptions {
+                upstream_links: Some(vec![link("SSO", "u-1")]),
+                ..Default::default()
+            },
+            ..desired("alice")
+        };
+        let changes = plan(&sso, &observed(None)).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Mas(MasChange::CreateWithoutPassword),
+                Change::Mas(MasChange::AddUpstreamLink(link("SSO", "u-1")))
+            ]
+        );
+        let after = predict(&sso, None, &changes, None).unwrap();
+        assert_eq!(plan(&sso, &observed(Some(after))), Ok(vec![]));
+        let linked_elsewhere = Account {
+            upstream_links: vec![
+                link("SSO", "u-2"),
+                link("01J0000000000000000000000X", "u-1"),
+            ],
+            ..account(false)
+        };
+        assert_eq!(
+            plan(&sso, &observed(Some(linked_elsewhere.clone()))),
+            Ok(vec![
+                Change::Mas(MasChange::RemoveUpstreamLink(link("SSO", "u-2"))),
+                Change::Mas(MasChange::RemoveUpstreamLink(link(
+                    "01J0000000000000000000000X",
+                    "u-1"
+                ))),
+                Change::Mas(MasChange::AddUpstreamLink(link("SSO", "u-1")))
+            ])
+        );
+        // Not declared, links are left alone; an empty list creates nothing.
+        assert_eq!(
+            plan(&desired("alice"), &observed(Some(linked_elsewhere))),
+            Ok(vec![])
+        );
+        let none = DesiredUser {
+            mas: crate::model::MasOptions {
+                upstream_links: Some(vec![]),
+                ..Default::default()
+            },
+            ..sso
+        };
+        assert_eq!(
+            plan(&none, &observed(None)),
+            Err(PlanError::PasswordNeeded { verb: "created" })
+        );
     }
 
     /// Dendrite without its database: facts the read could not see.

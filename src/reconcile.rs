@@ -346,6 +346,7 @@ mod tests {
             user_type: UserType::Regular,
             displayname: None,
             emails: vec![],
+            upstream_links: Vec::new(),
             restrictions: Restrictions {
                 suspended,
                 ..Restrictions::default()

@@ -245,6 +245,7 @@ mod tests {
                 user_type: UserType::Regular,
                 displayname: None,
                 emails: vec![],
+                upstream_links: Vec::new(),
                 restrictions: Default::default(),
                 ratelimit: Seen::Unknown,
             }),

@@ -676,3 +676,103 @@ fn the_contract_server_refuses_a_request_the_spec_does_not_allow() {
     let check = std::panic::catch_unwind(|| s.assert_no_contract_violations());
     assert!(check.is_err(), "the violation went unnoticed");
 }
+
+/// Issue 13, item 1: users who log in through an upstream identity provider
+/// need no password; their links are kept exactly as declared.
+#[test]
+fn an_sso_user_is_created_without_a_password_and_its_links_kept_exactly() {
+    let s = Server::start(
+        "mas",
+        &[
+            "--upstream-provider",
+            "Corporate SSO",
+            "--upstream-provider",
+            "GitHub",
+        ],
+    );
+    let (corporate, github) = (
+        s.mas_provider_id("Corporate SSO"),
+        s.mas_provider_id("GitHub"),
+    );
+    let sso = json!({"username": "sso-user", "admin": true, "_ansible_diff": true,
+                     "upstream_links": [{"provider": "Corporate SSO", "subject": "u-123"}]});
+    let check = s.mas_module(check_mode(sso.clone()));
+    assert_eq!(
+        check.assert_changed().actions(0),
+        ["created", "upstream link added"]
+    );
+    assert!(s.mas_user("sso-user").is_none());
+
+    let run = s.mas_module(sso.clone());
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "upstream link added"]
+    );
+    assert_eq!(
+        run.diff_of(0, "upstream_links").1,
+        json!([{"provider": "Corporate SSO", "subject": "u-123"}])
+    );
+    assert_eq!(
+        s.mas_upstream_links("sso-user"),
+        [(corporate.clone(), "u-123".to_string())]
+    );
+    assert!(s.mas_is_admin("sso-user"));
+    s.mas_module(sso).assert_unchanged();
+
+    // By ID as well as by name; what is not declared is removed.
+    let moved = json!({"username": "sso-user", "_ansible_diff": true,
+                       "upstream_links": [{"provider": github, "subject": "gh-9"}]});
+    let check = s.mas_module(check_mode(moved.clone()));
+    assert_eq!(
+        check.assert_changed().actions(0),
+        ["upstream link removed", "upstream link added"]
+    );
+    let run = s.mas_module(moved.clone());
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["upstream link removed", "upstream link added"]
+    );
+    assert_eq!(
+        run.diff_of(0, "upstream_links"),
+        (
+            json!([{"provider": corporate, "subject": "u-123"}]),
+            json!([{"provider": github, "subject": "gh-9"}])
+        )
+    );
+    assert_eq!(
+        s.mas_upstream_links("sso-user"),
+        [(github, "gh-9".to_string())]
+    );
+    s.mas_module(moved).assert_unchanged();
+    let none = json!({"username": "sso-user", "upstream_links": []});
+    assert_eq!(
+        s.mas_module(none.clone()).assert_changed().actions(0),
+        ["upstream link removed"]
+    );
+    assert!(s.mas_upstream_links("sso-user").is_empty());
+    s.mas_module(none).assert_unchanged();
+
+    // Still a password or a link to create a user.
+    s.mas_module(json!({"username": "sso-none", "upstream_links": []}))
+        .assert_failed_with(
+            "needs a password: add password to this user (or, on MAS, upstream_links)",
+        );
+    assert!(s.mas_user("sso-none").is_none());
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn an_unknown_upstream_provider_is_named_before_anything_is_written() {
+    let s = Server::start("mas", &["--upstream-provider", "Corporate SSO"]);
+    let run = s.mas_module(json!({"users": [
+        {"username": "sso-first", "password": "sso first ferry granite"},
+        {"username": "sso-second", "upstream_links": [
+            {"provider": "Corporate SSO", "subject": "a"}, {"provider": "Gitlab", "subject": "b"}]},
+    ]}));
+    run.assert_failed_with(
+        "users[1].upstream_links[1].provider: MAS has no upstream provider \"Gitlab\"",
+    )
+    .assert_failed_with("Corporate SSO");
+    assert!(s.mas_user("sso-first").is_none() && s.mas_user("sso-second").is_none());
+    s.assert_no_contract_violations();
+}

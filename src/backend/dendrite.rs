@@ -166,6 +166,7 @@ impl Dendrite {
             user_type: UserType::Regular,
             displayname: row.displayname.filter(|name| !name.is_empty()),
             emails: Vec::new(),
+            upstream_links: Vec::new(),
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
         })
@@ -192,6 +193,7 @@ impl Dendrite {
             user_type: UserType::Regular,
             displayname: self.displayname(user).await?,
             emails: Vec::new(),
+            upstream_links: Vec::new(),
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
         };

@@ -30,12 +30,15 @@ use super::{confirm_server_name, refuse_declared, refuse_user_type, AccountServe
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, Restriction, Restrictions, Seen, UserType};
+use crate::model::{
+    Account, Change, DesiredUser, MasChange, Restriction, Restrictions, Seen, UpstreamLink,
+    UserType,
+};
 use crate::secret::Secret;
 use oauth::{OAuthClient, Tokens};
 
 const ADMIN_API: &str = "/api/admin/v1";
-const EMAIL_PAGE_SIZE: usize = 100;
+const PAGE_SIZE: usize = 100;
 /// MAS's default `passwords.minimum_complexity`, when site-config omits it.
 const DEFAULT_MINIMUM_COMPLEXITY: u64 = 3;
 /// The name the password check's short session carries in MAS and on the homeserver.
@@ -50,6 +53,8 @@ pub struct Mas {
     minimum_complexity: u64,
     /// What MAS said about each user read so far, for the writes that follow.
     known: RefCell<HashMap<UserId, MasUser>>,
+    /// The ID of each upstream provider the declaration names, as it names it.
+    providers: RefCell<HashMap<String, String>>,
 }
 
 /// A user as MAS's admin API describes it.
@@ -60,6 +65,15 @@ struct MasUser {
     admin: bool,
     deactivated: bool,
     locked: bool,
+    /// Read only when the declaration manages them.
+    links: Vec<MasLink>,
+}
+
+/// An upstream link as MAS lists it: its ID, which removing it addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MasLink {
+    id: String,
+    shown: UpstreamLink,
 }
 
 /// A failure only MAS reports, wrapped in [`ServerError::Mas`]. Messages
@@ -98,6 +112,16 @@ pub enum MasError {
     /// A display name is declared, and MAS is older than 1.18, which ignores it at creation.
     #[error("{field}: MAS {version} cannot set display names; it needs MAS 1.18 or later: upgrade MAS, or leave displayname out")]
     DisplaynameNeedsVersion { field: String, version: String },
+    /// A declared upstream provider is not one MAS lists (by ID or human name, once).
+    #[error("{field}: MAS has no upstream provider {provider:?} (by ID, or by a human name only one provider has); MAS lists: {known}")]
+    UnknownProvider {
+        field: String,
+        provider: String,
+        known: String,
+    },
+    /// The provider's subject is linked to another MAS user.
+    #[error("the subject {subject:?} of the upstream provider {provider:?} is already linked to another MAS user; remove that link first")]
+    LinkTaken { provider: String, subject: String },
     /// A new MAS user was created, but a later step failed.
     #[error("{cause}; {user} was created in MAS, {state}")]
     CreatedUnfinished {
@@ -227,15 +251,37 @@ impl Mas {
 
     async fn emails(&self, user_id: &str) -> Result<Vec<String>, ServerError> {
         let what = "listing the user's e-mail addresses";
-        let mut emails = Vec::new();
+        let items = self.list_all("/user-emails", Some(user_id), what).await?;
+        items
+            .iter()
+            .map(|item| {
+                item.pointer("/attributes/email")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| unexpected(what, "an item without attributes.email"))
+            })
+            .collect()
+    }
+
+    /// Every item of a list, of one user's when `user_id` is given.
+    async fn list_all(
+        &self,
+        path: &str,
+        user_id: Option<&str>,
+        what: &str,
+    ) -> Result<Vec<Value>, ServerError> {
+        let mut items = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page_size = EMAIL_PAGE_SIZE.to_string();
-            let mut query = vec![("filter[user]", user_id), ("page[first]", &page_size)];
+            let page_size = PAGE_SIZE.to_string();
+            let mut query = vec![("page[first]", page_size.as_str())];
+            if let Some(user_id) = user_id {
+                query.push(("filter[user]", user_id));
+            }
             if let Some(after) = &after {
                 query.push(("page[after]", after));
             }
-            let reply = self.admin_list("/user-emails", &query).await?;
+            let reply = self.admin_list(path, &query).await?;
             if reply.status != StatusCode::OK {
                 return Err(ServerError::refused(what, &reply));
             }
@@ -244,13 +290,7 @@ impl Mas {
                 .get("data")
                 .and_then(Value::as_array)
                 .ok_or_else(|| unexpected(what, "no data array"))?;
-            for item in page {
-                let email = item
-                    .pointer("/attributes/email")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| unexpected(what, "an item without attributes.email"))?;
-                emails.push(email.to_string());
-            }
+            items.extend(page.iter().cloned());
             // Pages are asked for by ID rather than by following links.next,
             // whose path lacks any prefix MAS is mounted under.
             let last = page.last().and_then(|item| item.get("id")?.as_str());
@@ -259,9 +299,221 @@ impl Mas {
                 (Some(_), Some(last)) if after.as_deref() != Some(last) => {
                     after = Some(last.to_string())
                 }
-                _ => return Ok(emails),
+                _ => return Ok(items),
             }
         }
+    }
+
+    /// The ID of every provider the users' links name, by ID or by the
+    /// human name MAS lists; a provider MAS does not know is refused by field.
+    async fn resolve_providers(&self, users: &[DesiredUser]) -> Result<(), ServerError> {
+        let what = "listing the upstream OAuth 2.0 providers";
+        let listed = self
+            .list_all("/upstream-oauth-providers", None, what)
+            .await?;
+        let providers: Vec<(&str, &str)> = listed
+            .iter()
+            .filter_map(|p| {
+                let name = p.pointer("/attributes/human_name").and_then(Value::as_str);
+                Some((p.get("id")?.as_str()?, name.unwrap_or_default()))
+            })
+            .collect();
+        let mut resolved = self.providers.borrow_mut();
+        for user in users {
+            let links = user.mas.upstream_links.iter().flatten();
+            for (index, link) in links.enumerate() {
+                let by_id = providers.iter().find(|(id, _)| *id == link.provider);
+                let by_name: Vec<_> = providers
+                    .iter()
+                    .filter(|(_, name)| *name == link.provider)
+                    .collect();
+                let id = match (by_id, by_name.as_slice()) {
+                    (Some((id, _)), _) | (None, [(id, _)]) => id,
+                    _ => {
+                        return Err(ServerError::Mas(MasError::UnknownProvider {
+                            field: user.field_name(&format!("upstream_links[{index}].provider")),
+                            provider: server_word(&link.provider),
+                            known: providers
+                                .iter()
+                                .map(|(id, name)| format!("{} ({id})", server_word(name)))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        }))
+                    }
+                };
+                resolved.insert(link.provider.clone(), id.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// A declared provider's ID; a provider shown by its ID is its own.
+    fn provider_id(&self, provider: &str) -> String {
+        let resolved = self.providers.borrow();
+        resolved
+            .get(provider)
+            .cloned()
+            .unwrap_or(provider.to_string())
+    }
+
+    /// A user's upstream links, each provider shown as `desired` declares it
+    /// when it does, else by its ID.
+    async fn upstream_links(
+        &self,
+        user_id: &str,
+        desired: &DesiredUser,
+    ) -> Result<Vec<MasLink>, ServerError> {
+        let what = "listing the user's upstream links";
+        let items = self
+            .list_all("/upstream-oauth-links", Some(user_id), what)
+            .await?;
+        let declared = desired.mas.upstream_links.iter().flatten();
+        items
+            .iter()
+            .map(|item| {
+                let field = |name: &str| {
+                    item.pointer(name)
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .ok_or_else(|| unexpected(what, &format!("an item without {name}")))
+                };
+                let (id, provider_id) = (field("/id")?, field("/attributes/provider_id")?);
+                let subject = field("/attributes/subject")?;
+                let provider = declared
+                    .clone()
+                    .find(|l| self.provider_id(&l.provider) == provider_id)
+                    .map_or(provider_id, |l| l.provider.clone());
+                Ok(MasLink {
+                    id,
+                    shown: UpstreamLink { provider, subject },
+                })
+            })
+            .collect()
+    }
+
+    async fn add_link(&self, user_id: &str, link: &UpstreamLink) -> Result<(), ServerError> {
+        let body = json!({"user_id": user_id, "provider_id": self.provider_id(&link.provider),
+                          "subject": link.subject});
+        let reply = self
+            .admin(Method::POST, "/upstream-oauth-links", Some(&body))
+            .await?;
+        match reply.status {
+            StatusCode::CREATED | StatusCode::OK => Ok(()),
+            StatusCode::CONFLICT => Err(ServerError::Mas(MasError::LinkTaken {
+                provider: link.provider.clone(),
+                subject: link.subject.clone(),
+            })),
+            _ => Err(ServerError::refused("adding the upstream link", &reply)),
+        }
+    }
+
+    async fn remove_link(&self, found: &MasUser, link: &UpstreamLink) -> Result<(), ServerError> {
+        let what = "removing the upstream link";
+        let id = found
+            .links
+            .iter()
+            .find(|l| l.shown == *link)
+            .map(|l| l.id.clone())
+            .ok_or_else(|| unexpected(what, "the link is no longer listed"))?;
+        let path = format!("/upstream-oauth-links/{}", path_segment(&id));
+        let reply = self.admin(Method::DELETE, &path, None).await?;
+        match reply.status {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            _ => Err(ServerError::refused(what, &reply)),
+        }
+    }
+
+    /// Creates `user` with its password, or without one for a user who
+    /// logs in through an upstream provider.
+    async fn create_account(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        password: Option<&Secret>,
+    ) -> Result<(), ServerError> {
+        let reply = self
+            .admin(Method::POST, "/users", Some(&new_user(user, desired)))
+            .await
+            .map_err(|error| match error.is_answer_lost() {
+                // It may exist now, without a password, which a later run
+                // with update_password: on_create would never set.
+                true => ServerError::CreationUnconfirmed {
+                    user: user.to_string(),
+                    cause: Box::new(error),
+                },
+                false => error,
+            })?;
+        let id = match reply.status {
+            StatusCode::CREATED | StatusCode::OK => resource_id(&reply.body, "creating the user")?,
+            StatusCode::CONFLICT if reply.explanation().contains("reserved") => {
+                return Err(ServerError::Mas(MasError::UsernameReserved {
+                    user: user.to_string(),
+                }))
+            }
+            StatusCode::CONFLICT => {
+                return Err(ServerError::CreatedMeanwhile {
+                    user: user.to_string(),
+                })
+            }
+            _ => return Err(ServerError::refused("creating the user", &reply)),
+        };
+        let unfinished = |cause: ServerError, state: String, landed: Vec<Change>| {
+            ServerError::Mas(MasError::CreatedUnfinished {
+                user: user.to_string(),
+                cause: Box::new(cause),
+                state,
+                landed,
+            })
+        };
+        let created = match password {
+            Some(password) => Change::Create {
+                password: password.clone(),
+            },
+            None => Change::Mas(MasChange::CreateWithoutPassword),
+        };
+        let refused = match password {
+            Some(password) => self.set_password(&id, password, desired).await.err(),
+            None => None,
+        };
+        if let Some(cause) = refused {
+            // MAS cannot tell later whether a user has a password, so a run
+            // with update_password: on_create would never set it. Deactivated,
+            // the user is one the next run reactivates, with its password.
+            let (state, landed) = match self.deactivate(&id, false).await {
+                Ok(()) => (
+                    "then deactivated so that nobody uses it without a password; \
+                     the next run with an accepted password reactivates it"
+                        .to_string(),
+                    vec![created, Change::Deactivate { erase: false }],
+                ),
+                Err(error) => (
+                    format!(
+                        "but has no password, and deactivating it failed too ({error}); \
+                         run again with update_password: always to give it one"
+                    ),
+                    vec![created],
+                ),
+            };
+            return Err(unfinished(cause, state, landed));
+        }
+        let rest = async {
+            if desired.admin == Some(true) {
+                self.set_admin(&id, true).await?;
+            }
+            if let Some(email) = &desired.email {
+                self.add_email(&id, email).await?;
+            }
+            Ok(())
+        };
+        rest.await.map_err(|cause| {
+            unfinished(
+                cause,
+                "with its password; run again to finish it \
+                 (the admin flag and e-mail are compared on every run)"
+                    .to_string(),
+                vec![created],
+            )
+        })
     }
 
     /// MAS takes a display name at creation since 1.18; older versions ignore it.
@@ -431,6 +683,7 @@ impl AccountServer for Mas {
             password_login: true,
             minimum_complexity: DEFAULT_MINIMUM_COMPLEXITY,
             known: RefCell::new(HashMap::new()),
+            providers: RefCell::new(HashMap::new()),
         };
         let what = "reading MAS's site configuration";
         let reply = mas.admin(Method::GET, "/site-config", None).await?;
@@ -456,6 +709,9 @@ impl AccountServer for Mas {
         mas.server_name = confirm_server_name(args, mas.server_name)?;
         if let Some(named) = args.users.iter().find(|u| u.displayname.is_some()) {
             mas.refuse_displaynames_before_1_18(named).await?;
+        }
+        if args.users.iter().any(|u| u.mas.upstream_links.is_some()) {
+            mas.resolve_providers(&args.users).await?;
         }
         Ok(mas)
     }
@@ -493,7 +749,13 @@ impl AccountServer for Mas {
         let path = format!("/users/by-username/{}", path_segment(user.localpart()));
         let reply = self.admin(Method::GET, &path, None).await?;
         let found = match reply.status {
-            StatusCode::OK => parse_user(&reply.body, what)?,
+            StatusCode::OK => {
+                let mut found = parse_user(&reply.body, what)?;
+                if desired.mas.upstream_links.is_some() {
+                    found.links = self.upstream_links(&found.id, desired).await?;
+                }
+                found
+            }
             StatusCode::NOT_FOUND => {
                 self.known.borrow_mut().remove(user);
                 return Ok(None);
@@ -501,6 +763,7 @@ impl AccountServer for Mas {
             _ => return Err(ServerError::refused(what, &reply)),
         };
         let emails = self.emails(&found.id).await?;
+        let upstream_links = found.links.iter().map(|l| l.shown.clone()).collect();
         let account = Account {
             admin: Seen::Known(found.admin),
             deactivated: Seen::Known(found.deactivated),
@@ -509,6 +772,7 @@ impl AccountServer for Mas {
             // declared at creation to the homeserver. So it is not compared.
             displayname: desired.displayname.clone(),
             emails,
+            upstream_links,
             restrictions: Restrictions {
                 locked: Seen::Known(found.locked),
                 ..Restrictions::default()
@@ -572,82 +836,7 @@ impl AccountServer for Mas {
         desired: &DesiredUser,
         password: &Secret,
     ) -> Result<(), ServerError> {
-        let reply = self
-            .admin(Method::POST, "/users", Some(&new_user(user, desired)))
-            .await
-            .map_err(|error| match error.is_answer_lost() {
-                // It may exist now, without a password, which a later run
-                // with update_password: on_create would never set.
-                true => ServerError::CreationUnconfirmed {
-                    user: user.to_string(),
-                    cause: Box::new(error),
-                },
-                false => error,
-            })?;
-        let id = match reply.status {
-            StatusCode::CREATED | StatusCode::OK => resource_id(&reply.body, "creating the user")?,
-            StatusCode::CONFLICT if reply.explanation().contains("reserved") => {
-                return Err(ServerError::Mas(MasError::UsernameReserved {
-                    user: user.to_string(),
-                }))
-            }
-            StatusCode::CONFLICT => {
-                return Err(ServerError::CreatedMeanwhile {
-                    user: user.to_string(),
-                })
-            }
-            _ => return Err(ServerError::refused("creating the user", &reply)),
-        };
-        let unfinished = |cause: ServerError, state: String, landed: Vec<Change>| {
-            ServerError::Mas(MasError::CreatedUnfinished {
-                user: user.to_string(),
-                cause: Box::new(cause),
-                state,
-                landed,
-            })
-        };
-        let created = Change::Create {
-            password: password.clone(),
-        };
-        if let Err(cause) = self.set_password(&id, password, desired).await {
-            // MAS cannot tell later whether a user has a password, so a run
-            // with update_password: on_create would never set it. Deactivated,
-            // the user is one the next run reactivates, with its password.
-            let (state, landed) = match self.deactivate(&id, false).await {
-                Ok(()) => (
-                    "then deactivated so that nobody uses it without a password; \
-                     the next run with an accepted password reactivates it"
-                        .to_string(),
-                    vec![created, Change::Deactivate { erase: false }],
-                ),
-                Err(error) => (
-                    format!(
-                        "but has no password, and deactivating it failed too ({error}); \
-                         run again with update_password: always to give it one"
-                    ),
-                    vec![created],
-                ),
-            };
-            return Err(unfinished(cause, state, landed));
-        }
-        let rest = async {
-            if desired.admin == Some(true) {
-                self.set_admin(&id, true).await?;
-            }
-            if let Some(email) = &desired.email {
-                self.add_email(&id, email).await?;
-            }
-            Ok(())
-        };
-        rest.await.map_err(|cause| {
-            unfinished(
-                cause,
-                "with its password; run again to finish it \
-                 (the admin flag and e-mail are compared on every run)"
-                    .to_string(),
-                vec![created],
-            )
-        })
+        self.create_account(user, desired, Some(password)).await
     }
 
     async fn update(
@@ -656,6 +845,9 @@ impl AccountServer for Mas {
         desired: &DesiredUser,
         changes: &[Change],
     ) -> Result<(), ServerError> {
+        if changes.contains(&Change::Mas(MasChange::CreateWithoutPassword)) {
+            self.create_account(user, desired, None).await?;
+        }
         let found = self.known_user(user, desired).await?;
         for change in changes {
             match change {
@@ -676,10 +868,17 @@ impl AccountServer for Mas {
                 Change::SetPassword { password } => {
                     self.set_password(&found.id, password, desired).await?
                 }
+                Change::Mas(MasChange::AddUpstreamLink(link)) => {
+                    self.add_link(&found.id, link).await?
+                }
+                Change::Mas(MasChange::RemoveUpstreamLink(link)) => {
+                    self.remove_link(&found, link).await?
+                }
                 // Create goes to create(); check_declaration refuses
                 // displayname, user types, suspension, shadow-ban and
                 // ratelimit for MAS, so those are never planned here.
                 Change::Create { .. }
+                | Change::Mas(MasChange::CreateWithoutPassword)
                 | Change::SetDisplayname
                 | Change::SetUserType(_)
                 | Change::Restrict(_, _)
@@ -751,6 +950,7 @@ fn parse_user(body: &Value, what: &str) -> Result<MasUser, ServerError> {
             .ok_or_else(|| unexpected(what, "no admin flag"))?,
         deactivated: is_set("deactivated_at"),
         locked: is_set("locked_at"),
+        links: Vec::new(),
     })
 }
 
@@ -771,6 +971,7 @@ mod tests {
                 admin: true,
                 deactivated: false,
                 locked: true,
+                links: vec![],
             }
         );
         assert!(parse_user(&json!({"data": {"id": "x", "attributes": {}}}), "test").is_err());

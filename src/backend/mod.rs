@@ -402,6 +402,12 @@ mod tests {
             error_of(dendrite),
             "mas_skip_password_check: only homeserver: mas takes it"
         );
+        let linked =
+            json!({"username": "a", "upstream_links": [{"provider": "SSO", "subject": "a"}]});
+        assert_eq!(
+            error_of(with_base(linked)),
+            "upstream_links: only homeserver: mas takes it"
+        );
         declare(with_base(
             json!({"username": "a", "mas_skip_password_check": false}),
         ))

@@ -455,8 +455,11 @@ impl AccountServer for Synapse {
                 Change::Restrict(restriction, value) => apart.push((*restriction, *value)),
                 Change::SetRatelimit(wanted) => ratelimit = Some(*wanted),
                 // Create goes to create(), and check_declaration refuses
-                // e-mail for Synapse, so AddEmail is never planned.
-                Change::Create { .. } | Change::Deactivate { .. } | Change::AddEmail(_) => {}
+                // e-mail and the MAS options for Synapse, so neither is planned.
+                Change::Create { .. }
+                | Change::Deactivate { .. }
+                | Change::AddEmail(_)
+                | Change::Mas(_) => {}
             }
         }
         if !body.is_empty() {
@@ -560,6 +563,7 @@ fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
             .and_then(Value::as_str)
             .map(str::to_string),
         emails: Vec::new(),
+        upstream_links: Vec::new(),
     })
 }
 
@@ -584,6 +588,7 @@ mod tests {
                 user_type: UserType::Bot,
                 displayname: Some("A".into()),
                 emails: vec![],
+                upstream_links: Vec::new(),
             }
         );
         assert!(parse_account(&json!({"user_type": "custom"}), "test").is_err());

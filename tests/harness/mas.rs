@@ -130,6 +130,42 @@ impl Server {
         body["displayname"].clone()
     }
 
+    /// The ID of the upstream provider MAS lists as `human_name`.
+    pub fn mas_provider_id(&self, human_name: &str) -> String {
+        let path = "/api/admin/v1/upstream-oauth-providers?page[first]=100";
+        let (status, body) = self.get(path, Some(&self.mas_harness_token()));
+        assert_eq!(status, 200, "upstream providers: {body}");
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["attributes"]["human_name"] == json!(human_name))
+            .unwrap_or_else(|| panic!("no provider {human_name}: {body}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// A user's upstream links, as (provider ID, subject).
+    pub fn mas_upstream_links(&self, localpart: &str) -> Vec<(String, String)> {
+        let id = self.mas_user(localpart).expect("the user exists")["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let path = format!("/api/admin/v1/upstream-oauth-links?filter[user]={id}&page[first]=100");
+        let (status, body) = self.get(&path, Some(&self.mas_harness_token()));
+        assert_eq!(status, 200, "upstream links of {localpart}: {body}");
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let attribute = |name: &str| l["attributes"][name].as_str().unwrap().to_string();
+                (attribute("provider_id"), attribute("subject"))
+            })
+            .collect()
+    }
+
     /// Every request the contract server has answered, oldest first.
     pub fn mas_request_log(&self) -> Vec<Value> {
         let path = self.info["request_log"].as_str().unwrap();

@@ -156,6 +156,10 @@ class State:
         self.client_id = new_ulid()  # MAS requires ULIDs as client IDs in its config
         self.client_secret = secrets.token_urlsafe(24)
         self.users, self.emails, self.access_tokens, self.compat_sessions = {}, {}, {}, {}
+        self.links, self.providers = {}, {}
+        for name in args.upstream_provider:  # as MAS's configuration lists them under upstream_oauth2.providers
+            provider = {"id": new_ulid(), "human_name": name, "created_at": now()}
+            self.providers[provider["id"]] = provider
         self.lock = threading.Lock()
         self.log_path = os.path.join(data_dir, "requests.jsonl")
         self.log_file = open(self.log_path, "a", buffering=1)
@@ -401,6 +405,100 @@ def op_delete_email(state, p, q, body):
     return 204, None
 
 
+def provider_resource(pr, cursor=False):
+    r = {"type": "upstream-oauth-provider", "id": pr["id"],
+         "attributes": {"issuer": f"https://{pr['id'].lower()}.sso.invalid", "human_name": pr["human_name"],
+                        "brand_name": None, "created_at": rfc3339(pr["created_at"]), "disabled_at": None,
+                        "registration_token_required": False},
+         "links": {"self": f"/api/admin/v1/upstream-oauth-providers/{pr['id']}"}}
+    if cursor:
+        r["meta"] = {"page": {"cursor": pr["id"]}}
+    return r
+
+
+def link_resource(link, cursor=False):
+    r = {"type": "upstream-oauth-link", "id": link["id"],
+         "attributes": {"created_at": rfc3339(link["created_at"]), "provider_id": link["provider_id"],
+                        "subject": link["subject"], "user_id": link["user_id"],
+                        "human_account_name": link["human_account_name"]},
+         "links": {"self": f"/api/admin/v1/upstream-oauth-links/{link['id']}"}}
+    if cursor:
+        r["meta"] = {"page": {"cursor": link["id"]}}
+    return r
+
+
+def op_list_providers(state, p, q, body):
+    one = {k: v[0] for k, v in q.items()}
+    providers, filters = list(state.providers.values()), []
+    if "filter[enabled]" in one:  # every provider here is enabled
+        filters.append(f"filter[enabled]={one['filter[enabled]']}")
+        providers = providers if one["filter[enabled]"] == "true" else []
+    base = "/api/admin/v1/upstream-oauth-providers" + ("?" + "&".join(filters) if filters else "")
+    return 200, paginate(providers, q, base, provider_resource)
+
+
+def find_provider(state, provider_id):
+    if provider_id not in state.providers:
+        raise ApiError(404, errors(f"Upstream OAuth 2.0 Provider ID {provider_id} not found"))
+    return state.providers[provider_id]
+
+
+def op_list_links(state, p, q, body):
+    one = {k: v[0] for k, v in q.items()}
+    links, filters = list(state.links.values()), []
+    if "filter[user]" in one:
+        state.user(one["filter[user]"])
+        filters.append(f"filter[user]={one['filter[user]']}")
+        links = [link for link in links if link["user_id"] == one["filter[user]"]]
+    if "filter[provider]" in one:
+        find_provider(state, one["filter[provider]"])
+        filters.append(f"filter[provider]={one['filter[provider]']}")
+        links = [link for link in links if link["provider_id"] == one["filter[provider]"]]
+    if "filter[subject]" in one:
+        filters.append(f"filter[subject]={one['filter[subject]']}")
+        links = [link for link in links if link["subject"] == one["filter[subject]"]]
+    if "filter[human-account-name]" in one:
+        wanted = one["filter[human-account-name]"].lower()
+        filters.append(f"filter[human-account-name]={one['filter[human-account-name]']}")
+        links = [link for link in links if wanted in (link["human_account_name"] or "").lower()]
+    base = "/api/admin/v1/upstream-oauth-links" + ("?" + "&".join(filters) if filters else "")
+    return 200, paginate(links, q, base, link_resource)
+
+
+def op_add_link(state, p, q, body):
+    """As the 1.22 spec describes it: an existing link of that provider and subject
+    is associated (200) unless another user has it (409); else a new one (201)."""
+    user = state.user(body["user_id"])
+    provider = find_provider(state, body["provider_id"])
+    existing = [link for link in state.links.values()
+                if link["provider_id"] == provider["id"] and link["subject"] == body["subject"]]
+    if existing and existing[0]["user_id"] not in (None, user["id"]):
+        raise ApiError(409, errors(f"Upstream Oauth 2.0 Provider ID {provider['id']} with subject "
+                                   f"{body['subject']} is already linked to a user"))
+    if existing:
+        existing[0]["user_id"] = user["id"]
+        return 200, single(link_resource(existing[0]))
+    link = {"id": new_ulid(), "created_at": now(), "provider_id": provider["id"], "subject": body["subject"],
+            "user_id": user["id"], "human_account_name": body.get("human_account_name")}
+    state.links[link["id"]] = link
+    return 201, single(link_resource(link))
+
+
+def find_link(state, link_id):
+    if link_id not in state.links:
+        raise ApiError(404, errors(f"Upstream OAuth 2.0 Link ID {link_id} not found"))
+    return state.links[link_id]
+
+
+def op_get_link(state, p, q, body):
+    return 200, single(link_resource(find_link(state, p["id"])))
+
+
+def op_delete_link(state, p, q, body):
+    del state.links[find_link(state, p["id"])["id"]]
+    return 204, None
+
+
 OPERATIONS = {
     "siteConfig": op_site_config, "version": op_version, "listUsers": op_list_users, "createUser": op_create_user, "getUser": op_get_user,
     "getUserByUsername": op_get_user_by_username, "setUserPassword": op_set_password,
@@ -408,6 +506,9 @@ OPERATIONS = {
     "reactivateUser": user_action("reactivate"), "lockUser": user_action("lock"),
     "unlockUser": user_action("unlock"), "listUserEmails": op_list_emails, "addUserEmail": op_add_email,
     "getUserEmail": op_get_email, "deleteUserEmail": op_delete_email,
+    "listUpstreamOAuthProviders": op_list_providers, "listUpstreamOAuthLinks": op_list_links,
+    "addUpstreamOAuthLink": op_add_link, "getUpstreamOAuthLink": op_get_link,
+    "deleteUpstreamOAuthLink": op_delete_link,
 }
 
 
