@@ -286,6 +286,8 @@ fn serialize_ratelimit<S: serde::Serializer>(
 pub enum MasChange {
     /// Create the user without a password: it logs in through its upstream links.
     CreateWithoutPassword,
+    /// Reactivate such a user, which needs no password either.
+    ReactivateWithoutPassword,
     AddUpstreamLink(UpstreamLink),
     RemoveUpstreamLink(UpstreamLink),
 }
@@ -419,6 +421,7 @@ impl Change {
             Change::SetRatelimit(Some(_)) => "ratelimit set",
             Change::SetRatelimit(None) => "ratelimit removed",
             Change::Mas(MasChange::CreateWithoutPassword) => "created",
+            Change::Mas(MasChange::ReactivateWithoutPassword) => "reactivated",
             Change::Mas(MasChange::AddUpstreamLink(_)) => "upstream link added",
             Change::Mas(MasChange::RemoveUpstreamLink(_)) => "upstream link removed",
             Change::Deactivate { erase: false } => "deactivated",

@@ -101,14 +101,20 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
 
     let mut changes = Vec::new();
     if deactivated {
-        // Deactivation removed the old password, so a reactivated account needs a new one.
-        let Some(password) = &desired.password else {
-            return Err(PlanError::PasswordNeeded {
-                verb: "reactivated",
-            });
-        };
-        changes.push(Change::Reactivate {
-            password: password.clone(),
+        // Deactivation removed the old password, so a reactivated account
+        // needs a new one, unless it logs in through an upstream provider (MAS).
+        changes.push(match &desired.password {
+            Some(password) => Change::Reactivate {
+                password: password.clone(),
+            },
+            None if !declared_links(desired).is_empty() => {
+                Change::Mas(MasChange::ReactivateWithoutPassword)
+            }
+            None => {
+                return Err(PlanError::PasswordNeeded {
+                    verb: "reactivated",
+                })
+            }
         });
     }
     if let Some(admin) = desired.admin {
@@ -239,7 +245,7 @@ pub fn predict(
                     a.ratelimit = Seen::Known(*ratelimit)
                 }
             }
-            Change::Reactivate { .. } => {
+            Change::Reactivate { .. } | Change::Mas(MasChange::ReactivateWithoutPassword) => {
                 if let Some(a) = account.as_mut() {
                     a.deactivated = Seen::Known(false)
                 }

@@ -752,6 +752,17 @@ fn an_sso_user_is_created_without_a_password_and_its_links_kept_exactly() {
     assert!(s.mas_upstream_links("sso-user").is_empty());
     s.mas_module(none).assert_unchanged();
 
+    // Linked again, a deactivated SSO user is reactivated without a password.
+    let back = json!({"username": "sso-user", "upstream_links": [{"provider": "GitHub", "subject": "gh-9"}]});
+    s.mas_module(json!({"username": "sso-user", "state": "absent"}))
+        .assert_changed();
+    assert_eq!(
+        s.mas_module(back.clone()).assert_changed().actions(0),
+        ["reactivated", "upstream link added"]
+    );
+    assert!(!s.mas_is_deactivated("sso-user"));
+    s.mas_module(back).assert_unchanged();
+
     // Still a password or a link to create a user.
     s.mas_module(json!({"username": "sso-none", "upstream_links": []}))
         .assert_failed_with(

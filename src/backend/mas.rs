@@ -156,7 +156,7 @@ const NO_USER_TYPES: &str =
      leave user_type out (or regular) with homeserver: mas";
 
 /// What MAS's admin API (1.22) cannot manage idempotently. A display name is
-/// set at creation only (see [`Mas::account`]).
+/// set at creation only (see `account`).
 fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
     for restriction in [Restriction::Suspended, Restriction::ShadowBanned] {
         let declared = user.restrictions.get(restriction).is_some();
@@ -622,13 +622,15 @@ impl Mas {
     async fn reactivate(
         &self,
         found: &MasUser,
-        password: &Secret,
+        password: Option<&Secret>,
         desired: &DesiredUser,
     ) -> Result<(), ServerError> {
         let keep_locked = desired.restrictions.locked == Some(true);
         // The password first: if MAS refuses it, the user stays deactivated,
         // and nobody can use an account whose password is not the declared one.
-        self.set_password(&found.id, password, desired).await?;
+        if let Some(password) = password {
+            self.set_password(&found.id, password, desired).await?;
+        }
         let reply = self
             .admin(Method::POST, &user_path(&found.id, "/reactivate"), None)
             .await?;
@@ -853,13 +855,20 @@ impl AccountServer for Mas {
             match change {
                 Change::Deactivate { erase } => self.deactivate(&found.id, *erase).await?,
                 Change::Reactivate { password } => {
-                    self.reactivate(&found, password, desired).await?
+                    self.reactivate(&found, Some(password), desired).await?
+                }
+                Change::Mas(MasChange::ReactivateWithoutPassword) => {
+                    self.reactivate(&found, None, desired).await?
                 }
                 // Reactivation lifted a lock left from deactivation already.
                 Change::Restrict(Restriction::Locked, false)
-                    if changes
-                        .iter()
-                        .any(|c| matches!(c, Change::Reactivate { .. })) => {}
+                    if changes.iter().any(|c| {
+                        matches!(
+                            c,
+                            Change::Reactivate { .. }
+                                | Change::Mas(MasChange::ReactivateWithoutPassword)
+                        )
+                    }) => {}
                 Change::Restrict(Restriction::Locked, locked) => {
                     self.set_locked(&found.id, *locked).await?
                 }
@@ -874,9 +883,10 @@ impl AccountServer for Mas {
                 Change::Mas(MasChange::RemoveUpstreamLink(link)) => {
                     self.remove_link(&found, link).await?
                 }
-                // Create goes to create(); check_declaration refuses
-                // displayname, user types, suspension, shadow-ban and
-                // ratelimit for MAS, so those are never planned here.
+                // Creation is done above or by create(); a display name is
+                // read as declared (MAS cannot show it); check_declaration
+                // refuses user types, suspension, shadow-ban and ratelimit
+                // for MAS. So none of these is planned here.
                 Change::Create { .. }
                 | Change::Mas(MasChange::CreateWithoutPassword)
                 | Change::SetDisplayname
