@@ -206,7 +206,7 @@ fn diff_mode_shows_before_and_after_with_emails() {
     );
     run.assert_changed();
     assert_eq!(run.output["diff"][0]["before"], json!({"exists": false}));
-    // MAS keeps no display names, so none is predicted.
+    // No display name declared: MAS cannot show one, so none is predicted.
     assert_eq!(run.output["diff"][0]["after"]["displayname"], json!(null));
     assert_eq!(
         run.output["diff"][0]["after"]["emails"],
