@@ -505,14 +505,16 @@ impl Mas {
             }
             Ok(())
         };
+        let with = match password {
+            Some(_) => "with its password",
+            None => "without a password (it logs in upstream)",
+        };
         rest.await.map_err(|cause| {
-            unfinished(
-                cause,
-                "with its password; run again to finish it \
-                 (the admin flag and e-mail are compared on every run)"
-                    .to_string(),
-                vec![created],
-            )
+            let state = format!(
+                "{with}; run again to finish it \
+                 (the admin flag, e-mail and upstream links are compared on every run)"
+            );
+            unfinished(cause, state, vec![created])
         })
     }
 
