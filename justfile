@@ -31,7 +31,11 @@ collection: build
 
 # Create or update one user on the configured (or local) homeserver
 register-user USERNAME PASSWORD ADMIN: build
-    tools/register-user "$1" "$2" "$3"
+    tools/run-user-tag register-user "$1" "$2" "$3"
+
+# Change the password of one existing user on the configured (or local) homeserver
+update-user-password USERNAME PASSWORD: build
+    tools/run-user-tag update-user-password "$1" "$2"
 
 # Stop the embedded local Synapse that register-user starts; its users stay
 stop-local-homeserver: setup

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::matrix_id::{Username, UsernameError};
+use crate::matrix_id::{Room, Username, UsernameError};
 use crate::model::{
-    DesiredUser, HomeserverKind, MasOptions, Ratelimit, Restrictions, UpdatePassword, UpstreamLink,
-    UserState, UserType,
+    DesiredUser, ExternalId, HomeserverKind, MasOptions, Ratelimit, Restrictions, Undeclared,
+    UndeclaredPolicy, UpdatePassword, UpstreamLink, UserState, UserType,
 };
 use crate::secret::{hold, hold_basic_auth, url_password, Secret};
 
@@ -42,6 +42,9 @@ const MODULE_PARAMETERS: &[&str] = &[
     "mas_client_secret",
     "mas_client_secret_file",
     "users",
+    "undeclared",
+    "undeclared_ignore",
+    "undeclared_max",
     "concurrency",
     "validate_certs",
     "ca_path",
@@ -66,6 +69,9 @@ const USER_PARAMETERS: &[&str] = &[
     "ratelimit",
     "mas_skip_password_check",
     "upstream_links",
+    "rooms",
+    "emails",
+    "external_ids",
 ];
 
 /// Parameters whose values are secrets, at the top level or in each `users` entry.
@@ -187,6 +193,8 @@ pub struct ModuleArgs {
     pub server: ServerOptions,
     pub credentials: Credentials,
     pub users: Vec<DesiredUser>,
+    /// What happens to the local accounts `users` does not declare.
+    pub undeclared: UndeclaredPolicy,
     pub concurrency: usize,
     pub check_mode: bool,
     pub diff: bool,
@@ -288,11 +296,13 @@ impl ModuleArgs {
         };
 
         let users = read_users(&top)?;
+        let undeclared = read_undeclared(&top)?;
         Ok(ModuleArgs {
             homeserver,
             server,
             credentials,
             users,
+            undeclared,
             concurrency: top
                 .integer("concurrency", 1, MAX_CONCURRENCY as u64)?
                 .map_or(DEFAULT_CONCURRENCY, |n| n as usize),
@@ -381,13 +391,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             problem: "is empty; give a password or leave the field out",
         });
     }
-    let user_type = fields
-        .choice("user_type", &["regular", "bot", "support"])?
-        .map(|t| match t.as_str() {
-            "bot" => UserType::Bot,
-            "support" => UserType::Support,
-            _ => UserType::Regular,
-        });
+    let user_type = read_user_type(fields)?;
     let state = match fields.choice("state", &["present", "absent"])?.as_deref() {
         Some("absent") => UserState::Absent,
         _ => UserState::Present,
@@ -432,11 +436,225 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             shadow_banned: fields.boolean("shadow_banned")?,
         },
         ratelimit: read_ratelimit(fields)?,
+        rooms: read_rooms(fields, state)?,
+        emails: read_emails(fields)?,
+        external_ids: read_external_ids(fields)?,
         mas: MasOptions {
             skip_password_check: fields.boolean("mas_skip_password_check")?.unwrap_or(false),
             upstream_links: read_upstream_links(fields)?,
         },
     })
+}
+
+/// Synapse's limit (`MAX_EMAIL_ADDRESS_LENGTH` in synapse/util/threepids.py).
+const EMAIL_MAX_CHARS: usize = 500;
+
+/// Ranges holding every character whose Unicode case folding (Python's
+/// `str.casefold`, which Synapse applies to an address's local part) is not
+/// its lowercase: `ß` folds to `ss`, some Greek symbols, ligatures,
+/// Cherokee. Refused, so that the address compared is the one Synapse stores.
+const FOLDED_UNLIKE_LOWERCASE: &[(char, char)] = &[
+    ('\u{b5}', '\u{b5}'),
+    ('\u{df}', '\u{df}'),
+    ('\u{149}', '\u{149}'),
+    ('\u{17f}', '\u{17f}'),
+    ('\u{1f0}', '\u{1f0}'),
+    ('\u{345}', '\u{345}'),
+    ('\u{390}', '\u{390}'),
+    ('\u{3b0}', '\u{3b0}'),
+    ('\u{3c2}', '\u{3c2}'),
+    ('\u{3d0}', '\u{3d1}'),
+    ('\u{3d5}', '\u{3d6}'),
+    ('\u{3f0}', '\u{3f1}'),
+    ('\u{3f5}', '\u{3f5}'),
+    ('\u{587}', '\u{587}'),
+    ('\u{13a0}', '\u{13fd}'),
+    ('\u{1c80}', '\u{1c88}'),
+    ('\u{1e96}', '\u{1e9e}'),
+    ('\u{1f50}', '\u{1f56}'),
+    ('\u{1f80}', '\u{1fff}'),
+    ('\u{ab70}', '\u{abbf}'),
+    ('\u{fb00}', '\u{fb17}'),
+];
+
+/// The addresses `emails` declares, each in the form Synapse stores
+/// (`canonicalise_email` in synapse/util/threepids.py: the local part case
+/// folded, the domain lowercased), refused by field name when one is not an
+/// address at all or two are the same address.
+fn read_emails(fields: &Fields) -> Result<Option<Vec<String>>, ArgsError> {
+    let Some(items) = read_list(fields, "emails", "a list of e-mail addresses")? else {
+        return Ok(None);
+    };
+    let mut emails: Vec<String> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let field = format!("{}[{index}]", fields.name("emails"));
+        let not_accepted = |value: &str, accepted: &str| ArgsError::NotAccepted {
+            field: field.clone(),
+            value: echo(value),
+            accepted: accepted.into(),
+        };
+        let address = match item {
+            Value::String(address) => address.trim(),
+            other => return Err(not_accepted(&other.to_string(), "an e-mail address")),
+        };
+        let (local, domain) = match address.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.contains('@') => (local, domain),
+            _ => {
+                return Err(not_accepted(
+                    address,
+                    "an e-mail address: one @ with a name before it and a domain after it",
+                ))
+            }
+        };
+        if address.chars().count() > EMAIL_MAX_CHARS
+            || address.chars().any(|c| c.is_whitespace() || c.is_control())
+            || domain.split('.').any(str::is_empty)
+        {
+            return Err(not_accepted(address, &format!("an e-mail address of at most {EMAIL_MAX_CHARS} characters, without spaces, with a domain such as example.com after the @")));
+        }
+        if local.chars().any(|c| {
+            FOLDED_UNLIKE_LOWERCASE
+                .iter()
+                .any(|&(low, high)| (low..=high).contains(&c))
+        }) {
+            return Err(not_accepted(
+                address,
+                "the address as Synapse stores it, case folded (ss for ß, for example)",
+            ));
+        }
+        let canonical = format!("{}@{}", local.to_lowercase(), domain.to_lowercase());
+        if let Some(first) = emails.iter().position(|e| *e == canonical) {
+            return Err(not_accepted(address, &format!("each address once: it is {}[{first}] again (Synapse ignores the case of letters)", fields.name("emails"))));
+        }
+        emails.push(canonical);
+    }
+    Ok(Some(emails))
+}
+
+const EXTERNAL_ID_FIELDS: [&str; 2] = ["auth_provider", "external_id"];
+
+/// The SSO identities `external_ids` declares, each a mapping of a
+/// non-empty `auth_provider` and `external_id`, none twice.
+fn read_external_ids(fields: &Fields) -> Result<Option<Vec<ExternalId>>, ArgsError> {
+    let accepted = "a list of mappings of auth_provider and external_id";
+    let Some(items) = read_list(fields, "external_ids", accepted)? else {
+        return Ok(None);
+    };
+    let mut ids: Vec<ExternalId> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let field = format!("{}[{index}]", fields.name("external_ids"));
+        let Value::Object(map) = item else {
+            return Err(ArgsError::WrongType {
+                field,
+                expected: "a mapping of auth_provider and external_id",
+            });
+        };
+        let entry = Fields::nested(map, field.clone());
+        entry.refuse_unknown(&EXTERNAL_ID_FIELDS)?;
+        let [auth_provider, external_id] = EXTERNAL_ID_FIELDS.map(|name| match entry.string(name)? {
+            Some(value) if !value.is_empty() => Ok(value),
+            _ => Err(ArgsError::Missing(format!(
+                "{}: give a non-empty {name} (the provider's idp_id as Synapse names it, such as oidc-github, and the user's ID there)",
+                entry.name(name)
+            ))),
+        });
+        let id = ExternalId {
+            auth_provider: auth_provider?,
+            external_id: external_id?,
+        };
+        if let Some(first) = ids.iter().position(|i| *i == id) {
+            return Err(ArgsError::NotAccepted {
+                field,
+                value: echo(&id.to_string()),
+                accepted: format!(
+                    "each identity once: it is {}[{first}] again",
+                    fields.name("external_ids")
+                ),
+            });
+        }
+        ids.push(id);
+    }
+    Ok(Some(ids))
+}
+
+/// The list `field` holds; `None` when it is left out.
+fn read_list<'a>(
+    fields: &Fields<'a>,
+    field: &str,
+    expected: &'static str,
+) -> Result<Option<&'a Vec<Value>>, ArgsError> {
+    match fields.value(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => Ok(Some(items)),
+        Some(_) => Err(ArgsError::WrongType {
+            field: fields.name(field),
+            expected,
+        }),
+    }
+}
+
+/// Room aliases or IDs, by shape. Refused with `state: absent`: deactivation
+/// makes a user leave every room, so it could be in none of them.
+fn read_rooms(fields: &Fields, state: UserState) -> Result<Vec<Room>, ArgsError> {
+    let field = fields.name("rooms");
+    let rooms = match fields.value("rooms") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(rooms)) => rooms,
+        Some(_) => {
+            return Err(ArgsError::WrongType {
+                field,
+                expected: "a list of room aliases (#room:example.com) or IDs (!abc:example.com)",
+            })
+        }
+    };
+    if state == UserState::Absent && !rooms.is_empty() {
+        return Err(ArgsError::Exclusive {
+            first: field,
+            second: "state: absent".into(),
+        });
+    }
+    let mut parsed: Vec<Room> = Vec::with_capacity(rooms.len());
+    for (index, room) in rooms.iter().enumerate() {
+        let text = match room {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let room = Room::parse(&text).ok_or_else(|| ArgsError::NotAccepted {
+            field: format!("{field}[{index}]"),
+            value: echo(&text),
+            accepted: "a room alias like #room:example.com or a room ID like !abc:example.com"
+                .into(),
+        })?;
+        if !parsed.contains(&room) {
+            parsed.push(room);
+        }
+    }
+    Ok(parsed)
+}
+
+/// Synapse keeps a user's type as text; a longer name is surely a mistake.
+const USER_TYPE_MAX_CHARS: usize = 255;
+
+/// `regular`, `bot`, `support` or a type of the server's own configuration,
+/// which only the server can confirm: here only its shape is checked.
+fn read_user_type(fields: &Fields) -> Result<Option<UserType>, ArgsError> {
+    let Some(name) = fields.string("user_type")? else {
+        return Ok(None);
+    };
+    let shaped = (1..=USER_TYPE_MAX_CHARS).contains(&name.chars().count())
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+    match shaped {
+        true => Ok(Some(UserType::from_name(&name))),
+        false => Err(ArgsError::NotAccepted {
+            field: fields.name("user_type"),
+            value: echo(&name),
+            accepted: format!(
+                "regular, bot, support, or a type the homeserver is configured with \
+                 (Synapse's user_types.extra_user_types): 1 to {USER_TYPE_MAX_CHARS} characters, \
+                 no spaces"
+            ),
+        }),
+    }
 }
 
 const RATELIMIT_FIELDS: [&str; 2] = ["messages_per_second", "burst_count"];
@@ -478,6 +696,67 @@ fn read_ratelimit(fields: &Fields) -> Result<Option<Option<Ratelimit>>, ArgsErro
         }
         Some(other) => Err(not_accepted(other.to_string())),
     }
+}
+
+/// The limit is a safety net, not a quota: 0 forbids touching anyone.
+const UNDECLARED_MAX_LIMIT: u64 = 1_000_000;
+
+/// `undeclared`, its ignore patterns and its limit. Only the list form
+/// (`users`) declares the whole server; each pattern must match a whole
+/// localpart (anchored here, so `bot` spares `bot` and not `robot`).
+fn read_undeclared(top: &Fields) -> Result<UndeclaredPolicy, ArgsError> {
+    let names = Undeclared::ALL.map(Undeclared::name);
+    let action = top
+        .choice("undeclared", &names)?
+        .and_then(|name| Undeclared::ALL.into_iter().find(|u| u.name() == name))
+        .unwrap_or_default();
+    if action != Undeclared::Keep && !matches!(top.value("users"), Some(Value::Array(_))) {
+        return Err(ArgsError::Missing(format!(
+            "undeclared: {} needs the list form (users), which declares every user the server should have",
+            action.name()
+        )));
+    }
+    let ignore = match top.value("undeclared_ignore") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(patterns)) => patterns
+            .iter()
+            .enumerate()
+            .map(|(index, pattern)| anchored_pattern(pattern, index))
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ArgsError::WrongType {
+                field: "undeclared_ignore".into(),
+                expected: "a list of regular expressions",
+            })
+        }
+    };
+    let max = top
+        .integer("undeclared_max", 0, UNDECLARED_MAX_LIMIT)?
+        .map_or(UndeclaredPolicy::DEFAULT_MAX, |n| n as usize);
+    Ok(UndeclaredPolicy {
+        action,
+        ignore,
+        max,
+    })
+}
+
+/// `undeclared_ignore[index]` compiled to match a whole localpart.
+fn anchored_pattern(pattern: &Value, index: usize) -> Result<regex::Regex, ArgsError> {
+    let field = format!("undeclared_ignore[{index}]");
+    let Value::String(pattern) = pattern else {
+        return Err(ArgsError::WrongType {
+            field,
+            expected: "a regular expression (a string)",
+        });
+    };
+    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|error| ArgsError::NotAccepted {
+        field,
+        value: echo(pattern),
+        accepted: format!(
+            "a regular expression (Rust regex syntax); {}",
+            error.to_string().lines().last().unwrap_or_default()
+        ),
+    })
 }
 
 /// A list of `{provider, subject}` mappings.
@@ -885,6 +1164,67 @@ mod tests {
     }
 
     #[test]
+    fn a_user_type_is_any_name_of_the_right_shape() {
+        let read = |user_type: &str| {
+            parse(with(json!({"username": "a", "user_type": user_type})))
+                .map(|args| args.users[0].user_type.clone())
+        };
+        assert_eq!(read("regular").unwrap(), Some(UserType::Regular));
+        assert_eq!(read("bot").unwrap(), Some(UserType::Bot));
+        assert_eq!(
+            read("com.example.bridge").unwrap(),
+            Some(UserType::Extra("com.example.bridge".into()))
+        );
+        for bad in ["", "two words", "bot\n", &"x".repeat(256)] {
+            let message = read(bad).unwrap_err().to_string();
+            assert!(message.starts_with("user_type: "), "{message}");
+            assert!(
+                message.contains("Synapse's user_types.extra_user_types"),
+                "{message}"
+            );
+        }
+        assert_eq!(
+            read(&"x".repeat(255)).unwrap(),
+            Some(UserType::Extra("x".repeat(255)))
+        );
+    }
+
+    #[test]
+    fn rooms_are_aliases_or_ids_and_only_for_a_present_user() {
+        let rooms = |rooms: Value, state: &str| {
+            parse(with(json!({"users": [{"username": "a"},
+                {"username": "b", "rooms": rooms, "state": state}]})))
+        };
+        let read = rooms(json!(["#general:x", "!abc:x", "#general:x"]), "present").unwrap();
+        let names: Vec<&str> = read.users[1].rooms.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, ["#general:x", "!abc:x"]);
+        assert!(read.users[0].rooms.is_empty());
+        let message = rooms(json!(["#general:x", "general"]), "present")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "users[1].rooms[1]: \"general\" is not accepted; use a room alias like \
+             #room:example.com or a room ID like !abc:example.com"
+        );
+        let message = rooms(json!("#general:x"), "present")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("users[1].rooms: expected a list"),
+            "{message}"
+        );
+        let message = rooms(json!(["#general:x"]), "absent")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "users[1].rooms and state: absent are mutually exclusive; give only one"
+        );
+        assert!(rooms(json!([]), "absent").is_ok());
+    }
+
+    #[test]
     fn ratelimit_is_default_unlimited_or_two_whole_numbers() {
         let user = |ratelimit: Value| {
             with(
@@ -930,6 +1270,121 @@ mod tests {
             missing.starts_with("users[1].ratelimit: give both"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn emails_are_addresses_in_synapses_canonical_form_each_once() {
+        let user = |emails: Value| {
+            with(json!({"users": [{"username": "a"}, {"username": "b", "emails": emails}]}))
+        };
+        let read = |emails: Value| parse(user(emails)).unwrap().users[1].emails.clone();
+        assert_eq!(
+            read(json!([" Alice.Ä@Example.COM ", "b@x"])),
+            Some(vec!["alice.ä@example.com".to_string(), "b@x".to_string()])
+        );
+        assert_eq!(read(json!([])), Some(vec![]));
+        assert_eq!(read(Value::Null), None);
+        let refused = |emails: Value, accepted: &str| {
+            let message = error(user(emails));
+            assert!(message.starts_with("users[1].emails"), "{message}");
+            assert!(message.contains(accepted), "{message}");
+        };
+        refused(json!("a@x"), "expected a list of e-mail addresses");
+        for bad in ["alice", "@x", "a@b@c", "a@"] {
+            refused(json!(["ok@x", bad]), "[1]: ");
+        }
+        refused(json!(["a b@x"]), "without spaces");
+        refused(json!(["a@x..com"]), "a domain such as example.com");
+        refused(json!([5]), "an e-mail address");
+        refused(json!(["straße@x"]), "case folded (ss for ß");
+        refused(
+            json!(["A@X", "a@x"]),
+            "each address once: it is users[1].emails[0] again",
+        );
+        refused(
+            json!([format!("{}@x", "a".repeat(500))]),
+            "at most 500 characters",
+        );
+    }
+
+    #[test]
+    fn external_ids_are_provider_and_id_mappings_each_once() {
+        let user = |ids: Value| with(json!({"username": "a", "external_ids": ids}));
+        let ids = parse(user(
+            json!([{"auth_provider": "oidc-github", "external_id": "1234"}]),
+        ))
+        .unwrap()
+        .users[0]
+            .external_ids
+            .clone();
+        assert_eq!(
+            ids,
+            Some(vec![ExternalId {
+                auth_provider: "oidc-github".into(),
+                external_id: "1234".into()
+            }])
+        );
+        let refused = |ids: Value, expected: &str| {
+            let message = error(user(ids));
+            assert!(message.starts_with(expected), "{message}");
+        };
+        refused(
+            json!({"auth_provider": "x"}),
+            "external_ids: expected a list of mappings",
+        );
+        refused(json!(["x"]), "external_ids[0]: expected a mapping");
+        refused(
+            json!([{"auth_provider": "oidc", "external_id": ""}]),
+            "external_ids[0].external_id: give a non-empty external_id",
+        );
+        refused(
+            json!([{"external_id": "1"}]),
+            "external_ids[0].auth_provider: give a non-empty auth_provider",
+        );
+        refused(
+            json!([{"auth_provider": "oidc", "external_id": "1", "provider": "x"}]),
+            "external_ids[0].provider: unsupported parameter",
+        );
+        let twice = json!({"auth_provider": "saml", "external_id": "7"});
+        refused(
+            json!([twice, twice]),
+            "external_ids[1]: \"7 at saml\" is not accepted; use each identity once: it is external_ids[0] again",
+        );
+    }
+
+    #[test]
+    fn undeclared_needs_the_list_form_and_valid_anchored_patterns() {
+        let args = parse(with(json!({"users": [], "undeclared": "lock",
+            "undeclared_ignore": ["bot", "_discord_.*"], "undeclared_max": "3"})))
+        .unwrap();
+        assert_eq!(args.undeclared.action, Undeclared::Lock);
+        assert_eq!(args.undeclared.max, 3);
+        let matches = |name: &str| args.undeclared.ignore.iter().any(|p| p.is_match(name));
+        assert!(matches("bot") && matches("_discord_123"));
+        assert!(!matches("robot") && !matches("bot2") && !matches("x_discord_1"));
+
+        let defaults = parse(with(json!({"users": []}))).unwrap().undeclared;
+        assert_eq!((defaults.action, defaults.max), (Undeclared::Keep, 10));
+        assert_eq!(
+            error(with(json!({"username": "alice", "undeclared": "deactivate"}))),
+            "undeclared: deactivate needs the list form (users), which declares every user the server should have"
+        );
+        let bad = error(with(
+            json!({"users": [], "undeclared": "lock", "undeclared_ignore": ["ok", "a(b"]}),
+        ));
+        assert!(
+            bad.starts_with(
+                "undeclared_ignore[1]: \"a(b\" is not accepted; use a regular expression"
+            ),
+            "{bad}"
+        );
+        assert!(bad.ends_with("unclosed group"), "{bad}");
+        assert!(
+            error(with(json!({"users": [], "undeclared_ignore": "bot"})))
+                .starts_with("undeclared_ignore: expected a list")
+        );
+        assert!(error(with(json!({"users": [], "undeclared": "remove"})))
+            .contains("use keep or lock or deactivate"));
     }
 
     /// Any JSON value, a few levels deep.

@@ -12,6 +12,7 @@ mod reconcile;
 mod report;
 mod secret;
 mod trust;
+mod undeclared;
 
 use std::process::ExitCode;
 

@@ -1,5 +1,5 @@
-//! Matrix user IDs: the grammar checks that let bad names fail before any
-//! request is sent.
+//! Matrix user IDs and room names: the grammar checks that let bad names
+//! fail before any request is sent.
 
 use std::fmt;
 
@@ -128,6 +128,29 @@ impl UserId {
     pub fn localpart(&self) -> &str {
         &self.localpart
     }
+
+    /// A local user ID as the server itself lists it, taken as it is: it may
+    /// be one the module would not register (a bridge's `_` localpart, a
+    /// historical upper-case one). `None` for another server's.
+    pub fn listed(user_id: &str, server_name: &str) -> Option<UserId> {
+        let localpart = user_id
+            .strip_prefix('@')?
+            .strip_suffix(server_name)?
+            .strip_suffix(':')?;
+        (!localpart.is_empty()).then(|| UserId {
+            localpart: localpart.to_string(),
+            server_name: server_name.to_string(),
+        })
+    }
+
+    /// This ID as a declaration names it, for a declaration the module makes
+    /// itself (an undeclared user's).
+    pub fn username(&self) -> Username {
+        Username {
+            localpart: self.localpart.clone(),
+            server_name: Some(self.server_name.clone()),
+        }
+    }
 }
 
 impl fmt::Display for UserId {
@@ -136,9 +159,95 @@ impl fmt::Display for UserId {
     }
 }
 
+/// The longest room alias the Matrix specification allows, `#` and server included.
+const MAX_ROOM_LENGTH: usize = 255;
+/// Room IDs of room version 12 on (MSC4291) have no server: `!` and the
+/// create event's reference hash, 43 characters of unpadded url-safe base64.
+const SERVERLESS_ROOM_ID_CHARS: usize = 43;
+
+/// A room as a playbook names it: an alias (`#room:example.com`) or an ID
+/// (`!opaque:example.com`, or `!` and 43 url-safe base64 characters).
+/// Only its shape is checked; whether it exists is the server's to say.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Room(String);
+
+impl Room {
+    /// `None` when `input` has neither shape.
+    pub fn parse(input: &str) -> Option<Room> {
+        let fits = input.len() <= MAX_ROOM_LENGTH
+            && !input.chars().any(|c| c.is_whitespace() || c.is_control());
+        let with_server = |rest: &str| {
+            rest.split_once(':')
+                .is_some_and(|(local, server)| !local.is_empty() && !server.is_empty())
+        };
+        let shaped = match (input.get(..1), input.get(1..).unwrap_or_default()) {
+            (Some("#"), rest) => with_server(rest),
+            (Some("!"), rest) => {
+                with_server(rest)
+                    || (rest.len() == SERVERLESS_ROOM_ID_CHARS
+                        && rest
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            }
+            _ => false,
+        };
+        (fits && shaped).then(|| Room(input.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// An alias, which the server resolves to the room's ID.
+    pub fn is_alias(&self) -> bool {
+        self.0.starts_with('#')
+    }
+}
+
+impl fmt::Display for Room {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rooms_are_aliases_or_ids_by_shape() {
+        let v12 = format!("!{}", "aB3-_".repeat(8) + "xyz");
+        for room in [
+            "#general:example.com",
+            "#a:localhost:8448",
+            "!abc:example.com",
+            &v12,
+        ] {
+            assert_eq!(
+                Room::parse(room).map(|r| r.to_string()),
+                Some(room.to_string())
+            );
+        }
+        assert!(Room::parse("#general:example.com").unwrap().is_alias());
+        assert!(!Room::parse(&v12).unwrap().is_alias());
+        let too_long = format!("#{}:example.com", "a".repeat(250));
+        for bad in [
+            "general",
+            "#general",
+            "#:example.com",
+            "#general:",
+            "!abc",
+            "!abc:",
+            "@alice:example.com",
+            "# general:example.com",
+            "",
+            "!",
+            &v12[..40],
+            &too_long,
+        ] {
+            assert_eq!(Room::parse(bad), None, "{bad}");
+        }
+    }
 
     fn user_id(input: &str, server: &str) -> Result<String, UsernameError> {
         Ok(Username::parse(input)?.on_server(server)?.to_string())

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::matrix_id::Username;
+use crate::matrix_id::{Room, Username};
 use crate::secret::Secret;
 
 /// Which server implementation holds the users (the `homeserver` parameter).
@@ -64,19 +64,32 @@ pub enum UserState {
 }
 
 /// Synapse's user types; `Regular` is the type of ordinary accounts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserType {
     Regular,
     Bot,
     Support,
+    /// A type the server's configuration adds (Synapse's
+    /// `user_types.extra_user_types`); only the server knows whether it exists.
+    Extra(String),
 }
 
 impl UserType {
-    pub fn as_str(self) -> &'static str {
+    pub fn from_name(name: &str) -> UserType {
+        match name {
+            "regular" => UserType::Regular,
+            "bot" => UserType::Bot,
+            "support" => UserType::Support,
+            other => UserType::Extra(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
         match self {
             UserType::Regular => "regular",
             UserType::Bot => "bot",
             UserType::Support => "support",
+            UserType::Extra(name) => name,
         }
     }
 }
@@ -102,6 +115,14 @@ pub struct DesiredUser {
     /// The rate-limit override the account must have; `Some(None)`
     /// (`ratelimit: default`) means none, so the server's limits apply.
     pub ratelimit: Option<Option<Ratelimit>>,
+    /// Exactly the e-mail addresses the account must have (Synapse's
+    /// threepids), in canonical form: `Some(vec![])` removes all.
+    pub emails: Option<Vec<String>>,
+    /// Exactly the SSO identities the account must have: `Some(vec![])` removes all.
+    pub external_ids: Option<Vec<ExternalId>>,
+    /// Rooms the account must be joined to; empty: membership is not
+    /// managed. Joins only: a room left out is never left.
+    pub rooms: Vec<Room>,
     /// What only MAS manages.
     pub mas: MasOptions,
 }
@@ -281,6 +302,20 @@ fn serialize_ratelimit<S: serde::Serializer>(
     }
 }
 
+/// An identity at an SSO provider that logs in as the account (Synapse's
+/// `external_ids`), so that an SSO login lands on the existing account.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ExternalId {
+    pub auth_provider: String,
+    pub external_id: String,
+}
+
+impl std::fmt::Display for ExternalId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at {}", self.external_id, self.auth_provider)
+    }
+}
+
 /// A change only MAS makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MasChange {
@@ -302,6 +337,10 @@ pub enum Fact {
     Restriction(Restriction),
     /// Whether the account has a rate-limit override, and which.
     Ratelimit,
+    Emails,
+    ExternalIds,
+    /// Which of the declared rooms the account has joined.
+    Rooms,
 }
 
 impl std::fmt::Display for Fact {
@@ -313,6 +352,9 @@ impl std::fmt::Display for Fact {
             Fact::Restriction(Restriction::Suspended) => "whether it is suspended",
             Fact::Restriction(Restriction::ShadowBanned) => "whether it is shadow-banned",
             Fact::Ratelimit => "its rate-limit override",
+            Fact::Emails => "its e-mail addresses",
+            Fact::ExternalIds => "its SSO identities (external_ids)",
+            Fact::Rooms => "which of the declared rooms it has joined",
         })
     }
 }
@@ -325,9 +367,10 @@ pub struct Account {
     #[serde(serialize_with = "serialize_user_type")]
     pub user_type: UserType,
     pub displayname: Option<String>,
-    /// Addresses the account has (MAS only; empty elsewhere).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub emails: Vec<String>,
+    /// Addresses the account has: always read on MAS, on Synapse only for a
+    /// user that declares `emails` (its user list lacks them).
+    #[serde(skip_serializing_if = "Seen::is_unknown")]
+    pub emails: Seen<Vec<String>>,
     /// Its upstream links (MAS only; empty elsewhere), each provider as declared when it is.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub upstream_links: Vec<UpstreamLink>,
@@ -339,15 +382,27 @@ pub struct Account {
         serialize_with = "serialize_ratelimit"
     )]
     pub ratelimit: Seen<Option<Ratelimit>>,
+    /// Read only for a user that declares `external_ids` (not in Synapse's user list).
+    #[serde(skip_serializing_if = "Seen::is_unknown")]
+    pub external_ids: Seen<Vec<ExternalId>>,
+    /// Of the declared rooms, those the account has joined, named as
+    /// declared; read only for a user that declares rooms (membership is
+    /// not in Synapse's user list, and the rest of it is not managed).
+    #[serde(skip_serializing_if = "Seen::is_unknown")]
+    pub rooms: Seen<Vec<Room>>,
 }
 
 impl Account {
     /// Whether this read lacks something `desired` manages, so that the
-    /// user must be read alone (Synapse's list has no `suspended` and no
-    /// rate-limit override).
+    /// user must be read alone (Synapse's list has no `suspended`, no
+    /// rate-limit override, no room membership, no e-mail addresses and no
+    /// SSO identities).
     pub fn lacks_any_of(&self, desired: &DesiredUser) -> bool {
         self.restrictions.lacks_any_of(&desired.restrictions)
             || (desired.ratelimit.is_some() && self.ratelimit.is_unknown())
+            || (desired.emails.is_some() && self.emails.is_unknown())
+            || (desired.external_ids.is_some() && self.external_ids.is_unknown())
+            || (!desired.rooms.is_empty() && self.rooms.is_unknown())
     }
 }
 
@@ -393,6 +448,12 @@ pub enum Change {
     Restrict(Restriction, bool),
     /// Set this rate-limit override, or remove it (`None`).
     SetRatelimit(Option<Ratelimit>),
+    /// Make the account's e-mail addresses exactly the declared ones.
+    SetEmails,
+    /// Make the account's SSO identities exactly the declared ones.
+    SetExternalIds,
+    /// Join these declared rooms, which the account has not joined.
+    JoinRooms(Vec<Room>),
     /// What only MAS does.
     Mas(MasChange),
     Deactivate {
@@ -420,12 +481,64 @@ impl Change {
             Change::Restrict(Restriction::ShadowBanned, false) => "shadow-ban lifted",
             Change::SetRatelimit(Some(_)) => "ratelimit set",
             Change::SetRatelimit(None) => "ratelimit removed",
+            Change::SetEmails => "emails changed",
+            Change::SetExternalIds => "external_ids changed",
+            Change::JoinRooms(_) => "rooms joined",
             Change::Mas(MasChange::CreateWithoutPassword) => "created",
             Change::Mas(MasChange::ReactivateWithoutPassword) => "reactivated",
             Change::Mas(MasChange::AddUpstreamLink(_)) => "upstream link added",
             Change::Mas(MasChange::RemoveUpstreamLink(_)) => "upstream link removed",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
+        }
+    }
+}
+
+/// What happens to local accounts the list form (`users`) does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Undeclared {
+    /// Left alone (the default).
+    #[default]
+    Keep,
+    /// Locked: nobody can log in, nothing is erased, unlocking undoes it.
+    Lock,
+    /// Deactivated, not erased.
+    Deactivate,
+}
+
+impl Undeclared {
+    pub const ALL: [Undeclared; 3] = [Undeclared::Keep, Undeclared::Lock, Undeclared::Deactivate];
+
+    /// The value of the `undeclared` parameter.
+    pub fn name(self) -> &'static str {
+        match self {
+            Undeclared::Keep => "keep",
+            Undeclared::Lock => "lock",
+            Undeclared::Deactivate => "deactivate",
+        }
+    }
+}
+
+/// The `undeclared` option with the patterns and the limit that go with it.
+#[derive(Debug, Clone)]
+pub struct UndeclaredPolicy {
+    pub action: Undeclared,
+    /// Localparts that are never touched; each pattern matches the whole localpart.
+    pub ignore: Vec<regex::Regex>,
+    /// The most accounts one run may touch; more fails the run before any change.
+    pub max: usize,
+}
+
+impl UndeclaredPolicy {
+    pub const DEFAULT_MAX: usize = 10;
+}
+
+impl Default for UndeclaredPolicy {
+    fn default() -> Self {
+        UndeclaredPolicy {
+            action: Undeclared::Keep,
+            ignore: Vec::new(),
+            max: UndeclaredPolicy::DEFAULT_MAX,
         }
     }
 }

@@ -17,6 +17,11 @@ pub enum PlanError {
     /// backend says what would show it ([`crate::backend::AccountServer::not_seen`]).
     #[error("what to change depends on {fact}, which the homeserver does not show")]
     NotSeen { fact: Fact },
+    /// `update_password: always` on an account someone else locked: the
+    /// stored password cannot be compared, and setting it blindly would
+    /// report a change on every run.
+    #[error("is locked on the server, so its password cannot be checked: declare locked: false to unlock it, locked: true to keep it locked, or update_password: on_create")]
+    LockedPasswordUnchecked,
 }
 
 /// Whether the stored password must be compared with the declared one.
@@ -27,11 +32,10 @@ pub fn needs_password_check(desired: &DesiredUser, account: Option<&Account>) ->
         // Also when deactivation was not seen: a refused password is then
         // what lets the plan set it (see password_set_tells_deactivation).
         && account.is_some_and(|a| a.deactivated != Seen::Known(true))
-        // A locked account logs in with no password, so none can be checked.
+        // A locked account cannot authenticate, so no password can be checked.
         // With the lock declared, the password is compared on the first run
-        // that finds the account unlocked; without, the check fails and says so.
-        && !(desired.restrictions.locked.is_some()
-            && account.is_some_and(|a| a.restrictions.locked == Seen::Known(true)))
+        // that finds the account unlocked; without, the plan says so.
+        && !account.is_some_and(|a| a.restrictions.locked == Seen::Known(true))
 }
 
 /// The changes that make `observed` match `desired`, in the order to apply them.
@@ -62,10 +66,27 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
                 let linked = links
                     .iter()
                     .map(|link| Change::Mas(MasChange::AddUpstreamLink(link.clone())));
+                // Nor any e-mail address or SSO identity.
+                let emails = desired
+                    .emails
+                    .as_ref()
+                    .filter(|e| !e.is_empty())
+                    .map(|_| Change::SetEmails);
+                let external_ids = desired
+                    .external_ids
+                    .as_ref()
+                    .filter(|e| !e.is_empty())
+                    .map(|_| Change::SetExternalIds);
+                // Nor has it joined any room.
+                let rooms =
+                    (!desired.rooms.is_empty()).then(|| Change::JoinRooms(desired.rooms.clone()));
                 Ok(std::iter::once(create)
                     .chain(linked)
                     .chain(restricted)
                     .chain(ratelimit)
+                    .chain(emails)
+                    .chain(external_ids)
+                    .chain(rooms)
                     .collect())
             }
         };
@@ -99,6 +120,14 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
         });
     }
 
+    if desired.update_password == UpdatePassword::Always
+        && desired.password.is_some()
+        && desired.restrictions.locked.is_none()
+        && account.restrictions.locked == Seen::Known(true)
+        && !deactivated
+    {
+        return Err(PlanError::LockedPasswordUnchecked);
+    }
     let mut changes = Vec::new();
     if deactivated {
         // Deactivation removed the old password, so a reactivated account
@@ -124,14 +153,21 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             Seen::Unknown => return Err(PlanError::NotSeen { fact: Fact::Admin }),
         }
     }
-    if let Some(user_type) = desired.user_type.filter(|&t| t != account.user_type) {
-        changes.push(Change::SetUserType(user_type));
+    if let Some(user_type) = desired
+        .user_type
+        .as_ref()
+        .filter(|&t| *t != account.user_type)
+    {
+        changes.push(Change::SetUserType(user_type.clone()));
     }
     if desired.displayname.is_some() && desired.displayname != account.displayname {
         changes.push(Change::SetDisplayname);
     }
     if let Some(email) = &desired.email {
-        if !account.emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
+        let Seen::Known(emails) = &account.emails else {
+            return Err(PlanError::NotSeen { fact: Fact::Emails });
+        };
+        if !emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
             changes.push(Change::AddEmail(email.clone()));
         }
     }
@@ -161,6 +197,38 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
         }
     }
     changes.extend(upstream_link_changes(desired, account));
+    if let Some(wanted) = &desired.emails {
+        match &account.emails {
+            Seen::Known(current) if same_emails(current, wanted) => {}
+            Seen::Known(_) => changes.push(Change::SetEmails),
+            Seen::Unknown => return Err(PlanError::NotSeen { fact: Fact::Emails }),
+        }
+    }
+    if let Some(wanted) = &desired.external_ids {
+        match &account.external_ids {
+            Seen::Known(current) if same_set(current, wanted) => {}
+            Seen::Known(_) => changes.push(Change::SetExternalIds),
+            Seen::Unknown => {
+                return Err(PlanError::NotSeen {
+                    fact: Fact::ExternalIds,
+                })
+            }
+        }
+    }
+    if !desired.rooms.is_empty() {
+        let Seen::Known(joined) = &account.rooms else {
+            return Err(PlanError::NotSeen { fact: Fact::Rooms });
+        };
+        let missing: Vec<_> = desired
+            .rooms
+            .iter()
+            .filter(|room| !joined.contains(room))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            changes.push(Change::JoinRooms(missing));
+        }
+    }
     // A comparison is only made for a declared password (needs_password_check).
     if let (false, Some(false), Some(password)) =
         (deactivated, observed.password_matches, &desired.password)
@@ -220,12 +288,16 @@ pub fn predict(
                 account = Some(Account {
                     admin: Seen::Known(desired.admin.unwrap_or(false)),
                     deactivated: Seen::Known(false),
-                    user_type: desired.user_type.unwrap_or(UserType::Regular),
+                    user_type: desired.user_type.clone().unwrap_or(UserType::Regular),
                     displayname: desired
                         .displayname
                         .clone()
                         .or_else(|| default_displayname.clone()),
-                    emails: desired.email.iter().cloned().collect(),
+                    emails: match (&desired.emails, &desired.email) {
+                        (Some(emails), _) => Seen::Known(emails.clone()),
+                        (None, Some(email)) => Seen::Known(vec![email.clone()]),
+                        (None, None) => Seen::Unknown,
+                    },
                     upstream_links: Vec::new(),
                     restrictions: Restrictions {
                         locked: declared(desired.restrictions.locked),
@@ -233,6 +305,11 @@ pub fn predict(
                         shadow_banned: declared(desired.restrictions.shadow_banned),
                     },
                     ratelimit: desired.ratelimit.map_or(Seen::Unknown, Seen::Known),
+                    external_ids: desired
+                        .external_ids
+                        .clone()
+                        .map_or(Seen::Unknown, Seen::Known),
+                    rooms: joined_as_declared(desired),
                 })
             }
             Change::Restrict(restriction, value) => {
@@ -243,6 +320,11 @@ pub fn predict(
             Change::SetRatelimit(ratelimit) => {
                 if let Some(a) = account.as_mut() {
                     a.ratelimit = Seen::Known(*ratelimit)
+                }
+            }
+            Change::JoinRooms(_) => {
+                if let Some(a) = account.as_mut() {
+                    a.rooms = joined_as_declared(desired)
                 }
             }
             Change::Reactivate { .. } | Change::Mas(MasChange::ReactivateWithoutPassword) => {
@@ -257,7 +339,7 @@ pub fn predict(
             }
             Change::SetUserType(user_type) => {
                 if let Some(a) = account.as_mut() {
-                    a.user_type = *user_type
+                    a.user_type = user_type.clone()
                 }
             }
             Change::SetDisplayname => {
@@ -266,8 +348,18 @@ pub fn predict(
                 }
             }
             Change::AddEmail(email) => {
-                if let Some(a) = account.as_mut() {
-                    a.emails.push(email.clone())
+                if let Some(Seen::Known(emails)) = account.as_mut().map(|a| &mut a.emails) {
+                    emails.push(email.clone())
+                }
+            }
+            Change::SetEmails => {
+                if let (Some(a), Some(emails)) = (account.as_mut(), &desired.emails) {
+                    a.emails = Seen::Known(emails.clone())
+                }
+            }
+            Change::SetExternalIds => {
+                if let (Some(a), Some(ids)) = (account.as_mut(), &desired.external_ids) {
+                    a.external_ids = Seen::Known(ids.clone())
                 }
             }
             Change::Deactivate { .. } => {
@@ -291,6 +383,28 @@ pub fn predict(
     account
 }
 
+/// Once joined, the account is in every declared room; with none declared,
+/// membership is not managed and the diff leaves it out.
+fn joined_as_declared(desired: &DesiredUser) -> Seen<Vec<crate::matrix_id::Room>> {
+    match desired.rooms.is_empty() {
+        true => Seen::Unknown,
+        false => Seen::Known(desired.rooms.clone()),
+    }
+}
+
+/// The same addresses, whatever their order and case: an address an older
+/// Synapse stored as given, uppercase letters and all, is the declared one.
+fn same_emails(current: &[String], wanted: &[String]) -> bool {
+    let lower =
+        |emails: &[String]| -> Vec<String> { emails.iter().map(|e| e.to_lowercase()).collect() };
+    same_set(&lower(current), &lower(wanted))
+}
+
+fn same_set<T: Ord>(current: &[T], wanted: &[T]) -> bool {
+    use std::collections::BTreeSet;
+    current.iter().collect::<BTreeSet<_>>() == wanted.iter().collect::<BTreeSet<_>>()
+}
+
 /// A new account shows the restrictions declared for it; the others are
 /// not managed, so the diff leaves them out.
 fn declared(value: Option<bool>) -> Seen<bool> {
@@ -300,8 +414,8 @@ fn declared(value: Option<bool>) -> Seen<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix_id::Username;
-    use crate::model::Ratelimit;
+    use crate::matrix_id::{Room, Username};
+    use crate::model::{ExternalId, Ratelimit};
     use crate::secret::Secret;
 
     fn desired(username: &str) -> DesiredUser {
@@ -318,6 +432,9 @@ mod tests {
             email: None,
             restrictions: Restrictions::default(),
             ratelimit: None,
+            emails: None,
+            external_ids: None,
+            rooms: vec![],
             mas: Default::default(),
         }
     }
@@ -328,7 +445,8 @@ mod tests {
             deactivated: Seen::Known(false),
             user_type: UserType::Regular,
             displayname: Some("alice".into()),
-            emails: vec![],
+            emails: Seen::Known(vec![]),
+            external_ids: Seen::Known(vec![]),
             upstream_links: Vec::new(),
             restrictions: Restrictions {
                 locked: Seen::Known(false),
@@ -336,6 +454,7 @@ mod tests {
                 shadow_banned: Seen::Known(false),
             },
             ratelimit: Seen::Known(None),
+            rooms: Seen::Unknown,
         }
     }
 
@@ -481,7 +600,7 @@ mod tests {
             Ok(vec![Change::AddEmail("Alice@Example.com".into())])
         );
         let with_email = Account {
-            emails: vec!["alice@example.com".into()],
+            emails: Seen::Known(vec!["alice@example.com".into()]),
             ..account(false)
         };
         assert_eq!(plan(&user, &observed(Some(with_email))), Ok(vec![]));
@@ -763,12 +882,16 @@ mod tests {
         };
         assert!(!needs_password_check(&unlocking, Some(&locked)));
         assert!(needs_password_check(&unlocking, Some(&account(false))));
-        // Locked by someone else: the check is tried, and its refusal reported.
+        // Locked by someone else: nothing to check with, and the plan says how to go on.
         let undeclared = DesiredUser {
             update_password: UpdatePassword::Always,
             ..desired("alice")
         };
-        assert!(needs_password_check(&undeclared, Some(&locked)));
+        assert!(!needs_password_check(&undeclared, Some(&locked)));
+        assert_eq!(
+            plan(&undeclared, &observed(Some(locked))),
+            Err(PlanError::LockedPasswordUnchecked)
+        );
     }
 
     fn limited(ratelimit: Option<Option<Ratelimit>>) -> DesiredUser {
@@ -856,5 +979,210 @@ mod tests {
             plan(&limited(Some(None)), &observed(None)).unwrap().len(),
             1
         );
+    }
+
+    fn identified(emails: Option<Vec<&str>>, ids: Option<Vec<ExternalId>>) -> DesiredUser {
+        DesiredUser {
+            emails: emails.map(|e| e.into_iter().map(String::from).collect()),
+            external_ids: ids,
+            ..desired("alice")
+        }
+    }
+
+    fn github(id: &str) -> ExternalId {
+        ExternalId {
+            auth_provider: "oidc-github".into(),
+            external_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn emails_and_external_ids_change_only_when_the_sets_differ() {
+        let both = identified(Some(vec!["a@x", "b@x"]), Some(vec![github("1")]));
+        let changes = plan(&both, &observed(Some(account(false)))).unwrap();
+        assert_eq!(changes, vec![Change::SetEmails, Change::SetExternalIds]);
+        assert_eq!(changes[0].describe(), "emails changed");
+        assert_eq!(changes[1].describe(), "external_ids changed");
+        let after = predict(&both, Some(&account(false)), &changes, None).unwrap();
+        let shown = serde_json::to_value(&after).unwrap();
+        assert_eq!(shown["emails"], serde_json::json!(["a@x", "b@x"]));
+        assert_eq!(
+            shown["external_ids"],
+            serde_json::json!([{"auth_provider": "oidc-github", "external_id": "1"}])
+        );
+        assert_eq!(plan(&both, &observed(Some(after.clone()))), Ok(vec![]));
+        // Order and the case of a stored address make no difference.
+        let stored = Account {
+            emails: Seen::Known(vec!["B@X".into(), "a@x".into()]),
+            ..after.clone()
+        };
+        assert_eq!(plan(&both, &observed(Some(stored))), Ok(vec![]));
+        // An empty list removes every one.
+        let none = identified(Some(vec![]), Some(vec![]));
+        assert_eq!(
+            plan(&none, &observed(Some(after.clone()))),
+            Ok(vec![Change::SetEmails, Change::SetExternalIds])
+        );
+        assert_eq!(plan(&none, &observed(Some(account(false)))), Ok(vec![]));
+        // Undeclared, neither is compared.
+        assert_eq!(plan(&desired("alice"), &observed(Some(after))), Ok(vec![]));
+        let listed = Account {
+            emails: Seen::Unknown,
+            external_ids: Seen::Unknown,
+            ..account(false)
+        };
+        assert!(listed.lacks_any_of(&identified(Some(vec![]), None)));
+        assert!(listed.lacks_any_of(&identified(None, Some(vec![]))));
+        assert!(!listed.lacks_any_of(&desired("alice")));
+        assert_eq!(
+            plan(
+                &identified(None, Some(vec![])),
+                &observed(Some(listed.clone()))
+            ),
+            Err(PlanError::NotSeen {
+                fact: Fact::ExternalIds
+            })
+        );
+        assert_eq!(
+            plan(&identified(Some(vec![]), None), &observed(Some(listed))),
+            Err(PlanError::NotSeen { fact: Fact::Emails })
+        );
+    }
+
+    #[test]
+    fn a_new_user_gets_its_emails_and_external_ids_after_creation() {
+        let user = identified(Some(vec!["a@x"]), Some(vec![github("1")]));
+        let changes = plan(&user, &observed(None)).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Create {
+                    password: Secret::new("pw")
+                },
+                Change::SetEmails,
+                Change::SetExternalIds
+            ]
+        );
+        // A new account has none: empty lists need no change.
+        let empty = identified(Some(vec![]), Some(vec![]));
+        assert_eq!(plan(&empty, &observed(None)).unwrap().len(), 1);
+    }
+
+    fn in_rooms(rooms: &[&str]) -> DesiredUser {
+        DesiredUser {
+            rooms: rooms.iter().map(|r| Room::parse(r).unwrap()).collect(),
+            ..desired("alice")
+        }
+    }
+
+    #[test]
+    fn only_the_declared_rooms_not_joined_are_joined() {
+        let user = in_rooms(&["#general:x", "!abc:x"]);
+        let general = user.rooms[0].clone();
+        let mut joined = account(false);
+        joined.rooms = Seen::Known(vec![general.clone()]);
+        let changes = plan(&user, &observed(Some(joined.clone()))).unwrap();
+        assert_eq!(
+            changes,
+            vec![Change::JoinRooms(vec![user.rooms[1].clone()])]
+        );
+        assert_eq!(changes[0].describe(), "rooms joined");
+        let after = predict(&user, Some(&joined), &changes, None).unwrap();
+        assert_eq!(
+            serde_json::to_value(&after).unwrap()["rooms"],
+            serde_json::json!(["#general:x", "!abc:x"])
+        );
+        assert_eq!(plan(&user, &observed(Some(after))), Ok(vec![]));
+        // A room left out of the declaration is never left.
+        assert_eq!(
+            plan(&in_rooms(&["#general:x"]), &observed(Some(joined.clone()))),
+            Ok(vec![])
+        );
+        // Undeclared, membership is neither compared nor shown.
+        assert_eq!(
+            plan(&desired("alice"), &observed(Some(account(false)))),
+            Ok(vec![])
+        );
+        assert!(serde_json::to_value(account(false))
+            .unwrap()
+            .get("rooms")
+            .is_none());
+        assert!(account(false).lacks_any_of(&user));
+        assert!(!joined.lacks_any_of(&user));
+        assert_eq!(
+            plan(&user, &observed(Some(account(false)))),
+            Err(PlanError::NotSeen { fact: Fact::Rooms })
+        );
+    }
+
+    #[test]
+    fn a_new_user_joins_its_declared_rooms_after_creation() {
+        let user = in_rooms(&["#general:x"]);
+        let changes = plan(&user, &observed(None)).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Create {
+                    password: Secret::new("pw")
+                },
+                Change::JoinRooms(user.rooms.clone())
+            ]
+        );
+        let after = predict(&user, None, &changes, None).unwrap();
+        assert_eq!(after.rooms, Seen::Known(user.rooms.clone()));
+        // A user to deactivate joins nothing.
+        let absent = DesiredUser {
+            state: UserState::Absent,
+            ..user
+        };
+        assert_eq!(
+            plan(&absent, &observed(Some(account(false)))),
+            Ok(vec![Change::Deactivate { erase: false }])
+        );
+    }
+
+    #[test]
+    fn a_user_declaring_rooms_and_identifiers_is_read_alone_and_gets_both() {
+        let user = DesiredUser {
+            restrictions: Restrictions {
+                suspended: Some(true),
+                ..Restrictions::default()
+            },
+            rooms: in_rooms(&["#general:x"]).rooms,
+            ..identified(Some(vec!["a@x"]), Some(vec![github("1")]))
+        };
+        // Synapse's update still suspends last, after the joins it refuses
+        // a suspended user.
+        assert_eq!(
+            plan(&user, &observed(None)).unwrap(),
+            vec![
+                Change::Create {
+                    password: Secret::new("pw")
+                },
+                Change::Restrict(Restriction::Suspended, true),
+                Change::SetEmails,
+                Change::SetExternalIds,
+                Change::JoinRooms(user.rooms.clone()),
+            ]
+        );
+        let mut read = account(false);
+        read.rooms = Seen::Known(vec![]);
+        assert!(!read.lacks_any_of(&user));
+        for listed in [
+            Account {
+                rooms: Seen::Unknown,
+                ..read.clone()
+            },
+            Account {
+                emails: Seen::Unknown,
+                ..read.clone()
+            },
+            Account {
+                external_ids: Seen::Unknown,
+                ..read
+            },
+        ] {
+            assert!(listed.lacks_any_of(&user), "{listed:?}");
+        }
     }
 }

@@ -17,10 +17,13 @@ use crate::backend::synapse::Synapse;
 use crate::backend::{AccountServer, ServerError};
 use crate::http::Http;
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, HomeserverKind, Observed, Restriction, Seen};
+use crate::model::{
+    Account, Change, DesiredUser, HomeserverKind, Observed, Restriction, Seen, Undeclared,
+};
 use crate::plan::{self, PlanError};
 use crate::report::{Report, UserOutcome};
 use crate::secret::Secret;
+use crate::undeclared;
 
 /// Runs the module on Ansible's args file and returns its JSON output and
 /// exit code (0 success, 1 failure).
@@ -125,34 +128,39 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
         // Found only now that the server name is known; still nothing was changed.
         return Report::fatal(refused.join("; "));
     }
+    let undeclared = match choose_undeclared(&backend, args, &resolved).await {
+        Ok(chosen) => chosen,
+        Err(message) => return Report::fatal(message),
+    };
     let prefetched = match backend.accounts(&resolved).await {
-        Ok(accounts) => accounts.map(Rc::new),
+        Ok(accounts) => accounts,
         Err(error) => return Report::fatal(error.to_string()),
     };
 
+    let declared = args.users.iter().zip(resolved).map(|(desired, user)| {
+        // A user declaring what the bulk read did not show is read alone.
+        let known = prefetched
+            .as_ref()
+            .map(|accounts| accounts.get(&user).cloned())
+            .filter(|account| !account.as_ref().is_some_and(|a| a.lacks_any_of(desired)));
+        (desired.clone(), user, known)
+    });
+    let undeclared_ids: Vec<String> = undeclared.iter().map(|(u, _)| u.to_string()).collect();
+    let undeclared = undeclared.into_iter().map(|(user, account)| {
+        let desired = undeclared::declaration(&user, args.undeclared.action);
+        (desired, user, Some(Some(account)))
+    });
     let slots = Rc::new(Semaphore::new(args.concurrency));
-    let tasks: Vec<_> = args
-        .users
-        .iter()
-        .zip(resolved)
-        .map(|(desired, user)| {
-            let (backend, slots, prefetched, desired) = (
-                backend.clone(),
-                slots.clone(),
-                prefetched.clone(),
-                desired.clone(),
-            );
+    let tasks: Vec<_> = declared
+        .chain(undeclared)
+        .map(|(desired, user, known)| {
+            let (backend, slots) = (backend.clone(), slots.clone());
             let check_mode = args.check_mode;
             tokio::task::spawn_local(async move {
                 let _slot = slots
                     .acquire()
                     .await
                     .expect("the semaphore is never closed");
-                // A user declaring what the bulk read did not show is read alone.
-                let known = prefetched
-                    .as_deref()
-                    .map(|accounts| accounts.get(&user).cloned())
-                    .filter(|account| !account.as_ref().is_some_and(|a| a.lacks_any_of(&desired)));
                 reconcile_user(backend.as_ref(), &user, &desired, known, check_mode).await
             })
         })
@@ -166,7 +174,56 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
         fatal: None,
         check_mode: args.check_mode,
         diff: args.diff,
+        undeclared: (args.undeclared.action != Undeclared::Keep).then_some(undeclared_ids),
     }
+}
+
+/// The undeclared accounts `undeclared: lock | deactivate` touches, as
+/// listed; refused, before any change, when they are more than
+/// `undeclared_max`. Application-service users are found by a read each,
+/// `concurrency` at a time, made only for the accounts left after the
+/// declaration, the spared accounts and `undeclared_ignore`.
+async fn choose_undeclared<B: AccountServer + 'static>(
+    backend: &Rc<B>,
+    args: &ModuleArgs,
+    declared: &[UserId],
+) -> Result<Vec<(UserId, Account)>, String> {
+    let policy = &args.undeclared;
+    if policy.action == Undeclared::Keep {
+        return Ok(Vec::new());
+    }
+    let listed = backend
+        .local_accounts()
+        .await
+        .map_err(|e| format!("undeclared: {e}"))?;
+    // Spared even when admin_token is what this run acts with: other runs
+    // act as the service account.
+    let spared = [args.credentials.service_account.localpart()];
+    let candidates = undeclared::candidates(policy, declared, &spared, listed);
+    let slots = Rc::new(Semaphore::new(args.concurrency));
+    let reads: Vec<_> = candidates
+        .iter()
+        .map(|(user, _)| {
+            let (backend, slots, user) = (backend.clone(), slots.clone(), user.clone());
+            tokio::task::spawn_local(async move {
+                let _slot = slots
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
+                backend.is_appservice_user(&user).await
+            })
+        })
+        .collect();
+    let mut chosen = Vec::with_capacity(candidates.len());
+    for (candidate, read) in candidates.into_iter().zip(reads) {
+        let appservice = read.await.expect("reads do not panic");
+        if !appservice.map_err(|e| format!("undeclared: {e}"))? {
+            chosen.push(candidate);
+        }
+    }
+    let users: Vec<UserId> = chosen.iter().map(|(user, _)| user.clone()).collect();
+    undeclared::refuse_too_many(policy, &users)?;
+    Ok(chosen)
 }
 
 /// `known` is the prefetched account (`Some(None)`: known not to exist).
@@ -290,9 +347,9 @@ async fn create<B: AccountServer>(
 }
 
 /// Whether a read after a failure finds the account as the first read did. A
-/// restriction or rate-limit override only one of them showed (Synapse's
-/// list has neither `suspended` nor the override, its read of one user has)
-/// is no difference.
+/// restriction, rate-limit override, membership, e-mail list or SSO identity
+/// list only one of them showed (Synapse's list has none of those, its read
+/// of one user has) is no difference.
 fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
     match (before, now) {
         (Some(before), Some(now)) => {
@@ -304,6 +361,15 @@ fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
             }
             if before.ratelimit.is_unknown() {
                 now.ratelimit = Seen::Unknown;
+            }
+            if before.emails.is_unknown() {
+                now.emails = Seen::Unknown;
+            }
+            if before.external_ids.is_unknown() {
+                now.external_ids = Seen::Unknown;
+            }
+            if before.rooms.is_unknown() {
+                now.rooms = Seen::Unknown;
             }
             now == *before
         }
@@ -345,13 +411,15 @@ mod tests {
             deactivated: Seen::Known(false),
             user_type: UserType::Regular,
             displayname: None,
-            emails: vec![],
+            emails: Seen::Unknown,
             upstream_links: Vec::new(),
+            external_ids: Seen::Unknown,
             restrictions: Restrictions {
                 suspended,
                 ..Restrictions::default()
             },
             ratelimit: Seen::Unknown,
+            rooms: Seen::Unknown,
         })
     }
 

@@ -70,6 +70,10 @@ pub struct Report {
     pub fatal: Option<String>,
     pub check_mode: bool,
     pub diff: bool,
+    /// With `undeclared: lock | deactivate`: the undeclared users this run
+    /// touched (or, in check mode, would touch), whose outcomes follow the
+    /// declared users'.
+    pub undeclared: Option<Vec<String>>,
 }
 
 impl Report {
@@ -79,6 +83,7 @@ impl Report {
             fatal: Some(message),
             check_mode: false,
             diff: false,
+            undeclared: None,
         }
     }
 
@@ -107,6 +112,9 @@ impl Report {
             "msg": self.message(),
             "users": users,
         });
+        if let Some(undeclared) = &self.undeclared {
+            output["undeclared"] = json!(undeclared);
+        }
         if self.diff && self.fatal.is_none() {
             output["diff"] = self
                 .outcomes
@@ -154,8 +162,12 @@ impl Report {
                 } else {
                     "changed"
                 };
+                let undeclared = match self.undeclared.as_deref().unwrap_or_default() {
+                    [] => String::new(),
+                    touched => format!(" ({} of them undeclared)", touched.len()),
+                };
                 format!(
-                    "{} users: {changed} {verb}, {} already as declared",
+                    "{} users: {changed} {verb}{undeclared}, {} already as declared",
                     all.len(),
                     all.len() - changed
                 )
@@ -244,10 +256,12 @@ mod tests {
                 deactivated: Seen::Known(false),
                 user_type: UserType::Regular,
                 displayname: None,
-                emails: vec![],
+                emails: Seen::Unknown,
                 upstream_links: Vec::new(),
                 restrictions: Default::default(),
                 ratelimit: Seen::Unknown,
+                external_ids: Seen::Unknown,
+                rooms: Seen::Unknown,
             }),
             error: error.map(str::to_string),
             landed: vec![],
@@ -261,6 +275,7 @@ mod tests {
             fatal: None,
             check_mode: false,
             diff: true,
+            undeclared: None,
         }
     }
 

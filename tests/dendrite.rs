@@ -56,6 +56,7 @@ on_both_databases!(
     a_failed_deactivation_leaves_the_user_as_it_was,
     restrictions_are_refused_by_name_before_any_request,
     ratelimit_is_refused_by_name_before_any_request,
+    rooms_are_refused_by_name_before_any_request,
 );
 
 fn creates_a_user_who_can_log_in_and_a_second_run_changes_nothing(s: &Server) {
@@ -540,4 +541,33 @@ fn ratelimit_is_refused_by_name_before_any_request(s: &Server) {
                       "password": "long enough", "ratelimit": {"messages_per_second": 5, "burst_count": 10}}))
         .assert_failed_with("ratelimit: Dendrite (0.13) has no per-user rate-limit override");
     assert!(s.dendrite_account("rate-me").is_none());
+}
+
+fn rooms_are_refused_by_name_before_any_request(s: &Server) {
+    let user =
+        json!({"username": "join-me", "password": "long enough", "rooms": ["#lobby:localhost"]});
+    s.dendrite(json!({ "users": [user] })).assert_failed_with(
+        "users[0].rooms: Dendrite (0.13) has no admin API that joins a user to a room",
+    );
+    // Nothing listens there: only a refusal before any request gets this far.
+    s.dendrite(
+        json!({"homeserver_url": "http://127.0.0.1:9", "username": "join-me",
+                      "password": "long enough", "rooms": ["!abc:localhost"]}),
+    )
+    .assert_failed_with("rooms: Dendrite (0.13) has no admin API that joins a user to a room");
+    assert!(s.dendrite_account("join-me").is_none());
+}
+
+/// Nothing listens at the URL: only a refusal before any request gets this far.
+#[test]
+fn undeclared_other_than_keep_is_refused_by_name_before_any_request() {
+    for action in ["lock", "deactivate"] {
+        let run = harness::run_module(
+            json!({"homeserver": "dendrite", "homeserver_url": "http://127.0.0.1:9",
+                   "registration_shared_secret": "dendrite-secret", "users": [], "wait_timeout": 0,
+                   "undeclared": action}),
+            vec![],
+        );
+        run.assert_failed_with("undeclared: Dendrite's admin API has no user list and no lock");
+    }
 }

@@ -344,8 +344,9 @@ fn a_locked_users_password_check_fails_naming_the_lock() {
     assert_eq!(status, 200, "{body}");
     let mut always = user;
     always["update_password"] = json!("always");
-    s.mas_module(always)
-        .assert_failed_with("@locked-out:localhost is locked in MAS");
+    s.mas_module(always).assert_failed_with(
+        "@locked-out:localhost: is locked on the server, so its password cannot be checked",
+    );
     assert!(s.mas_user("locked-out").unwrap()["locked_at"].is_string());
     s.assert_no_contract_violations();
 }
@@ -786,4 +787,34 @@ fn an_unknown_upstream_provider_is_named_before_anything_is_written() {
     .assert_failed_with("Corporate SSO");
     assert!(s.mas_user("sso-first").is_none() && s.mas_user("sso-second").is_none());
     s.assert_no_contract_violations();
+}
+
+#[test]
+fn rooms_are_refused_by_name_before_any_request() {
+    let s = mas();
+    let user = json!({"username": "room-joiner", "password": "room joiner ferry granite",
+                      "rooms": ["#lobby:localhost"]});
+    s.mas_module(user.clone())
+        .assert_failed_with("rooms: MAS holds accounts, not rooms");
+    // Nothing listens there: only a refusal before any request gets this far.
+    let mut unreachable = user;
+    unreachable["mas_url"] = json!("http://127.0.0.1:9");
+    s.mas_module(unreachable)
+        .assert_failed_with("rooms: MAS holds accounts, not rooms");
+    assert!(s.mas_user("room-joiner").is_none());
+    s.assert_no_contract_violations();
+}
+
+/// Nothing listens at the URL: only a refusal before any request gets this far.
+#[test]
+fn undeclared_other_than_keep_is_refused_by_name_before_any_request() {
+    for action in ["lock", "deactivate"] {
+        let run = harness::run_module(
+            json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:9",
+                   "mas_client_id": "client", "mas_client_secret": "mas-secret",
+                   "users": [], "undeclared": action, "wait_timeout": 0}),
+            vec![],
+        );
+        run.assert_failed_with("undeclared: not implemented for MAS yet");
+    }
 }

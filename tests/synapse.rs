@@ -9,11 +9,12 @@ use serde_json::{json, Value};
 use std::process::Command;
 
 /// One Synapse for this test binary, with the module's service account
-/// already registered, so parallel tests do not race to create it.
+/// already registered, so parallel tests do not race to create it. Its
+/// configuration adds the user type `bridge` (user_types.extra_user_types).
 fn synapse() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
-        let server = Server::start("synapse", &[]);
+        let server = Server::start("synapse", &["--extra-user-type", "bridge"]);
         server.module(json!({"users": []})).assert_unchanged();
         server
     })
@@ -968,6 +969,38 @@ fn a_locked_user_cannot_log_in_until_unlocked() {
 }
 
 #[test]
+fn a_user_locked_by_someone_else_fails_update_password_always_with_the_fix() {
+    let s = synapse();
+    let declared = json!({"username": "locked-by-hand", "password": "by-hand-password",
+                          "update_password": "always"});
+    s.module(declared.clone()).assert_changed();
+    let path = format!(
+        "/_synapse/admin/v2/users/{}",
+        encode(&s.user_id("locked-by-hand"))
+    );
+    let token = s.harness_admin_token().to_string();
+    let (status, _) = s.request(
+        reqwest::Method::PUT,
+        &path,
+        Some(&token),
+        Some(json!({"locked": true})),
+    );
+    assert_eq!(status, 200);
+
+    s.module(declared).assert_failed_with(
+        "is locked on the server, so its password cannot be checked: declare locked: false \
+         to unlock it, locked: true to keep it locked, or update_password: on_create",
+    );
+    assert!(s.synapse_flag("locked-by-hand", "locked"), "the lock stays");
+    // Declaring the lock keeps it, without a password check.
+    s.module(
+        json!({"username": "locked-by-hand", "password": "by-hand-password",
+                    "update_password": "always", "locked": true}),
+    )
+    .assert_unchanged();
+}
+
+#[test]
 fn check_mode_predicts_a_restricted_creation_and_creates_nothing() {
     let s = synapse();
     let run = s.module(json!({
@@ -1248,4 +1281,730 @@ fn a_bad_ratelimit_is_refused_by_name_before_anything_is_sent() {
     for i in 0..4 {
         assert!(s.synapse_user(&format!("bad-rate-{i}")).is_none());
     }
+}
+
+fn github(id: &str) -> Value {
+    json!({"auth_provider": "oidc-github", "external_id": id})
+}
+
+#[test]
+fn external_ids_are_set_changed_and_removed_and_found_by_synapses_lookup() {
+    let s = synapse();
+    s.module(json!({"username": "sso-user", "password": "sso-user-pw"}))
+        .assert_changed();
+    let me = Some(s.user_id("sso-user"));
+    let declared =
+        |ids: Value| json!({"username": "sso-user", "external_ids": ids, "_ansible_diff": true});
+
+    let mut check = declared(json!([github("1001")]));
+    check["_ansible_check_mode"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["external_ids changed"]);
+    assert_eq!(
+        run.diff_of(0, "external_ids"),
+        (json!([]), json!([github("1001")]))
+    );
+    assert_eq!(
+        s.synapse_user_by_external_id("oidc-github", "1001"),
+        None,
+        "check mode bound it"
+    );
+
+    let run = s.module(declared(json!([github("1001")])));
+    assert_eq!(run.assert_changed().actions(0), ["external_ids changed"]);
+    assert_eq!(s.synapse_user_by_external_id("oidc-github", "1001"), me);
+    s.module(declared(json!([github("1001")])))
+        .assert_unchanged();
+
+    let two = json!([{"auth_provider": "saml", "external_id": "sso user/7"}, github("1002")]);
+    let run = s.module(declared(two.clone()));
+    assert_eq!(run.assert_changed().actions(0), ["external_ids changed"]);
+    assert_eq!(
+        run.diff_of(0, "external_ids"),
+        (json!([github("1001")]), two.clone())
+    );
+    assert_eq!(s.synapse_user_by_external_id("oidc-github", "1001"), None);
+    assert_eq!(s.synapse_user_by_external_id("oidc-github", "1002"), me);
+    assert_eq!(s.synapse_user_by_external_id("saml", "sso user/7"), me);
+    // The same set in another order is no change.
+    let reordered = json!([two[1], two[0]]);
+    s.module(declared(reordered)).assert_unchanged();
+
+    let run = s.module(declared(json!([])));
+    assert_eq!(run.assert_changed().actions(0), ["external_ids changed"]);
+    assert_eq!(s.synapse_user_by_external_id("oidc-github", "1002"), None);
+    assert_eq!(s.synapse_user_by_external_id("saml", "sso user/7"), None);
+    s.module(declared(json!([]))).assert_unchanged();
+    // Undeclared, they are neither compared nor shown.
+    let run = s.module(json!({"username": "sso-user", "_ansible_diff": true}));
+    run.assert_unchanged();
+    assert!(run.output["diff"][0]["before"]
+        .get("external_ids")
+        .is_none());
+}
+
+#[test]
+fn emails_are_set_changed_and_removed_exactly_and_found_by_synapses_lookup() {
+    let s = synapse();
+    s.module(json!({"username": "mail-user", "password": "mail-user-pw"}))
+        .assert_changed();
+    // A phone number is no e-mail address: declaring emails leaves it.
+    s.put_synapse_user(
+        "mail-user",
+        json!({"threepids": [{"medium": "msisdn", "address": "15550001111"}]}),
+    );
+    let me = Some(s.user_id("mail-user"));
+    let declared =
+        |emails: Value| json!({"username": "mail-user", "emails": emails, "_ansible_diff": true});
+
+    let mut check = declared(json!(["Mail.User@Example.COM"]));
+    check["_ansible_check_mode"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["emails changed"]);
+    assert_eq!(
+        run.diff_of(0, "emails"),
+        (json!([]), json!(["mail.user@example.com"]))
+    );
+    assert_eq!(
+        s.synapse_user_by_email("mail.user@example.com"),
+        None,
+        "check mode added it"
+    );
+
+    let run = s.module(declared(json!(["Mail.User@Example.COM"])));
+    assert_eq!(run.assert_changed().actions(0), ["emails changed"]);
+    assert_eq!(s.synapse_user_by_email("mail.user@example.com"), me);
+    // Synapse ignores the case of an address's letters, and so does the comparison.
+    s.module(declared(json!(["mail.user@EXAMPLE.com"])))
+        .assert_unchanged();
+
+    let two = json!(["second@example.com", "mail.user@example.com"]);
+    let run = s.module(declared(two.clone()));
+    assert_eq!(run.assert_changed().actions(0), ["emails changed"]);
+    assert_eq!(
+        run.diff_of(0, "emails"),
+        (json!(["mail.user@example.com"]), two.clone())
+    );
+    assert_eq!(s.synapse_user_by_email("second@example.com"), me);
+    s.module(declared(two)).assert_unchanged();
+
+    let run = s.module(declared(json!(["third@example.com"])));
+    assert_eq!(run.assert_changed().actions(0), ["emails changed"]);
+    assert_eq!(s.synapse_user_by_email("mail.user@example.com"), None);
+    assert_eq!(s.synapse_user_by_email("second@example.com"), None);
+    assert_eq!(s.synapse_user_by_email("third@example.com"), me);
+
+    let run = s.module(declared(json!([])));
+    assert_eq!(run.assert_changed().actions(0), ["emails changed"]);
+    assert_eq!(s.synapse_user_by_email("third@example.com"), None);
+    s.module(declared(json!([]))).assert_unchanged();
+    let threepids = &s.synapse_user("mail-user").unwrap()["threepids"];
+    assert_eq!(threepids.as_array().unwrap().len(), 1, "{threepids}");
+    assert_eq!(threepids[0]["address"], "15550001111");
+}
+
+#[test]
+fn a_new_user_gets_its_emails_and_external_ids_and_check_mode_creates_nothing() {
+    let s = synapse();
+    let user = json!({"username": "new-sso", "password": "new-sso-pw",
+                      "emails": ["new-sso@example.com"], "external_ids": [github("2001")]});
+    let mut check = user.clone();
+    check["_ansible_check_mode"] = json!(true);
+    check["_ansible_diff"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "emails changed", "external_ids changed"]
+    );
+    assert_eq!(run.diff_of(0, "emails").1, json!(["new-sso@example.com"]));
+    assert_eq!(run.diff_of(0, "external_ids").1, json!([github("2001")]));
+    assert!(s.synapse_user("new-sso").is_none());
+
+    assert_eq!(
+        s.module(user.clone()).assert_changed().actions(0),
+        ["created", "emails changed", "external_ids changed"]
+    );
+    let me = Some(s.user_id("new-sso"));
+    assert_eq!(s.synapse_user_by_email("new-sso@example.com"), me);
+    assert_eq!(s.synapse_user_by_external_id("oidc-github", "2001"), me);
+    s.module(user).assert_unchanged();
+}
+
+/// Enough users for the module to read them with Synapse's user list, which
+/// has neither threepids nor external IDs: those declaring them are read alone.
+#[test]
+fn emails_and_external_ids_of_many_users_are_read_although_the_list_lacks_them() {
+    let s = synapse();
+    let users: Vec<_> = (0..25)
+        .map(|i| match i % 2 {
+            0 => json!({"username": format!("many-sso-{i}"), "password": "many-pw",
+                        "emails": [format!("many-sso-{i}@example.com")],
+                        "external_ids": [github(&format!("many-{i}"))]}),
+            _ => json!({"username": format!("many-sso-{i}"), "password": "many-pw"}),
+        })
+        .collect();
+    let run = s.module(json!({ "users": users }));
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "emails changed", "external_ids changed"]
+    );
+    assert_eq!(run.actions(1), ["created"]);
+    s.module(json!({ "users": users })).assert_unchanged();
+    assert_eq!(
+        s.synapse_user_by_external_id("oidc-github", "many-4"),
+        Some(s.user_id("many-sso-4"))
+    );
+}
+
+/// Synapse would move an address to the declared user silently and refuse
+/// an identity with a bare 409: the module names both and takes neither.
+#[test]
+fn an_address_or_identity_of_another_user_is_not_taken_from_it() {
+    let s = synapse();
+    s.module(json!({"users": [
+        {"username": "holder", "password": "holder-pw",
+         "emails": ["held@example.com"], "external_ids": [github("held")]},
+        {"username": "taker", "password": "taker-pw"}]}))
+        .assert_changed();
+    let holder = s.user_id("holder");
+    let mut check = json!({"username": "taker", "emails": ["held@example.com"],
+                           "external_ids": [github("held")], "_ansible_check_mode": true});
+    s.module(check.clone()).assert_failed_with(&format!(
+        "the e-mail address held@example.com belongs to {holder}"
+    ));
+    check["emails"] = json!([]);
+    s.module(check).assert_failed_with(&format!(
+        "the SSO identity held at oidc-github belongs to {holder}"
+    ));
+    s.module(json!({"username": "taker", "emails": ["Held@example.com"]}))
+        .assert_failed_with(&format!(
+            "{}: the e-mail address held@example.com belongs to {holder}; matrix_user does not take it from another account",
+            s.user_id("taker")
+        ));
+    s.module(json!({"username": "taker", "external_ids": [github("held")]}))
+        .assert_failed_with(&format!(
+            "the SSO identity held at oidc-github belongs to {holder}"
+        ));
+    // A new user is created first; its address is then refused all the same.
+    s.module(json!({"username": "new-taker", "password": "new-taker-pw",
+                    "emails": ["held@example.com"]}))
+        .assert_failed_with(&format!(
+            "the e-mail address held@example.com belongs to {holder}"
+        ));
+    assert_eq!(
+        s.synapse_user_by_email("held@example.com"),
+        Some(holder.clone())
+    );
+    assert_eq!(
+        s.synapse_user_by_external_id("oidc-github", "held"),
+        Some(holder)
+    );
+}
+
+/// Bad emails and external_ids fail naming the field, before any request.
+#[test]
+fn bad_emails_and_external_ids_are_refused_by_name_before_anything_is_sent() {
+    let s = synapse();
+    let bad = |field: &str, value: Value| {
+        json!({"users": [{"username": "bad-ids-0", "password": "bad-ids-pw"},
+                         {"username": "bad-ids-1", "password": "bad-ids-pw", field: value}]})
+    };
+    s.module(bad("emails", json!(["ok@example.com", "not an address"])))
+        .assert_failed_with(
+            "users[1].emails[1]: \"not an address\" is not accepted; use an e-mail address",
+        );
+    s.module(bad("emails", json!("one@example.com")))
+        .assert_failed_with("users[1].emails: expected a list of e-mail addresses");
+    s.module(bad("emails", json!(["A@example.com", "a@EXAMPLE.com"])))
+        .assert_failed_with(
+            "users[1].emails[1]: \"a@EXAMPLE.com\" is not accepted; use each address once",
+        );
+    s.module(bad(
+        "external_ids",
+        json!([{"auth_provider": "oidc-github"}]),
+    ))
+    .assert_failed_with("users[1].external_ids[0].external_id: give a non-empty external_id");
+    s.module(bad(
+        "external_ids",
+        json!([{"provider": "x", "external_id": "1"}]),
+    ))
+    .assert_failed_with("users[1].external_ids[0].provider: unsupported parameter");
+    // Nothing listens there: only a refusal before any request gets this far.
+    let mut unreachable = bad("emails", json!(["@example.com"]));
+    unreachable["homeserver_url"] = json!("http://127.0.0.1:9");
+    s.module(unreachable)
+        .assert_failed_with("users[1].emails[0]: \"@example.com\" is not accepted");
+    for i in 0..2 {
+        assert!(s.synapse_user(&format!("bad-ids-{i}")).is_none());
+    }
+}
+
+/// A type of the server's user_types.extra_user_types (`bridge` on the test
+/// Synapse) is set on creation and on an existing user, kept, and shown;
+/// one the server does not know is refused naming the field and the type,
+/// and leaves nothing behind, whichever way the user would be created.
+#[test]
+fn an_extra_user_type_is_set_and_kept_and_an_unknown_one_is_refused_by_name() {
+    let s = synapse();
+    let bridge = json!({"username": "bridged", "password": "bridged-pw", "user_type": "bridge"});
+    assert_eq!(
+        s.module(bridge.clone()).assert_changed().actions(0),
+        ["created"]
+    );
+    assert_eq!(s.synapse_user("bridged").unwrap()["user_type"], "bridge");
+    s.module(bridge.clone()).assert_unchanged();
+
+    s.module(json!({"username": "bridged", "user_type": "regular"}))
+        .assert_changed();
+    assert_eq!(s.synapse_user("bridged").unwrap()["user_type"], json!(null));
+    let back = json!({"username": "bridged", "user_type": "bridge", "_ansible_diff": true});
+    let mut check = back.clone();
+    check["_ansible_check_mode"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["user type changed"]);
+    assert_eq!(
+        run.diff_of(0, "user_type"),
+        (json!("regular"), json!("bridge"))
+    );
+    assert_eq!(s.synapse_user("bridged").unwrap()["user_type"], json!(null));
+    let run = s.module(back.clone());
+    assert_eq!(run.assert_changed().actions(0), ["user type changed"]);
+    assert_eq!(s.synapse_user("bridged").unwrap()["user_type"], "bridge");
+    s.module(back).assert_unchanged();
+
+    let refused = "user_type: Synapse does not know the user type \"smuggler\" (";
+    let advice =
+        "the homeserver answered 400 M_UNKNOWN: Invalid user type); declare regular, bot, \
+                  support, or a type listed in its user_types.extra_user_types";
+    s.module(json!({"username": "bridged", "user_type": "smuggler"}))
+        .assert_failed_with(&format!("{refused}updating @bridged:localhost: {advice}"));
+    assert_eq!(s.synapse_user("bridged").unwrap()["user_type"], "bridge");
+    s.module(json!({"users": [{"username": "bridged"},
+                              {"username": "smuggled", "password": "smuggled-pw", "user_type": "smuggler"}]}))
+        .assert_failed_with(&format!("users[1].{refused}registering smuggled: {advice}"));
+    assert!(s.synapse_user("smuggled").is_none());
+    // Without the shared secret, the admin API creates: still nothing is left.
+    let token = s.harness_admin_token().to_string();
+    harness::run_module(
+        json!({"homeserver_url": s.url, "admin_token": token, "username": "smuggled",
+               "password": "smuggled-pw", "user_type": "smuggler"}),
+        vec![token],
+    )
+    .assert_failed_with(&format!("{refused}creating @smuggled:localhost: {advice}"));
+    assert!(s.synapse_user("smuggled").is_none());
+}
+
+/// Rooms are joined through Synapse's admin join API, named by alias or by
+/// ID, each only once; proved by the room's own member list.
+#[test]
+fn declared_rooms_are_joined_by_alias_and_id_and_a_rerun_changes_nothing() {
+    let s = synapse();
+    let lobby = s.create_room("public_chat", "lobby");
+    let hall = s.create_room("public_chat", "");
+    let joiner = s.user_id("joiner");
+    s.module(json!({"username": "joiner", "password": "joiner-pw"}))
+        .assert_changed();
+    let rooms =
+        json!({"username": "joiner", "rooms": ["#lobby:localhost", hall], "_ansible_diff": true});
+    let mut check = rooms.clone();
+    check["_ansible_check_mode"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["rooms joined"]);
+    assert_eq!(
+        run.diff_of(0, "rooms"),
+        (json!([]), json!(["#lobby:localhost", hall]))
+    );
+    assert!(
+        !s.room_members(&lobby).contains(&joiner),
+        "check mode joined"
+    );
+    assert!(
+        !s.room_members(&hall).contains(&joiner),
+        "check mode joined"
+    );
+
+    let run = s.module(rooms.clone());
+    assert_eq!(run.assert_changed().actions(0), ["rooms joined"]);
+    assert!(s.room_members(&lobby).contains(&joiner));
+    assert!(s.room_members(&hall).contains(&joiner));
+    let run = s.module(rooms);
+    run.assert_unchanged();
+    assert_eq!(
+        run.diff_of(0, "rooms"),
+        (
+            json!(["#lobby:localhost", hall]),
+            json!(["#lobby:localhost", hall])
+        )
+    );
+    // The lobby by its ID is the room already joined; the hall, left out, is not left.
+    s.module(json!({"username": "joiner", "rooms": [lobby]}))
+        .assert_unchanged();
+    assert!(s.room_members(&hall).contains(&joiner));
+    // Undeclared, membership is neither read nor shown.
+    let run = s.module(json!({"username": "joiner", "_ansible_diff": true}));
+    assert!(run.assert_unchanged().output["diff"][0]["before"]
+        .get("rooms")
+        .is_none());
+}
+
+#[test]
+fn a_new_user_joins_its_rooms_after_creation_and_check_mode_creates_nothing() {
+    let s = synapse();
+    let foyer = s.create_room("public_chat", "foyer");
+    let user =
+        json!({"username": "newcomer", "password": "newcomer-pw", "rooms": ["#foyer:localhost"]});
+    let mut check = user.clone();
+    check["_ansible_check_mode"] = json!(true);
+    check["_ansible_diff"] = json!(true);
+    let run = s.module(check);
+    assert_eq!(run.assert_changed().actions(0), ["created", "rooms joined"]);
+    assert_eq!(run.diff_of(0, "rooms").1, json!(["#foyer:localhost"]));
+    assert!(s.synapse_user("newcomer").is_none());
+
+    let run = s.module(user.clone());
+    assert_eq!(run.assert_changed().actions(0), ["created", "rooms joined"]);
+    assert!(s.room_members(&foyer).contains(&s.user_id("newcomer")));
+    s.module(user).assert_unchanged();
+}
+
+/// Synapse joins a user to a room that is not public by inviting it as the
+/// module's own admin account, which must be in the room: the service
+/// account is not, so the join fails naming the room and why; with the
+/// token of the room's creator, it works.
+#[test]
+fn a_private_room_is_joined_only_through_an_admin_in_it() {
+    let s = synapse();
+    let backstage = s.create_room("private_chat", "backstage");
+    let crew = s.user_id("crew");
+    let user =
+        json!({"username": "crew", "password": "crew-pw", "rooms": ["#backstage:localhost"]});
+    s.module(user.clone()).assert_failed_with(
+        "rooms: #backstage:localhost cannot be joined: joining @crew:localhost: the homeserver \
+         answered 403 M_FORBIDDEN: ",
+    );
+    let run = s.module(user.clone());
+    let message = run.msg();
+    assert!(
+        message.contains("(Synapse joins a user to a room that is not public by inviting it as the account matrix_user acts as"),
+        "{message}"
+    );
+    assert!(!s.room_members(&backstage).contains(&crew));
+
+    let token = s.harness_admin_token().to_string();
+    let by_creator = json!({"homeserver_url": s.url, "admin_token": token,
+                            "username": "crew", "rooms": ["#backstage:localhost"]});
+    let run = harness::run_module(by_creator.clone(), vec![token.clone()]);
+    assert_eq!(run.assert_changed().actions(0), ["rooms joined"]);
+    assert!(s.room_members(&backstage).contains(&crew));
+    harness::run_module(by_creator, vec![token]).assert_unchanged();
+    s.module(user).assert_unchanged();
+}
+
+/// A room that cannot be joined fails its user, naming the room and the
+/// server's reason; the other users are reconciled; bad names are refused
+/// before anything is sent.
+#[test]
+fn a_room_that_cannot_be_joined_fails_its_user_with_the_reason() {
+    let s = synapse();
+    let patio = s.create_room("public_chat", "patio");
+    let users = json!({"users": [
+        {"username": "patio-guest", "password": "patio-pw", "rooms": ["#patio:localhost"]},
+        {"username": "lost-guest", "password": "lost-pw", "rooms": ["#patio:localhost", "#nowhere:localhost"]},
+    ]});
+    // Created and joined to the patio; then the alias names no room.
+    let run = s.module(users.clone());
+    run.assert_failed_with(
+        "1 of 2 users failed: @lost-guest:localhost: users[1].rooms: #nowhere:localhost cannot be \
+         joined: joining @lost-guest:localhost: the homeserver answered 404 M_NOT_FOUND: Room alias \
+         #nowhere:localhost not found",
+    );
+    assert_eq!(run.output["users"][1]["changed"], json!(true));
+    assert_eq!(run.actions(0), ["created", "rooms joined"]);
+    assert!(s.room_members(&patio).contains(&s.user_id("patio-guest")));
+    assert!(s.room_members(&patio).contains(&s.user_id("lost-guest")));
+    // Found at the read now, so check mode tells it too.
+    let mut check = users.clone();
+    check["_ansible_check_mode"] = json!(true);
+    for args in [users, check] {
+        let run = s.module(args);
+        run.assert_failed_with(
+            "1 of 2 users failed: @lost-guest:localhost: users[1].rooms: #nowhere:localhost cannot be \
+             joined: looking up the room alias #nowhere:localhost: the homeserver answered 404 \
+             M_NOT_FOUND: Room alias #nowhere:localhost not found",
+        );
+        assert_eq!(run.output["changed"], json!(false));
+    }
+
+    let unknown =
+        json!({"username": "patio-guest", "rooms": ["!unknown:localhost", "#patio:localhost"]});
+    s.module(unknown)
+        .assert_failed_with("rooms: !unknown:localhost cannot be joined: joining @patio-guest:localhost: the homeserver answered 404 M_UNKNOWN: Can't join remote room");
+
+    let mut refused = json!({"homeserver_url": "http://127.0.0.1:9", "username": "patio-guest"});
+    refused["rooms"] = json!(["patio"]);
+    // Nothing listens there: only a refusal before any request gets this far.
+    s.module(refused.clone()).assert_failed_with(
+        "rooms[0]: \"patio\" is not accepted; use a room alias like #room:example.com",
+    );
+    refused["rooms"] = json!(["#patio:localhost"]);
+    refused["state"] = json!("absent");
+    s.module(refused)
+        .assert_failed_with("rooms and state: absent are mutually exclusive");
+}
+
+/// Enough users for the module to read them with Synapse's user list, which
+/// has no room membership: those declaring rooms are read alone.
+#[test]
+fn rooms_of_many_users_are_read_although_the_list_lacks_them() {
+    let s = synapse();
+    let atrium = s.create_room("public_chat", "atrium");
+    let users: Vec<_> = (0..25)
+        .map(|i| match i % 2 {
+            0 => json!({"username": format!("many-joined-{i}"), "password": "many-pw", "rooms": ["#atrium:localhost"]}),
+            _ => json!({"username": format!("many-joined-{i}"), "password": "many-pw"}),
+        })
+        .collect();
+    let run = s.module(json!({ "users": users }));
+    assert_eq!(run.assert_changed().actions(0), ["created", "rooms joined"]);
+    assert_eq!(run.actions(1), ["created"]);
+    s.module(json!({ "users": users })).assert_unchanged();
+    let members = s.room_members(&atrium);
+    assert!(members.contains(&s.user_id("many-joined-4")));
+    assert!(!members.contains(&s.user_id("many-joined-5")));
+}
+
+/// Synapse lets no suspended user join a room: a user declared suspended
+/// and in rooms joins them before it is suspended, and one whose suspension
+/// is lifted joins after.
+#[test]
+fn a_user_suspended_in_the_same_run_joins_its_rooms_first() {
+    let s = synapse();
+    let quiet = s.create_room("public_chat", "quiet");
+    let loud = s.create_room("public_chat", "loud");
+    let user = json!({"username": "hushed", "password": "hushed-pw", "suspended": true,
+                      "rooms": ["#quiet:localhost"]});
+    let run = s.module(user.clone());
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "suspended", "rooms joined"]
+    );
+    assert!(s.synapse_flag("hushed", "suspended"));
+    assert!(s.room_members(&quiet).contains(&s.user_id("hushed")));
+    s.module(user).assert_unchanged();
+
+    let lifted = json!({"username": "hushed", "suspended": false, "rooms": ["#quiet:localhost", "#loud:localhost"]});
+    assert_eq!(
+        s.module(lifted).assert_changed().actions(0),
+        ["unsuspended", "rooms joined"]
+    );
+    assert!(s.room_members(&loud).contains(&s.user_id("hushed")));
+    // Still suspended, the user cannot join: Synapse's own reason, without the advice for private rooms.
+    let run = s.module(json!({"username": "hushed", "suspended": true}));
+    assert_eq!(run.assert_changed().actions(0), ["suspended"]);
+    let hall = s.create_room("public_chat", "hushed-hall");
+    let run = s.module(json!({"username": "hushed", "rooms": [hall]}));
+    assert!(!run.msg().contains("not public"), "{}", run.msg());
+    run.assert_failed_with(&format!(
+        "rooms: {hall} cannot be joined: joining @hushed:localhost: the homeserver answered 403 \
+         M_USER_SUSPENDED: Joining rooms while account is suspended is not allowed."
+    ));
+}
+
+/// Rooms, e-mail addresses and SSO identities together: a new suspended user
+/// gets all three in one run (joined before its suspension), and a re-run,
+/// which must read it alone for each of them, changes nothing.
+#[test]
+fn a_new_suspended_user_gets_its_rooms_emails_and_external_ids_in_one_run() {
+    let s = synapse();
+    let room = s.create_room("public_chat", "all-at-once");
+    let user = json!({"username": "all-at-once", "password": "all-at-once-pw", "suspended": true,
+                      "rooms": ["#all-at-once:localhost"], "emails": ["all-at-once@example.com"],
+                      "external_ids": [github("3001")]});
+    assert_eq!(
+        s.module(user.clone()).assert_changed().actions(0),
+        [
+            "created",
+            "suspended",
+            "emails changed",
+            "external_ids changed",
+            "rooms joined"
+        ]
+    );
+    let me = Some(s.user_id("all-at-once"));
+    assert!(s.synapse_flag("all-at-once", "suspended"));
+    assert!(s.room_members(&room).contains(&s.user_id("all-at-once")));
+    assert_eq!(s.synapse_user_by_email("all-at-once@example.com"), me);
+    assert_eq!(s.synapse_user_by_external_id("oidc-github", "3001"), me);
+    s.module(user).assert_unchanged();
+}
+
+// ---- undeclared: each test has a Synapse of its own, since it locks or
+// deactivates every account it does not declare ----
+
+/// Registers `localpart` through the application service of a server started
+/// with `--appservice-and-notices`, as a bridge registers its puppets.
+fn register_appservice_user(s: &Server, localpart: &str) {
+    let token = s.info["appservice_token"].as_str().unwrap();
+    let (status, body) = s.post(
+        "/_matrix/client/v3/register",
+        Some(token),
+        json!({"type": "m.login.application_service", "username": localpart, "inhibit_login": true}),
+    );
+    assert_eq!(status, 200, "registering {localpart}: {body}");
+}
+
+/// The user IDs the module reports under `undeclared`, sorted.
+fn undeclared_of(run: &harness::ModuleRun) -> Vec<String> {
+    let mut users: Vec<String> = run.output["undeclared"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no undeclared list: {}", run.stdout))
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect();
+    users.sort();
+    users
+}
+
+#[test]
+fn undeclared_lock_then_deactivate_spares_the_declared_the_service_account_appservices_and_the_ignored(
+) {
+    let s = Server::start("synapse", &["--appservice-and-notices"]);
+    let everyone = json!({"users": [
+        {"username": "kept", "password": "kept-password"},
+        {"username": "eve", "password": "eve-password"},
+        {"username": "mallory", "password": "mallory-password"},
+        {"username": "bot-1", "password": "bot-1-password"},
+    ]});
+    s.module(everyone).assert_changed();
+    register_appservice_user(&s, "_bridge_puppet");
+    // The harness's admin, which the checks below use, is spared by name;
+    // a server notice makes Synapse act as its notices user.
+    let (status, body) = s.post(
+        "/_synapse/admin/v1/send_server_notice",
+        Some(s.harness_admin_token()),
+        json!({"user_id": s.user_id("kept"), "content": {"msgtype": "m.text", "body": "hello"}}),
+    );
+    assert_eq!(status, 200, "server notice: {body}");
+    let lock = json!({"users": [{"username": "kept"}], "undeclared": "lock",
+        "undeclared_ignore": ["harness", "bot-[0-9]+"]});
+    let locked = |localpart: &str| s.synapse_flag(localpart, "locked");
+
+    let mut check = lock.clone();
+    check["_ansible_check_mode"] = json!(true);
+    check["_ansible_diff"] = json!(true);
+    let predicted = s.module(check);
+    predicted.assert_changed();
+    assert_eq!(
+        undeclared_of(&predicted),
+        ["@eve:localhost", "@mallory:localhost"]
+    );
+    assert_eq!(predicted.actions(1), ["locked"]);
+    assert_eq!(predicted.diff_of(1, "locked"), (json!(false), json!(true)));
+    assert!(
+        !locked("eve") && !locked("mallory"),
+        "check mode locked someone"
+    );
+
+    let run = s.module(lock.clone());
+    run.assert_changed();
+    assert_eq!(
+        undeclared_of(&run),
+        ["@eve:localhost", "@mallory:localhost"]
+    );
+    assert_eq!(run.actions(0), Vec::<String>::new());
+    for (user, password) in [("eve", "eve-password"), ("mallory", "mallory-password")] {
+        assert_eq!(
+            s.login(user, password).map(|_| ()),
+            Err((401, "M_USER_LOCKED".to_string()))
+        );
+    }
+    assert!(s.can_log_in("kept", "kept-password"));
+    assert!(s.can_log_in("bot-1", "bot-1-password"));
+    for spared in [
+        "kept",
+        "bot-1",
+        "_bridge_puppet",
+        "harness",
+        "matrix-user-service",
+    ] {
+        assert!(!locked(spared), "{spared} was locked");
+    }
+
+    let again = s.module(lock);
+    again.assert_unchanged();
+    assert_eq!(undeclared_of(&again), Vec::<String>::new());
+
+    // Deactivating takes the locked accounts too, and a new undeclared one.
+    s.module(json!({"username": "trudy", "password": "trudy-password"}))
+        .assert_changed();
+    let deactivate = json!({"users": [{"username": "kept"}], "undeclared": "deactivate",
+        "undeclared_ignore": ["harness", "bot-[0-9]+"]});
+    let run = s.module(deactivate.clone());
+    run.assert_changed();
+    assert_eq!(
+        undeclared_of(&run),
+        ["@eve:localhost", "@mallory:localhost", "@trudy:localhost"]
+    );
+    assert_eq!(run.actions(1), ["deactivated"]);
+    for gone in ["eve", "mallory", "trudy"] {
+        assert_eq!(s.synapse_user(gone).unwrap()["deactivated"], json!(true));
+    }
+    for spared in [
+        "kept",
+        "bot-1",
+        "_bridge_puppet",
+        "harness",
+        "matrix-user-service",
+    ] {
+        assert_eq!(
+            s.synapse_user(spared).unwrap()["deactivated"],
+            json!(false),
+            "{spared} was deactivated"
+        );
+    }
+    s.module(deactivate).assert_unchanged();
+}
+
+#[test]
+fn undeclared_beyond_undeclared_max_fails_before_any_change_and_a_raised_limit_works() {
+    let s = Server::start("synapse", &[]);
+    // Registers the service account, which the admin_token runs below spare by name.
+    s.module(json!({"users": []})).assert_unchanged();
+    for user in ["one", "two", "three"] {
+        s.module(json!({"username": user, "password": format!("{user}-password")}))
+            .assert_changed();
+    }
+    // Acting as the harness's admin, which is spared as the account the module acts as.
+    let token = s.harness_admin_token().to_string();
+    let lock = |max: u64| {
+        json!({"admin_token": token, "users": [{"username": "newcomer", "password": "newcomer-pw"}],
+            "undeclared": "lock", "undeclared_max": max})
+    };
+    let refused = s.module(lock(2));
+    refused.assert_failed_with("raise undeclared_max to 3");
+    assert!(
+        refused.msg().starts_with(
+            "undeclared: lock would lock 3 users nobody declared, more than undeclared_max (2); nothing was changed"
+        ),
+        "{}",
+        refused.msg()
+    );
+    assert!(
+        s.synapse_user("newcomer").is_none(),
+        "the declared user was created"
+    );
+    for user in ["one", "two", "three"] {
+        assert!(!s.synapse_flag(user, "locked"), "{user} was locked");
+    }
+
+    let run = s.module(lock(3));
+    run.assert_changed();
+    assert_eq!(
+        undeclared_of(&run),
+        ["@one:localhost", "@three:localhost", "@two:localhost"]
+    );
+    assert!(s.synapse_flag("three", "locked"));
+    assert!(!s.synapse_flag("harness", "locked"));
+    assert!(!s.synapse_flag("matrix-user-service", "locked"));
+    s.module(lock(0)).assert_unchanged();
 }

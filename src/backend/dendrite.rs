@@ -46,7 +46,10 @@ use self::database::Database;
 use super::client_api::{logout, password_login, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{hex, register, Registration};
-use super::{refuse_declared, refuse_mas_only, refuse_user_type, AccountServer, ServerError};
+use super::{
+    refuse_declared, refuse_email, refuse_mas_options, refuse_undeclared, refuse_user_type,
+    AccountServer, ServerError,
+};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -91,6 +94,13 @@ const NO_RESTRICTIONS: &str = "Dendrite (0.13) cannot lock, suspend or shadow-ba
 const NO_RATELIMIT: &str =
     "Dendrite (0.13) has no per-user rate-limit override (only its configuration's \
      rate_limiting.exempt_user_ids); leave ratelimit out with homeserver: dendrite";
+const NO_ROOMS: &str =
+    "Dendrite (0.13) has no admin API that joins a user to a room (its admin endpoints only \
+     evacuate and purge); leave rooms out with homeserver: dendrite";
+const NO_EMAILS: &str =
+    "Dendrite's admin API (0.13) cannot set a user's e-mail addresses; leave emails out with homeserver: dendrite";
+const NO_EXTERNAL_IDS: &str =
+    "Dendrite (0.13) has no SSO identities to bind to an account; leave external_ids out with homeserver: dendrite";
 const NO_ERASE: &str = "Dendrite cannot erase a deactivated user's messages and profile; \
      leave erase out with homeserver: dendrite";
 
@@ -103,6 +113,10 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         refuse_declared(user, restriction.field(), declared, NO_RESTRICTIONS)?;
     }
     refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
+    refuse_declared(user, "rooms", !user.rooms.is_empty(), NO_ROOMS)?;
+    refuse_declared(user, "emails", user.emails.is_some(), NO_EMAILS)?;
+    let external_ids = user.external_ids.is_some();
+    refuse_declared(user, "external_ids", external_ids, NO_EXTERNAL_IDS)?;
     if let Some(password) = &user.password {
         if !PASSWORD_BYTES.contains(&password.expose().len()) {
             return Err(ArgsError::BadSecret {
@@ -165,10 +179,12 @@ impl Dendrite {
             deactivated: Seen::Known(row.deactivated),
             user_type: UserType::Regular,
             displayname: row.displayname.filter(|name| !name.is_empty()),
-            emails: Vec::new(),
+            emails: Seen::Unknown,
             upstream_links: Vec::new(),
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
+            external_ids: Seen::Unknown,
+            rooms: Seen::Unknown,
         })
     }
 
@@ -192,10 +208,12 @@ impl Dendrite {
             deactivated: Seen::Unknown,
             user_type: UserType::Regular,
             displayname: self.displayname(user).await?,
-            emails: Vec::new(),
+            emails: Seen::Unknown,
             upstream_links: Vec::new(),
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
+            external_ids: Seen::Unknown,
+            rooms: Seen::Unknown,
         };
         let password = match (&declared.password, declared.state) {
             (Some(password), UserState::Present) => password,
@@ -479,9 +497,14 @@ impl AccountServer for Dendrite {
             });
         }
         for user in &args.users {
-            refuse_mas_only(user)?;
+            refuse_email(user)?;
+            refuse_mas_options(user)?;
             refuse_unsupported(user)?;
         }
+        refuse_undeclared(
+            args,
+            "Dendrite's admin API has no user list and no lock; only keep (the default) is supported with homeserver: dendrite",
+        )?;
         Ok(access)
     }
 
@@ -527,8 +550,16 @@ impl AccountServer for Dendrite {
             (Fact::Admin, _) => format!(
                 "reading whether {user} is a server admin without its current password"
             ),
-            // Never asked: check_declaration refuses every restriction and ratelimit.
-            (Fact::Restriction(_) | Fact::Ratelimit, _) => {
+            // Never asked: check_declaration refuses every restriction,
+            // ratelimit, rooms, e-mail and SSO identity.
+            (
+                Fact::Restriction(_)
+                | Fact::Ratelimit
+                | Fact::Rooms
+                | Fact::Emails
+                | Fact::ExternalIds,
+                _,
+            ) => {
                 return ServerError::Unexpected {
                     what: format!("reading {user}"),
                     detail: format!("Dendrite does not show {fact}"),
@@ -675,8 +706,9 @@ impl AccountServer for Dendrite {
         if changes.contains(&Change::SetDisplayname) {
             self.set_displayname(user, desired).await?;
         }
-        // check_declaration refuses user types and e-mail for Dendrite, so SetUserType and
-        // AddEmail are never planned here.
+        // check_declaration refuses user types, rooms, e-mail and SSO
+        // identities for Dendrite, so SetUserType, JoinRooms, AddEmail,
+        // SetEmails and SetExternalIds are never planned here.
         Ok(())
     }
 }

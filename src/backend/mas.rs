@@ -26,7 +26,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::client_api::logout;
-use super::{confirm_server_name, refuse_declared, refuse_user_type, AccountServer, ServerError};
+use super::{
+    confirm_server_name, refuse_declared, refuse_undeclared, refuse_user_type, AccountServer,
+    ServerError,
+};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -151,6 +154,14 @@ const NO_SUSPENSION: &str =
 const NO_RATELIMIT: &str =
     "MAS has no per-user rate-limit override (the homeserver applies rate limits, and with homeserver: mas \
      matrix_user talks to MAS only); leave ratelimit out with homeserver: mas";
+const NO_ROOMS: &str =
+    "MAS holds accounts, not rooms (room membership is the homeserver's, and with homeserver: mas \
+     matrix_user talks to MAS only); leave rooms out with homeserver: mas";
+const NO_EMAILS: &str =
+    "MAS takes a single address per user here: declare it as email (emails, the exact list, is for homeserver: synapse)";
+const NO_EXTERNAL_IDS: &str =
+    "MAS keeps SSO identities as upstream OAuth links: declare them as upstream_links \
+     (provider and subject) with homeserver: mas";
 const NO_USER_TYPES: &str =
     "MAS has no user types, so bot and support accounts cannot be made through it; \
      leave user_type out (or regular) with homeserver: mas";
@@ -163,6 +174,10 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
         refuse_declared(user, restriction.field(), declared, NO_SUSPENSION)?;
     }
     refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
+    refuse_declared(user, "rooms", !user.rooms.is_empty(), NO_ROOMS)?;
+    refuse_declared(user, "emails", user.emails.is_some(), NO_EMAILS)?;
+    let external_ids = user.external_ids.is_some();
+    refuse_declared(user, "external_ids", external_ids, NO_EXTERNAL_IDS)?;
     refuse_user_type(user, NO_USER_TYPES)
 }
 
@@ -669,6 +684,10 @@ impl AccountServer for Mas {
             }
         };
         args.users.iter().try_for_each(refuse_unsupported)?;
+        refuse_undeclared(
+            args,
+            "not implemented for MAS yet; only keep (the default) is supported with homeserver: mas",
+        )?;
         Ok(access)
     }
 
@@ -775,13 +794,15 @@ impl AccountServer for Mas {
             // MAS cannot show (or change) a display name: it hands the one
             // declared at creation to the homeserver. So it is not compared.
             displayname: desired.displayname.clone(),
-            emails,
+            emails: Seen::Known(emails),
             upstream_links,
             restrictions: Restrictions {
                 locked: Seen::Known(found.locked),
                 ..Restrictions::default()
             },
             ratelimit: Seen::Unknown,
+            external_ids: Seen::Unknown,
+            rooms: Seen::Unknown,
         };
         self.known.borrow_mut().insert(user.clone(), found);
         Ok(Some(account))
@@ -887,14 +908,18 @@ impl AccountServer for Mas {
                 }
                 // Creation is done above or by create(); a display name is
                 // read as declared (MAS cannot show it); check_declaration
-                // refuses user types, suspension, shadow-ban and ratelimit
-                // for MAS. So none of these is planned here.
+                // refuses user types, suspension, shadow-ban, ratelimit,
+                // rooms, emails and external_ids for MAS. So none of these
+                // is planned here.
                 Change::Create { .. }
                 | Change::Mas(MasChange::CreateWithoutPassword)
                 | Change::SetDisplayname
                 | Change::SetUserType(_)
                 | Change::Restrict(_, _)
-                | Change::SetRatelimit(_) => {}
+                | Change::SetRatelimit(_)
+                | Change::JoinRooms(_)
+                | Change::SetEmails
+                | Change::SetExternalIds => {}
             }
         }
         Ok(())

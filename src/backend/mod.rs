@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{server_word, Http, HttpError, Reply};
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, Fact, UserType};
+use crate::model::{Account, Change, DesiredUser, Fact, Undeclared, UserType};
 use crate::secret::Secret;
 
 /// What a server that holds the accounts must offer the reconciler.
@@ -64,6 +64,25 @@ pub trait AccountServer {
         _users: &[UserId],
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
         Ok(None)
+    }
+
+    /// Every local account but guests and the one the module acts as, for
+    /// `undeclared`. Only servers whose `check_declaration` accepts
+    /// `undeclared` are asked.
+    async fn local_accounts(&self) -> Result<Vec<(UserId, Account)>, ServerError> {
+        Err(ServerError::Unexpected {
+            what: "listing users".into(),
+            detail: "this server cannot list its users for undeclared".into(),
+        })
+    }
+
+    /// Whether `user` belongs to an application service (a bridge's
+    /// puppet), which `undeclared` never touches.
+    async fn is_appservice_user(&self, _user: &UserId) -> Result<bool, ServerError> {
+        Err(ServerError::Unexpected {
+            what: "reading users".into(),
+            detail: "this server cannot tell application-service users for undeclared".into(),
+        })
     }
 
     /// Reads one account; `None` when it does not exist. `desired` tells a
@@ -209,6 +228,14 @@ pub enum ServerError {
         user: String,
         cause: Box<ServerError>,
     },
+    /// An address or SSO identity declared for `user` belongs to another
+    /// account; Synapse would move an address silently and refuse an identity.
+    #[error("{user}: {what} belongs to {holder}; matrix_user does not take it from another account: remove it from {holder} first, or correct the declaration")]
+    TakenByOther {
+        user: String,
+        what: String,
+        holder: String,
+    },
     /// A change of several steps failed after an earlier step had landed.
     #[error("{cause}; {done}: run again to finish")]
     Unfinished {
@@ -224,18 +251,24 @@ pub enum ServerError {
     /// A failure only Dendrite reports.
     #[error(transparent)]
     Dendrite(#[from] dendrite::DendriteError),
+    /// A failure only Synapse reports.
+    #[error(transparent)]
+    Synapse(#[from] synapse::SynapseError),
 }
 
 /// E-mail addresses are managed only through MAS, which verifies them; the
 /// homeservers' own admin APIs would add them unverified or not at all.
-/// The `mas_` options are MAS's alone too.
-fn refuse_mas_only(user: &DesiredUser) -> Result<(), ArgsError> {
+fn refuse_email(user: &DesiredUser) -> Result<(), ArgsError> {
     refuse_declared(
         user,
         "email",
         user.email.is_some(),
         "e-mail addresses are managed only with homeserver: mas",
-    )?;
+    )
+}
+
+/// The `mas_` options and upstream links are MAS's alone.
+fn refuse_mas_options(user: &DesiredUser) -> Result<(), ArgsError> {
     match user.mas.declared().first() {
         Some(field) => refuse_declared(user, field, true, "only homeserver: mas takes it"),
         None => Ok(()),
@@ -244,8 +277,23 @@ fn refuse_mas_only(user: &DesiredUser) -> Result<(), ArgsError> {
 
 /// Refuses a user type other than `regular`, for a server that has none.
 fn refuse_user_type(user: &DesiredUser, reason: &'static str) -> Result<(), ArgsError> {
-    let special = user.user_type.is_some_and(|t| t != UserType::Regular);
+    let special = user
+        .user_type
+        .as_ref()
+        .is_some_and(|t| *t != UserType::Regular);
     refuse_declared(user, "user_type", special, reason)
+}
+
+/// Refuses `undeclared` other than `keep`, for a server the module cannot
+/// list and lock or deactivate users on; `reason` says why.
+fn refuse_undeclared(args: &ModuleArgs, reason: &'static str) -> Result<(), ArgsError> {
+    match args.undeclared.action {
+        Undeclared::Keep => Ok(()),
+        _ => Err(ArgsError::Unsupported {
+            field: "undeclared".into(),
+            reason,
+        }),
+    }
 }
 
 /// Refuses `user`'s `field` when it is `declared`, for a server that cannot
@@ -459,6 +507,89 @@ mod tests {
             dendrite(json!({"username": "a", "password": "eight ch", "user_type": "regular"}))
                 .unwrap();
         assert!(args.credentials.dendrite_database.is_some());
+    }
+
+    #[test]
+    fn emails_and_external_ids_are_refused_by_dendrite_and_mas_by_name() {
+        let user = |field: &str| {
+            let value = match field {
+                "emails" => json!(["a@example.com"]),
+                _ => json!([{"auth_provider": "oidc-github", "external_id": "1"}]),
+            };
+            json!({"users": [{"username": "a", "password": "eight ch", field: value}]})
+        };
+        let dendrite = |user: Value| {
+            let mut args = base();
+            args.as_object_mut()
+                .unwrap()
+                .extend(user.as_object().unwrap().clone());
+            args["homeserver"] = json!("dendrite");
+            error_of(args)
+        };
+        let mas = |user: Value| {
+            let mut args = json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:8080",
+                "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret"});
+            args.as_object_mut()
+                .unwrap()
+                .extend(user.as_object().unwrap().clone());
+            error_of(args)
+        };
+        let expectations = [
+            (
+                dendrite(user("emails")),
+                "users[0].emails: Dendrite's admin API (0.13) cannot set",
+            ),
+            (
+                dendrite(user("external_ids")),
+                "users[0].external_ids: Dendrite (0.13) has no SSO identities",
+            ),
+            (
+                mas(user("emails")),
+                "users[0].emails: MAS takes a single address per user here: declare it as email",
+            ),
+            (
+                mas(user("external_ids")),
+                "users[0].external_ids: MAS keeps SSO identities as upstream OAuth links",
+            ),
+        ];
+        for (message, expected) in expectations {
+            assert!(message.starts_with(expected), "{message}");
+        }
+        // Synapse takes both, and points the single MAS-style email at emails.
+        let mut synapse = base();
+        synapse["users"] = json!([{"username": "a", "emails": ["a@example.com"],
+            "external_ids": [{"auth_provider": "saml", "external_id": "a"}]}]);
+        assert!(declare(synapse).is_ok());
+        let mut single = base();
+        single["username"] = json!("a");
+        single["email"] = json!("a@example.com");
+        let message = error_of(single);
+        assert!(
+            message.starts_with("email: email (one address, verified) is for homeserver: mas; on Synapse declare emails"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn servers_without_user_types_refuse_extra_ones_too() {
+        let mut dendrite = base();
+        dendrite["homeserver"] = json!("dendrite");
+        dendrite["username"] = json!("a");
+        dendrite["user_type"] = json!("bridge");
+        let message = error_of(dendrite);
+        assert!(
+            message.starts_with("user_type: Dendrite has no user types"),
+            "{message}"
+        );
+        let message = error_of(
+            json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:8080",
+            "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret",
+            "username": "a", "user_type": "bridge"}),
+        );
+        assert!(
+            message.starts_with("user_type: MAS has no user types"),
+            "{message}"
+        );
     }
 
     #[test]

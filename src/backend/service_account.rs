@@ -62,6 +62,8 @@ pub fn require_credentials(credentials: &Credentials) -> Result<Access, ArgsErro
 pub struct Identity {
     pub token: Secret,
     pub server_name: String,
+    /// The account the token belongs to: the service account, or the admin_token's owner.
+    pub user_id: String,
 }
 
 /// How a homeserver tells whether a token is a server admin's.
@@ -128,7 +130,11 @@ pub async fn identify(
             detail: format!("{:?} is not a user ID", server_word(&user_id)),
         })?;
     let server_name = confirm_server_name(args, server_name)?;
-    Ok(Identity { token, server_name })
+    Ok(Identity {
+        token,
+        server_name,
+        user_id,
+    })
 }
 
 /// The service account's token, from the cache when it still works as an

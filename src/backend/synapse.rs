@@ -6,21 +6,24 @@
 //! This avoids `/login`, whose default rate limit (a handful per hour) would break
 //! repeated runs, and leaves no device on any managed user.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
+use tokio::sync::OnceCell;
 
 use super::client_api::unix_millis;
 use super::client_api::{logout, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
-use super::{from_homeserver, refuse_mas_only, AccountServer, ServerError};
+use super::{from_homeserver, refuse_declared, refuse_mas_options, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
-use crate::matrix_id::UserId;
+use crate::matrix_id::{Room, UserId};
 use crate::model::{
-    Account, Change, DesiredUser, Ratelimit, Restriction, Restrictions, Seen, UserType,
+    Account, Change, DesiredUser, ExternalId, Ratelimit, Restriction, Restrictions, Seen, UserType,
 };
 use crate::secret::Secret;
 
@@ -31,23 +34,60 @@ const LIST_MAX_RATIO: u64 = 10;
 const LIST_PAGE_SIZE: u64 = 1000;
 /// How long the short-lived token used for a password check may live.
 const PASSWORD_CHECK_TOKEN_MS: u64 = 5 * 60 * 1000;
+/// Why a room that is not public may refuse a join
+/// (synapse/rest/admin/rooms.py, JoinRoomAliasServlet).
+const JOIN_NOT_PUBLIC: &str = " (Synapse joins a user to a room that is not public by inviting \
+     it as the account matrix_user acts as, service_account or the owner of admin_token, which \
+     must be in the room and allowed to invite)";
+
+/// A failure only Synapse reports, naming the declared field it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum SynapseError {
+    /// The server has no such user type.
+    #[error("{field}: Synapse does not know the user type {user_type:?} ({cause}); declare regular, bot, support, or a type listed in its user_types.extra_user_types (homeserver.yaml)")]
+    UnknownUserType {
+        field: String,
+        user_type: String,
+        cause: Box<ServerError>,
+    },
+    /// Declared rooms the user cannot be joined to, each with the reason.
+    #[error("{field}: {}", .failures.join("; "))]
+    RoomsNotJoined {
+        field: String,
+        failures: Vec<String>,
+    },
+}
+
+/// A room alias's room ID, or the server's reason why it has none.
+type AliasLookup = Result<String, String>;
+
+const SINGLE_EMAIL: &str = "email (one address, verified) is for homeserver: mas; \
+     on Synapse declare emails, the exact list of the user's addresses";
 
 pub struct Synapse {
     http: Http,
     token: Secret,
     server_name: String,
+    /// The account `token` belongs to, which `undeclared` never touches.
+    acting_user: String,
     /// When given, users are created by shared-secret registration, which
     /// refuses an existing user instead of overwriting it.
     shared_secret: Option<Secret>,
+    /// The room aliases looked up in this run, each once however many users
+    /// declare it.
+    aliases: RefCell<HashMap<Room, Rc<OnceCell<AliasLookup>>>>,
 }
 
 impl Synapse {
     /// Creates `user` through the admin API, which only the admin token
     /// allows. Its PUT is an upsert: one carrying the password would
     /// overwrite the password of an account someone else created since our
-    /// read. So the first PUT is empty, which changes nothing on an existing
-    /// account and tells by its status who created it (201: this run);
-    /// only then does a second PUT set the password and attributes.
+    /// read. So the first PUT carries no password, which leaves an existing
+    /// account's password alone and tells by its status who created it (201:
+    /// this run); only then does a second PUT set the password and
+    /// attributes. The first carries a declared extra user type, which
+    /// Synapse checks before it creates anything: a type it does not know
+    /// then leaves no account behind.
     async fn create_by_admin_api(
         &self,
         user: &UserId,
@@ -55,8 +95,12 @@ impl Synapse {
         password: &Secret,
     ) -> Result<(), ServerError> {
         let path = user_path(&user.to_string());
-        let reply = match self.admin_send(Method::PUT, &path, &json!({})).await {
-            // Resending the empty PUT is harmless, but its 200 would no
+        let mut first = json!({});
+        if let Some(extra @ UserType::Extra(_)) = &desired.user_type {
+            first["user_type"] = user_type_value(extra);
+        }
+        let reply = match self.admin_send(Method::PUT, &path, &first).await {
+            // Resending the first PUT is harmless, but its 200 would no
             // longer say who created the account: only resend when it is not there.
             Err(lost) if lost.is_answer_lost() => {
                 if self.account(user, desired).await?.is_some() {
@@ -65,7 +109,7 @@ impl Synapse {
                         cause: Box::new(lost),
                     });
                 }
-                self.admin_send(Method::PUT, &path, &json!({})).await?
+                self.admin_send(Method::PUT, &path, &first).await?
             }
             other => other?,
         };
@@ -76,12 +120,15 @@ impl Synapse {
                     user: user.to_string(),
                 })
             }
-            _ => return Err(ServerError::refused(format!("creating {user}"), &reply)),
+            _ => {
+                let refused = ServerError::refused(format!("creating {user}"), &reply);
+                return Err(name_refused_user_type(refused, desired));
+            }
         }
         let mut body = json!({
             "password": password.expose(),
             "admin": desired.admin.unwrap_or(false),
-            "user_type": user_type_value(desired.user_type.unwrap_or(UserType::Regular)),
+            "user_type": user_type_value(desired.user_type.as_ref().unwrap_or(&UserType::Regular)),
         });
         if let Some(displayname) = &desired.displayname {
             body["displayname"] = json!(displayname);
@@ -189,6 +236,274 @@ impl Synapse {
         }
     }
 
+    /// Puts the declared `threepids` and `external_ids` into the user's PUT
+    /// `body`; Synapse replaces each whole set with it (`on_PUT` in
+    /// synapse/rest/admin/users.py). First refuses an address or identity
+    /// another account holds: Synapse would move the address to this user
+    /// silently (an upsert on medium and address) and answer a bare 409 for
+    /// the identity.
+    async fn replace_identifiers(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        changes: &[Change],
+        body: &mut Map<String, Value>,
+    ) -> Result<(), ServerError> {
+        let what = format!("reading {user}");
+        let reply = self.admin_get(&user_path(&user.to_string()), &[]).await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused(what, &reply));
+        }
+        if let (true, Some(emails)) = (changes.contains(&Change::SetEmails), &desired.emails) {
+            let current = email_threepids(&reply.body, &what)?;
+            self.refuse_taken_emails(user, emails, &current).await?;
+            // Only e-mail is declared: a phone number (msisdn) stays.
+            let mut threepids: Vec<Value> = threepids(&reply.body)
+                .filter(|t| t.get("medium").and_then(Value::as_str) != Some("email"))
+                .map(|t| json!({"medium": t.get("medium"), "address": t.get("address")}))
+                .collect();
+            threepids.extend(
+                emails
+                    .iter()
+                    .map(|email| json!({"medium": "email", "address": email})),
+            );
+            body.insert("threepids".into(), Value::Array(threepids));
+        }
+        if let (true, Some(ids)) = (
+            changes.contains(&Change::SetExternalIds),
+            &desired.external_ids,
+        ) {
+            let current = parse_external_ids(&reply.body, &what)?;
+            self.refuse_taken_ids(user, ids, &current).await?;
+            // Synapse clears its lookup cache (get_user_by_external_id, which
+            // SSO logins use) only for the identities a PUT writes, so a
+            // removed one would still log in until a restart: writing the
+            // current set again first clears theirs.
+            if current.iter().any(|id| !ids.contains(id)) {
+                let path = user_path(&user.to_string());
+                let reply = self
+                    .admin_send(Method::PUT, &path, &json!({"external_ids": current}))
+                    .await?;
+                if reply.status != StatusCode::OK {
+                    let what =
+                        format!("rewriting the SSO identities of {user} before removing some");
+                    return Err(ServerError::refused(what, &reply));
+                }
+            }
+            body.insert("external_ids".into(), json!(ids));
+        }
+        Ok(())
+    }
+
+    /// Refuses each of the `wanted` addresses that `user` lacks and another
+    /// account has (see [`Synapse::replace_identifiers`]).
+    async fn refuse_taken_emails(
+        &self,
+        user: &UserId,
+        wanted: &[String],
+        current: &[String],
+    ) -> Result<(), ServerError> {
+        let lacked = wanted
+            .iter()
+            .filter(|e| !current.iter().any(|c| c.to_lowercase() == **e));
+        for email in lacked {
+            let path = format!(
+                "/_synapse/admin/v1/threepid/email/users/{}",
+                path_segment(email)
+            );
+            self.refuse_taken(user, &path, format!("the e-mail address {email}"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses each of the `wanted` SSO identities that `user` lacks and
+    /// another account has.
+    async fn refuse_taken_ids(
+        &self,
+        user: &UserId,
+        wanted: &[ExternalId],
+        current: &[ExternalId],
+    ) -> Result<(), ServerError> {
+        for id in wanted.iter().filter(|id| !current.contains(id)) {
+            let path = format!(
+                "/_synapse/admin/v1/auth_providers/{}/users/{}",
+                path_segment(&id.auth_provider),
+                path_segment(&id.external_id)
+            );
+            self.refuse_taken(user, &path, format!("the SSO identity {id}"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Fails when Synapse's lookup at `path` (by e-mail address or external
+    /// ID) finds an account other than `user`.
+    async fn refuse_taken(
+        &self,
+        user: &UserId,
+        path: &str,
+        what: String,
+    ) -> Result<(), ServerError> {
+        let reply = self.admin_get(path, &[]).await?;
+        let holder = reply.body.get("user_id").and_then(Value::as_str);
+        match (reply.status, holder) {
+            (StatusCode::NOT_FOUND, _) => Ok(()),
+            (StatusCode::OK, Some(holder)) if holder == user.to_string() => Ok(()),
+            (StatusCode::OK, Some(holder)) => Err(ServerError::TakenByOther {
+                user: user.to_string(),
+                what,
+                holder: server_word(holder),
+            }),
+            _ => Err(ServerError::refused(format!("looking up {what}"), &reply)),
+        }
+    }
+
+    /// Of the rooms `desired` declares, those `user` has joined. Synapse's
+    /// list of joined rooms holds room IDs, so aliases are looked up; one
+    /// that names no room fails the user, as a join to it would.
+    async fn joined_rooms(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+    ) -> Result<Vec<Room>, ServerError> {
+        let what = format!("reading the rooms {user} has joined");
+        let path = format!(
+            "/_synapse/admin/v1/users/{}/joined_rooms",
+            path_segment(&user.to_string())
+        );
+        let reply = self.admin_get(&path, &[]).await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused(what, &reply));
+        }
+        let joined: HashSet<&str> = reply
+            .body
+            .get("joined_rooms")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ServerError::Unexpected {
+                what,
+                detail: "no joined_rooms array".into(),
+            })?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut found = Vec::new();
+        let mut failures = Vec::new();
+        for room in &desired.rooms {
+            let id = match room.is_alias() {
+                false => room.to_string(),
+                true => match self.room_id(room).await? {
+                    Ok(id) => id,
+                    Err(reason) => {
+                        failures.push(format!("{room} cannot be joined: {reason}"));
+                        continue;
+                    }
+                },
+            };
+            if joined.contains(id.as_str()) {
+                found.push(room.clone());
+            }
+        }
+        match failures.is_empty() {
+            true => Ok(found),
+            false => Err(rooms_not_joined(desired, failures)),
+        }
+    }
+
+    /// The ID of the room `alias` names, or the server's reason why there
+    /// is none; a failure to ask is not kept, so the next user asks again.
+    async fn room_id(&self, alias: &Room) -> Result<AliasLookup, ServerError> {
+        let looked_up = self
+            .aliases
+            .borrow_mut()
+            .entry(alias.clone())
+            .or_default()
+            .clone();
+        let lookup = || async {
+            let path = format!(
+                "/_matrix/client/v3/directory/room/{}",
+                path_segment(alias.as_str())
+            );
+            let reply = self.admin_get(&path, &[]).await?;
+            Ok(match reply.body.get("room_id").and_then(Value::as_str) {
+                Some(id) if reply.status == StatusCode::OK => Ok(id.to_string()),
+                _ => Err(ServerError::refused(
+                    format!("looking up the room alias {alias}"),
+                    &reply,
+                )
+                .to_string()),
+            })
+        };
+        looked_up.get_or_try_init(lookup).await.cloned()
+    }
+
+    /// Joins `user` to each of `rooms` through the admin API; a room that
+    /// cannot be joined keeps the user out of no other.
+    async fn join_rooms(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        rooms: &[Room],
+    ) -> Result<(), ServerError> {
+        let mut failures = Vec::new();
+        for room in rooms {
+            let path = format!("/_synapse/admin/v1/join/{}", path_segment(room.as_str()));
+            let body = json!({"user_id": user.to_string()});
+            let reply = self.admin_send(Method::POST, &path, &body).await?;
+            if reply.status != StatusCode::OK {
+                let refused = ServerError::refused(format!("joining {user}"), &reply);
+                let hint = match (reply.status, reply.errcode()) {
+                    (StatusCode::FORBIDDEN, "M_FORBIDDEN") => JOIN_NOT_PUBLIC,
+                    _ => "",
+                };
+                failures.push(format!("{room} cannot be joined: {refused}{hint}"));
+            }
+        }
+        match failures.is_empty() {
+            true => Ok(()),
+            false => Err(rooms_not_joined(desired, failures)),
+        }
+    }
+
+    /// One page of Synapse's user list from `from`, with `filters`
+    /// (synapse/rest/admin/users.py `UsersRestServletV2`).
+    async fn list_page(
+        &self,
+        from: u64,
+        filters: &[(&str, &str)],
+    ) -> Result<ListPage, ServerError> {
+        let (start, limit) = (from.to_string(), LIST_PAGE_SIZE.to_string());
+        let mut query = vec![("from", start.as_str()), ("limit", limit.as_str())];
+        query.extend_from_slice(filters);
+        let reply = self.admin_get("/_synapse/admin/v2/users", &query).await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused("listing users", &reply));
+        }
+        let total = reply.body.get("total").and_then(Value::as_u64).unwrap_or(0);
+        let users = reply
+            .body
+            .get("users")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| ServerError::Unexpected {
+                what: "listing users".into(),
+                detail: "no users array".into(),
+            })?;
+        let next = match reply.body.get("next_token") {
+            Some(next) if !users.is_empty() => Some(
+                next.as_u64()
+                    .or_else(|| next.as_str().and_then(|s| s.parse().ok()))
+                    .filter(|&next| next > from)
+                    .ok_or_else(|| ServerError::Unexpected {
+                        what: "listing users".into(),
+                        detail: format!("next_token {next} does not move past {from}"),
+                    })?,
+            ),
+            _ => None,
+        };
+        Ok(ListPage { users, total, next })
+    }
+
     async fn admin_get(&self, path: &str, query: &[(&str, &str)]) -> Result<Reply, ServerError> {
         let reply = self
             .http
@@ -216,7 +531,10 @@ impl AccountServer for Synapse {
 
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let access = require_credentials(&args.credentials)?;
-        args.users.iter().try_for_each(refuse_mas_only)?;
+        for user in &args.users {
+            refuse_declared(user, "email", user.email.is_some(), SINGLE_EMAIL)?;
+            refuse_mas_options(user)?;
+        }
         Ok(access)
     }
 
@@ -241,7 +559,9 @@ impl AccountServer for Synapse {
             http,
             token: identity.token,
             server_name: identity.server_name,
+            acting_user: identity.user_id,
             shared_secret: args.credentials.shared_secret.clone(),
+            aliases: RefCell::default(),
         })
     }
 
@@ -260,53 +580,76 @@ impl AccountServer for Synapse {
         let mut found = HashMap::new();
         let mut from = 0;
         loop {
-            let (start, limit) = (from.to_string(), LIST_PAGE_SIZE.to_string());
-            let query = [
-                ("from", start.as_str()),
-                ("limit", limit.as_str()),
+            let filters = [
                 ("guests", "false"),
                 ("deactivated", "true"),
                 ("locked", "true"),
             ];
-            let reply = self.admin_get("/_synapse/admin/v2/users", &query).await?;
-            if reply.status != StatusCode::OK {
-                return Err(ServerError::refused("listing users", &reply));
-            }
-            let total = reply.body.get("total").and_then(Value::as_u64).unwrap_or(0);
-            if from == 0 && total > LIST_MAX_RATIO * users.len() as u64 {
+            let page = self.list_page(from, &filters).await?;
+            if from == 0 && page.total > LIST_MAX_RATIO * users.len() as u64 {
                 return Ok(None);
             }
-            let page = reply
-                .body
-                .get("users")
-                .and_then(Value::as_array)
-                .ok_or_else(|| ServerError::Unexpected {
-                    what: "listing users".into(),
-                    detail: "no users array".into(),
-                })?;
-            for entry in page {
+            for entry in &page.users {
                 let name = entry
                     .get("name")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
                 if let Some(&user) = wanted.get(name) {
-                    found.insert(user.clone(), parse_account(entry, "listing users")?);
+                    found.insert(user.clone(), parse_account(entry));
                 }
             }
-            match reply.body.get("next_token") {
-                Some(next) if !page.is_empty() => {
-                    let next = next
-                        .as_u64()
-                        .or_else(|| next.as_str().and_then(|s| s.parse().ok()))
-                        .filter(|&next| next > from)
-                        .ok_or_else(|| ServerError::Unexpected {
-                            what: "listing users".into(),
-                            detail: format!("next_token {next} does not move past {from}"),
-                        })?;
-                    from = next;
-                }
-                _ => return Ok(Some(found)),
+            match page.next {
+                Some(next) => from = next,
+                None => return Ok(Some(found)),
             }
+        }
+    }
+
+    /// Guests are left out: Synapse makes them on demand for guest access
+    /// (numeric localparts, no password), so nobody can declare them. So are
+    /// deactivated accounts (the list's default), which are never touched.
+    async fn local_accounts(&self) -> Result<Vec<(UserId, Account)>, ServerError> {
+        let mut accounts = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = self
+                .list_page(from, &[("guests", "false"), ("locked", "true")])
+                .await?;
+            for entry in &page.users {
+                let name = entry.get("name").and_then(Value::as_str);
+                let Some(user) = name.and_then(|name| UserId::listed(name, &self.server_name))
+                else {
+                    return Err(ServerError::Unexpected {
+                        what: "listing users".into(),
+                        detail: format!(
+                            "{:?} is not a user ID of {}",
+                            server_word(name.unwrap_or_default()),
+                            self.server_name
+                        ),
+                    });
+                };
+                if name != Some(self.acting_user.as_str()) {
+                    accounts.push((user, parse_account(entry)));
+                }
+            }
+            match page.next {
+                Some(next) => from = next,
+                None => return Ok(accounts),
+            }
+        }
+    }
+
+    /// The user list does not say; one user's record has `appservice_id`
+    /// (synapse/handlers/admin.py `get_user`).
+    async fn is_appservice_user(&self, user: &UserId) -> Result<bool, ServerError> {
+        let what = format!("reading {user}");
+        let reply = self.admin_get(&user_path(&user.to_string()), &[]).await?;
+        match reply.status {
+            StatusCode::OK => Ok(reply
+                .body
+                .get("appservice_id")
+                .is_some_and(|id| !id.is_null())),
+            _ => Err(ServerError::refused(what, &reply)),
         }
     }
 
@@ -318,13 +661,29 @@ impl AccountServer for Synapse {
         let what = format!("reading {user}");
         let reply = self.admin_get(&user_path(&user.to_string()), &[]).await?;
         let mut account = match reply.status {
-            StatusCode::OK => parse_account(&reply.body, &what)?,
+            StatusCode::OK => parse_account(&reply.body),
             StatusCode::NOT_FOUND => return Ok(None),
             _ => return Err(ServerError::refused(what, &reply)),
         };
         // A request of its own, so made only for a user that declares it.
         if desired.ratelimit.is_some() {
             account.ratelimit = Seen::Known(self.ratelimit(user).await?);
+        }
+        if !desired.rooms.is_empty() {
+            account.rooms = Seen::Known(self.joined_rooms(user, desired).await?);
+        }
+        // In the user's record, but shown only when declared, like the
+        // override. One another account has fails the user here already, so
+        // that check mode predicts the failure; update() checks again.
+        if let Some(wanted) = &desired.emails {
+            let current = email_threepids(&reply.body, &what)?;
+            self.refuse_taken_emails(user, wanted, &current).await?;
+            account.emails = Seen::Known(current);
+        }
+        if let Some(wanted) = &desired.external_ids {
+            let current = parse_external_ids(&reply.body, &what)?;
+            self.refuse_taken_ids(user, wanted, &current).await?;
+            account.external_ids = Seen::Known(current);
         }
         Ok(Some(account))
     }
@@ -382,19 +741,20 @@ impl AccountServer for Synapse {
         password: &Secret,
     ) -> Result<(), ServerError> {
         let admin = desired.admin.unwrap_or(false);
-        let user_type = desired.user_type.unwrap_or(UserType::Regular);
+        let user_type = desired.user_type.as_ref().unwrap_or(&UserType::Regular);
         if let Some(secret) = &self.shared_secret {
             let registration = Registration {
                 localpart: user.localpart(),
                 password,
                 admin,
-                user_type: (user_type != UserType::Regular).then_some(user_type.as_str()),
+                user_type: (*user_type != UserType::Regular).then_some(user_type.as_str()),
                 displayname: desired.displayname.as_deref(),
                 inhibit_login: Some(true),
             };
             return register(&self.http, secret, &registration)
                 .await
-                .map(|_| ());
+                .map(|_| ())
+                .map_err(|error| name_refused_user_type(error, desired));
         }
         self.create_by_admin_api(user, desired, password).await
     }
@@ -426,11 +786,19 @@ impl AccountServer for Synapse {
             };
         }
         // Everything the user's PUT takes is one request, so that part is
-        // never left half-applied; suspension, shadow-ban and the rate-limit
-        // override have endpoints of their own.
+        // never left half-applied; suspension, shadow-ban, the rate-limit
+        // override and joins have endpoints of their own.
         let mut body = Map::new();
         let mut apart = Vec::new();
         let mut ratelimit = None;
+        let mut rooms: &[Room] = &[];
+        if changes
+            .iter()
+            .any(|c| matches!(c, Change::SetEmails | Change::SetExternalIds))
+        {
+            self.replace_identifiers(user, desired, changes, &mut body)
+                .await?;
+        }
         for change in changes {
             match change {
                 Change::Reactivate { password } => {
@@ -444,7 +812,7 @@ impl AccountServer for Synapse {
                     body.insert("admin".into(), json!(admin));
                 }
                 Change::SetUserType(user_type) => {
-                    body.insert("user_type".into(), user_type_value(*user_type));
+                    body.insert("user_type".into(), user_type_value(user_type));
                 }
                 Change::SetDisplayname => {
                     body.insert("displayname".into(), json!(desired.displayname));
@@ -454,6 +822,9 @@ impl AccountServer for Synapse {
                 }
                 Change::Restrict(restriction, value) => apart.push((*restriction, *value)),
                 Change::SetRatelimit(wanted) => ratelimit = Some(*wanted),
+                Change::JoinRooms(missing) => rooms = missing,
+                // Put into the body by replace_identifiers above.
+                Change::SetEmails | Change::SetExternalIds => {}
                 // Create goes to create(), and check_declaration refuses
                 // e-mail and the MAS options for Synapse, so neither is planned.
                 Change::Create { .. }
@@ -467,17 +838,35 @@ impl AccountServer for Synapse {
                 .admin_send(Method::PUT, &path, &Value::Object(body))
                 .await?;
             if reply.status != StatusCode::OK {
-                return Err(ServerError::refused(format!("updating {user}"), &reply));
+                let refused = ServerError::refused(format!("updating {user}"), &reply);
+                return Err(name_refused_user_type(refused, desired));
             }
         }
-        for (restriction, value) in apart {
+        // A suspended user cannot join a room (M_USER_SUSPENDED): joins
+        // come after a lifted restriction and before an applied one.
+        let (applied, lifted): (Vec<_>, Vec<_>) = apart.into_iter().partition(|&(_, on)| on);
+        for (restriction, value) in lifted {
             self.restrict(user, restriction, value).await?;
         }
         if let Some(wanted) = ratelimit {
             self.set_ratelimit(user, wanted).await?;
         }
+        if !rooms.is_empty() {
+            self.join_rooms(user, desired, rooms).await?;
+        }
+        for (restriction, value) in applied {
+            self.restrict(user, restriction, value).await?;
+        }
         Ok(())
     }
+}
+
+/// One page of the user list.
+struct ListPage {
+    users: Vec<Value>,
+    total: u64,
+    /// Where the next page starts; `None` on the last.
+    next: Option<u64>,
 }
 
 /// Synapse's admin API answers only admins: its view of the token's own
@@ -515,10 +904,41 @@ fn ratelimit_path(user: &UserId) -> String {
     )
 }
 
-fn user_type_value(user_type: UserType) -> Value {
+fn user_type_value(user_type: &UserType) -> Value {
     match user_type {
         UserType::Regular => Value::Null,
         other => json!(other.as_str()),
+    }
+}
+
+fn rooms_not_joined(desired: &DesiredUser, failures: Vec<String>) -> ServerError {
+    SynapseError::RoomsNotJoined {
+        field: desired.field_name("rooms"),
+        failures,
+    }
+    .into()
+}
+
+/// `error`, named as a refusal of the declared user type when it is one:
+/// Synapse answers 400 "Invalid user type" to a type that is neither built
+/// in nor in its `user_types.extra_user_types`, before it writes anything
+/// (synapse/rest/admin/users.py, UserRestServletV2 and UserRegisterServlet).
+fn name_refused_user_type(error: ServerError, desired: &DesiredUser) -> ServerError {
+    match (&error, &desired.user_type) {
+        (
+            ServerError::Refused {
+                status: 400,
+                explanation,
+                ..
+            },
+            Some(user_type),
+        ) if explanation.contains("Invalid user type") => SynapseError::UnknownUserType {
+            field: desired.field_name("user_type"),
+            user_type: user_type.as_str().to_string(),
+            cause: Box::new(error),
+        }
+        .into(),
+        _ => error,
     }
 }
 
@@ -527,34 +947,29 @@ fn truthy(value: &Value) -> bool {
     value.as_bool().unwrap_or_else(|| value.as_u64() == Some(1))
 }
 
-fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
-    let user_type = match body.get("user_type").and_then(Value::as_str) {
-        None => UserType::Regular,
-        Some("bot") => UserType::Bot,
-        Some("support") => UserType::Support,
-        Some(other) => {
-            return Err(ServerError::Unexpected {
-                what: what.into(),
-                detail: format!(
-                    "user type {:?} is not one this module manages (regular, bot, support)",
-                    server_word(other)
-                ),
-            })
-        }
-    };
+fn parse_account(body: &Value) -> Account {
+    // Besides bot and support, any type of the server's extra_user_types.
+    let user_type = body
+        .get("user_type")
+        .and_then(Value::as_str)
+        .map_or(UserType::Regular, UserType::from_name);
     // The user list has no `suspended`; reading one user shows all three.
     let restriction = |name: &str| {
         body.get(name)
             .map_or(Seen::Unknown, |v| Seen::Known(truthy(v)))
     };
-    Ok(Account {
+    Account {
         restrictions: Restrictions {
             locked: restriction("locked"),
             suspended: restriction("suspended"),
             shadow_banned: restriction("shadow_banned"),
         },
-        // Not in the user's record: account() reads it apart when declared.
+        // Not in the user's record: account() reads them apart when declared.
         ratelimit: Seen::Unknown,
+        rooms: Seen::Unknown,
+        emails: Seen::Unknown,
+        external_ids: Seen::Unknown,
+        upstream_links: Vec::new(),
         admin: Seen::Known(body.get("admin").is_some_and(truthy)),
         deactivated: Seen::Known(body.get("deactivated").is_some_and(truthy)),
         user_type,
@@ -562,9 +977,54 @@ fn parse_account(body: &Value, what: &str) -> Result<Account, ServerError> {
             .get("displayname")
             .and_then(Value::as_str)
             .map(str::to_string),
-        emails: Vec::new(),
-        upstream_links: Vec::new(),
-    })
+    }
+}
+
+fn threepids(body: &Value) -> impl Iterator<Item = &Value> {
+    body.get("threepids")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// The user's e-mail addresses among the `threepids` of its record.
+fn email_threepids(body: &Value, what: &str) -> Result<Vec<String>, ServerError> {
+    if body.get("threepids").and_then(Value::as_array).is_none() {
+        return Err(ServerError::Unexpected {
+            what: what.into(),
+            detail: "no threepids list in the user's record".into(),
+        });
+    }
+    Ok(threepids(body)
+        .filter(|t| t.get("medium").and_then(Value::as_str) == Some("email"))
+        .filter_map(|t| t.get("address").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The user's SSO identities, from the `external_ids` of its record.
+fn parse_external_ids(body: &Value, what: &str) -> Result<Vec<ExternalId>, ServerError> {
+    let unexpected = |detail: String| ServerError::Unexpected {
+        what: what.into(),
+        detail,
+    };
+    let entries = body
+        .get("external_ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| unexpected("no external_ids list in the user's record".into()))?;
+    entries
+        .iter()
+        .map(|entry| {
+            let field = |name: &str| entry.get(name).and_then(Value::as_str).map(str::to_string);
+            match (field("auth_provider"), field("external_id")) {
+                (Some(auth_provider), Some(external_id)) => Ok(ExternalId {
+                    auth_provider,
+                    external_id,
+                }),
+                _ => Err(unexpected(format!("not an external ID: {entry}"))),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -575,28 +1035,29 @@ mod tests {
     fn accounts_parse_from_synapse_json() {
         let account = parse_account(
             &json!({"name": "@a:x", "admin": 1, "deactivated": false, "user_type": "bot", "displayname": "A"}),
-            "test",
-        )
-        .unwrap();
+        );
         assert_eq!(
             account,
             Account {
                 restrictions: Restrictions::default(),
                 ratelimit: Seen::Unknown,
+                rooms: Seen::Unknown,
+                emails: Seen::Unknown,
+                external_ids: Seen::Unknown,
                 admin: Seen::Known(true),
                 deactivated: Seen::Known(false),
                 user_type: UserType::Bot,
                 displayname: Some("A".into()),
-                emails: vec![],
                 upstream_links: Vec::new(),
             }
         );
-        assert!(parse_account(&json!({"user_type": "custom"}), "test").is_err());
+        let custom = parse_account(&json!({"user_type": "custom"}));
+        assert_eq!(custom.user_type, UserType::Extra("custom".into()));
     }
 
     #[test]
     fn restrictions_parse_and_what_the_list_lacks_stays_unknown() {
-        let listed = parse_account(&json!({"locked": true, "shadow_banned": 0}), "test").unwrap();
+        let listed = parse_account(&json!({"locked": true, "shadow_banned": 0}));
         assert_eq!(
             listed.restrictions,
             Restrictions {
@@ -605,7 +1066,7 @@ mod tests {
                 shadow_banned: Seen::Known(false),
             }
         );
-        let read = parse_account(&json!({"suspended": true}), "test").unwrap();
+        let read = parse_account(&json!({"suspended": true}));
         assert_eq!(read.restrictions.suspended, Seen::Known(true));
     }
 }

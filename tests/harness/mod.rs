@@ -239,6 +239,71 @@ impl Server {
         body
     }
 
+    /// Who Synapse's own lookup by SSO identity finds, or `None`.
+    pub fn synapse_user_by_external_id(&self, provider: &str, external_id: &str) -> Option<String> {
+        let path = format!(
+            "/_synapse/admin/v1/auth_providers/{}/users/{}",
+            encode(provider),
+            encode(external_id)
+        );
+        self.synapse_lookup(&path)
+    }
+
+    /// Who Synapse's own lookup by e-mail address finds, or `None`.
+    pub fn synapse_user_by_email(&self, address: &str) -> Option<String> {
+        let path = format!(
+            "/_synapse/admin/v1/threepid/email/users/{}",
+            encode(address)
+        );
+        self.synapse_lookup(&path)
+    }
+
+    fn synapse_lookup(&self, path: &str) -> Option<String> {
+        match self.get(path, Some(self.harness_admin_token())) {
+            (200, body) => Some(body["user_id"].as_str().unwrap().to_string()),
+            (404, _) => None,
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    /// Sets fields of a user directly with Synapse's admin API (not the module's code).
+    pub fn put_synapse_user(&self, localpart: &str, body: Value) {
+        let path = format!(
+            "/_synapse/admin/v2/users/{}",
+            encode(&self.user_id(localpart))
+        );
+        let token = self.harness_admin_token().to_string();
+        let (status, reply) = self.request(reqwest::Method::PUT, &path, Some(&token), Some(body));
+        assert!(status == 200 || status == 201, "PUT {localpart}: {reply}");
+    }
+
+    /// Creates a room as the harness's admin, who stays in it: `preset` is
+    /// `public_chat` or `private_chat`, `alias` a localpart for
+    /// `#alias:server` (none when empty). Returns the room ID.
+    pub fn create_room(&self, preset: &str, alias: &str) -> String {
+        let mut body = json!({ "preset": preset });
+        if !alias.is_empty() {
+            body["room_alias_name"] = json!(alias);
+        }
+        let token = self.harness_admin_token();
+        let (status, room) = self.post("/_matrix/client/v3/createRoom", Some(token), body);
+        assert_eq!(status, 200, "creating a {preset} room: {room}");
+        room["room_id"].as_str().unwrap().to_string()
+    }
+
+    /// The users joined to `room`, as Synapse's room admin API lists them.
+    pub fn room_members(&self, room: &str) -> Vec<String> {
+        let path = format!("/_synapse/admin/v1/rooms/{}/members", encode(room));
+        let (status, body) = self.get(&path, Some(self.harness_admin_token()));
+        assert_eq!(status, 200, "members of {room}: {body}");
+        body["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|member| member.as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// The bodies of the last messages in `room`, as the harness's admin (a
     /// member) reads them.
     pub fn message_bodies(&self, room: &str) -> Vec<String> {

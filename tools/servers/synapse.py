@@ -3,13 +3,20 @@
 
 Two ways to run it:
 
-  synapse.py --ephemeral [--default-rate-limits] [--no-shared-secret]
+  synapse.py --ephemeral [--default-rate-limits] [--no-shared-secret] [--appservice-and-notices]
+                        [--extra-user-type NAME]...
       A throw-away server in a temporary folder on a free port. When it is
       ready, one JSON line goes to stdout (url, server_name,
       registration_shared_secret, data_dir). The server lives until stdin
       closes, so it dies with the test process that started it.
       --no-shared-secret leaves registration_shared_secret out of its
       configuration (the secret in the JSON line is then empty).
+      --extra-user-type adds a user type to user_types.extra_user_types
+      (repeat it for several).
+      --appservice-and-notices registers an application service that owns
+      the users @_bridge_*:localhost (its as_token goes in the JSON line)
+      and enables server notices from @notices:localhost: the accounts
+      `undeclared` must spare.
 
   synapse.py --data-dir DIR --port PORT start|stop|status
       The persistent local homeserver that `just register-user` uses when no
@@ -34,7 +41,35 @@ SERVER_NAME = "localhost"
 VENV_PYTHON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".venv", "bin", "python")
 
 
-def write_config(data_dir: str, port: int, default_rate_limits: bool, shared_secret_enabled: bool = True) -> dict:
+def write_appservice(data_dir: str) -> dict:
+    """An application service with no URL (Synapse sends it nothing) that
+    owns the users @_bridge_*; returns the config keys that enable it."""
+    registration = {
+        "id": "test-bridge",
+        "url": None,
+        "as_token": secrets.token_urlsafe(24),
+        "hs_token": secrets.token_urlsafe(24),
+        "sender_localpart": "_bridge_bot",
+        "namespaces": {"users": [{"exclusive": True, "regex": f"@_bridge_.*:{SERVER_NAME}"}], "aliases": [], "rooms": []},
+        "rate_limited": False,
+    }
+    path = os.path.join(data_dir, "appservice.yaml")
+    with open(path, "w") as f:
+        json.dump(registration, f)
+    return {
+        "app_service_config_files": [path],
+        "server_notices": {"system_mxid_localpart": "notices", "system_mxid_display_name": "Server notices"},
+    }
+
+
+def write_config(
+    data_dir: str,
+    port: int,
+    default_rate_limits: bool,
+    shared_secret_enabled: bool = True,
+    extra_user_types: list[str] | None = None,
+    appservice_and_notices: bool = False,
+) -> dict:
     os.makedirs(data_dir, exist_ok=True)
     config_path = os.path.join(data_dir, "homeserver.yaml")
     if os.path.exists(config_path):
@@ -93,11 +128,18 @@ def write_config(data_dir: str, port: int, default_rate_limits: bool, shared_sec
     }
     if shared_secret_enabled:
         config["registration_shared_secret"] = shared_secret
+    if extra_user_types:
+        config["user_types"] = {"extra_user_types": extra_user_types}
+    if appservice_and_notices:
+        config.update(write_appservice(data_dir))
     if not default_rate_limits:
         # Every test login comes from 127.0.0.1, so the per-address login
         # limit (5 logins, then one per 5 minutes) would throttle the tests'
         # own proofs. The per-account limits stay at Synapse's defaults.
         config["rc_login"] = {"address": {"per_second": 1000, "burst_count": 1000}}
+        # The tests' rooms are all made by the harness's one admin, and
+        # Synapse lets one account make 10 rooms, then one a minute.
+        config["rc_room_creation"] = {"per_second": 1000, "burst_count": 1000}
     # JSON is YAML, and needs no YAML library here.
     with open(config_path, "w") as f:
         json.dump(config, f, indent=2)
@@ -138,14 +180,24 @@ def spawn(config_path: str, data_dir: str, detach: bool) -> subprocess.Popen:
 
 
 def describe(url: str, data_dir: str, secret: str) -> str:
-    return json.dumps(
-        {"url": url, "server_name": SERVER_NAME, "registration_shared_secret": secret, "data_dir": data_dir}
-    )
+    info = {"url": url, "server_name": SERVER_NAME, "registration_shared_secret": secret, "data_dir": data_dir}
+    appservice = os.path.join(data_dir, "appservice.yaml")
+    if os.path.exists(appservice):
+        with open(appservice) as f:
+            info["appservice_token"] = json.load(f)["as_token"]
+    return json.dumps(info)
 
 
 def start_ephemeral(args, data_dir: str, cleanup) -> str:
     port = free_port()
-    paths = write_config(data_dir, port, args.default_rate_limits, shared_secret_enabled=not args.no_shared_secret)
+    paths = write_config(
+        data_dir,
+        port,
+        args.default_rate_limits,
+        shared_secret_enabled=not args.no_shared_secret,
+        extra_user_types=args.extra_user_type,
+        appservice_and_notices=args.appservice_and_notices,
+    )
     url = f"http://127.0.0.1:{port}"
     process = spawn(paths["config"], data_dir, detach=False)
     cleanup.callback(stop_process, process)
@@ -177,6 +229,8 @@ def main() -> None:
     parser = launcher.command_line(__doc__, port=8008)
     parser.add_argument("--default-rate-limits", action="store_true")
     parser.add_argument("--no-shared-secret", action="store_true")
+    parser.add_argument("--extra-user-type", action="append", default=[], metavar="NAME")
+    parser.add_argument("--appservice-and-notices", action="store_true")
     args = parser.parse_args()
     launcher.run(parser, args, run_ephemeral, run_persistent)
 
