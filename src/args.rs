@@ -40,6 +40,7 @@ const MODULE_PARAMETERS: &[&str] = &[
     "mas_client_id",
     "mas_client_secret",
     "mas_client_secret_file",
+    "mas_adopt_existing",
     "users",
     "concurrency",
     "validate_certs",
@@ -185,6 +186,8 @@ pub struct ModuleArgs {
     pub credentials: Credentials,
     pub users: Vec<DesiredUser>,
     pub concurrency: usize,
+    /// MAS only: create users the homeserver already has (half-made accounts) in MAS too.
+    pub mas_adopt_existing: bool,
     pub check_mode: bool,
     pub diff: bool,
 }
@@ -293,6 +296,7 @@ impl ModuleArgs {
             concurrency: top
                 .integer("concurrency", 1, MAX_CONCURRENCY as u64)?
                 .map_or(DEFAULT_CONCURRENCY, |n| n as usize),
+            mas_adopt_existing: top.boolean("mas_adopt_existing")?.unwrap_or(false),
             check_mode: top.internal_flag("_ansible_check_mode"),
             diff: top.internal_flag("_ansible_diff"),
         })

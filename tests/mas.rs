@@ -14,7 +14,17 @@ use serde_json::{json, Value};
 /// One contract server for the tests that need no special configuration.
 fn mas() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| Server::start("mas", &["--reserve-username", "held-by-homeserver"]))
+    SERVER.get_or_init(|| {
+        Server::start(
+            "mas",
+            &[
+                "--reserve-username",
+                "held-by-homeserver",
+                "--reserve-username",
+                "half-made",
+            ],
+        )
+    })
 }
 
 fn check_mode(mut args: Value) -> Value {
@@ -258,9 +268,52 @@ fn a_weak_password_fails_that_user_only_and_a_later_run_finishes_it() {
 fn usernames_the_homeserver_holds_are_refused_clearly() {
     let s = mas();
     s.mas_module(json!({"username": "held-by-homeserver", "password": "held lupine granite"}))
-        .assert_failed_with("MAS will not create @held-by-homeserver:localhost: the homeserver reports the username as reserved or taken");
+        .assert_failed_with("MAS will not create @held-by-homeserver:localhost: the homeserver reports the username as reserved or taken")
+        .assert_failed_with("set mas_adopt_existing: true");
     assert!(s.mas_user("held-by-homeserver").is_none());
     s.assert_no_contract_violations();
+}
+
+/// A user the homeserver has but MAS lacks (made behind MAS's back) is
+/// created in MAS over it with mas_adopt_existing, and then is whole.
+#[test]
+fn mas_adopt_existing_makes_a_half_made_account_whole() {
+    let s = mas();
+    let user = json!({"username": "half-made", "password": "half made lupine granite",
+                      "admin": true, "mas_adopt_existing": true});
+    let check = s.mas_module(check_mode(user.clone()));
+    assert_eq!(check.assert_changed().actions(0), ["created"]);
+    assert!(s.mas_user("half-made").is_none());
+    let run = s.mas_module(user.clone());
+    assert_eq!(run.assert_changed().actions(0), ["created"]);
+    assert!(s.can_log_in("half-made", "half made lupine granite"));
+    assert!(s.mas_is_admin("half-made"));
+    s.mas_module(user).assert_unchanged();
+    let creations = s
+        .mas_request_log()
+        .iter()
+        .filter(|e| {
+            e["operation"] == json!("createUser") && e["path"] == json!("/api/admin/v1/users")
+        })
+        .map(|e| e["status"].as_u64().unwrap())
+        .collect::<Vec<_>>();
+    assert!(
+        creations.contains(&409) && creations.contains(&201),
+        "{creations:?}"
+    );
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn mas_adopt_existing_is_refused_by_name_on_homeservers() {
+    for homeserver in ["synapse", "dendrite"] {
+        harness::run_module(
+            json!({"homeserver": homeserver, "homeserver_url": "http://127.0.0.1:9",
+                   "admin_token": "syt_x", "username": "alice", "mas_adopt_existing": true}),
+            vec!["syt_x".into()],
+        )
+        .assert_failed_with("mas_adopt_existing: only MAS keeps accounts apart");
+    }
 }
 
 #[test]

@@ -469,6 +469,7 @@ impl AccountServer for Dendrite {
 
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let access = require_credentials(&args.credentials)?;
+        super::refuse_mas_only(args)?;
         #[cfg(not(feature = "dendrite-database"))]
         if args.credentials.dendrite_database.is_some() {
             return Err(ArgsError::Unsupported {

@@ -48,6 +48,8 @@ pub struct Mas {
     /// `passwords.enabled` in MAS's configuration.
     password_login: bool,
     minimum_complexity: u64,
+    /// `mas_adopt_existing`: create users the homeserver already has.
+    adopt_existing: bool,
     /// What MAS said about each user read so far, for the writes that follow.
     known: RefCell<HashMap<UserId, MasUser>>,
 }
@@ -87,7 +89,7 @@ pub enum MasError {
     #[error("MAS refused the password as too weak: it needs a zxcvbn strength of at least {minimum} of 4 (its passwords.minimum_complexity); choose a longer, less guessable password")]
     PasswordTooWeak { minimum: u64 },
     /// The homeserver behind MAS reports the username as taken or reserved.
-    #[error("MAS will not create {user}: the homeserver reports the username as reserved or taken (an application service's namespace, or an account the homeserver has but MAS does not); choose another username")]
+    #[error("MAS will not create {user}: the homeserver reports the username as reserved or taken: either the homeserver has this account but MAS does not (a half-made account, e.g. registered through Synapse's admin API behind MAS's back; set mas_adopt_existing: true to create it in MAS so that it becomes whole), or it is in an application service's namespace (choose another username)")]
     UsernameReserved { user: String },
     /// The declared e-mail address belongs to another MAS user.
     #[error("the e-mail address {email} already belongs to another MAS user; declare another address, or remove it from that user first")]
@@ -262,6 +264,30 @@ impl Mas {
         }
     }
 
+    /// `POST /users`; `skip_homeserver_check` creates a user the homeserver
+    /// already has (MAS's answer to half-made accounts).
+    async fn add_user(
+        &self,
+        user: &UserId,
+        skip_homeserver_check: bool,
+    ) -> Result<Reply, ServerError> {
+        let mut body = json!({"username": user.localpart()});
+        if skip_homeserver_check {
+            body["skip_homeserver_check"] = json!(true);
+        }
+        self.admin(Method::POST, "/users", Some(&body))
+            .await
+            .map_err(|error| match error.is_answer_lost() {
+                // It may exist now, without a password, which a later run
+                // with update_password: on_create would never set.
+                true => ServerError::CreationUnconfirmed {
+                    user: user.to_string(),
+                    cause: Box::new(error),
+                },
+                false => error,
+            })
+    }
+
     async fn set_password(&self, id: &str, password: &Secret) -> Result<(), ServerError> {
         if !self.password_login {
             return Err(ServerError::Mas(MasError::PasswordsDisabled));
@@ -403,6 +429,7 @@ impl AccountServer for Mas {
             server_name: String::new(),
             password_login: true,
             minimum_complexity: DEFAULT_MINIMUM_COMPLEXITY,
+            adopt_existing: args.mas_adopt_existing,
             known: RefCell::new(HashMap::new()),
         };
         let what = "reading MAS's site configuration";
@@ -540,25 +567,15 @@ impl AccountServer for Mas {
         desired: &DesiredUser,
         password: &Secret,
     ) -> Result<(), ServerError> {
-        let reply = self
-            .admin(
-                Method::POST,
-                "/users",
-                Some(&json!({"username": user.localpart()})),
-            )
-            .await
-            .map_err(|error| match error.is_answer_lost() {
-                // It may exist now, without a password, which a later run
-                // with update_password: on_create would never set.
-                true => ServerError::CreationUnconfirmed {
-                    user: user.to_string(),
-                    cause: Box::new(error),
-                },
-                false => error,
-            })?;
+        let mut reply = self.add_user(user, false).await?;
+        if self.adopt_existing && is_reserved(&reply) {
+            // Only after the homeserver said it has the name, so that
+            // adopting never skips the check for a name it does not hold.
+            reply = self.add_user(user, true).await?;
+        }
         let id = match reply.status {
             StatusCode::CREATED | StatusCode::OK => resource_id(&reply.body, "creating the user")?,
-            StatusCode::CONFLICT if reply.explanation().contains("reserved") => {
+            StatusCode::CONFLICT if is_reserved(&reply) => {
                 return Err(ServerError::Mas(MasError::UsernameReserved {
                     user: user.to_string(),
                 }))
@@ -652,6 +669,11 @@ impl AccountServer for Mas {
 
 fn user_path(id: &str, action: &str) -> String {
     format!("/users/{}{action}", path_segment(id))
+}
+
+/// MAS's 409 for a username its homeserver reports as unavailable.
+fn is_reserved(reply: &Reply) -> bool {
+    reply.status == StatusCode::CONFLICT && reply.explanation().contains("reserved")
 }
 
 fn expect_ok(reply: Reply, what: &str) -> Result<(), ServerError> {

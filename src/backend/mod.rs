@@ -237,6 +237,17 @@ fn refuse_email(user: &DesiredUser) -> Result<(), ArgsError> {
     )
 }
 
+/// Refuses, on a homeserver, the options that only MAS has.
+fn refuse_mas_only(args: &ModuleArgs) -> Result<(), ArgsError> {
+    match args.mas_adopt_existing {
+        true => Err(ArgsError::Unsupported {
+            field: "mas_adopt_existing".into(),
+            reason: "only MAS keeps accounts apart from the homeserver; leave it out unless homeserver: mas",
+        }),
+        false => Ok(()),
+    }
+}
+
 /// Refuses a user type other than `regular`, for a server that has none.
 fn refuse_user_type(user: &DesiredUser, reason: &'static str) -> Result<(), ArgsError> {
     let special = user.user_type.is_some_and(|t| t != UserType::Regular);

@@ -216,6 +216,7 @@ impl AccountServer for Synapse {
 
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let access = require_credentials(&args.credentials)?;
+        super::refuse_mas_only(args)?;
         args.users.iter().try_for_each(refuse_email)?;
         Ok(access)
     }
