@@ -64,6 +64,7 @@ const USER_PARAMETERS: &[&str] = &[
     "suspended",
     "shadow_banned",
     "ratelimit",
+    "access_token_file",
 ];
 
 /// Parameters whose values are secrets, at the top level or in each `users` entry.
@@ -433,6 +434,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             shadow_banned: fields.boolean("shadow_banned")?,
         },
         ratelimit: read_ratelimit(fields)?,
+        access_token_file: fields.path("access_token_file")?,
     })
 }
 

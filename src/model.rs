@@ -102,6 +102,9 @@ pub struct DesiredUser {
     /// The rate-limit override the account must have; `Some(None)`
     /// (`ratelimit: default`) means none, so the server's limits apply.
     pub ratelimit: Option<Option<Ratelimit>>,
+    /// Where, on the managed host, to keep a valid personal access token of
+    /// the user (MAS only), for a bot to read.
+    pub access_token_file: Option<std::path::PathBuf>,
 }
 
 impl DesiredUser {
@@ -320,6 +323,9 @@ pub struct Observed {
     /// Whether the declared password is the stored one; only read when
     /// `update_password: always` makes it matter.
     pub password_matches: Option<bool>,
+    /// Whether `access_token_file` holds a token the server still accepts;
+    /// only read for an existing user that declares the file.
+    pub access_token_valid: Option<bool>,
 }
 
 /// One change to make on the server. The changes that write a password
@@ -350,6 +356,8 @@ pub enum Change {
     Deactivate {
         erase: bool,
     },
+    /// Get a new personal access token and write it to `access_token_file`.
+    WriteAccessToken,
 }
 
 impl Change {
@@ -374,6 +382,7 @@ impl Change {
             Change::SetRatelimit(None) => "ratelimit removed",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
+            Change::WriteAccessToken => "access token written",
         }
     }
 }

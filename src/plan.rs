@@ -247,10 +247,26 @@ pub fn predict(
                     a.deactivated = Seen::Known(true)
                 }
             }
-            Change::SetPassword { .. } => {}
+            Change::SetPassword { .. } | Change::WriteAccessToken => {}
         }
     }
     account
+}
+
+/// A new personal access token is written when the user declares
+/// `access_token_file` and will exist, and the file holds none the server
+/// accepts: always for a user being created or reactivated.
+pub fn plan_access_token(
+    desired: &DesiredUser,
+    observed: &Observed,
+    changes: &[Change],
+) -> Option<Change> {
+    let new_account = changes
+        .iter()
+        .any(|c| matches!(c, Change::Create { .. } | Change::Reactivate { .. }));
+    let wanted = desired.state == UserState::Present && desired.access_token_file.is_some();
+    (wanted && (new_account || observed.access_token_valid == Some(false)))
+        .then_some(Change::WriteAccessToken)
 }
 
 /// A new account shows the restrictions declared for it; the others are
@@ -280,6 +296,7 @@ mod tests {
             email: None,
             restrictions: Restrictions::default(),
             ratelimit: None,
+            access_token_file: None,
         }
     }
 
@@ -303,6 +320,7 @@ mod tests {
         Observed {
             account,
             password_matches: None,
+            access_token_valid: None,
         }
     }
 
@@ -366,6 +384,7 @@ mod tests {
         let mismatch = Observed {
             account: Some(account(false)),
             password_matches: Some(false),
+            access_token_valid: None,
         };
         assert_eq!(
             plan(&always, &mismatch),
@@ -757,5 +776,33 @@ mod tests {
             plan(&limited(Some(None)), &observed(None)).unwrap().len(),
             1
         );
+    }
+
+    #[test]
+    fn an_access_token_is_written_for_a_new_account_or_when_the_file_holds_none_valid() {
+        let bot = DesiredUser {
+            access_token_file: Some("/etc/bot/token".into()),
+            ..desired("bot")
+        };
+        let create = plan(&bot, &observed(None)).unwrap();
+        assert_eq!(
+            plan_access_token(&bot, &observed(None), &create),
+            Some(Change::WriteAccessToken)
+        );
+        let valid = |valid| Observed {
+            access_token_valid: Some(valid),
+            ..observed(Some(account(false)))
+        };
+        assert_eq!(plan_access_token(&bot, &valid(true), &[]), None);
+        assert_eq!(
+            plan_access_token(&bot, &valid(false), &[]),
+            Some(Change::WriteAccessToken)
+        );
+        let leaving = DesiredUser {
+            state: UserState::Absent,
+            ..bot.clone()
+        };
+        assert_eq!(plan_access_token(&leaving, &valid(false), &[]), None);
+        assert_eq!(plan_access_token(&desired("bot"), &valid(false), &[]), None);
     }
 }

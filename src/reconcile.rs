@@ -17,7 +17,9 @@ use crate::backend::synapse::Synapse;
 use crate::backend::{AccountServer, ServerError};
 use crate::http::Http;
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, HomeserverKind, Observed, Restriction, Seen};
+use crate::model::{
+    Account, Change, DesiredUser, HomeserverKind, Observed, Restriction, Seen, UserState,
+};
 use crate::plan::{self, PlanError};
 use crate::report::{Report, UserOutcome};
 use crate::secret::Secret;
@@ -202,7 +204,10 @@ async fn reconcile_user<B: AccountServer>(
             }
         };
         let changes = match plan::plan(desired, &observed) {
-            Ok(changes) => changes,
+            Ok(mut changes) => {
+                changes.extend(plan::plan_access_token(desired, &observed, &changes));
+                changes
+            }
             Err(PlanError::NotSeen { fact }) => {
                 outcome.error = Some(backend.not_seen(user, desired, fact).to_string());
                 break;
@@ -326,9 +331,15 @@ async fn observe<B: AccountServer>(
         (Some(password), true) => Some(backend.password_matches(user, password).await?),
         _ => None,
     };
+    let token_read = desired.access_token_file.is_some() && desired.state == UserState::Present;
+    let access_token_valid = match &account {
+        Some(_) if token_read => Some(backend.access_token_valid(user, desired).await?),
+        _ => None,
+    };
     Ok(Observed {
         account,
         password_matches,
+        access_token_valid,
     })
 }
 

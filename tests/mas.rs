@@ -625,3 +625,93 @@ fn ratelimit_is_refused_by_name_before_any_request() {
     assert!(s.mas_user("rate-limited").is_none());
     s.assert_no_contract_violations();
 }
+
+/// A bot's access_token_file holds a working personal access token of it:
+/// written once, kept while MAS accepts it, replaced when its session was
+/// revoked (a new session) or its token expired (the session regenerated).
+#[test]
+fn access_token_file_keeps_a_valid_personal_token_of_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = mas();
+    let file = s.data_dir.join("bot-tokens").join("token-bot");
+    let session_file = s.data_dir.join("bot-tokens").join("token-bot.session");
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap();
+    let bot = json!({"username": "token-bot", "password": "token bot lupine granite",
+                     "access_token_file": file});
+    let written = ["created", "access token written"];
+    assert_eq!(
+        s.mas_module(check_mode(bot.clone()))
+            .assert_changed()
+            .actions(0),
+        written
+    );
+    assert!(!file.exists() && s.mas_user("token-bot").is_none());
+
+    assert_eq!(
+        s.mas_module(bot.clone()).assert_changed().actions(0),
+        written
+    );
+    let (token, id) = (read(&file), read(&session_file));
+    assert!(token.starts_with("mpt_"), "not a personal access token");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let session = |id: &str| {
+        let (status, body) = s.get(
+            &format!("/api/admin/v1/personal-sessions/{id}"),
+            Some(&s.mas_harness_token()),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["data"]["attributes"].clone()
+    };
+    let user_id = s.mas_user("token-bot").unwrap()["id"].clone();
+    assert_eq!(session(&id)["actor_user_id"], user_id);
+    s.mas_module(bot.clone()).assert_unchanged();
+    assert_eq!(read(&file), token);
+
+    // Revoked in MAS: a new session, and a new token.
+    let revoke = format!("/api/admin/v1/personal-sessions/{id}/revoke");
+    let (status, body) = s.post(&revoke, Some(&s.mas_harness_token()), json!({}));
+    assert_eq!(status, 200, "{body}");
+    let predicted = s.mas_module(check_mode(bot.clone()));
+    assert_eq!(
+        predicted.assert_changed().actions(0),
+        ["access token written"]
+    );
+    assert_eq!(read(&file), token, "check mode wrote the file");
+    let run = s.mas_module(bot.clone());
+    assert_eq!(run.assert_changed().actions(0), ["access token written"]);
+    let (renewed, new_id) = (read(&file), read(&session_file));
+    assert!(renewed != token && new_id != id);
+    assert_eq!(session(&new_id)["revoked_at"], json!(null));
+    s.mas_module(bot.clone()).assert_unchanged();
+
+    // Expired: the same session is regenerated.
+    let regenerate = format!("/api/admin/v1/personal-sessions/{new_id}/regenerate");
+    let (status, body) = s.post(
+        &regenerate,
+        Some(&s.mas_harness_token()),
+        json!({"expires_in": 1}),
+    );
+    assert_eq!(status, 201, "{body}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let run = s.mas_module(bot.clone());
+    assert_eq!(run.assert_changed().actions(0), ["access token written"]);
+    assert!(read(&file) != renewed && read(&session_file) == new_id);
+    assert_eq!(session(&new_id)["expires_at"], json!(null));
+    s.mas_module(bot).assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn access_token_file_is_refused_by_name_on_homeservers() {
+    for homeserver in ["synapse", "dendrite"] {
+        harness::run_module(
+            json!({"homeserver": homeserver, "homeserver_url": "http://127.0.0.1:9", "wait_timeout": 0,
+                   "admin_token": "syt_x", "username": "alice", "access_token_file": "/tmp/x"}),
+            vec!["syt_x".into()],
+        )
+        .assert_failed_with("access_token_file: personal access tokens are kept only with homeserver: mas");
+    }
+}

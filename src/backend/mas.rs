@@ -18,6 +18,7 @@
 //! `rate_limiting.login`); the module then waits, within `wait_timeout`.
 
 mod oauth;
+mod personal_token;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -514,6 +515,15 @@ impl AccountServer for Mas {
         Ok(Some(account))
     }
 
+    async fn access_token_valid(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+    ) -> Result<bool, ServerError> {
+        let found = self.known_user(user, desired).await?;
+        self.personal_token_valid(&found.id, desired).await
+    }
+
     async fn password_matches(
         &self,
         user: &UserId,
@@ -653,6 +663,7 @@ impl AccountServer for Mas {
                 Change::SetAdmin(admin) => self.set_admin(&found.id, *admin).await?,
                 Change::AddEmail(email) => self.add_email(&found.id, email).await?,
                 Change::SetPassword { password } => self.set_password(&found.id, password).await?,
+                Change::WriteAccessToken => self.write_personal_token(&found.id, desired).await?,
                 // Create goes to create(); check_declaration refuses
                 // displayname, user types, suspension, shadow-ban and
                 // ratelimit for MAS, so those are never planned here.

@@ -101,6 +101,17 @@ pub trait AccountServer {
     async fn password_matches(&self, user: &UserId, password: &Secret)
         -> Result<bool, ServerError>;
 
+    /// Whether `desired.access_token_file` holds a personal access token of
+    /// `user` that the server still accepts. Only servers whose
+    /// `check_declaration` accepts `access_token_file` are asked.
+    async fn access_token_valid(
+        &self,
+        _user: &UserId,
+        _desired: &DesiredUser,
+    ) -> Result<bool, ServerError> {
+        Ok(true)
+    }
+
     /// Creates `user` with every declared attribute and `password` (the
     /// one [`Change::Create`] carries).
     /// [`ServerError::CreatedMeanwhile`] when another run created it first.
@@ -237,8 +248,15 @@ fn refuse_email(user: &DesiredUser) -> Result<(), ArgsError> {
     )
 }
 
+const NO_ACCESS_TOKEN_FILE: &str =
+    "personal access tokens are kept only with homeserver: mas for now (MAS's personal sessions); leave it out";
+
 /// Refuses, on a homeserver, the options that only MAS has.
 fn refuse_mas_only(args: &ModuleArgs) -> Result<(), ArgsError> {
+    for user in &args.users {
+        let declared = user.access_token_file.is_some();
+        refuse_declared(user, "access_token_file", declared, NO_ACCESS_TOKEN_FILE)?;
+    }
     match args.mas_adopt_existing {
         true => Err(ArgsError::Unsupported {
             field: "mas_adopt_existing".into(),

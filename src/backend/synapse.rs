@@ -457,7 +457,10 @@ impl AccountServer for Synapse {
                 Change::SetRatelimit(wanted) => ratelimit = Some(*wanted),
                 // Create goes to create(), and check_declaration refuses
                 // e-mail for Synapse, so AddEmail is never planned.
-                Change::Create { .. } | Change::Deactivate { .. } | Change::AddEmail(_) => {}
+                Change::Create { .. }
+                | Change::Deactivate { .. }
+                | Change::AddEmail(_)
+                | Change::WriteAccessToken => {}
             }
         }
         if !body.is_empty() {
