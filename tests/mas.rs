@@ -715,3 +715,39 @@ fn access_token_file_is_refused_by_name_on_homeservers() {
         .assert_failed_with("access_token_file: personal access tokens are kept only with homeserver: mas");
     }
 }
+
+/// A re-run of many unchanged users reads MAS's user and e-mail lists a
+/// page at a time, not each user alone.
+#[test]
+fn a_rerun_of_many_users_reads_mas_in_pages() {
+    let s = Server::start("mas", &[]);
+    let users: Vec<Value> = (0..60)
+        .map(|i| {
+            json!({"username": format!("paged{i:02}"), "password": format!("paged amber fjord {i}"),
+                   "admin": i % 7 == 0, "email": format!("paged{i}@example.com")})
+        })
+        .collect();
+    s.mas_module(json!({"users": users})).assert_changed();
+    let before = s.mas_request_log().len();
+    let again = s.mas_module(json!({"users": users}));
+    again.assert_unchanged();
+    let log = s.mas_request_log();
+    let count = |operation: &str| {
+        log[before..]
+            .iter()
+            .filter(|e| e["operation"] == json!(operation))
+            .count()
+    };
+    assert_eq!(count("getUserByUsername") + count("getUser"), 0);
+    assert_eq!((count("listUsers"), count("listUserEmails")), (1, 1));
+
+    // Changes found through the lists are made as from single reads.
+    let mut changed = users.clone();
+    changed[7]["admin"] = json!(false);
+    changed[8]["state"] = json!("absent");
+    let run = s.mas_module(json!({"users": changed}));
+    assert_eq!(run.assert_changed().actions(7), ["demoted"]);
+    assert_eq!(run.actions(8), ["deactivated"]);
+    assert!(!s.mas_is_admin("paged07") && s.mas_is_deactivated("paged08"));
+    s.assert_no_contract_violations();
+}

@@ -17,6 +17,7 @@
 //! rate-limits those logins (by default 3 a minute from one address, per its
 //! `rate_limiting.login`); the module then waits, within `wait_timeout`.
 
+mod listing;
 mod oauth;
 mod personal_token;
 
@@ -513,6 +514,13 @@ impl AccountServer for Mas {
         };
         self.known.borrow_mut().insert(user.clone(), found);
         Ok(Some(account))
+    }
+
+    async fn accounts(
+        &self,
+        users: &[UserId],
+    ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
+        self.list_accounts(users).await
     }
 
     async fn access_token_valid(
