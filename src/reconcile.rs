@@ -168,6 +168,7 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
         fatal: None,
         check_mode: args.check_mode,
         diff: args.diff,
+        waited: backend.waited(),
     }
 }
 

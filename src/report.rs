@@ -67,6 +67,15 @@ pub struct Report {
     pub fatal: Option<String>,
     pub check_mode: bool,
     pub diff: bool,
+    /// How long the run waited for the server's rate limits, and why.
+    pub waited: Option<Waited>,
+}
+
+/// A wait the server asked for (429s), reported so that a slow run explains itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waited {
+    pub seconds: u64,
+    pub reason: String,
 }
 
 impl Report {
@@ -76,6 +85,7 @@ impl Report {
             fatal: Some(message),
             check_mode: false,
             diff: false,
+            waited: None,
         }
     }
 
@@ -118,6 +128,9 @@ impl Report {
                     })
                 })
                 .collect();
+        }
+        if let Some(waited) = &self.waited {
+            output["waited"] = json!({"seconds": waited.seconds, "reason": waited.reason});
         }
         // Once, last, on everything: success messages and diffs quote values too.
         scrub(&mut output);
@@ -256,6 +269,7 @@ mod tests {
             fatal: None,
             check_mode: false,
             diff: true,
+            waited: None,
         }
     }
 

@@ -751,3 +751,31 @@ fn a_rerun_of_many_users_reads_mas_in_pages() {
     assert!(!s.mas_is_admin("paged07") && s.mas_is_deactivated("paged08"));
     s.assert_no_contract_violations();
 }
+
+/// MAS's login limit is a wait MAS asks for, not a server that is down: a
+/// bulk password check under MAS's defaults outlasts wait_timeout and
+/// completes, and its result says how long it waited and why.
+#[test]
+fn a_bulk_password_check_waits_out_mas_login_limit_beyond_wait_timeout() {
+    let s = Server::start("mas", &["--default-rate-limits"]);
+    let users: Vec<Value> = (0..5)
+        .map(|i| json!({"username": format!("bulk-check{i}"), "password": format!("bulk check lupine {i}"),
+                        "update_password": "always"}))
+        .collect();
+    let created = s.mas_module(json!({"users": users}));
+    assert_eq!(created.assert_changed().output["waited"], json!(null));
+    let started = Instant::now();
+    let run = s.mas_module(json!({"users": users, "wait_timeout": 2}));
+    run.assert_unchanged();
+    assert!(started.elapsed().as_secs() > 2, "{:?}", started.elapsed());
+    let waited = &run.output["waited"];
+    assert!(waited["seconds"].as_u64().unwrap() >= 2, "{waited}");
+    assert!(
+        waited["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rate_limiting.login"),
+        "{waited}"
+    );
+    s.assert_no_contract_violations();
+}

@@ -23,6 +23,7 @@ mod personal_token;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -33,6 +34,7 @@ use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, Restriction, Restrictions, Seen, UserType};
+use crate::report::Waited;
 use crate::secret::Secret;
 use oauth::{OAuthClient, Tokens};
 
@@ -40,6 +42,11 @@ const ADMIN_API: &str = "/api/admin/v1";
 const EMAIL_PAGE_SIZE: usize = 100;
 /// MAS's default `passwords.minimum_complexity`, when site-config omits it.
 const DEFAULT_MINIMUM_COMPLEXITY: u64 = 3;
+/// How long one compatibility login may wait for MAS's login rate limit
+/// (`rate_limiting.login`), whatever `wait_timeout` says: MAS asks for that
+/// wait on purpose, and under its defaults (3 a minute from one address)
+/// checking many passwords takes minutes.
+const LOGIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(600);
 /// The name the password check's short session carries in MAS and on the homeserver.
 const CHECK_DEVICE_NAME: &str = "matrix_user password check";
 
@@ -420,7 +427,9 @@ impl AccountServer for Mas {
     /// Gets an admin token and reads MAS's site configuration (server name,
     /// whether passwords are enabled). Changes nothing.
     async fn connect(args: &ModuleArgs, access: Access, http: Http) -> Result<Mas, ServerError> {
-        let http = http.naming("MAS");
+        let http = http
+            .naming("MAS")
+            .waiting_out_rate_limits(LOGIN_RATE_LIMIT_WAIT);
         let (token, client) = match access {
             Access::Token { token, renewed_by } => (token, renewed_by),
             Access::Client(client) => (client.fetch_token(&http).await?, Some(client)),
@@ -521,6 +530,21 @@ impl AccountServer for Mas {
         users: &[UserId],
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
         self.list_accounts(users).await
+    }
+
+    /// MAS's admin API has no rate limit; its compatibility logins (the
+    /// password checks) have one.
+    fn waited(&self) -> Option<Waited> {
+        let seconds = self.http.rate_limited_for().as_secs();
+        (seconds > 0).then(|| Waited {
+            seconds,
+            reason:
+                "MAS rate-limits compatibility logins (rate_limiting.login in its configuration, \
+                     by default 3 a minute from one address), which the password checks of \
+                     update_password: always use; the seconds are summed over the checks made at \
+                     the same time. Raise rate_limiting.login in MAS for a bulk password check"
+                    .to_string(),
+        })
     }
 
     async fn access_token_valid(

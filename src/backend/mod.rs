@@ -112,6 +112,12 @@ pub trait AccountServer {
         Ok(true)
     }
 
+    /// How long this run waited for the server's rate limits, and why; `None`
+    /// for a server whose waits are not worth reporting.
+    fn waited(&self) -> Option<crate::report::Waited> {
+        None
+    }
+
     /// Creates `user` with every declared attribute and `password` (the
     /// one [`Change::Create`] carries).
     /// [`ServerError::CreatedMeanwhile`] when another run created it first.
