@@ -779,3 +779,26 @@ fn a_bulk_password_check_waits_out_mas_login_limit_beyond_wait_timeout() {
     );
     s.assert_no_contract_violations();
 }
+
+/// A token file others could swap is refused, naming access_token_file,
+/// before MAS issues any token.
+#[test]
+fn access_token_file_in_a_folder_others_can_write_is_refused_before_any_token() {
+    use std::os::unix::fs::PermissionsExt;
+    // Its own server, so that its request log holds no other test's sessions.
+    let s = Server::start("mas", &[]);
+    let shared = s.data_dir.join("shared-tokens");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    s.mas_module(json!({"username": "shared-bot", "password": "shared bot lupine granite"}))
+        .assert_changed();
+    s.mas_module(json!({"username": "shared-bot", "access_token_file": shared.join("token")}))
+        .assert_failed_with("access_token_file: the folder")
+        .assert_failed_with("can be written by other users (mode 0777)");
+    assert!(!shared.join("token").exists());
+    let log = s.mas_request_log();
+    assert!(!log
+        .iter()
+        .any(|e| e["operation"] == json!("createPersonalSession")));
+    s.assert_no_contract_violations();
+}

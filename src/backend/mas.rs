@@ -106,6 +106,9 @@ pub enum MasError {
     /// MAS refuses logins of a locked user, so its password cannot be compared.
     #[error("{user} is locked in MAS, so its password cannot be checked by logging in; unlock it in MAS, or use update_password: on_create")]
     UserLocked { user: String },
+    /// `access_token_file` (or its `.session` beside it) cannot be kept safely.
+    #[error("access_token_file: {0}")]
+    AccessTokenFile(String),
     /// A new MAS user was created, but a later step failed.
     #[error("{cause}; {user} was created in MAS, {state}")]
     CreatedUnfinished {

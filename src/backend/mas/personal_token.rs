@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{path_segment, unexpected, Mas};
+use super::{path_segment, unexpected, Mas, MasError};
 use crate::backend::token_cache::TokenCache;
 use crate::backend::ServerError;
 use crate::model::DesiredUser;
@@ -68,11 +68,9 @@ impl Mas {
             return Ok(());
         };
         let what = "writing access_token_file";
-        let (token_cache, session_cache) =
-            (TokenCache::at(file), TokenCache::at(&session_file(file)));
         // Both files can be written before a token exists.
-        let (token_pending, session_pending) =
-            (token_cache.prepare_store()?, session_cache.prepare_store()?);
+        let prepare = |path: &Path| TokenCache::at(path).prepare_store().map_err(file_error);
+        let (token_pending, session_pending) = (prepare(file)?, prepare(&session_file(file))?);
         let recorded = match read_if_present(&session_file(file))? {
             Some(id) => match self.personal_session(id.expose()).await? {
                 Some(session) if session.actor == actor && !session.revoked => Some(id),
@@ -112,8 +110,10 @@ impl Mas {
             .pointer("/data/id")
             .and_then(Value::as_str)
             .ok_or_else(|| unexpected(what, "no data.id"))?;
-        token_pending.commit(&Secret::new(token))?;
-        session_pending.commit(&Secret::new(id))
+        token_pending
+            .commit(&Secret::new(token))
+            .map_err(file_error)?;
+        session_pending.commit(&Secret::new(id)).map_err(file_error)
     }
 
     /// The personal session `id`, `None` when MAS has none such.
@@ -171,8 +171,31 @@ fn session_file(file: &Path) -> PathBuf {
 fn read_if_present(path: &Path) -> Result<Option<Secret>, ServerError> {
     match std::fs::symlink_metadata(path) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        _ => TokenCache::at(path).load(),
+        _ => TokenCache::at(path).load().map_err(file_error),
     }
+}
+
+/// [`TokenCache`]'s refusals, told about `access_token_file` rather than the
+/// service account's token cache.
+fn file_error(error: ServerError) -> ServerError {
+    let message = match error {
+        ServerError::TokenCache { path, detail } => format!(
+            "cannot write {path}: {detail}; make its folder writable by the user running the module"
+        ),
+        ServerError::TokenCacheForeign { folder, owner } => format!(
+            "the folder {folder} belongs to another user (uid {owner}), who could read or replace the token; \
+             choose a folder of the user running the module"
+        ),
+        ServerError::TokenCacheShared { folder, mode } => format!(
+            "the folder {folder} can be written by other users (mode {mode}), who could replace the token; \
+             make it writable only by its owner (chmod go-w) or choose another folder"
+        ),
+        ServerError::TokenCacheLink { path } => format!(
+            "{path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove it"
+        ),
+        other => return other,
+    };
+    ServerError::Mas(MasError::AccessTokenFile(message))
 }
 
 fn is_ulid(id: &str) -> bool {
