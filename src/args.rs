@@ -41,6 +41,7 @@ const MODULE_PARAMETERS: &[&str] = &[
     "mas_client_id",
     "mas_client_secret",
     "mas_client_secret_file",
+    "mas_adopt_existing",
     "users",
     "undeclared",
     "undeclared_ignore",
@@ -72,6 +73,7 @@ const USER_PARAMETERS: &[&str] = &[
     "rooms",
     "emails",
     "external_ids",
+    "access_token_file",
 ];
 
 /// Parameters whose values are secrets, at the top level or in each `users` entry.
@@ -196,6 +198,8 @@ pub struct ModuleArgs {
     /// What happens to the local accounts `users` does not declare.
     pub undeclared: UndeclaredPolicy,
     pub concurrency: usize,
+    /// MAS only: create users the homeserver already has (half-made accounts) in MAS too.
+    pub mas_adopt_existing: bool,
     pub check_mode: bool,
     pub diff: bool,
 }
@@ -306,6 +310,7 @@ impl ModuleArgs {
             concurrency: top
                 .integer("concurrency", 1, MAX_CONCURRENCY as u64)?
                 .map_or(DEFAULT_CONCURRENCY, |n| n as usize),
+            mas_adopt_existing: top.boolean("mas_adopt_existing")?.unwrap_or(false),
             check_mode: top.internal_flag("_ansible_check_mode"),
             diff: top.internal_flag("_ansible_diff"),
         })
@@ -439,6 +444,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         rooms: read_rooms(fields, state)?,
         emails: read_emails(fields)?,
         external_ids: read_external_ids(fields)?,
+        access_token_file: fields.path("access_token_file")?,
         mas: MasOptions {
             skip_password_check: fields.boolean("mas_skip_password_check")?.unwrap_or(false),
             upstream_links: read_upstream_links(fields)?,

@@ -123,6 +123,9 @@ pub struct DesiredUser {
     /// Rooms the account must be joined to; empty: membership is not
     /// managed. Joins only: a room left out is never left.
     pub rooms: Vec<Room>,
+    /// Where, on the managed host, to keep a valid personal access token of
+    /// the user (MAS only), for a bot to read.
+    pub access_token_file: Option<std::path::PathBuf>,
     /// What only MAS manages.
     pub mas: MasOptions,
 }
@@ -421,6 +424,9 @@ pub struct Observed {
     /// Whether the declared password is the stored one; only read when
     /// `update_password: always` makes it matter.
     pub password_matches: Option<bool>,
+    /// Whether `access_token_file` holds a token the server still accepts;
+    /// only read for an existing user that declares the file.
+    pub access_token_valid: Option<bool>,
 }
 
 /// One change to make on the server. The changes that write a password
@@ -459,6 +465,8 @@ pub enum Change {
     Deactivate {
         erase: bool,
     },
+    /// Get a new personal access token and write it to `access_token_file`.
+    WriteAccessToken,
 }
 
 impl Change {
@@ -490,6 +498,7 @@ impl Change {
             Change::Mas(MasChange::RemoveUpstreamLink(_)) => "upstream link removed",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
+            Change::WriteAccessToken => "access token written",
         }
     }
 }

@@ -367,7 +367,7 @@ pub fn predict(
                     a.deactivated = Seen::Known(true)
                 }
             }
-            Change::SetPassword { .. } => {}
+            Change::SetPassword { .. } | Change::WriteAccessToken => {}
             Change::Mas(MasChange::AddUpstreamLink(link)) => {
                 if let Some(a) = account.as_mut() {
                     a.upstream_links.push(link.clone())
@@ -405,6 +405,28 @@ fn same_set<T: Ord>(current: &[T], wanted: &[T]) -> bool {
     current.iter().collect::<BTreeSet<_>>() == wanted.iter().collect::<BTreeSet<_>>()
 }
 
+/// A new personal access token is written when the user declares
+/// `access_token_file` and will exist, and the file holds none the server
+/// accepts: always for a user being created or reactivated.
+pub fn plan_access_token(
+    desired: &DesiredUser,
+    observed: &Observed,
+    changes: &[Change],
+) -> Option<Change> {
+    let new_account = changes.iter().any(|c| {
+        matches!(
+            c,
+            Change::Create { .. }
+                | Change::Reactivate { .. }
+                | Change::Mas(MasChange::CreateWithoutPassword)
+                | Change::Mas(MasChange::ReactivateWithoutPassword)
+        )
+    });
+    let wanted = desired.state == UserState::Present && desired.access_token_file.is_some();
+    (wanted && (new_account || observed.access_token_valid == Some(false)))
+        .then_some(Change::WriteAccessToken)
+}
+
 /// A new account shows the restrictions declared for it; the others are
 /// not managed, so the diff leaves them out.
 fn declared(value: Option<bool>) -> Seen<bool> {
@@ -435,6 +457,7 @@ mod tests {
             emails: None,
             external_ids: None,
             rooms: vec![],
+            access_token_file: None,
             mas: Default::default(),
         }
     }
@@ -462,6 +485,7 @@ mod tests {
         Observed {
             account,
             password_matches: None,
+            access_token_valid: None,
         }
     }
 
@@ -525,6 +549,7 @@ mod tests {
         let mismatch = Observed {
             account: Some(account(false)),
             password_matches: Some(false),
+            access_token_valid: None,
         };
         assert_eq!(
             plan(&always, &mismatch),
@@ -1184,5 +1209,33 @@ mod tests {
         ] {
             assert!(listed.lacks_any_of(&user), "{listed:?}");
         }
+    }
+
+    #[test]
+    fn an_access_token_is_written_for_a_new_account_or_when_the_file_holds_none_valid() {
+        let bot = DesiredUser {
+            access_token_file: Some("/etc/bot/token".into()),
+            ..desired("bot")
+        };
+        let create = plan(&bot, &observed(None)).unwrap();
+        assert_eq!(
+            plan_access_token(&bot, &observed(None), &create),
+            Some(Change::WriteAccessToken)
+        );
+        let valid = |valid| Observed {
+            access_token_valid: Some(valid),
+            ..observed(Some(account(false)))
+        };
+        assert_eq!(plan_access_token(&bot, &valid(true), &[]), None);
+        assert_eq!(
+            plan_access_token(&bot, &valid(false), &[]),
+            Some(Change::WriteAccessToken)
+        );
+        let leaving = DesiredUser {
+            state: UserState::Absent,
+            ..bot.clone()
+        };
+        assert_eq!(plan_access_token(&leaving, &valid(false), &[]), None);
+        assert_eq!(plan_access_token(&desired("bot"), &valid(false), &[]), None);
     }
 }

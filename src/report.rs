@@ -74,6 +74,15 @@ pub struct Report {
     /// touched (or, in check mode, would touch), whose outcomes follow the
     /// declared users'.
     pub undeclared: Option<Vec<String>>,
+    /// How long the run waited for the server's rate limits, and why.
+    pub waited: Option<Waited>,
+}
+
+/// A wait the server asked for (429s), reported so that a slow run explains itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waited {
+    pub seconds: u64,
+    pub reason: String,
 }
 
 impl Report {
@@ -84,6 +93,7 @@ impl Report {
             check_mode: false,
             diff: false,
             undeclared: None,
+            waited: None,
         }
     }
 
@@ -129,6 +139,9 @@ impl Report {
                     })
                 })
                 .collect();
+        }
+        if let Some(waited) = &self.waited {
+            output["waited"] = json!({"seconds": waited.seconds, "reason": waited.reason});
         }
         // Once, last, on everything: success messages and diffs quote values too.
         scrub(&mut output);
@@ -276,6 +289,7 @@ mod tests {
             check_mode: false,
             diff: true,
             undeclared: None,
+            waited: None,
         }
     }
 

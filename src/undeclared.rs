@@ -89,6 +89,7 @@ pub fn declaration(user: &UserId, action: Undeclared) -> DesiredUser {
         rooms: Vec::new(),
         emails: None,
         external_ids: None,
+        access_token_file: None,
         mas: MasOptions::default(),
     }
 }
@@ -182,6 +183,7 @@ mod tests {
         let observed = Observed {
             account: Some(account(false, false)),
             password_matches: None,
+            access_token_valid: None,
         };
         let lock = declaration(&user("_bridge_1"), Undeclared::Lock);
         assert_eq!(

@@ -14,7 +14,17 @@ use serde_json::{json, Value};
 /// One contract server for the tests that need no special configuration.
 fn mas() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| Server::start("mas", &["--reserve-username", "held-by-homeserver"]))
+    SERVER.get_or_init(|| {
+        Server::start(
+            "mas",
+            &[
+                "--reserve-username",
+                "held-by-homeserver",
+                "--reserve-username",
+                "half-made",
+            ],
+        )
+    })
 }
 
 fn check_mode(mut args: Value) -> Value {
@@ -258,9 +268,52 @@ fn a_weak_password_fails_that_user_only_and_a_later_run_finishes_it() {
 fn usernames_the_homeserver_holds_are_refused_clearly() {
     let s = mas();
     s.mas_module(json!({"username": "held-by-homeserver", "password": "held lupine granite"}))
-        .assert_failed_with("MAS will not create @held-by-homeserver:localhost: the homeserver reports the username as reserved or taken");
+        .assert_failed_with("MAS will not create @held-by-homeserver:localhost: the homeserver reports the username as reserved or taken")
+        .assert_failed_with("set mas_adopt_existing: true");
     assert!(s.mas_user("held-by-homeserver").is_none());
     s.assert_no_contract_violations();
+}
+
+/// A user the homeserver has but MAS lacks (made behind MAS's back) is
+/// created in MAS over it with mas_adopt_existing, and then is whole.
+#[test]
+fn mas_adopt_existing_makes_a_half_made_account_whole() {
+    let s = mas();
+    let user = json!({"username": "half-made", "password": "half made lupine granite",
+                      "admin": true, "mas_adopt_existing": true});
+    let check = s.mas_module(check_mode(user.clone()));
+    assert_eq!(check.assert_changed().actions(0), ["created"]);
+    assert!(s.mas_user("half-made").is_none());
+    let run = s.mas_module(user.clone());
+    assert_eq!(run.assert_changed().actions(0), ["created"]);
+    assert!(s.can_log_in("half-made", "half made lupine granite"));
+    assert!(s.mas_is_admin("half-made"));
+    s.mas_module(user).assert_unchanged();
+    let creations = s
+        .mas_request_log()
+        .iter()
+        .filter(|e| {
+            e["operation"] == json!("createUser") && e["path"] == json!("/api/admin/v1/users")
+        })
+        .map(|e| e["status"].as_u64().unwrap())
+        .collect::<Vec<_>>();
+    assert!(
+        creations.contains(&409) && creations.contains(&201),
+        "{creations:?}"
+    );
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn mas_adopt_existing_is_refused_by_name_on_homeservers() {
+    for homeserver in ["synapse", "dendrite"] {
+        harness::run_module(
+            json!({"homeserver": homeserver, "homeserver_url": "http://127.0.0.1:9",
+                   "admin_token": "syt_x", "username": "alice", "mas_adopt_existing": true}),
+            vec!["syt_x".into()],
+        )
+        .assert_failed_with("mas_adopt_existing: only MAS keeps accounts apart");
+    }
 }
 
 #[test]
@@ -817,4 +870,187 @@ fn undeclared_other_than_keep_is_refused_by_name_before_any_request() {
         );
         run.assert_failed_with("undeclared: not implemented for MAS yet");
     }
+}
+
+/// A bot's access_token_file holds a working personal access token of it:
+/// written once, kept while MAS accepts it, replaced when its session was
+/// revoked (a new session) or its token expired (the session regenerated).
+#[test]
+fn access_token_file_keeps_a_valid_personal_token_of_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = mas();
+    let file = s.data_dir.join("bot-tokens").join("token-bot");
+    let session_file = s.data_dir.join("bot-tokens").join("token-bot.session");
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap();
+    let bot = json!({"username": "token-bot", "password": "token bot lupine granite",
+                     "access_token_file": file});
+    let written = ["created", "access token written"];
+    assert_eq!(
+        s.mas_module(check_mode(bot.clone()))
+            .assert_changed()
+            .actions(0),
+        written
+    );
+    assert!(!file.exists() && s.mas_user("token-bot").is_none());
+
+    assert_eq!(
+        s.mas_module(bot.clone()).assert_changed().actions(0),
+        written
+    );
+    let (token, id) = (read(&file), read(&session_file));
+    assert!(token.starts_with("mpt_"), "not a personal access token");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let session = |id: &str| {
+        let (status, body) = s.get(
+            &format!("/api/admin/v1/personal-sessions/{id}"),
+            Some(&s.mas_harness_token()),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["data"]["attributes"].clone()
+    };
+    let user_id = s.mas_user("token-bot").unwrap()["id"].clone();
+    assert_eq!(session(&id)["actor_user_id"], user_id);
+    s.mas_module(bot.clone()).assert_unchanged();
+    assert_eq!(read(&file), token);
+
+    // Revoked in MAS: a new session, and a new token.
+    let revoke = format!("/api/admin/v1/personal-sessions/{id}/revoke");
+    let (status, body) = s.post(&revoke, Some(&s.mas_harness_token()), json!({}));
+    assert_eq!(status, 200, "{body}");
+    let predicted = s.mas_module(check_mode(bot.clone()));
+    assert_eq!(
+        predicted.assert_changed().actions(0),
+        ["access token written"]
+    );
+    assert_eq!(read(&file), token, "check mode wrote the file");
+    let run = s.mas_module(bot.clone());
+    assert_eq!(run.assert_changed().actions(0), ["access token written"]);
+    let (renewed, new_id) = (read(&file), read(&session_file));
+    assert!(renewed != token && new_id != id);
+    assert_eq!(session(&new_id)["revoked_at"], json!(null));
+    s.mas_module(bot.clone()).assert_unchanged();
+
+    // Expired: the same session is regenerated.
+    let regenerate = format!("/api/admin/v1/personal-sessions/{new_id}/regenerate");
+    let (status, body) = s.post(
+        &regenerate,
+        Some(&s.mas_harness_token()),
+        json!({"expires_in": 1}),
+    );
+    assert_eq!(status, 201, "{body}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let run = s.mas_module(bot.clone());
+    assert_eq!(run.assert_changed().actions(0), ["access token written"]);
+    assert!(read(&file) != renewed && read(&session_file) == new_id);
+    assert_eq!(session(&new_id)["expires_at"], json!(null));
+    s.mas_module(bot).assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn access_token_file_is_refused_by_name_on_homeservers() {
+    for homeserver in ["synapse", "dendrite"] {
+        harness::run_module(
+            json!({"homeserver": homeserver, "homeserver_url": "http://127.0.0.1:9", "wait_timeout": 0,
+                   "admin_token": "syt_x", "username": "alice", "access_token_file": "/tmp/x"}),
+            vec!["syt_x".into()],
+        )
+        .assert_failed_with("access_token_file: personal access tokens are kept only with homeserver: mas");
+    }
+}
+
+/// A re-run of many unchanged users reads MAS's user and e-mail lists a
+/// page at a time, not each user alone.
+#[test]
+fn a_rerun_of_many_users_reads_mas_in_pages() {
+    let s = Server::start("mas", &["--upstream-provider", "Corporate SSO"]);
+    let mut users: Vec<Value> = (0..60)
+        .map(|i| {
+            json!({"username": format!("paged{i:02}"), "password": format!("paged amber fjord {i}"),
+                   "admin": i % 7 == 0, "email": format!("paged{i}@example.com")})
+        })
+        .collect();
+    // Listed, a display name is not compared either (MAS cannot show it).
+    users[3]["displayname"] = json!("Paged Three");
+    users[5]["upstream_links"] = json!([{"provider": "Corporate SSO", "subject": "p5"}]);
+    s.mas_module(json!({"users": users})).assert_changed();
+    let before = s.mas_request_log().len();
+    let again = s.mas_module(json!({"users": users}));
+    again.assert_unchanged();
+    let log = s.mas_request_log();
+    let count = |operation: &str| {
+        log[before..]
+            .iter()
+            .filter(|e| e["operation"] == json!(operation))
+            .count()
+    };
+    // The lists hold no upstream links: only the linked user is read alone.
+    assert_eq!(count("getUserByUsername") + count("getUser"), 1);
+    assert_eq!(count("listUpstreamOAuthLinks"), 1);
+    // One page of each list, and the linked user's own e-mail list.
+    assert_eq!((count("listUsers"), count("listUserEmails")), (1, 2));
+
+    // Changes found through the lists are made as from single reads.
+    let mut changed = users.clone();
+    changed[7]["admin"] = json!(false);
+    changed[8]["state"] = json!("absent");
+    let run = s.mas_module(json!({"users": changed}));
+    assert_eq!(run.assert_changed().actions(7), ["demoted"]);
+    assert_eq!(run.actions(8), ["deactivated"]);
+    assert!(!s.mas_is_admin("paged07") && s.mas_is_deactivated("paged08"));
+    s.assert_no_contract_violations();
+}
+
+/// MAS's login limit is a wait MAS asks for, not a server that is down: a
+/// bulk password check under MAS's defaults outlasts wait_timeout and
+/// completes, and its result says how long it waited and why.
+#[test]
+fn a_bulk_password_check_waits_out_mas_login_limit_beyond_wait_timeout() {
+    let s = Server::start("mas", &["--default-rate-limits"]);
+    let users: Vec<Value> = (0..5)
+        .map(|i| json!({"username": format!("bulk-check{i}"), "password": format!("bulk check lupine {i}"),
+                        "update_password": "always"}))
+        .collect();
+    let created = s.mas_module(json!({"users": users}));
+    assert_eq!(created.assert_changed().output["waited"], json!(null));
+    let started = Instant::now();
+    let run = s.mas_module(json!({"users": users, "wait_timeout": 2}));
+    run.assert_unchanged();
+    assert!(started.elapsed().as_secs() > 2, "{:?}", started.elapsed());
+    let waited = &run.output["waited"];
+    assert!(waited["seconds"].as_u64().unwrap() >= 2, "{waited}");
+    assert!(
+        waited["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rate_limiting.login"),
+        "{waited}"
+    );
+    s.assert_no_contract_violations();
+}
+
+/// A token file others could swap is refused, naming access_token_file,
+/// before MAS issues any token.
+#[test]
+fn access_token_file_in_a_folder_others_can_write_is_refused_before_any_token() {
+    use std::os::unix::fs::PermissionsExt;
+    // Its own server, so that its request log holds no other test's sessions.
+    let s = Server::start("mas", &[]);
+    let shared = s.data_dir.join("shared-tokens");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    s.mas_module(json!({"username": "shared-bot", "password": "shared bot lupine granite"}))
+        .assert_changed();
+    s.mas_module(json!({"username": "shared-bot", "access_token_file": shared.join("token")}))
+        .assert_failed_with("access_token_file: the folder")
+        .assert_failed_with("can be written by other users (mode 0777)");
+    assert!(!shared.join("token").exists());
+    let log = s.mas_request_log();
+    assert!(!log
+        .iter()
+        .any(|e| e["operation"] == json!("createPersonalSession")));
+    s.assert_no_contract_violations();
 }

@@ -47,8 +47,7 @@ use super::client_api::{logout, password_login, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{hex, register, Registration};
 use super::{
-    refuse_declared, refuse_email, refuse_mas_options, refuse_undeclared, refuse_user_type,
-    AccountServer, ServerError,
+    refuse_declared, refuse_email, refuse_undeclared, refuse_user_type, AccountServer, ServerError,
 };
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
@@ -489,6 +488,7 @@ impl AccountServer for Dendrite {
 
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let access = require_credentials(&args.credentials)?;
+        super::refuse_mas_only(args)?;
         #[cfg(not(feature = "dendrite-database"))]
         if args.credentials.dendrite_database.is_some() {
             return Err(ArgsError::Unsupported {
@@ -498,7 +498,6 @@ impl AccountServer for Dendrite {
         }
         for user in &args.users {
             refuse_email(user)?;
-            refuse_mas_options(user)?;
             refuse_unsupported(user)?;
         }
         refuse_undeclared(
@@ -601,6 +600,7 @@ impl AccountServer for Dendrite {
     async fn accounts(
         &self,
         users: &[UserId],
+        _declared: &[DesiredUser],
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
         let Some(database) = &self.database else {
             return Ok(None);

@@ -17,10 +17,13 @@
 //! rate-limits those logins (by default 3 a minute from one address, per its
 //! `rate_limiting.login`); the module then waits, within `wait_timeout`.
 
+mod listing;
 mod oauth;
+mod personal_token;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -37,6 +40,7 @@ use crate::model::{
     Account, Change, DesiredUser, MasChange, Restriction, Restrictions, Seen, UpstreamLink,
     UserType,
 };
+use crate::report::Waited;
 use crate::secret::Secret;
 use oauth::{OAuthClient, Tokens};
 
@@ -44,6 +48,11 @@ const ADMIN_API: &str = "/api/admin/v1";
 const PAGE_SIZE: usize = 100;
 /// MAS's default `passwords.minimum_complexity`, when site-config omits it.
 const DEFAULT_MINIMUM_COMPLEXITY: u64 = 3;
+/// How long one compatibility login may wait for MAS's login rate limit
+/// (`rate_limiting.login`), whatever `wait_timeout` says: MAS asks for that
+/// wait on purpose, and under its defaults (3 a minute from one address)
+/// checking many passwords takes minutes.
+const LOGIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(600);
 /// The name the password check's short session carries in MAS and on the homeserver.
 const CHECK_DEVICE_NAME: &str = "matrix_user password check";
 
@@ -54,6 +63,8 @@ pub struct Mas {
     /// `passwords.enabled` in MAS's configuration.
     password_login: bool,
     minimum_complexity: u64,
+    /// `mas_adopt_existing`: create users the homeserver already has.
+    adopt_existing: bool,
     /// What MAS said about each user read so far, for the writes that follow.
     known: RefCell<HashMap<UserId, MasUser>>,
     /// The ID of each upstream provider the declaration names, as it names it.
@@ -104,7 +115,7 @@ pub enum MasError {
     #[error("MAS refused the password as too weak: it needs a zxcvbn strength of at least {minimum} of 4 (its passwords.minimum_complexity); choose a longer, less guessable password")]
     PasswordTooWeak { minimum: u64 },
     /// The homeserver behind MAS reports the username as taken or reserved.
-    #[error("MAS will not create {user}: the homeserver reports the username as reserved or taken (an application service's namespace, or an account the homeserver has but MAS does not); choose another username")]
+    #[error("MAS will not create {user}: the homeserver reports the username as reserved or taken: either the homeserver has this account but MAS does not (a half-made account, e.g. registered through Synapse's admin API behind MAS's back; set mas_adopt_existing: true to create it in MAS so that it becomes whole), or it is in an application service's namespace (choose another username)")]
     UsernameReserved { user: String },
     /// The declared e-mail address belongs to another MAS user.
     #[error("the e-mail address {email} already belongs to another MAS user; declare another address, or remove it from that user first")]
@@ -125,6 +136,9 @@ pub enum MasError {
     /// The provider's subject is linked to another MAS user.
     #[error("the subject {subject:?} of the upstream provider {provider:?} is already linked to another MAS user; remove that link first")]
     LinkTaken { provider: String, subject: String },
+    /// `access_token_file` (or its `.session` beside it) cannot be kept safely.
+    #[error("access_token_file: {0}")]
+    AccessTokenFile(String),
     /// A new MAS user was created, but a later step failed.
     #[error("{cause}; {user} was created in MAS, {state}")]
     CreatedUnfinished {
@@ -438,16 +452,20 @@ impl Mas {
         }
     }
 
-    /// Creates `user` with its password, or without one for a user who
-    /// logs in through an upstream provider.
-    async fn create_account(
+    /// `POST /users` (with the display name); `skip_homeserver_check`
+    /// creates a user the homeserver already has (MAS's answer to half-made
+    /// accounts).
+    async fn add_user(
         &self,
         user: &UserId,
         desired: &DesiredUser,
-        password: Option<&Secret>,
-    ) -> Result<(), ServerError> {
-        let reply = self
-            .admin(Method::POST, "/users", Some(&new_user(user, desired)))
+        skip_homeserver_check: bool,
+    ) -> Result<Reply, ServerError> {
+        let mut body = new_user(user, desired);
+        if skip_homeserver_check {
+            body["skip_homeserver_check"] = json!(true);
+        }
+        self.admin(Method::POST, "/users", Some(&body))
             .await
             .map_err(|error| match error.is_answer_lost() {
                 // It may exist now, without a password, which a later run
@@ -457,10 +475,26 @@ impl Mas {
                     cause: Box::new(error),
                 },
                 false => error,
-            })?;
+            })
+    }
+
+    /// Creates `user` with its password, or without one for a user who
+    /// logs in through an upstream provider.
+    async fn create_account(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        password: Option<&Secret>,
+    ) -> Result<(), ServerError> {
+        let mut reply = self.add_user(user, desired, false).await?;
+        if self.adopt_existing && is_reserved(&reply) {
+            // Only after the homeserver said it has the name, so that
+            // adopting never skips the check for a name it does not hold.
+            reply = self.add_user(user, desired, true).await?;
+        }
         let id = match reply.status {
             StatusCode::CREATED | StatusCode::OK => resource_id(&reply.body, "creating the user")?,
-            StatusCode::CONFLICT if reply.explanation().contains("reserved") => {
+            StatusCode::CONFLICT if is_reserved(&reply) => {
                 return Err(ServerError::Mas(MasError::UsernameReserved {
                     user: user.to_string(),
                 }))
@@ -694,7 +728,9 @@ impl AccountServer for Mas {
     /// Gets an admin token and reads MAS's site configuration (server name,
     /// whether passwords are enabled). Changes nothing.
     async fn connect(args: &ModuleArgs, access: Access, http: Http) -> Result<Mas, ServerError> {
-        let http = http.naming("MAS");
+        let http = http
+            .naming("MAS")
+            .waiting_out_rate_limits(LOGIN_RATE_LIMIT_WAIT);
         let (token, client) = match access {
             Access::Token { token, renewed_by } => (token, renewed_by),
             Access::Client(client) => (client.fetch_token(&http).await?, Some(client)),
@@ -705,6 +741,7 @@ impl AccountServer for Mas {
             server_name: String::new(),
             password_login: true,
             minimum_complexity: DEFAULT_MINIMUM_COMPLEXITY,
+            adopt_existing: args.mas_adopt_existing,
             known: RefCell::new(HashMap::new()),
             providers: RefCell::new(HashMap::new()),
         };
@@ -786,26 +823,41 @@ impl AccountServer for Mas {
             _ => return Err(ServerError::refused(what, &reply)),
         };
         let emails = self.emails(&found.id).await?;
-        let upstream_links = found.links.iter().map(|l| l.shown.clone()).collect();
-        let account = Account {
-            admin: Seen::Known(found.admin),
-            deactivated: Seen::Known(found.deactivated),
-            user_type: UserType::Regular,
-            // MAS cannot show (or change) a display name: it hands the one
-            // declared at creation to the homeserver. So it is not compared.
-            displayname: desired.displayname.clone(),
-            emails: Seen::Known(emails),
-            upstream_links,
-            restrictions: Restrictions {
-                locked: Seen::Known(found.locked),
-                ..Restrictions::default()
-            },
-            ratelimit: Seen::Unknown,
-            external_ids: Seen::Unknown,
-            rooms: Seen::Unknown,
-        };
+        let account = mas_account(&found, emails, desired);
         self.known.borrow_mut().insert(user.clone(), found);
         Ok(Some(account))
+    }
+
+    async fn accounts(
+        &self,
+        users: &[UserId],
+        declared: &[DesiredUser],
+    ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
+        self.list_accounts(users, declared).await
+    }
+
+    /// MAS's admin API has no rate limit; its compatibility logins (the
+    /// password checks) have one.
+    fn waited(&self) -> Option<Waited> {
+        let seconds = self.http.rate_limited_for().as_secs();
+        (seconds > 0).then(|| Waited {
+            seconds,
+            reason:
+                "MAS rate-limits compatibility logins (rate_limiting.login in its configuration, \
+                     by default 3 a minute from one address), which the password checks of \
+                     update_password: always use; the seconds are summed over the checks made at \
+                     the same time. Raise rate_limiting.login in MAS for a bulk password check"
+                    .to_string(),
+        })
+    }
+
+    async fn access_token_valid(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+    ) -> Result<bool, ServerError> {
+        let found = self.known_user(user, desired).await?;
+        self.personal_token_valid(&found.id, desired).await
     }
 
     async fn password_matches(
@@ -900,6 +952,7 @@ impl AccountServer for Mas {
                 Change::SetPassword { password } => {
                     self.set_password(&found.id, password, desired).await?
                 }
+                Change::WriteAccessToken => self.write_personal_token(&found.id, desired).await?,
                 Change::Mas(MasChange::AddUpstreamLink(link)) => {
                     self.add_link(&found.id, link).await?
                 }
@@ -947,8 +1000,35 @@ fn version_at_least(version: &str, minimum: (u64, u64)) -> bool {
     }
 }
 
+/// The account `found` shows, with its e-mail addresses, as one read or a
+/// list reads it; upstream links only when read (see [`MasUser::links`]).
+fn mas_account(found: &MasUser, emails: Vec<String>, desired: &DesiredUser) -> Account {
+    Account {
+        admin: Seen::Known(found.admin),
+        deactivated: Seen::Known(found.deactivated),
+        user_type: UserType::Regular,
+        // MAS cannot show (or change) a display name: it hands the one
+        // declared at creation to the homeserver. So it is not compared.
+        displayname: desired.displayname.clone(),
+        emails: Seen::Known(emails),
+        upstream_links: found.links.iter().map(|l| l.shown.clone()).collect(),
+        restrictions: Restrictions {
+            locked: Seen::Known(found.locked),
+            ..Restrictions::default()
+        },
+        ratelimit: Seen::Unknown,
+        external_ids: Seen::Unknown,
+        rooms: Seen::Unknown,
+    }
+}
+
 fn user_path(id: &str, action: &str) -> String {
     format!("/users/{}{action}", path_segment(id))
+}
+
+/// MAS's 409 for a username its homeserver reports as unavailable.
+fn is_reserved(reply: &Reply) -> bool {
+    reply.status == StatusCode::CONFLICT && reply.explanation().contains("reserved")
 }
 
 fn expect_ok(reply: Reply, what: &str) -> Result<(), ServerError> {

@@ -57,11 +57,13 @@ pub trait AccountServer {
     fn server_name(&self) -> &str;
 
     /// Reads the accounts of all `users` at once, when that is cheaper than
-    /// one read per user. `None` (the default, for servers without a bulk
-    /// read) asks the caller to use [`AccountServer::account`].
+    /// one read per user; `declared` holds their declarations, in the same
+    /// order. `None` (the default, for servers without a bulk read) asks the
+    /// caller to use [`AccountServer::account`].
     async fn accounts(
         &self,
         _users: &[UserId],
+        _declared: &[DesiredUser],
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
         Ok(None)
     }
@@ -119,6 +121,23 @@ pub trait AccountServer {
     /// behind (and, where the server allows, without a rate-limited login).
     async fn password_matches(&self, user: &UserId, password: &Secret)
         -> Result<bool, ServerError>;
+
+    /// Whether `desired.access_token_file` holds a personal access token of
+    /// `user` that the server still accepts. Only servers whose
+    /// `check_declaration` accepts `access_token_file` are asked.
+    async fn access_token_valid(
+        &self,
+        _user: &UserId,
+        _desired: &DesiredUser,
+    ) -> Result<bool, ServerError> {
+        Ok(true)
+    }
+
+    /// How long this run waited for the server's rate limits, and why; `None`
+    /// for a server whose waits are not worth reporting.
+    fn waited(&self) -> Option<crate::report::Waited> {
+        None
+    }
 
     /// Creates `user` with every declared attribute and `password` (the
     /// one [`Change::Create`] carries).
@@ -267,11 +286,24 @@ fn refuse_email(user: &DesiredUser) -> Result<(), ArgsError> {
     )
 }
 
-/// The `mas_` options and upstream links are MAS's alone.
-fn refuse_mas_options(user: &DesiredUser) -> Result<(), ArgsError> {
-    match user.mas.declared().first() {
-        Some(field) => refuse_declared(user, field, true, "only homeserver: mas takes it"),
-        None => Ok(()),
+const NO_ACCESS_TOKEN_FILE: &str =
+    "personal access tokens are kept only with homeserver: mas for now (MAS's personal sessions); leave it out";
+
+/// Refuses, on a homeserver, the options that only MAS has.
+fn refuse_mas_only(args: &ModuleArgs) -> Result<(), ArgsError> {
+    for user in &args.users {
+        let declared = user.access_token_file.is_some();
+        refuse_declared(user, "access_token_file", declared, NO_ACCESS_TOKEN_FILE)?;
+        if let Some(field) = user.mas.declared().first() {
+            refuse_declared(user, field, true, "only homeserver: mas takes it")?;
+        }
+    }
+    match args.mas_adopt_existing {
+        true => Err(ArgsError::Unsupported {
+            field: "mas_adopt_existing".into(),
+            reason: "only MAS keeps accounts apart from the homeserver; leave it out unless homeserver: mas",
+        }),
+        false => Ok(()),
     }
 }
 

@@ -18,7 +18,7 @@ use super::client_api::unix_millis;
 use super::client_api::{logout, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
-use super::{from_homeserver, refuse_declared, refuse_mas_options, AccountServer, ServerError};
+use super::{from_homeserver, refuse_declared, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::{Room, UserId};
@@ -531,9 +531,9 @@ impl AccountServer for Synapse {
 
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let access = require_credentials(&args.credentials)?;
+        super::refuse_mas_only(args)?;
         for user in &args.users {
             refuse_declared(user, "email", user.email.is_some(), SINGLE_EMAIL)?;
-            refuse_mas_options(user)?;
         }
         Ok(access)
     }
@@ -572,6 +572,7 @@ impl AccountServer for Synapse {
     async fn accounts(
         &self,
         users: &[UserId],
+        _declared: &[DesiredUser],
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
         if users.len() < LIST_MIN_USERS {
             return Ok(None);
@@ -830,6 +831,7 @@ impl AccountServer for Synapse {
                 Change::Create { .. }
                 | Change::Deactivate { .. }
                 | Change::AddEmail(_)
+                | Change::WriteAccessToken
                 | Change::Mas(_) => {}
             }
         }

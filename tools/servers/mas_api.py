@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.parse
 import zlib
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from zxcvbn_rs_py import zxcvbn
 
@@ -160,6 +160,7 @@ class State:
         for name in args.upstream_provider:  # as MAS's configuration lists them under upstream_oauth2.providers
             provider = {"id": new_ulid(), "human_name": name, "created_at": now()}
             self.providers[provider["id"]] = provider
+        self.personal_sessions = {}
         self.lock = threading.Lock()
         self.log_path = os.path.join(data_dir, "requests.jsonl")
         self.log_file = open(self.log_path, "a", buffering=1)
@@ -510,6 +511,71 @@ OPERATIONS = {
     "addUpstreamOAuthLink": op_add_link, "getUpstreamOAuthLink": op_get_link,
     "deleteUpstreamOAuthLink": op_delete_link,
 }
+
+
+# ---------------------------------------------------------------- personal sessions (admin/v1/personal_sessions)
+# Created by the admin client (client_credentials), so owned by that client. Tokens are `mpt_` ones.
+
+def personal_session_resource(s, cursor=False):
+    r = {"type": "personal-session", "id": s["id"],
+         "attributes": {"created_at": rfc3339(s["created_at"]), "revoked_at": rfc3339(s["revoked_at"]),
+                        "owner_user_id": None, "owner_client_id": s["owner_client_id"],
+                        "actor_user_id": s["actor_user_id"], "human_name": s["human_name"], "scope": s["scope"],
+                        "last_active_at": None, "last_active_ip": None, "expires_at": rfc3339(s["expires_at"])},
+         "links": {"self": f"/api/admin/v1/personal-sessions/{s['id']}"}}
+    if cursor:
+        r["meta"] = {"page": {"cursor": s["id"]}}
+    return r
+
+
+def personal_session(state, session_id):
+    if session_id not in state.personal_sessions:
+        raise ApiError(404, errors(f"Personal session with ID {session_id} not found"))
+    return state.personal_sessions[session_id]
+
+
+def issue_personal_token(session, expires_in):
+    """A new token; the answer that carries it is the only one that shows it."""
+    session["expires_at"] = None if expires_in is None else now() + timedelta(seconds=expires_in)
+    resource = personal_session_resource(session)
+    resource["attributes"]["access_token"] = new_token("mpt")
+    return 201, single(resource)
+
+
+def op_create_personal_session(state, p, q, body):
+    if any(not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", s) for s in body["scope"].split(" ")):
+        raise ApiError(400, errors("Invalid scope"))
+    if body["actor_user_id"] not in state.users:
+        raise ApiError(404, errors("User not found"))
+    session = {"id": new_ulid(), "created_at": now(), "revoked_at": None, "owner_client_id": state.client_id,
+               "actor_user_id": body["actor_user_id"], "human_name": body["human_name"], "scope": body["scope"]}
+    state.personal_sessions[session["id"]] = session
+    return issue_personal_token(session, body.get("expires_in"))
+
+
+def op_get_personal_session(state, p, q, body):
+    return 200, single(personal_session_resource(personal_session(state, p["id"])))
+
+
+def op_revoke_personal_session(state, p, q, body):
+    session = personal_session(state, p["id"])
+    if session["revoked_at"] is not None:
+        raise ApiError(409, errors(f"Personal session with ID {p['id']} is already revoked"))
+    session["revoked_at"], session["expires_at"] = now(), None
+    return 200, single(personal_session_resource(session))
+
+
+def op_regenerate_personal_session(state, p, q, body):
+    session = personal_session(state, p["id"])
+    if session["revoked_at"] is not None:  # the spec documents no answer for it; matrix_user never asks
+        raise ApiError(400, errors(f"Personal session with ID {p['id']} is revoked"))
+    return issue_personal_token(session, body.get("expires_in"))
+
+
+OPERATIONS.update({
+    "createPersonalSession": op_create_personal_session, "getPersonalSession": op_get_personal_session,
+    "revokePersonalSession": op_revoke_personal_session, "regeneratePersonalSession": op_regenerate_personal_session,
+})
 
 
 # ---------------------------------------------------------------- OAuth and compatibility endpoints
