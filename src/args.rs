@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use crate::matrix_id::{Room, Username, UsernameError};
 use crate::model::{
-    DesiredUser, ExternalId, HomeserverKind, Ratelimit, Restrictions, Undeclared, UndeclaredPolicy,
-    UpdatePassword, UserState, UserType,
+    DesiredUser, ExternalId, HomeserverKind, MasOptions, Ratelimit, Restrictions, Undeclared,
+    UndeclaredPolicy, UpdatePassword, UpstreamLink, UserState, UserType,
 };
 use crate::secret::{hold, hold_basic_auth, url_password, Secret};
 
@@ -42,6 +42,7 @@ const MODULE_PARAMETERS: &[&str] = &[
     "mas_client_id",
     "mas_client_secret",
     "mas_client_secret_file",
+    "mas_adopt_existing",
     "users",
     "undeclared",
     "undeclared_ignore",
@@ -68,10 +69,13 @@ const USER_PARAMETERS: &[&str] = &[
     "suspended",
     "shadow_banned",
     "ratelimit",
+    "mas_skip_password_check",
+    "upstream_links",
     "rooms",
     "emails",
     "external_ids",
     "avatar",
+    "access_token_file",
 ];
 
 /// Parameters whose values are secrets, at the top level or in each `users` entry.
@@ -203,6 +207,8 @@ pub struct ModuleArgs {
     /// What happens to the local accounts `users` does not declare.
     pub undeclared: UndeclaredPolicy,
     pub concurrency: usize,
+    /// MAS only: create users the homeserver already has (half-made accounts) in MAS too.
+    pub mas_adopt_existing: bool,
     pub check_mode: bool,
     pub diff: bool,
 }
@@ -313,6 +319,7 @@ impl ModuleArgs {
             concurrency: top
                 .integer("concurrency", 1, MAX_CONCURRENCY as u64)?
                 .map_or(DEFAULT_CONCURRENCY, |n| n as usize),
+            mas_adopt_existing: top.boolean("mas_adopt_existing")?.unwrap_or(false),
             check_mode: top.internal_flag("_ansible_check_mode"),
             diff: top.internal_flag("_ansible_diff"),
         })
@@ -447,6 +454,11 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         emails: read_emails(fields)?,
         external_ids: read_external_ids(fields)?,
         avatar: avatar::read_avatar(fields)?,
+        access_token_file: fields.path("access_token_file")?,
+        mas: MasOptions {
+            skip_password_check: fields.boolean("mas_skip_password_check")?.unwrap_or(false),
+            upstream_links: read_upstream_links(fields)?,
+        },
     })
 }
 
@@ -763,6 +775,46 @@ fn anchored_pattern(pattern: &Value, index: usize) -> Result<regex::Regex, ArgsE
     })
 }
 
+/// A list of `{provider, subject}` mappings.
+fn read_upstream_links(fields: &Fields) -> Result<Option<Vec<UpstreamLink>>, ArgsError> {
+    let field = fields.name("upstream_links");
+    let entries = match fields.value("upstream_links") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => {
+            return Err(ArgsError::WrongType {
+                field,
+                expected: "a list of mappings of provider and subject",
+            })
+        }
+    };
+    let mut links = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let entry_field = format!("{field}[{index}]");
+        let Value::Object(map) = entry else {
+            return Err(ArgsError::WrongType {
+                field: entry_field,
+                expected: "a mapping of provider and subject",
+            });
+        };
+        let link = Fields::nested(map, entry_field);
+        link.refuse_unknown(&["provider", "subject"])?;
+        let [provider, subject] = ["provider", "subject"].map(|name| {
+            link.string(name)?.filter(|v| !v.is_empty()).ok_or_else(|| {
+                ArgsError::Missing(format!(
+                    "{}: give a non-empty {name} (the provider's ID or human name as MAS lists it, and the user's subject there)",
+                    link.name(name)
+                ))
+            })
+        });
+        links.push(UpstreamLink {
+            provider: provider?,
+            subject: subject?,
+        });
+    }
+    Ok(Some(links))
+}
+
 fn refuse_duplicates(users: &[DesiredUser]) -> Result<(), ArgsError> {
     let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     for user in users {
@@ -998,6 +1050,58 @@ mod tests {
         );
         assert_eq!(dir(Some(""), Some("")), None);
         assert_eq!(dir(None, None), None);
+    }
+
+    #[test]
+    fn mas_skip_password_check_is_a_boolean_named_when_wrong() {
+        let args = parse(with(
+            json!({"username": "a", "mas_skip_password_check": "yes"}),
+        ))
+        .unwrap();
+        assert!(args.users[0].mas.skip_password_check);
+        let message = error(with(
+            json!({"users": [{"username": "a", "mas_skip_password_check": "sometimes"}]}),
+        ));
+        assert!(
+            message.starts_with("users[0].mas_skip_password_check: \"sometimes\" is not accepted"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn upstream_links_are_provider_and_subject_mappings_named_when_wrong() {
+        let user =
+            |links: Value| with(json!({"users": [{"username": "a", "upstream_links": links}]}));
+        let args = parse(user(json!([{"provider": "SSO", "subject": 42}]))).unwrap();
+        assert_eq!(
+            args.users[0].mas.upstream_links,
+            Some(vec![UpstreamLink {
+                provider: "SSO".into(),
+                subject: "42".into()
+            }])
+        );
+        for (links, expected) in [
+            (json!("SSO"), "users[0].upstream_links: expected a list"),
+            (
+                json!(["SSO"]),
+                "users[0].upstream_links[0]: expected a mapping",
+            ),
+            (
+                json!([{"provider": "SSO", "subject": "x"}, {"provider": "SSO"}]),
+                "users[0].upstream_links[1].subject: give a non-empty subject",
+            ),
+            (
+                json!([{"provider": "", "subject": "x"}]),
+                "users[0].upstream_links[0].provider: give a non-empty provider",
+            ),
+            (
+                json!([{"provider": "SSO", "subject": "x", "sub": "y"}]),
+                "users[0].upstream_links[0].sub: unsupported parameter",
+            ),
+        ] {
+            let message = error(user(links));
+            assert!(message.starts_with(expected), "{message}");
+        }
     }
 
     #[test]

@@ -222,6 +222,11 @@ pub struct Http {
     wait_timeout: Duration,
     /// The server's own "try again" answers, if it has any (see [`Http::retrying`]).
     busy: Option<fn(&Reply) -> bool>,
+    /// How long one request may wait out 429s, when not `wait_timeout`
+    /// (see [`Http::waiting_out_rate_limits`]).
+    rate_limit_wait: Option<Duration>,
+    /// The pauses 429s asked for so far, summed over all requests.
+    rate_limited: std::cell::Cell<Duration>,
 }
 
 impl Http {
@@ -252,6 +257,8 @@ impl Http {
             timeout: options.timeout,
             wait_timeout: options.wait_timeout,
             busy: None,
+            rate_limit_wait: None,
+            rate_limited: std::cell::Cell::new(Duration::ZERO),
         })
     }
 
@@ -269,6 +276,21 @@ impl Http {
     /// than [`HOMESERVER`]).
     pub fn naming(self, server: &'static str) -> Http {
         Http { server, ..self }
+    }
+
+    /// This client, waiting out a 429 for up to `most` per request rather
+    /// than `wait_timeout`: a server that rate-limits on purpose (MAS's
+    /// login limit) is not one that is down.
+    pub fn waiting_out_rate_limits(self, most: Duration) -> Http {
+        Http {
+            rate_limit_wait: Some(most),
+            ..self
+        }
+    }
+
+    /// The pauses the server's 429s asked for so far, summed over all requests.
+    pub fn rate_limited_for(&self) -> Duration {
+        self.rate_limited.get()
     }
 
     /// This client, also resending (within `wait_timeout`) a request whose
@@ -365,16 +387,15 @@ impl Http {
             let pause = match request.send().await {
                 Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
                     let pause = retry_after(response).await;
+                    let budget = self.rate_limit_wait.unwrap_or(self.wait_timeout);
                     // A server may ask for more seconds than a clock can add.
-                    if waited
-                        .checked_add(pause)
-                        .is_none_or(|until| until > self.wait_timeout)
-                    {
+                    if waited.checked_add(pause).is_none_or(|until| until > budget) {
                         return Err(HttpError::RateLimited {
                             server: self.server,
                             seconds: pause.as_secs().max(1),
                         });
                     }
+                    self.rate_limited.set(self.rate_limited.get() + pause);
                     pause
                 }
                 Ok(response) if is_starting_up(response.status()) => {

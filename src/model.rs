@@ -126,6 +126,41 @@ pub struct DesiredUser {
     /// managed. Joins only: a room left out is never left.
     pub rooms: Vec<Room>,
     pub avatar: Option<Avatar>,
+    /// Where, on the managed host, to keep a valid personal access token of
+    /// the user (MAS only), for a bot to read.
+    pub access_token_file: Option<std::path::PathBuf>,
+    /// What only MAS manages.
+    pub mas: MasOptions,
+}
+
+/// A user's options that only `homeserver: mas` takes (the `mas_` fields).
+#[derive(Debug, Clone, Default)]
+pub struct MasOptions {
+    /// Set the password even if MAS's complexity policy would refuse it.
+    pub skip_password_check: bool,
+    /// The user's links to upstream identity providers, exactly; `None`: not managed.
+    pub upstream_links: Option<Vec<UpstreamLink>>,
+}
+
+/// A link of a user to its account at an upstream identity provider (MAS
+/// logs the user in through it), the provider by MAS's ID or human name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpstreamLink {
+    pub provider: String,
+    pub subject: String,
+}
+
+impl MasOptions {
+    /// The declared fields, by name, for a server that takes none of them.
+    pub fn declared(&self) -> Vec<&'static str> {
+        [
+            ("mas_skip_password_check", self.skip_password_check),
+            ("upstream_links", self.upstream_links.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, declared)| declared.then_some(field))
+        .collect()
+    }
 }
 
 impl DesiredUser {
@@ -351,6 +386,17 @@ fn serialize_avatar<S: serde::Serializer>(
     }
 }
 
+/// A change only MAS makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasChange {
+    /// Create the user without a password: it logs in through its upstream links.
+    CreateWithoutPassword,
+    /// Reactivate such a user, which needs no password either.
+    ReactivateWithoutPassword,
+    AddUpstreamLink(UpstreamLink),
+    RemoveUpstreamLink(UpstreamLink),
+}
+
 /// A fact a plan may need but a read may not have seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fact {
@@ -398,6 +444,9 @@ pub struct Account {
     /// user that declares `emails` (its user list lacks them).
     #[serde(skip_serializing_if = "Seen::is_unknown")]
     pub emails: Seen<Vec<String>>,
+    /// Its upstream links (MAS only; empty elsewhere), each provider as declared when it is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstream_links: Vec<UpstreamLink>,
     #[serde(flatten)]
     pub restrictions: Restrictions<Seen<bool>>,
     /// Read only for a user that declares `ratelimit` (it is not in Synapse's user list).
@@ -453,6 +502,9 @@ pub struct Observed {
     /// Whether the declared password is the stored one; only read when
     /// `update_password: always` makes it matter.
     pub password_matches: Option<bool>,
+    /// Whether `access_token_file` holds a token the server still accepts;
+    /// only read for an existing user that declares the file.
+    pub access_token_valid: Option<bool>,
 }
 
 /// One change to make on the server. The changes that write a password
@@ -488,9 +540,13 @@ pub enum Change {
     JoinRooms(Vec<Room>),
     /// Give the account this avatar, uploading it first when it is a file.
     SetAvatar(Avatar),
+    /// What only MAS does.
+    Mas(MasChange),
     Deactivate {
         erase: bool,
     },
+    /// Get a new personal access token and write it to `access_token_file`.
+    WriteAccessToken,
 }
 
 impl Change {
@@ -518,8 +574,13 @@ impl Change {
             Change::JoinRooms(_) => "rooms joined",
             Change::SetAvatar(Avatar::Uri(_)) => "avatar set",
             Change::SetAvatar(Avatar::File(_)) => "avatar uploaded",
+            Change::Mas(MasChange::CreateWithoutPassword) => "created",
+            Change::Mas(MasChange::ReactivateWithoutPassword) => "reactivated",
+            Change::Mas(MasChange::AddUpstreamLink(_)) => "upstream link added",
+            Change::Mas(MasChange::RemoveUpstreamLink(_)) => "upstream link removed",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
+            Change::WriteAccessToken => "access token written",
         }
     }
 }

@@ -3,15 +3,15 @@
 //! server, shared by every backend.
 
 use crate::model::{
-    Account, Avatar, Change, DesiredUser, Fact, Observed, Restriction, Restrictions, Seen,
-    SeenAvatar, UpdatePassword, UserState, UserType,
+    Account, Avatar, Change, DesiredUser, Fact, MasChange, Observed, Restriction, Restrictions,
+    Seen, SeenAvatar, UpdatePassword, UpstreamLink, UserState, UserType,
 };
 
 /// Why no plan can make the server match the declaration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     /// The user must be created (or reactivated), and that needs a password.
-    #[error("does not exist (or is deactivated) and must be {verb}, which needs a password: add password to this user")]
+    #[error("does not exist (or is deactivated) and must be {verb}, which needs a password: add password to this user (or, on MAS, upstream_links)")]
     PasswordNeeded { verb: &'static str },
     /// What to change depends on a fact the server did not show; the
     /// backend says what would show it ([`crate::backend::AccountServer::not_seen`]).
@@ -43,8 +43,7 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
     let Some(account) = &observed.account else {
         return match (desired.state, &desired.password) {
             (UserState::Absent, _) => Ok(vec![]),
-            (UserState::Present, None) => Err(PlanError::PasswordNeeded { verb: "created" }),
-            (UserState::Present, Some(password)) => {
+            (UserState::Present, password) => {
                 // A new account has no restriction, no rate-limit
                 // override and no avatar: those declared follow creation.
                 let restricted = Restriction::ALL
@@ -55,6 +54,18 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
                     .ratelimit
                     .flatten()
                     .map(|r| Change::SetRatelimit(Some(r)));
+                let links = declared_links(desired);
+                let create = match password {
+                    Some(password) => Change::Create {
+                        password: password.clone(),
+                    },
+                    // MAS logs such a user in through its upstream provider.
+                    None if !links.is_empty() => Change::Mas(MasChange::CreateWithoutPassword),
+                    None => return Err(PlanError::PasswordNeeded { verb: "created" }),
+                };
+                let linked = links
+                    .iter()
+                    .map(|link| Change::Mas(MasChange::AddUpstreamLink(link.clone())));
                 // Nor any e-mail address or SSO identity.
                 let emails = desired
                     .emails
@@ -66,14 +77,12 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
                     .as_ref()
                     .filter(|e| !e.is_empty())
                     .map(|_| Change::SetExternalIds);
-                let create = Change::Create {
-                    password: password.clone(),
-                };
                 let avatar = desired.avatar.clone().map(Change::SetAvatar);
                 // Nor has it joined any room.
                 let rooms =
                     (!desired.rooms.is_empty()).then(|| Change::JoinRooms(desired.rooms.clone()));
                 Ok(std::iter::once(create)
+                    .chain(linked)
                     .chain(restricted)
                     .chain(ratelimit)
                     .chain(emails)
@@ -123,14 +132,20 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
     }
     let mut changes = Vec::new();
     if deactivated {
-        // Deactivation removed the old password, so a reactivated account needs a new one.
-        let Some(password) = &desired.password else {
-            return Err(PlanError::PasswordNeeded {
-                verb: "reactivated",
-            });
-        };
-        changes.push(Change::Reactivate {
-            password: password.clone(),
+        // Deactivation removed the old password, so a reactivated account
+        // needs a new one, unless it logs in through an upstream provider (MAS).
+        changes.push(match &desired.password {
+            Some(password) => Change::Reactivate {
+                password: password.clone(),
+            },
+            None if !declared_links(desired).is_empty() => {
+                Change::Mas(MasChange::ReactivateWithoutPassword)
+            }
+            None => {
+                return Err(PlanError::PasswordNeeded {
+                    verb: "reactivated",
+                })
+            }
         });
     }
     if let Some(admin) = desired.admin {
@@ -183,6 +198,7 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             }
         }
     }
+    changes.extend(upstream_link_changes(desired, account));
     if let Some(wanted) = &desired.emails {
         match &account.emails {
             Seen::Known(current) if same_emails(current, wanted) => {}
@@ -244,6 +260,29 @@ fn avatar_differs(avatar: &Avatar, seen: &Seen<SeenAvatar>) -> Result<bool, Plan
     }
 }
 
+/// The declared upstream links (none when they are not managed).
+fn declared_links(desired: &DesiredUser) -> &[UpstreamLink] {
+    desired.mas.upstream_links.as_deref().unwrap_or_default()
+}
+
+/// The links to remove, then those to add, when the links are managed; the
+/// backend shows a declared link's provider as declared.
+fn upstream_link_changes(desired: &DesiredUser, account: &Account) -> Vec<Change> {
+    let Some(declared) = &desired.mas.upstream_links else {
+        return Vec::new();
+    };
+    let removed = account
+        .upstream_links
+        .iter()
+        .filter(|link| !declared.contains(link))
+        .map(|link| Change::Mas(MasChange::RemoveUpstreamLink(link.clone())));
+    let added = declared
+        .iter()
+        .filter(|link| !account.upstream_links.contains(link))
+        .map(|link| Change::Mas(MasChange::AddUpstreamLink(link.clone())));
+    removed.chain(added).collect()
+}
+
 /// Whether an account whose deactivation was not seen is one whose
 /// password `update_password: always` sets anyway (its declared password
 /// did not log in), with nothing else depending on what was not seen.
@@ -265,7 +304,7 @@ pub fn predict(
     let mut account = observed.cloned();
     for change in changes {
         match change {
-            Change::Create { .. } => {
+            Change::Create { .. } | Change::Mas(MasChange::CreateWithoutPassword) => {
                 account = Some(Account {
                     admin: Seen::Known(desired.admin.unwrap_or(false)),
                     deactivated: Seen::Known(false),
@@ -279,6 +318,7 @@ pub fn predict(
                         (None, Some(email)) => Seen::Known(vec![email.clone()]),
                         (None, None) => Seen::Unknown,
                     },
+                    upstream_links: Vec::new(),
                     restrictions: Restrictions {
                         locked: declared(desired.restrictions.locked),
                         suspended: declared(desired.restrictions.suspended),
@@ -323,7 +363,7 @@ pub fn predict(
                     a.rooms = joined_as_declared(desired)
                 }
             }
-            Change::Reactivate { .. } => {
+            Change::Reactivate { .. } | Change::Mas(MasChange::ReactivateWithoutPassword) => {
                 if let Some(a) = account.as_mut() {
                     a.deactivated = Seen::Known(false)
                 }
@@ -363,7 +403,17 @@ pub fn predict(
                     a.deactivated = Seen::Known(true)
                 }
             }
-            Change::SetPassword { .. } => {}
+            Change::SetPassword { .. } | Change::WriteAccessToken => {}
+            Change::Mas(MasChange::AddUpstreamLink(link)) => {
+                if let Some(a) = account.as_mut() {
+                    a.upstream_links.push(link.clone())
+                }
+            }
+            Change::Mas(MasChange::RemoveUpstreamLink(link)) => {
+                if let Some(a) = account.as_mut() {
+                    a.upstream_links.retain(|l| l != link)
+                }
+            }
         }
     }
     account
@@ -389,6 +439,28 @@ fn same_emails(current: &[String], wanted: &[String]) -> bool {
 fn same_set<T: Ord>(current: &[T], wanted: &[T]) -> bool {
     use std::collections::BTreeSet;
     current.iter().collect::<BTreeSet<_>>() == wanted.iter().collect::<BTreeSet<_>>()
+}
+
+/// A new personal access token is written when the user declares
+/// `access_token_file` and will exist, and the file holds none the server
+/// accepts: always for a user being created or reactivated.
+pub fn plan_access_token(
+    desired: &DesiredUser,
+    observed: &Observed,
+    changes: &[Change],
+) -> Option<Change> {
+    let new_account = changes.iter().any(|c| {
+        matches!(
+            c,
+            Change::Create { .. }
+                | Change::Reactivate { .. }
+                | Change::Mas(MasChange::CreateWithoutPassword)
+                | Change::Mas(MasChange::ReactivateWithoutPassword)
+        )
+    });
+    let wanted = desired.state == UserState::Present && desired.access_token_file.is_some();
+    (wanted && (new_account || observed.access_token_valid == Some(false)))
+        .then_some(Change::WriteAccessToken)
 }
 
 /// A new account shows the restrictions declared for it; the others are
@@ -423,6 +495,8 @@ mod tests {
             external_ids: None,
             rooms: vec![],
             avatar: None,
+            access_token_file: None,
+            mas: Default::default(),
         }
     }
 
@@ -434,6 +508,7 @@ mod tests {
             displayname: Some("alice".into()),
             emails: Seen::Known(vec![]),
             external_ids: Seen::Known(vec![]),
+            upstream_links: Vec::new(),
             restrictions: Restrictions {
                 locked: Seen::Known(false),
                 suspended: Seen::Known(false),
@@ -449,6 +524,7 @@ mod tests {
         Observed {
             account,
             password_matches: None,
+            access_token_valid: None,
         }
     }
 
@@ -512,6 +588,7 @@ mod tests {
         let mismatch = Observed {
             account: Some(account(false)),
             password_matches: Some(false),
+            access_token_valid: None,
         };
         assert_eq!(
             plan(&always, &mismatch),
@@ -608,6 +685,69 @@ mod tests {
         let after = predict(&user, Some(&account(false)), &changes, None).unwrap();
         assert_eq!(after.displayname.as_deref(), Some("Alice A."));
         assert_eq!(after.user_type, UserType::Bot);
+    }
+
+    fn link(provider: &str, subject: &str) -> UpstreamLink {
+        UpstreamLink {
+            provider: provider.into(),
+            subject: subject.into(),
+        }
+    }
+
+    #[test]
+    fn a_user_with_upstream_links_needs_no_password_and_its_links_are_kept_exactly() {
+        let sso = DesiredUser {
+            password: None,
+            mas: crate::model::MasOptions {
+                upstream_links: Some(vec![link("SSO", "u-1")]),
+                ..Default::default()
+            },
+            ..desired("alice")
+        };
+        let changes = plan(&sso, &observed(None)).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Mas(MasChange::CreateWithoutPassword),
+                Change::Mas(MasChange::AddUpstreamLink(link("SSO", "u-1")))
+            ]
+        );
+        let after = predict(&sso, None, &changes, None).unwrap();
+        assert_eq!(plan(&sso, &observed(Some(after))), Ok(vec![]));
+        let linked_elsewhere = Account {
+            upstream_links: vec![
+                link("SSO", "u-2"),
+                link("01J0000000000000000000000X", "u-1"),
+            ],
+            ..account(false)
+        };
+        assert_eq!(
+            plan(&sso, &observed(Some(linked_elsewhere.clone()))),
+            Ok(vec![
+                Change::Mas(MasChange::RemoveUpstreamLink(link("SSO", "u-2"))),
+                Change::Mas(MasChange::RemoveUpstreamLink(link(
+                    "01J0000000000000000000000X",
+                    "u-1"
+                ))),
+                Change::Mas(MasChange::AddUpstreamLink(link("SSO", "u-1")))
+            ])
+        );
+        // Not declared, links are left alone; an empty list creates nothing.
+        assert_eq!(
+            plan(&desired("alice"), &observed(Some(linked_elsewhere))),
+            Ok(vec![])
+        );
+        let none = DesiredUser {
+            mas: crate::model::MasOptions {
+                upstream_links: Some(vec![]),
+                ..Default::default()
+            },
+            ..sso
+        };
+        assert_eq!(
+            plan(&none, &observed(None)),
+            Err(PlanError::PasswordNeeded { verb: "created" })
+        );
     }
 
     /// Dendrite without its database: facts the read could not see.
@@ -1213,5 +1353,33 @@ mod tests {
             serde_json::to_value(&after).unwrap()["avatar"],
             "/srv/bot.png"
         );
+    }
+
+    #[test]
+    fn an_access_token_is_written_for_a_new_account_or_when_the_file_holds_none_valid() {
+        let bot = DesiredUser {
+            access_token_file: Some("/etc/bot/token".into()),
+            ..desired("bot")
+        };
+        let create = plan(&bot, &observed(None)).unwrap();
+        assert_eq!(
+            plan_access_token(&bot, &observed(None), &create),
+            Some(Change::WriteAccessToken)
+        );
+        let valid = |valid| Observed {
+            access_token_valid: Some(valid),
+            ..observed(Some(account(false)))
+        };
+        assert_eq!(plan_access_token(&bot, &valid(true), &[]), None);
+        assert_eq!(
+            plan_access_token(&bot, &valid(false), &[]),
+            Some(Change::WriteAccessToken)
+        );
+        let leaving = DesiredUser {
+            state: UserState::Absent,
+            ..bot.clone()
+        };
+        assert_eq!(plan_access_token(&leaving, &valid(false), &[]), None);
+        assert_eq!(plan_access_token(&desired("bot"), &valid(false), &[]), None);
     }
 }

@@ -19,6 +19,7 @@ use crate::http::Http;
 use crate::matrix_id::UserId;
 use crate::model::{
     Account, Change, DesiredUser, HomeserverKind, Observed, Restriction, Seen, Undeclared,
+    UserState,
 };
 use crate::plan::{self, PlanError};
 use crate::report::{Report, UserOutcome};
@@ -132,7 +133,7 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
         Ok(chosen) => chosen,
         Err(message) => return Report::fatal(message),
     };
-    let prefetched = match backend.accounts(&resolved).await {
+    let prefetched = match backend.accounts(&resolved, &args.users).await {
         Ok(accounts) => accounts,
         Err(error) => return Report::fatal(error.to_string()),
     };
@@ -175,6 +176,7 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
         check_mode: args.check_mode,
         diff: args.diff,
         undeclared: (args.undeclared.action != Undeclared::Keep).then_some(undeclared_ids),
+        waited: backend.waited(),
     }
 }
 
@@ -241,6 +243,7 @@ async fn reconcile_user<B: AccountServer>(
         before: None,
         after: None,
         error: None,
+        landed: Vec::new(),
         partly_applied: false,
     };
     let mut known = known;
@@ -259,7 +262,10 @@ async fn reconcile_user<B: AccountServer>(
             }
         };
         let changes = match plan::plan(desired, &observed) {
-            Ok(changes) => changes,
+            Ok(mut changes) => {
+                changes.extend(plan::plan_access_token(desired, &observed, &changes));
+                changes
+            }
             Err(PlanError::NotSeen { fact }) => {
                 outcome.error = Some(backend.not_seen(user, desired, fact).to_string());
                 break;
@@ -302,6 +308,7 @@ async fn reconcile_user<B: AccountServer>(
             }
             Err(error) => {
                 outcome.error = Some(error.to_string());
+                outcome.landed = error.landed().to_vec();
                 // Some steps may have landed before the failure: say so, and
                 // count the user as changed, rather than hide them.
                 let now = backend.account(user, desired).await;
@@ -395,9 +402,15 @@ async fn observe<B: AccountServer>(
         (Some(password), true) => Some(backend.password_matches(user, password).await?),
         _ => None,
     };
+    let token_read = desired.access_token_file.is_some() && desired.state == UserState::Present;
+    let access_token_valid = match &account {
+        Some(_) if token_read => Some(backend.access_token_valid(user, desired).await?),
+        _ => None,
+    };
     Ok(Observed {
         account,
         password_matches,
+        access_token_valid,
     })
 }
 
@@ -413,6 +426,7 @@ mod tests {
             user_type: UserType::Regular,
             displayname: None,
             emails: Seen::Unknown,
+            upstream_links: Vec::new(),
             external_ids: Seen::Unknown,
             restrictions: Restrictions {
                 suspended,

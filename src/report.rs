@@ -21,6 +21,8 @@ pub struct UserOutcome {
     pub before: Option<Account>,
     pub after: Option<Account>,
     pub error: Option<String>,
+    /// The changes of a failed user that landed before its failure, when known.
+    pub landed: Vec<Change>,
     /// A failed user was changed in part (or may have been) before the failure.
     pub partly_applied: bool,
 }
@@ -33,12 +35,13 @@ impl UserOutcome {
         }
     }
 
-    /// What was done: nothing is claimed for a failed user.
+    /// What was done: for a failed user, only what is known to have landed.
     fn actions(&self) -> Vec<&'static str> {
-        match self.error {
-            None => self.changes.iter().map(|c| c.describe()).collect(),
-            Some(_) => Vec::new(),
-        }
+        let done = match self.error {
+            None => &self.changes,
+            Some(_) => &self.landed,
+        };
+        done.iter().map(|c| c.describe()).collect()
     }
 
     fn summary(&self, check_mode: bool) -> String {
@@ -71,6 +74,15 @@ pub struct Report {
     /// touched (or, in check mode, would touch), whose outcomes follow the
     /// declared users'.
     pub undeclared: Option<Vec<String>>,
+    /// How long the run waited for the server's rate limits, and why.
+    pub waited: Option<Waited>,
+}
+
+/// A wait the server asked for (429s), reported so that a slow run explains itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waited {
+    pub seconds: u64,
+    pub reason: String,
 }
 
 impl Report {
@@ -81,6 +93,7 @@ impl Report {
             check_mode: false,
             diff: false,
             undeclared: None,
+            waited: None,
         }
     }
 
@@ -126,6 +139,9 @@ impl Report {
                     })
                 })
                 .collect();
+        }
+        if let Some(waited) = &self.waited {
+            output["waited"] = json!({"seconds": waited.seconds, "reason": waited.reason});
         }
         // Once, last, on everything: success messages and diffs quote values too.
         scrub(&mut output);
@@ -254,6 +270,7 @@ mod tests {
                 user_type: UserType::Regular,
                 displayname: None,
                 emails: Seen::Unknown,
+                upstream_links: Vec::new(),
                 restrictions: Default::default(),
                 ratelimit: Seen::Unknown,
                 external_ids: Seen::Unknown,
@@ -261,6 +278,7 @@ mod tests {
                 avatar: Seen::Unknown,
             }),
             error: error.map(str::to_string),
+            landed: vec![],
             partly_applied: false,
         }
     }
@@ -272,6 +290,7 @@ mod tests {
             check_mode: false,
             diff: true,
             undeclared: None,
+            waited: None,
         }
     }
 

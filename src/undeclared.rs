@@ -6,8 +6,8 @@
 
 use crate::matrix_id::UserId;
 use crate::model::{
-    Account, DesiredUser, Restrictions, Seen, Undeclared, UndeclaredPolicy, UpdatePassword,
-    UserState,
+    Account, DesiredUser, MasOptions, Restrictions, Seen, Undeclared, UndeclaredPolicy,
+    UpdatePassword, UserState,
 };
 
 /// How many user IDs a refusal names before it only counts the rest.
@@ -90,6 +90,8 @@ pub fn declaration(user: &UserId, action: Undeclared) -> DesiredUser {
         emails: None,
         external_ids: None,
         avatar: None,
+        access_token_file: None,
+        mas: MasOptions::default(),
     }
 }
 
@@ -111,6 +113,7 @@ mod tests {
             displayname: None,
             emails: Seen::Unknown,
             external_ids: Seen::Unknown,
+            upstream_links: Vec::new(),
             restrictions: Restrictions {
                 locked: Seen::Known(locked),
                 ..Restrictions::default()
@@ -182,6 +185,7 @@ mod tests {
         let observed = Observed {
             account: Some(account(false, false)),
             password_matches: None,
+            access_token_valid: None,
         };
         let lock = declaration(&user("_bridge_1"), Undeclared::Lock);
         assert_eq!(

@@ -14,7 +14,17 @@ use serde_json::{json, Value};
 /// One contract server for the tests that need no special configuration.
 fn mas() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| Server::start("mas", &["--reserve-username", "held-by-homeserver"]))
+    SERVER.get_or_init(|| {
+        Server::start(
+            "mas",
+            &[
+                "--reserve-username",
+                "held-by-homeserver",
+                "--reserve-username",
+                "half-made",
+            ],
+        )
+    })
 }
 
 fn check_mode(mut args: Value) -> Value {
@@ -206,7 +216,7 @@ fn diff_mode_shows_before_and_after_with_emails() {
     );
     run.assert_changed();
     assert_eq!(run.output["diff"][0]["before"], json!({"exists": false}));
-    // MAS keeps no display names, so none is predicted.
+    // No display name declared: MAS cannot show one, so none is predicted.
     assert_eq!(run.output["diff"][0]["after"]["displayname"], json!(null));
     assert_eq!(
         run.output["diff"][0]["after"]["emails"],
@@ -258,9 +268,52 @@ fn a_weak_password_fails_that_user_only_and_a_later_run_finishes_it() {
 fn usernames_the_homeserver_holds_are_refused_clearly() {
     let s = mas();
     s.mas_module(json!({"username": "held-by-homeserver", "password": "held lupine granite"}))
-        .assert_failed_with("MAS will not create @held-by-homeserver:localhost: the homeserver reports the username as reserved or taken");
+        .assert_failed_with("MAS will not create @held-by-homeserver:localhost: the homeserver reports the username as reserved or taken")
+        .assert_failed_with("set mas_adopt_existing: true");
     assert!(s.mas_user("held-by-homeserver").is_none());
     s.assert_no_contract_violations();
+}
+
+/// A user the homeserver has but MAS lacks (made behind MAS's back) is
+/// created in MAS over it with mas_adopt_existing, and then is whole.
+#[test]
+fn mas_adopt_existing_makes_a_half_made_account_whole() {
+    let s = mas();
+    let user = json!({"username": "half-made", "password": "half made lupine granite",
+                      "admin": true, "mas_adopt_existing": true});
+    let check = s.mas_module(check_mode(user.clone()));
+    assert_eq!(check.assert_changed().actions(0), ["created"]);
+    assert!(s.mas_user("half-made").is_none());
+    let run = s.mas_module(user.clone());
+    assert_eq!(run.assert_changed().actions(0), ["created"]);
+    assert!(s.can_log_in("half-made", "half made lupine granite"));
+    assert!(s.mas_is_admin("half-made"));
+    s.mas_module(user).assert_unchanged();
+    let creations = s
+        .mas_request_log()
+        .iter()
+        .filter(|e| {
+            e["operation"] == json!("createUser") && e["path"] == json!("/api/admin/v1/users")
+        })
+        .map(|e| e["status"].as_u64().unwrap())
+        .collect::<Vec<_>>();
+    assert!(
+        creations.contains(&409) && creations.contains(&201),
+        "{creations:?}"
+    );
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn mas_adopt_existing_is_refused_by_name_on_homeservers() {
+    for homeserver in ["synapse", "dendrite"] {
+        harness::run_module(
+            json!({"homeserver": homeserver, "homeserver_url": "http://127.0.0.1:9",
+                   "admin_token": "syt_x", "username": "alice", "mas_adopt_existing": true}),
+            vec!["syt_x".into()],
+        )
+        .assert_failed_with("mas_adopt_existing: only MAS keeps accounts apart");
+    }
 }
 
 #[test]
@@ -279,14 +332,10 @@ fn an_unreachable_mas_is_called_mas_and_its_url_field_named() {
 fn what_mas_cannot_manage_fails_before_any_request() {
     let s = mas();
     s.mas_module(
-        json!({"username": "named", "password": "named ferry granite", "displayname": "Named"}),
-    )
-    .assert_failed_with("displayname: MAS cannot read display names back");
-    s.mas_module(
         json!({"username": "botty", "password": "botty ferry granite", "user_type": "bot"}),
     )
     .assert_failed_with("user_type: MAS has no user types");
-    assert!(s.mas_user("named").is_none() && s.mas_user("botty").is_none());
+    assert!(s.mas_user("botty").is_none());
     harness::run_module(
         json!({"homeserver": "mas", "mas_url": s.url, "username": "nocred", "password": "x"}),
         vec![],
@@ -573,6 +622,226 @@ fn ratelimit_is_refused_by_name_before_any_request() {
     s.assert_no_contract_violations();
 }
 
+/// Issue 13, item 9: what landed before the failure is reported, in order.
+#[test]
+fn a_user_deactivated_after_its_weak_password_reports_both_actions() {
+    let s = mas();
+    let run = s.mas_module(json!({"username": "weak-report", "password": "password1"}));
+    run.assert_failed_with("MAS refused the password as too weak");
+    assert_eq!(run.actions(0), ["created", "deactivated"]);
+    assert_eq!(run.output["users"][0]["changed"], json!(true));
+    assert!(s.mas_is_deactivated("weak-report"));
+    s.assert_no_contract_violations();
+}
+
+/// Issue 13, item 5: MAS's complexity policy is skipped only when asked.
+#[test]
+fn mas_skip_password_check_sets_a_password_mas_would_refuse() {
+    let s = mas();
+    let weak = json!({"username": "weak-allowed", "password": "password1",
+                      "mas_skip_password_check": true});
+    let check = s.mas_module(check_mode(weak.clone()));
+    assert_eq!(check.assert_changed().actions(0), ["created"]);
+    assert!(s.mas_user("weak-allowed").is_none());
+    let run = s.mas_module(weak.clone());
+    assert_eq!(run.assert_changed().actions(0), ["created"]);
+    assert!(s.can_log_in("weak-allowed", "password1"));
+    s.mas_module(weak).assert_unchanged();
+
+    let always = json!({"username": "weak-allowed", "password": "qwerty12",
+                        "update_password": "always", "mas_skip_password_check": "yes"});
+    assert_eq!(
+        s.mas_module(always.clone()).assert_changed().actions(0),
+        ["password changed"]
+    );
+    assert!(s.can_log_in("weak-allowed", "qwerty12"));
+    s.mas_module(always).assert_unchanged();
+    // Without it, MAS's policy applies as before.
+    s.mas_module(json!({"username": "weak-allowed", "password": "letmein1",
+                        "update_password": "always", "mas_skip_password_check": false}))
+        .assert_failed_with("MAS refused the password as too weak");
+    assert!(s.can_log_in("weak-allowed", "qwerty12"));
+    s.assert_no_contract_violations();
+}
+
+/// Issue 13, item 2: MAS 1.18 and later take a display name at creation and
+/// hand it to the homeserver; MAS cannot show it, so it is not compared later.
+#[test]
+fn a_display_name_is_set_at_creation_and_not_compared_afterwards() {
+    let s = mas();
+    let named = json!({"username": "named", "password": "named ferry granite",
+                       "displayname": "Named Person", "_ansible_diff": true});
+    let check = s.mas_module(check_mode(named.clone()));
+    assert_eq!(check.assert_changed().actions(0), ["created"]);
+    assert_eq!(check.diff_of(0, "displayname").1, json!("Named Person"));
+    assert!(s.mas_user("named").is_none());
+
+    let run = s.mas_module(named.clone());
+    assert_eq!(run.assert_changed().actions(0), ["created"]);
+    assert_eq!(run.diff_of(0, "displayname").1, json!("Named Person"));
+    assert_eq!(s.mas_homeserver_displayname("named"), json!("Named Person"));
+    s.mas_module(named).assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn a_mas_older_than_1_18_refuses_display_names_before_anything_is_written() {
+    let s = Server::start("mas", &["--mas-version", "v1.17.1"]);
+    s.mas_module(
+        json!({"username": "old-named", "password": "old named ferry granite",
+                        "displayname": "Old Named"}),
+    )
+    .assert_failed_with(
+        "displayname: MAS v1.17.1 cannot set display names; it needs MAS 1.18 or later",
+    );
+    assert!(s.mas_user("old-named").is_none());
+    s.mas_module(json!({"username": "old-named", "password": "old named ferry granite"}))
+        .assert_changed();
+    s.assert_no_contract_violations();
+}
+
+/// The contract server is a check, not a mirror: a request the spec does not
+/// allow is refused as MAS's extractors refuse it, marked in the log, and the
+/// check every other test ends with fails on it.
+#[test]
+fn the_contract_server_refuses_a_request_the_spec_does_not_allow() {
+    let s = Server::start("mas", &[]);
+    let token = s.mas_harness_token();
+    let (status, _) = s.post(
+        "/api/admin/v1/users",
+        Some(&token),
+        json!({"username": "off-spec", "skip_homeserver_check": "yes"}),
+    );
+    assert_eq!(status, 422);
+    assert!(s.mas_user("off-spec").is_none());
+    let log = s.mas_request_log();
+    let refused = log
+        .iter()
+        .find(|e| e["operation"] == json!("createUser"))
+        .expect("the request is logged");
+    assert_eq!(refused["request_valid"], json!(false));
+    assert!(
+        refused["request_violations"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("body.skip_homeserver_check: must satisfy type"),
+        "{refused}"
+    );
+    let check = std::panic::catch_unwind(|| s.assert_no_contract_violations());
+    assert!(check.is_err(), "the violation went unnoticed");
+}
+
+/// Issue 13, item 1: users who log in through an upstream identity provider
+/// need no password; their links are kept exactly as declared.
+#[test]
+fn an_sso_user_is_created_without_a_password_and_its_links_kept_exactly() {
+    let s = Server::start(
+        "mas",
+        &[
+            "--upstream-provider",
+            "Corporate SSO",
+            "--upstream-provider",
+            "GitHub",
+        ],
+    );
+    let (corporate, github) = (
+        s.mas_provider_id("Corporate SSO"),
+        s.mas_provider_id("GitHub"),
+    );
+    let sso = json!({"username": "sso-user", "admin": true, "_ansible_diff": true,
+                     "upstream_links": [{"provider": "Corporate SSO", "subject": "u-123"}]});
+    let check = s.mas_module(check_mode(sso.clone()));
+    assert_eq!(
+        check.assert_changed().actions(0),
+        ["created", "upstream link added"]
+    );
+    assert!(s.mas_user("sso-user").is_none());
+
+    let run = s.mas_module(sso.clone());
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["created", "upstream link added"]
+    );
+    assert_eq!(
+        run.diff_of(0, "upstream_links").1,
+        json!([{"provider": "Corporate SSO", "subject": "u-123"}])
+    );
+    assert_eq!(
+        s.mas_upstream_links("sso-user"),
+        [(corporate.clone(), "u-123".to_string())]
+    );
+    assert!(s.mas_is_admin("sso-user"));
+    s.mas_module(sso).assert_unchanged();
+
+    // By ID as well as by name; what is not declared is removed.
+    let moved = json!({"username": "sso-user", "_ansible_diff": true,
+                       "upstream_links": [{"provider": github, "subject": "gh-9"}]});
+    let check = s.mas_module(check_mode(moved.clone()));
+    assert_eq!(
+        check.assert_changed().actions(0),
+        ["upstream link removed", "upstream link added"]
+    );
+    let run = s.mas_module(moved.clone());
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["upstream link removed", "upstream link added"]
+    );
+    assert_eq!(
+        run.diff_of(0, "upstream_links"),
+        (
+            json!([{"provider": corporate, "subject": "u-123"}]),
+            json!([{"provider": github, "subject": "gh-9"}])
+        )
+    );
+    assert_eq!(
+        s.mas_upstream_links("sso-user"),
+        [(github, "gh-9".to_string())]
+    );
+    s.mas_module(moved).assert_unchanged();
+    let none = json!({"username": "sso-user", "upstream_links": []});
+    assert_eq!(
+        s.mas_module(none.clone()).assert_changed().actions(0),
+        ["upstream link removed"]
+    );
+    assert!(s.mas_upstream_links("sso-user").is_empty());
+    s.mas_module(none).assert_unchanged();
+
+    // Linked again, a deactivated SSO user is reactivated without a password.
+    let back = json!({"username": "sso-user", "upstream_links": [{"provider": "GitHub", "subject": "gh-9"}]});
+    s.mas_module(json!({"username": "sso-user", "state": "absent"}))
+        .assert_changed();
+    assert_eq!(
+        s.mas_module(back.clone()).assert_changed().actions(0),
+        ["reactivated", "upstream link added"]
+    );
+    assert!(!s.mas_is_deactivated("sso-user"));
+    s.mas_module(back).assert_unchanged();
+
+    // Still a password or a link to create a user.
+    s.mas_module(json!({"username": "sso-none", "upstream_links": []}))
+        .assert_failed_with(
+            "needs a password: add password to this user (or, on MAS, upstream_links)",
+        );
+    assert!(s.mas_user("sso-none").is_none());
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn an_unknown_upstream_provider_is_named_before_anything_is_written() {
+    let s = Server::start("mas", &["--upstream-provider", "Corporate SSO"]);
+    let run = s.mas_module(json!({"users": [
+        {"username": "sso-first", "password": "sso first ferry granite"},
+        {"username": "sso-second", "upstream_links": [
+            {"provider": "Corporate SSO", "subject": "a"}, {"provider": "Gitlab", "subject": "b"}]},
+    ]}));
+    run.assert_failed_with(
+        "users[1].upstream_links[1].provider: MAS has no upstream provider \"Gitlab\"",
+    )
+    .assert_failed_with("Corporate SSO");
+    assert!(s.mas_user("sso-first").is_none() && s.mas_user("sso-second").is_none());
+    s.assert_no_contract_violations();
+}
+
 #[test]
 fn rooms_are_refused_by_name_before_any_request() {
     let s = mas();
@@ -616,5 +885,187 @@ fn avatar_is_refused_by_name_before_any_request() {
     s.mas_module(unreachable)
         .assert_failed_with("avatar: MAS has no avatars");
     assert!(s.mas_user("avatar-holder").is_none());
+}
+
+/// A bot's access_token_file holds a working personal access token of it:
+/// written once, kept while MAS accepts it, replaced when its session was
+/// revoked (a new session) or its token expired (the session regenerated).
+#[test]
+fn access_token_file_keeps_a_valid_personal_token_of_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = mas();
+    let file = s.data_dir.join("bot-tokens").join("token-bot");
+    let session_file = s.data_dir.join("bot-tokens").join("token-bot.session");
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap();
+    let bot = json!({"username": "token-bot", "password": "token bot lupine granite",
+                     "access_token_file": file});
+    let written = ["created", "access token written"];
+    assert_eq!(
+        s.mas_module(check_mode(bot.clone()))
+            .assert_changed()
+            .actions(0),
+        written
+    );
+    assert!(!file.exists() && s.mas_user("token-bot").is_none());
+
+    assert_eq!(
+        s.mas_module(bot.clone()).assert_changed().actions(0),
+        written
+    );
+    let (token, id) = (read(&file), read(&session_file));
+    assert!(token.starts_with("mpt_"), "not a personal access token");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let session = |id: &str| {
+        let (status, body) = s.get(
+            &format!("/api/admin/v1/personal-sessions/{id}"),
+            Some(&s.mas_harness_token()),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["data"]["attributes"].clone()
+    };
+    let user_id = s.mas_user("token-bot").unwrap()["id"].clone();
+    assert_eq!(session(&id)["actor_user_id"], user_id);
+    s.mas_module(bot.clone()).assert_unchanged();
+    assert_eq!(read(&file), token);
+
+    // Revoked in MAS: a new session, and a new token.
+    let revoke = format!("/api/admin/v1/personal-sessions/{id}/revoke");
+    let (status, body) = s.post(&revoke, Some(&s.mas_harness_token()), json!({}));
+    assert_eq!(status, 200, "{body}");
+    let predicted = s.mas_module(check_mode(bot.clone()));
+    assert_eq!(
+        predicted.assert_changed().actions(0),
+        ["access token written"]
+    );
+    assert_eq!(read(&file), token, "check mode wrote the file");
+    let run = s.mas_module(bot.clone());
+    assert_eq!(run.assert_changed().actions(0), ["access token written"]);
+    let (renewed, new_id) = (read(&file), read(&session_file));
+    assert!(renewed != token && new_id != id);
+    assert_eq!(session(&new_id)["revoked_at"], json!(null));
+    s.mas_module(bot.clone()).assert_unchanged();
+
+    // Expired: the same session is regenerated.
+    let regenerate = format!("/api/admin/v1/personal-sessions/{new_id}/regenerate");
+    let (status, body) = s.post(
+        &regenerate,
+        Some(&s.mas_harness_token()),
+        json!({"expires_in": 1}),
+    );
+    assert_eq!(status, 201, "{body}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let run = s.mas_module(bot.clone());
+    assert_eq!(run.assert_changed().actions(0), ["access token written"]);
+    assert!(read(&file) != renewed && read(&session_file) == new_id);
+    assert_eq!(session(&new_id)["expires_at"], json!(null));
+    s.mas_module(bot).assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn access_token_file_is_refused_by_name_on_homeservers() {
+    for homeserver in ["synapse", "dendrite"] {
+        harness::run_module(
+            json!({"homeserver": homeserver, "homeserver_url": "http://127.0.0.1:9", "wait_timeout": 0,
+                   "admin_token": "syt_x", "username": "alice", "access_token_file": "/tmp/x"}),
+            vec!["syt_x".into()],
+        )
+        .assert_failed_with("access_token_file: personal access tokens are kept only with homeserver: mas");
+    }
+}
+
+/// A re-run of many unchanged users reads MAS's user and e-mail lists a
+/// page at a time, not each user alone.
+#[test]
+fn a_rerun_of_many_users_reads_mas_in_pages() {
+    let s = Server::start("mas", &["--upstream-provider", "Corporate SSO"]);
+    let mut users: Vec<Value> = (0..60)
+        .map(|i| {
+            json!({"username": format!("paged{i:02}"), "password": format!("paged amber fjord {i}"),
+                   "admin": i % 7 == 0, "email": format!("paged{i}@example.com")})
+        })
+        .collect();
+    // Listed, a display name is not compared either (MAS cannot show it).
+    users[3]["displayname"] = json!("Paged Three");
+    users[5]["upstream_links"] = json!([{"provider": "Corporate SSO", "subject": "p5"}]);
+    s.mas_module(json!({"users": users})).assert_changed();
+    let before = s.mas_request_log().len();
+    let again = s.mas_module(json!({"users": users}));
+    again.assert_unchanged();
+    let log = s.mas_request_log();
+    let count = |operation: &str| {
+        log[before..]
+            .iter()
+            .filter(|e| e["operation"] == json!(operation))
+            .count()
+    };
+    // The lists hold no upstream links: only the linked user is read alone.
+    assert_eq!(count("getUserByUsername") + count("getUser"), 1);
+    assert_eq!(count("listUpstreamOAuthLinks"), 1);
+    // One page of each list, and the linked user's own e-mail list.
+    assert_eq!((count("listUsers"), count("listUserEmails")), (1, 2));
+
+    // Changes found through the lists are made as from single reads.
+    let mut changed = users.clone();
+    changed[7]["admin"] = json!(false);
+    changed[8]["state"] = json!("absent");
+    let run = s.mas_module(json!({"users": changed}));
+    assert_eq!(run.assert_changed().actions(7), ["demoted"]);
+    assert_eq!(run.actions(8), ["deactivated"]);
+    assert!(!s.mas_is_admin("paged07") && s.mas_is_deactivated("paged08"));
+    s.assert_no_contract_violations();
+}
+
+/// MAS's login limit is a wait MAS asks for, not a server that is down: a
+/// bulk password check under MAS's defaults outlasts wait_timeout and
+/// completes, and its result says how long it waited and why.
+#[test]
+fn a_bulk_password_check_waits_out_mas_login_limit_beyond_wait_timeout() {
+    let s = Server::start("mas", &["--default-rate-limits"]);
+    let users: Vec<Value> = (0..5)
+        .map(|i| json!({"username": format!("bulk-check{i}"), "password": format!("bulk check lupine {i}"),
+                        "update_password": "always"}))
+        .collect();
+    let created = s.mas_module(json!({"users": users}));
+    assert_eq!(created.assert_changed().output["waited"], json!(null));
+    let started = Instant::now();
+    let run = s.mas_module(json!({"users": users, "wait_timeout": 2}));
+    run.assert_unchanged();
+    assert!(started.elapsed().as_secs() > 2, "{:?}", started.elapsed());
+    let waited = &run.output["waited"];
+    assert!(waited["seconds"].as_u64().unwrap() >= 2, "{waited}");
+    assert!(
+        waited["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rate_limiting.login"),
+        "{waited}"
+    );
+    s.assert_no_contract_violations();
+}
+
+/// A token file others could swap is refused, naming access_token_file,
+/// before MAS issues any token.
+#[test]
+fn access_token_file_in_a_folder_others_can_write_is_refused_before_any_token() {
+    use std::os::unix::fs::PermissionsExt;
+    // Its own server, so that its request log holds no other test's sessions.
+    let s = Server::start("mas", &[]);
+    let shared = s.data_dir.join("shared-tokens");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    s.mas_module(json!({"username": "shared-bot", "password": "shared bot lupine granite"}))
+        .assert_changed();
+    s.mas_module(json!({"username": "shared-bot", "access_token_file": shared.join("token")}))
+        .assert_failed_with("access_token_file: the folder")
+        .assert_failed_with("can be written by other users (mode 0777)");
+    assert!(!shared.join("token").exists());
+    let log = s.mas_request_log();
+    assert!(!log
+        .iter()
+        .any(|e| e["operation"] == json!("createPersonalSession")));
     s.assert_no_contract_violations();
 }

@@ -182,6 +182,7 @@ impl Dendrite {
             user_type: UserType::Regular,
             displayname: row.displayname.filter(|name| !name.is_empty()),
             emails: Seen::Unknown,
+            upstream_links: Vec::new(),
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
             external_ids: Seen::Unknown,
@@ -211,6 +212,7 @@ impl Dendrite {
             user_type: UserType::Regular,
             displayname: self.displayname(user).await?,
             emails: Seen::Unknown,
+            upstream_links: Vec::new(),
             restrictions: Restrictions::default(),
             ratelimit: Seen::Unknown,
             external_ids: Seen::Unknown,
@@ -491,6 +493,7 @@ impl AccountServer for Dendrite {
 
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let access = require_credentials(&args.credentials)?;
+        super::refuse_mas_only(args)?;
         #[cfg(not(feature = "dendrite-database"))]
         if args.credentials.dendrite_database.is_some() {
             return Err(ArgsError::Unsupported {
@@ -603,6 +606,7 @@ impl AccountServer for Dendrite {
     async fn accounts(
         &self,
         users: &[UserId],
+        _declared: &[DesiredUser],
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
         let Some(database) = &self.database else {
             return Ok(None);

@@ -17,10 +17,13 @@
 //! rate-limits those logins (by default 3 a minute from one address, per its
 //! `rate_limiting.login`); the module then waits, within `wait_timeout`.
 
+mod listing;
 mod oauth;
+mod personal_token;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -31,16 +34,25 @@ use super::{
     ServerError,
 };
 use crate::args::{ArgsError, ModuleArgs};
-use crate::http::{path_segment, Body, Http, Reply};
+use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, Restriction, Restrictions, Seen, UserType};
+use crate::model::{
+    Account, Change, DesiredUser, MasChange, Restriction, Restrictions, Seen, UpstreamLink,
+    UserType,
+};
+use crate::report::Waited;
 use crate::secret::Secret;
 use oauth::{OAuthClient, Tokens};
 
 const ADMIN_API: &str = "/api/admin/v1";
-const EMAIL_PAGE_SIZE: usize = 100;
+const PAGE_SIZE: usize = 100;
 /// MAS's default `passwords.minimum_complexity`, when site-config omits it.
 const DEFAULT_MINIMUM_COMPLEXITY: u64 = 3;
+/// How long one compatibility login may wait for MAS's login rate limit
+/// (`rate_limiting.login`), whatever `wait_timeout` says: MAS asks for that
+/// wait on purpose, and under its defaults (3 a minute from one address)
+/// checking many passwords takes minutes.
+const LOGIN_RATE_LIMIT_WAIT: Duration = Duration::from_secs(600);
 /// The name the password check's short session carries in MAS and on the homeserver.
 const CHECK_DEVICE_NAME: &str = "matrix_user password check";
 
@@ -51,8 +63,12 @@ pub struct Mas {
     /// `passwords.enabled` in MAS's configuration.
     password_login: bool,
     minimum_complexity: u64,
+    /// `mas_adopt_existing`: create users the homeserver already has.
+    adopt_existing: bool,
     /// What MAS said about each user read so far, for the writes that follow.
     known: RefCell<HashMap<UserId, MasUser>>,
+    /// The ID of each upstream provider the declaration names, as it names it.
+    providers: RefCell<HashMap<String, String>>,
 }
 
 /// A user as MAS's admin API describes it.
@@ -63,6 +79,15 @@ struct MasUser {
     admin: bool,
     deactivated: bool,
     locked: bool,
+    /// Read only when the declaration manages them.
+    links: Vec<MasLink>,
+}
+
+/// An upstream link as MAS lists it: its ID, which removing it addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MasLink {
+    id: String,
+    shown: UpstreamLink,
 }
 
 /// A failure only MAS reports, wrapped in [`ServerError::Mas`]. Messages
@@ -90,7 +115,7 @@ pub enum MasError {
     #[error("MAS refused the password as too weak: it needs a zxcvbn strength of at least {minimum} of 4 (its passwords.minimum_complexity); choose a longer, less guessable password")]
     PasswordTooWeak { minimum: u64 },
     /// The homeserver behind MAS reports the username as taken or reserved.
-    #[error("MAS will not create {user}: the homeserver reports the username as reserved or taken (an application service's namespace, or an account the homeserver has but MAS does not); choose another username")]
+    #[error("MAS will not create {user}: the homeserver reports the username as reserved or taken: either the homeserver has this account but MAS does not (a half-made account, e.g. registered through Synapse's admin API behind MAS's back; set mas_adopt_existing: true to create it in MAS so that it becomes whole), or it is in an application service's namespace (choose another username)")]
     UsernameReserved { user: String },
     /// The declared e-mail address belongs to another MAS user.
     #[error("the e-mail address {email} already belongs to another MAS user; declare another address, or remove it from that user first")]
@@ -98,12 +123,30 @@ pub enum MasError {
     /// MAS refuses logins of a locked user, so its password cannot be compared.
     #[error("{user} is locked in MAS, so its password cannot be checked by logging in; unlock it in MAS, or use update_password: on_create")]
     UserLocked { user: String },
+    /// A display name is declared, and MAS is older than 1.18, which ignores it at creation.
+    #[error("{field}: MAS {version} cannot set display names; it needs MAS 1.18 or later: upgrade MAS, or leave displayname out")]
+    DisplaynameNeedsVersion { field: String, version: String },
+    /// A declared upstream provider is not one MAS lists (by ID or human name, once).
+    #[error("{field}: MAS has no upstream provider {provider:?} (by ID, or by a human name only one provider has); MAS lists: {known}")]
+    UnknownProvider {
+        field: String,
+        provider: String,
+        known: String,
+    },
+    /// The provider's subject is linked to another MAS user.
+    #[error("the subject {subject:?} of the upstream provider {provider:?} is already linked to another MAS user; remove that link first")]
+    LinkTaken { provider: String, subject: String },
+    /// `access_token_file` (or its `.session` beside it) cannot be kept safely.
+    #[error("access_token_file: {0}")]
+    AccessTokenFile(String),
     /// A new MAS user was created, but a later step failed.
     #[error("{cause}; {user} was created in MAS, {state}")]
     CreatedUnfinished {
         user: String,
         cause: Box<ServerError>,
         state: String,
+        /// The changes that landed before the failure, in order.
+        landed: Vec<Change>,
     },
 }
 
@@ -119,8 +162,6 @@ pub enum Access {
     Client(OAuthClient),
 }
 
-const NO_DISPLAYNAMES: &str = "MAS cannot read display names back (the homeserver keeps them), so matrix_user cannot compare them; \
-     leave displayname out with homeserver: mas and let users set it in their client";
 const NO_SUSPENSION: &str =
     "MAS's admin API (1.22) cannot suspend or shadow-ban a user, only lock it; \
      leave suspended and shadow_banned out with homeserver: mas (locked works)";
@@ -133,8 +174,8 @@ const NO_ROOMS: &str =
 const NO_EMAILS: &str =
     "MAS takes a single address per user here: declare it as email (emails, the exact list, is for homeserver: synapse)";
 const NO_EXTERNAL_IDS: &str =
-    "MAS keeps SSO identities as upstream OAuth links, which matrix_user does not manage yet; \
-     leave external_ids out with homeserver: mas";
+    "MAS keeps SSO identities as upstream OAuth links: declare them as upstream_links \
+     (provider and subject) with homeserver: mas";
 const NO_AVATAR: &str =
     "MAS has no avatars (the homeserver keeps profiles, and with homeserver: mas \
      matrix_user talks to MAS only); leave avatar out with homeserver: mas";
@@ -142,10 +183,9 @@ const NO_USER_TYPES: &str =
     "MAS has no user types, so bot and support accounts cannot be made through it; \
      leave user_type out (or regular) with homeserver: mas";
 
-/// What MAS's admin API (1.22) cannot manage idempotently.
+/// What MAS's admin API (1.22) cannot manage idempotently. A display name is
+/// set at creation only (see `account`).
 fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
-    let displayname = user.displayname.is_some();
-    refuse_declared(user, "displayname", displayname, NO_DISPLAYNAMES)?;
     for restriction in [Restriction::Suspended, Restriction::ShadowBanned] {
         let declared = user.restrictions.get(restriction).is_some();
         refuse_declared(user, restriction.field(), declared, NO_SUSPENSION)?;
@@ -244,15 +284,37 @@ impl Mas {
 
     async fn emails(&self, user_id: &str) -> Result<Vec<String>, ServerError> {
         let what = "listing the user's e-mail addresses";
-        let mut emails = Vec::new();
+        let items = self.list_all("/user-emails", Some(user_id), what).await?;
+        items
+            .iter()
+            .map(|item| {
+                item.pointer("/attributes/email")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| unexpected(what, "an item without attributes.email"))
+            })
+            .collect()
+    }
+
+    /// Every item of a list, of one user's when `user_id` is given.
+    async fn list_all(
+        &self,
+        path: &str,
+        user_id: Option<&str>,
+        what: &str,
+    ) -> Result<Vec<Value>, ServerError> {
+        let mut items = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page_size = EMAIL_PAGE_SIZE.to_string();
-            let mut query = vec![("filter[user]", user_id), ("page[first]", &page_size)];
+            let page_size = PAGE_SIZE.to_string();
+            let mut query = vec![("page[first]", page_size.as_str())];
+            if let Some(user_id) = user_id {
+                query.push(("filter[user]", user_id));
+            }
             if let Some(after) = &after {
                 query.push(("page[after]", after));
             }
-            let reply = self.admin_list("/user-emails", &query).await?;
+            let reply = self.admin_list(path, &query).await?;
             if reply.status != StatusCode::OK {
                 return Err(ServerError::refused(what, &reply));
             }
@@ -261,13 +323,7 @@ impl Mas {
                 .get("data")
                 .and_then(Value::as_array)
                 .ok_or_else(|| unexpected(what, "no data array"))?;
-            for item in page {
-                let email = item
-                    .pointer("/attributes/email")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| unexpected(what, "an item without attributes.email"))?;
-                emails.push(email.to_string());
-            }
+            items.extend(page.iter().cloned());
             // Pages are asked for by ID rather than by following links.next,
             // whose path lacks any prefix MAS is mounted under.
             let last = page.last().and_then(|item| item.get("id")?.as_str());
@@ -276,21 +332,280 @@ impl Mas {
                 (Some(_), Some(last)) if after.as_deref() != Some(last) => {
                     after = Some(last.to_string())
                 }
-                _ => return Ok(emails),
+                _ => return Ok(items),
             }
         }
     }
 
-    async fn set_password(&self, id: &str, password: &Secret) -> Result<(), ServerError> {
+    /// The ID of every provider the users' links name, by ID or by the
+    /// human name MAS lists; a provider MAS does not know is refused by field.
+    async fn resolve_providers(&self, users: &[DesiredUser]) -> Result<(), ServerError> {
+        let what = "listing the upstream OAuth 2.0 providers";
+        let listed = self
+            .list_all("/upstream-oauth-providers", None, what)
+            .await?;
+        let providers: Vec<(&str, &str)> = listed
+            .iter()
+            .filter_map(|p| {
+                let name = p.pointer("/attributes/human_name").and_then(Value::as_str);
+                Some((p.get("id")?.as_str()?, name.unwrap_or_default()))
+            })
+            .collect();
+        let mut resolved = self.providers.borrow_mut();
+        for user in users {
+            let links = user.mas.upstream_links.iter().flatten();
+            for (index, link) in links.enumerate() {
+                let by_id = providers.iter().find(|(id, _)| *id == link.provider);
+                let by_name: Vec<_> = providers
+                    .iter()
+                    .filter(|(_, name)| *name == link.provider)
+                    .collect();
+                let id = match (by_id, by_name.as_slice()) {
+                    (Some((id, _)), _) | (None, [(id, _)]) => id,
+                    _ => {
+                        return Err(ServerError::Mas(MasError::UnknownProvider {
+                            field: user.field_name(&format!("upstream_links[{index}].provider")),
+                            provider: server_word(&link.provider),
+                            known: providers
+                                .iter()
+                                .map(|(id, name)| format!("{} ({id})", server_word(name)))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        }))
+                    }
+                };
+                resolved.insert(link.provider.clone(), id.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// A declared provider's ID; a provider shown by its ID is its own.
+    fn provider_id(&self, provider: &str) -> String {
+        let resolved = self.providers.borrow();
+        resolved
+            .get(provider)
+            .cloned()
+            .unwrap_or(provider.to_string())
+    }
+
+    /// A user's upstream links, each provider shown as `desired` declares it
+    /// when it does, else by its ID.
+    async fn upstream_links(
+        &self,
+        user_id: &str,
+        desired: &DesiredUser,
+    ) -> Result<Vec<MasLink>, ServerError> {
+        let what = "listing the user's upstream links";
+        let items = self
+            .list_all("/upstream-oauth-links", Some(user_id), what)
+            .await?;
+        let declared = desired.mas.upstream_links.iter().flatten();
+        items
+            .iter()
+            .map(|item| {
+                let field = |name: &str| {
+                    item.pointer(name)
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .ok_or_else(|| unexpected(what, &format!("an item without {name}")))
+                };
+                let (id, provider_id) = (field("/id")?, field("/attributes/provider_id")?);
+                let subject = field("/attributes/subject")?;
+                let provider = declared
+                    .clone()
+                    .find(|l| self.provider_id(&l.provider) == provider_id)
+                    .map_or(provider_id, |l| l.provider.clone());
+                Ok(MasLink {
+                    id,
+                    shown: UpstreamLink { provider, subject },
+                })
+            })
+            .collect()
+    }
+
+    async fn add_link(&self, user_id: &str, link: &UpstreamLink) -> Result<(), ServerError> {
+        let body = json!({"user_id": user_id, "provider_id": self.provider_id(&link.provider),
+                          "subject": link.subject});
+        let reply = self
+            .admin(Method::POST, "/upstream-oauth-links", Some(&body))
+            .await?;
+        match reply.status {
+            StatusCode::CREATED | StatusCode::OK => Ok(()),
+            StatusCode::CONFLICT => Err(ServerError::Mas(MasError::LinkTaken {
+                provider: link.provider.clone(),
+                subject: link.subject.clone(),
+            })),
+            _ => Err(ServerError::refused("adding the upstream link", &reply)),
+        }
+    }
+
+    async fn remove_link(&self, found: &MasUser, link: &UpstreamLink) -> Result<(), ServerError> {
+        let what = "removing the upstream link";
+        let id = found
+            .links
+            .iter()
+            .find(|l| l.shown == *link)
+            .map(|l| l.id.clone())
+            .ok_or_else(|| unexpected(what, "the link is no longer listed"))?;
+        let path = format!("/upstream-oauth-links/{}", path_segment(&id));
+        let reply = self.admin(Method::DELETE, &path, None).await?;
+        match reply.status {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            _ => Err(ServerError::refused(what, &reply)),
+        }
+    }
+
+    /// `POST /users` (with the display name); `skip_homeserver_check`
+    /// creates a user the homeserver already has (MAS's answer to half-made
+    /// accounts).
+    async fn add_user(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        skip_homeserver_check: bool,
+    ) -> Result<Reply, ServerError> {
+        let mut body = new_user(user, desired);
+        if skip_homeserver_check {
+            body["skip_homeserver_check"] = json!(true);
+        }
+        self.admin(Method::POST, "/users", Some(&body))
+            .await
+            .map_err(|error| match error.is_answer_lost() {
+                // It may exist now, without a password, which a later run
+                // with update_password: on_create would never set.
+                true => ServerError::CreationUnconfirmed {
+                    user: user.to_string(),
+                    cause: Box::new(error),
+                },
+                false => error,
+            })
+    }
+
+    /// Creates `user` with its password, or without one for a user who
+    /// logs in through an upstream provider.
+    async fn create_account(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        password: Option<&Secret>,
+    ) -> Result<(), ServerError> {
+        let mut reply = self.add_user(user, desired, false).await?;
+        if self.adopt_existing && is_reserved(&reply) {
+            // Only after the homeserver said it has the name, so that
+            // adopting never skips the check for a name it does not hold.
+            reply = self.add_user(user, desired, true).await?;
+        }
+        let id = match reply.status {
+            StatusCode::CREATED | StatusCode::OK => resource_id(&reply.body, "creating the user")?,
+            StatusCode::CONFLICT if is_reserved(&reply) => {
+                return Err(ServerError::Mas(MasError::UsernameReserved {
+                    user: user.to_string(),
+                }))
+            }
+            StatusCode::CONFLICT => {
+                return Err(ServerError::CreatedMeanwhile {
+                    user: user.to_string(),
+                })
+            }
+            _ => return Err(ServerError::refused("creating the user", &reply)),
+        };
+        let unfinished = |cause: ServerError, state: String, landed: Vec<Change>| {
+            ServerError::Mas(MasError::CreatedUnfinished {
+                user: user.to_string(),
+                cause: Box::new(cause),
+                state,
+                landed,
+            })
+        };
+        let created = match password {
+            Some(password) => Change::Create {
+                password: password.clone(),
+            },
+            None => Change::Mas(MasChange::CreateWithoutPassword),
+        };
+        let refused = match password {
+            Some(password) => self.set_password(&id, password, desired).await.err(),
+            None => None,
+        };
+        if let Some(cause) = refused {
+            // MAS cannot tell later whether a user has a password, so a run
+            // with update_password: on_create would never set it. Deactivated,
+            // the user is one the next run reactivates, with its password.
+            let (state, landed) = match self.deactivate(&id, false).await {
+                Ok(()) => (
+                    "then deactivated so that nobody uses it without a password; \
+                     the next run with an accepted password reactivates it"
+                        .to_string(),
+                    vec![created, Change::Deactivate { erase: false }],
+                ),
+                Err(error) => (
+                    format!(
+                        "but has no password, and deactivating it failed too ({error}); \
+                         run again with update_password: always to give it one"
+                    ),
+                    vec![created],
+                ),
+            };
+            return Err(unfinished(cause, state, landed));
+        }
+        let rest = async {
+            if desired.admin == Some(true) {
+                self.set_admin(&id, true).await?;
+            }
+            if let Some(email) = &desired.email {
+                self.add_email(&id, email).await?;
+            }
+            Ok(())
+        };
+        let with = match password {
+            Some(_) => "with its password",
+            None => "without a password (it logs in upstream)",
+        };
+        rest.await.map_err(|cause| {
+            let state = format!(
+                "{with}; run again to finish it \
+                 (the admin flag, e-mail and upstream links are compared on every run)"
+            );
+            unfinished(cause, state, vec![created])
+        })
+    }
+
+    /// MAS takes a display name at creation since 1.18; older versions ignore it.
+    async fn refuse_displaynames_before_1_18(
+        &self,
+        named: &DesiredUser,
+    ) -> Result<(), ServerError> {
+        let reply = self.admin(Method::GET, "/version", None).await?;
+        let version = match reply.body.get("version").and_then(Value::as_str) {
+            Some(version) if reply.status == StatusCode::OK => version.to_string(),
+            _ => "(which has no /api/admin/v1/version)".to_string(),
+        };
+        if version_at_least(&version, (1, 18)) {
+            return Ok(());
+        }
+        Err(ServerError::Mas(MasError::DisplaynameNeedsVersion {
+            field: named.field_name("displayname"),
+            version: server_word(&version),
+        }))
+    }
+
+    /// `desired` says whether MAS's complexity policy is skipped.
+    async fn set_password(
+        &self,
+        id: &str,
+        password: &Secret,
+        desired: &DesiredUser,
+    ) -> Result<(), ServerError> {
         if !self.password_login {
             return Err(ServerError::Mas(MasError::PasswordsDisabled));
         }
+        let mut body = json!({"password": password.expose()});
+        if desired.mas.skip_password_check {
+            body["skip_password_check"] = json!(true);
+        }
         let reply = self
-            .admin(
-                Method::POST,
-                &user_path(id, "/set-password"),
-                Some(&json!({"password": password.expose()})),
-            )
+            .admin(Method::POST, &user_path(id, "/set-password"), Some(&body))
             .await?;
         match reply.status {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
@@ -358,17 +673,19 @@ impl Mas {
         expect_ok(reply, what)
     }
 
-    /// `keep_locked`: the declaration wants the user locked, so a lock left
-    /// from its deactivation stays.
+    /// A lock left from its deactivation stays when `desired` declares one.
     async fn reactivate(
         &self,
         found: &MasUser,
-        password: &Secret,
-        keep_locked: bool,
+        password: Option<&Secret>,
+        desired: &DesiredUser,
     ) -> Result<(), ServerError> {
+        let keep_locked = desired.restrictions.locked == Some(true);
         // The password first: if MAS refuses it, the user stays deactivated,
         // and nobody can use an account whose password is not the declared one.
-        self.set_password(&found.id, password).await?;
+        if let Some(password) = password {
+            self.set_password(&found.id, password, desired).await?;
+        }
         let reply = self
             .admin(Method::POST, &user_path(&found.id, "/reactivate"), None)
             .await?;
@@ -415,7 +732,9 @@ impl AccountServer for Mas {
     /// Gets an admin token and reads MAS's site configuration (server name,
     /// whether passwords are enabled). Changes nothing.
     async fn connect(args: &ModuleArgs, access: Access, http: Http) -> Result<Mas, ServerError> {
-        let http = http.naming("MAS");
+        let http = http
+            .naming("MAS")
+            .waiting_out_rate_limits(LOGIN_RATE_LIMIT_WAIT);
         let (token, client) = match access {
             Access::Token { token, renewed_by } => (token, renewed_by),
             Access::Client(client) => (client.fetch_token(&http).await?, Some(client)),
@@ -426,7 +745,9 @@ impl AccountServer for Mas {
             server_name: String::new(),
             password_login: true,
             minimum_complexity: DEFAULT_MINIMUM_COMPLEXITY,
+            adopt_existing: args.mas_adopt_existing,
             known: RefCell::new(HashMap::new()),
+            providers: RefCell::new(HashMap::new()),
         };
         let what = "reading MAS's site configuration";
         let reply = mas.admin(Method::GET, "/site-config", None).await?;
@@ -450,6 +771,12 @@ impl AccountServer for Mas {
             mas.minimum_complexity = minimum;
         }
         mas.server_name = confirm_server_name(args, mas.server_name)?;
+        if let Some(named) = args.users.iter().find(|u| u.displayname.is_some()) {
+            mas.refuse_displaynames_before_1_18(named).await?;
+        }
+        if args.users.iter().any(|u| u.mas.upstream_links.is_some()) {
+            mas.resolve_providers(&args.users).await?;
+        }
         Ok(mas)
     }
 
@@ -457,7 +784,7 @@ impl AccountServer for Mas {
         &self.server_name
     }
 
-    /// MAS keeps no display names.
+    /// MAS does not show display names; a new user without one gets the homeserver's default.
     fn default_displayname(&self, _user: &UserId) -> Option<String> {
         None
     }
@@ -480,13 +807,19 @@ impl AccountServer for Mas {
     async fn account(
         &self,
         user: &UserId,
-        _desired: &DesiredUser,
+        desired: &DesiredUser,
     ) -> Result<Option<Account>, ServerError> {
         let what = "reading the user";
         let path = format!("/users/by-username/{}", path_segment(user.localpart()));
         let reply = self.admin(Method::GET, &path, None).await?;
         let found = match reply.status {
-            StatusCode::OK => parse_user(&reply.body, what)?,
+            StatusCode::OK => {
+                let mut found = parse_user(&reply.body, what)?;
+                if desired.mas.upstream_links.is_some() {
+                    found.links = self.upstream_links(&found.id, desired).await?;
+                }
+                found
+            }
             StatusCode::NOT_FOUND => {
                 self.known.borrow_mut().remove(user);
                 return Ok(None);
@@ -494,23 +827,41 @@ impl AccountServer for Mas {
             _ => return Err(ServerError::refused(what, &reply)),
         };
         let emails = self.emails(&found.id).await?;
-        let account = Account {
-            admin: Seen::Known(found.admin),
-            deactivated: Seen::Known(found.deactivated),
-            user_type: UserType::Regular,
-            displayname: None,
-            emails: Seen::Known(emails),
-            restrictions: Restrictions {
-                locked: Seen::Known(found.locked),
-                ..Restrictions::default()
-            },
-            ratelimit: Seen::Unknown,
-            external_ids: Seen::Unknown,
-            rooms: Seen::Unknown,
-            avatar: Seen::Unknown,
-        };
+        let account = mas_account(&found, emails, desired);
         self.known.borrow_mut().insert(user.clone(), found);
         Ok(Some(account))
+    }
+
+    async fn accounts(
+        &self,
+        users: &[UserId],
+        declared: &[DesiredUser],
+    ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
+        self.list_accounts(users, declared).await
+    }
+
+    /// MAS's admin API has no rate limit; its compatibility logins (the
+    /// password checks) have one.
+    fn waited(&self) -> Option<Waited> {
+        let seconds = self.http.rate_limited_for().as_secs();
+        (seconds > 0).then(|| Waited {
+            seconds,
+            reason:
+                "MAS rate-limits compatibility logins (rate_limiting.login in its configuration, \
+                     by default 3 a minute from one address), which the password checks of \
+                     update_password: always use; the seconds are summed over the checks made at \
+                     the same time. Raise rate_limiting.login in MAS for a bulk password check"
+                    .to_string(),
+        })
+    }
+
+    async fn access_token_valid(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+    ) -> Result<bool, ServerError> {
+        let found = self.known_user(user, desired).await?;
+        self.personal_token_valid(&found.id, desired).await
     }
 
     async fn password_matches(
@@ -566,75 +917,7 @@ impl AccountServer for Mas {
         desired: &DesiredUser,
         password: &Secret,
     ) -> Result<(), ServerError> {
-        let reply = self
-            .admin(
-                Method::POST,
-                "/users",
-                Some(&json!({"username": user.localpart()})),
-            )
-            .await
-            .map_err(|error| match error.is_answer_lost() {
-                // It may exist now, without a password, which a later run
-                // with update_password: on_create would never set.
-                true => ServerError::CreationUnconfirmed {
-                    user: user.to_string(),
-                    cause: Box::new(error),
-                },
-                false => error,
-            })?;
-        let id = match reply.status {
-            StatusCode::CREATED | StatusCode::OK => resource_id(&reply.body, "creating the user")?,
-            StatusCode::CONFLICT if reply.explanation().contains("reserved") => {
-                return Err(ServerError::Mas(MasError::UsernameReserved {
-                    user: user.to_string(),
-                }))
-            }
-            StatusCode::CONFLICT => {
-                return Err(ServerError::CreatedMeanwhile {
-                    user: user.to_string(),
-                })
-            }
-            _ => return Err(ServerError::refused("creating the user", &reply)),
-        };
-        let unfinished = |cause: ServerError, state: String| {
-            ServerError::Mas(MasError::CreatedUnfinished {
-                user: user.to_string(),
-                cause: Box::new(cause),
-                state,
-            })
-        };
-        if let Err(cause) = self.set_password(&id, password).await {
-            // MAS cannot tell later whether a user has a password, so a run
-            // with update_password: on_create would never set it. Deactivated,
-            // the user is one the next run reactivates, with its password.
-            let state = match self.deactivate(&id, false).await {
-                Ok(()) => "then deactivated so that nobody uses it without a password; \
-                           the next run with an accepted password reactivates it"
-                    .to_string(),
-                Err(error) => format!(
-                    "but has no password, and deactivating it failed too ({error}); \
-                     run again with update_password: always to give it one"
-                ),
-            };
-            return Err(unfinished(cause, state));
-        }
-        let rest = async {
-            if desired.admin == Some(true) {
-                self.set_admin(&id, true).await?;
-            }
-            if let Some(email) = &desired.email {
-                self.add_email(&id, email).await?;
-            }
-            Ok(())
-        };
-        rest.await.map_err(|cause| {
-            unfinished(
-                cause,
-                "with its password; run again to finish it \
-                 (the admin flag and e-mail are compared on every run)"
-                    .to_string(),
-            )
-        })
+        self.create_account(user, desired, Some(password)).await
     }
 
     async fn update(
@@ -643,30 +926,50 @@ impl AccountServer for Mas {
         desired: &DesiredUser,
         changes: &[Change],
     ) -> Result<(), ServerError> {
+        if changes.contains(&Change::Mas(MasChange::CreateWithoutPassword)) {
+            self.create_account(user, desired, None).await?;
+        }
         let found = self.known_user(user, desired).await?;
-        let keep_locked = desired.restrictions.locked == Some(true);
         for change in changes {
             match change {
                 Change::Deactivate { erase } => self.deactivate(&found.id, *erase).await?,
                 Change::Reactivate { password } => {
-                    self.reactivate(&found, password, keep_locked).await?
+                    self.reactivate(&found, Some(password), desired).await?
+                }
+                Change::Mas(MasChange::ReactivateWithoutPassword) => {
+                    self.reactivate(&found, None, desired).await?
                 }
                 // Reactivation lifted a lock left from deactivation already.
                 Change::Restrict(Restriction::Locked, false)
-                    if changes
-                        .iter()
-                        .any(|c| matches!(c, Change::Reactivate { .. })) => {}
+                    if changes.iter().any(|c| {
+                        matches!(
+                            c,
+                            Change::Reactivate { .. }
+                                | Change::Mas(MasChange::ReactivateWithoutPassword)
+                        )
+                    }) => {}
                 Change::Restrict(Restriction::Locked, locked) => {
                     self.set_locked(&found.id, *locked).await?
                 }
                 Change::SetAdmin(admin) => self.set_admin(&found.id, *admin).await?,
                 Change::AddEmail(email) => self.add_email(&found.id, email).await?,
-                Change::SetPassword { password } => self.set_password(&found.id, password).await?,
-                // Create goes to create(); check_declaration refuses
-                // displayname, user types, suspension, shadow-ban,
-                // ratelimit, rooms, emails, external_ids and avatar for MAS,
-                // so those are never planned here.
+                Change::SetPassword { password } => {
+                    self.set_password(&found.id, password, desired).await?
+                }
+                Change::WriteAccessToken => self.write_personal_token(&found.id, desired).await?,
+                Change::Mas(MasChange::AddUpstreamLink(link)) => {
+                    self.add_link(&found.id, link).await?
+                }
+                Change::Mas(MasChange::RemoveUpstreamLink(link)) => {
+                    self.remove_link(&found, link).await?
+                }
+                // Creation is done above or by create(); a display name is
+                // read as declared (MAS cannot show it); check_declaration
+                // refuses user types, suspension, shadow-ban, ratelimit,
+                // rooms, emails, external_ids and avatar for MAS. So none of
+                // these is planned here.
                 Change::Create { .. }
+                | Change::Mas(MasChange::CreateWithoutPassword)
                 | Change::SetDisplayname
                 | Change::SetUserType(_)
                 | Change::Restrict(_, _)
@@ -681,8 +984,57 @@ impl AccountServer for Mas {
     }
 }
 
+/// The `AddUserRequest` of `user`, with its display name (MAS 1.18 and later).
+fn new_user(user: &UserId, desired: &DesiredUser) -> Value {
+    let mut body = json!({"username": user.localpart()});
+    if let Some(name) = &desired.displayname {
+        body["displayname"] = json!(name);
+    }
+    body
+}
+
+/// Whether MAS's `version` (`v1.22.0`, `1.18.1+build`) is `minimum` (major, minor) or later.
+fn version_at_least(version: &str, minimum: (u64, u64)) -> bool {
+    let mut numbers = version
+        .trim_start_matches('v')
+        .split(['.', '-', '+'])
+        .map(|n| n.parse::<u64>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= minimum,
+        _ => false,
+    }
+}
+
+/// The account `found` shows, with its e-mail addresses, as one read or a
+/// list reads it; upstream links only when read (see [`MasUser::links`]).
+fn mas_account(found: &MasUser, emails: Vec<String>, desired: &DesiredUser) -> Account {
+    Account {
+        admin: Seen::Known(found.admin),
+        deactivated: Seen::Known(found.deactivated),
+        user_type: UserType::Regular,
+        // MAS cannot show (or change) a display name: it hands the one
+        // declared at creation to the homeserver. So it is not compared.
+        displayname: desired.displayname.clone(),
+        emails: Seen::Known(emails),
+        upstream_links: found.links.iter().map(|l| l.shown.clone()).collect(),
+        restrictions: Restrictions {
+            locked: Seen::Known(found.locked),
+            ..Restrictions::default()
+        },
+        ratelimit: Seen::Unknown,
+        external_ids: Seen::Unknown,
+        rooms: Seen::Unknown,
+        avatar: Seen::Unknown,
+    }
+}
+
 fn user_path(id: &str, action: &str) -> String {
     format!("/users/{}{action}", path_segment(id))
+}
+
+/// MAS's 409 for a username its homeserver reports as unavailable.
+fn is_reserved(reply: &Reply) -> bool {
+    reply.status == StatusCode::CONFLICT && reply.explanation().contains("reserved")
 }
 
 fn expect_ok(reply: Reply, what: &str) -> Result<(), ServerError> {
@@ -721,6 +1073,7 @@ fn parse_user(body: &Value, what: &str) -> Result<MasUser, ServerError> {
             .ok_or_else(|| unexpected(what, "no admin flag"))?,
         deactivated: is_set("deactivated_at"),
         locked: is_set("locked_at"),
+        links: Vec::new(),
     })
 }
 
@@ -741,8 +1094,22 @@ mod tests {
                 admin: true,
                 deactivated: false,
                 locked: true,
+                links: vec![],
             }
         );
         assert!(parse_user(&json!({"data": {"id": "x", "attributes": {}}}), "test").is_err());
+    }
+
+    #[test]
+    fn versions_compare_by_major_and_minor() {
+        assert!(version_at_least("v1.22.0+contract", (1, 18)));
+        assert!(version_at_least("1.18.0", (1, 18)));
+        assert!(version_at_least("v2.0.0-rc.1", (1, 18)));
+        assert!(!version_at_least("v1.17.9", (1, 18)));
+        assert!(!version_at_least("v0.99.0", (1, 18)));
+        assert!(!version_at_least(
+            "(which has no /api/admin/v1/version)",
+            (1, 18)
+        ));
     }
 }

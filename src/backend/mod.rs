@@ -57,11 +57,13 @@ pub trait AccountServer {
     fn server_name(&self) -> &str;
 
     /// Reads the accounts of all `users` at once, when that is cheaper than
-    /// one read per user. `None` (the default, for servers without a bulk
-    /// read) asks the caller to use [`AccountServer::account`].
+    /// one read per user; `declared` holds their declarations, in the same
+    /// order. `None` (the default, for servers without a bulk read) asks the
+    /// caller to use [`AccountServer::account`].
     async fn accounts(
         &self,
         _users: &[UserId],
+        _declared: &[DesiredUser],
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
         Ok(None)
     }
@@ -119,6 +121,23 @@ pub trait AccountServer {
     /// behind (and, where the server allows, without a rate-limited login).
     async fn password_matches(&self, user: &UserId, password: &Secret)
         -> Result<bool, ServerError>;
+
+    /// Whether `desired.access_token_file` holds a personal access token of
+    /// `user` that the server still accepts. Only servers whose
+    /// `check_declaration` accepts `access_token_file` are asked.
+    async fn access_token_valid(
+        &self,
+        _user: &UserId,
+        _desired: &DesiredUser,
+    ) -> Result<bool, ServerError> {
+        Ok(true)
+    }
+
+    /// How long this run waited for the server's rate limits, and why; `None`
+    /// for a server whose waits are not worth reporting.
+    fn waited(&self) -> Option<crate::report::Waited> {
+        None
+    }
 
     /// Creates `user` with every declared attribute and `password` (the
     /// one [`Change::Create`] carries).
@@ -267,6 +286,27 @@ fn refuse_email(user: &DesiredUser) -> Result<(), ArgsError> {
     )
 }
 
+const NO_ACCESS_TOKEN_FILE: &str =
+    "personal access tokens are kept only with homeserver: mas for now (MAS's personal sessions); leave it out";
+
+/// Refuses, on a homeserver, the options that only MAS has.
+fn refuse_mas_only(args: &ModuleArgs) -> Result<(), ArgsError> {
+    for user in &args.users {
+        let declared = user.access_token_file.is_some();
+        refuse_declared(user, "access_token_file", declared, NO_ACCESS_TOKEN_FILE)?;
+        if let Some(field) = user.mas.declared().first() {
+            refuse_declared(user, field, true, "only homeserver: mas takes it")?;
+        }
+    }
+    match args.mas_adopt_existing {
+        true => Err(ArgsError::Unsupported {
+            field: "mas_adopt_existing".into(),
+            reason: "only MAS keeps accounts apart from the homeserver; leave it out unless homeserver: mas",
+        }),
+        false => Ok(()),
+    }
+}
+
 /// Refuses a user type other than `regular`, for a server that has none.
 fn refuse_user_type(user: &DesiredUser, reason: &'static str) -> Result<(), ArgsError> {
     let special = user
@@ -331,6 +371,14 @@ pub fn from_homeserver(path: &str, reply: Reply) -> Result<Reply, ServerError> {
 }
 
 impl ServerError {
+    /// The changes that landed before this failure, when the failure knows them.
+    pub fn landed(&self) -> &[Change] {
+        match self {
+            ServerError::Mas(mas::MasError::CreatedUnfinished { landed, .. }) => landed,
+            _ => &[],
+        }
+    }
+
     /// A write that may have been carried out although its answer was lost.
     pub fn is_answer_lost(&self) -> bool {
         matches!(self, ServerError::Http(HttpError::AnswerLost { .. }))
@@ -403,13 +451,8 @@ mod tests {
                 .extend(user.as_object().unwrap().clone());
             declare(args)
         };
-        let message = mas(json!({"users": [{"username": "a", "displayname": "A"}]}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("users[0].displayname: MAS cannot read display names back"),
-            "{message}"
-        );
+        // Set at creation (MAS 1.18 and later, checked once connected).
+        mas(json!({"users": [{"username": "a", "displayname": "A"}]})).unwrap();
         let message = mas(json!({"username": "a", "user_type": "bot"}))
             .unwrap_err()
             .to_string();
@@ -421,6 +464,42 @@ mod tests {
             .unwrap();
         assert_eq!(args.server.url, "http://127.0.0.1:8080");
         assert!(args.credentials.mas_client.is_some());
+    }
+
+    #[test]
+    fn only_mas_takes_the_mas_options() {
+        let message = error_of(with_base(
+            json!({"users": [{"username": "a", "mas_skip_password_check": true}]}),
+        ));
+        assert_eq!(
+            message,
+            "users[0].mas_skip_password_check: only homeserver: mas takes it"
+        );
+        let mut dendrite = with_base(json!({"username": "a", "mas_skip_password_check": true}));
+        dendrite["homeserver"] = json!("dendrite");
+        dendrite["dendrite_database"] = json!("/var/lib/dendrite/userapi.db");
+        assert_eq!(
+            error_of(dendrite),
+            "mas_skip_password_check: only homeserver: mas takes it"
+        );
+        let linked =
+            json!({"username": "a", "upstream_links": [{"provider": "SSO", "subject": "a"}]});
+        assert_eq!(
+            error_of(with_base(linked)),
+            "upstream_links: only homeserver: mas takes it"
+        );
+        declare(with_base(
+            json!({"username": "a", "mas_skip_password_check": false}),
+        ))
+        .unwrap();
+    }
+
+    fn with_base(user: Value) -> Value {
+        let mut args = base();
+        args.as_object_mut()
+            .unwrap()
+            .extend(user.as_object().unwrap().clone());
+        args
     }
 
     #[test]

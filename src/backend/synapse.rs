@@ -664,6 +664,7 @@ impl AccountServer for Synapse {
 
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let access = require_credentials(&args.credentials)?;
+        super::refuse_mas_only(args)?;
         for user in &args.users {
             refuse_declared(user, "email", user.email.is_some(), SINGLE_EMAIL)?;
         }
@@ -705,6 +706,7 @@ impl AccountServer for Synapse {
     async fn accounts(
         &self,
         users: &[UserId],
+        _declared: &[DesiredUser],
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
         if users.len() < LIST_MIN_USERS {
             return Ok(None);
@@ -971,8 +973,12 @@ impl AccountServer for Synapse {
                     body.insert("avatar_url".into(), json!(uri));
                 }
                 // Create goes to create(), and check_declaration refuses
-                // e-mail for Synapse, so AddEmail is never planned.
-                Change::Create { .. } | Change::Deactivate { .. } | Change::AddEmail(_) => {}
+                // e-mail and the MAS options for Synapse, so neither is planned.
+                Change::Create { .. }
+                | Change::Deactivate { .. }
+                | Change::AddEmail(_)
+                | Change::WriteAccessToken
+                | Change::Mas(_) => {}
             }
         }
         if !body.is_empty() {
@@ -1112,6 +1118,7 @@ fn parse_account(body: &Value) -> Account {
         emails: Seen::Unknown,
         external_ids: Seen::Unknown,
         avatar: Seen::Unknown,
+        upstream_links: Vec::new(),
         admin: Seen::Known(body.get("admin").is_some_and(truthy)),
         deactivated: Seen::Known(body.get("deactivated").is_some_and(truthy)),
         user_type,
@@ -1191,6 +1198,7 @@ mod tests {
                 deactivated: Seen::Known(false),
                 user_type: UserType::Bot,
                 displayname: Some("A".into()),
+                upstream_links: Vec::new(),
             }
         );
         let custom = parse_account(&json!({"user_type": "custom"}));

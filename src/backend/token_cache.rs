@@ -33,6 +33,15 @@ impl TokenCache {
         }
     }
 
+    /// A secret file at `path` (a bot's `access_token_file`), kept with the
+    /// same care as the service account's token.
+    pub(super) fn at(path: &Path) -> TokenCache {
+        TokenCache {
+            folder: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            path: path.to_path_buf(),
+        }
+    }
+
     fn failed(&self, error: std::io::Error) -> ServerError {
         ServerError::TokenCache {
             path: self.path.display().to_string(),

@@ -121,6 +121,51 @@ impl Server {
             .any(|u| u["attributes"]["username"] == json!(localpart))
     }
 
+    /// The display name the homeserver behind MAS got for a user (the contract
+    /// server stands in for it, at the Matrix profile endpoint).
+    pub fn mas_homeserver_displayname(&self, localpart: &str) -> Value {
+        let user_id = super::encode(&format!("@{localpart}:{}", self.server_name));
+        let (status, body) = self.get(&format!("/_matrix/client/v3/profile/{user_id}"), None);
+        assert_eq!(status, 200, "profile of {localpart}: {body}");
+        body["displayname"].clone()
+    }
+
+    /// The ID of the upstream provider MAS lists as `human_name`.
+    pub fn mas_provider_id(&self, human_name: &str) -> String {
+        let path = "/api/admin/v1/upstream-oauth-providers?page[first]=100";
+        let (status, body) = self.get(path, Some(&self.mas_harness_token()));
+        assert_eq!(status, 200, "upstream providers: {body}");
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["attributes"]["human_name"] == json!(human_name))
+            .unwrap_or_else(|| panic!("no provider {human_name}: {body}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// A user's upstream links, as (provider ID, subject).
+    pub fn mas_upstream_links(&self, localpart: &str) -> Vec<(String, String)> {
+        let id = self.mas_user(localpart).expect("the user exists")["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let path = format!("/api/admin/v1/upstream-oauth-links?filter[user]={id}&page[first]=100");
+        let (status, body) = self.get(&path, Some(&self.mas_harness_token()));
+        assert_eq!(status, 200, "upstream links of {localpart}: {body}");
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let attribute = |name: &str| l["attributes"][name].as_str().unwrap().to_string();
+                (attribute("provider_id"), attribute("subject"))
+            })
+            .collect()
+    }
+
     /// Every request the contract server has answered, oldest first.
     pub fn mas_request_log(&self) -> Vec<Value> {
         let path = self.info["request_log"].as_str().unwrap();

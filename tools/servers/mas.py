@@ -11,7 +11,8 @@ mas_api.py the fake MAS and mas_handler.py the HTTP side.
 
   mas.py --ephemeral [--token-ttl SECONDS] [--no-password-login] [--not-admin-client]
          [--client-auth-method client_secret_basic|client_secret_post]
-         [--reserve-username LOCALPART ...] [--default-rate-limits]
+         [--reserve-username LOCALPART ...] [--default-rate-limits] [--mas-version VERSION]
+         [--upstream-provider HUMAN_NAME ...]
 
 Picks a free loopback port, then prints one JSON line on stdout (url,
 server_name, client_id, client_secret, client_auth_method, data_dir,
@@ -77,8 +78,10 @@ def run_persistent(args) -> None:
     def start():
         if os.path.exists(info_path):
             os.remove(info_path)
-        options = [f"--token-ttl={args.token_ttl}", f"--client-auth-method={args.client_auth_method}"]
+        options = [f"--token-ttl={args.token_ttl}", f"--client-auth-method={args.client_auth_method}",
+                   f"--mas-version={args.mas_version}"]
         options += [f"--reserve-username={name}" for name in args.reserve_username]
+        options += [f"--upstream-provider={name}" for name in args.upstream_provider]
         options += ["--no-password-login"] * args.no_password_login + ["--not-admin-client"] * args.not_admin_client
         options += ["--default-rate-limits"] * args.default_rate_limits
         return launcher.start_in_background(__file__, options, data_dir, args.port)
@@ -108,6 +111,10 @@ def main() -> None:
                         help="a localpart the homeserver reports as unavailable")
     parser.add_argument("--default-rate-limits", action="store_true",
                         help="MAS's default login rate limits (3 per minute per IP) instead of relaxed ones")
+    parser.add_argument("--upstream-provider", action="append", default=[],
+                        help="an upstream OAuth 2.0 provider MAS lists, by its human name (repeatable)")
+    parser.add_argument("--mas-version", default="v1.22.0+contract",
+                        help="what GET /api/admin/v1/version answers; before 1.18 display names are ignored at creation")
     launcher.run(parser, parser.parse_args(), run_ephemeral, run_persistent)
 
 

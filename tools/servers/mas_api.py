@@ -17,12 +17,11 @@ import threading
 import time
 import urllib.parse
 import zlib
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from zxcvbn_rs_py import zxcvbn
 
 SERVER_NAME = "localhost"
-VERSION = "v1.22.0+contract"
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 ALNUM = string.ascii_letters + string.digits
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -157,6 +156,11 @@ class State:
         self.client_id = new_ulid()  # MAS requires ULIDs as client IDs in its config
         self.client_secret = secrets.token_urlsafe(24)
         self.users, self.emails, self.access_tokens, self.compat_sessions = {}, {}, {}, {}
+        self.links, self.providers = {}, {}
+        for name in args.upstream_provider:  # as MAS's configuration lists them under upstream_oauth2.providers
+            provider = {"id": new_ulid(), "human_name": name, "created_at": now()}
+            self.providers[provider["id"]] = provider
+        self.personal_sessions = {}
         self.lock = threading.Lock()
         self.log_path = os.path.join(data_dir, "requests.jsonl")
         self.log_file = open(self.log_path, "a", buffering=1)
@@ -244,7 +248,12 @@ def paginate(items, query, base, to_resource):
 # ---------------------------------------------------------------- admin API operations
 
 def op_version(state, p, q, body):
-    return 200, {"version": VERSION}
+    return 200, {"version": state.args.mas_version}
+
+
+def version_at_least(version: str, major: int, minor: int) -> bool:
+    numbers = re.match(r"v?(\d+)\.(\d+)", version)
+    return numbers is not None and (int(numbers[1]), int(numbers[2])) >= (major, minor)
 
 
 def op_site_config(state, p, q, body):
@@ -305,7 +314,10 @@ def op_create_user(state, p, q, body):
     if username in state.args.reserve_username and not body.get("skip_homeserver_check", False):
         raise ApiError(409, errors("Username is reserved by the homeserver"))
     user = {"id": new_ulid(), "username": username, "created_at": now(), "locked_at": None,
-            "deactivated_at": None, "admin": False, "password": None}
+            "deactivated_at": None, "admin": False, "password": None,
+            # What MAS hands the homeserver when it provisions the user: the display
+            # name since MAS 1.18 (older versions ignore the field, as serde does).
+            "displayname": body.get("displayname") if version_at_least(state.args.mas_version, 1, 18) else None}
     state.users[user["id"]] = user
     return 201, single(user_resource(user))
 
@@ -394,6 +406,100 @@ def op_delete_email(state, p, q, body):
     return 204, None
 
 
+def provider_resource(pr, cursor=False):
+    r = {"type": "upstream-oauth-provider", "id": pr["id"],
+         "attributes": {"issuer": f"https://{pr['id'].lower()}.sso.invalid", "human_name": pr["human_name"],
+                        "brand_name": None, "created_at": rfc3339(pr["created_at"]), "disabled_at": None,
+                        "registration_token_required": False},
+         "links": {"self": f"/api/admin/v1/upstream-oauth-providers/{pr['id']}"}}
+    if cursor:
+        r["meta"] = {"page": {"cursor": pr["id"]}}
+    return r
+
+
+def link_resource(link, cursor=False):
+    r = {"type": "upstream-oauth-link", "id": link["id"],
+         "attributes": {"created_at": rfc3339(link["created_at"]), "provider_id": link["provider_id"],
+                        "subject": link["subject"], "user_id": link["user_id"],
+                        "human_account_name": link["human_account_name"]},
+         "links": {"self": f"/api/admin/v1/upstream-oauth-links/{link['id']}"}}
+    if cursor:
+        r["meta"] = {"page": {"cursor": link["id"]}}
+    return r
+
+
+def op_list_providers(state, p, q, body):
+    one = {k: v[0] for k, v in q.items()}
+    providers, filters = list(state.providers.values()), []
+    if "filter[enabled]" in one:  # every provider here is enabled
+        filters.append(f"filter[enabled]={one['filter[enabled]']}")
+        providers = providers if one["filter[enabled]"] == "true" else []
+    base = "/api/admin/v1/upstream-oauth-providers" + ("?" + "&".join(filters) if filters else "")
+    return 200, paginate(providers, q, base, provider_resource)
+
+
+def find_provider(state, provider_id):
+    if provider_id not in state.providers:
+        raise ApiError(404, errors(f"Upstream OAuth 2.0 Provider ID {provider_id} not found"))
+    return state.providers[provider_id]
+
+
+def op_list_links(state, p, q, body):
+    one = {k: v[0] for k, v in q.items()}
+    links, filters = list(state.links.values()), []
+    if "filter[user]" in one:
+        state.user(one["filter[user]"])
+        filters.append(f"filter[user]={one['filter[user]']}")
+        links = [link for link in links if link["user_id"] == one["filter[user]"]]
+    if "filter[provider]" in one:
+        find_provider(state, one["filter[provider]"])
+        filters.append(f"filter[provider]={one['filter[provider]']}")
+        links = [link for link in links if link["provider_id"] == one["filter[provider]"]]
+    if "filter[subject]" in one:
+        filters.append(f"filter[subject]={one['filter[subject]']}")
+        links = [link for link in links if link["subject"] == one["filter[subject]"]]
+    if "filter[human-account-name]" in one:
+        wanted = one["filter[human-account-name]"].lower()
+        filters.append(f"filter[human-account-name]={one['filter[human-account-name]']}")
+        links = [link for link in links if wanted in (link["human_account_name"] or "").lower()]
+    base = "/api/admin/v1/upstream-oauth-links" + ("?" + "&".join(filters) if filters else "")
+    return 200, paginate(links, q, base, link_resource)
+
+
+def op_add_link(state, p, q, body):
+    """As the 1.22 spec describes it: an existing link of that provider and subject
+    is associated (200) unless another user has it (409); else a new one (201)."""
+    user = state.user(body["user_id"])
+    provider = find_provider(state, body["provider_id"])
+    existing = [link for link in state.links.values()
+                if link["provider_id"] == provider["id"] and link["subject"] == body["subject"]]
+    if existing and existing[0]["user_id"] not in (None, user["id"]):
+        raise ApiError(409, errors(f"Upstream Oauth 2.0 Provider ID {provider['id']} with subject "
+                                   f"{body['subject']} is already linked to a user"))
+    if existing:
+        existing[0]["user_id"] = user["id"]
+        return 200, single(link_resource(existing[0]))
+    link = {"id": new_ulid(), "created_at": now(), "provider_id": provider["id"], "subject": body["subject"],
+            "user_id": user["id"], "human_account_name": body.get("human_account_name")}
+    state.links[link["id"]] = link
+    return 201, single(link_resource(link))
+
+
+def find_link(state, link_id):
+    if link_id not in state.links:
+        raise ApiError(404, errors(f"Upstream OAuth 2.0 Link ID {link_id} not found"))
+    return state.links[link_id]
+
+
+def op_get_link(state, p, q, body):
+    return 200, single(link_resource(find_link(state, p["id"])))
+
+
+def op_delete_link(state, p, q, body):
+    del state.links[find_link(state, p["id"])["id"]]
+    return 204, None
+
+
 OPERATIONS = {
     "siteConfig": op_site_config, "version": op_version, "listUsers": op_list_users, "createUser": op_create_user, "getUser": op_get_user,
     "getUserByUsername": op_get_user_by_username, "setUserPassword": op_set_password,
@@ -401,7 +507,75 @@ OPERATIONS = {
     "reactivateUser": user_action("reactivate"), "lockUser": user_action("lock"),
     "unlockUser": user_action("unlock"), "listUserEmails": op_list_emails, "addUserEmail": op_add_email,
     "getUserEmail": op_get_email, "deleteUserEmail": op_delete_email,
+    "listUpstreamOAuthProviders": op_list_providers, "listUpstreamOAuthLinks": op_list_links,
+    "addUpstreamOAuthLink": op_add_link, "getUpstreamOAuthLink": op_get_link,
+    "deleteUpstreamOAuthLink": op_delete_link,
 }
+
+
+# ---------------------------------------------------------------- personal sessions (admin/v1/personal_sessions)
+# Created by the admin client (client_credentials), so owned by that client. Tokens are `mpt_` ones.
+
+def personal_session_resource(s, cursor=False):
+    r = {"type": "personal-session", "id": s["id"],
+         "attributes": {"created_at": rfc3339(s["created_at"]), "revoked_at": rfc3339(s["revoked_at"]),
+                        "owner_user_id": None, "owner_client_id": s["owner_client_id"],
+                        "actor_user_id": s["actor_user_id"], "human_name": s["human_name"], "scope": s["scope"],
+                        "last_active_at": None, "last_active_ip": None, "expires_at": rfc3339(s["expires_at"])},
+         "links": {"self": f"/api/admin/v1/personal-sessions/{s['id']}"}}
+    if cursor:
+        r["meta"] = {"page": {"cursor": s["id"]}}
+    return r
+
+
+def personal_session(state, session_id):
+    if session_id not in state.personal_sessions:
+        raise ApiError(404, errors(f"Personal session with ID {session_id} not found"))
+    return state.personal_sessions[session_id]
+
+
+def issue_personal_token(session, expires_in):
+    """A new token; the answer that carries it is the only one that shows it."""
+    session["expires_at"] = None if expires_in is None else now() + timedelta(seconds=expires_in)
+    resource = personal_session_resource(session)
+    resource["attributes"]["access_token"] = new_token("mpt")
+    return 201, single(resource)
+
+
+def op_create_personal_session(state, p, q, body):
+    if any(not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", s) for s in body["scope"].split(" ")):
+        raise ApiError(400, errors("Invalid scope"))
+    if body["actor_user_id"] not in state.users:
+        raise ApiError(404, errors("User not found"))
+    session = {"id": new_ulid(), "created_at": now(), "revoked_at": None, "owner_client_id": state.client_id,
+               "actor_user_id": body["actor_user_id"], "human_name": body["human_name"], "scope": body["scope"]}
+    state.personal_sessions[session["id"]] = session
+    return issue_personal_token(session, body.get("expires_in"))
+
+
+def op_get_personal_session(state, p, q, body):
+    return 200, single(personal_session_resource(personal_session(state, p["id"])))
+
+
+def op_revoke_personal_session(state, p, q, body):
+    session = personal_session(state, p["id"])
+    if session["revoked_at"] is not None:
+        raise ApiError(409, errors(f"Personal session with ID {p['id']} is already revoked"))
+    session["revoked_at"], session["expires_at"] = now(), None
+    return 200, single(personal_session_resource(session))
+
+
+def op_regenerate_personal_session(state, p, q, body):
+    session = personal_session(state, p["id"])
+    if session["revoked_at"] is not None:  # the spec documents no answer for it; matrix_user never asks
+        raise ApiError(400, errors(f"Personal session with ID {p['id']} is revoked"))
+    return issue_personal_token(session, body.get("expires_in"))
+
+
+OPERATIONS.update({
+    "createPersonalSession": op_create_personal_session, "getPersonalSession": op_get_personal_session,
+    "revokePersonalSession": op_revoke_personal_session, "regeneratePersonalSession": op_regenerate_personal_session,
+})
 
 
 # ---------------------------------------------------------------- OAuth and compatibility endpoints
@@ -536,6 +710,17 @@ def compat_login(state, raw, client_ip):
     token = new_token("mct")
     state.compat_sessions[token] = {"user_id": account["id"], "device_id": device, "finished": False}
     return {"access_token": token, "device_id": device, "user_id": f"@{account['username']}:{SERVER_NAME}"}
+
+
+def homeserver_profile(state, user_id):
+    """GET /_matrix/client/v3/profile/{userId}: the homeserver's profile of a user
+    MAS provisioned, which the contract server stands in for (its default display
+    name is the localpart, as Synapse's)."""
+    localpart = user_id[1:].rsplit(":" + SERVER_NAME, 1)[0] if user_id.endswith(":" + SERVER_NAME) else None
+    account = state.find_username(localpart) if localpart and user_id.startswith("@") else None
+    if account is None:
+        raise matrix_error(404, "M_NOT_FOUND", "Profile was not found")
+    return {"displayname": account["displayname"] or account["username"]}
 
 
 def compat_logout(state, header):

@@ -18,6 +18,7 @@ from mas_api import (
     compat_login_flows,
     compat_logout,
     errors,
+    homeserver_profile,
     now,
     oauth_token,
     rfc3339,
@@ -103,6 +104,10 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/_matrix/client/v3/logout" and self.command == "POST":
             entry["operation"] = "compatLogout"
             return 200, compat_logout(self.state, self.headers.get("Authorization")), "application/json", {}
+        if url.path.startswith("/_matrix/client/v3/profile/") and self.command == "GET":
+            entry["operation"] = "homeserverProfile"
+            user_id = urllib.parse.unquote(url.path[len("/_matrix/client/v3/profile/"):])
+            return 200, homeserver_profile(self.state, user_id), "application/json", {}
         found = self.contract.match(self.command, url.path)
         if found is None:
             entry["note"] = "no such route"

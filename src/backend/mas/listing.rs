@@ -1,0 +1,133 @@
+//! Reading many MAS users at once: the admin API's user list and e-mail
+//! list, a page of [`PAGE_SIZE`] at a time, instead of two requests per
+//! user. Worth it from [`LIST_MIN_USERS`] declared users on, and only while
+//! MAS does not hold many more users than are declared ([`LIST_MAX_RATIO`]).
+//! The lists hold no upstream links, so a user that declares them is read
+//! alone.
+
+use std::collections::HashMap;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::{mas_account, parse_user, unexpected, Mas, MasUser};
+use crate::backend::{AccountServer, ServerError};
+use crate::matrix_id::UserId;
+use crate::model::{Account, DesiredUser};
+
+/// Below this many users, one read each costs less than listing.
+const LIST_MIN_USERS: usize = 20;
+/// Listing is not worth it when MAS holds more than this many users per declared one.
+const LIST_MAX_RATIO: u64 = 10;
+const PAGE_SIZE: usize = 100;
+
+impl Mas {
+    /// The accounts of `users` (declared as `declared`, in the same order)
+    /// from MAS's lists; `None` when reading each alone is cheaper. A user
+    /// missing from the list does not exist.
+    pub(super) async fn list_accounts(
+        &self,
+        users: &[UserId],
+        declared: &[DesiredUser],
+    ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
+        if users.len() < LIST_MIN_USERS {
+            return Ok(None);
+        }
+        let most = LIST_MAX_RATIO * users.len() as u64;
+        let Some(listed) = self.all_pages("/users", "listing users", most).await? else {
+            return Ok(None);
+        };
+        let (linked, listable): (Vec<_>, Vec<_>) = users
+            .iter()
+            .zip(declared)
+            .partition(|(_, desired)| desired.mas.upstream_links.is_some());
+        let wanted: HashMap<&str, (&UserId, &DesiredUser)> = listable
+            .into_iter()
+            .map(|(user, desired)| (user.localpart(), (user, desired)))
+            .collect();
+        let mut found: HashMap<String, (&UserId, &DesiredUser, MasUser)> = HashMap::new();
+        for item in &listed {
+            let username = item.pointer("/attributes/username").and_then(Value::as_str);
+            if let Some(&(user, desired)) = username.and_then(|name| wanted.get(name)) {
+                // parse_user reads a SingleResponse; a list item is its data.
+                let user_body = serde_json::json!({ "data": item });
+                let mas_user = parse_user(&user_body, "listing users")?;
+                found.insert(mas_user.id.clone(), (user, desired, mas_user));
+            }
+        }
+        let what = "listing e-mail addresses";
+        let Some(emails) = self.all_pages("/user-emails", what, most).await? else {
+            return Ok(None);
+        };
+        let mut by_user: HashMap<&str, Vec<String>> = HashMap::new();
+        for item in &emails {
+            let attribute = |name: &str| {
+                item.pointer(&format!("/attributes/{name}"))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| unexpected(what, &format!("an item without attributes.{name}")))
+            };
+            let owner = attribute("user_id")?;
+            if found.contains_key(owner) {
+                by_user
+                    .entry(owner)
+                    .or_default()
+                    .push(attribute("email")?.to_string());
+            }
+        }
+        let mut accounts = HashMap::new();
+        for (id, (user, desired, mas_user)) in &found {
+            let emails = by_user.remove(id.as_str()).unwrap_or_default();
+            accounts.insert((*user).clone(), mas_account(mas_user, emails, desired));
+            self.known
+                .borrow_mut()
+                .insert((*user).clone(), mas_user.clone());
+        }
+        for (user, desired) in linked {
+            if let Some(account) = self.account(user, desired).await? {
+                accounts.insert(user.clone(), account);
+            }
+        }
+        Ok(Some(accounts))
+    }
+
+    /// Every item of the list at `path`, a page at a time; `None` when MAS
+    /// counts more than `most` items.
+    async fn all_pages(
+        &self,
+        path: &str,
+        what: &str,
+        most: u64,
+    ) -> Result<Option<Vec<Value>>, ServerError> {
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        let page_size = PAGE_SIZE.to_string();
+        loop {
+            let mut query = vec![("page[first]", page_size.as_str())];
+            if let Some(after) = &after {
+                query.push(("page[after]", after));
+            }
+            let reply = self.admin_list(path, &query).await?;
+            if reply.status != StatusCode::OK {
+                return Err(ServerError::refused(what, &reply));
+            }
+            let count = reply.body.pointer("/meta/count").and_then(Value::as_u64);
+            if after.is_none() && count.is_some_and(|count| count > most) {
+                return Ok(None);
+            }
+            let page = reply
+                .body
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| unexpected(what, "no data array"))?;
+            items.extend(page.iter().cloned());
+            // As in Mas::emails: pages by ID, and a cursor that does not move ends.
+            let last = page.last().and_then(|item| item.get("id")?.as_str());
+            match (reply.body.pointer("/links/next"), last) {
+                (Some(_), Some(last)) if after.as_deref() != Some(last) => {
+                    after = Some(last.to_string())
+                }
+                _ => return Ok(Some(items)),
+            }
+        }
+    }
+}
