@@ -303,6 +303,20 @@ impl Mas {
         user_id: Option<&str>,
         what: &str,
     ) -> Result<Vec<Value>, ServerError> {
+        // No list counts more than u64::MAX items: this always has them all.
+        let items = self.list_pages(path, user_id, what, u64::MAX).await?;
+        Ok(items.unwrap_or_default())
+    }
+
+    /// Every item of a list, of one user's when `user_id` is given, a page
+    /// at a time; `None` when MAS counts more than `most` items.
+    async fn list_pages(
+        &self,
+        path: &str,
+        user_id: Option<&str>,
+        what: &str,
+        most: u64,
+    ) -> Result<Option<Vec<Value>>, ServerError> {
         let mut items = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -318,6 +332,10 @@ impl Mas {
             if reply.status != StatusCode::OK {
                 return Err(ServerError::refused(what, &reply));
             }
+            let count = reply.body.pointer("/meta/count").and_then(Value::as_u64);
+            if after.is_none() && count.is_some_and(|count| count > most) {
+                return Ok(None);
+            }
             let page = reply
                 .body
                 .get("data")
@@ -332,7 +350,7 @@ impl Mas {
                 (Some(_), Some(last)) if after.as_deref() != Some(last) => {
                     after = Some(last.to_string())
                 }
-                _ => return Ok(items),
+                _ => return Ok(Some(items)),
             }
         }
     }

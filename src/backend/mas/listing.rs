@@ -1,5 +1,5 @@
 //! Reading many MAS users at once: the admin API's user list and e-mail
-//! list, a page of [`PAGE_SIZE`] at a time, instead of two requests per
+//! list, a page of [`super::PAGE_SIZE`] at a time, instead of two requests per
 //! user. Worth it from [`LIST_MIN_USERS`] declared users on, and only while
 //! MAS does not hold many more users than are declared ([`LIST_MAX_RATIO`]).
 //! The lists hold no upstream links, so a user that declares them is read
@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::{mas_account, parse_user, unexpected, Mas, MasUser};
@@ -19,7 +18,6 @@ use crate::model::{Account, DesiredUser};
 const LIST_MIN_USERS: usize = 20;
 /// Listing is not worth it when MAS holds more than this many users per declared one.
 const LIST_MAX_RATIO: u64 = 10;
-const PAGE_SIZE: usize = 100;
 
 impl Mas {
     /// The accounts of `users` (declared as `declared`, in the same order)
@@ -34,7 +32,10 @@ impl Mas {
             return Ok(None);
         }
         let most = LIST_MAX_RATIO * users.len() as u64;
-        let Some(listed) = self.all_pages("/users", "listing users", most).await? else {
+        let Some(listed) = self
+            .list_pages("/users", None, "listing users", most)
+            .await?
+        else {
             return Ok(None);
         };
         let (linked, listable): (Vec<_>, Vec<_>) = users
@@ -56,7 +57,7 @@ impl Mas {
             }
         }
         let what = "listing e-mail addresses";
-        let Some(emails) = self.all_pages("/user-emails", what, most).await? else {
+        let Some(emails) = self.list_pages("/user-emails", None, what, most).await? else {
             return Ok(None);
         };
         let mut by_user: HashMap<&str, Vec<String>> = HashMap::new();
@@ -88,46 +89,5 @@ impl Mas {
             }
         }
         Ok(Some(accounts))
-    }
-
-    /// Every item of the list at `path`, a page at a time; `None` when MAS
-    /// counts more than `most` items.
-    async fn all_pages(
-        &self,
-        path: &str,
-        what: &str,
-        most: u64,
-    ) -> Result<Option<Vec<Value>>, ServerError> {
-        let mut items = Vec::new();
-        let mut after: Option<String> = None;
-        let page_size = PAGE_SIZE.to_string();
-        loop {
-            let mut query = vec![("page[first]", page_size.as_str())];
-            if let Some(after) = &after {
-                query.push(("page[after]", after));
-            }
-            let reply = self.admin_list(path, &query).await?;
-            if reply.status != StatusCode::OK {
-                return Err(ServerError::refused(what, &reply));
-            }
-            let count = reply.body.pointer("/meta/count").and_then(Value::as_u64);
-            if after.is_none() && count.is_some_and(|count| count > most) {
-                return Ok(None);
-            }
-            let page = reply
-                .body
-                .get("data")
-                .and_then(Value::as_array)
-                .ok_or_else(|| unexpected(what, "no data array"))?;
-            items.extend(page.iter().cloned());
-            // As in Mas::emails: pages by ID, and a cursor that does not move ends.
-            let last = page.last().and_then(|item| item.get("id")?.as_str());
-            match (reply.body.pointer("/links/next"), last) {
-                (Some(_), Some(last)) if after.as_deref() != Some(last) => {
-                    after = Some(last.to_string())
-                }
-                _ => return Ok(Some(items)),
-            }
-        }
     }
 }
