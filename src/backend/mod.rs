@@ -432,6 +432,28 @@ mod tests {
         json!({"homeserver_url": "http://127.0.0.1:8008/", "registration_shared_secret": "s3cret-value"})
     }
 
+    /// A MAS connection's arguments.
+    fn mas_base() -> Value {
+        json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:8080",
+            "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret"})
+    }
+
+    /// `server`'s arguments with `user`'s fields added.
+    fn with_user(mut server: Value, user: Value) -> Value {
+        server
+            .as_object_mut()
+            .unwrap()
+            .extend(user.as_object().unwrap().clone());
+        server
+    }
+
+    /// Synapse's base arguments on Dendrite, with `user`'s fields.
+    fn on_dendrite(user: Value) -> Value {
+        let mut args = with_user(base(), user);
+        args["homeserver"] = json!("dendrite");
+        args
+    }
+
     #[test]
     fn credentials_are_required() {
         let message = error_of(json!({"homeserver_url": "http://x", "username": "alice"}));
@@ -443,14 +465,7 @@ mod tests {
 
     #[test]
     fn mas_refuses_what_it_cannot_compare() {
-        let mas = |user: Value| {
-            let mut args = json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:8080",
-                "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret"});
-            args.as_object_mut()
-                .unwrap()
-                .extend(user.as_object().unwrap().clone());
-            declare(args)
-        };
+        let mas = |user: Value| declare(with_user(mas_base(), user));
         // Set at creation (MAS 1.18 and later, checked once connected).
         mas(json!({"users": [{"username": "a", "displayname": "A"}]})).unwrap();
         let message = mas(json!({"username": "a", "user_type": "bot"}))
@@ -468,14 +483,18 @@ mod tests {
 
     #[test]
     fn only_mas_takes_the_mas_options() {
-        let message = error_of(with_base(
+        let message = error_of(with_user(
+            base(),
             json!({"users": [{"username": "a", "mas_skip_password_check": true}]}),
         ));
         assert_eq!(
             message,
             "users[0].mas_skip_password_check: only homeserver: mas takes it"
         );
-        let mut dendrite = with_base(json!({"username": "a", "mas_skip_password_check": true}));
+        let mut dendrite = with_user(
+            base(),
+            json!({"username": "a", "mas_skip_password_check": true}),
+        );
         dendrite["homeserver"] = json!("dendrite");
         dendrite["dendrite_database"] = json!("/var/lib/dendrite/userapi.db");
         assert_eq!(
@@ -485,31 +504,20 @@ mod tests {
         let linked =
             json!({"username": "a", "upstream_links": [{"provider": "SSO", "subject": "a"}]});
         assert_eq!(
-            error_of(with_base(linked)),
+            error_of(with_user(base(), linked)),
             "upstream_links: only homeserver: mas takes it"
         );
-        declare(with_base(
+        declare(with_user(
+            base(),
             json!({"username": "a", "mas_skip_password_check": false}),
         ))
         .unwrap();
     }
 
-    fn with_base(user: Value) -> Value {
-        let mut args = base();
-        args.as_object_mut()
-            .unwrap()
-            .extend(user.as_object().unwrap().clone());
-        args
-    }
-
     #[test]
     fn dendrite_refuses_what_it_has_no_notion_of() {
         let dendrite = |user: Value| {
-            let mut args = base();
-            args.as_object_mut()
-                .unwrap()
-                .extend(user.as_object().unwrap().clone());
-            args["homeserver"] = json!("dendrite");
+            let mut args = on_dendrite(user);
             args["dendrite_database"] = json!("/var/lib/dendrite/userapi.db");
             declare(args)
         };
@@ -550,22 +558,8 @@ mod tests {
             };
             json!({"users": [{"username": "a", "password": "eight ch", field: value}]})
         };
-        let dendrite = |user: Value| {
-            let mut args = base();
-            args.as_object_mut()
-                .unwrap()
-                .extend(user.as_object().unwrap().clone());
-            args["homeserver"] = json!("dendrite");
-            error_of(args)
-        };
-        let mas = |user: Value| {
-            let mut args = json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:8080",
-                "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret"});
-            args.as_object_mut()
-                .unwrap()
-                .extend(user.as_object().unwrap().clone());
-            error_of(args)
-        };
+        let dendrite = |user: Value| error_of(on_dendrite(user));
+        let mas = |user: Value| error_of(with_user(mas_base(), user));
         let expectations = [
             (
                 dendrite(user("emails")),
