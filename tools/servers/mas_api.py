@@ -179,9 +179,14 @@ class State:
         return found[0] if len(found) == 1 else (exact[0] if exact else None)
 
     def user(self, user_id: str):
-        if user_id not in self.users:
-            raise ApiError(404, errors(f"User ID {user_id} not found"))
-        return self.users[user_id]
+        return find(self.users, user_id, f"User ID {user_id} not found")
+
+
+def find(items, item_id, not_found):
+    """The item with `item_id`, or MAS's 404 with the `not_found` text."""
+    if item_id not in items:
+        raise ApiError(404, errors(not_found))
+    return items[item_id]
 
 
 def user_resource(u, cursor=False):
@@ -392,9 +397,7 @@ def op_add_email(state, p, q, body):
 
 
 def find_email(state, email_id):
-    if email_id not in state.emails:
-        raise ApiError(404, errors(f"User email ID {email_id} not found"))
-    return state.emails[email_id]
+    return find(state.emails, email_id, f"User email ID {email_id} not found")
 
 
 def op_get_email(state, p, q, body):
@@ -439,9 +442,7 @@ def op_list_providers(state, p, q, body):
 
 
 def find_provider(state, provider_id):
-    if provider_id not in state.providers:
-        raise ApiError(404, errors(f"Upstream OAuth 2.0 Provider ID {provider_id} not found"))
-    return state.providers[provider_id]
+    return find(state.providers, provider_id, f"Upstream OAuth 2.0 Provider ID {provider_id} not found")
 
 
 def op_list_links(state, p, q, body):
@@ -486,9 +487,7 @@ def op_add_link(state, p, q, body):
 
 
 def find_link(state, link_id):
-    if link_id not in state.links:
-        raise ApiError(404, errors(f"Upstream OAuth 2.0 Link ID {link_id} not found"))
-    return state.links[link_id]
+    return find(state.links, link_id, f"Upstream OAuth 2.0 Link ID {link_id} not found")
 
 
 def op_get_link(state, p, q, body):
@@ -529,9 +528,7 @@ def personal_session_resource(s, cursor=False):
 
 
 def personal_session(state, session_id):
-    if session_id not in state.personal_sessions:
-        raise ApiError(404, errors(f"Personal session with ID {session_id} not found"))
-    return state.personal_sessions[session_id]
+    return find(state.personal_sessions, session_id, f"Personal session with ID {session_id} not found")
 
 
 def issue_personal_token(session, expires_in):
