@@ -9,7 +9,7 @@ handlers; where it cannot, tests/contract/README.md says how it differs.
 This file is the command line; mas_contract.py holds the contract checks,
 mas_api.py the fake MAS and mas_handler.py the HTTP side.
 
-  mas.py --ephemeral [--token-ttl SECONDS] [--no-password-login] [--not-admin-client]
+  mas.py --ephemeral [--token-uses N] [--no-password-login] [--not-admin-client]
          [--client-auth-method client_secret_basic|client_secret_post]
          [--reserve-username LOCALPART ...] [--default-rate-limits] [--mas-version VERSION]
          [--upstream-provider HUMAN_NAME ...]
@@ -78,7 +78,7 @@ def run_persistent(args) -> None:
     def start():
         if os.path.exists(info_path):
             os.remove(info_path)
-        options = [f"--token-ttl={args.token_ttl}", f"--client-auth-method={args.client_auth_method}",
+        options = [f"--token-uses={args.token_uses}", f"--client-auth-method={args.client_auth_method}",
                    f"--mas-version={args.mas_version}"]
         options += [f"--reserve-username={name}" for name in args.reserve_username]
         options += [f"--upstream-provider={name}" for name in args.upstream_provider]
@@ -100,8 +100,9 @@ def run_persistent(args) -> None:
 
 def main() -> None:
     parser = launcher.command_line(__doc__, port=8080, in_process=True)
-    parser.add_argument("--token-ttl", type=float, default=300,
-                        help="access token lifetime in seconds, fractions allowed for tests (MAS default: 300)")
+    parser.add_argument("--token-uses", type=int, default=-1,
+                        help="admin requests an access token answers before it expires (default: no limit; "
+                             "tokens also expire after MAS's 300 seconds)")
     parser.add_argument("--no-password-login", action="store_true", help="as passwords.enabled: false")
     parser.add_argument("--not-admin-client", action="store_true",
                         help="the client is not in policy.data.admin_clients: urn:mas:admin is denied")

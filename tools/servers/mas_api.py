@@ -26,6 +26,7 @@ CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 ALNUM = string.ascii_letters + string.digits
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 MINIMUM_COMPLEXITY = 3  # MAS default: passwords.minimum_complexity
+TOKEN_TTL = 300  # MAS default: seconds an admin access token lives
 # The only scopes the default MAS policy lets an admin client get by client_credentials.
 CLIENT_CREDENTIALS_SCOPES = {"", "openid", "email", "urn:mas:graphql:*", "urn:mas:admin"}
 INVALID_REQUEST = ("The request is missing a required parameter, includes an invalid parameter value, "
@@ -593,8 +594,9 @@ def authenticate_admin(state, header):
     grant = state.access_tokens.get(token)
     if grant is None:
         raise ApiError(401, errors("Unknown access token"))
-    if grant["expires_at"] < time.time():
+    if grant["expires_at"] < time.time() or grant["uses_left"] == 0:
         raise ApiError(401, errors("Access token expired"))
+    grant["uses_left"] -= 1
     if "urn:mas:admin" not in grant["scope"]:
         raise ApiError(401, errors("Missing urn:mas:admin scope"))
 
@@ -653,9 +655,11 @@ def oauth_token(state, header, content_type, raw):
     if denied:
         raise oauth_error(403, "invalid_scope", ", ".join(denied))
     token = new_token("mat")
-    state.access_tokens[token] = {"expires_at": time.time() + state.args.token_ttl, "scope": scope}
-    # expires_in is whole seconds in OAuth2 and MAS; a shorter test lifetime rounds up to 1.
-    reply = {"access_token": token, "token_type": "Bearer", "expires_in": max(1, round(state.args.token_ttl))}
+    # MAS's default lifetime; --token-uses ends a token sooner, after a number
+    # of requests rather than seconds, so that tests do not depend on the machine's speed.
+    state.access_tokens[token] = {"expires_at": time.time() + TOKEN_TTL, "scope": scope,
+                                  "uses_left": state.args.token_uses}
+    reply = {"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_TTL}
     if scope:
         reply["scope"] = " ".join(sorted(scope))
     return reply
