@@ -985,7 +985,9 @@ fn a_rerun_of_many_users_reads_mas_in_pages() {
         .collect();
     // Listed, a display name is not compared either (MAS cannot show it).
     users[3]["displayname"] = json!("Paged Three");
-    users[5]["upstream_links"] = json!([{"provider": "Corporate SSO", "subject": "p5"}]);
+    for (i, user) in users.iter_mut().enumerate().take(15).skip(5) {
+        user["upstream_links"] = json!([{"provider": "Corporate SSO", "subject": format!("p{i}")}]);
+    }
     s.mas_module(json!({"users": users})).assert_changed();
     let before = s.mas_request_log().len();
     let again = s.mas_module(json!({"users": users}));
@@ -997,20 +999,27 @@ fn a_rerun_of_many_users_reads_mas_in_pages() {
             .filter(|e| e["operation"] == json!(operation))
             .count()
     };
-    // The lists hold no upstream links: only the linked user is read alone.
-    assert_eq!(count("getUserByUsername") + count("getUser"), 1);
-    assert_eq!(count("listUpstreamOAuthLinks"), 1);
-    // One page of each list, and the linked user's own e-mail list.
-    assert_eq!((count("listUsers"), count("listUserEmails")), (1, 2));
+    // Nobody is read alone, linked users included: one page of each list.
+    assert_eq!(count("getUserByUsername") + count("getUser"), 0);
+    assert_eq!(
+        (count("listUsers"), count("listUserEmails")),
+        (1, 1),
+        "one page of users and one of e-mails"
+    );
+    assert_eq!(count("listUpstreamOAuthLinks"), 1, "one page of links");
 
     // Changes found through the lists are made as from single reads.
     let mut changed = users.clone();
     changed[7]["admin"] = json!(false);
     changed[8]["state"] = json!("absent");
+    changed[9]["upstream_links"] = json!([]);
     let run = s.mas_module(json!({"users": changed}));
     assert_eq!(run.assert_changed().actions(7), ["demoted"]);
     assert_eq!(run.actions(8), ["deactivated"]);
+    assert_eq!(run.actions(9), ["upstream link removed"]);
     assert!(!s.mas_is_admin("paged07") && s.mas_is_deactivated("paged08"));
+    assert!(s.mas_upstream_links("paged09").is_empty());
+    assert_eq!(s.mas_upstream_links("paged10").len(), 1);
     s.assert_no_contract_violations();
 }
 

@@ -407,8 +407,7 @@ impl Mas {
             .unwrap_or(provider.to_string())
     }
 
-    /// A user's upstream links, each provider shown as `desired` declares it
-    /// when it does, else by its ID.
+    /// A user's upstream links, read alone (see [`Mas::parse_links`]).
     async fn upstream_links(
         &self,
         user_id: &str,
@@ -418,6 +417,17 @@ impl Mas {
         let items = self
             .list_all("/upstream-oauth-links", Some(user_id), what)
             .await?;
+        self.parse_links(&items.iter().collect::<Vec<_>>(), desired, what)
+    }
+
+    /// Upstream link items of MAS's list, each provider shown as `desired`
+    /// declares it when it does, else by its ID.
+    fn parse_links(
+        &self,
+        items: &[&Value],
+        desired: &DesiredUser,
+        what: &str,
+    ) -> Result<Vec<MasLink>, ServerError> {
         let declared = desired.mas.upstream_links.iter().flatten();
         items
             .iter()

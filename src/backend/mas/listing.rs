@@ -1,16 +1,15 @@
-//! Reading many MAS users at once: the admin API's user list and e-mail
-//! list, a page of [`super::PAGE_SIZE`] at a time, instead of two requests per
+//! Reading many MAS users at once: the admin API's user list, e-mail list
+//! and (when a user declares them) upstream link list, a page of
+//! [`super::PAGE_SIZE`] at a time, instead of two or three requests per
 //! user. Worth it from [`LIST_MIN_USERS`] declared users on, and only while
 //! MAS does not hold many more users than are declared ([`LIST_MAX_RATIO`]).
-//! The lists hold no upstream links, so a user that declares them is read
-//! alone.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
 use super::{mas_account, parse_user, unexpected, Mas, MasUser};
-use crate::backend::{AccountServer, ServerError};
+use crate::backend::ServerError;
 use crate::matrix_id::UserId;
 use crate::model::{Account, DesiredUser};
 
@@ -38,12 +37,9 @@ impl Mas {
         else {
             return Ok(None);
         };
-        let (linked, listable): (Vec<_>, Vec<_>) = users
+        let wanted: HashMap<&str, (&UserId, &DesiredUser)> = users
             .iter()
             .zip(declared)
-            .partition(|(_, desired)| desired.mas.upstream_links.is_some());
-        let wanted: HashMap<&str, (&UserId, &DesiredUser)> = listable
-            .into_iter()
             .map(|(user, desired)| (user.localpart(), (user, desired)))
             .collect();
         let mut found: HashMap<String, (&UserId, &DesiredUser, MasUser)> = HashMap::new();
@@ -75,6 +71,28 @@ impl Mas {
                     .push(attribute("email")?.to_string());
             }
         }
+        if declared.iter().any(|d| d.mas.upstream_links.is_some()) {
+            let what = "listing upstream links";
+            let Some(links) = self
+                .list_pages("/upstream-oauth-links", None, what, most)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let mut by_user: HashMap<&str, Vec<&Value>> = HashMap::new();
+            for item in &links {
+                // A link not yet tied to a user has a null user_id.
+                if let Some(owner) = item.pointer("/attributes/user_id").and_then(Value::as_str) {
+                    by_user.entry(owner).or_default().push(item);
+                }
+            }
+            for (id, (_, desired, mas_user)) in found.iter_mut() {
+                if desired.mas.upstream_links.is_some() {
+                    let items = by_user.remove(id.as_str()).unwrap_or_default();
+                    mas_user.links = self.parse_links(&items, desired, what)?;
+                }
+            }
+        }
         let mut accounts = HashMap::new();
         for (id, (user, desired, mas_user)) in &found {
             let emails = by_user.remove(id.as_str()).unwrap_or_default();
@@ -82,11 +100,6 @@ impl Mas {
             self.known
                 .borrow_mut()
                 .insert((*user).clone(), mas_user.clone());
-        }
-        for (user, desired) in linked {
-            if let Some(account) = self.account(user, desired).await? {
-                accounts.insert(user.clone(), account);
-            }
         }
         Ok(Some(accounts))
     }
