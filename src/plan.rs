@@ -169,7 +169,10 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
         let Seen::Known(emails) = &account.emails else {
             return Err(PlanError::NotSeen { fact: Fact::Emails });
         };
-        if !emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
+        if !emails
+            .iter()
+            .any(|e| e.to_lowercase() == email.to_lowercase())
+        {
             changes.push(Change::AddEmail(email.clone()));
         }
     }

@@ -1073,3 +1073,168 @@ fn access_token_file_in_a_folder_others_can_write_is_refused_before_any_token() 
         .any(|e| e["operation"] == json!("createPersonalSession")));
     s.assert_no_contract_violations();
 }
+
+/// `emails` on MAS: exactly the declared addresses, each added verified
+/// (`addUserEmail`) or removed (`deleteUserEmail`), compared ignoring case.
+#[test]
+fn emails_are_kept_exactly_as_declared() {
+    let s = mas();
+    let sorted = |localpart: &str| {
+        let mut emails = s.mas_emails(localpart);
+        emails.sort();
+        emails
+    };
+    let two = json!({"username": "two-mails", "password": "two mails lupine granite",
+                     "emails": ["work@example.com", "home@example.org"]});
+    let created = s.mas_module(two.clone());
+    assert_eq!(
+        created.assert_changed().actions(0),
+        ["created", "emails changed"]
+    );
+    assert_eq!(
+        sorted("two-mails"),
+        ["home@example.org", "work@example.com"]
+    );
+    s.mas_module(two).assert_unchanged();
+    // Another order and other case are the same addresses.
+    s.mas_module(json!({"username": "two-mails",
+                        "emails": ["HOME@example.org", "work@Example.com"]}))
+        .assert_unchanged();
+
+    let replaced = s.mas_module(json!({"username": "two-mails",
+                                       "emails": ["work@example.com", "new@example.net"]}));
+    assert_eq!(replaced.assert_changed().actions(0), ["emails changed"]);
+    assert_eq!(sorted("two-mails"), ["new@example.net", "work@example.com"]);
+
+    let none = json!({"username": "two-mails", "emails": []});
+    assert_eq!(
+        s.mas_module(none.clone()).assert_changed().actions(0),
+        ["emails changed"]
+    );
+    assert!(s.mas_emails("two-mails").is_empty());
+    s.mas_module(none).assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn check_mode_and_diff_show_the_emails_and_write_none() {
+    let s = mas();
+    let new = json!({"username": "mail-checked", "password": "mail checked amber kettle",
+                     "emails": ["one@example.com", "two@example.com"],
+                     "_ansible_diff": true});
+    let predicted = s.mas_module(check_mode(new.clone()));
+    assert_eq!(
+        predicted.assert_changed().actions(0),
+        ["created", "emails changed"]
+    );
+    assert_eq!(
+        predicted.diff_of(0, "emails").1,
+        json!(["one@example.com", "two@example.com"])
+    );
+    assert!(s.mas_user("mail-checked").is_none());
+
+    s.mas_module(new).assert_changed();
+    let change = json!({"username": "mail-checked", "emails": ["two@example.com", "three@example.com"],
+                        "_ansible_diff": true});
+    let predicted = s.mas_module(check_mode(change.clone()));
+    assert_eq!(predicted.assert_changed().actions(0), ["emails changed"]);
+    let (before, after) = predicted.diff_of(0, "emails");
+    assert_eq!(before, json!(["one@example.com", "two@example.com"]));
+    assert_eq!(after, json!(["two@example.com", "three@example.com"]));
+    let mut emails = s.mas_emails("mail-checked");
+    emails.sort();
+    assert_eq!(emails, ["one@example.com", "two@example.com"]);
+
+    let run = s.mas_module(change);
+    assert_eq!(run.assert_changed().diff_of(0, "emails"), (before, after));
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn an_address_of_another_user_fails_naming_it_and_changes_nothing() {
+    let s = mas();
+    s.mas_module(
+        json!({"username": "mail-holder", "password": "mail holder quiet orbit",
+                        "emails": ["held@example.com"]}),
+    )
+    .assert_changed();
+    s.mas_module(
+        json!({"username": "mail-taker", "password": "mail taker ferry lupine",
+                        "emails": ["own@example.com"]}),
+    )
+    .assert_changed();
+    let taking = json!({"username": "mail-taker",
+                        "emails": ["own@example.com", "extra@example.com", "Held@Example.com"]});
+    let taken = "the e-mail address held@example.com already belongs to another MAS user";
+    s.mas_module(check_mode(taking.clone()))
+        .assert_failed_with(taken);
+    s.mas_module(taking).assert_failed_with(taken);
+    assert_eq!(s.mas_emails("mail-taker"), ["own@example.com"]);
+    assert_eq!(s.mas_emails("mail-holder"), ["held@example.com"]);
+
+    // A user the run would create is not created.
+    let new = json!({"username": "mail-newcomer", "password": "mail newcomer granite fjord",
+                     "emails": ["held@example.com"]});
+    s.mas_module(check_mode(new.clone()))
+        .assert_failed_with(taken);
+    s.mas_module(new).assert_failed_with(taken);
+    assert!(s.mas_user("mail-newcomer").is_none());
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn email_and_emails_together_are_refused_naming_both_before_any_request() {
+    let s = mas();
+    let before = s.mas_request_log().len();
+    s.mas_module(
+        json!({"users": [{"username": "mail-both", "password": "mail both amber fjord",
+                                   "email": "a@example.com", "emails": ["a@example.com"]}]}),
+    )
+    .assert_failed_with("users[0].email: declare either email");
+    s.mas_module(json!({"username": "mail-both", "email": "a@example.com", "emails": []}))
+        .assert_failed_with("or emails");
+    assert_eq!(s.mas_request_log().len(), before, "a request was sent");
+    s.assert_no_contract_violations();
+}
+
+/// From 20 users on, every user's addresses come from MAS's e-mail list,
+/// and an address another user holds is found there too.
+#[test]
+fn many_users_emails_are_read_from_the_list_and_kept_exactly() {
+    let s = Server::start("mas", &[]);
+    let mut users: Vec<Value> = (0..25)
+        .map(|i| {
+            json!({"username": format!("listed{i:02}"), "password": format!("listed amber fjord {i}"),
+                   "emails": [format!("listed{i}@example.com"), format!("listed{i}@example.org")]})
+        })
+        .collect();
+    s.mas_module(json!({"users": users})).assert_changed();
+    let before = s.mas_request_log().len();
+    s.mas_module(json!({"users": users})).assert_unchanged();
+    let log = s.mas_request_log();
+    let count = |operation: &str| {
+        log[before..]
+            .iter()
+            .filter(|e| e["operation"] == json!(operation))
+            .count()
+    };
+    assert_eq!(count("getUserByUsername"), 0);
+    assert_eq!((count("listUsers"), count("listUserEmails")), (1, 1));
+
+    users[3]["emails"] = json!(["listed3@example.com", "third@example.net"]);
+    users[4]["emails"] = json!([]);
+    users[5]["emails"] = json!(["listed5@example.com", "listed6@example.org"]);
+    let run = s.mas_module(json!({"users": users}));
+    run.assert_failed_with(
+        "the e-mail address listed6@example.org already belongs to another MAS user",
+    );
+    assert_eq!(run.actions(3), ["emails changed"]);
+    assert_eq!(run.actions(4), ["emails changed"]);
+    let mut third = s.mas_emails("listed03");
+    third.sort();
+    assert_eq!(third, ["listed3@example.com", "third@example.net"]);
+    assert!(s.mas_emails("listed04").is_empty());
+    assert_eq!(s.mas_emails("listed05").len(), 2);
+    assert_eq!(s.mas_emails("listed06").len(), 2);
+    s.assert_no_contract_violations();
+}

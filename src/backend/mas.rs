@@ -81,6 +81,15 @@ struct MasUser {
     locked: bool,
     /// Read only when the declaration manages them.
     links: Vec<MasLink>,
+    /// Its e-mail addresses, always read.
+    emails: Vec<MasEmail>,
+}
+
+/// An e-mail address as MAS lists it: its ID, which removing it addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MasEmail {
+    id: String,
+    address: String,
 }
 
 /// An upstream link as MAS lists it: its ID, which removing it addresses.
@@ -171,8 +180,9 @@ const NO_RATELIMIT: &str =
 const NO_ROOMS: &str =
     "MAS holds accounts, not rooms (room membership is the homeserver's, and with homeserver: mas \
      matrix_user talks to MAS only); leave rooms out with homeserver: mas";
-const NO_EMAILS: &str =
-    "MAS takes a single address per user here: declare it as email (emails, the exact list, is for homeserver: synapse)";
+const EMAIL_AND_EMAILS: &str =
+    "declare either email (one address the user must have; its others stay) or emails \
+     (exactly the user's addresses), not both; to keep this address with emails, list it there";
 const NO_EXTERNAL_IDS: &str =
     "MAS keeps SSO identities as upstream OAuth links: declare them as upstream_links \
      (provider and subject) with homeserver: mas";
@@ -192,7 +202,8 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
     }
     refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
     refuse_declared(user, "rooms", !user.rooms.is_empty(), NO_ROOMS)?;
-    refuse_declared(user, "emails", user.emails.is_some(), NO_EMAILS)?;
+    let both = user.email.is_some() && user.emails.is_some();
+    refuse_declared(user, "email", both, EMAIL_AND_EMAILS)?;
     let external_ids = user.external_ids.is_some();
     refuse_declared(user, "external_ids", external_ids, NO_EXTERNAL_IDS)?;
     refuse_declared(user, "avatar", user.avatar.is_some(), NO_AVATAR)?;
@@ -282,18 +293,47 @@ impl Mas {
             .ok_or_else(|| unexpected(&format!("updating {user}"), "it no longer exists in MAS"))
     }
 
-    async fn emails(&self, user_id: &str) -> Result<Vec<String>, ServerError> {
+    async fn emails(&self, user_id: &str) -> Result<Vec<MasEmail>, ServerError> {
         let what = "listing the user's e-mail addresses";
         let items = self.list_all("/user-emails", Some(user_id), what).await?;
         items
             .iter()
-            .map(|item| {
-                item.pointer("/attributes/email")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .ok_or_else(|| unexpected(what, "an item without attributes.email"))
-            })
+            .map(|item| parse_email(item, what).map(|(_, email)| email))
             .collect()
+    }
+
+    /// Fails when an address `desired` declares, which `held` (the user's
+    /// own, `owner` its ID when it exists) lacks, belongs to another MAS
+    /// user. Asked at the read, so that check mode predicts the failure and
+    /// nothing of the user is written.
+    async fn refuse_taken_emails(
+        &self,
+        desired: &DesiredUser,
+        owner: Option<&str>,
+        held: &[MasEmail],
+    ) -> Result<(), ServerError> {
+        for email in declared_emails(desired).filter(|e| !holds(held, e)) {
+            let what = format!("looking up the e-mail address {email}");
+            let query = [("filter[email]", email.as_str()), ("page[first]", "1")];
+            let reply = self.admin_list("/user-emails", &query).await?;
+            if reply.status != StatusCode::OK {
+                return Err(ServerError::refused(what, &reply));
+            }
+            let listed = reply
+                .body
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| unexpected(&what, "no data array"))?;
+            for item in listed {
+                let (holder, _) = parse_email(item, &what)?;
+                if Some(holder.as_str()) != owner {
+                    return Err(ServerError::Mas(MasError::EmailInUse {
+                        email: email.clone(),
+                    }));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every item of a list, of one user's when `user_id` is given.
@@ -678,6 +718,30 @@ impl Mas {
         }
     }
 
+    /// Makes the user's addresses exactly `wanted`: the missing ones added
+    /// first, so that a refused one leaves the user its old ones, then the
+    /// others removed.
+    async fn set_emails(&self, found: &MasUser, wanted: &[String]) -> Result<(), ServerError> {
+        for email in wanted.iter().filter(|e| !holds(&found.emails, e)) {
+            self.add_email(&found.id, email).await?;
+        }
+        let unwanted = found
+            .emails
+            .iter()
+            .filter(|held| !wanted.iter().any(|e| same_address(e, &held.address)));
+        for email in unwanted {
+            let what = format!("removing the e-mail address {}", email.address);
+            let path = format!("/user-emails/{}", path_segment(&email.id));
+            let reply = self.admin(Method::DELETE, &path, None).await?;
+            match reply.status {
+                // 404: removed meanwhile, as wanted.
+                StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::NOT_FOUND => {}
+                _ => return Err(ServerError::refused(what, &reply)),
+            }
+        }
+        Ok(())
+    }
+
     async fn deactivate(&self, id: &str, erase: bool) -> Result<(), ServerError> {
         // MAS erases by default; the module erases only when asked to.
         let reply = self
@@ -840,7 +904,7 @@ impl AccountServer for Mas {
         let what = "reading the user";
         let path = format!("/users/by-username/{}", path_segment(user.localpart()));
         let reply = self.admin(Method::GET, &path, None).await?;
-        let found = match reply.status {
+        let mut found = match reply.status {
             StatusCode::OK => {
                 let mut found = parse_user(&reply.body, what)?;
                 if desired.mas.upstream_links.is_some() {
@@ -850,12 +914,15 @@ impl AccountServer for Mas {
             }
             StatusCode::NOT_FOUND => {
                 self.known.borrow_mut().remove(user);
+                self.refuse_taken_emails(desired, None, &[]).await?;
                 return Ok(None);
             }
             _ => return Err(ServerError::refused(what, &reply)),
         };
-        let emails = self.emails(&found.id).await?;
-        let account = mas_account(&found, emails, desired);
+        found.emails = self.emails(&found.id).await?;
+        self.refuse_taken_emails(desired, Some(&found.id), &found.emails)
+            .await?;
+        let account = mas_account(&found, desired);
         self.known.borrow_mut().insert(user.clone(), found);
         Ok(Some(account))
     }
@@ -981,6 +1048,10 @@ impl AccountServer for Mas {
                 }
                 Change::SetAdmin(admin) => self.set_admin(&found.id, *admin).await?,
                 Change::AddEmail(email) => self.add_email(&found.id, email).await?,
+                Change::SetEmails => {
+                    let wanted = desired.emails.as_deref().unwrap_or_default();
+                    self.set_emails(&found, wanted).await?
+                }
                 Change::SetPassword { password } => {
                     self.set_password(&found.id, password, desired).await?
                 }
@@ -994,8 +1065,8 @@ impl AccountServer for Mas {
                 // Creation is done above or by create(); a display name is
                 // read as declared (MAS cannot show it); check_declaration
                 // refuses user types, suspension, shadow-ban, ratelimit,
-                // rooms, emails, external_ids and avatar for MAS. So none of
-                // these is planned here.
+                // rooms, external_ids and avatar for MAS. So none of these
+                // is planned here.
                 Change::Create { .. }
                 | Change::Mas(MasChange::CreateWithoutPassword)
                 | Change::SetDisplayname
@@ -1003,7 +1074,6 @@ impl AccountServer for Mas {
                 | Change::Restrict(_, _)
                 | Change::SetRatelimit(_)
                 | Change::JoinRooms(_)
-                | Change::SetEmails
                 | Change::SetExternalIds
                 | Change::SetAvatar(_) => {}
             }
@@ -1033,9 +1103,9 @@ fn version_at_least(version: &str, minimum: (u64, u64)) -> bool {
     }
 }
 
-/// The account `found` shows, with its e-mail addresses, as one read or a
-/// list reads it; upstream links only when read (see [`MasUser::links`]).
-fn mas_account(found: &MasUser, emails: Vec<String>, desired: &DesiredUser) -> Account {
+/// The account `found` shows, as one read or a list reads it; upstream
+/// links only when read (see [`MasUser::links`]).
+fn mas_account(found: &MasUser, desired: &DesiredUser) -> Account {
     Account {
         admin: Seen::Known(found.admin),
         deactivated: Seen::Known(found.deactivated),
@@ -1043,7 +1113,7 @@ fn mas_account(found: &MasUser, emails: Vec<String>, desired: &DesiredUser) -> A
         // MAS cannot show (or change) a display name: it hands the one
         // declared at creation to the homeserver. So it is not compared.
         displayname: desired.displayname.clone(),
-        emails: Seen::Known(emails),
+        emails: Seen::Known(found.emails.iter().map(|e| e.address.clone()).collect()),
         upstream_links: found.links.iter().map(|l| l.shown.clone()).collect(),
         restrictions: Restrictions {
             locked: Seen::Known(found.locked),
@@ -1054,6 +1124,36 @@ fn mas_account(found: &MasUser, emails: Vec<String>, desired: &DesiredUser) -> A
         rooms: Seen::Unknown,
         avatar: Seen::Unknown,
     }
+}
+
+/// The addresses `desired` declares, by `emails` or `email` (not both, see
+/// [`refuse_unsupported`]).
+fn declared_emails(desired: &DesiredUser) -> impl Iterator<Item = &String> {
+    desired.emails.iter().flatten().chain(&desired.email)
+}
+
+/// The same address, whatever the case of its letters, as the plan compares them.
+fn same_address(a: &str, b: &str) -> bool {
+    a.to_lowercase() == b.to_lowercase()
+}
+
+fn holds(held: &[MasEmail], email: &str) -> bool {
+    held.iter().any(|h| same_address(&h.address, email))
+}
+
+/// A `UserEmail` of a list: the ID of the user who has it, and the address.
+fn parse_email(item: &Value, what: &str) -> Result<(String, MasEmail), ServerError> {
+    let field = |name: &str| {
+        item.pointer(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| unexpected(what, &format!("an item without {name}")))
+    };
+    let email = MasEmail {
+        id: field("/id")?,
+        address: field("/attributes/email")?,
+    };
+    Ok((field("/attributes/user_id")?, email))
 }
 
 fn user_path(id: &str, action: &str) -> String {
@@ -1102,6 +1202,7 @@ fn parse_user(body: &Value, what: &str) -> Result<MasUser, ServerError> {
         deactivated: is_set("deactivated_at"),
         locked: is_set("locked_at"),
         links: Vec::new(),
+        emails: Vec::new(),
     })
 }
 
@@ -1123,6 +1224,7 @@ mod tests {
                 deactivated: false,
                 locked: true,
                 links: vec![],
+                emails: vec![],
             }
         );
         assert!(parse_user(&json!({"data": {"id": "x", "attributes": {}}}), "test").is_err());

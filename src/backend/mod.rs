@@ -550,7 +550,7 @@ mod tests {
     }
 
     #[test]
-    fn emails_and_external_ids_are_refused_by_dendrite_and_mas_by_name() {
+    fn emails_and_external_ids_are_refused_by_name_where_unsupported() {
         let user = |field: &str| {
             let value = match field {
                 "emails" => json!(["a@example.com"]),
@@ -570,10 +570,6 @@ mod tests {
                 "users[0].external_ids: Dendrite (0.13) has no SSO identities",
             ),
             (
-                mas(user("emails")),
-                "users[0].emails: MAS takes a single address per user here: declare it as email",
-            ),
-            (
                 mas(user("external_ids")),
                 "users[0].external_ids: MAS keeps SSO identities as upstream OAuth links",
             ),
@@ -581,6 +577,14 @@ mod tests {
         for (message, expected) in expectations {
             assert!(message.starts_with(expected), "{message}");
         }
+        // MAS takes emails, or email, but not both for one user.
+        declare(with_user(mas_base(), user("emails"))).unwrap();
+        let both = json!({"username": "a", "email": "a@example.com", "emails": ["a@example.com"]});
+        let message = mas(both);
+        assert!(
+            message.starts_with("email: declare either email (one address the user must have; its others stay) or emails"),
+            "{message}"
+        );
         // Synapse takes both, and points the single MAS-style email at emails.
         let mut synapse = base();
         synapse["users"] = json!([{"username": "a", "emails": ["a@example.com"],

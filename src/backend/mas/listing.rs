@@ -3,12 +3,14 @@
 //! [`super::PAGE_SIZE`] at a time, instead of two or three requests per
 //! user. Worth it from [`LIST_MIN_USERS`] declared users on, and only while
 //! MAS does not hold many more users than are declared ([`LIST_MAX_RATIO`]).
+//! When a declared address belongs to another user, every user is read
+//! alone, so that the one declaring it fails with its own message.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::{mas_account, parse_user, unexpected, Mas, MasUser};
+use super::{declared_emails, mas_account, parse_email, parse_user, Mas, MasUser};
 use crate::backend::ServerError;
 use crate::matrix_id::UserId;
 use crate::model::{Account, DesiredUser};
@@ -56,20 +58,24 @@ impl Mas {
         let Some(emails) = self.list_pages("/user-emails", None, what, most).await? else {
             return Ok(None);
         };
-        let mut by_user: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut holders: HashMap<String, String> = HashMap::new();
         for item in &emails {
-            let attribute = |name: &str| {
-                item.pointer(&format!("/attributes/{name}"))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| unexpected(what, &format!("an item without attributes.{name}")))
-            };
-            let owner = attribute("user_id")?;
-            if found.contains_key(owner) {
-                by_user
-                    .entry(owner)
-                    .or_default()
-                    .push(attribute("email")?.to_string());
+            let (owner, email) = parse_email(item, what)?;
+            holders.insert(email.address.to_lowercase(), owner.clone());
+            if let Some((_, _, mas_user)) = found.get_mut(&owner) {
+                mas_user.emails.push(email);
             }
+        }
+        let ids: HashMap<&str, &str> = listed
+            .iter()
+            .filter_map(|item| {
+                let username = item.pointer("/attributes/username")?.as_str()?;
+                Some((username, item.get("id")?.as_str()?))
+            })
+            .collect();
+        if taken_by_another(users, declared, &ids, &holders) {
+            // Read alone, each such user fails with its own message.
+            return Ok(None);
         }
         if declared.iter().any(|d| d.mas.upstream_links.is_some()) {
             let what = "listing upstream links";
@@ -94,13 +100,30 @@ impl Mas {
             }
         }
         let mut accounts = HashMap::new();
-        for (id, (user, desired, mas_user)) in &found {
-            let emails = by_user.remove(id.as_str()).unwrap_or_default();
-            accounts.insert((*user).clone(), mas_account(mas_user, emails, desired));
+        for (user, desired, mas_user) in found.values() {
+            accounts.insert((*user).clone(), mas_account(mas_user, desired));
             self.known
                 .borrow_mut()
                 .insert((*user).clone(), mas_user.clone());
         }
         Ok(Some(accounts))
     }
+}
+
+/// Whether an address a declared user declares belongs to another user
+/// (`ids`: the MAS ID of each listed user by username; `holders`: each
+/// listed address, in lower case, and the ID of its user).
+fn taken_by_another(
+    users: &[UserId],
+    declared: &[DesiredUser],
+    ids: &HashMap<&str, &str>,
+    holders: &HashMap<String, String>,
+) -> bool {
+    users.iter().zip(declared).any(|(user, desired)| {
+        declared_emails(desired).any(|email| {
+            holders
+                .get(&email.to_lowercase())
+                .is_some_and(|holder| ids.get(user.localpart()) != Some(&holder.as_str()))
+        })
+    })
 }
