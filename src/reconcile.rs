@@ -73,7 +73,7 @@ async fn reconcile_on<S: AccountServer + 'static>(args: &ModuleArgs) -> Report {
         Ok(access) => access,
         Err(error) => return Report::fatal(error.to_string()),
     };
-    if let Err(message) = refuse_service_account(args) {
+    if let Err(message) = refuse_service_account::<S>(args) {
         return Report::fatal(message);
     }
     let http = match Http::new(&args.server) {
@@ -91,11 +91,11 @@ async fn reconcile_on<S: AccountServer + 'static>(args: &ModuleArgs) -> Report {
 /// changing its password would lose its token. Refused before anything is
 /// sent, whatever the declared state; matched by localpart, as a full ID of
 /// another server is refused later anyway.
-fn refuse_service_account(args: &ModuleArgs) -> Result<(), String> {
+fn refuse_service_account<S: AccountServer>(args: &ModuleArgs) -> Result<(), String> {
     let credentials = &args.credentials;
     let in_use = credentials.admin_token.is_none()
         && credentials.shared_secret.is_some()
-        && args.homeserver != HomeserverKind::Mas;
+        && S::HAS_SERVICE_ACCOUNT;
     let account = credentials.service_account.localpart();
     let refused: Vec<String> = args
         .users
@@ -200,7 +200,10 @@ async fn choose_undeclared<B: AccountServer + 'static>(
         .map_err(|e| format!("undeclared: {e}"))?;
     // Spared even when admin_token is what this run acts with: other runs
     // act as the service account.
-    let spared = [args.credentials.service_account.localpart()];
+    let spared: Vec<&str> = B::HAS_SERVICE_ACCOUNT
+        .then(|| args.credentials.service_account.localpart())
+        .into_iter()
+        .collect();
     let candidates = undeclared::candidates(policy, declared, &spared, listed);
     let slots = Rc::new(Semaphore::new(args.concurrency));
     let reads: Vec<_> = candidates

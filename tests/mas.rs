@@ -853,18 +853,174 @@ fn rooms_are_refused_by_name_before_any_request() {
     s.assert_no_contract_violations();
 }
 
-/// Nothing listens at the URL: only a refusal before any request gets this far.
+// ---- undeclared: each test has a contract server of its own, since it
+// locks or deactivates every user it does not declare ----
+
+/// The user IDs the module reports under `undeclared`, sorted.
+fn undeclared_of(run: &harness::ModuleRun) -> Vec<String> {
+    let mut users: Vec<String> = run.output["undeclared"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no undeclared list: {}", run.stdout))
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect();
+    users.sort();
+    users
+}
+
+/// The admin API writes (anything but a read) in the request log from `from` on.
+fn writes_since(s: &Server, from: usize) -> Vec<Value> {
+    s.mas_request_log()[from..]
+        .iter()
+        .filter(|e| e["method"] != json!("GET") && e["path"] != json!("/oauth2/token"))
+        .cloned()
+        .collect()
+}
+
 #[test]
-fn undeclared_other_than_keep_is_refused_by_name_before_any_request() {
-    for action in ["lock", "deactivate"] {
-        let run = harness::run_module(
-            json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:9",
-                   "mas_client_id": "client", "mas_client_secret": "mas-secret",
-                   "users": [], "undeclared": action, "wait_timeout": 0}),
-            vec![],
+fn undeclared_lock_then_deactivate_spares_the_declared_the_ignored_and_the_deactivated() {
+    let s = Server::start("mas", &[]);
+    let everyone = json!({"users": [
+        {"username": "kept", "password": "kept lupine granite"},
+        {"username": "eve", "password": "eve lupine granite"},
+        {"username": "mallory", "password": "mallory lupine granite"},
+        {"username": "bot-1", "password": "bot one lupine granite"},
+        {"username": "gone", "password": "gone lupine granite"},
+    ]});
+    s.mas_module(everyone).assert_changed();
+    s.mas_module(json!({"username": "gone", "state": "absent"}))
+        .assert_changed();
+    let lock = json!({"users": [{"username": "kept"}], "undeclared": "lock",
+        "undeclared_ignore": ["bot-[0-9]+"]});
+
+    let mut check = check_mode(lock.clone());
+    check["_ansible_diff"] = json!(true);
+    let from = s.mas_request_log().len();
+    let predicted = s.mas_module(check);
+    predicted.assert_changed();
+    assert_eq!(
+        undeclared_of(&predicted),
+        ["@eve:localhost", "@mallory:localhost"]
+    );
+    assert_eq!(predicted.actions(1), ["locked"]);
+    assert_eq!(predicted.diff_of(1, "locked"), (json!(false), json!(true)));
+    assert_eq!(writes_since(&s, from), Vec::<Value>::new());
+    assert!(!s.mas_is_locked("eve") && !s.mas_is_locked("mallory"));
+
+    let run = s.mas_module(lock.clone());
+    run.assert_changed();
+    assert_eq!(
+        undeclared_of(&run),
+        ["@eve:localhost", "@mallory:localhost"]
+    );
+    assert_eq!(run.actions(0), Vec::<String>::new());
+    for (user, password) in [
+        ("eve", "eve lupine granite"),
+        ("mallory", "mallory lupine granite"),
+    ] {
+        assert_eq!(
+            s.login(user, password).map(|_| ()),
+            Err((401, "M_USER_LOCKED".to_string()))
         );
-        run.assert_failed_with("undeclared: not implemented for MAS yet");
     }
+    assert!(s.can_log_in("kept", "kept lupine granite"));
+    assert!(s.can_log_in("bot-1", "bot one lupine granite"));
+    assert!(!s.mas_is_locked("gone"), "a deactivated user was locked");
+    assert!(s.mas_is_deactivated("gone"));
+
+    let again = s.mas_module(lock);
+    again.assert_unchanged();
+    assert_eq!(undeclared_of(&again), Vec::<String>::new());
+
+    // Deactivating takes the locked users too, and a new undeclared one.
+    s.mas_module(json!({"username": "trudy", "password": "trudy lupine granite"}))
+        .assert_changed();
+    let deactivate = json!({"users": [{"username": "kept"}], "undeclared": "deactivate",
+        "undeclared_ignore": ["bot-[0-9]+"]});
+    let run = s.mas_module(deactivate.clone());
+    run.assert_changed();
+    assert_eq!(
+        undeclared_of(&run),
+        ["@eve:localhost", "@mallory:localhost", "@trudy:localhost"]
+    );
+    assert_eq!(run.actions(1), ["deactivated"]);
+    for gone in ["eve", "mallory", "trudy"] {
+        assert!(s.mas_is_deactivated(gone), "{gone} is still active");
+    }
+    for spared in ["kept", "bot-1"] {
+        assert!(!s.mas_is_deactivated(spared) && !s.mas_is_locked(spared));
+    }
+    s.mas_module(deactivate).assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn undeclared_beyond_undeclared_max_fails_before_any_change_and_a_raised_limit_works() {
+    let s = Server::start("mas", &[]);
+    for user in ["one", "two", "three"] {
+        s.mas_module(json!({"username": user, "password": format!("{user} lupine granite")}))
+            .assert_changed();
+    }
+    let lock = |max: u64| {
+        json!({"users": [{"username": "newcomer", "password": "newcomer lupine granite"}],
+            "undeclared": "lock", "undeclared_max": max})
+    };
+    let from = s.mas_request_log().len();
+    let refused = s.mas_module(lock(2));
+    refused.assert_failed_with("raise undeclared_max to 3");
+    assert!(
+        refused.msg().starts_with(
+            "undeclared: lock would lock 3 users nobody declared, more than undeclared_max (2); nothing was changed"
+        ),
+        "{}",
+        refused.msg()
+    );
+    assert_eq!(writes_since(&s, from), Vec::<Value>::new());
+    assert!(
+        s.mas_user("newcomer").is_none(),
+        "the declared user was created"
+    );
+
+    let run = s.mas_module(lock(3));
+    run.assert_changed();
+    assert_eq!(
+        undeclared_of(&run),
+        ["@one:localhost", "@three:localhost", "@two:localhost"]
+    );
+    for user in ["one", "two", "three"] {
+        assert!(s.mas_is_locked(user), "{user} is not locked");
+    }
+    assert!(!s.mas_is_locked("newcomer"));
+    s.mas_module(lock(0)).assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+/// MAS holds more users than one page of its list: every page is read.
+#[test]
+fn undeclared_reads_every_page_of_mas_user_list() {
+    let s = Server::start("mas", &[]);
+    let users: Vec<Value> = (0..120)
+        .map(|i| json!({"username": format!("paged{i:03}"), "password": format!("paged lupine granite {i}")}))
+        .collect();
+    s.mas_module(json!({"users": users})).assert_changed();
+    let from = s.mas_request_log().len();
+    let run = s.mas_module(check_mode(
+        json!({"users": users[..115].to_vec(), "undeclared": "lock"}),
+    ));
+    run.assert_changed();
+    assert_eq!(
+        undeclared_of(&run),
+        (115..120)
+            .map(|i| format!("@paged{i:03}:localhost"))
+            .collect::<Vec<_>>()
+    );
+    let lists = s.mas_request_log()[from..]
+        .iter()
+        .filter(|e| e["operation"] == json!("listUsers"))
+        .count();
+    // Two pages for undeclared, two for the declared users' bulk read.
+    assert_eq!(lists, 4);
+    s.assert_no_contract_violations();
 }
 
 #[test]

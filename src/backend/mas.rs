@@ -29,10 +29,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::client_api::logout;
-use super::{
-    confirm_server_name, refuse_declared, refuse_undeclared, refuse_user_type, AccountServer,
-    ServerError,
-};
+use super::{confirm_server_name, refuse_declared, refuse_user_type, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
@@ -83,6 +80,12 @@ struct MasUser {
     links: Vec<MasLink>,
     /// Its e-mail addresses, always read.
     emails: Vec<MasEmail>,
+}
+
+impl MasUser {
+    fn addresses(&self) -> Vec<String> {
+        self.emails.iter().map(|e| e.address.clone()).collect()
+    }
 }
 
 /// An e-mail address as MAS lists it: its ID, which removing it addresses.
@@ -343,17 +346,28 @@ impl Mas {
         user_id: Option<&str>,
         what: &str,
     ) -> Result<Vec<Value>, ServerError> {
+        let filters: Vec<_> = user_id.map(|id| ("filter[user]", id)).into_iter().collect();
+        self.list_all_filtered(path, &filters, what).await
+    }
+
+    /// Every item of a list that passes `filters`.
+    async fn list_all_filtered(
+        &self,
+        path: &str,
+        filters: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Vec<Value>, ServerError> {
         // No list counts more than u64::MAX items: this always has them all.
-        let items = self.list_pages(path, user_id, what, u64::MAX).await?;
+        let items = self.list_pages(path, filters, what, u64::MAX).await?;
         Ok(items.unwrap_or_default())
     }
 
-    /// Every item of a list, of one user's when `user_id` is given, a page
-    /// at a time; `None` when MAS counts more than `most` items.
+    /// Every item of a list that passes `filters`, a page at a time; `None`
+    /// when MAS counts more than `most` items.
     async fn list_pages(
         &self,
         path: &str,
-        user_id: Option<&str>,
+        filters: &[(&str, &str)],
         what: &str,
         most: u64,
     ) -> Result<Option<Vec<Value>>, ServerError> {
@@ -362,9 +376,7 @@ impl Mas {
         loop {
             let page_size = PAGE_SIZE.to_string();
             let mut query = vec![("page[first]", page_size.as_str())];
-            if let Some(user_id) = user_id {
-                query.push(("filter[user]", user_id));
-            }
+            query.extend_from_slice(filters);
             if let Some(after) = &after {
                 query.push(("page[after]", after));
             }
@@ -793,6 +805,8 @@ impl Mas {
 impl AccountServer for Mas {
     type Access = Access;
 
+    const HAS_SERVICE_ACCOUNT: bool = false;
+
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let credentials = &args.credentials;
         let client = credentials
@@ -814,10 +828,6 @@ impl AccountServer for Mas {
             }
         };
         args.users.iter().try_for_each(refuse_unsupported)?;
-        refuse_undeclared(
-            args,
-            "not implemented for MAS yet; only keep (the default) is supported with homeserver: mas",
-        )?;
         Ok(access)
     }
 
@@ -922,7 +932,11 @@ impl AccountServer for Mas {
         found.emails = self.emails(&found.id).await?;
         self.refuse_taken_emails(desired, Some(&found.id), &found.emails)
             .await?;
-        let account = mas_account(&found, desired);
+        let account = mas_account(
+            &found,
+            Seen::Known(found.addresses()),
+            desired.displayname.clone(),
+        );
         self.known.borrow_mut().insert(user.clone(), found);
         Ok(Some(account))
     }
@@ -933,6 +947,16 @@ impl AccountServer for Mas {
         declared: &[DesiredUser],
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
         self.list_accounts(users, declared).await
+    }
+
+    async fn local_accounts(&self) -> Result<Vec<(UserId, Account)>, ServerError> {
+        self.list_local_accounts().await
+    }
+
+    /// Application services and the server-notices user register on the
+    /// homeserver, never in MAS, so MAS's user list holds none of them.
+    async fn is_appservice_user(&self, _user: &UserId) -> Result<bool, ServerError> {
+        Ok(false)
     }
 
     /// MAS's admin API has no rate limit; its compatibility logins (the
@@ -1103,17 +1127,18 @@ fn version_at_least(version: &str, minimum: (u64, u64)) -> bool {
     }
 }
 
-/// The account `found` shows, as one read or a list reads it; upstream
-/// links only when read (see [`MasUser::links`]).
-fn mas_account(found: &MasUser, desired: &DesiredUser) -> Account {
+/// The account `found` shows, with `emails` when they were read, as one
+/// read or a list reads it; upstream links only when read (see
+/// [`MasUser::links`]). MAS cannot show (or change) a display name: it hands
+/// the one declared at creation to the homeserver. So `displayname`, the
+/// declared one, is shown and never compared.
+fn mas_account(found: &MasUser, emails: Seen<Vec<String>>, displayname: Option<String>) -> Account {
     Account {
         admin: Seen::Known(found.admin),
         deactivated: Seen::Known(found.deactivated),
         user_type: UserType::Regular,
-        // MAS cannot show (or change) a display name: it hands the one
-        // declared at creation to the homeserver. So it is not compared.
-        displayname: desired.displayname.clone(),
-        emails: Seen::Known(found.emails.iter().map(|e| e.address.clone()).collect()),
+        displayname,
+        emails,
         upstream_links: found.links.iter().map(|l| l.shown.clone()).collect(),
         restrictions: Restrictions {
             locked: Seen::Known(found.locked),

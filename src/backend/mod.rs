@@ -35,6 +35,11 @@ pub trait AccountServer {
     /// finds it in the declaration.
     type Access;
 
+    /// Whether the module registers and acts as `service_account` here
+    /// (with the shared secret and no `admin_token`). MAS lets it in as an
+    /// OAuth2 client, which is no user.
+    const HAS_SERVICE_ACCOUNT: bool = true;
+
     /// Refuses, before any request, what this server cannot do with the
     /// declaration: credentials it cannot use, fields it has no notion of
     /// or cannot compare, values it would refuse. Messages name the field.
@@ -68,9 +73,9 @@ pub trait AccountServer {
         Ok(None)
     }
 
-    /// Every local account but guests and the one the module acts as, for
-    /// `undeclared`. Only servers whose `check_declaration` accepts
-    /// `undeclared` are asked.
+    /// Every local account but guests, deactivated accounts and the one the
+    /// module acts as, for `undeclared`. Only servers whose
+    /// `check_declaration` accepts `undeclared` are asked.
     async fn local_accounts(&self) -> Result<Vec<(UserId, Account)>, ServerError> {
         Err(ServerError::Unexpected {
             what: "listing users".into(),

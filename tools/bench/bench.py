@@ -2,6 +2,10 @@
 """`just bench [N]`: how fast matrix_user manages N users, side by side with
 the server's own limit and today's one-task-per-user loop, all in one run on
 one real Synapse (default bcrypt rounds, Synapse's default rate limits).
+Then the rows labelled "MAS contract server": the module against
+tools/servers/mas.py, the Python stand-in for MAS that the tests use; they
+count the HTTP requests of a re-run (MAS is read in pages, not once per user)
+and say nothing about MAS's own speed.
 
 Writes docs/benchmarks.md and docs/benchmarks.png. Figures are ratios within
 this run; absolute times depend on the machine.
@@ -32,15 +36,21 @@ SHIPPED_BINARIES = {
 BASELINE_SAMPLE = 20
 
 
-def start_synapse():
+def start_server(script, *flags):
+    """One of tools/servers/, ephemeral: it serves until its stdin closes."""
     launcher = subprocess.Popen(
-        [os.path.join(VENV, "python"), os.path.join(ROOT, "tools/servers/synapse.py"), "--ephemeral", "--default-rate-limits"],
+        [os.path.join(VENV, "python"), os.path.join(ROOT, "tools/servers", script), "--ephemeral", *flags],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     info = json.loads(launcher.stdout.readline())
     return launcher, info
+
+
+def stop_server(launcher):
+    launcher.stdin.close()
+    launcher.wait()
 
 
 def post_json(url, body):
@@ -98,15 +108,23 @@ def users(prefix, count, admin_every=0):
     ]
 
 
-def run_module(info, cache_dir, user_list, concurrency, workdir):
-    """Runs the binary as Ansible does; returns (seconds, output, peak KiB)."""
-    args = {
-        "homeserver_url": info["url"],
-        "registration_shared_secret": info["registration_shared_secret"],
-        "token_cache_dir": cache_dir,
-        "users": user_list,
-        "concurrency": concurrency,
-    }
+def mas_users(count):
+    """Users with a password (update_password: on_create, the default: with
+    always, every re-run would check each password by a login, which MAS
+    rate-limits), an admin flag (every tenth an admin) and an e-mail address."""
+    return [dict(u, email=f"{u['username']}@example.com") for u in users("mas", count, admin_every=10)]
+
+
+def mas_requests(info):
+    """The requests the MAS contract server has answered so far, from its request log."""
+    with open(info["request_log"]) as f:
+        return [json.loads(line) for line in f]
+
+
+def run_module(connection, user_list, concurrency, workdir):
+    """Runs the binary as Ansible does with the server's `connection`
+    parameters; returns (seconds, output, peak KiB)."""
+    args = dict(connection, users=user_list, concurrency=concurrency)
     path = os.path.join(workdir, "args.json")
     with open(path, "w") as f:
         json.dump(args, f)
@@ -158,32 +176,34 @@ def main():
     sample = min(n, BASELINE_SAMPLE)
     sizes = binary_sizes()
 
-    launcher, info = start_synapse()
+    launcher, info = start_server("synapse.py", "--default-rate-limits")
     workdir = tempfile.mkdtemp(prefix="matrix-user-bench-")
     cache_dir = os.path.join(workdir, "token-cache")
-    figures = {}
+    synapse = {"homeserver_url": info["url"], "registration_shared_secret": info["registration_shared_secret"], "token_cache_dir": cache_dir}
+    mas_launcher = None
+    figures, mas_rerun_requests = {}, 0
     try:
         # Register the module's service account first, so no timed run pays for it.
-        run_module(info, cache_dir, [], concurrency, workdir)
+        run_module(synapse, [], concurrency, workdir)
 
         print(f"server limit: {n} direct registrations, {concurrency} at a time ...", flush=True)
         figures["server limit: create"] = server_limit(info, n, concurrency)
 
         print(f"module binary: create {n}, re-run, flip admin of {n // 2} ...", flush=True)
         created = users("bin", n)
-        figures["module (binary): create"], _, create_peak = run_module(info, cache_dir, created, concurrency, workdir)
-        figures["module (binary): re-run"], output, rerun_peak = run_module(info, cache_dir, created, concurrency, workdir)
+        figures["module (binary): create"], _, create_peak = run_module(synapse, created, concurrency, workdir)
+        figures["module (binary): re-run"], output, rerun_peak = run_module(synapse, created, concurrency, workdir)
         assert not output["changed"], "a re-run must change nothing"
         flipped = [dict(u, admin=True) for u in created[: n // 2]]
-        figures["module (binary): flip admin"], output, flip_peak = run_module(info, cache_dir, flipped, concurrency, workdir)
+        figures["module (binary): flip admin"], output, flip_peak = run_module(synapse, flipped, concurrency, workdir)
         peak_kib = max(create_peak, rerun_peak, flip_peak)
         assert sum(u["changed"] for u in output["users"]) == n // 2
 
         print(f"module binary: declare 5 more attributes of {n}, re-run ...", flush=True)
         declared = with_attributes(flipped + created[n // 2 :], public_room(info, "bench"))
-        figures["module (binary): set 5 attributes"], output, _ = run_module(info, cache_dir, declared, concurrency, workdir)
+        figures["module (binary): set 5 attributes"], output, _ = run_module(synapse, declared, concurrency, workdir)
         assert all(u["changed"] for u in output["users"]), "every user gets its attributes"
-        figures["module (binary): re-run, 5 attributes"], output, attributes_peak = run_module(info, cache_dir, declared, concurrency, workdir)
+        figures["module (binary): re-run, 5 attributes"], output, attributes_peak = run_module(synapse, declared, concurrency, workdir)
         assert not output["changed"], "a re-run must change nothing"
         peak_kib = max(peak_kib, attributes_peak)
 
@@ -198,9 +218,24 @@ def main():
         based = users("base", sample)
         figures["baseline loop: create"] = run_playbook("baseline.yml", dict(base_vars, users=based), workdir)
         figures["baseline loop: re-run"] = run_playbook("baseline.yml", dict(base_vars, users=based), workdir)
+
+        print(f"module binary against the MAS contract server: create {n}, re-run ...", flush=True)
+        mas_launcher, mas_info = start_server("mas.py")
+        mas = {"homeserver": "mas", "mas_url": mas_info["url"], "mas_client_id": mas_info["client_id"], "mas_client_secret": mas_info["client_secret"]}
+        in_mas = mas_users(n)
+        figures["MAS contract server: create"], _, mas_create_peak = run_module(mas, in_mas, concurrency, workdir)
+        before = len(mas_requests(mas_info))
+        figures["MAS contract server: re-run"], output, mas_rerun_peak = run_module(mas, in_mas, concurrency, workdir)
+        assert not output["changed"], "a re-run must change nothing"
+        peak_kib = max(peak_kib, mas_create_peak, mas_rerun_peak)
+        answered = mas_requests(mas_info)
+        mas_rerun_requests = len(answered) - before
+        broken = [e for e in answered if e["request_valid"] is False or e["response_valid"] is False]
+        assert not broken, f"requests or answers that break the MAS spec: {broken}"
     finally:
-        launcher.stdin.close()
-        launcher.wait()
+        stop_server(launcher)
+        if mas_launcher:
+            stop_server(mas_launcher)
         # The args and vars files hold the shared secret and the passwords.
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -219,14 +254,23 @@ def main():
          per_user["module (binary): re-run, 5 attributes"] / per_user["module (binary): re-run"]),
         ("re-run with 5 more attributes declared: ms per 100 users",
          per_user["module (binary): re-run, 5 attributes"] * 100 * 1000),
+        ("MAS contract server: re-run, ms per 100 users",
+         per_user["MAS contract server: re-run"] * 100 * 1000),
+        (f"MAS contract server: HTTP requests of the re-run of {n} users (its request log)",
+         mas_rerun_requests),
     ]
     write_report(n, sample, concurrency, figures, counts, per_user, ratios, sizes, peak_kib)
     draw_chart(n, per_user)
     for name, seconds in figures.items():
         print(f"{name:32} {seconds:8.2f} s  {per_user[name] * 1000:9.1f} ms/user  ({counts[name]} users)")
     for name, value in ratios:
-        print(f"{name}: {value:.2f}")
+        print(f"{name}: {shown(value)}")
     print(f"binaries (static, stripped): {sizes}; peak memory {peak_kib / 1024:.1f} MiB (highest of the {n}-user x86_64 runs)")
+
+
+def shown(value):
+    """A ratio with two decimals; a count as it is."""
+    return str(value) if isinstance(value, int) else f"{value:.2f}"
 
 
 def binary_sizes():
@@ -254,6 +298,10 @@ def write_report(n, sample, concurrency, figures, counts, per_user, ratios, size
         "The \"5 attributes\" rows declare for every user `locked`, `shadow_banned`, a `ratelimit` override,",
         "one SSO identity (`external_ids`) and one public room (`rooms`); Synapse's user list shows neither",
         "the override nor the identities, so those users are read one by one, concurrently; the room's members once.",
+        "The \"MAS contract server\" rows run the module against `tools/servers/mas.py`, the Python stand-in for",
+        "MAS that the tests use (it checks every request against MAS 1.22's OpenAPI file), with users that declare",
+        "a password (created with it, not compared: checking it takes a login, which MAS rate-limits), an admin flag",
+        "and an e-mail address. They show how many requests a re-run sends (MAS is read in pages), not how fast MAS is.",
         "Absolute times depend on the machine: compare the ratios, which come from the same run.",
         "",
         "| approach | users | total (s) | per user (ms) |",
@@ -262,7 +310,7 @@ def write_report(n, sample, concurrency, figures, counts, per_user, ratios, size
     for name in figures:
         lines.append(f"| {name} | {counts[name]} | {figures[name]:.2f} | {per_user[name] * 1000:.1f} |")
     lines += ["", "| ratio | value |", "|---|---:|"]
-    lines += [f"| {name} | {value:.2f} |" for name, value in ratios]
+    lines += [f"| {name} | {shown(value)} |" for name, value in ratios]
     lines += [
         "",
         f"Module binaries (static, stripped): {sizes}; peak memory {peak_kib / 1024:.1f} MiB (the highest of the x86_64 binary's {n}-user runs).",
@@ -282,12 +330,15 @@ def draw_chart(n, per_user):
 
     names = list(per_user)
     values = [per_user[name] * 1000 for name in names]
-    colours = ["#888888" if name.startswith("server") else "#cc4444" if name.startswith("baseline") else "#3366aa" for name in names]
+    colours = [
+        "#888888" if name.startswith("server") else "#cc4444" if name.startswith("baseline") else "#66aa66" if name.startswith("MAS") else "#3366aa"
+        for name in names
+    ]
     figure, axes = plt.subplots(figsize=(9, 4.5))
     axes.barh(names, values, color=colours)
     axes.set_xscale("log")
     axes.set_xlabel("milliseconds per user (log scale)")
-    axes.set_title(f"matrix_user vs server limit vs one-task-per-user loop ({n} users)")
+    axes.set_title(f"matrix_user vs server limit vs one-task-per-user loop ({n} users)\ngreen: against the MAS contract server, a Python stand-in for MAS")
     axes.invert_yaxis()
     for y, value in enumerate(values):
         axes.text(value, y, f" {value:.1f}", va="center")

@@ -5,15 +5,16 @@
 //! MAS does not hold many more users than are declared ([`LIST_MAX_RATIO`]).
 //! When a declared address belongs to another user, every user is read
 //! alone, so that the one declaring it fails with its own message.
+//! `undeclared` reads the whole user list the same way.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::{declared_emails, mas_account, parse_email, parse_user, Mas, MasUser};
+use super::{declared_emails, mas_account, parse_email, parse_user, unexpected, Mas, MasUser};
 use crate::backend::ServerError;
 use crate::matrix_id::UserId;
-use crate::model::{Account, DesiredUser};
+use crate::model::{Account, DesiredUser, Seen};
 
 /// Below this many users, one read each costs less than listing.
 const LIST_MIN_USERS: usize = 20;
@@ -34,7 +35,7 @@ impl Mas {
         }
         let most = LIST_MAX_RATIO * users.len() as u64;
         let Some(listed) = self
-            .list_pages("/users", None, "listing users", most)
+            .list_pages("/users", &[], "listing users", most)
             .await?
         else {
             return Ok(None);
@@ -55,7 +56,7 @@ impl Mas {
             }
         }
         let what = "listing e-mail addresses";
-        let Some(emails) = self.list_pages("/user-emails", None, what, most).await? else {
+        let Some(emails) = self.list_pages("/user-emails", &[], what, most).await? else {
             return Ok(None);
         };
         let mut holders: HashMap<String, String> = HashMap::new();
@@ -80,7 +81,7 @@ impl Mas {
         if declared.iter().any(|d| d.mas.upstream_links.is_some()) {
             let what = "listing upstream links";
             let Some(links) = self
-                .list_pages("/upstream-oauth-links", None, what, most)
+                .list_pages("/upstream-oauth-links", &[], what, most)
                 .await?
             else {
                 return Ok(None);
@@ -101,12 +102,50 @@ impl Mas {
         }
         let mut accounts = HashMap::new();
         for (user, desired, mas_user) in found.values() {
-            accounts.insert((*user).clone(), mas_account(mas_user, desired));
+            let emails = Seen::Known(mas_user.addresses());
+            let account = mas_account(mas_user, emails, desired.displayname.clone());
+            accounts.insert((*user).clone(), account);
             self.known
                 .borrow_mut()
                 .insert((*user).clone(), mas_user.clone());
         }
         Ok(Some(accounts))
+    }
+
+    /// Every MAS user that `undeclared` may touch, for
+    /// [`crate::backend::AccountServer::local_accounts`]. Legacy guests
+    /// (Synapse's guests, carried over by syn2mas) are left out, as on
+    /// Synapse; so are
+    /// deactivated users, which are never touched: MAS's `filter[status]`
+    /// cannot ask for them all (`active` leaves out the locked ones, which
+    /// `deactivate` takes, and `locked` includes the deactivated), so they are
+    /// dropped here. The module acts as an OAuth2 client, which is no user,
+    /// so there is no account of its own to leave out.
+    pub(super) async fn list_local_accounts(&self) -> Result<Vec<(UserId, Account)>, ServerError> {
+        let what = "listing users";
+        let filters = [("filter[legacy-guest]", "false")];
+        let listed = self.list_all_filtered("/users", &filters, what).await?;
+        let mut accounts = Vec::new();
+        for item in &listed {
+            let username = item
+                .pointer("/attributes/username")
+                .and_then(Value::as_str)
+                .ok_or_else(|| unexpected(what, "an item without attributes.username"))?;
+            let user = UserId::listed(
+                &format!("@{username}:{}", self.server_name),
+                &self.server_name,
+            )
+            .ok_or_else(|| unexpected(what, "an item with an empty username"))?;
+            let mas_user = parse_user(&serde_json::json!({ "data": item }), what)?;
+            if mas_user.deactivated {
+                continue;
+            }
+            // Neither e-mail addresses nor display names are declared for them.
+            let account = mas_account(&mas_user, Seen::Unknown, None);
+            self.known.borrow_mut().insert(user.clone(), mas_user);
+            accounts.push((user, account));
+        }
+        Ok(accounts)
     }
 }
 
