@@ -4,7 +4,7 @@
 Two ways to run it:
 
   synapse.py --ephemeral [--default-rate-limits] [--no-shared-secret] [--appservice-and-notices]
-                        [--extra-user-type NAME]...
+                        [--extra-user-type NAME]... [--require-auth-for-profile-requests]
       A throw-away server in a temporary folder on a free port. When it is
       ready, one JSON line goes to stdout (url, server_name,
       registration_shared_secret, data_dir). The server lives until stdin
@@ -17,6 +17,8 @@ Two ways to run it:
       the users @_bridge_*:localhost (its as_token goes in the JSON line)
       and enables server notices from @notices:localhost: the accounts
       `undeclared` must spare.
+      --require-auth-for-profile-requests sets Synapse's option of that
+      name: profiles are shown only to a request with an access token.
 
   synapse.py --data-dir DIR --port PORT start|stop|status
       The persistent local homeserver that `just register-user` uses when no
@@ -69,6 +71,7 @@ def write_config(
     shared_secret_enabled: bool = True,
     extra_user_types: list[str] | None = None,
     appservice_and_notices: bool = False,
+    require_auth_for_profile_requests: bool = False,
 ) -> dict:
     os.makedirs(data_dir, exist_ok=True)
     config_path = os.path.join(data_dir, "homeserver.yaml")
@@ -132,6 +135,8 @@ def write_config(
         config["user_types"] = {"extra_user_types": extra_user_types}
     if appservice_and_notices:
         config.update(write_appservice(data_dir))
+    if require_auth_for_profile_requests:
+        config["require_auth_for_profile_requests"] = True
     if not default_rate_limits:
         # Every test login comes from 127.0.0.1, so the per-address login
         # limit (5 logins, then one per 5 minutes) would throttle the tests'
@@ -197,6 +202,7 @@ def start_ephemeral(args, data_dir: str, cleanup) -> str:
         shared_secret_enabled=not args.no_shared_secret,
         extra_user_types=args.extra_user_type,
         appservice_and_notices=args.appservice_and_notices,
+        require_auth_for_profile_requests=args.require_auth_for_profile_requests,
     )
     url = f"http://127.0.0.1:{port}"
     process = spawn(paths["config"], data_dir, detach=False)
@@ -231,6 +237,7 @@ def main() -> None:
     parser.add_argument("--no-shared-secret", action="store_true")
     parser.add_argument("--extra-user-type", action="append", default=[], metavar="NAME")
     parser.add_argument("--appservice-and-notices", action="store_true")
+    parser.add_argument("--require-auth-for-profile-requests", action="store_true")
     args = parser.parse_args()
     launcher.run(parser, args, run_ephemeral, run_persistent)
 
