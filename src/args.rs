@@ -209,6 +209,9 @@ pub struct ModuleArgs {
     pub concurrency: usize,
     /// MAS only: create users the homeserver already has (half-made accounts) in MAS too.
     pub mas_adopt_existing: bool,
+    /// MAS only: the homeserver behind MAS (`homeserver_url`), whose profiles
+    /// show the display names MAS cannot.
+    pub mas_homeserver_url: Option<String>,
     pub check_mode: bool,
     pub diff: bool,
 }
@@ -244,15 +247,11 @@ impl ModuleArgs {
             .unwrap_or_default();
         let url_field = homeserver.url_field();
         let server = ServerOptions {
-            url: top
-                .string(url_field)?
-                .ok_or_else(|| {
-                    ArgsError::Missing(format!(
-                        "{url_field} is required, e.g. http://127.0.0.1:8008"
-                    ))
-                })?
-                .trim_end_matches('/')
-                .to_string(),
+            url: read_url(&top, url_field)?.ok_or_else(|| {
+                ArgsError::Missing(format!(
+                    "{url_field} is required, e.g. http://127.0.0.1:8008"
+                ))
+            })?,
             url_field,
             server_name: top.string("server_name")?,
             validate_certs: top.boolean("validate_certs")?.unwrap_or(true),
@@ -260,13 +259,6 @@ impl ModuleArgs {
             timeout: Duration::from_secs(top.integer("timeout", 1, 3600)?.unwrap_or(30)),
             wait_timeout: Duration::from_secs(top.integer("wait_timeout", 0, 3600)?.unwrap_or(60)),
         };
-        if !(server.url.starts_with("http://") || server.url.starts_with("https://")) {
-            return Err(ArgsError::NotAccepted {
-                field: url_field.into(),
-                value: echo(&server.url),
-                accepted: "an http:// or https:// URL".into(),
-            });
-        }
         let credentials = Credentials {
             shared_secret: top.secret_or_file("registration_shared_secret")?,
             admin_token: top.secret_or_file("admin_token")?,
@@ -320,10 +312,29 @@ impl ModuleArgs {
                 .integer("concurrency", 1, MAX_CONCURRENCY as u64)?
                 .map_or(DEFAULT_CONCURRENCY, |n| n as usize),
             mas_adopt_existing: top.boolean("mas_adopt_existing")?.unwrap_or(false),
+            mas_homeserver_url: match homeserver {
+                HomeserverKind::Mas => read_url(&top, "homeserver_url")?,
+                _ => None,
+            },
             check_mode: top.internal_flag("_ansible_check_mode"),
             diff: top.internal_flag("_ansible_diff"),
         })
     }
+}
+
+/// The URL in `field`, without a trailing `/`; only http:// and https:// are accepted.
+fn read_url(top: &Fields, field: &'static str) -> Result<Option<String>, ArgsError> {
+    let Some(url) = top.string(field)? else {
+        return Ok(None);
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ArgsError::NotAccepted {
+            field: field.into(),
+            value: echo(&url),
+            accepted: "an http:// or https:// URL".into(),
+        });
+    }
+    Ok(Some(url.trim_end_matches('/').to_string()))
 }
 
 /// `$XDG_CACHE_HOME/matrix_user`, else `$HOME/.cache/matrix_user`. Never a
@@ -905,6 +916,29 @@ mod tests {
         assert_eq!(args.server.url, "http://127.0.0.1:8008");
         assert_eq!(args.users[0].state, UserState::Present);
         assert_eq!(args.users[0].update_password, UpdatePassword::OnCreate);
+    }
+
+    #[test]
+    fn with_mas_homeserver_url_is_optional_and_names_the_homeserver_behind_it() {
+        let mas = json!({"homeserver": "mas", "mas_url": "http://mas/", "username": "alice"});
+        assert_eq!(parse(mas.clone()).unwrap().mas_homeserver_url, None);
+        let mut behind = mas.clone();
+        behind["homeserver_url"] = json!("https://matrix.example.com/");
+        let args = parse(behind).unwrap();
+        assert_eq!(args.server.url, "http://mas");
+        assert_eq!(
+            args.mas_homeserver_url.as_deref(),
+            Some("https://matrix.example.com")
+        );
+        let mut wrong = mas;
+        wrong["homeserver_url"] = json!("matrix.example.com");
+        assert!(error(wrong).starts_with("homeserver_url: "));
+        assert_eq!(
+            parse(with(json!({"username": "alice"})))
+                .unwrap()
+                .mas_homeserver_url,
+            None
+        );
     }
 
     #[test]

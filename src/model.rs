@@ -439,7 +439,11 @@ pub struct Account {
     pub deactivated: Seen<bool>,
     #[serde(serialize_with = "serialize_user_type")]
     pub user_type: UserType,
-    pub displayname: Option<String>,
+    /// `None`: it has none. Unknown when the read cannot see it (MAS shows
+    /// none; the homeserver behind it, when given, may): an unknown one is
+    /// not compared, and the diff leaves it out.
+    #[serde(skip_serializing_if = "Seen::is_unknown")]
+    pub displayname: Seen<Option<String>>,
     /// Addresses the account has: always read on MAS, on Synapse only for a
     /// user that declares `emails` (its user list lacks them).
     #[serde(skip_serializing_if = "Seen::is_unknown")]

@@ -162,8 +162,12 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
     {
         changes.push(Change::SetUserType(user_type.clone()));
     }
-    if desired.displayname.is_some() && desired.displayname != account.displayname {
-        changes.push(Change::SetDisplayname);
+    // One the read could not see is left alone: a server that cannot show
+    // it sets it at creation only (see the backend).
+    if let (Some(wanted), Seen::Known(current)) = (&desired.displayname, &account.displayname) {
+        if current.as_ref() != Some(wanted) {
+            changes.push(Change::SetDisplayname);
+        }
     }
     if let Some(email) = &desired.email {
         let Seen::Known(emails) = &account.emails else {
@@ -312,10 +316,12 @@ pub fn predict(
                     admin: Seen::Known(desired.admin.unwrap_or(false)),
                     deactivated: Seen::Known(false),
                     user_type: desired.user_type.clone().unwrap_or(UserType::Regular),
-                    displayname: desired
-                        .displayname
-                        .clone()
-                        .or_else(|| default_displayname.clone()),
+                    displayname: Seen::Known(
+                        desired
+                            .displayname
+                            .clone()
+                            .or_else(|| default_displayname.clone()),
+                    ),
                     emails: match (&desired.emails, &desired.email) {
                         (Some(emails), _) => Seen::Known(emails.clone()),
                         (None, Some(email)) => Seen::Known(vec![email.clone()]),
@@ -383,7 +389,7 @@ pub fn predict(
             }
             Change::SetDisplayname => {
                 if let Some(a) = account.as_mut() {
-                    a.displayname = desired.displayname.clone()
+                    a.displayname = Seen::Known(desired.displayname.clone())
                 }
             }
             Change::AddEmail(email) => {
@@ -508,7 +514,7 @@ mod tests {
             admin: Seen::Known(admin),
             deactivated: Seen::Known(false),
             user_type: UserType::Regular,
-            displayname: Some("alice".into()),
+            displayname: Seen::Known(Some("alice".into())),
             emails: Seen::Known(vec![]),
             external_ids: Seen::Known(vec![]),
             upstream_links: Vec::new(),
@@ -686,8 +692,29 @@ mod tests {
             vec![Change::SetUserType(UserType::Bot), Change::SetDisplayname]
         );
         let after = predict(&user, Some(&account(false)), &changes, None).unwrap();
-        assert_eq!(after.displayname.as_deref(), Some("Alice A."));
+        assert_eq!(after.displayname, Seen::Known(Some("Alice A.".into())));
         assert_eq!(after.user_type, UserType::Bot);
+    }
+
+    #[test]
+    fn a_displayname_the_read_did_not_see_is_left_alone() {
+        let user = DesiredUser {
+            displayname: Some("Alice A.".into()),
+            ..desired("alice")
+        };
+        let unseen = Account {
+            displayname: Seen::Unknown,
+            ..account(false)
+        };
+        assert_eq!(plan(&user, &observed(Some(unseen.clone()))), Ok(vec![]));
+        let shown = serde_json::to_value(&unseen).unwrap();
+        assert!(shown.get("displayname").is_none(), "{shown}");
+        let none = Account {
+            displayname: Seen::Known(None),
+            ..account(false)
+        };
+        let changes = plan(&user, &observed(Some(none))).unwrap();
+        assert_eq!(changes, vec![Change::SetDisplayname]);
     }
 
     fn link(provider: &str, subject: &str) -> UpstreamLink {

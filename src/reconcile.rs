@@ -427,7 +427,7 @@ mod tests {
             admin: Seen::Known(admin),
             deactivated: Seen::Known(false),
             user_type: UserType::Regular,
-            displayname: None,
+            displayname: Seen::Known(None),
             emails: Seen::Unknown,
             upstream_links: Vec::new(),
             external_ids: Seen::Unknown,

@@ -268,7 +268,7 @@ mod tests {
                 admin: Seen::Known(true),
                 deactivated: Seen::Known(false),
                 user_type: UserType::Regular,
-                displayname: None,
+                displayname: Seen::Known(None),
                 emails: Seen::Unknown,
                 upstream_links: Vec::new(),
                 restrictions: Default::default(),
@@ -342,7 +342,7 @@ mod tests {
             None,
         );
         success.user = "@display-secret:x".into();
-        success.after.as_mut().unwrap().displayname = Some(r#"I say "hi""#.into());
+        success.after.as_mut().unwrap().displayname = Seen::Known(Some(r#"I say "hi""#.into()));
         let printed = report(vec![success]).to_json().to_string();
         assert!(!printed.contains("display-secret"), "{printed}");
         assert!(!printed.contains(r#"say \"hi\""#), "{printed}");

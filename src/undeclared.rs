@@ -110,7 +110,7 @@ mod tests {
             admin: Seen::Known(false),
             deactivated: Seen::Known(deactivated),
             user_type: UserType::Regular,
-            displayname: None,
+            displayname: Seen::Known(None),
             emails: Seen::Unknown,
             external_ids: Seen::Unknown,
             upstream_links: Vec::new(),

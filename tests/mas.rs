@@ -695,6 +695,175 @@ fn a_mas_older_than_1_18_refuses_display_names_before_anything_is_written() {
     s.assert_no_contract_violations();
 }
 
+/// The homeserver behind MAS, which keeps the profiles MAS cannot show: a
+/// real Synapse whose server name is the contract server's, so that a user
+/// MAS holds is a local user of it. The harness gives it the users, with
+/// their display names, as MAS's provisioning would.
+fn homeserver() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let homeserver = Server::start("synapse", &[]);
+        assert_eq!(homeserver.server_name, mas().server_name);
+        homeserver
+    })
+}
+
+/// A user MAS holds and the homeserver knows as `displayname`.
+fn provisioned(s: &Server, homeserver: &Server, localpart: &str, displayname: &str) {
+    s.mas_module(json!({"username": localpart, "password": format!("{localpart} lupine fjord 7")}))
+        .assert_changed();
+    homeserver.put_synapse_user(localpart, json!({"displayname": displayname}));
+}
+
+/// Issue 13, item 2: with homeserver_url, an existing MAS user's display
+/// name is read from the homeserver's profile and compared.
+#[test]
+fn with_homeserver_url_an_existing_users_display_name_is_read_from_the_homeserver() {
+    let (s, hs) = (mas(), homeserver());
+    provisioned(s, hs, "profiled", "Old");
+    let run = s.mas_module(json!({"homeserver_url": hs.url, "username": "profiled",
+                                  "displayname": "Old", "_ansible_diff": true}));
+    run.assert_unchanged();
+    assert_eq!(run.diff_of(0, "displayname"), (json!("Old"), json!("Old")));
+    s.assert_no_contract_violations();
+}
+
+/// MAS cannot change an existing user's display name: a different declared
+/// one fails that user before anything is written for it (predicted in
+/// check mode), saying where it can be changed; the run's other users are
+/// still handled.
+#[test]
+fn a_changed_display_name_of_an_existing_user_fails_it_naming_where_to_change_it() {
+    let (s, hs) = (mas(), homeserver());
+    provisioned(s, hs, "renamed", "Old");
+    let users = json!({"homeserver_url": hs.url, "users": [
+        {"username": "renamed", "displayname": "New", "admin": true},
+        {"username": "renamed-peer", "password": "renamed peer lupine 8", "admin": true}]});
+    let check = s.mas_module(check_mode(users.clone()));
+    check.assert_failed_with(
+        "1 of 2 users failed: @renamed:localhost: the homeserver shows its display name as \"Old\", not the declared one, \
+         and MAS cannot change the display name of an existing user",
+    );
+    assert_eq!(check.actions(1), ["created"]);
+    assert!(s.mas_user("renamed-peer").is_none());
+
+    let run = s.mas_module(users);
+    run.assert_failed_with(
+        "change it on the homeserver - with Synapse's admin API, PUT /_synapse/admin/v2/users/@renamed:localhost \
+         with {\"displayname\": ...} - or in the user's Matrix client, or declare the current one",
+    );
+    assert_eq!(run.output["users"][0]["changed"], json!(false));
+    assert_eq!(run.actions(1), ["created"]);
+    assert!(
+        !s.mas_is_admin("renamed"),
+        "nothing is written for the refused user"
+    );
+    assert!(s.mas_is_admin("renamed-peer"));
+    assert_eq!(
+        hs.synapse_user("renamed").unwrap()["displayname"],
+        json!("Old")
+    );
+    s.assert_no_contract_violations();
+}
+
+/// Without homeserver_url, as before: the display name of an existing user
+/// is not compared (MAS cannot show it), and the diff does not show one.
+#[test]
+fn without_homeserver_url_an_existing_users_display_name_is_not_compared() {
+    let (s, hs) = (mas(), homeserver());
+    provisioned(s, hs, "unread", "Old");
+    let run =
+        s.mas_module(json!({"username": "unread", "displayname": "New", "_ansible_diff": true}));
+    run.assert_unchanged();
+    assert_eq!(run.diff_of(0, "displayname"), (json!(null), json!(null)));
+    assert_eq!(
+        hs.synapse_user("unread").unwrap()["displayname"],
+        json!("Old")
+    );
+    s.assert_no_contract_violations();
+}
+
+/// A user the homeserver has no profile of (MAS provisions users on the
+/// homeserver in the background) has no display name to compare yet: it is
+/// left alone, as without homeserver_url, and compared on a later run.
+#[test]
+fn a_user_the_homeserver_has_no_profile_of_is_not_compared() {
+    let (s, hs) = (mas(), homeserver());
+    s.mas_module(json!({"username": "unprovisioned", "password": "unprovisioned amber 9"}))
+        .assert_changed();
+    assert!(hs.synapse_user("unprovisioned").is_none());
+    let run = s.mas_module(
+        json!({"homeserver_url": hs.url, "username": "unprovisioned",
+                                  "displayname": "New", "_ansible_diff": true}),
+    );
+    run.assert_unchanged();
+    assert_eq!(run.diff_of(0, "displayname"), (json!(null), json!(null)));
+    s.assert_no_contract_violations();
+}
+
+/// A homeserver that does not answer is an error before anything is
+/// written, not a comparison silently skipped; it is asked only when a user
+/// declares a display name.
+#[test]
+fn an_unreachable_homeserver_fails_the_run_before_anything_is_written() {
+    let s = mas();
+    s.mas_module(json!({"username": "unreached", "password": "unreached amber 10"}))
+        .assert_changed();
+    let peer = json!({"username": "unreached-peer", "password": "unreached peer amber 11"});
+    let unreachable = json!({"homeserver_url": "http://127.0.0.1:9", "wait_timeout": 1,
+        "users": [{"username": "unreached", "displayname": "New"}, peer]});
+    s.mas_module(unreachable)
+        .assert_failed_with("cannot reach the homeserver at http://127.0.0.1:9")
+        .assert_failed_with("check homeserver_url");
+    assert!(s.mas_user("unreached-peer").is_none());
+    s.mas_module(json!({"homeserver_url": "http://127.0.0.1:9", "users": [peer]}))
+        .assert_changed();
+    s.assert_no_contract_violations();
+}
+
+/// A homeserver that shows profiles only to signed-in users (Synapse's
+/// require_auth_for_profile_requests) cannot show the display name: an
+/// error that says so, rather than a comparison silently skipped.
+#[test]
+fn a_homeserver_that_shows_profiles_only_with_a_token_fails_naming_its_option() {
+    let s = mas();
+    let hs = Server::start("synapse", &["--require-auth-for-profile-requests"]);
+    provisioned(s, &hs, "guarded", "Old");
+    s.mas_module(json!({"homeserver_url": hs.url, "username": "guarded", "displayname": "Old"}))
+        .assert_failed_with("require_auth_for_profile_requests")
+        .assert_failed_with("leave homeserver_url out");
+    s.assert_no_contract_violations();
+}
+
+/// Read from MAS's lists, users' display names are read from the homeserver
+/// too, one request each, and compared as from single reads.
+#[test]
+fn listed_users_display_names_are_compared_too() {
+    let s = Server::start("mas", &[]);
+    let hs = homeserver();
+    let users: Vec<Value> = (0..20)
+        .map(|i| json!({"username": format!("listed{i:02}"), "password": format!("listed amber fjord {i}")}))
+        .collect();
+    s.mas_module(json!({"users": users})).assert_changed();
+    hs.put_synapse_user("listed03", json!({"displayname": "Listed Three"}));
+    hs.put_synapse_user("listed04", json!({"displayname": "Old"}));
+    let mut named = users.clone();
+    named[3]["displayname"] = json!("Listed Three");
+    named[4]["displayname"] = json!("New");
+    let before = s.mas_request_log().len();
+    let run = s.mas_module(json!({"homeserver_url": hs.url, "users": named}));
+    run.assert_failed_with("1 of 20 users failed: @listed04:localhost: the homeserver shows its display name as \"Old\"");
+    assert_eq!(run.output["users"][3]["failed"], json!(false));
+    let log = s.mas_request_log();
+    assert!(log[before..]
+        .iter()
+        .any(|e| e["operation"] == json!("listUsers")));
+    assert!(!log[before..]
+        .iter()
+        .any(|e| e["operation"] == json!("getUserByUsername")));
+    s.assert_no_contract_violations();
+}
+
 /// The contract server is a check, not a mirror: a request the spec does not
 /// allow is refused as MAS's extractors refuse it, marked in the log, and the
 /// check every other test ends with fails on it.

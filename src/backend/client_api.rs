@@ -1,12 +1,13 @@
 //! The Matrix client-server API calls every homeserver backend needs:
-//! password login, logout, and who a token belongs to. MAS serves the same
-//! endpoints as its compatibility layer.
+//! password login, logout, who a token belongs to, and a user's display
+//! name. MAS serves the first three as its compatibility layer.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::ServerError;
-use crate::http::{Body, Http, HttpError, Reply};
+use crate::http::{path_segment, Body, Http, HttpError, Reply};
+use crate::matrix_id::UserId;
 use crate::secret::Secret;
 
 /// The device name of every session the module opens.
@@ -122,6 +123,46 @@ pub async fn whoami(http: &Http, token: &Secret) -> Result<Option<String>, Serve
         (StatusCode::UNAUTHORIZED, _) => Ok(None),
         _ => Err(ServerError::refused(
             "asking who the admin token belongs to",
+            &reply,
+        )),
+    }
+}
+
+/// A user's display name as the homeserver's profile endpoint shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileName {
+    /// The profile's display name; `None` when it has none (or an empty one).
+    Shown(Option<String>),
+    /// The homeserver has no profile of the user (a 404 with a Matrix
+    /// error): Synapse's answer for a user it does not know. A 404 without
+    /// one came from something that is not a homeserver, and is an error.
+    NoProfile,
+}
+
+/// `GET /_matrix/client/v3/profile/{user}/displayname`, with `token` where
+/// the homeserver wants one.
+pub async fn displayname(
+    http: &Http,
+    user: &UserId,
+    token: Option<&Secret>,
+) -> Result<ProfileName, ServerError> {
+    let path = format!(
+        "/_matrix/client/v3/profile/{}/displayname",
+        path_segment(&user.to_string())
+    );
+    let reply = http.send(Method::GET, &path, token, Body::None).await?;
+    match reply.status {
+        StatusCode::OK => Ok(ProfileName::Shown(
+            reply
+                .body
+                .get("displayname")
+                .and_then(Value::as_str)
+                .filter(|name| !name.is_empty())
+                .map(str::to_string),
+        )),
+        StatusCode::NOT_FOUND if !reply.errcode().is_empty() => Ok(ProfileName::NoProfile),
+        _ => Err(ServerError::refused(
+            format!("reading the displayname of {user}"),
             &reply,
         )),
     }

@@ -40,10 +40,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use self::database::Database;
-use super::client_api::{logout, password_login, post_with_password};
+use super::client_api::{self, logout, password_login, post_with_password, ProfileName};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{hex, register, Registration};
 use super::{
@@ -180,7 +180,7 @@ impl Dendrite {
             admin: Seen::Known(admin),
             deactivated: Seen::Known(row.deactivated),
             user_type: UserType::Regular,
-            displayname: row.displayname.filter(|name| !name.is_empty()),
+            displayname: Seen::Known(row.displayname.filter(|name| !name.is_empty())),
             emails: Seen::Unknown,
             upstream_links: Vec::new(),
             restrictions: Restrictions::default(),
@@ -210,7 +210,7 @@ impl Dendrite {
             admin: Seen::Unknown,
             deactivated: Seen::Unknown,
             user_type: UserType::Regular,
-            displayname: self.displayname(user).await?,
+            displayname: Seen::Known(self.displayname(user).await?),
             emails: Seen::Unknown,
             upstream_links: Vec::new(),
             restrictions: Restrictions::default(),
@@ -278,26 +278,9 @@ impl Dendrite {
     }
 
     async fn displayname(&self, user: &UserId) -> Result<Option<String>, ServerError> {
-        let path = format!(
-            "/_matrix/client/v3/profile/{}/displayname",
-            path_segment(&user.to_string())
-        );
-        let reply = self
-            .http
-            .send(Method::GET, &path, Some(&self.token), Body::None)
-            .await?;
-        match reply.status {
-            StatusCode::OK => Ok(reply
-                .body
-                .get("displayname")
-                .and_then(Value::as_str)
-                .filter(|name| !name.is_empty())
-                .map(str::to_string)),
-            StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(ServerError::refused(
-                format!("reading the displayname of {user}"),
-                &reply,
-            )),
+        match client_api::displayname(&self.http, user, Some(&self.token)).await? {
+            ProfileName::Shown(name) => Ok(name),
+            ProfileName::NoProfile => Ok(None),
         }
     }
 

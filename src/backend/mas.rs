@@ -3,7 +3,9 @@
 //!
 //! When a homeserver delegates authentication to MAS, accounts, passwords and
 //! e-mail addresses live in MAS, and MAS provisions the users on the
-//! homeserver itself. So everything here talks to MAS, never to the homeserver.
+//! homeserver itself. So everything here talks to MAS; the homeserver is
+//! asked only, with `homeserver_url`, for the display names MAS cannot show
+//! (see [`homeserver`]).
 //!
 //! Authentication: an OAuth2 client-credentials token for `mas_client_id`
 //! (HTTP Basic, as `client_secret_basic`; else `client_secret_post`), fetched
@@ -17,6 +19,7 @@
 //! rate-limits those logins (by default 3 a minute from one address, per its
 //! `rate_limiting.login`); the module then waits, within `wait_timeout`.
 
+mod homeserver;
 mod listing;
 mod oauth;
 mod personal_token;
@@ -30,7 +33,7 @@ use serde_json::{json, Value};
 
 use super::client_api::logout;
 use super::{confirm_server_name, refuse_declared, refuse_user_type, AccountServer, ServerError};
-use crate::args::{ArgsError, ModuleArgs};
+use crate::args::{ArgsError, ModuleArgs, ServerOptions};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{
@@ -66,6 +69,13 @@ pub struct Mas {
     known: RefCell<HashMap<UserId, MasUser>>,
     /// The ID of each upstream provider the declaration names, as it names it.
     providers: RefCell<HashMap<String, String>>,
+    /// The homeserver behind MAS (`homeserver_url`), for display names.
+    homeserver: Option<Http>,
+    /// The display name the homeserver showed for each user read so far,
+    /// for the message that refuses to change it.
+    shown_displaynames: RefCell<HashMap<UserId, Option<String>>>,
+    /// How many users are read at once (`concurrency`).
+    concurrency: usize,
 }
 
 /// A user as MAS's admin API describes it.
@@ -138,6 +148,15 @@ pub enum MasError {
     /// A display name is declared, and MAS is older than 1.18, which ignores it at creation.
     #[error("{field}: MAS {version} cannot set display names; it needs MAS 1.18 or later: upgrade MAS, or leave displayname out")]
     DisplaynameNeedsVersion { field: String, version: String },
+    /// The homeserver shows an existing user's display name (`shown`: `its
+    /// display name as "…"` or `no display name for it`) other than the
+    /// declared one, which MAS cannot change.
+    #[error("the homeserver shows {shown}, not the declared one, and MAS cannot change the display name of an existing user (the homeserver keeps it): change it on the homeserver - with Synapse's admin API, PUT /_synapse/admin/v2/users/{user} with {{\"displayname\": ...}} - or in the user's Matrix client, or declare the current one")]
+    DisplaynameUnchangeable { user: String, shown: String },
+    /// The homeserver shows profiles only to requests with an access token
+    /// (Synapse's `require_auth_for_profile_requests`), which MAS's admin token is not.
+    #[error("the homeserver at homeserver_url shows profiles only to signed-in users (Synapse's require_auth_for_profile_requests), so matrix_user cannot read the display name of {user} to compare it: leave homeserver_url out (then the display names of existing MAS users are not compared), or turn that option off")]
+    ProfilesNeedToken { user: String },
     /// A declared upstream provider is not one MAS lists (by ID or human name, once).
     #[error("{field}: MAS has no upstream provider {provider:?} (by ID, or by a human name only one provider has); MAS lists: {known}")]
     UnknownProvider {
@@ -197,7 +216,8 @@ const NO_USER_TYPES: &str =
      leave user_type out (or regular) with homeserver: mas";
 
 /// What MAS's admin API (1.22) cannot manage idempotently. A display name is
-/// set at creation only (see `account`).
+/// set at creation only, and compared later only where the homeserver shows
+/// it (see [`homeserver`]).
 fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
     for restriction in [Restriction::Suspended, Restriction::ShadowBanned] {
         let declared = user.restrictions.get(restriction).is_some();
@@ -841,6 +861,14 @@ impl AccountServer for Mas {
             Access::Token { token, renewed_by } => (token, renewed_by),
             Access::Client(client) => (client.fetch_token(&http).await?, Some(client)),
         };
+        let homeserver = match &args.mas_homeserver_url {
+            Some(url) => Some(Http::new(&ServerOptions {
+                url: url.clone(),
+                url_field: "homeserver_url",
+                ..args.server.clone()
+            })?),
+            None => None,
+        };
         let mut mas = Mas {
             http,
             tokens: Tokens::new(token, client),
@@ -850,6 +878,9 @@ impl AccountServer for Mas {
             adopt_existing: args.mas_adopt_existing,
             known: RefCell::new(HashMap::new()),
             providers: RefCell::new(HashMap::new()),
+            homeserver,
+            shown_displaynames: RefCell::new(HashMap::new()),
+            concurrency: args.concurrency,
         };
         let what = "reading MAS's site configuration";
         let reply = mas.admin(Method::GET, "/site-config", None).await?;
@@ -876,6 +907,7 @@ impl AccountServer for Mas {
         if let Some(named) = args.users.iter().find(|u| u.displayname.is_some()) {
             mas.refuse_displaynames_before_1_18(named).await?;
         }
+        mas.reach_homeserver(&args.users).await?;
         if args.users.iter().any(|u| u.mas.upstream_links.is_some()) {
             mas.resolve_providers(&args.users).await?;
         }
@@ -892,8 +924,20 @@ impl AccountServer for Mas {
     }
 
     /// Without password login MAS can neither take nor check a password, and
-    /// a user created without one could not log in.
-    fn refuse_impossible(&self, _user: &UserId, changes: &[Change]) -> Result<(), ServerError> {
+    /// a user created without one could not log in. MAS cannot change an
+    /// existing user's display name, which the plan changes only where the
+    /// homeserver showed another one.
+    fn refuse_impossible(&self, user: &UserId, changes: &[Change]) -> Result<(), ServerError> {
+        if changes.contains(&Change::SetDisplayname) {
+            let shown = match self.shown_displaynames.borrow().get(user) {
+                Some(Some(name)) => format!("its display name as {:?}", server_word(name)),
+                _ => "no display name for it".to_string(),
+            };
+            return Err(ServerError::Mas(MasError::DisplaynameUnchangeable {
+                user: user.to_string(),
+                shown,
+            }));
+        }
         let needs_password = changes.iter().any(|c| {
             matches!(
                 c,
@@ -932,11 +976,8 @@ impl AccountServer for Mas {
         found.emails = self.emails(&found.id).await?;
         self.refuse_taken_emails(desired, Some(&found.id), &found.emails)
             .await?;
-        let account = mas_account(
-            &found,
-            Seen::Known(found.addresses()),
-            desired.displayname.clone(),
-        );
+        let displayname = self.homeserver_displayname(user, desired).await?;
+        let account = mas_account(&found, Seen::Known(found.addresses()), displayname);
         self.known.borrow_mut().insert(user.clone(), found);
         Ok(Some(account))
     }
@@ -1086,10 +1127,10 @@ impl AccountServer for Mas {
                 Change::Mas(MasChange::RemoveUpstreamLink(link)) => {
                     self.remove_link(&found, link).await?
                 }
-                // Creation is done above or by create(); a display name is
-                // read as declared (MAS cannot show it); check_declaration
-                // refuses user types, suspension, shadow-ban, ratelimit,
-                // rooms, external_ids and avatar for MAS. So none of these
+                // Creation is done above or by create(); refuse_impossible
+                // refuses a display name change; check_declaration refuses
+                // user types, suspension, shadow-ban, ratelimit, rooms,
+                // external_ids and avatar for MAS. So none of these
                 // is planned here.
                 Change::Create { .. }
                 | Change::Mas(MasChange::CreateWithoutPassword)
@@ -1127,12 +1168,14 @@ fn version_at_least(version: &str, minimum: (u64, u64)) -> bool {
     }
 }
 
-/// The account `found` shows, with `emails` when they were read, as one
-/// read or a list reads it; upstream links only when read (see
-/// [`MasUser::links`]). MAS cannot show (or change) a display name: it hands
-/// the one declared at creation to the homeserver. So `displayname`, the
-/// declared one, is shown and never compared.
-fn mas_account(found: &MasUser, emails: Seen<Vec<String>>, displayname: Option<String>) -> Account {
+/// The account `found` shows, with `emails` when they were read and the
+/// display name the homeserver shows (see [`homeserver`]), as one read or a
+/// list reads it; upstream links only when read (see [`MasUser::links`]).
+fn mas_account(
+    found: &MasUser,
+    emails: Seen<Vec<String>>,
+    displayname: Seen<Option<String>>,
+) -> Account {
     Account {
         admin: Seen::Known(found.admin),
         deactivated: Seen::Known(found.deactivated),

@@ -1122,10 +1122,11 @@ fn parse_account(body: &Value) -> Account {
         admin: Seen::Known(body.get("admin").is_some_and(truthy)),
         deactivated: Seen::Known(body.get("deactivated").is_some_and(truthy)),
         user_type,
-        displayname: body
-            .get("displayname")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        displayname: Seen::Known(
+            body.get("displayname")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        ),
     }
 }
 
@@ -1197,7 +1198,7 @@ mod tests {
                 admin: Seen::Known(true),
                 deactivated: Seen::Known(false),
                 user_type: UserType::Bot,
-                displayname: Some("A".into()),
+                displayname: Seen::Known(Some("A".into())),
                 upstream_links: Vec::new(),
             }
         );

@@ -6,9 +6,12 @@
 //! When a declared address belongs to another user, every user is read
 //! alone, so that the one declaring it fails with its own message.
 //! `undeclared` reads the whole user list the same way.
+//! A declared display name is read from the homeserver, one request per
+//! user that declares one (see [`super::homeserver`]).
 
 use std::collections::HashMap;
 
+use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::{declared_emails, mas_account, parse_email, parse_user, unexpected, Mas, MasUser};
@@ -100,11 +103,18 @@ impl Mas {
                 }
             }
         }
+        // What the homeserver shows of declared display names, a request
+        // each, `concurrency` at a time.
+        let found: Vec<_> = found.values().collect();
+        let displaynames: Vec<_> = stream::iter(&found)
+            .map(|(user, desired, _)| self.homeserver_displayname(user, desired))
+            .buffered(self.concurrency)
+            .try_collect()
+            .await?;
         let mut accounts = HashMap::new();
-        for (user, desired, mas_user) in found.values() {
+        for ((user, _, mas_user), displayname) in found.into_iter().zip(displaynames) {
             let emails = Seen::Known(mas_user.addresses());
-            let account = mas_account(mas_user, emails, desired.displayname.clone());
-            accounts.insert((*user).clone(), account);
+            accounts.insert((*user).clone(), mas_account(mas_user, emails, displayname));
             self.known
                 .borrow_mut()
                 .insert((*user).clone(), mas_user.clone());
@@ -141,7 +151,7 @@ impl Mas {
                 continue;
             }
             // Neither e-mail addresses nor display names are declared for them.
-            let account = mas_account(&mas_user, Seen::Unknown, None);
+            let account = mas_account(&mas_user, Seen::Unknown, Seen::Unknown);
             self.known.borrow_mut().insert(user.clone(), mas_user);
             accounts.push((user, account));
         }
