@@ -822,16 +822,22 @@ fn an_unreachable_homeserver_fails_the_run_before_anything_is_written() {
 }
 
 /// A homeserver that shows profiles only to signed-in users (Synapse's
-/// require_auth_for_profile_requests) cannot show the display name: an
-/// error that says so, rather than a comparison silently skipped.
+/// require_auth_for_profile_requests) cannot show display names: the run
+/// fails before anything is written, saying so, rather than skipping the
+/// comparison silently.
 #[test]
-fn a_homeserver_that_shows_profiles_only_with_a_token_fails_naming_its_option() {
+fn a_homeserver_that_shows_profiles_only_with_a_token_fails_the_run_naming_its_option() {
     let s = mas();
     let hs = Server::start("synapse", &["--require-auth-for-profile-requests"]);
     provisioned(s, &hs, "guarded", "Old");
-    s.mas_module(json!({"homeserver_url": hs.url, "username": "guarded", "displayname": "Old"}))
-        .assert_failed_with("require_auth_for_profile_requests")
+    s.mas_module(json!({"homeserver_url": hs.url, "users": [
+        {"username": "guarded", "displayname": "Old"},
+        {"username": "guarded-peer", "password": "guarded peer amber 12"}]}))
+        .assert_failed_with(
+            "shows profiles only to signed-in users (Synapse's require_auth_for_profile_requests)",
+        )
         .assert_failed_with("leave homeserver_url out");
+    assert!(s.mas_user("guarded-peer").is_none());
     s.assert_no_contract_violations();
 }
 

@@ -155,8 +155,8 @@ pub enum MasError {
     DisplaynameUnchangeable { user: String, shown: String },
     /// The homeserver shows profiles only to requests with an access token
     /// (Synapse's `require_auth_for_profile_requests`), which MAS's admin token is not.
-    #[error("the homeserver at homeserver_url shows profiles only to signed-in users (Synapse's require_auth_for_profile_requests), so matrix_user cannot read the display name of {user} to compare it: leave homeserver_url out (then the display names of existing MAS users are not compared), or turn that option off")]
-    ProfilesNeedToken { user: String },
+    #[error("the homeserver at homeserver_url shows profiles only to signed-in users (Synapse's require_auth_for_profile_requests), so matrix_user cannot read display names to compare them: leave homeserver_url out (then the display names of existing MAS users are not compared), or turn that option off")]
+    ProfilesNeedToken,
     /// A declared upstream provider is not one MAS lists (by ID or human name, once).
     #[error("{field}: MAS has no upstream provider {provider:?} (by ID, or by a human name only one provider has); MAS lists: {known}")]
     UnknownProvider {

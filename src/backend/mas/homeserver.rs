@@ -6,38 +6,32 @@
 //! that a different one is found and refused (`refuse_impossible`) rather
 //! than reported as matching. Without it, the display name is not compared.
 
-use reqwest::{Method, StatusCode};
-use serde_json::Value;
-
 use super::{Mas, MasError};
 use crate::backend::client_api::{self, ProfileName};
 use crate::backend::ServerError;
-use crate::http::Body;
+use crate::http::Http;
 use crate::matrix_id::UserId;
 use crate::model::{DesiredUser, Seen, UserState};
 
 impl Mas {
-    /// Makes sure the homeserver answers, when a display name will be read
-    /// from it: one that does not is an error before anything is written,
-    /// not a comparison silently skipped.
+    /// The homeserver, when `desired`'s display name is read from it.
+    fn homeserver_for(&self, desired: &DesiredUser) -> Option<&Http> {
+        let reads = desired.displayname.is_some() && desired.state == UserState::Present;
+        self.homeserver.as_ref().filter(|_| reads)
+    }
+
+    /// Reads the first such user's profile before anything is written: a
+    /// homeserver that does not answer, is not one, or shows profiles only
+    /// with a token fails the run then, rather than each user later or, worse,
+    /// a comparison silently skipped.
     pub(super) async fn reach_homeserver(&self, users: &[DesiredUser]) -> Result<(), ServerError> {
-        let Some(homeserver) = &self.homeserver else {
-            return Ok(());
-        };
-        if !users
-            .iter()
-            .any(|u| u.displayname.is_some() && u.state == UserState::Present)
-        {
-            return Ok(());
-        }
-        let path = "/_matrix/client/versions";
-        let reply = homeserver.send(Method::GET, path, None, Body::None).await?;
-        match reply.body.get("versions").and_then(Value::as_array) {
-            Some(_) if reply.status == StatusCode::OK => Ok(()),
-            _ => Err(ServerError::refused(
-                "asking the homeserver at homeserver_url for its versions (is it the homeserver behind MAS?)",
-                &reply,
-            )),
+        let first = users.iter().find_map(|desired| {
+            let user = desired.username.on_server(&self.server_name).ok()?;
+            Some((self.homeserver_for(desired)?, user))
+        });
+        match first {
+            Some((homeserver, user)) => profile_name(homeserver, &user).await.map(drop),
+            None => Ok(()),
         }
     }
 
@@ -50,25 +44,27 @@ impl Mas {
         user: &UserId,
         desired: &DesiredUser,
     ) -> Result<Seen<Option<String>>, ServerError> {
-        let Some(homeserver) = &self.homeserver else {
+        let Some(homeserver) = self.homeserver_for(desired) else {
             return Ok(Seen::Unknown);
         };
-        if desired.displayname.is_none() || desired.state != UserState::Present {
-            return Ok(Seen::Unknown);
-        }
-        let shown = match client_api::displayname(homeserver, user, None).await {
-            Ok(ProfileName::Shown(name)) => name,
-            Ok(ProfileName::NoProfile) => return Ok(Seen::Unknown),
-            Err(ServerError::Refused { status: 401, .. }) => {
-                return Err(ServerError::Mas(MasError::ProfilesNeedToken {
-                    user: user.to_string(),
-                }))
-            }
-            Err(error) => return Err(error),
+        let shown = match profile_name(homeserver, user).await? {
+            ProfileName::Shown(name) => name,
+            ProfileName::NoProfile => return Ok(Seen::Unknown),
         };
         self.shown_displaynames
             .borrow_mut()
             .insert(user.clone(), shown.clone());
         Ok(Seen::Known(shown))
+    }
+}
+
+/// The module has no token the homeserver takes (MAS's admin token is not
+/// one), so a 401 means profiles are shown only to signed-in users.
+async fn profile_name(homeserver: &Http, user: &UserId) -> Result<ProfileName, ServerError> {
+    match client_api::displayname(homeserver, user, None).await {
+        Err(ServerError::Refused { status: 401, .. }) => {
+            Err(ServerError::Mas(MasError::ProfilesNeedToken))
+        }
+        read => read,
     }
 }
