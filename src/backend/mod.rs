@@ -7,7 +7,8 @@
 //! what each server can manage and which credentials it takes
 //! ([`AccountServer::check_declaration`], before any request).
 //!
-//! Shared by the homeservers: [`client_api`] (login, logout, whoami),
+//! Shared by the homeservers: [`client_api`] (login, logout, whoami, a
+//! user's display name, which MAS reads from the homeserver behind it too),
 //! [`shared_secret`] (registration with the shared secret),
 //! [`service_account`] (who the module acts as) and [`token_cache`] (where
 //! that account's token is kept).
