@@ -38,6 +38,8 @@ const MODULE_PARAMETERS: &[&str] = &[
     "token_cache_dir",
     "dendrite_database",
     "dendrite_database_file",
+    "synapse_database",
+    "synapse_database_file",
     "mas_url",
     "mas_client_id",
     "mas_client_secret",
@@ -85,6 +87,7 @@ const SECRET_PARAMETERS: &[&str] = &[
     "admin_token",
     "mas_client_secret",
     "dendrite_database",
+    "synapse_database",
 ];
 
 const MAX_CONCURRENCY: usize = 64;
@@ -193,6 +196,9 @@ pub struct Credentials {
     pub token_cache_dir: Option<PathBuf>,
     /// Dendrite's accounts database (PostgreSQL URL or SQLite path), for admin changes.
     pub dendrite_database: Option<Secret>,
+    /// Synapse's database (PostgreSQL URL or SQLite path), read only, to
+    /// confirm in bulk what its user list does not show.
+    pub synapse_database: Option<Secret>,
     /// MAS's OAuth2 client, for the client-credentials grant.
     pub mas_client: Option<(String, Secret)>,
 }
@@ -278,6 +284,7 @@ impl ModuleArgs {
                 )
             }),
             dendrite_database: top.secret_or_file("dendrite_database")?,
+            synapse_database: top.secret_or_file("synapse_database")?,
             mas_client: match (
                 top.string("mas_client_id")?,
                 top.secret_or_file("mas_client_secret")?,
@@ -857,7 +864,12 @@ fn hold_secret_arguments(map: &Map<String, Value>) {
             }
         }
     }
-    for name in ["homeserver_url", "mas_url", "dendrite_database"] {
+    for name in [
+        "homeserver_url",
+        "mas_url",
+        "dendrite_database",
+        "synapse_database",
+    ] {
         if let Some(Value::String(url)) = map.get(name) {
             if let Some((start, end)) = url_password(url) {
                 hold(&url[start..end]);
@@ -1041,6 +1053,27 @@ mod tests {
                 .concurrency,
             4
         );
+    }
+
+    /// A database URL read from a file: its password alone is masked too,
+    /// as a driver may quote it without the rest of the URL.
+    #[test]
+    fn the_synapse_database_may_come_from_a_file_and_its_password_is_masked() {
+        let path = std::env::temp_dir().join(format!(
+            "matrix-user-args-test-{}-synapse-database",
+            std::process::id()
+        ));
+        std::fs::write(&path, "postgresql://synapse:syn-db-secret@db/synapse\n").unwrap();
+        let parsed = parse(with(
+            json!({"username": "a", "synapse_database_file": path}),
+        ));
+        std::fs::remove_file(&path).unwrap();
+        let database = parsed.unwrap().credentials.synapse_database.unwrap();
+        assert_eq!(
+            database.expose(),
+            "postgresql://synapse:syn-db-secret@db/synapse"
+        );
+        assert!(!mask_secrets("failed for syn-db-secret").contains("syn-db-secret"));
     }
 
     /// The Dendrite database URL holds a password, so it has a `_file` form

@@ -439,13 +439,13 @@ fn joined_as_declared(desired: &DesiredUser) -> Seen<Vec<crate::matrix_id::Room>
 
 /// The same addresses, whatever their order and case: an address an older
 /// Synapse stored as given, uppercase letters and all, is the declared one.
-fn same_emails(current: &[String], wanted: &[String]) -> bool {
+pub fn same_emails(current: &[String], wanted: &[String]) -> bool {
     let lower =
         |emails: &[String]| -> Vec<String> { emails.iter().map(|e| e.to_lowercase()).collect() };
     same_set(&lower(current), &lower(wanted))
 }
 
-fn same_set<T: Ord>(current: &[T], wanted: &[T]) -> bool {
+pub fn same_set<T: Ord>(current: &[T], wanted: &[T]) -> bool {
     use std::collections::BTreeSet;
     current.iter().collect::<BTreeSet<_>>() == wanted.iter().collect::<BTreeSet<_>>()
 }

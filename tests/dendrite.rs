@@ -586,3 +586,17 @@ fn avatar_is_refused_by_name_before_any_request(s: &Server) {
     .assert_failed_with("avatar: matrix_user manages avatars on Synapse only");
     assert!(s.dendrite_account("avatar-me").is_none());
 }
+
+/// Nothing listens at the URL: only a refusal before any request gets this far.
+#[test]
+fn synapse_database_is_refused_by_name_before_any_request() {
+    let run = harness::run_module(
+        json!({"homeserver": "dendrite", "homeserver_url": "http://127.0.0.1:9",
+               "registration_shared_secret": "dendrite-secret", "users": [], "wait_timeout": 0,
+               "synapse_database": "/var/lib/synapse/homeserver.db"}),
+        vec![],
+    );
+    run.assert_failed_with(
+        "synapse_database: it is Synapse's database, read only with homeserver: synapse",
+    );
+}

@@ -2166,3 +2166,184 @@ fn a_bad_avatar_is_refused_by_name_before_anything_is_sent() {
         assert!(s.synapse_user(&format!("bad-avatar-{i}")).is_none());
     }
 }
+
+// ---- synapse_database: Synapse's database, read only, confirms a re-run in bulk ----
+
+/// A Synapse on `database` (`sqlite` or `postgres`) of its own for the
+/// `synapse_database` tests, which count the module's requests and take
+/// the list path (20 users or more) with few other accounts around.
+fn synapse_with_database(database: &'static str) -> &'static Server {
+    static SQLITE: OnceLock<Server> = OnceLock::new();
+    static POSTGRES: OnceLock<Server> = OnceLock::new();
+    let server = match database {
+        "sqlite" => &SQLITE,
+        _ => &POSTGRES,
+    };
+    server.get_or_init(|| {
+        let server = Server::start("synapse", &["--database", database]);
+        server.module(json!({"users": []})).assert_unchanged();
+        server
+    })
+}
+
+/// 24 users `{prefix}-{i}`, each declaring what Synapse's user list does
+/// not show: a rate-limit override (none, unlimited or 5/10), an SSO
+/// identity, an e-mail address, a room; and the restrictions it does show.
+fn users_beyond_the_list(prefix: &str, room: &str) -> Vec<Value> {
+    (0..24)
+        .map(|i| {
+            let name = format!("{prefix}-{i}");
+            let ratelimit = match i % 3 {
+                0 => json!("unlimited"),
+                1 => json!({"messages_per_second": 5, "burst_count": 10}),
+                _ => json!("default"),
+            };
+            json!({"username": name, "password": "beyond-the-list-pw", "locked": false,
+                   "shadow_banned": false, "ratelimit": ratelimit,
+                   "external_ids": [{"auth_provider": "oidc-test", "external_id": name}],
+                   "emails": [format!("{name}@example.com")], "rooms": [room]})
+        })
+        .collect()
+}
+
+/// The requests that name one of the users `{prefix}-*` (a read or write
+/// of that user alone), as opposed to the list and the room's members.
+fn requests_naming(requests: &[String], prefix: &str) -> Vec<String> {
+    let named = format!("%40{prefix}-");
+    requests
+        .iter()
+        .filter(|request| request.contains(&named))
+        .cloned()
+        .collect()
+}
+
+/// The specification of `synapse_database` on one database: a re-run it
+/// confirms reads no user alone; drift behind the module's back is still
+/// found (check mode predicts it), fixed through the admin API, and the
+/// next run is quiet again.
+fn synapse_database_confirms_a_rerun_and_drift_is_still_fixed(s: &Server, database: &str) {
+    let prefix = "beyond";
+    s.create_room("public_chat", "beyond-lobby");
+    let users = users_beyond_the_list(prefix, "#beyond-lobby:localhost");
+    s.module(json!({ "users": users })).assert_changed();
+
+    let without = FaultProxy::start(&s.url, json!([]));
+    s.module_via(&without, json!({ "users": users }))
+        .assert_unchanged();
+    assert_eq!(
+        requests_naming(&without.requests(), prefix).len(),
+        2 * users.len(),
+        "without synapse_database each user is read alone (record, override)"
+    );
+
+    let with = FaultProxy::start(&s.url, json!([]));
+    let run = s.module_via(&with, json!({"users": users, "synapse_database": database}));
+    run.assert_unchanged();
+    let requests = with.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /_synapse/admin/v2/users?")),
+        "the list was read through the proxy: {requests:?}"
+    );
+    assert_eq!(requests_naming(&requests, prefix), Vec::<String>::new());
+    assert!(!run.stdout.contains(database), "{}", run.stdout);
+
+    // Drift behind the module's back, through Synapse's own admin API.
+    let (rated, identified) = (format!("{prefix}-1"), format!("{prefix}-2"));
+    s.post_synapse_ratelimit(&rated, json!({"messages_per_second": 7, "burst_count": 7}));
+    s.put_synapse_user(&identified, json!({"external_ids": []}));
+    let declared = json!({"users": users, "synapse_database": database});
+    let mut check = declared.clone();
+    check["_ansible_check_mode"] = json!(true);
+    let predicted = s.module(check);
+    predicted.assert_changed();
+    assert_eq!(predicted.actions(1), ["ratelimit set"]);
+    assert_eq!(predicted.actions(2), ["external_ids changed"]);
+    assert_eq!(predicted.actions(0), Vec::<String>::new());
+    assert_eq!(
+        s.synapse_ratelimit(&rated),
+        json!({"messages_per_second": 7, "burst_count": 7})
+    );
+
+    let fixed = s.module(declared.clone());
+    fixed.assert_changed();
+    assert_eq!(fixed.actions(1), ["ratelimit set"]);
+    assert_eq!(fixed.actions(2), ["external_ids changed"]);
+    assert_eq!(
+        s.synapse_ratelimit(&rated),
+        json!({"messages_per_second": 5, "burst_count": 10})
+    );
+    assert_eq!(
+        s.synapse_user_by_external_id("oidc-test", &identified),
+        Some(s.user_id(&identified))
+    );
+    s.module(declared).assert_unchanged();
+}
+
+#[test]
+fn synapse_database_on_sqlite_confirms_a_rerun_and_drift_is_still_fixed() {
+    let s = synapse_with_database("sqlite");
+    synapse_database_confirms_a_rerun_and_drift_is_still_fixed(s, &s.synapse_database());
+}
+
+/// On PostgreSQL through a role that may only read the three tables, as
+/// the module's documentation tells an admin to create it.
+#[test]
+fn synapse_database_on_postgres_confirms_a_rerun_and_drift_is_still_fixed() {
+    let s = synapse_with_database("postgres");
+    let owner = s.synapse_database();
+    harness::postgres_batch(
+        &owner,
+        "CREATE ROLE matrix_user_reader LOGIN PASSWORD 'reader-password-123';
+         GRANT SELECT ON ratelimit_override, user_external_ids, user_threepids TO matrix_user_reader;",
+    );
+    let (_, at_host) = owner.split_once('@').unwrap();
+    let reader = format!("postgresql://matrix_user_reader:reader-password-123@{at_host}");
+    synapse_database_confirms_a_rerun_and_drift_is_still_fixed(s, &reader);
+}
+
+/// A wrong password fails naming synapse_database, and no message repeats it.
+#[test]
+fn a_wrong_synapse_database_password_fails_without_showing_it() {
+    let s = synapse_with_database("postgres");
+    let owner = s.synapse_database();
+    let (_, after_scheme) = owner.split_once("://").unwrap();
+    let (userinfo, at_host) = after_scheme.split_once('@').unwrap();
+    let (_, real_password) = userinfo.split_once(':').unwrap();
+    let wrong = format!("postgres://synapse:wrong-db-password-4321@{at_host}");
+    let run = s.module(
+        json!({"username": "db-wrong-password", "password": "pw-wrong-db",
+                              "synapse_database": wrong}),
+    );
+    run.assert_failed_with("synapse_database: password authentication failed for user \"synapse\"");
+    for shown in [run.stdout.as_str(), run.stderr.as_str()] {
+        assert!(!shown.contains("wrong-db-password-4321"), "{shown}");
+        assert!(!shown.contains(real_password), "{shown}");
+    }
+    assert!(s.synapse_user("db-wrong-password").is_none());
+}
+
+/// Refused on connecting, before anything is written: no user is created,
+/// and a path with no file behind it stays without one.
+#[test]
+fn a_database_that_is_not_synapses_fails_naming_synapse_database_before_anything_is_written() {
+    let s = synapse();
+    let other = s.data_dir.join("not-synapse.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE userapi_accounts (localpart TEXT)")
+        .unwrap();
+    let user = |database: &std::path::Path| {
+        json!({"username": "db-not-synapse", "password": "pw-not-synapse",
+               "synapse_database": database})
+    };
+    s.module(user(&other)).assert_failed_with(
+        "synapse_database: it has no ratelimit_override table, so it is not Synapse's database",
+    );
+    let missing = s.data_dir.join("no-such-homeserver.db");
+    s.module(user(&missing))
+        .assert_failed_with("synapse_database: unable to open database file");
+    assert!(!missing.exists());
+    assert!(s.synapse_user("db-not-synapse").is_none());
+}

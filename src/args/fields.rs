@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use super::ArgsError;
-use crate::secret::{excerpt, Secret};
+use crate::secret::{excerpt, hold, url_password, Secret};
 
 /// Linux's `PATH_MAX`.
 const MAX_PATH_BYTES: usize = 4096;
@@ -141,7 +141,12 @@ impl<'a> Fields<'a> {
                         path: echo(&path),
                         source,
                     })?;
-                Secret::new(text.trim_end_matches(['\n', '\r']))
+                let text = text.trim_end_matches(['\n', '\r']);
+                // A database URL's password alone, as a driver may quote it.
+                if let Some((start, end)) = url_password(text) {
+                    hold(&text[start..end]);
+                }
+                Secret::new(text)
             }
             (None, None) => return Ok(None),
         };

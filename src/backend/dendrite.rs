@@ -30,9 +30,9 @@
 //!   written back if anything after that fails. Reactivate: reset to the
 //!   declared password, then clear `is_deactivated` in the database.
 
-#[cfg(feature = "dendrite-database")]
+#[cfg(feature = "databases")]
 mod database;
-#[cfg(not(feature = "dendrite-database"))]
+#[cfg(not(feature = "databases"))]
 #[path = "dendrite/without_database.rs"]
 mod database;
 
@@ -477,13 +477,12 @@ impl AccountServer for Dendrite {
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let access = require_credentials(&args.credentials)?;
         super::refuse_mas_only(args)?;
-        #[cfg(not(feature = "dendrite-database"))]
-        if args.credentials.dendrite_database.is_some() {
-            return Err(ArgsError::Unsupported {
-                field: "dendrite_database".into(),
-                reason: database::NOT_BUILT_IN,
-            });
-        }
+        let credentials = &args.credentials;
+        super::refuse_without_databases(
+            "dendrite_database",
+            credentials.dendrite_database.is_some(),
+        )?;
+        super::refuse_synapse_database(args)?;
         for user in &args.users {
             refuse_email(user)?;
             refuse_unsupported(user)?;
@@ -775,7 +774,7 @@ mod tests {
     use super::*;
 
     /// Runs with `cargo test --no-default-features`.
-    #[cfg(not(feature = "dendrite-database"))]
+    #[cfg(not(feature = "databases"))]
     #[test]
     fn without_the_drivers_dendrite_database_is_refused_before_anything_is_sent() {
         let args = json!({"homeserver": "dendrite", "homeserver_url": "http://127.0.0.1:9",
@@ -787,7 +786,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            refused.starts_with("dendrite_database: this matrix_user binary was built without the dendrite-database cargo feature"),
+            refused.starts_with("dendrite_database: this matrix_user binary was built without the databases cargo feature"),
             "{refused}"
         );
     }

@@ -848,6 +848,7 @@ impl AccountServer for Mas {
             }
         };
         args.users.iter().try_for_each(refuse_unsupported)?;
+        super::refuse_synapse_database(args)?;
         Ok(access)
     }
 

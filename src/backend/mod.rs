@@ -18,6 +18,8 @@ pub mod dendrite;
 pub mod mas;
 mod service_account;
 mod shared_secret;
+#[cfg(feature = "databases")]
+mod sql;
 pub mod synapse;
 mod token_cache;
 
@@ -313,6 +315,43 @@ fn refuse_mas_only(args: &ModuleArgs) -> Result<(), ArgsError> {
     }
 }
 
+/// Why a binary built without the `databases` cargo feature refuses
+/// `dendrite_database` and `synapse_database`.
+#[cfg(not(feature = "databases"))]
+const DATABASES_NOT_BUILT_IN: &str = "this matrix_user binary was built without the databases \
+     cargo feature, so it cannot open a homeserver's database; use a binary built with default \
+     features (tools/just build, the collection), or leave it out";
+
+/// Refuses the database option `field` when it is `given` to a binary
+/// without the database drivers; a binary with them takes it.
+#[cfg(feature = "databases")]
+fn refuse_without_databases(_field: &str, _given: bool) -> Result<(), ArgsError> {
+    Ok(())
+}
+
+#[cfg(not(feature = "databases"))]
+fn refuse_without_databases(field: &str, given: bool) -> Result<(), ArgsError> {
+    match given {
+        true => Err(ArgsError::Unsupported {
+            field: field.into(),
+            reason: DATABASES_NOT_BUILT_IN,
+        }),
+        false => Ok(()),
+    }
+}
+
+/// Refuses `synapse_database` on the servers that are not Synapse.
+fn refuse_synapse_database(args: &ModuleArgs) -> Result<(), ArgsError> {
+    match args.credentials.synapse_database.is_some() {
+        true => Err(ArgsError::Unsupported {
+            field: "synapse_database".into(),
+            reason: "it is Synapse's database, read only with homeserver: synapse (Dendrite's \
+                     is dendrite_database); leave it out",
+        }),
+        false => Ok(()),
+    }
+}
+
 /// Refuses a user type other than `regular`, for a server that has none.
 fn refuse_user_type(user: &DesiredUser, reason: &'static str) -> Result<(), ArgsError> {
     let special = user
@@ -458,6 +497,28 @@ mod tests {
         let mut args = with_user(base(), user);
         args["homeserver"] = json!("dendrite");
         args
+    }
+
+    #[test]
+    fn synapse_database_is_synapses_alone_and_refused_elsewhere_by_name() {
+        let database =
+            json!({"username": "a", "synapse_database": "/var/lib/synapse/homeserver.db"});
+        for server in [
+            on_dendrite(database.clone()),
+            with_user(mas_base(), database.clone()),
+        ] {
+            let message = error_of(server);
+            assert!(
+                message.starts_with("synapse_database: it is Synapse's database, read only with homeserver: synapse"),
+                "{message}"
+            );
+        }
+        #[cfg(feature = "databases")]
+        assert!(declare(with_user(base(), database)).is_ok());
+        #[cfg(not(feature = "databases"))]
+        assert!(error_of(with_user(base(), database)).starts_with(
+            "synapse_database: this matrix_user binary was built without the databases cargo feature"
+        ));
     }
 
     #[test]

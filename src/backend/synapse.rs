@@ -5,6 +5,16 @@
 //! caches that account's token between runs (see [`super::service_account`]).
 //! This avoids `/login`, whose default rate limit (a handful per hour) would break
 //! repeated runs, and leaves no device on any managed user.
+//!
+//! With `synapse_database`, the bulk read of many users confirms in
+//! Synapse's database, read only, what its user list does not show
+//! ([`database`]).
+
+#[cfg(feature = "databases")]
+mod database;
+#[cfg(not(feature = "databases"))]
+#[path = "synapse/without_database.rs"]
+mod database;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -14,6 +24,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 use tokio::sync::OnceCell;
 
+use self::database::Database;
 use super::client_api::unix_millis;
 use super::client_api::{logout, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
@@ -26,6 +37,7 @@ use crate::model::{
     Account, Avatar, AvatarFile, Change, DesiredUser, ExternalId, Ratelimit, Restriction,
     Restrictions, Seen, SeenAvatar, UserType,
 };
+use crate::plan::{same_emails, same_set};
 use crate::secret::Secret;
 
 /// Below this many declared users, one read per user is cheaper than listing.
@@ -57,6 +69,9 @@ pub enum SynapseError {
         field: String,
         failures: Vec<String>,
     },
+    /// Synapse's database could not be opened or read, or is not Synapse's.
+    #[error("synapse_database: {detail}; give the postgres:// (or postgresql://) URL of Synapse's database, as database.args in homeserver.yaml name it (reading is enough; no TLS), or the path of its SQLite file homeserver.db")]
+    Database { detail: String },
 }
 
 /// A room alias's room ID, or the server's reason why it has none.
@@ -81,6 +96,8 @@ pub struct Synapse {
     aliases: RefCell<HashMap<Room, Rc<OnceCell<AliasLookup>>>>,
     /// The members of the rooms declared in this run, each read once.
     members: RefCell<HashMap<String, Rc<OnceCell<MembersLookup>>>>,
+    /// Synapse's database, read only (`synapse_database`).
+    database: Option<Database>,
 }
 
 impl Synapse {
@@ -498,6 +515,77 @@ impl Synapse {
         }
     }
 
+    /// Adds to the listed accounts in `found` what the list does not show
+    /// but their declarations need: the declared rooms each has joined
+    /// (each room's members read once), and, from `synapse_database`, the
+    /// rate-limit override, SSO identities and e-mail addresses, where the
+    /// database shows them as declared. Whatever stays unknown (a fact
+    /// that differs, a room that cannot be joined) sends the user to a
+    /// read of its own through the admin API, which decides the change and
+    /// checks that no other account holds a declared address or identity.
+    async fn complete_listed(
+        &self,
+        found: &mut HashMap<UserId, Account>,
+        users: &[UserId],
+        declared: &[DesiredUser],
+    ) -> Result<(), ServerError> {
+        let listed: Vec<(&UserId, &DesiredUser)> = users
+            .iter()
+            .zip(declared)
+            .filter(|(user, _)| found.contains_key(*user))
+            .collect();
+        for &(user, desired) in &listed {
+            if desired.rooms.is_empty() {
+                continue;
+            }
+            // A room that cannot be joined fails the user in its own read.
+            if let (Ok(joined), Some(account)) =
+                (self.joined_rooms(user, desired).await, found.get_mut(user))
+            {
+                account.rooms = Seen::Known(joined);
+            }
+        }
+        let Some(database) = &self.database else {
+            return Ok(());
+        };
+        let declaring = |declares: fn(&DesiredUser) -> bool| -> Vec<String> {
+            listed
+                .iter()
+                .filter(|(_, desired)| declares(desired))
+                .map(|(user, _)| user.to_string())
+                .collect()
+        };
+        let ratelimits = database
+            .ratelimits(&declaring(|d| d.ratelimit.is_some()))
+            .await?;
+        let external_ids = database
+            .external_ids(&declaring(|d| d.external_ids.is_some()))
+            .await?;
+        let emails = database.emails(&declaring(|d| d.emails.is_some())).await?;
+        for (user, desired) in listed {
+            let id = user.to_string();
+            let Some(account) = found.get_mut(user) else {
+                continue;
+            };
+            if let (Some(wanted), Some(&seen)) = (desired.ratelimit, ratelimits.get(&id)) {
+                if seen == wanted {
+                    account.ratelimit = Seen::Known(seen);
+                }
+            }
+            if let (Some(wanted), Some(seen)) = (&desired.external_ids, external_ids.get(&id)) {
+                if same_set(seen, wanted) {
+                    account.external_ids = Seen::Known(seen.clone());
+                }
+            }
+            if let (Some(wanted), Some(seen)) = (&desired.emails, emails.get(&id)) {
+                if same_emails(seen, wanted) {
+                    account.emails = Seen::Known(seen.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One page of Synapse's user list from `from`, with `filters`
     /// (synapse/rest/admin/users.py `UsersRestServletV2`).
     async fn list_page(
@@ -665,20 +753,27 @@ impl AccountServer for Synapse {
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let access = require_credentials(&args.credentials)?;
         super::refuse_mas_only(args)?;
+        let database = args.credentials.synapse_database.is_some();
+        super::refuse_without_databases("synapse_database", database)?;
         for user in &args.users {
             refuse_declared(user, "email", user.email.is_some(), SINGLE_EMAIL)?;
         }
         Ok(access)
     }
 
-    /// Authenticates and learns the server name. It changes no managed user;
-    /// it may register the service account (first run) or log it in and end
-    /// its idle sessions (token cache lost).
+    /// Opens `synapse_database` when given, authenticates and learns the
+    /// server name. It changes no managed user; it may register the service
+    /// account (first run) or log it in and end its idle sessions (token
+    /// cache lost), but only once the database opened.
     async fn connect(
         args: &ModuleArgs,
         access: Access,
         http: Http,
     ) -> Result<Synapse, ServerError> {
+        let database = match &args.credentials.synapse_database {
+            Some(location) => Some(Database::open(location, args.server.timeout).await?),
+            None => None,
+        };
         let identity = identify(
             args,
             &access,
@@ -696,6 +791,7 @@ impl AccountServer for Synapse {
             shared_secret: args.credentials.shared_secret.clone(),
             aliases: RefCell::default(),
             members: RefCell::default(),
+            database,
         })
     }
 
@@ -706,7 +802,7 @@ impl AccountServer for Synapse {
     async fn accounts(
         &self,
         users: &[UserId],
-        _declared: &[DesiredUser],
+        declared: &[DesiredUser],
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
         if users.len() < LIST_MIN_USERS {
             return Ok(None);
@@ -735,9 +831,11 @@ impl AccountServer for Synapse {
             }
             match page.next {
                 Some(next) => from = next,
-                None => return Ok(Some(found)),
+                None => break,
             }
         }
+        self.complete_listed(&mut found, users, declared).await?;
+        Ok(Some(found))
     }
 
     /// Guests are left out: Synapse makes them on demand for guest access

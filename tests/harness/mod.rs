@@ -205,6 +205,24 @@ impl Server {
         body["access_token"].as_str().unwrap().to_string()
     }
 
+    /// What the module's `synapse_database` takes for this Synapse: the
+    /// path of its SQLite file, or the URL of its PostgreSQL database.
+    pub fn synapse_database(&self) -> String {
+        self.info["database"].as_str().unwrap().to_string()
+    }
+
+    /// Sets the user's rate-limit override directly with Synapse's admin
+    /// API (not the module's code).
+    pub fn post_synapse_ratelimit(&self, localpart: &str, body: Value) {
+        let path = format!(
+            "/_synapse/admin/v1/users/{}/override_ratelimit",
+            encode(&self.user_id(localpart))
+        );
+        let token = self.harness_admin_token().to_string();
+        let (status, reply) = self.post(&path, Some(&token), body);
+        assert_eq!(status, 200, "override_ratelimit of {localpart}: {reply}");
+    }
+
     /// Synapse's admin view of a user, or `None` when it does not exist.
     pub fn synapse_user(&self, localpart: &str) -> Option<Value> {
         let path = format!(
@@ -689,6 +707,24 @@ impl ModuleRun {
     }
 }
 
+/// Runs `sql` (statements without values) on the PostgreSQL database at
+/// `url`, as its owner: for what a database admin sets up by hand.
+pub fn postgres_batch(url: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let driver = tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        driver.await.unwrap().unwrap();
+    })
+}
+
 /// `tools/servers/fault_proxy.py` in front of a real server: it forwards
 /// everything and misbehaves once on each request `faults` names (see the
 /// script), until the test process exits.
@@ -719,6 +755,21 @@ impl FaultProxy {
     /// Lets the held request `name` go on to the server.
     pub fn release(&self, name: &str) {
         self.control(reqwest::Method::POST, "release", name);
+    }
+
+    /// Every request the proxy has relayed so far, as `METHOD path?query`.
+    pub fn requests(&self) -> Vec<String> {
+        let reply = http()
+            .get(format!("{}/_fault_proxy/requests", self.url))
+            .send()
+            .unwrap();
+        let body: Value = reply.json().unwrap();
+        body["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|request| request.as_str().unwrap().to_string())
+            .collect()
     }
 
     fn control(&self, method: reqwest::Method, verb: &str, name: &str) {

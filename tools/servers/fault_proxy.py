@@ -28,6 +28,11 @@ The test steers held requests through the proxy itself:
     GET  /_fault_proxy/held/NAME       answers 200 once the request NAME is held
                                        (504 after 60 s)
     POST /_fault_proxy/release/NAME    lets NAME go on to the server
+
+and may ask which requests the proxy has relayed, so that a test can count
+what the module asked the server:
+
+    GET  /_fault_proxy/requests        {"requests": ["GET /_synapse/admin/v2/users?from=0...", ...]}
 """
 
 import argparse
@@ -66,6 +71,12 @@ class Faults:
         # Per hold name: set when the request arrives, and when the test releases it.
         self.held = defaultdict(threading.Event)
         self.released = defaultdict(threading.Event)
+        # "METHOD path" of every request relayed, in arrival order.
+        self.seen = []
+
+    def record(self, method, path):
+        with self.lock:
+            self.seen.append(f"{method} {path}")
 
     def take(self, method, path, body):
         """The first pending fault this request matches, removed from the list."""
@@ -102,6 +113,10 @@ def handler(upstream, faults):
             if (self.command, verb) == ("POST", "release"):
                 faults.released[name].set()
                 return self.answer(200, {}, b"{}")
+            if (self.command, verb) == ("GET", "requests"):
+                with faults.lock:
+                    seen = list(faults.seen)
+                return self.answer(200, {}, json.dumps({"requests": seen}).encode())
             self.answer(404, {}, b'{"error":"fault_proxy: no such control"}')
 
         def relay(self):
@@ -109,6 +124,7 @@ def handler(upstream, faults):
             body = self.rfile.read(length) if length else None
             if self.path.startswith(CONTROL):
                 return self.control()
+            faults.record(self.command, self.path)
             fault = faults.take(self.command, self.path, body)
             action = fault and fault["action"]
             if action == "hold":

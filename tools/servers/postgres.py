@@ -1,6 +1,7 @@
-"""A private PostgreSQL cluster on loopback, for the Dendrite tests that run
-Dendrite on PostgreSQL (dendrite.py --database postgres). PostgreSQL comes
-from Debian's postgresql package (installed by tools/install-dendrite)."""
+"""A private PostgreSQL cluster on loopback, for the tests that run Dendrite
+or Synapse on PostgreSQL (dendrite.py / synapse.py --database postgres).
+PostgreSQL comes from Debian's postgresql package (installed by
+tools/install-dendrite, which `just test` runs before the tests)."""
 
 import glob
 import os
@@ -13,19 +14,19 @@ import time
 from launcher import free_port, stop_process
 
 PG_SUPERUSER = "postgres"  # the Debian system user that owns the cluster
-PG_ROLE = "dendrite"
-PG_DATABASE = "dendrite"
 
 
 class Postgres:
-    """A private PostgreSQL cluster in DIR/postgres, on a free loopback port.
+    """A private PostgreSQL cluster in DIR/postgres, on a free loopback port,
+    with one database `name` owned by the role `name`; `createdb_args` are
+    passed to createdb (Synapse wants the C locale).
 
     initdb refuses to run as root, so the cluster belongs to Debian's
     `postgres` system user; the server runs as our direct child (not
     daemonised by pg_ctl), so it stays in our process group.
     """
 
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, name: str = "dendrite", createdb_args: tuple = ()):
         candidates = sorted(
             glob.glob("/usr/lib/postgresql/*/bin/initdb"),
             key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
@@ -38,8 +39,10 @@ class Postgres:
         self.port = free_port()
         self.password = secrets.token_hex(16)
         self.process = None
+        self.role = self.database = name
+        self.createdb_args = list(createdb_args)
         self.url = (
-            f"postgres://{PG_ROLE}:{self.password}@127.0.0.1:{self.port}/{PG_DATABASE}?sslmode=disable"
+            f"postgres://{name}:{self.password}@127.0.0.1:{self.port}/{name}?sslmode=disable"
         )
 
     def _as_postgres(self) -> dict:
@@ -74,7 +77,7 @@ class Postgres:
             [
                 os.path.join(self.bin, "initdb"),
                 "-D", self.pgdata,
-                "-U", PG_ROLE,
+                "-U", self.role,
                 "--pwfile", pwfile,
                 "--auth-host", "scram-sha-256",
                 "--auth-local", "scram-sha-256",
@@ -127,7 +130,8 @@ class Postgres:
         subprocess.run(
             [
                 os.path.join(self.bin, "createdb"),
-                "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_ROLE, PG_DATABASE,
+                "-h", "127.0.0.1", "-p", str(self.port), "-U", self.role,
+                *self.createdb_args, self.database,
             ],
             check=True,
             env=env_pw,

@@ -3,12 +3,17 @@
 
 Two ways to run it:
 
-  synapse.py --ephemeral [--default-rate-limits] [--no-shared-secret] [--appservice-and-notices]
-                        [--extra-user-type NAME]... [--require-auth-for-profile-requests]
+  synapse.py --ephemeral [--database sqlite|postgres] [--default-rate-limits] [--no-shared-secret]
+                        [--appservice-and-notices] [--extra-user-type NAME]...
+                        [--require-auth-for-profile-requests]
       A throw-away server in a temporary folder on a free port. When it is
       ready, one JSON line goes to stdout (url, server_name,
-      registration_shared_secret, data_dir). The server lives until stdin
-      closes, so it dies with the test process that started it.
+      registration_shared_secret, data_dir, database). The server lives
+      until stdin closes, so it dies with the test process that started it.
+      Its database is SQLite (homeserver.db in data_dir) or, with
+      --database postgres, a private PostgreSQL cluster started in data_dir
+      (tools/servers/postgres.py); `database` in the JSON line is what
+      synapse_database takes: the file's path or a postgres:// URL.
       --no-shared-secret leaves registration_shared_secret out of its
       configuration (the secret in the JSON line is then empty).
       --extra-user-type adds a user type to user_types.extra_user_types
@@ -37,6 +42,7 @@ import subprocess
 import time
 
 import launcher
+from postgres import Postgres
 from launcher import free_port, kept_shared_secret, new_shared_secret, stop_process, wait_until_answering
 
 SERVER_NAME = "localhost"
@@ -72,6 +78,7 @@ def write_config(
     extra_user_types: list[str] | None = None,
     appservice_and_notices: bool = False,
     require_auth_for_profile_requests: bool = False,
+    postgres: Postgres | None = None,
 ) -> dict:
     os.makedirs(data_dir, exist_ok=True)
     config_path = os.path.join(data_dir, "homeserver.yaml")
@@ -115,7 +122,7 @@ def write_config(
                 "resources": [{"names": ["client", "federation"], "compress": False}],
             }
         ],
-        "database": {"name": "sqlite3", "args": {"database": os.path.join(data_dir, "homeserver.db")}},
+        "database": database_config(data_dir, postgres),
         "log_config": log_config,
         "media_store_path": os.path.join(data_dir, "media"),
         "signing_key_path": os.path.join(data_dir, "signing.key"),
@@ -151,23 +158,51 @@ def write_config(
     return {"config": config_path, "secret": shared_secret}
 
 
-def wait_until_ready(url: str, process, data_dir: str) -> None:
+def database_config(data_dir: str, postgres: Postgres | None) -> dict:
+    if postgres is None:
+        return {"name": "sqlite3", "args": {"database": os.path.join(data_dir, "homeserver.db")}}
+    return {
+        "name": "psycopg2",
+        "args": {
+            "user": postgres.role,
+            "password": postgres.password,
+            "database": postgres.database,
+            "host": "127.0.0.1",
+            "port": postgres.port,
+            "cp_min": 1,
+            "cp_max": 5,
+        },
+    }
+
+
+def wait_until_ready(url: str, process, data_dir: str, postgres: Postgres | None = None) -> None:
     """Until Synapse answers and has finished its background updates."""
     deadline = time.monotonic() + 120
     logs = f"{data_dir}/homeserver.log and {data_dir}/stderr.log"
     wait_until_answering(f"{url}/_matrix/client/versions", process, "synapse", logs, deadline)
-    wait_for_background_updates(data_dir, deadline)
+    wait_for_background_updates(data_dir, deadline, postgres)
 
 
-def wait_for_background_updates(data_dir: str, deadline: float) -> None:
+def pending_background_updates(data_dir: str, postgres: Postgres | None) -> int:
+    query = "SELECT COUNT(*) FROM background_updates"
+    if postgres is None:
+        with sqlite3.connect(os.path.join(data_dir, "homeserver.db")) as connection:
+            return connection.execute(query).fetchone()[0]
+    # psycopg2 is in the virtualenv (tools/requirements.txt) for Synapse itself.
+    import psycopg2
+
+    with psycopg2.connect(postgres.url) as connection, connection.cursor() as cursor:
+        cursor.execute(query)
+        return cursor.fetchone()[0]
+
+
+def wait_for_background_updates(data_dir: str, deadline: float, postgres: Postgres | None) -> None:
     """A fresh database finishes its schema in background updates; until they
     are done some admin calls fail (e.g. reactivating a user). A real server
     has long finished them, so the tests wait for the same state."""
-    database = os.path.join(data_dir, "homeserver.db")
     while time.monotonic() < deadline:
-        with sqlite3.connect(database) as connection:
-            if connection.execute("SELECT COUNT(*) FROM background_updates").fetchone()[0] == 0:
-                return
+        if pending_background_updates(data_dir, postgres) == 0:
+            return
         time.sleep(0.2)
     raise SystemExit(f"synapse's background updates did not finish; see {data_dir}/homeserver.log")
 
@@ -184,8 +219,14 @@ def spawn(config_path: str, data_dir: str, detach: bool) -> subprocess.Popen:
     )
 
 
-def describe(url: str, data_dir: str, secret: str) -> str:
-    info = {"url": url, "server_name": SERVER_NAME, "registration_shared_secret": secret, "data_dir": data_dir}
+def describe(url: str, data_dir: str, secret: str, database: str) -> str:
+    info = {
+        "url": url,
+        "server_name": SERVER_NAME,
+        "registration_shared_secret": secret,
+        "data_dir": data_dir,
+        "database": database,
+    }
     appservice = os.path.join(data_dir, "appservice.yaml")
     if os.path.exists(appservice):
         with open(appservice) as f:
@@ -195,6 +236,12 @@ def describe(url: str, data_dir: str, secret: str) -> str:
 
 def start_ephemeral(args, data_dir: str, cleanup) -> str:
     port = free_port()
+    postgres = None
+    if args.database == "postgres":
+        # Synapse refuses a database whose collation and ctype are not C.
+        postgres = Postgres(data_dir, "synapse", ("--encoding=UTF8", "--locale=C", "--template=template0"))
+        cleanup.callback(postgres.stop)
+        postgres.start()
     paths = write_config(
         data_dir,
         port,
@@ -203,12 +250,14 @@ def start_ephemeral(args, data_dir: str, cleanup) -> str:
         extra_user_types=args.extra_user_type,
         appservice_and_notices=args.appservice_and_notices,
         require_auth_for_profile_requests=args.require_auth_for_profile_requests,
+        postgres=postgres,
     )
     url = f"http://127.0.0.1:{port}"
     process = spawn(paths["config"], data_dir, detach=False)
     cleanup.callback(stop_process, process)
-    wait_until_ready(url, process, data_dir)
-    return describe(url, data_dir, paths["secret"])
+    wait_until_ready(url, process, data_dir, postgres)
+    database = postgres.url if postgres else os.path.join(data_dir, "homeserver.db")
+    return describe(url, data_dir, paths["secret"], database)
 
 
 def run_ephemeral(args) -> None:
@@ -225,7 +274,7 @@ def run_persistent(args) -> None:
 
     def ready(process):
         wait_until_ready(url, process, data_dir)
-        return describe(url, data_dir, kept_shared_secret(data_dir))
+        return describe(url, data_dir, kept_shared_secret(data_dir), os.path.join(data_dir, "homeserver.db"))
 
     # The launcher writes homeserver.pid: Synapse does only when it daemonizes itself, which it does not here.
     launcher.run_persistent(args.action, data_dir, os.path.join(data_dir, "homeserver.pid"), start, ready)
@@ -233,6 +282,7 @@ def run_persistent(args) -> None:
 
 def main() -> None:
     parser = launcher.command_line(__doc__, port=8008)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--default-rate-limits", action="store_true")
     parser.add_argument("--no-shared-secret", action="store_true")
     parser.add_argument("--extra-user-type", action="append", default=[], metavar="NAME")

@@ -11,9 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::OpenFlags;
-
 use super::{AccountRow, DendriteError};
+use crate::backend::sql::{self, sqlite_sql, Access, Connection};
 use crate::backend::ServerError;
 use crate::secret::Secret;
 
@@ -38,11 +37,8 @@ const SET_PASSWORD_HASH: &str = "UPDATE userapi_accounts SET password_hash = $1 
 const SET_DISPLAYNAME: &str = "UPDATE userapi_profiles SET display_name = $1 \
      WHERE server_name = $2 AND localpart = $3";
 
-pub enum Database {
-    /// Dendrite's SQLite file, opened read-write but never created.
-    Sqlite(Arc<Mutex<rusqlite::Connection>>),
-    Postgres(tokio_postgres::Client),
-}
+/// Dendrite's database, opened read-write (a SQLite file is never created).
+pub struct Database(Connection);
 
 impl Database {
     /// Connects to `location`: a `postgres://` or `postgresql://` URL (as in
@@ -50,67 +46,20 @@ impl Database {
     /// with or without Dendrite's `file:` prefix. Checks that it holds
     /// Dendrite's accounts.
     pub async fn open(location: &Secret, timeout: Duration) -> Result<Database, ServerError> {
-        let location = location.expose();
-        let database = if location.starts_with("postgres://")
-            || location.starts_with("postgresql://")
+        let connection = Connection::open(location, Access::ReadWrite, timeout)
+            .await
+            .map_err(database_error)?;
+        if !connection
+            .has_table("userapi_accounts")
+            .await
+            .map_err(database_error)?
         {
-            let connecting = tokio_postgres::connect(location, tokio_postgres::NoTls);
-            let (client, connection) = tokio::time::timeout(timeout, connecting)
-                .await
-                .map_err(|_| database_error(format!("no answer within {}s", timeout.as_secs())))?
-                .map_err(postgres_error)?;
-            // The connection does the talking; it ends when the client is dropped.
-            tokio::spawn(connection);
-            Database::Postgres(client)
-        } else {
-            let location = location.to_string();
-            let connection = blocking(move || {
-                let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                if location.starts_with("file:") {
-                    flags |= OpenFlags::SQLITE_OPEN_URI;
-                }
-                let connection = rusqlite::Connection::open_with_flags(&location, flags)?;
-                // Dendrite writes to the same file: wait for its locks.
-                connection.busy_timeout(timeout)?;
-                Ok(connection)
-            })
-            .await?;
-            Database::Sqlite(Arc::new(Mutex::new(connection)))
-        };
-        database.check_schema().await?;
-        Ok(database)
-    }
-
-    async fn check_schema(&self) -> Result<(), ServerError> {
-        const PROBE: &str = "SELECT COUNT(*) FROM userapi_accounts WHERE localpart = ''";
-        let found = match self {
-            Database::Postgres(client) => match client.query_one(PROBE, &[]).await {
-                Ok(_) => true,
-                Err(error)
-                    if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
-                {
-                    false
-                }
-                Err(error) => return Err(postgres_error(error)),
-            },
-            Database::Sqlite(connection) => {
-                sqlite(connection, |c| match c.query_row(PROBE, [], |_| Ok(())) {
-                    Ok(()) => Ok(true),
-                    Err(error) if error.to_string().contains("no such table") => Ok(false),
-                    Err(error) => Err(error),
-                })
-                .await?
-            }
-        };
-        if found {
-            Ok(())
-        } else {
-            Err(database_error(
+            return Err(database_error(
                 "it has no userapi_accounts table, so it is not Dendrite's user API database \
-                 (user_api.account_database in dendrite.yaml, or global.database)"
-                    .into(),
-            ))
+                 (user_api.account_database in dendrite.yaml, or global.database)",
+            ));
         }
+        Ok(Database(connection))
     }
 
     /// The accounts of `localparts` on `server_name` that exist.
@@ -120,8 +69,8 @@ impl Database {
         localparts: &[&str],
     ) -> Result<HashMap<String, AccountRow>, ServerError> {
         let server_name = server_name.to_string();
-        match self {
-            Database::Postgres(client) => {
+        match &self.0 {
+            Connection::Postgres(client) => {
                 let sql = format!("{SELECT_ACCOUNTS}ANY($2)");
                 let rows = client
                     .query(&sql, &[&server_name, &localparts])
@@ -140,7 +89,7 @@ impl Database {
                     .collect::<Result<_, tokio_postgres::Error>>()
                     .map_err(postgres_error)
             }
-            Database::Sqlite(connection) => {
+            Connection::Sqlite(connection) => {
                 let localparts: Vec<String> = localparts.iter().map(|l| l.to_string()).collect();
                 sqlite(connection, move |c| {
                     let mut statement = c.prepare(&sqlite_sql(&format!("{SELECT_ACCOUNTS}$2")))?;
@@ -194,13 +143,13 @@ impl Database {
         localpart: &str,
     ) -> Result<Option<Secret>, ServerError> {
         let (server_name, localpart) = (server_name.to_string(), localpart.to_string());
-        let hash: Option<Option<String>> = match self {
-            Database::Postgres(client) => client
+        let hash: Option<Option<String>> = match &self.0 {
+            Connection::Postgres(client) => client
                 .query_opt(SELECT_PASSWORD_HASH, &[&server_name, &localpart])
                 .await
                 .and_then(|row| row.map(|row| row.try_get(0)).transpose())
                 .map_err(postgres_error)?,
-            Database::Sqlite(connection) => {
+            Connection::Sqlite(connection) => {
                 sqlite(connection, move |c| {
                     let mut statement = c.prepare(&sqlite_sql(SELECT_PASSWORD_HASH))?;
                     let mut rows = statement.query((&server_name, &localpart))?;
@@ -243,8 +192,8 @@ impl Database {
 
     /// Runs one UPDATE; whether it changed a row.
     async fn execute(&self, sql: &'static str, values: Values<'_>) -> Result<bool, ServerError> {
-        match self {
-            Database::Postgres(client) => {
+        match &self.0 {
+            Connection::Postgres(client) => {
                 let changed = match values {
                     Values::Two(a, b) => client.execute(sql, &[&a, &b]).await,
                     Values::Three(number, b, c) => {
@@ -256,7 +205,7 @@ impl Database {
                 };
                 changed.map(|n| n > 0).map_err(postgres_error)
             }
-            Database::Sqlite(connection) => {
+            Connection::Sqlite(connection) => {
                 let sql = sqlite_sql(sql);
                 let values: Vec<rusqlite::types::Value> = match values {
                     Values::Two(a, b) => vec![a.to_string().into(), b.to_string().into()],
@@ -294,52 +243,22 @@ fn account_row(account_type: i64, deactivated: i64, displayname: Option<String>)
     }
 }
 
-/// SQLite numbers its parameters `?1`, PostgreSQL `$1`; the statements
-/// above hold no other `$`.
-fn sqlite_sql(sql: &str) -> String {
-    sql.replace('$', "?")
-}
-
 /// Runs SQLite work off the async thread: it may wait for Dendrite's locks.
 async fn sqlite<T: Send + 'static>(
     connection: &Arc<Mutex<rusqlite::Connection>>,
     work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, ServerError> {
-    let connection = connection.clone();
-    blocking(move || {
-        let mut connection = connection.lock().expect("no SQLite work panics");
-        work(&mut connection)
-    })
-    .await
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
-) -> Result<T, ServerError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .expect("SQLite work does not panic")
-        .map_err(|error| database_error(error.to_string()))
+    sql::sqlite(connection, work).await.map_err(database_error)
 }
 
 fn postgres_error(error: tokio_postgres::Error) -> ServerError {
-    let detail = match error.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => {
-            let mut detail = error.to_string();
-            let mut cause = std::error::Error::source(&error);
-            while let Some(inner) = cause {
-                detail = format!("{detail}: {inner}");
-                cause = inner.source();
-            }
-            detail
-        }
-    };
-    database_error(detail)
+    database_error(sql::postgres_error(error))
 }
 
-fn database_error(detail: String) -> ServerError {
-    ServerError::Dendrite(DendriteError::Database { detail })
+fn database_error(detail: impl std::fmt::Display) -> ServerError {
+    ServerError::Dendrite(DendriteError::Database {
+        detail: detail.to_string(),
+    })
 }
 
 #[cfg(test)]

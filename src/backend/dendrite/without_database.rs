@@ -1,5 +1,5 @@
 //! Stands in for `database.rs` in a binary built without the
-//! `dendrite-database` cargo feature (no SQLite, no PostgreSQL driver):
+//! `databases` cargo feature (no SQLite, no PostgreSQL driver):
 //! `dendrite_database` is then refused by `check_declaration` before
 //! anything is sent, so no [`Database`] ever exists, and the type has no
 //! value at all.
@@ -8,13 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{AccountRow, DendriteError};
-use crate::backend::ServerError;
+use crate::backend::{ServerError, DATABASES_NOT_BUILT_IN};
 use crate::secret::Secret;
-
-/// Why `dendrite_database` is refused by such a binary.
-pub const NOT_BUILT_IN: &str = "this matrix_user binary was built without the dendrite-database \
-     cargo feature, so it cannot open Dendrite's database; use a binary built with default \
-     features (tools/just build), or leave dendrite_database out";
 
 /// No database: a type without values, so every method below is never called.
 pub enum Database {}
@@ -22,7 +17,7 @@ pub enum Database {}
 impl Database {
     pub async fn open(_location: &Secret, _timeout: Duration) -> Result<Database, ServerError> {
         Err(ServerError::Dendrite(DendriteError::Database {
-            detail: NOT_BUILT_IN.into(),
+            detail: DATABASES_NOT_BUILT_IN.into(),
         }))
     }
 
