@@ -1031,18 +1031,6 @@ fn rooms_are_refused_by_name_before_any_request() {
 // ---- undeclared: each test has a contract server of its own, since it
 // locks or deactivates every user it does not declare ----
 
-/// The user IDs the module reports under `undeclared`, sorted.
-fn undeclared_of(run: &harness::ModuleRun) -> Vec<String> {
-    let mut users: Vec<String> = run.output["undeclared"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no undeclared list: {}", run.stdout))
-        .iter()
-        .map(|u| u.as_str().unwrap().to_string())
-        .collect();
-    users.sort();
-    users
-}
-
 /// The admin API writes (anything but a read) in the request log from `from` on.
 fn writes_since(s: &Server, from: usize) -> Vec<Value> {
     s.mas_request_log()[from..]
@@ -1074,7 +1062,7 @@ fn undeclared_lock_then_deactivate_spares_the_declared_the_ignored_and_the_deact
     let predicted = s.mas_module(check);
     predicted.assert_changed();
     assert_eq!(
-        undeclared_of(&predicted),
+        predicted.undeclared(),
         ["@eve:localhost", "@mallory:localhost"]
     );
     assert_eq!(predicted.actions(1), ["locked"]);
@@ -1084,10 +1072,7 @@ fn undeclared_lock_then_deactivate_spares_the_declared_the_ignored_and_the_deact
 
     let run = s.mas_module(lock.clone());
     run.assert_changed();
-    assert_eq!(
-        undeclared_of(&run),
-        ["@eve:localhost", "@mallory:localhost"]
-    );
+    assert_eq!(run.undeclared(), ["@eve:localhost", "@mallory:localhost"]);
     assert_eq!(run.actions(0), Vec::<String>::new());
     for (user, password) in [
         ("eve", "eve lupine granite"),
@@ -1105,7 +1090,7 @@ fn undeclared_lock_then_deactivate_spares_the_declared_the_ignored_and_the_deact
 
     let again = s.mas_module(lock);
     again.assert_unchanged();
-    assert_eq!(undeclared_of(&again), Vec::<String>::new());
+    assert_eq!(again.undeclared(), Vec::<String>::new());
 
     // Deactivating takes the locked users too, and a new undeclared one.
     s.mas_module(json!({"username": "trudy", "password": "trudy lupine granite"}))
@@ -1115,7 +1100,7 @@ fn undeclared_lock_then_deactivate_spares_the_declared_the_ignored_and_the_deact
     let run = s.mas_module(deactivate.clone());
     run.assert_changed();
     assert_eq!(
-        undeclared_of(&run),
+        run.undeclared(),
         ["@eve:localhost", "@mallory:localhost", "@trudy:localhost"]
     );
     assert_eq!(run.actions(1), ["deactivated"]);
@@ -1159,7 +1144,7 @@ fn undeclared_beyond_undeclared_max_fails_before_any_change_and_a_raised_limit_w
     let run = s.mas_module(lock(3));
     run.assert_changed();
     assert_eq!(
-        undeclared_of(&run),
+        run.undeclared(),
         ["@one:localhost", "@three:localhost", "@two:localhost"]
     );
     for user in ["one", "two", "three"] {
@@ -1184,7 +1169,7 @@ fn undeclared_reads_every_page_of_mas_user_list() {
     ));
     run.assert_changed();
     assert_eq!(
-        undeclared_of(&run),
+        run.undeclared(),
         (115..120)
             .map(|i| format!("@paged{i:03}:localhost"))
             .collect::<Vec<_>>()

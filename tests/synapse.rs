@@ -1860,18 +1860,6 @@ fn register_appservice_user(s: &Server, localpart: &str) {
     assert_eq!(status, 200, "registering {localpart}: {body}");
 }
 
-/// The user IDs the module reports under `undeclared`, sorted.
-fn undeclared_of(run: &harness::ModuleRun) -> Vec<String> {
-    let mut users: Vec<String> = run.output["undeclared"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no undeclared list: {}", run.stdout))
-        .iter()
-        .map(|u| u.as_str().unwrap().to_string())
-        .collect();
-    users.sort();
-    users
-}
-
 #[test]
 fn undeclared_lock_then_deactivate_spares_the_declared_the_service_account_appservices_and_the_ignored(
 ) {
@@ -1902,7 +1890,7 @@ fn undeclared_lock_then_deactivate_spares_the_declared_the_service_account_appse
     let predicted = s.module(check);
     predicted.assert_changed();
     assert_eq!(
-        undeclared_of(&predicted),
+        predicted.undeclared(),
         ["@eve:localhost", "@mallory:localhost"]
     );
     assert_eq!(predicted.actions(1), ["locked"]);
@@ -1914,10 +1902,7 @@ fn undeclared_lock_then_deactivate_spares_the_declared_the_service_account_appse
 
     let run = s.module(lock.clone());
     run.assert_changed();
-    assert_eq!(
-        undeclared_of(&run),
-        ["@eve:localhost", "@mallory:localhost"]
-    );
+    assert_eq!(run.undeclared(), ["@eve:localhost", "@mallory:localhost"]);
     assert_eq!(run.actions(0), Vec::<String>::new());
     for (user, password) in [("eve", "eve-password"), ("mallory", "mallory-password")] {
         assert_eq!(
@@ -1939,7 +1924,7 @@ fn undeclared_lock_then_deactivate_spares_the_declared_the_service_account_appse
 
     let again = s.module(lock);
     again.assert_unchanged();
-    assert_eq!(undeclared_of(&again), Vec::<String>::new());
+    assert_eq!(again.undeclared(), Vec::<String>::new());
 
     // Deactivating takes the locked accounts too, and a new undeclared one.
     s.module(json!({"username": "trudy", "password": "trudy-password"}))
@@ -1949,7 +1934,7 @@ fn undeclared_lock_then_deactivate_spares_the_declared_the_service_account_appse
     let run = s.module(deactivate.clone());
     run.assert_changed();
     assert_eq!(
-        undeclared_of(&run),
+        run.undeclared(),
         ["@eve:localhost", "@mallory:localhost", "@trudy:localhost"]
     );
     assert_eq!(run.actions(1), ["deactivated"]);
@@ -2007,7 +1992,7 @@ fn undeclared_beyond_undeclared_max_fails_before_any_change_and_a_raised_limit_w
     let run = s.module(lock(3));
     run.assert_changed();
     assert_eq!(
-        undeclared_of(&run),
+        run.undeclared(),
         ["@one:localhost", "@three:localhost", "@two:localhost"]
     );
     assert!(s.synapse_flag("three", "locked"));

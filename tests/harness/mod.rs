@@ -654,6 +654,18 @@ impl ModuleRun {
         self.output["msg"].as_str().unwrap_or_default()
     }
 
+    /// The user IDs the module reports under `undeclared`, sorted.
+    pub fn undeclared(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.output["undeclared"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no undeclared list: {}", self.stdout))
+            .iter()
+            .map(|u| u.as_str().unwrap().to_string())
+            .collect();
+        users.sort();
+        users
+    }
+
     /// Succeeded and changed something.
     pub fn assert_changed(&self) -> &Self {
         assert_eq!(self.exit_code, 0, "the module failed: {}", self.stdout);
