@@ -553,12 +553,12 @@ fn read_emails(fields: &Fields) -> Result<Option<Vec<String>>, ArgsError> {
         }) {
             return Err(not_accepted(
                 address,
-                "the address as Synapse stores it, case folded (ss for ß, for example)",
+                "the address case folded (ss for ß, for example), the form in which it is stored and compared",
             ));
         }
         let canonical = format!("{}@{}", local.to_lowercase(), domain.to_lowercase());
         if let Some(first) = emails.iter().position(|e| *e == canonical) {
-            return Err(not_accepted(address, &format!("each address once: it is {}[{first}] again (Synapse ignores the case of letters)", fields.name("emails"))));
+            return Err(not_accepted(address, &format!("each address once: it is {}[{first}] again (addresses are compared without regard to the case of letters)", fields.name("emails"))));
         }
         emails.push(canonical);
     }
