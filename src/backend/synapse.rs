@@ -29,7 +29,7 @@ use super::client_api::unix_millis;
 use super::client_api::{logout, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
-use super::{from_homeserver, refuse_declared, AccountServer, ServerError};
+use super::{from_homeserver, list_budget, refuse_declared, AccountServer, ServerError};
 use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Download, Http, Reply};
 use crate::matrix_id::{split_mxc, Room, UserId};
@@ -40,10 +40,6 @@ use crate::model::{
 use crate::plan::{same_emails, same_set};
 use crate::secret::Secret;
 
-/// Below this many declared users, one read per user is cheaper than listing.
-const LIST_MIN_USERS: usize = 20;
-/// Listing pays only while the server holds at most this many accounts per declared user.
-const LIST_MAX_RATIO: u64 = 10;
 const LIST_PAGE_SIZE: u64 = 1000;
 /// How long the short-lived token used for a password check may live.
 const PASSWORD_CHECK_TOKEN_MS: u64 = 5 * 60 * 1000;
@@ -804,9 +800,9 @@ impl AccountServer for Synapse {
         users: &[UserId],
         declared: &[DesiredUser],
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
-        if users.len() < LIST_MIN_USERS {
+        let Some(most) = list_budget(users.len()) else {
             return Ok(None);
-        }
+        };
         let wanted: HashMap<String, &UserId> = users.iter().map(|u| (u.to_string(), u)).collect();
         let mut found = HashMap::new();
         let mut from = 0;
@@ -817,7 +813,7 @@ impl AccountServer for Synapse {
                 ("locked", "true"),
             ];
             let page = self.list_page(from, &filters).await?;
-            if from == 0 && page.total > LIST_MAX_RATIO * users.len() as u64 {
+            if from == 0 && page.total > most {
                 return Ok(None);
             }
             for entry in &page.users {

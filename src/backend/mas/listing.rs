@@ -1,8 +1,7 @@
 //! Reading many MAS users at once: the admin API's user list, e-mail list
 //! and (when a user declares them) upstream link list, a page of
 //! [`super::PAGE_SIZE`] at a time, instead of two or three requests per
-//! user. Worth it from [`LIST_MIN_USERS`] declared users on, and only while
-//! MAS does not hold many more users than are declared ([`LIST_MAX_RATIO`]).
+//! user, when [`list_budget`] says listing pays.
 //! When a declared address belongs to another user, every user is read
 //! alone, so that the one declaring it fails with its own message.
 //! `undeclared` reads the whole user list the same way.
@@ -15,14 +14,9 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::{declared_emails, mas_account, parse_email, parse_user, unexpected, Mas, MasUser};
-use crate::backend::ServerError;
+use crate::backend::{list_budget, ServerError};
 use crate::matrix_id::UserId;
 use crate::model::{Account, DesiredUser, Seen};
-
-/// Below this many users, one read each costs less than listing.
-const LIST_MIN_USERS: usize = 20;
-/// Listing is not worth it when MAS holds more than this many users per declared one.
-const LIST_MAX_RATIO: u64 = 10;
 
 impl Mas {
     /// The accounts of `users` (declared as `declared`, in the same order)
@@ -33,10 +27,9 @@ impl Mas {
         users: &[UserId],
         declared: &[DesiredUser],
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
-        if users.len() < LIST_MIN_USERS {
+        let Some(most) = list_budget(users.len()) else {
             return Ok(None);
-        }
-        let most = LIST_MAX_RATIO * users.len() as u64;
+        };
         let Some(listed) = self
             .list_pages("/users", &[], "listing users", most)
             .await?
