@@ -587,6 +587,42 @@ fn locks_and_unlocks_through_the_admin_api_and_a_declared_lock_survives_reactiva
 }
 
 #[test]
+fn ratelimit_rooms_and_avatar_are_refused_by_name_before_any_request() {
+    let s = mas();
+    let refusals = [
+        (
+            "rate-limited",
+            "ratelimit",
+            json!("unlimited"),
+            "ratelimit: MAS has no per-user rate-limit override",
+        ),
+        (
+            "room-joiner",
+            "rooms",
+            json!(["#lobby:localhost"]),
+            "rooms: MAS holds accounts, not rooms",
+        ),
+        (
+            "avatar-holder",
+            "avatar",
+            json!("mxc://localhost/a"),
+            "avatar: MAS has no avatars",
+        ),
+    ];
+    for (username, field, value, refusal) in refusals {
+        let mut user =
+            json!({"username": username, "password": format!("{username} ferry granite")});
+        user[field] = value;
+        s.mas_module(user.clone()).assert_failed_with(refusal);
+        // Nothing listens there: only a refusal before any request gets this far.
+        user["mas_url"] = json!("http://127.0.0.1:9");
+        s.mas_module(user).assert_failed_with(refusal);
+        assert!(s.mas_user(username).is_none());
+    }
+    s.assert_no_contract_violations();
+}
+
+#[test]
 fn suspension_and_shadow_ban_are_refused_by_name_before_any_request() {
     let s = mas();
     for field in ["suspended", "shadow_banned"] {
@@ -598,22 +634,6 @@ fn suspension_and_shadow_ban_are_refused_by_name_before_any_request() {
         ));
     }
     assert!(s.mas_user("restricted").is_none());
-    s.assert_no_contract_violations();
-}
-
-#[test]
-fn ratelimit_is_refused_by_name_before_any_request() {
-    let s = mas();
-    let user = json!({"username": "rate-limited", "password": "rate limited ferry granite",
-                      "ratelimit": "unlimited"});
-    s.mas_module(user.clone())
-        .assert_failed_with("ratelimit: MAS has no per-user rate-limit override");
-    // Nothing listens there: only a refusal before any request gets this far.
-    let mut unreachable = user;
-    unreachable["mas_url"] = json!("http://127.0.0.1:9");
-    s.mas_module(unreachable)
-        .assert_failed_with("ratelimit: MAS has no per-user rate-limit override");
-    assert!(s.mas_user("rate-limited").is_none());
     s.assert_no_contract_violations();
 }
 
@@ -1012,22 +1032,6 @@ fn an_unknown_upstream_provider_is_named_before_anything_is_written() {
     s.assert_no_contract_violations();
 }
 
-#[test]
-fn rooms_are_refused_by_name_before_any_request() {
-    let s = mas();
-    let user = json!({"username": "room-joiner", "password": "room joiner ferry granite",
-                      "rooms": ["#lobby:localhost"]});
-    s.mas_module(user.clone())
-        .assert_failed_with("rooms: MAS holds accounts, not rooms");
-    // Nothing listens there: only a refusal before any request gets this far.
-    let mut unreachable = user;
-    unreachable["mas_url"] = json!("http://127.0.0.1:9");
-    s.mas_module(unreachable)
-        .assert_failed_with("rooms: MAS holds accounts, not rooms");
-    assert!(s.mas_user("room-joiner").is_none());
-    s.assert_no_contract_violations();
-}
-
 // ---- undeclared: each test has a contract server of its own, since it
 // locks or deactivates every user it does not declare ----
 
@@ -1181,21 +1185,6 @@ fn undeclared_reads_every_page_of_mas_user_list() {
     // Two pages for undeclared, two for the declared users' bulk read.
     assert_eq!(lists, 4);
     s.assert_no_contract_violations();
-}
-
-#[test]
-fn avatar_is_refused_by_name_before_any_request() {
-    let s = mas();
-    let user = json!({"username": "avatar-holder", "password": "avatar holder ferry granite",
-                      "avatar": "mxc://localhost/a"});
-    s.mas_module(user.clone())
-        .assert_failed_with("avatar: MAS has no avatars");
-    // Nothing listens there: only a refusal before any request gets this far.
-    let mut unreachable = user;
-    unreachable["mas_url"] = json!("http://127.0.0.1:9");
-    s.mas_module(unreachable)
-        .assert_failed_with("avatar: MAS has no avatars");
-    assert!(s.mas_user("avatar-holder").is_none());
 }
 
 /// A bot's access_token_file holds a working personal access token of it:
