@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
-use super::{merge, repo_root, run_module, ModuleRun, Server};
+use super::{merge, repo_root, ModuleRun, Server};
 
 /// One account as Dendrite's `userapi_accounts` and `userapi_profiles` hold it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,11 @@ impl Server {
     /// (`"dendrite_database": null` in `args` leaves it out), checking that
     /// neither the shared secret nor the database location leaks.
     pub fn dendrite(&self, args: Value) -> ModuleRun {
+        self.dendrite_within(super::MODULE_RUN_LIMIT, args)
+    }
+
+    /// [`Server::dendrite`] that must end within `limit` (see [`Server::module_within`]).
+    pub fn dendrite_within(&self, limit: std::time::Duration, args: Value) -> ModuleRun {
         let mut all = self.connection();
         merge(
             &mut all,
@@ -47,7 +52,7 @@ impl Server {
             .retain(|_, value| !value.is_null());
         let mut secrets = vec![self.shared_secret.clone(), self.dendrite_database()];
         secrets.extend(self.admin_token.get().cloned());
-        run_module(all, secrets)
+        super::run_module_limited(&super::ModuleBinary::native(), all, secrets, &[], limit)
     }
 
     /// The account of `localpart`, read from Dendrite's database.

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::{http, merge, run_module, ModuleRun, Server};
+use super::{http, merge, ModuleRun, Server};
 
 impl Server {
     /// The connection parameters of a module run against this MAS.
@@ -24,10 +24,21 @@ impl Server {
     /// checks that neither the client secret nor any MAS token appears in
     /// its output.
     pub fn mas_module(&self, args: Value) -> ModuleRun {
+        self.mas_module_within(super::MODULE_RUN_LIMIT, args)
+    }
+
+    /// [`Server::mas_module`] that must end within `limit` (see [`Server::module_within`]).
+    pub fn mas_module_within(&self, limit: std::time::Duration, args: Value) -> ModuleRun {
         let mut all = self.mas_connection();
         merge(&mut all, args);
         let secret = self.info["client_secret"].as_str().unwrap().to_string();
-        let run = run_module(all, vec![secret]);
+        let run = super::run_module_limited(
+            &super::ModuleBinary::native(),
+            all,
+            vec![secret],
+            &[],
+            limit,
+        );
         for output in [&run.stdout, &run.stderr] {
             assert!(
                 find_mas_token(output).is_none(),

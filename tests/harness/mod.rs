@@ -95,6 +95,16 @@ impl Server {
         self.module_as(&ModuleBinary::native(), args, &[])
     }
 
+    /// [`Server::module`] that must end within `limit`: a run still going
+    /// then is killed and the test fails, so a module that hangs fails
+    /// instead of hanging the suite.
+    pub fn module_within(&self, limit: Duration, args: Value) -> ModuleRun {
+        let mut all = self.connection();
+        merge(&mut all, args);
+        let secrets = vec![self.shared_secret.clone()];
+        run_module_limited(&ModuleBinary::native(), all, secrets, &[], limit)
+    }
+
     /// [`Server::module`] with environment variables set or removed, as
     /// [`run_module_with_env`] does.
     pub fn module_with_env(&self, args: Value, env: &[(&str, Option<&str>)]) -> ModuleRun {
@@ -439,7 +449,7 @@ pub fn encode(segment: &str) -> String {
         .collect()
 }
 
-fn merge(base: &mut Value, extra: Value) {
+pub fn merge(base: &mut Value, extra: Value) {
     let base = base.as_object_mut().unwrap();
     for (key, value) in extra.as_object().expect("module args are a mapping") {
         base.insert(key.clone(), value.clone());
@@ -571,11 +581,25 @@ pub fn run_module_with(binary: &ModuleBinary, args: Value, secrets: Vec<String>)
     run_module_as(binary, args, secrets, &[])
 }
 
+/// How long any module run may take before the harness kills it: longer
+/// than any run of the suite needs, short enough that a hang fails.
+pub(crate) const MODULE_RUN_LIMIT: Duration = Duration::from_secs(300);
+
 fn run_module_as(
+    binary: &ModuleBinary,
+    args: Value,
+    secrets: Vec<String>,
+    env: &[(&str, Option<&str>)],
+) -> ModuleRun {
+    run_module_limited(binary, args, secrets, env, MODULE_RUN_LIMIT)
+}
+
+pub(crate) fn run_module_limited(
     binary: &ModuleBinary,
     args: Value,
     mut secrets: Vec<String>,
     env: &[(&str, Option<&str>)],
+    limit: Duration,
 ) -> ModuleRun {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     collect_passwords(&args, &mut secrets);
@@ -586,7 +610,7 @@ fn run_module_as(
         RUNS.fetch_add(1, Ordering::SeqCst)
     ));
     std::fs::write(&path, serde_json::to_vec(&args).unwrap()).unwrap();
-    let run = run_binary(binary, &path, env);
+    let run = run_binary(binary, &path, env, limit);
     std::fs::remove_file(&path).ok();
     for secret in secrets.iter().filter(|s| s.len() >= 4) {
         assert!(
@@ -598,7 +622,12 @@ fn run_module_as(
     run
 }
 
-fn run_binary(binary: &ModuleBinary, args_file: &Path, env: &[(&str, Option<&str>)]) -> ModuleRun {
+fn run_binary(
+    binary: &ModuleBinary,
+    args_file: &Path,
+    env: &[(&str, Option<&str>)],
+    limit: Duration,
+) -> ModuleRun {
     let mut command = binary.command();
     command.arg(args_file);
     for (name, value) in env {
@@ -608,8 +637,41 @@ fn run_binary(binary: &ModuleBinary, args_file: &Path, env: &[(&str, Option<&str
         };
     }
     let started = Instant::now();
-    let output = command.output().unwrap();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Read;
+    // Read while it runs: a full pipe would stall the module.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).ok();
+            bytes
+        })
+    };
+    let stdout_reader = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr_reader = drain(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            std::fs::remove_file(args_file).ok();
+            panic!("the module did not finish within {limit:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let elapsed = started.elapsed();
+    let output = std::process::Output {
+        status,
+        stdout: stdout_reader.join().unwrap(),
+        stderr: stderr_reader.join().unwrap(),
+    };
     let stdout = String::from_utf8(output.stdout).unwrap();
     let parsed = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
         panic!("the module must print exactly one JSON object, printed {stdout:?}")
@@ -815,4 +877,55 @@ fn start_service(mut command: Command, name: &str) -> (Child, Value) {
         panic!("{name} did not start (it said {line:?}); see the output above")
     });
     (child, info)
+}
+
+/// Files a module must neither block on nor read without bound, in
+/// `folder`: a FIFO no one writes to (opening it for reading waits for a
+/// writer), `/dev/zero` (endless), and a sparse regular file of 1 GiB.
+pub struct HostileFiles {
+    pub fifo: PathBuf,
+    pub zero: PathBuf,
+    pub huge: PathBuf,
+}
+
+impl HostileFiles {
+    pub fn in_folder(folder: &Path) -> HostileFiles {
+        std::fs::create_dir_all(folder).unwrap();
+        let fifo = folder.join("fifo");
+        let huge = folder.join("huge");
+        if !fifo.exists() {
+            let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+            assert!(made.success(), "mkfifo {}", fifo.display());
+        }
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        HostileFiles {
+            fifo,
+            zero: PathBuf::from("/dev/zero"),
+            huge,
+        }
+    }
+
+    /// Each file with what the refusal of it says: a special file is not
+    /// a regular file; the huge one is larger than what the option holds.
+    /// `sized` leaves the huge file out for options that open a database,
+    /// which SQLite reads page by page.
+    pub fn cases(&self, sized: bool) -> Vec<(&Path, &'static str)> {
+        let mut cases = vec![
+            (
+                self.fifo.as_path(),
+                "is a FIFO (named pipe), not a regular file",
+            ),
+            (
+                self.zero.as_path(),
+                "is a character device, not a regular file",
+            ),
+        ];
+        if sized {
+            cases.push((self.huge.as_path(), "is larger than"));
+        }
+        cases
+    }
 }
