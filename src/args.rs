@@ -161,13 +161,14 @@ pub enum ArgsError {
         path: String,
         problem: String,
     },
-    /// A file that holds a secret could not be read (the content is never shown).
-    #[error("{field}: cannot read {path}: {source}")]
+    /// A file that holds a secret could not be read, or is not a file to
+    /// read (the content is never shown).
+    #[error("{field}: cannot read {path}: {problem}")]
     SecretFile {
         field: String,
-        /// The path as given, cut to a short prefix.
+        /// The path as given (at most `PATH_MAX` bytes).
         path: String,
-        source: std::io::Error,
+        problem: crate::host_file::FileProblem,
     },
 }
 
@@ -220,6 +221,8 @@ pub struct ModuleArgs {
     pub mas_homeserver_url: Option<String>,
     pub check_mode: bool,
     pub diff: bool,
+    /// What the result warns about (Ansible shows each), e.g. a secret file others can read.
+    pub warnings: Vec<String>,
 }
 
 impl ModuleArgs {
@@ -325,6 +328,7 @@ impl ModuleArgs {
             },
             check_mode: top.internal_flag("_ansible_check_mode"),
             diff: top.internal_flag("_ansible_diff"),
+            warnings: top.take_warnings(),
         })
     }
 }

@@ -4,6 +4,7 @@
 
 mod args;
 mod backend;
+mod host_file;
 mod http;
 mod matrix_id;
 mod model;

@@ -53,7 +53,8 @@ pub fn run(args_path: Option<OsString>) -> (Value, i32) {
         .enable_all()
         .build()
         .expect("a single-threaded runtime always builds");
-    let report = tokio::task::LocalSet::new().block_on(&runtime, reconcile_on_server(&args));
+    let mut report = tokio::task::LocalSet::new().block_on(&runtime, reconcile_on_server(&args));
+    report.warnings = args.warnings.clone();
     let code = i32::from(report.failed());
     (report.to_json(), code)
 }
@@ -177,6 +178,7 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
         diff: args.diff,
         undeclared: (args.undeclared.action != Undeclared::Keep).then_some(undeclared_ids),
         waited: backend.waited(),
+        warnings: Vec::new(),
     }
 }
 

@@ -76,6 +76,8 @@ pub struct Report {
     pub undeclared: Option<Vec<String>>,
     /// How long the run waited for the server's rate limits, and why.
     pub waited: Option<Waited>,
+    /// What Ansible shows as warnings, whatever the outcome.
+    pub warnings: Vec<String>,
 }
 
 /// A wait the server asked for (429s), reported so that a slow run explains itself.
@@ -94,6 +96,7 @@ impl Report {
             diff: false,
             undeclared: None,
             waited: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -142,6 +145,9 @@ impl Report {
         }
         if let Some(waited) = &self.waited {
             output["waited"] = json!({"seconds": waited.seconds, "reason": waited.reason});
+        }
+        if !self.warnings.is_empty() {
+            output["warnings"] = json!(self.warnings);
         }
         // Once, last, on everything: success messages and diffs quote values too.
         scrub(&mut output);
@@ -291,6 +297,7 @@ mod tests {
             diff: true,
             undeclared: None,
             waited: None,
+            warnings: Vec::new(),
         }
     }
 

@@ -15,6 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{CertificateError, RootCertStore};
 
+use crate::host_file;
 use crate::http::HttpError;
 
 /// The certificates a run trusts, and where they came from, for messages.
@@ -90,10 +91,12 @@ fn certificates(count: usize) -> String {
 /// `ca_path` that trusts nothing is a mistake the user wants to hear about.
 fn read_ca_path(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError> {
     let shown = || path.display().to_string();
-    let pem = std::fs::read(path).map_err(|e| HttpError::CaFileUnreadable {
-        path: shown(),
-        detail: e.to_string(),
-    })?;
+    let pem = host_file::read(path, host_file::CA_BUNDLE, true)
+        .map_err(|problem| HttpError::CaFileUnreadable {
+            path: shown(),
+            detail: problem.to_string(),
+        })?
+        .bytes;
     let found: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .map_err(|e| HttpError::CaFileUnusable {

@@ -600,3 +600,36 @@ fn synapse_database_is_refused_by_name_before_any_request() {
         "synapse_database: it is Synapse's database, read only with homeserver: synapse",
     );
 }
+
+/// Dendrite's database options, given a FIFO no one writes, /dev/zero or
+/// (for the file holding the location) a file of 1 GiB: each run ends at
+/// once with an error naming the option, and nothing is created.
+#[test]
+fn no_dendrite_database_option_blocks_on_a_fifo_or_reads_without_bound() {
+    let s = dendrite("sqlite");
+    let files = harness::HostileFiles::in_folder(&s.data_dir.join("hostile-files"));
+    type Args = fn(&std::path::Path) -> Value;
+    let options: [(&str, Args, bool); 2] = [
+        (
+            "dendrite_database_file",
+            |p| json!({"dendrite_database": null, "dendrite_database_file": p}),
+            true,
+        ),
+        (
+            "dendrite_database",
+            |p| json!({ "dendrite_database": p }),
+            false,
+        ),
+    ];
+    for (option, args, sized) in options {
+        for (path, problem) in files.cases(sized) {
+            let mut run_args = json!({"username": "hostile-files", "password": "pw-hostile"});
+            harness::merge(&mut run_args, args(path));
+            let run = s.dendrite_within(std::time::Duration::from_secs(30), run_args);
+            run.assert_failed_with(option).assert_failed_with(problem);
+            assert!(run.msg().starts_with(option), "{}", run.msg());
+        }
+    }
+    assert!(s.dendrite_account("hostile-files").is_none());
+}
+

@@ -1545,3 +1545,48 @@ fn many_users_emails_are_read_from_the_list_and_kept_exactly() {
     assert_eq!(s.mas_emails("listed06").len(), 2);
     s.assert_no_contract_violations();
 }
+
+/// MAS's file options, given a FIFO no one writes, /dev/zero or a file of
+/// 1 GiB: the client secret's file, a bot's access_token_file and the
+/// `.session` file beside it. Each run ends at once with an error naming
+/// the option, and MAS is asked for nothing that changes it.
+#[test]
+fn no_mas_file_option_blocks_on_a_fifo_or_reads_without_bound() {
+    let s = mas();
+    let files = harness::HostileFiles::in_folder(&s.data_dir.join("hostile-files"));
+    let limit = std::time::Duration::from_secs(30);
+    for (path, problem) in files.cases(true) {
+        let run = s.mas_module_within(
+            limit,
+            json!({"mas_client_secret": null, "mas_client_secret_file": path,
+                   "username": "hostile-files", "password": "hostile files lupine granite"}),
+        );
+        run.assert_failed_with("mas_client_secret_file: ")
+            .assert_failed_with(problem);
+        // The token file itself, and the session file beside a token file.
+        let bot = json!({"username": "hostile-files", "password": "hostile files lupine granite",
+                         "access_token_file": path});
+        s.mas_module_within(limit, bot)
+            .assert_failed_with("access_token_file: ")
+            .assert_failed_with(problem);
+    }
+    let tokens = s.data_dir.join("hostile-session");
+    std::fs::create_dir_all(&tokens).unwrap();
+    std::fs::write(tokens.join("token"), "mpt_not_checked").unwrap();
+    let session = tokens.join("token.session");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&session)
+        .status()
+        .unwrap()
+        .success());
+    s.mas_module_within(
+        limit,
+        json!({"username": "hostile-files", "password": "hostile files lupine granite",
+               "access_token_file": tokens.join("token")}),
+    )
+    .assert_failed_with("access_token_file: ")
+    .assert_failed_with("is a FIFO (named pipe), not a regular file");
+    assert!(s.mas_user("hostile-files").is_none());
+    s.assert_no_contract_violations();
+}
+

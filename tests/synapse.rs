@@ -2332,3 +2332,175 @@ fn a_database_that_is_not_synapses_fails_naming_synapse_database_before_anything
     assert!(!missing.exists());
     assert!(s.synapse_user("db-not-synapse").is_none());
 }
+
+// ---- Files on the managed host: never blocked on, never read without bound ----
+
+/// How long a run refused for a file may take: seconds, never a hang.
+const FILE_REFUSAL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Every option that names a file, given a FIFO no one writes, /dev/zero
+/// or a file of 1 GiB: each run ends at once with an error naming the
+/// option and what is wrong with the file, and nothing is created.
+#[test]
+fn no_file_option_blocks_on_a_fifo_or_reads_a_file_without_bound() {
+    let s = synapse();
+    let files = harness::HostileFiles::in_folder(&s.data_dir.join("hostile-files"));
+    type Args = fn(&std::path::Path) -> Value;
+    let options: [(&str, Args, bool); 6] = [
+        (
+            "registration_shared_secret_file",
+            |p| json!({"registration_shared_secret": null, "registration_shared_secret_file": p}),
+            true,
+        ),
+        (
+            "admin_token_file",
+            |p| json!({ "admin_token_file": p }),
+            true,
+        ),
+        (
+            "synapse_database_file",
+            |p| json!({ "synapse_database_file": p }),
+            true,
+        ),
+        (
+            "synapse_database",
+            |p| json!({ "synapse_database": p }),
+            false,
+        ),
+        ("ca_path", |p| json!({ "ca_path": p }), true),
+        (
+            "users[0].avatar",
+            |p| {
+                json!({"username": null, "password": null,
+                       "users": [{"username": "hostile-avatar", "avatar": p}]})
+            },
+            true,
+        ),
+    ];
+    for (option, args, sized) in options {
+        for (path, problem) in files.cases(sized) {
+            let mut run_args = json!({"username": "hostile-files", "password": "pw-hostile"});
+            harness::merge(&mut run_args, args(path));
+            let run = s.module_within(FILE_REFUSAL_LIMIT, run_args);
+            run.assert_failed_with(option).assert_failed_with(problem);
+            // A database location is held as a secret (a URL has a password): not quoted.
+            let quoted =
+                option == "synapse_database" || run.msg().contains(&path.display().to_string());
+            assert!(
+                run.msg().starts_with(option) && quoted,
+                "{option} with {}: {}",
+                path.display(),
+                run.msg()
+            );
+        }
+    }
+    assert!(s.synapse_user("hostile-files").is_none());
+    assert!(s.synapse_user("hostile-avatar").is_none());
+}
+
+/// The service account's cached token, replaced by a FIFO or a 1 GiB file
+/// in its folder, is refused naming token_cache_dir, at once.
+#[test]
+fn a_token_cache_file_that_is_a_fifo_or_huge_is_refused_naming_token_cache_dir() {
+    let s = synapse();
+    let folder = s.data_dir.join("hostile-token-cache");
+    std::fs::create_dir_all(&folder).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // An account of its own: a fresh cache logs in, which would add a
+    // device to the shared service account.
+    let args = json!({"username": "hostile-cache", "state": "absent", "token_cache_dir": folder,
+                      "service_account": "svc-hostile-cache"});
+    s.module(args.clone()).assert_unchanged();
+    let cached: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "token"))
+        .collect();
+    let [token_file] = &cached[..] else {
+        panic!("one cached token expected, found {cached:?}")
+    };
+    for (kind, problem) in [
+        ("fifo", "is a FIFO (named pipe), not a regular file"),
+        ("huge", "is larger than"),
+    ] {
+        std::fs::remove_file(token_file).unwrap();
+        match kind {
+            "fifo" => assert!(Command::new("mkfifo")
+                .arg(token_file)
+                .status()
+                .unwrap()
+                .success()),
+            _ => std::fs::File::create(token_file)
+                .unwrap()
+                .set_len(1 << 30)
+                .unwrap(),
+        }
+        s.module_within(FILE_REFUSAL_LIMIT, args.clone())
+            .assert_failed_with("token_cache_dir")
+            .assert_failed_with(problem);
+    }
+}
+
+/// A secret file is read as it is, less one line ending at its end (as
+/// `echo` and editors leave one): a second one is part of the secret.
+#[test]
+fn a_secret_file_loses_one_trailing_line_ending_and_no_more() {
+    let s = synapse();
+    let folder = s.data_dir.join("secret-files");
+    std::fs::create_dir_all(&folder).unwrap();
+    let secret_file = |name: &str, content: String| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = folder.join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    // A fresh token cache each time, so that the secret is used, for an
+    // account of its own (each fresh login adds a device to it).
+    let run = |name: &str, file: std::path::PathBuf| {
+        s.module(json!({"registration_shared_secret": null,
+                        "registration_shared_secret_file": file,
+                        "token_cache_dir": folder.join(format!("cache-{name}")),
+                        "service_account": "svc-newline-secret",
+                        "username": "newline-secret", "state": "absent"}))
+    };
+    for (name, ending) in [("lf", "\n"), ("crlf", "\r\n"), ("none", "")] {
+        let file = secret_file(name, format!("{}{ending}", s.shared_secret));
+        let ran = run(name, file);
+        ran.assert_unchanged();
+        assert_eq!(ran.output.get("warnings"), None, "{}", ran.stdout);
+    }
+    // Not the server's secret: the service account's registration is refused.
+    let two = secret_file("two", format!("{}\n\n", s.shared_secret));
+    run("two", two).assert_failed_with("registration_shared_secret");
+}
+
+/// A secret file anyone on the host can read is used, with a warning, as
+/// ssh warns of a private key others can read.
+#[test]
+fn a_secret_file_readable_by_everyone_is_used_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = synapse();
+    let folder = s.data_dir.join("open-secret-files");
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join("shared-secret");
+    std::fs::write(&path, format!("{}\n", s.shared_secret)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = s.module(json!({"registration_shared_secret": null,
+                              "registration_shared_secret_file": path,
+                              "username": "open-secret", "state": "absent"}));
+    run.assert_unchanged();
+    let warnings = run.output["warnings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(warnings.len(), 1, "{}", run.stdout);
+    let warning = warnings[0].as_str().unwrap();
+    assert!(
+        warning.starts_with("registration_shared_secret_file: ")
+            && warning.contains(&path.display().to_string())
+            && warning.contains("is readable by every user of the host (mode 0644)"),
+        "{warning}"
+    );
+}

@@ -2,10 +2,12 @@
 //! the managed host, read and checked here, so that a bad one fails before
 //! anything is sent.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::fields::{echo, Fields};
 use super::ArgsError;
+use crate::host_file::{self, FileProblem};
 use crate::matrix_id::split_mxc;
 use crate::model::{Avatar, AvatarFile};
 use crate::secret::excerpt;
@@ -50,30 +52,22 @@ fn read_image(field: String, path: String) -> Result<AvatarFile, ArgsError> {
         path: excerpt(&path, MAX_PATH_BYTES),
         problem,
     };
-    let unreadable = |error: std::io::Error| {
-        refuse(format!(
-            "cannot be read ({error}); give the path of an image file on the managed host \
-             (the role copies one from the controller first)"
-        ))
+    let bound = host_file::Bound {
+        bytes: MAX_FILE_BYTES,
+        holds: "Synapse accepts by default (max_upload_size)",
     };
-    let metadata = std::fs::metadata(&path).map_err(unreadable)?;
-    if !metadata.is_file() {
-        return Err(refuse("is not a regular file".into()));
-    }
-    // Checked before reading, so that a huge file is not read at all, and after, in case it grew.
-    let too_large = |bytes: u64| {
-        refuse(format!(
-            "has {bytes} bytes, more than Synapse's default max_upload_size of 50 MiB; \
-             give a smaller image"
-        ))
+    let bytes = match host_file::read(Path::new(&path), bound, true) {
+        Ok(contents) => contents.bytes,
+        Err(problem @ FileProblem::TooLarge(_)) => {
+            return Err(refuse(format!("{problem}; give a smaller image")))
+        }
+        Err(problem) => {
+            return Err(refuse(format!(
+                "cannot be read ({problem}); give the path of an image file on the managed \
+                 host (the role copies one from the controller first)"
+            )))
+        }
     };
-    if metadata.len() > MAX_FILE_BYTES {
-        return Err(too_large(metadata.len()));
-    }
-    let bytes = std::fs::read(&path).map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_large(bytes.len() as u64));
-    }
     if bytes.is_empty() {
         return Err(refuse("is empty; give an image".into()));
     }
@@ -201,7 +195,7 @@ mod tests {
         refused(&missing.display().to_string(), "cannot be read (");
         refused(
             &std::env::temp_dir().display().to_string(),
-            "is not a regular file",
+            "cannot be read (it is a folder, not a regular file)",
         );
         let empty = TempFile::with("empty.png", b"");
         refused(&empty.path(), "is empty");
@@ -216,7 +210,7 @@ mod tests {
             .unwrap();
         refused(
             &huge.path(),
-            &format!("has {} bytes, more than", MAX_FILE_BYTES + 1),
+            "it is larger than 50 MiB, more than Synapse accepts",
         );
     }
 

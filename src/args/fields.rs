@@ -4,11 +4,13 @@
 //! strings) and errors that name the field (`users[3].admin`) and what is
 //! accepted, quoting an invalid value only as a short masked prefix.
 
-use std::path::PathBuf;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use super::ArgsError;
+use crate::host_file::{self, FileProblem};
 use crate::secret::{excerpt, hold, url_password, Secret};
 
 /// Linux's `PATH_MAX`.
@@ -24,6 +26,8 @@ pub(super) struct Fields<'a> {
     map: &'a Map<String, Value>,
     /// `""` at the top level, `users[3]` inside the list.
     prefix: String,
+    /// What the run should warn about (a secret file others can read).
+    warnings: RefCell<Vec<String>>,
 }
 
 impl<'a> Fields<'a> {
@@ -31,12 +35,22 @@ impl<'a> Fields<'a> {
         Fields {
             map,
             prefix: String::new(),
+            warnings: RefCell::default(),
         }
     }
 
     /// One entry of a list, named `prefix` (`users[3]`) in messages.
     pub(super) fn nested(map: &'a Map<String, Value>, prefix: String) -> Self {
-        Fields { map, prefix }
+        Fields {
+            map,
+            prefix,
+            warnings: RefCell::default(),
+        }
+    }
+
+    /// The warnings reading the fields gave, for the run's result.
+    pub(super) fn take_warnings(&self) -> Vec<String> {
+        self.warnings.take()
     }
 
     /// The raw value of `field`, for a caller that reads a nested structure.
@@ -125,7 +139,7 @@ impl<'a> Fields<'a> {
     pub(super) fn secret_or_file(&self, field: &str) -> Result<Option<Secret>, ArgsError> {
         let file_field = format!("{field}_file");
         let inline = self.secret(field)?;
-        let path = self.string(&file_field)?;
+        let path = self.path(&file_field)?;
         let secret = match (inline, path) {
             (Some(_), Some(_)) => {
                 return Err(ArgsError::Exclusive {
@@ -135,15 +149,9 @@ impl<'a> Fields<'a> {
             }
             (Some(secret), None) => secret,
             (None, Some(path)) => {
-                let text =
-                    std::fs::read_to_string(&path).map_err(|source| ArgsError::SecretFile {
-                        field: self.name(&file_field),
-                        path: echo(&path),
-                        source,
-                    })?;
-                let text = text.trim_end_matches(['\n', '\r']);
+                let text = self.read_secret_file(&file_field, &path)?;
                 // A database URL's password alone, as a driver may quote it.
-                if let Some((start, end)) = url_password(text) {
+                if let Some((start, end)) = url_password(&text) {
                     hold(&text[start..end]);
                 }
                 Secret::new(text)
@@ -157,6 +165,41 @@ impl<'a> Fields<'a> {
             });
         }
         Ok(Some(secret))
+    }
+
+    /// The secret in the file at `path`, less one line ending at its end
+    /// (as `echo` and editors leave one; as `docker login --password-stdin`
+    /// reads one). Warns when every user of the host may read it, as ssh
+    /// does for a private key.
+    fn read_secret_file(&self, file_field: &str, path: &Path) -> Result<String, ArgsError> {
+        let refused = |problem: FileProblem| ArgsError::SecretFile {
+            field: self.name(file_field),
+            path: path.display().to_string(),
+            problem,
+        };
+        let contents = host_file::read(path, host_file::SECRET, true).map_err(refused)?;
+        if contents.readable_by_everyone() {
+            self.warnings.borrow_mut().push(format!(
+                "{}: {} is readable by every user of the host (mode {:04o}); make it readable \
+                 only by its owner (chmod o-r), as for an ssh private key",
+                self.name(file_field),
+                path.display(),
+                contents.mode
+            ));
+        }
+        let mut text = String::from_utf8(contents.bytes).map_err(|_| {
+            refused(FileProblem::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "it is not UTF-8 text",
+            )))
+        })?;
+        for ending in ["\r\n", "\n"] {
+            if text.ends_with(ending) {
+                text.truncate(text.len() - ending.len());
+                break;
+            }
+        }
+        Ok(text)
     }
 
     pub(super) fn boolean(&self, field: &str) -> Result<Option<bool>, ArgsError> {

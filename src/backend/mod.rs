@@ -216,6 +216,9 @@ pub enum ServerError {
     /// The token cache file is a symbolic link, which is never followed.
     #[error("the token cache file {path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove the link (in token_cache_dir)")]
     TokenCacheLink { path: String },
+    /// The token cache file is not a regular file, or too large for a token.
+    #[error("token_cache_dir: cannot read the service account's cached token {path}: {problem}; remove it (matrix_user writes a new one)")]
+    TokenCacheUnusable { path: String, problem: String },
     /// The server refused a request for a reason of its own.
     #[error("{what}: {server} answered {status}{errcode}: {explanation}")]
     Refused {

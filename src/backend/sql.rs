@@ -11,8 +11,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use rusqlite::OpenFlags;
 
+use crate::host_file;
 use crate::secret::Secret;
 
 /// SQLite's limit on the values of one statement is 32766; a chunk stays
@@ -24,6 +27,13 @@ const SQLITE_CHUNK: usize = 500;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct SqlError(String);
+
+impl SqlError {
+    /// The driver's (or the database's) words.
+    fn new(detail: &str) -> SqlError {
+        SqlError(detail.to_string())
+    }
+}
 
 /// What the module may do on the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +73,7 @@ impl Connection {
             let connecting = tokio_postgres::connect(location, tokio_postgres::NoTls);
             let (client, connection) = tokio::time::timeout(timeout, connecting)
                 .await
-                .map_err(|_| SqlError(format!("no answer within {}s", timeout.as_secs())))?
+                .map_err(|_| SqlError::new(&format!("no answer within {}s", timeout.as_secs())))?
                 .map_err(postgres_error)?;
             // The connection does the talking; it ends when the client is dropped.
             tokio::spawn(connection);
@@ -75,6 +85,7 @@ impl Connection {
             }
             return Ok(Connection::Postgres(client));
         }
+        refuse_special_files(location)?;
         let location = location.to_string();
         let connection = blocking(move || {
             let mut flags = match access {
@@ -169,6 +180,37 @@ impl Connection {
     }
 }
 
+/// Refuses a SQLite location that is a FIFO, a device or a folder, or
+/// whose journal files beside it are: SQLite would wait on a FIFO for ever.
+/// Checked without reading; a file not there is left to SQLite.
+fn refuse_special_files(location: &str) -> Result<(), SqlError> {
+    let path = sqlite_path(location);
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{path}{suffix}"));
+        if let Err(problem) = host_file::refuse_special(&file) {
+            return Err(match suffix {
+                "" => SqlError::new(&problem.to_string()),
+                _ => SqlError::new(&format!("its SQLite file {suffix} beside it: {problem}")),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The file a SQLite location names: a path, or a `file:` URI (`file:x.db`,
+/// `file:///var/x.db?mode=ro`) without its query.
+fn sqlite_path(location: &str) -> &str {
+    let Some(uri) = location.strip_prefix("file:") else {
+        return location;
+    };
+    let path = uri.split(['?', '#']).next().unwrap_or(uri);
+    match path.strip_prefix("//") {
+        // The authority, empty or `localhost`, ends where the path starts.
+        Some(rest) => rest.find('/').map_or(rest, |start| &rest[start..]),
+        None => path,
+    }
+}
+
 fn postgres_cells(row: &tokio_postgres::Row) -> Result<Vec<Cell>, tokio_postgres::Error> {
     use tokio_postgres::types::Type;
     (0..row.len())
@@ -231,7 +273,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .expect("SQLite work does not panic")
-        .map_err(|error| SqlError(error.to_string()))
+        .map_err(|error| SqlError::new(&error.to_string()))
 }
 
 /// PostgreSQL's own message for an error it sent (never the connection
@@ -249,7 +291,7 @@ pub fn postgres_error(error: tokio_postgres::Error) -> SqlError {
             detail
         }
     };
-    SqlError(detail)
+    SqlError::new(&detail)
 }
 
 #[cfg(test)]
@@ -258,6 +300,14 @@ mod tests {
 
     fn temp_path(name: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("matrix-user-sql-{name}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn a_sqlite_uri_names_its_file_without_the_query() {
+        assert_eq!(sqlite_path("/var/lib/x.db"), "/var/lib/x.db");
+        assert_eq!(sqlite_path("file:x.db?mode=ro"), "x.db");
+        assert_eq!(sqlite_path("file:///var/x.db?mode=ro"), "/var/x.db");
+        assert_eq!(sqlite_path("file://localhost/var/x.db"), "/var/x.db");
     }
 
     #[tokio::test]

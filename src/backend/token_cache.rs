@@ -8,6 +8,7 @@ use sha1::{Digest, Sha1};
 
 use super::shared_secret::hex;
 use super::ServerError;
+use crate::host_file::{self, FileProblem};
 use crate::matrix_id::Username;
 use crate::secret::Secret;
 
@@ -54,7 +55,7 @@ impl TokenCache {
     /// who can write it, could swap the token for theirs. A folder is
     /// never changed, since it may be shared with other files.
     fn ensure_private_folder(&self) -> Result<(), ServerError> {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        use std::os::unix::fs::DirBuilderExt;
         let folder = &self.folder;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -62,6 +63,12 @@ impl TokenCache {
             .create(folder)
             .map_err(|e| self.failed(e))?;
         let metadata = std::fs::metadata(folder).map_err(|e| self.failed(e))?;
+        self.refuse_shared_folder(&metadata)
+    }
+
+    fn refuse_shared_folder(&self, metadata: &std::fs::Metadata) -> Result<(), ServerError> {
+        use std::os::unix::fs::MetadataExt;
+        let folder = &self.folder;
         // SAFETY: geteuid has no preconditions and cannot fail.
         let user = unsafe { libc::geteuid() };
         if metadata.uid() != user {
@@ -82,21 +89,24 @@ impl TokenCache {
 
     /// The cached token, `None` when there is none yet.
     pub(super) fn load(&self) -> Result<Option<Secret>, ServerError> {
-        use std::io::Read;
         self.ensure_private_folder()?;
-        let mut file = match open_no_follow(&self.path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+        let contents = match host_file::read(&self.path, host_file::SECRET, false) {
+            Ok(contents) => contents,
+            Err(FileProblem::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(FileProblem::Io(e)) if e.raw_os_error() == Some(libc::ELOOP) => {
                 return Err(ServerError::TokenCacheLink {
                     path: self.path.display().to_string(),
                 })
             }
-            Err(e) => return Err(self.failed(e)),
+            Err(FileProblem::Io(e)) => return Err(self.failed(e)),
+            Err(problem) => {
+                return Err(ServerError::TokenCacheUnusable {
+                    path: self.path.display().to_string(),
+                    problem: problem.to_string(),
+                })
+            }
         };
-        let mut token = String::new();
-        file.read_to_string(&mut token)
-            .map_err(|e| self.failed(e))?;
+        let token = String::from_utf8_lossy(&contents.bytes);
         Ok(Some(Secret::new(token.trim())).filter(|t| !t.expose().is_empty()))
     }
 
@@ -175,15 +185,6 @@ fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
         .create_new(true)
         .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
-        .open(path)
-}
-
-/// Opens `path` for reading; a link there fails with `ELOOP`.
-fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
 }
 

@@ -190,6 +190,9 @@ fn file_error(error: ServerError) -> ServerError {
             "the folder {folder} can be written by other users (mode {mode}), who could replace the token; \
              make it writable only by its owner (chmod go-w) or choose another folder"
         ),
+        ServerError::TokenCacheUnusable { path, problem } => {
+            format!("cannot read {path}: {problem}; remove it (matrix_user writes a new one)")
+        }
         ServerError::TokenCacheLink { path } => format!(
             "{path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove it"
         ),
