@@ -161,6 +161,10 @@ pub enum ArgsError {
         path: String,
         problem: String,
     },
+    /// A file an option names that a later read or write would refuse,
+    /// found before anything is sent.
+    #[error("{field}: {problem}")]
+    UnusableFile { field: String, problem: String },
     /// A file that holds a secret could not be read, or is not a file to
     /// read (the content is never shown).
     #[error("{field}: cannot read {path}: {problem}")]

@@ -1590,3 +1590,65 @@ fn no_mas_file_option_blocks_on_a_fifo_or_reads_without_bound() {
     s.assert_no_contract_violations();
 }
 
+/// A new bot whose token file would sit in a folder others can write:
+/// check mode predicts the refusal, and the real run refuses it before
+/// creating the user (no half-made bot without its token).
+#[test]
+fn access_token_file_in_a_folder_others_can_write_is_refused_before_the_user_is_created() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = mas();
+    let shared = s.data_dir.join("shared-new-bot");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bot = json!({"username": "shared-new-bot", "password": "shared new bot lupine granite",
+                     "access_token_file": shared.join("token")});
+    for run in [s.mas_module(check_mode(bot.clone())), s.mas_module(bot)] {
+        run.assert_failed_with("access_token_file: the folder")
+            .assert_failed_with("can be written by other users (mode 0777)");
+        assert_eq!(run.output["changed"], json!(false), "{}", run.stdout);
+    }
+    assert!(s.mas_user("shared-new-bot").is_none());
+    assert!(!shared.join("token").exists());
+    s.assert_no_contract_violations();
+}
+
+/// A new bot whose token file would sit in a folder that cannot be
+/// written, even by root (immutable, `chattr +i`): refused in check mode
+/// and before the user is created, as a folder others can write is.
+#[test]
+fn access_token_file_in_a_folder_that_cannot_be_written_is_refused_before_the_user_is_created() {
+    struct Immutable(std::path::PathBuf);
+    impl Drop for Immutable {
+        fn drop(&mut self) {
+            std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status()
+                .ok();
+        }
+    }
+    let s = mas();
+    let folder = s.data_dir.join("immutable-bot-tokens");
+    std::fs::create_dir_all(&folder).unwrap();
+    let status = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&folder)
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "chattr +i failed (e2fsprogs, tools/bootstrap)"
+    );
+    let _restore = Immutable(folder.clone());
+    // The folder itself, and one inside it that would have to be made.
+    for file in [folder.join("token"), folder.join("bots").join("token")] {
+        let bot = json!({"username": "immutable-bot", "password": "immutable bot lupine granite",
+                         "access_token_file": file});
+        for run in [s.mas_module(check_mode(bot.clone())), s.mas_module(bot)] {
+            run.assert_failed_with("access_token_file: cannot write")
+                .assert_failed_with("make its folder writable");
+            assert_eq!(run.output["changed"], json!(false), "{}", run.stdout);
+        }
+    }
+    assert!(s.mas_user("immutable-bot").is_none());
+    s.assert_no_contract_violations();
+}

@@ -848,6 +848,9 @@ impl AccountServer for Mas {
             }
         };
         args.users.iter().try_for_each(refuse_unsupported)?;
+        args.users
+            .iter()
+            .try_for_each(personal_token::refuse_unusable_token_file)?;
         super::refuse_synapse_database(args)?;
         Ok(access)
     }

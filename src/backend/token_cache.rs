@@ -66,6 +66,39 @@ impl TokenCache {
         self.refuse_shared_folder(&metadata)
     }
 
+    /// Refuses, changing nothing, what [`TokenCache::load`] and
+    /// [`TokenCache::prepare_store`] would refuse later: a folder another
+    /// user owns or others can write, one this user cannot write (or, when
+    /// it is not there yet, cannot make), a cache file that is a link, not
+    /// a regular file, or too large.
+    pub(super) fn refuse_unsafe(&self) -> Result<(), ServerError> {
+        match std::fs::metadata(&self.folder) {
+            Ok(metadata) => self.refuse_shared_folder(&metadata)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Made with its parents: the nearest folder that exists is written.
+                let existing = self.folder.ancestors().skip(1).find(|p| p.exists());
+                return existing.map_or(Ok(()), |folder| self.refuse_unwritable(folder));
+            }
+            Err(e) => return Err(self.failed(e)),
+        }
+        self.refuse_unwritable(&self.folder)?;
+        self.load().map(|_| ())
+    }
+
+    /// Refuses `folder` when this user cannot create files in it
+    /// (`access(2)`, which also knows an immutable folder refuses root).
+    fn refuse_unwritable(&self, folder: &Path) -> Result<(), ServerError> {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(name) = std::ffi::CString::new(folder.as_os_str().as_bytes()) else {
+            return Ok(());
+        };
+        // SAFETY: a valid C string and flags; access(2) has no other precondition.
+        match unsafe { libc::access(name.as_ptr(), libc::W_OK | libc::X_OK) } {
+            0 => Ok(()),
+            _ => Err(self.failed(std::io::Error::last_os_error())),
+        }
+    }
+
     fn refuse_shared_folder(&self, metadata: &std::fs::Metadata) -> Result<(), ServerError> {
         use std::os::unix::fs::MetadataExt;
         let folder = &self.folder;

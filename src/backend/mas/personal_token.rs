@@ -15,6 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::{path_segment, unexpected, Mas, MasError};
+use crate::args::ArgsError;
 use crate::backend::token_cache::TokenCache;
 use crate::backend::ServerError;
 use crate::model::DesiredUser;
@@ -175,10 +176,37 @@ fn read_if_present(path: &Path) -> Result<Option<Secret>, ServerError> {
     }
 }
 
+/// Refuses, changing nothing, a declared `access_token_file` (or the
+/// `.session` file beside it) that writing the token would refuse later:
+/// found before anything is sent, in check mode too, so that no user is
+/// created and then left without its token.
+pub(super) fn refuse_unusable_token_file(user: &DesiredUser) -> Result<(), ArgsError> {
+    let Some(file) = &user.access_token_file else {
+        return Ok(());
+    };
+    for path in [file.clone(), session_file(file)] {
+        if let Err(error) = TokenCache::at(&path).refuse_unsafe() {
+            return Err(ArgsError::UnusableFile {
+                field: user.field_name("access_token_file"),
+                problem: described(error).unwrap_or_else(|other| other.to_string()),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// [`TokenCache`]'s refusals, told about `access_token_file` rather than the
 /// service account's token cache.
 fn file_error(error: ServerError) -> ServerError {
-    let message = match error {
+    match described(error) {
+        Ok(message) => ServerError::Mas(MasError::AccessTokenFile(message)),
+        Err(other) => other,
+    }
+}
+
+/// What is wrong with `access_token_file` when `error` is a [`TokenCache`] refusal.
+fn described(error: ServerError) -> Result<String, ServerError> {
+    Ok(match error {
         ServerError::TokenCache { path, detail } => format!(
             "cannot write {path}: {detail}; make its folder writable by the user running the module"
         ),
@@ -196,9 +224,8 @@ fn file_error(error: ServerError) -> ServerError {
         ServerError::TokenCacheLink { path } => format!(
             "{path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove it"
         ),
-        other => return other,
-    };
-    ServerError::Mas(MasError::AccessTokenFile(message))
+        other => return Err(other),
+    })
 }
 
 fn is_ulid(id: &str) -> bool {
