@@ -26,7 +26,8 @@ const MAX_QUOTED_TEXT: usize = 100;
 /// not errors here: the backend that sent the request interprets them.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// Connection refused, or 502/503/504 to a read, for longer than `wait_timeout`.
+    /// Connection refused, or 502/503/504 to a read (other than the
+    /// server's own Matrix error), for longer than `wait_timeout`.
     #[error("cannot reach {server} at {url} (waited {waited}s: {detail}); check {url_field}, that the server is running, or raise wait_timeout")]
     Unreachable {
         server: &'static str,
@@ -399,20 +400,24 @@ impl Http {
                     pause
                 }
                 Ok(response) if is_starting_up(response.status()) => {
+                    let status = response.status();
+                    let answer = A::read(response, self.server).await;
+                    // The server's own error, such as Synapse's 502 "Failed to
+                    // fetch alias" about another server: its answer, not a
+                    // gateway's word that it is away.
+                    if answer.is_matrix_error() {
+                        return Ok(answer);
+                    }
                     if !is_read(&method) {
                         return Err(HttpError::AnswerLost {
                             server: self.server,
                             url,
                             method,
-                            detail: format!("HTTP {}", response.status()),
+                            detail: format!("HTTP {status}"),
                         });
                     }
                     if waited >= self.wait_timeout {
-                        return Err(self.unreachable(
-                            &url,
-                            waited,
-                            format!("HTTP {}", response.status()),
-                        ));
+                        return Err(self.unreachable(&url, waited, format!("HTTP {status}")));
                     }
                     backoff
                 }
@@ -500,6 +505,9 @@ trait Answer: Sized {
     async fn read(response: reqwest::Response, server: &'static str) -> Self;
     /// Whether the backend's rule calls this answer "a moment later".
     fn is_busy(&self, busy: fn(&Reply) -> bool) -> bool;
+    /// Whether this is a Matrix error (a JSON `errcode`), which only a
+    /// homeserver sends, never a proxy in front of it.
+    fn is_matrix_error(&self) -> bool;
 }
 
 impl Answer for Reply {
@@ -509,6 +517,10 @@ impl Answer for Reply {
 
     fn is_busy(&self, busy: fn(&Reply) -> bool) -> bool {
         busy(self)
+    }
+
+    fn is_matrix_error(&self) -> bool {
+        !self.errcode().is_empty()
     }
 }
 
@@ -530,6 +542,10 @@ impl Answer for Download {
 
     fn is_busy(&self, busy: fn(&Reply) -> bool) -> bool {
         matches!(self, Download::Refused(reply) if busy(reply))
+    }
+
+    fn is_matrix_error(&self) -> bool {
+        matches!(self, Download::Refused(reply) if reply.is_matrix_error())
     }
 }
 

@@ -2504,3 +2504,23 @@ fn a_secret_file_readable_by_everyone_is_used_with_a_warning() {
         "{warning}"
     );
 }
+
+// ---- The server's own answers about other servers ----
+
+/// Synapse's own 502 about another server (`Failed to fetch alias`) is its
+/// answer for that room, reported at once as the room's failure: it is not
+/// a homeserver to wait for, and homeserver_url is not to blame.
+#[test]
+fn an_alias_on_an_unreachable_server_fails_that_room_at_once_with_synapses_answer() {
+    let s = synapse();
+    let alias = "#lobby:127.0.0.1:1";
+    let run = s.module_within(
+        std::time::Duration::from_secs(40),
+        json!({"username": "remote-alias", "password": "pw-remote-alias",
+               "rooms": [alias], "wait_timeout": 61}),
+    );
+    run.assert_failed_with(&format!("{alias} cannot be joined"))
+        .assert_failed_with("Failed to fetch alias");
+    assert!(!run.msg().contains("homeserver_url"), "{}", run.msg());
+}
+
