@@ -633,3 +633,28 @@ fn no_dendrite_database_option_blocks_on_a_fifo_or_reads_without_bound() {
     assert!(s.dendrite_account("hostile-files").is_none());
 }
 
+/// A database error of 2 MB (a view raising it) is quoted cut short, as
+/// server answers are.
+#[test]
+fn a_huge_dendrite_database_error_is_cut_short() {
+    let s = dendrite("postgres");
+    let owner = s.dendrite_database();
+    harness::postgres_batch(&owner, "DROP DATABASE IF EXISTS hostile_errors");
+    harness::postgres_batch(&owner, "CREATE DATABASE hostile_errors");
+    let (server, _) = owner.rsplit_once('/').unwrap();
+    let hostile = format!("{server}/hostile_errors");
+    harness::postgres_batch(
+        &hostile,
+        "CREATE FUNCTION huge_error() RETURNS text IMMUTABLE LANGUAGE plpgsql
+             AS $$ BEGIN RAISE EXCEPTION '%', repeat('x', 2000000); END $$;
+         CREATE VIEW userapi_accounts AS SELECT 'u'::text AS localpart
+             WHERE huge_error() IS NOT NULL;",
+    );
+    let run = s.dendrite(
+        json!({"username": "huge-db-error", "password": "pw-huge-db-error",
+                                "dendrite_database": hostile}),
+    );
+    run.assert_failed_with("dendrite_database: ");
+    assert!(run.stdout.len() < 4096, "{} bytes", run.stdout.len());
+    assert!(s.dendrite_account("huge-db-error").is_none());
+}

@@ -2524,3 +2524,35 @@ fn an_alias_on_an_unreachable_server_fails_that_room_at_once_with_synapses_answe
     assert!(!run.msg().contains("homeserver_url"), "{}", run.msg());
 }
 
+// ---- Database errors are quoted as briefly as server answers ----
+
+/// A database whose error message is 2 MB long (a view raising it): the
+/// module's output quotes it cut short, as it quotes HTTP answers.
+#[test]
+fn a_huge_synapse_database_error_is_cut_short() {
+    let s = synapse_with_database("postgres");
+    let owner = s.synapse_database();
+    harness::postgres_batch(&owner, "DROP DATABASE IF EXISTS hostile_errors");
+    harness::postgres_batch(&owner, "CREATE DATABASE hostile_errors");
+    let (server, _) = owner.rsplit_once('/').unwrap();
+    let hostile = format!("{server}/hostile_errors");
+    harness::postgres_batch(&hostile, HUGE_ERROR_TABLES);
+    let run = s.module(
+        json!({"username": "huge-db-error", "password": "pw-huge-db-error",
+                              "synapse_database": hostile}),
+    );
+    run.assert_failed_with("synapse_database: ");
+    assert!(run.stdout.len() < 4096, "{} bytes", run.stdout.len());
+    assert!(s.synapse_user("huge-db-error").is_none());
+}
+
+/// Synapse's three tables, the first a view whose every read raises an
+/// error of 2 MB (planning it evaluates the immutable call in its filter).
+const HUGE_ERROR_TABLES: &str = "
+    CREATE FUNCTION huge_error() RETURNS bigint IMMUTABLE LANGUAGE plpgsql
+        AS $$ BEGIN RAISE EXCEPTION '%', repeat('x', 2000000); END $$;
+    CREATE VIEW ratelimit_override AS
+        SELECT 'u'::text AS user_id, 0::bigint AS messages_per_second, 0::bigint AS burst_count
+        WHERE huge_error() IS NOT NULL;
+    CREATE TABLE user_external_ids (user_id text, auth_provider text, external_id text);
+    CREATE TABLE user_threepids (user_id text, medium text, address text);";

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use rusqlite::OpenFlags;
 
 use crate::host_file;
+use crate::http::server_words;
 use crate::secret::Secret;
 
 /// SQLite's limit on the values of one statement is 32766; a chunk stays
@@ -29,9 +30,10 @@ const SQLITE_CHUNK: usize = 500;
 pub struct SqlError(String);
 
 impl SqlError {
-    /// The driver's (or the database's) words.
+    /// The driver's (or the database's) words, cut as a server's answer is:
+    /// a database's error message may be megabytes long.
     fn new(detail: &str) -> SqlError {
-        SqlError(detail.to_string())
+        SqlError(server_words(detail))
     }
 }
 
