@@ -143,8 +143,17 @@ impl SystemStore {
 
     fn certificates(&self) -> Vec<CertificateDer<'static>> {
         let mut found = Vec::new();
+        // Read with host_file, not rustls_native_certs, which would wait on a
+        // FIFO for ever and read /dev/zero without end; an unusable bundle is
+        // skipped, as OpenSSL skips it. (Of a folder, only regular files are read.)
         if let Some((file, _)) = &self.file {
-            found.extend(rustls_native_certs::load_certs_from_paths(Some(file), None).certs);
+            if let Ok(bundle) = host_file::read(file, host_file::CA_BUNDLE, true) {
+                found.extend(
+                    CertificateDer::pem_slice_iter(&bundle.bytes)
+                        .filter_map(Result::ok)
+                        .map(CertificateDer::into_owned),
+                );
+            }
         }
         for dir in &self.dirs.0 {
             found.extend(rustls_native_certs::load_certs_from_paths(None, Some(dir)).certs);

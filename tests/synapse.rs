@@ -2398,6 +2398,24 @@ fn no_file_option_blocks_on_a_fifo_or_reads_a_file_without_bound() {
     assert!(s.synapse_user("hostile-avatar").is_none());
 }
 
+/// The host's CA bundle is a path the module opens too: `SSL_CERT_FILE`
+/// naming a FIFO or /dev/zero is skipped as an unreadable bundle is (the
+/// run goes on), never waited on or read without end.
+#[test]
+fn an_ssl_cert_file_that_is_a_fifo_or_endless_is_skipped_not_waited_on() {
+    let s = synapse();
+    let files = harness::HostileFiles::in_folder(&s.data_dir.join("hostile-files"));
+    for (path, _) in files.cases(true) {
+        let path = path.display().to_string();
+        s.module_within_env(
+            FILE_REFUSAL_LIMIT,
+            json!({"username": "hostile-ca-store", "state": "absent"}),
+            &[("SSL_CERT_FILE", Some(&path))],
+        )
+        .assert_unchanged();
+    }
+}
+
 /// The service account's cached token, replaced by a FIFO or a 1 GiB file
 /// in its folder, is refused naming token_cache_dir, at once.
 #[test]

@@ -99,10 +99,20 @@ impl Server {
     /// then is killed and the test fails, so a module that hangs fails
     /// instead of hanging the suite.
     pub fn module_within(&self, limit: Duration, args: Value) -> ModuleRun {
+        self.module_within_env(limit, args, &[])
+    }
+
+    /// [`Server::module_within`] with environment variables set or removed.
+    pub fn module_within_env(
+        &self,
+        limit: Duration,
+        args: Value,
+        env: &[(&str, Option<&str>)],
+    ) -> ModuleRun {
         let mut all = self.connection();
         merge(&mut all, args);
         let secrets = vec![self.shared_secret.clone()];
-        run_module_limited(&ModuleBinary::native(), all, secrets, &[], limit)
+        run_module_limited(&ModuleBinary::native(), all, secrets, env, limit)
     }
 
     /// [`Server::module`] with environment variables set or removed, as
