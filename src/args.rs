@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::matrix_id::{Room, Username, UsernameError};
 use crate::model::{
     DesiredUser, ExternalId, HomeserverKind, MasOptions, Ratelimit, Restrictions, Undeclared,
-    UndeclaredPolicy, UpdatePassword, UpstreamLink, UserState, UserType,
+    UndeclaredPolicy, UpdatePassword, UpdateType, UpstreamLink, UserState, UserType,
 };
 use crate::secret::{hold, hold_basic_auth, url_password, Secret};
 
@@ -65,6 +65,7 @@ const USER_PARAMETERS: &[&str] = &[
     "displayname",
     "state",
     "update_password",
+    "update_type",
     "erase",
     "email",
     "locked",
@@ -449,6 +450,13 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             fields.context()
         )));
     }
+    let update_type = match fields
+        .choice("update_type", &["on_create", "always"])?
+        .as_deref()
+    {
+        Some("on_create") => UpdateType::OnCreate,
+        _ => UpdateType::Always,
+    };
     Ok(DesiredUser {
         field: fields.context(),
         username,
@@ -468,6 +476,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         },
         state,
         update_password,
+        update_type,
         erase: fields.boolean("erase")?.unwrap_or(false),
         email: fields.string("email")?,
         restrictions: Restrictions {
@@ -936,6 +945,16 @@ mod tests {
         assert_eq!(args.server.url, "http://127.0.0.1:8008");
         assert_eq!(args.users[0].state, UserState::Present);
         assert_eq!(args.users[0].update_password, UpdatePassword::OnCreate);
+        assert_eq!(args.users[0].update_type, UpdateType::Always);
+        let initial = parse(with(json!({"users": [
+            {"username": "alice", "admin": false, "update_type": "on_create"}
+        ]})))
+        .unwrap();
+        assert_eq!(initial.users[0].update_type, UpdateType::OnCreate);
+        let message = parse(with(json!({"username": "alice", "update_type": "once"})))
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with("update_type: \"once\""), "{message}");
     }
 
     #[test]

@@ -57,6 +57,16 @@ pub enum UpdatePassword {
     Always,
 }
 
+/// When a declared `admin` flag and `user_type` are written to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateType {
+    /// Only when the user is created: matrix-docker-ansible-deploy's
+    /// `initial_type`, which a later hand promotion outlives.
+    OnCreate,
+    /// Whenever the account's flag or type differs from the declared one.
+    Always,
+}
+
 /// Whether the account should exist and be usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserState {
@@ -109,6 +119,7 @@ pub struct DesiredUser {
     pub displayname: Option<String>,
     pub state: UserState,
     pub update_password: UpdatePassword,
+    pub update_type: UpdateType,
     pub erase: bool,
     /// An address the user must have (MAS only), verified, so no e-mail round trip is needed.
     pub email: Option<String>,

@@ -4,7 +4,7 @@
 
 use crate::model::{
     Account, Avatar, Change, DesiredUser, Fact, MasChange, Observed, Restriction, Restrictions,
-    Seen, SeenAvatar, UpdatePassword, UpstreamLink, UserState, UserType,
+    Seen, SeenAvatar, UpdatePassword, UpdateType, UpstreamLink, UserState, UserType,
 };
 
 /// Why no plan can make the server match the declaration.
@@ -92,6 +92,19 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
                     .collect())
             }
         };
+    };
+    // An existing account keeps the admin flag and user type it has when
+    // they are declared for creation only (someone may have changed them since).
+    let for_existing;
+    let desired = if desired.update_type == UpdateType::OnCreate {
+        for_existing = DesiredUser {
+            admin: None,
+            user_type: None,
+            ..desired.clone()
+        };
+        &for_existing
+    } else {
+        desired
     };
     let deactivated = match account.deactivated {
         Seen::Known(deactivated) => deactivated,
@@ -496,6 +509,7 @@ mod tests {
             displayname: None,
             state: UserState::Present,
             update_password: UpdatePassword::OnCreate,
+            update_type: UpdateType::Always,
             erase: false,
             email: None,
             restrictions: Restrictions::default(),
@@ -580,6 +594,22 @@ mod tests {
             plan(&demote, &observed(Some(account(true)))),
             Ok(vec![Change::SetAdmin(false)])
         );
+    }
+
+    #[test]
+    fn admin_and_user_type_on_create_are_set_at_creation_and_never_again() {
+        let initial = DesiredUser {
+            admin: Some(false),
+            user_type: Some(UserType::Bot),
+            update_type: UpdateType::OnCreate,
+            ..desired("alice")
+        };
+        let created = plan(&initial, &observed(None)).unwrap();
+        let predicted = predict(&initial, None, &created, None).unwrap();
+        assert_eq!(predicted.admin, Seen::Known(false));
+        assert_eq!(predicted.user_type, UserType::Bot);
+        // Promoted by hand since, and still a regular user: both left alone.
+        assert_eq!(plan(&initial, &observed(Some(account(true)))), Ok(vec![]));
     }
 
     #[test]

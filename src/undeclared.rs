@@ -7,7 +7,7 @@
 use crate::matrix_id::UserId;
 use crate::model::{
     Account, DesiredUser, MasOptions, Restrictions, Seen, Undeclared, UndeclaredPolicy,
-    UpdatePassword, UserState,
+    UpdatePassword, UpdateType, UserState,
 };
 
 /// How many user IDs a refusal names before it only counts the rest.
@@ -79,6 +79,7 @@ pub fn declaration(user: &UserId, action: Undeclared) -> DesiredUser {
             Undeclared::Keep | Undeclared::Lock => UserState::Present,
         },
         update_password: UpdatePassword::OnCreate,
+        update_type: UpdateType::Always,
         erase: false,
         email: None,
         restrictions: Restrictions {
