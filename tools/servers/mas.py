@@ -12,7 +12,8 @@ mas_api.py the fake MAS and mas_handler.py the HTTP side.
   mas.py --ephemeral [--token-uses N] [--no-password-login] [--not-admin-client]
          [--client-auth-method client_secret_basic|client_secret_post]
          [--reserve-username LOCALPART ...] [--default-rate-limits] [--mas-version VERSION]
-         [--upstream-provider HUMAN_NAME ...]
+         [--upstream-provider HUMAN_NAME ...] [--no-admin-api]
+         [--client-id ULID --client-secret-file PATH]
 
 Picks a free loopback port, then prints one JSON line on stdout (url,
 server_name, client_id, client_secret, client_auth_method, data_dir,
@@ -84,6 +85,9 @@ def run_persistent(args) -> None:
         options += [f"--upstream-provider={name}" for name in args.upstream_provider]
         options += ["--no-password-login"] * args.no_password_login + ["--not-admin-client"] * args.not_admin_client
         options += ["--default-rate-limits"] * args.default_rate_limits
+        options += ["--no-admin-api"] * args.no_admin_api
+        if args.client_id:
+            options += [f"--client-id={args.client_id}", f"--client-secret-file={args.client_secret_file}"]
         return launcher.start_in_background(__file__, options, data_dir, args.port)
 
     def ready(process):
@@ -114,9 +118,20 @@ def main() -> None:
                         help="MAS's default login rate limits (3 per minute per IP) instead of relaxed ones")
     parser.add_argument("--upstream-provider", action="append", default=[],
                         help="an upstream OAuth 2.0 provider MAS lists, by its human name (repeatable)")
+    parser.add_argument("--no-admin-api", action="store_true",
+                        help="without the adminapi resource in the listener (MAS's and mdad's default): "
+                             "/api/admin/v1 answers 404")
+    parser.add_argument("--client-id", help="the admin client's ID, a ULID, as the configuration's clients list it "
+                                            "(default: a new one)")
+    parser.add_argument("--client-secret-file", help="a file holding that client's secret (with --client-id)")
     parser.add_argument("--mas-version", default="v1.22.0+contract",
                         help="what GET /api/admin/v1/version answers; before 1.18 display names are ignored at creation")
-    launcher.run(parser, parser.parse_args(), run_ephemeral, run_persistent)
+    args = parser.parse_args()
+    if bool(args.client_id) != bool(args.client_secret_file):
+        parser.error("--client-id and --client-secret-file go together")
+    if args.client_secret_file:
+        args.client_secret_file = os.path.abspath(args.client_secret_file)
+    launcher.run(parser, args, run_ephemeral, run_persistent)
 
 
 if __name__ == "__main__":

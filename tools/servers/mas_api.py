@@ -154,8 +154,13 @@ def oauth_error(status, code, description):
 class State:
     def __init__(self, args, data_dir):
         self.args = args
-        self.client_id = new_ulid()  # MAS requires ULIDs as client IDs in its config
-        self.client_secret = secrets.token_urlsafe(24)
+        # MAS requires ULIDs as client IDs in its config; a caller may give the client its configuration lists.
+        self.client_id = args.client_id or new_ulid()
+        if args.client_secret_file:
+            with open(args.client_secret_file) as f:
+                self.client_secret = f.read().strip()
+        else:
+            self.client_secret = secrets.token_urlsafe(24)
         self.users, self.emails, self.access_tokens, self.compat_sessions = {}, {}, {}, {}
         self.links, self.providers = {}, {}
         for name in args.upstream_provider:  # as MAS's configuration lists them under upstream_oauth2.providers

@@ -109,7 +109,8 @@ class Handler(BaseHTTPRequestHandler):
             user_id = urllib.parse.unquote(url.path[len("/_matrix/client/v3/profile/"):])
             return 200, homeserver_profile(self.state, user_id), "application/json", {}
         found = self.contract.match(self.command, url.path)
-        if found is None:
+        if found is None or (self.state.args.no_admin_api and url.path.startswith("/api/admin/")):
+            # MAS without the `adminapi` resource in its listener (mdad's default) has no such route.
             entry["note"] = "no such route"
             raise ApiError(404, None)
         if found[0] == "405":

@@ -25,7 +25,7 @@ Two ways to run it:
       --require-auth-for-profile-requests sets Synapse's option of that
       name: profiles are shown only to a request with an access token.
 
-  synapse.py --data-dir DIR --port PORT start|stop|status
+  synapse.py --data-dir DIR --port PORT [--registration-shared-secret-file PATH] start|stop|status
       The persistent local homeserver that `just register-user` uses when no
       homeserver is configured. `start` is idempotent and prints the same JSON
       line.
@@ -78,6 +78,7 @@ def write_config(
     extra_user_types: list[str] | None = None,
     appservice_and_notices: bool = False,
     require_auth_for_profile_requests: bool = False,
+    given_shared_secret: str | None = None,
     postgres: Postgres | None = None,
 ) -> dict:
     os.makedirs(data_dir, exist_ok=True)
@@ -85,7 +86,10 @@ def write_config(
     if os.path.exists(config_path):
         return {"config": config_path, "secret": kept_shared_secret(data_dir)}
 
-    shared_secret = new_shared_secret(data_dir) if shared_secret_enabled else ""
+    shared_secret = (given_shared_secret or new_shared_secret(data_dir)) if shared_secret_enabled else ""
+    if given_shared_secret:
+        with open(os.open(os.path.join(data_dir, "registration_shared_secret"), os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(given_shared_secret)
     subprocess.run(
         [VENV_PYTHON, "-m", "synapse._scripts.generate_signing_key", "-o", os.path.join(data_dir, "signing.key")],
         check=True,
@@ -269,7 +273,11 @@ def run_persistent(args) -> None:
     url = f"http://127.0.0.1:{args.port}"
 
     def start():
-        paths = write_config(data_dir, args.port, default_rate_limits=False)
+        given = None
+        if args.registration_shared_secret_file:
+            with open(args.registration_shared_secret_file) as f:
+                given = f.read().strip()
+        paths = write_config(data_dir, args.port, default_rate_limits=False, given_shared_secret=given)
         return spawn(paths["config"], data_dir, detach=True)
 
     def ready(process):
@@ -288,6 +296,9 @@ def main() -> None:
     parser.add_argument("--extra-user-type", action="append", default=[], metavar="NAME")
     parser.add_argument("--appservice-and-notices", action="store_true")
     parser.add_argument("--require-auth-for-profile-requests", action="store_true")
+    parser.add_argument("--registration-shared-secret-file", metavar="PATH",
+                        help="start (persistent only): the registration shared secret to configure, as a host's "
+                             "configuration management derives it (mdad's), instead of a new one")
     args = parser.parse_args()
     launcher.run(parser, args, run_ephemeral, run_persistent)
 
