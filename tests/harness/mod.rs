@@ -427,8 +427,9 @@ pub fn launch(launcher: &str, flags: &[&str]) -> (Child, Value) {
 }
 
 /// A reverse proxy in front of a server, shaped like matrix-docker-ansible-deploy's
-/// default (tools/servers/proxy.py): it forwards only `/_matrix` and
-/// `/_synapse/client` and answers Traefik's plain-text 404 to anything else.
+/// default Traefik routers for Synapse (tools/servers/proxy.py): it forwards
+/// only `/`, `/_matrix` and `/_synapse/client` and answers Traefik's
+/// plain-text 404 to anything else.
 pub struct Proxy {
     pub url: String,
     _launcher: Child,
