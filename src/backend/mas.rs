@@ -17,7 +17,8 @@
 //! one is tried by a compatibility login (`/_matrix/client/v3/login`, what
 //! Matrix clients use with MAS), whose session is logged out at once. MAS
 //! rate-limits those logins (by default 3 a minute from one address, per its
-//! `rate_limiting.login`); the module then waits, within `wait_timeout`.
+//! `rate_limiting.login`); the module then waits as MAS asks, up to
+//! [`LOGIN_RATE_LIMIT_WAIT`] a request, whatever `wait_timeout` says.
 
 mod homeserver;
 mod listing;

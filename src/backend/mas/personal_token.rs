@@ -1,5 +1,5 @@
 //! Bot access tokens (`access_token_file`): a personal access token of the
-//! user, from one of MAS's personal sessions (admin API, MAS 1.21 and later).
+//! user, from one of MAS's personal sessions (admin API, MAS 1.5 and later).
 //!
 //! The file holds the token alone, as a bot reads it. Beside it,
 //! `<file>.session` holds the ID of the personal session that issued it, so
