@@ -1,24 +1,70 @@
 //! Secrets: a string that cannot be printed by accident, and the masking of
 //! every secret the process held, in every encoding a server may echo it in.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
+
+use aho_corasick::AhoCorasick;
 
 /// Every secret value this process has held: passwords and secrets from the
 /// arguments, and tokens and passwords made or received at run time, so that
 /// the report can mask any of them wherever they turn up.
 #[cfg(not(test))]
-static EVERY_SECRET: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static EVERY_SECRET: std::sync::Mutex<Held> = std::sync::Mutex::new(Held::new());
+
+/// The secrets held, and one matcher for all of them, built when first
+/// needed after a secret was added: masking a text costs one pass over it
+/// per decoded view, whatever the number of secrets (a run declaring 100,000
+/// passwords masks every string of its output).
+struct Held {
+    values: Option<HashSet<String>>,
+    matcher: Option<Arc<AhoCorasick>>,
+}
+
+impl Held {
+    const fn new() -> Held {
+        Held {
+            values: None,
+            matcher: None,
+        }
+    }
+
+    fn insert(&mut self, value: &str) {
+        let values = self.values.get_or_insert_with(HashSet::new);
+        if !values.contains(value) {
+            values.insert(value.to_string());
+            self.matcher = None;
+        }
+    }
+
+    /// One automaton for every secret, and the `+` spelling of a secret
+    /// with spaces (how a form encodes a space); `None` when none is held.
+    fn matcher(&mut self) -> Option<Arc<AhoCorasick>> {
+        let values = self.values.as_ref().filter(|values| !values.is_empty())?;
+        if self.matcher.is_none() {
+            let plus_spelled = values
+                .iter()
+                .filter(|secret| secret.contains(' '))
+                .map(|secret| secret.replace(' ', "+"));
+            let patterns: Vec<String> = values.iter().cloned().chain(plus_spelled).collect();
+            let matcher = AhoCorasick::new(patterns).expect("secrets build a matcher");
+            self.matcher = Some(Arc::new(matcher));
+        }
+        self.matcher.clone()
+    }
+}
 
 /// Runs `f` on [`EVERY_SECRET`]. Unit tests keep one list per test thread,
 /// so that one test's secrets (a property test's "alice") do not mask
 /// another test's expected text.
-fn every_secret<R>(f: impl FnOnce(&mut Vec<String>) -> R) -> R {
+fn every_secret<R>(f: impl FnOnce(&mut Held) -> R) -> R {
     #[cfg(not(test))]
     return f(&mut EVERY_SECRET.lock().unwrap_or_else(|e| e.into_inner()));
     #[cfg(test)]
     {
         thread_local! {
-            static EVERY_SECRET: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+            static EVERY_SECRET: std::cell::RefCell<Held> = const { std::cell::RefCell::new(Held::new()) };
         }
         EVERY_SECRET.with(|every| f(&mut every.borrow_mut()))
     }
@@ -75,11 +121,7 @@ pub fn hold(value: &str) {
     if value.chars().count() < MIN_MASKED_LENGTH {
         return;
     }
-    every_secret(|every| {
-        if !every.iter().any(|held| held == value) {
-            every.push(value.to_string());
-        }
-    });
+    every_secret(|every| every.insert(value));
 }
 
 /// Also masks `user` and `secret` in the form HTTP Basic authentication
@@ -102,40 +144,31 @@ pub fn mask_secrets(text: &str) -> String {
     if text.is_empty() {
         return String::new();
     }
-    // A form-encoded space is `+`: look for that spelling too.
-    let wanted: Vec<String> = every_secret(|every| {
-        every
-            .iter()
-            .flat_map(|secret| {
-                let plus = secret.contains(' ').then(|| secret.replace(' ', "+"));
-                std::iter::once(secret.clone()).chain(plus)
-            })
-            .collect()
-    });
-
     let mut hidden: Vec<(usize, usize)> = Vec::new();
-    let mut layer = vec![View::of(text)];
-    for depth in 0..=DECODING_DEPTH {
-        for view in &layer {
-            view.find(&wanted, &mut hidden);
-        }
-        if depth == DECODING_DEPTH {
-            break;
-        }
-        layer = layer
-            .iter()
-            .flat_map(|view| {
-                [
-                    View::json_unescaped,
-                    View::percent_decoded,
-                    View::html_decoded,
-                ]
-                .into_iter()
-                .filter_map(move |decode| decode(view))
-            })
-            .collect();
-        if layer.is_empty() {
-            break;
+    if let Some(wanted) = every_secret(Held::matcher) {
+        let mut layer = vec![View::of(text)];
+        for depth in 0..=DECODING_DEPTH {
+            for view in &layer {
+                view.find(&wanted, &mut hidden);
+            }
+            if depth == DECODING_DEPTH {
+                break;
+            }
+            layer = layer
+                .iter()
+                .flat_map(|view| {
+                    [
+                        View::json_unescaped,
+                        View::percent_decoded,
+                        View::html_decoded,
+                    ]
+                    .into_iter()
+                    .filter_map(move |decode| decode(view))
+                })
+                .collect();
+            if layer.is_empty() {
+                break;
+            }
         }
     }
     // A URL's password is masked whatever its length: messages quote URLs.
@@ -202,12 +235,11 @@ impl View {
         }
     }
 
-    /// Records where each of `wanted` occurs, in original-text positions.
-    fn find(&self, wanted: &[String], hidden: &mut Vec<(usize, usize)>) {
-        for secret in wanted {
-            for (at, found) in self.text.match_indices(secret.as_str()) {
-                hidden.push(self.original(at, at + found.len()));
-            }
+    /// Records where each secret `wanted` matches occurs, overlapping or
+    /// not, in original-text positions.
+    fn find(&self, wanted: &AhoCorasick, hidden: &mut Vec<(usize, usize)>) {
+        for found in wanted.find_overlapping_iter(&self.text) {
+            hidden.push(self.original(found.start(), found.end()));
         }
     }
 
