@@ -3,11 +3,12 @@
 //! apply -> report, `concurrency` users at a time. `main` only prints what
 //! it returns.
 
+use std::borrow::Cow;
 use std::ffi::OsString;
 use std::path::Path;
 use std::rc::Rc;
 
-use serde_json::Value;
+use futures_util::{stream, StreamExt};
 use tokio::sync::Semaphore;
 
 use crate::args::ModuleArgs;
@@ -28,16 +29,16 @@ use crate::undeclared;
 
 /// Runs the module on Ansible's args file and returns its JSON output and
 /// exit code (0 success, 1 failure).
-pub fn run(args_path: Option<OsString>) -> (Value, i32) {
+pub fn run(args_path: Option<OsString>) -> (String, i32) {
     let Some(path) = args_path else {
         let report = Report::fatal(
             "matrix_user is an Ansible module: run it from a playbook, or give it the path of a JSON file of arguments".into(),
         );
-        return (report.to_json(), 1);
+        return (report.printed(), 1);
     };
     let args = match ModuleArgs::from_file(Path::new(&path)) {
         Ok(args) => args,
-        Err(error) => return (Report::fatal(error.to_string()).to_json(), 1),
+        Err(error) => return (Report::fatal(error.to_string()).printed(), 1),
     };
     // Lets the tests prove that a panic still prints one masked JSON object;
     // release builds (what ships) have no such trigger.
@@ -56,7 +57,7 @@ pub fn run(args_path: Option<OsString>) -> (Value, i32) {
     let mut report = tokio::task::LocalSet::new().block_on(&runtime, reconcile_on_server(&args));
     report.warnings = args.warnings.clone();
     let code = i32::from(report.failed());
-    (report.to_json(), code)
+    (report.printed(), code)
 }
 
 async fn reconcile_on_server(args: &ModuleArgs) -> Report {
@@ -134,7 +135,7 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
         Ok(chosen) => chosen,
         Err(message) => return Report::fatal(message),
     };
-    let prefetched = match backend.accounts(&resolved, &args.users).await {
+    let mut prefetched = match backend.accounts(&resolved, &args.users).await {
         Ok(accounts) => accounts,
         Err(error) => return Report::fatal(error.to_string()),
     };
@@ -142,35 +143,36 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
     let declared = args.users.iter().zip(resolved).map(|(desired, user)| {
         // A user declaring what the bulk read did not show is read alone.
         let known = prefetched
-            .as_ref()
-            .map(|accounts| accounts.get(&user).cloned())
+            .as_mut()
+            .map(|accounts| accounts.remove(&user))
             .filter(|account| !account.as_ref().is_some_and(|a| a.lacks_any_of(desired)));
-        (desired.clone(), user, known)
+        (Cow::Borrowed(desired), user, known)
     });
     let undeclared_ids: Vec<String> = undeclared.iter().map(|(u, _)| u.to_string()).collect();
     let undeclared = undeclared.into_iter().map(|(user, account)| {
         let desired = undeclared::declaration(&user, args.undeclared.action);
-        (desired, user, Some(Some(account)))
+        (Cow::Owned(desired), user, Some(Some(account)))
     });
-    let slots = Rc::new(Semaphore::new(args.concurrency));
-    let tasks: Vec<_> = declared
-        .chain(undeclared)
-        .map(|(desired, user, known)| {
-            let (backend, slots) = (backend.clone(), slots.clone());
-            let check_mode = args.check_mode;
-            tokio::task::spawn_local(async move {
-                let _slot = slots
-                    .acquire()
-                    .await
-                    .expect("the semaphore is never closed");
-                reconcile_user(backend.as_ref(), &user, &desired, known, check_mode).await
-            })
-        })
+    // Each user's work is made only when a slot frees, so a run of 100,000
+    // users holds `concurrency` of them in flight, not 100,000.
+    let mut outcomes: Vec<Option<UserOutcome>> = std::iter::repeat_with(|| None)
+        .take(args.users.len() + undeclared_ids.len())
         .collect();
-    let mut outcomes = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        outcomes.push(task.await.expect("user tasks do not panic"));
+    let server = backend.as_ref();
+    let mut finished = stream::iter(declared.chain(undeclared).enumerate())
+        .map(|(index, (desired, user, known))| async move {
+            let outcome = reconcile_user(server, &user, &desired, known, args.check_mode).await;
+            (index, outcome)
+        })
+        .buffer_unordered(args.concurrency);
+    while let Some((index, outcome)) = finished.next().await {
+        outcomes[index] = Some(outcome);
     }
+    drop(finished);
+    let outcomes = outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every user is reconciled"))
+        .collect();
     Report {
         outcomes,
         fatal: None,
@@ -290,8 +292,9 @@ async fn reconcile_user<B: AccountServer>(
             observed.account.as_ref(),
             &changes,
             default_displayname,
-        );
-        outcome.before = observed.account;
+        )
+        .map(Box::new);
+        outcome.before = observed.account.map(Box::new);
         outcome.changes = changes;
         if check_mode || outcome.changes.is_empty() {
             break;
@@ -317,8 +320,7 @@ async fn reconcile_user<B: AccountServer>(
                 // Some steps may have landed before the failure: say so, and
                 // count the user as changed, rather than hide them.
                 let now = backend.account(user, desired).await;
-                outcome.partly_applied =
-                    !matches!(now, Ok(ref account) if unchanged(&outcome.before, account));
+                outcome.partly_applied = !matches!(now, Ok(ref account) if unchanged(outcome.before.as_deref(), account.as_ref()));
                 break;
             }
         }
@@ -360,7 +362,7 @@ async fn create<B: AccountServer>(
 /// restriction, rate-limit override, membership, e-mail list, SSO identity
 /// list or avatar only one of them showed (Synapse's list has none of those,
 /// its read of one user has) is no difference.
-fn unchanged(before: &Option<Account>, now: &Option<Account>) -> bool {
+fn unchanged(before: Option<&Account>, now: Option<&Account>) -> bool {
     match (before, now) {
         (Some(before), Some(now)) => {
             let mut now = now.clone();
@@ -446,10 +448,19 @@ mod tests {
     #[test]
     fn a_restriction_only_the_second_read_shows_is_no_change() {
         let listed = account(Seen::Unknown, false);
-        assert!(unchanged(&listed, &account(Seen::Known(true), false)));
-        assert!(!unchanged(&listed, &account(Seen::Known(true), true)));
+        assert!(unchanged(
+            listed.as_ref(),
+            account(Seen::Known(true), false).as_ref()
+        ));
+        assert!(!unchanged(
+            listed.as_ref(),
+            account(Seen::Known(true), true).as_ref()
+        ));
         let read = account(Seen::Known(false), false);
-        assert!(!unchanged(&read, &account(Seen::Known(true), false)));
-        assert!(!unchanged(&None, &read));
+        assert!(!unchanged(
+            read.as_ref(),
+            account(Seen::Known(true), false).as_ref()
+        ));
+        assert!(!unchanged(None, read.as_ref()));
     }
 }
