@@ -18,8 +18,9 @@ pub struct UserOutcome {
     pub user: String,
     pub state: UserState,
     pub changes: Vec<Change>,
-    pub before: Option<Account>,
-    pub after: Option<Account>,
+    /// Boxed: only the diff shows them, and a run keeps every outcome.
+    pub before: Option<Box<Account>>,
+    pub after: Option<Box<Account>>,
     pub error: Option<String>,
     /// The changes of a failed user that landed before its failure, when known.
     pub landed: Vec<Change>,
@@ -104,54 +105,56 @@ impl Report {
         self.fatal.is_some() || self.outcomes.iter().any(|o| o.error.is_some())
     }
 
-    /// The module's JSON output, with every secret the run held masked.
-    pub fn to_json(&self) -> Value {
-        let users: Vec<Value> = self
-            .outcomes
-            .iter()
-            .map(|o| {
-                json!({
-                    "user_id": o.user,
-                    "changed": o.changed(),
-                    "failed": o.error.is_some(),
-                    "actions": o.actions(),
-                    "msg": o.summary(self.check_mode),
-                })
-            })
-            .collect();
-        let mut output = json!({
+    /// The module's JSON output, printed, with every secret the run held
+    /// masked. Each user's entry is masked and printed as it is made, so
+    /// that the output of 100,000 users is held once, as text, and not
+    /// also as a tree of values.
+    pub fn printed(&self) -> String {
+        let mut top = json!({
             "changed": self.outcomes.iter().any(UserOutcome::changed),
             "failed": self.failed(),
             "msg": self.message(),
-            "users": users,
         });
         if let Some(undeclared) = &self.undeclared {
-            output["undeclared"] = json!(undeclared);
-        }
-        if self.diff && self.fatal.is_none() {
-            output["diff"] = self
-                .outcomes
-                .iter()
-                .filter(|o| o.error.is_none())
-                .map(|o| {
-                    json!({
-                        "before_header": o.user,
-                        "after_header": o.user,
-                        "before": account_json(o.before.as_ref()),
-                        "after": account_json(o.after.as_ref()),
-                    })
-                })
-                .collect();
+            top["undeclared"] = json!(undeclared);
         }
         if let Some(waited) = &self.waited {
-            output["waited"] = json!({"seconds": waited.seconds, "reason": waited.reason});
+            top["waited"] = json!({"seconds": waited.seconds, "reason": waited.reason});
         }
         if !self.warnings.is_empty() {
-            output["warnings"] = json!(self.warnings);
+            top["warnings"] = json!(self.warnings);
         }
-        // Once, last, on everything: success messages and diffs quote values too.
-        scrub(&mut output);
-        output
+        let mut printed = printed_masked(top);
+        printed.pop(); // the closing brace: the lists follow
+        let users = self.outcomes.iter().map(|o| {
+            json!({
+                "user_id": o.user,
+                "changed": o.changed(),
+                "failed": o.error.is_some(),
+                "actions": o.actions(),
+                "msg": o.summary(self.check_mode),
+            })
+        });
+        push_list(&mut printed, "users", users);
+        if self.diff && self.fatal.is_none() {
+            let diff = self.outcomes.iter().filter(|o| o.error.is_none()).map(|o| {
+                json!({
+                    "before_header": o.user,
+                    "after_header": o.user,
+                    "before": account_json(o.before.as_deref()),
+                    "after": account_json(o.after.as_deref()),
+                })
+            });
+            push_list(&mut printed, "diff", diff);
+        }
+        printed.push('}');
+        printed
+    }
+
+    /// [`Report::printed`], read back (for the tests).
+    #[cfg(test)]
+    pub fn to_json(&self) -> Value {
+        serde_json::from_str(&self.printed()).expect("the output is one JSON object")
     }
 
     fn message(&self) -> String {
@@ -208,7 +211,7 @@ pub fn print_on_panic() {
 }
 
 /// What [`print_on_panic`] prints for a panic with `payload` at `location`.
-fn panic_output(payload: &(dyn Any + Send), location: Option<&Location>) -> Value {
+fn panic_output(payload: &(dyn Any + Send), location: Option<&Location>) -> String {
     let message = payload
         .downcast_ref::<&str>()
         .copied()
@@ -219,7 +222,7 @@ fn panic_output(payload: &(dyn Any + Send), location: Option<&Location>) -> Valu
         "internal error in matrix_user{place}: {message}; this is a bug, please report it. \
          Changes made before it may have landed: run the task again in check mode to see"
     ))
-    .to_json()
+    .printed()
 }
 
 fn account_json(account: Option<&Account>) -> Value {
@@ -231,6 +234,25 @@ fn account_json(account: Option<&Account>) -> Value {
             value
         }
     }
+}
+
+/// `value` masked (last, on everything: success messages and diffs quote
+/// values too) and printed.
+fn printed_masked(mut value: Value) -> String {
+    scrub(&mut value);
+    value.to_string()
+}
+
+/// Appends `,"name":[...]` to `printed`, each item masked and printed in turn.
+fn push_list(printed: &mut String, name: &str, items: impl Iterator<Item = Value>) {
+    printed.push_str(&format!(",{}:[", Value::from(name)));
+    for (index, item) in items.enumerate() {
+        if index > 0 {
+            printed.push(',');
+        }
+        printed.push_str(&printed_masked(item));
+    }
+    printed.push(']');
 }
 
 /// Masks every string as it will be printed (JSON-escaped), since printing
@@ -270,7 +292,7 @@ mod tests {
             state: UserState::Present,
             changes,
             before: None,
-            after: Some(Account {
+            after: Some(Box::new(Account {
                 admin: Seen::Known(true),
                 deactivated: Seen::Known(false),
                 user_type: UserType::Regular,
@@ -282,7 +304,7 @@ mod tests {
                 external_ids: Seen::Unknown,
                 rooms: Seen::Unknown,
                 avatar: Seen::Unknown,
-            }),
+            })),
             error: error.map(str::to_string),
             landed: vec![],
             partly_applied: false,
@@ -360,7 +382,8 @@ mod tests {
     fn a_panic_prints_one_failed_object_with_secrets_masked() {
         let _secret = Secret::new("panicky-secret");
         let message = String::from("index out of range near panicky-secret");
-        let output = panic_output(&message, Some(Location::caller()));
+        let output: Value =
+            serde_json::from_str(&panic_output(&message, Some(Location::caller()))).unwrap();
         assert_eq!(output["failed"], true);
         assert_eq!(output["changed"], false);
         let msg = output["msg"].as_str().unwrap();
@@ -372,7 +395,7 @@ mod tests {
             msg.contains("index out of range near ********; this is a bug"),
             "{msg}"
         );
-        let output = panic_output(&"a static message", None);
+        let output: Value = serde_json::from_str(&panic_output(&"a static message", None)).unwrap();
         assert!(output["msg"]
             .as_str()
             .unwrap()
