@@ -8,9 +8,12 @@
 //! Reading one field as a typed value is [`fields`]' job; this file decides
 //! which fields there are and what they make together.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::matrix_id::{Room, Username, UsernameError};
@@ -237,16 +240,54 @@ impl ModuleArgs {
             source,
         })?;
         // serde_json's messages give a position, never the content.
-        let value: Value =
-            serde_json::from_str(&text).map_err(|e| ArgsError::NotJson(e.to_string()))?;
-        match value {
-            Value::Object(map) => ModuleArgs::from_map(&map),
-            _ => Err(ArgsError::NotJson("expected an object".into())),
+        let not_json = |e: serde_json::Error| ArgsError::NotJson(e.to_string());
+        // The users are kept as text and read one at a time: a tree of
+        // values for 100,000 users at once takes about 1 KB each.
+        let raw_fields = match serde_json::from_str::<BTreeMap<String, &RawValue>>(&text) {
+            Ok(raw_fields) => raw_fields,
+            Err(error) => {
+                serde_json::from_str::<Value>(&text).map_err(not_json)?;
+                let _ = error;
+                return Err(ArgsError::NotJson("expected an object".into()));
+            }
+        };
+        let mut fields: Map<String, Value> = Map::new();
+        let mut users: Option<Vec<&RawValue>> = None;
+        for (name, raw) in raw_fields {
+            let list = (name == "users")
+                .then(|| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
+                .flatten();
+            let value = match list {
+                Some(list) => {
+                    users = Some(list);
+                    // Stands for the list wherever only its presence matters.
+                    Value::Array(Vec::new())
+                }
+                None => serde_json::from_str(raw.get()).map_err(not_json)?,
+            };
+            fields.insert(name, value);
         }
+        ModuleArgs::from_parts(&fields, users.as_deref())
     }
 
+    /// The arguments in `map`, all read as values (for the tests).
+    #[cfg(test)]
     pub fn from_map(map: &Map<String, Value>) -> Result<ModuleArgs, ArgsError> {
+        ModuleArgs::from_parts(map, None)
+    }
+
+    /// The arguments in `map`, where `users`, when given, is the list
+    /// `map["users"]` stands for, each user as its JSON text.
+    fn from_parts(
+        map: &Map<String, Value>,
+        users: Option<&[&RawValue]>,
+    ) -> Result<ModuleArgs, ArgsError> {
         hold_secret_arguments(map);
+        for user in users.unwrap_or_default() {
+            if let Ok(Value::Object(fields)) = serde_json::from_str(user.get()) {
+                hold_user_secrets(&fields);
+            }
+        }
         let top = Fields::top(map);
         let all_top_level: Vec<&str> = MODULE_PARAMETERS
             .iter()
@@ -315,7 +356,7 @@ impl ModuleArgs {
             },
         };
 
-        let users = read_users(&top)?;
+        let users = read_users(&top, users)?;
         let undeclared = read_undeclared(&top)?;
         Ok(ModuleArgs {
             homeserver,
@@ -368,7 +409,9 @@ fn default_token_cache_dir(
         .map(|base| base.join("matrix_user"))
 }
 
-fn read_users(top: &Fields) -> Result<Vec<DesiredUser>, ArgsError> {
+/// The declared users: `top`'s, or, when given, those of `listed` (each
+/// as its JSON text, read one at a time), which `top`'s `users` stands for.
+fn read_users(top: &Fields, listed: Option<&[&RawValue]>) -> Result<Vec<DesiredUser>, ArgsError> {
     let single_user_fields: Vec<&str> = USER_PARAMETERS
         .iter()
         .copied()
@@ -390,10 +433,19 @@ fn read_users(top: &Fields) -> Result<Vec<DesiredUser>, ArgsError> {
                     second: field.to_string(),
                 });
             }
-            let mut users = Vec::with_capacity(entries.len());
-            for (index, entry) in entries.iter().enumerate() {
+            let entries: Box<dyn Iterator<Item = Result<Cow<Value>, ArgsError>>> = match listed {
+                Some(listed) => Box::new(listed.iter().map(|raw| {
+                    serde_json::from_str(raw.get())
+                        .map(Cow::Owned)
+                        .map_err(|e| ArgsError::NotJson(e.to_string()))
+                })),
+                None => Box::new(entries.iter().map(|entry| Ok(Cow::Borrowed(entry)))),
+            };
+            let mut users = Vec::with_capacity(listed.map_or(entries.size_hint().0, <[_]>::len));
+            for (index, entry) in entries.enumerate() {
+                let entry = entry?;
                 let field = format!("users[{index}]");
-                let Value::Object(map) = entry else {
+                let Value::Object(map) = entry.as_ref() else {
                     return Err(ArgsError::WrongType {
                         field,
                         expected: "a mapping with username, password, admin, ...",
@@ -864,6 +916,17 @@ fn refuse_duplicates(users: &[DesiredUser]) -> Result<(), ArgsError> {
     Ok(())
 }
 
+/// Registers the secret arguments among `fields` (the top level's or one user's).
+fn hold_user_secrets(fields: &Map<String, Value>) {
+    for name in SECRET_PARAMETERS {
+        match fields.get(*name) {
+            Some(Value::String(value)) => hold(value),
+            Some(Value::Number(value)) => hold(&value.to_string()),
+            _ => {}
+        }
+    }
+}
+
 /// Registers every secret argument for masking before anything is parsed,
 /// so that an error about any field, found before the secret fields are
 /// read, masks them too. The password of a `user:password@` URL is one.
@@ -873,13 +936,7 @@ fn hold_secret_arguments(map: &Map<String, Value>) {
         _ => Vec::new(),
     };
     for fields in std::iter::once(map).chain(entries) {
-        for name in SECRET_PARAMETERS {
-            match fields.get(*name) {
-                Some(Value::String(value)) => hold(value),
-                Some(Value::Number(value)) => hold(&value.to_string()),
-                _ => {}
-            }
-        }
+        hold_user_secrets(fields);
     }
     for name in [
         "homeserver_url",
@@ -901,8 +958,21 @@ mod tests {
     use crate::secret::mask_secrets;
     use serde_json::json;
 
+    /// `value` read as Ansible gives it, from a file (where the users are
+    /// read one at a time), and checked to read the same as a tree of values.
     fn parse(value: Value) -> Result<ModuleArgs, ArgsError> {
-        ModuleArgs::from_map(value.as_object().unwrap())
+        static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let number = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "matrix-user-args-{}-{number}.json",
+            std::process::id()
+        ));
+        std::fs::write(&path, value.to_string()).unwrap();
+        let from_file = ModuleArgs::from_file(&path);
+        std::fs::remove_file(&path).unwrap();
+        let from_map = ModuleArgs::from_map(value.as_object().unwrap());
+        assert_eq!(format!("{from_file:?}"), format!("{from_map:?}"));
+        from_file
     }
 
     fn error(value: Value) -> String {
