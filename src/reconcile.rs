@@ -161,7 +161,12 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
     let server = backend.as_ref();
     let mut finished = stream::iter(declared.chain(undeclared).enumerate())
         .map(|(index, (desired, user, known))| async move {
-            let outcome = reconcile_user(server, &user, &desired, known, args.check_mode).await;
+            let mut outcome = reconcile_user(server, &user, &desired, known, args.check_mode).await;
+            if !args.diff {
+                // Only the diff shows them: 100,000 users need not keep them.
+                outcome.before = None;
+                outcome.after = None;
+            }
             (index, outcome)
         })
         .buffer_unordered(args.concurrency);
