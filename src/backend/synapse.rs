@@ -40,7 +40,10 @@ use crate::model::{
 use crate::plan::{same_emails, same_set};
 use crate::secret::Secret;
 
-const LIST_PAGE_SIZE: u64 = 1000;
+/// Synapse sorts its whole user list for every page (about 0.3 s at
+/// 100,000 users), so pages of 10,000 read 100,000 users ten times faster
+/// than pages of 1,000; each page is about 2.6 MB of JSON.
+const LIST_PAGE_SIZE: u64 = 10_000;
 /// How long the short-lived token used for a password check may live.
 const PASSWORD_CHECK_TOKEN_MS: u64 = 5 * 60 * 1000;
 /// Why a room that is not public may refuse a join
@@ -592,20 +595,20 @@ impl Synapse {
         let (start, limit) = (from.to_string(), LIST_PAGE_SIZE.to_string());
         let mut query = vec![("from", start.as_str()), ("limit", limit.as_str())];
         query.extend_from_slice(filters);
-        let reply = self.admin_get("/_synapse/admin/v2/users", &query).await?;
+        let mut reply = self.admin_get("/_synapse/admin/v2/users", &query).await?;
         if reply.status != StatusCode::OK {
             return Err(ServerError::refused("listing users", &reply));
         }
         let total = reply.body.get("total").and_then(Value::as_u64).unwrap_or(0);
-        let users = reply
-            .body
-            .get("users")
-            .and_then(Value::as_array)
-            .cloned()
-            .ok_or_else(|| ServerError::Unexpected {
-                what: "listing users".into(),
-                detail: "no users array".into(),
-            })?;
+        let users = match reply.body.get_mut("users").map(Value::take) {
+            Some(Value::Array(users)) => users,
+            _ => {
+                return Err(ServerError::Unexpected {
+                    what: "listing users".into(),
+                    detail: "no users array".into(),
+                })
+            }
+        };
         let next = match reply.body.get("next_token") {
             Some(next) if !users.is_empty() => Some(
                 next.as_u64()
@@ -803,8 +806,9 @@ impl AccountServer for Synapse {
         let Some(most) = list_budget(users.len()) else {
             return Ok(None);
         };
-        let wanted: HashMap<String, &UserId> = users.iter().map(|u| (u.to_string(), u)).collect();
-        let mut found = HashMap::new();
+        // Every declared user is of this server: known by its localpart.
+        let wanted: HashMap<&str, &UserId> = users.iter().map(|u| (u.localpart(), u)).collect();
+        let mut found = HashMap::with_capacity(users.len());
         let mut from = 0;
         loop {
             let filters = [
@@ -817,11 +821,13 @@ impl AccountServer for Synapse {
                 return Ok(None);
             }
             for entry in &page.users {
-                let name = entry
+                let localpart = entry
                     .get("name")
                     .and_then(Value::as_str)
-                    .unwrap_or_default();
-                if let Some(&user) = wanted.get(name) {
+                    .and_then(|name| name.strip_prefix('@'))
+                    .and_then(|name| name.strip_suffix(self.server_name.as_str()))
+                    .and_then(|name| name.strip_suffix(':'));
+                if let Some(&user) = localpart.and_then(|l| wanted.get(l)) {
                     found.insert(user.clone(), parse_account(entry));
                 }
             }
