@@ -4,6 +4,8 @@
 //! (`{username, locked: true}` or `{username, state: absent}`), reconciled
 //! like a declared user, so that check mode, diff and `changed` are the same.
 
+use std::collections::HashSet;
+
 use crate::matrix_id::UserId;
 use crate::model::{
     Account, DesiredUser, MasOptions, Restrictions, Seen, Undeclared, UndeclaredPolicy,
@@ -23,6 +25,8 @@ pub fn candidates(
     spared: &[&str],
     listed: Vec<(UserId, Account)>,
 ) -> Vec<(UserId, Account)> {
+    // A set: a server of 100,000 accounts, all declared, is checked in linear time.
+    let declared: HashSet<&UserId> = declared.iter().collect();
     listed
         .into_iter()
         .filter(|(user, account)| {
@@ -31,7 +35,7 @@ pub fn candidates(
                 || (policy.action == Undeclared::Lock
                     && account.restrictions.locked == Seen::Known(true));
             !done
-                && !declared.contains(user)
+                && !declared.contains(&user)
                 && !spared.contains(&localpart)
                 && !policy.ignore.iter().any(|p| p.is_match(localpart))
         })
