@@ -51,9 +51,10 @@ test: collection lint
     cargo test --quiet -- --test-threads 2
     molecule test --all
 
-# Measure N users against the server's limit and today's loop; writes docs/benchmarks.md
-bench N="200": build
-    python tools/bench/bench.py "$1"
+# Measure N users (default 200) against the server's limit and today's loop, or with
+# `--scale MAX` re-runs of 1,000, 10,000 and 100,000 users; writes docs/benchmarks.md
+bench *ARGS: build
+    python tools/bench/bench.py "$@"
 
 # Formatting, clippy and ansible-lint, all warnings fatal
 lint: setup
