@@ -503,6 +503,33 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_held_after_a_masking_is_masked_by_the_next() {
+        let _first = Secret::new("first-secret");
+        assert_eq!(
+            mask_secrets("first-secret second-secret"),
+            "******** second-secret"
+        );
+        let _second = Secret::new("second-secret");
+        assert_eq!(
+            mask_secrets("first-secret second-secret"),
+            "******** ********"
+        );
+    }
+
+    #[test]
+    fn every_one_of_many_secrets_is_masked_wherever_it_is() {
+        let held: Vec<Secret> = (0..2000)
+            .map(|i| Secret::new(format!("pw-{i}-{}", i * 7919 % 10007)))
+            .collect();
+        let text: String = held
+            .iter()
+            .rev()
+            .map(|secret| format!("[{}]", serde_json::to_string(secret.expose()).unwrap()))
+            .collect();
+        assert_eq!(mask_secrets(&text), "[\"********\"]".repeat(held.len()));
+    }
+
+    #[test]
     fn an_excerpt_is_cut_after_masking() {
         let password = "p".repeat(150) + &"q".repeat(150);
         let _held = Secret::new(password.clone());
