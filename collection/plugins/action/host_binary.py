@@ -75,6 +75,15 @@ class ActionModule(ActionBase):
         if not self._task.delegate_to:
             facts = task_vars.get('ansible_facts', {})
             if facts.get('system') and facts.get('architecture'):
+                for name in ('system', 'architecture'):
+                    if not isinstance(facts[name], str):
+                        raise AnsibleActionFail(
+                            f'the managed host\'s fact ansible_facts.{name} (ansible_{name}) is {facts[name]!r}, '
+                            f'which is not a string: a name such as '
+                            f'{"Linux" if name == "system" else "x86_64"!r} is expected. Something '
+                            'set it (set_fact, a fact cache, a custom facts module): remove that, '
+                            'or gather the facts again (ansible.builtin.setup).'
+                        )
                 return facts['system'], facts['architecture'], 'its facts'
         return self._uname()
 
