@@ -47,7 +47,7 @@ remove-local-homeserver: stop-local-homeserver
     rm -rf -- "${MATRIX_USER_LOCAL_HOMESERVER_DIR:-.local/synapse}"
 
 # Run every test: unit, integration against real servers, playbooks, Molecule
-test: collection lint
+test: collection lint lint-collection
     tools/install-dendrite >/dev/null
     cargo test --quiet -- --test-threads 2
     molecule test --all
@@ -55,6 +55,10 @@ test: collection lint
 # Measure N users against the server's limit and today's loop; writes docs/benchmarks.md
 bench N="200": build
     python tools/bench/bench.py "$1"
+
+# The built collection as Galaxy's importer, ansible-test sanity and ansible-lint (production) see it
+lint-collection: collection
+    tools/check-collection
 
 # Formatting, clippy and ansible-lint, all warnings fatal
 lint: setup
