@@ -72,12 +72,14 @@ class ActionModule(ActionBase):
                 f'{action}: the binary for this host, {os.path.join(BINARIES_DIR, binary)}, is missing. '
                 'Reinstall the collection; in a clone of its repository, run `tools/just build`.'
             )
-        # Found by its bare name, as a module in a role's library/ is: this
-        # lasts for this task only (each task runs in a worker process).
+        # Found as a module in a role's library/ is, through the loader's
+        # legacy paths (ansible.legacy: a task in a role of a collection
+        # searches only collections otherwise); this lasts for this task only
+        # (each task runs in a worker process of its own).
         self._shared_loader_obj.module_loader.add_directory(BINARIES_DIR)
         result.update(
             self._execute_module(
-                module_name=binary,
+                module_name=f'ansible.legacy.{binary}',
                 module_args=self._task.args.copy(),
                 task_vars=task_vars,
                 wrap_async=self._task.async_val,
