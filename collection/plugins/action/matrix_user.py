@@ -7,13 +7,15 @@ The module is a static binary per supported platform, in the collection's
 ``binaries/matrix_user_linux_aarch64``), documented by
 ``plugins/modules/matrix_user.py`` (documentation only). The binaries are
 kept out of ``plugins/modules/`` so that no tool that reads modules as text
-(ansible-doc, ansible-test sanity) has to read them. This action plugin, named as the
-module, finds the managed host's system and architecture, from its facts
-when the play gathered them, otherwise with one ``uname -sm`` over the
-connection (a binary module needs no Python on the host, so neither does
-this), and runs the matching binary as a binary module: Ansible copies it to
-the host and runs it there, with ``become`` when the task asks for it. A host
-of any other platform fails before anything is copied or run.
+(ansible-doc, ansible-test sanity) has to read them.
+
+This action plugin, named as the module, finds the managed host's system and
+architecture, from its facts when the play gathered them, otherwise with one
+``uname -sm`` over the connection (a binary module needs no Python on the
+host, so neither does this), and runs the matching binary as a binary
+module: Ansible copies it to the host and runs it there, with ``become``
+when the task asks for it. A host of any other platform fails before
+anything is copied or run.
 """
 
 from __future__ import annotations
