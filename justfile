@@ -19,12 +19,12 @@ default:
 setup:
     tools/bootstrap
 
-# Build the module as static binaries for x86_64 and aarch64, placed in collection/binaries/ (the collection in place)
+# Build the module as static binaries for x86_64 and aarch64, placed in library/ (collection/binaries links there)
 build: setup
     cargo build --quiet --release --target {{target}}
     cargo zigbuild --quiet --release --target {{arm_target}}
-    install -D -m 0755 target/{{target}}/release/matrix_user collection/binaries/matrix_user_linux_x86_64
-    install -D -m 0755 target/{{arm_target}}/release/matrix_user collection/binaries/matrix_user_linux_aarch64
+    install -D -m 0755 target/{{target}}/release/matrix_user library/matrix_user_linux_x86_64
+    install -D -m 0755 target/{{arm_target}}/release/matrix_user library/matrix_user_linux_aarch64
 
 # Build the Ansible collection matrix_user.matrix into target/ and print its size
 collection: build

@@ -27,10 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.path.join(ROOT, ".venv", "bin")
-# The binaries the collection ships, both built by `just build` into the
-# collection in place.
+# The binaries the collection ships, both built by `just build` into library/.
 SHIPPED_BINARIES = {
-    arch: os.path.join(ROOT, "collection", "binaries", f"matrix_user_linux_{arch}") for arch in ("x86_64", "aarch64")
+    arch: os.path.join(ROOT, "library", f"matrix_user_linux_{arch}") for arch in ("x86_64", "aarch64")
 }
 MODULE = SHIPPED_BINARIES["x86_64"]
 BASELINE_SAMPLE = 20
