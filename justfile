@@ -19,11 +19,12 @@ default:
 setup:
     tools/bootstrap
 
-# Build the module as static binaries for x86_64 (placed in library/) and aarch64
+# Build the module as static binaries for x86_64 and aarch64, placed in library/ (collection/binaries links there)
 build: setup
     cargo build --quiet --release --target {{target}}
-    install -m 0755 target/{{target}}/release/matrix_user library/matrix_user
     cargo zigbuild --quiet --release --target {{arm_target}}
+    install -D -m 0755 target/{{target}}/release/matrix_user library/matrix_user_linux_x86_64
+    install -D -m 0755 target/{{arm_target}}/release/matrix_user library/matrix_user_linux_aarch64
 
 # Build the Ansible collection matrix_user.matrix into target/ and print its size
 collection: build
@@ -46,7 +47,7 @@ remove-local-homeserver: stop-local-homeserver
     rm -rf -- "${MATRIX_USER_LOCAL_HOMESERVER_DIR:-.local/synapse}"
 
 # Run every test: unit, integration against real servers, playbooks, Molecule
-test: collection lint
+test: collection lint lint-collection
     tools/install-dendrite >/dev/null
     cargo test --quiet -- --test-threads 2
     molecule test --all
@@ -55,6 +56,10 @@ test: collection lint
 # `--scale MAX` re-runs of 1,000, 10,000 and 100,000 users; writes docs/benchmarks.md
 bench *ARGS: build
     python tools/bench/bench.py "$@"
+
+# The built collection as Galaxy's importer, ansible-test sanity and ansible-lint (production) see it
+lint-collection: collection
+    tools/check-collection
 
 # Formatting, clippy and ansible-lint, all warnings fatal
 lint: setup

@@ -35,12 +35,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VENV = os.path.join(ROOT, ".venv", "bin")
-MODULE = os.path.join(ROOT, "library", "matrix_user")
-# The binaries the collection ships, both built by `just build`.
+# The binaries the collection ships, both built by `just build` into library/.
 SHIPPED_BINARIES = {
-    "x86_64": MODULE,
-    "aarch64": os.path.join(ROOT, "target", "aarch64-unknown-linux-musl", "release", "matrix_user"),
+    arch: os.path.join(ROOT, "library", f"matrix_user_linux_{arch}") for arch in ("x86_64", "aarch64")
 }
+MODULE = SHIPPED_BINARIES["x86_64"]
 BASELINE_SAMPLE = 20
 
 
@@ -155,7 +154,7 @@ def run_playbook(playbook, extra_vars, workdir):
     path = os.path.join(workdir, "vars.json")
     with open(path, "w") as f:
         json.dump(dict(extra_vars, ansible_python_interpreter=os.path.join(VENV, "python")), f)
-    env = dict(os.environ, ANSIBLE_LIBRARY=os.path.join(ROOT, "library"), PATH=VENV + ":" + os.environ["PATH"])
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "collections"), PATH=VENV + ":" + os.environ["PATH"])
     started = time.monotonic()
     subprocess.run(
         [os.path.join(VENV, "ansible-playbook"), "-i", "localhost,", os.path.join(ROOT, "tools/bench", playbook), "-e", f"@{path}"],

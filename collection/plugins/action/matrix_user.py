@@ -1,13 +1,17 @@
-# Copyright: matrix_user maintainers
-# Apache License 2.0 (see the collection's galaxy.yml)
-"""Runs the build of a binary module that fits the managed host.
+# Copyright: matrix_user team
+# Apache License 2.0 (see the collection's LICENSE)
+"""Runs the build of the compiled module matrix_user that fits the managed host.
 
-The collection ships one static binary per supported platform for each of
-its binary modules, named ``<module>_<system>_<arch>`` (for example
-``matrix_user_linux_aarch64``); meta/runtime.yml routes the module's name
-(``matrix_user``) to this action plugin. It finds the managed host's system
-and architecture, from its facts when the play gathered them, otherwise with
-one ``uname -sm`` over the connection (a binary module needs no Python on the
+The module is a static binary per supported platform, in the collection's
+``binaries/`` folder as ``matrix_user_<system>_<arch>`` (for example
+``binaries/matrix_user_linux_aarch64``), documented by
+``plugins/modules/matrix_user.py`` (documentation only). The binaries are
+kept out of ``plugins/modules/`` so that no tool that reads modules as text
+(ansible-doc, ansible-test sanity) has to read them.
+
+This action plugin, named as the module, finds the managed host's system and
+architecture, from its facts when the play gathered them, otherwise with one
+``uname -sm`` over the connection (a binary module needs no Python on the
 host, so neither does this), and runs the matching binary as a binary
 module: Ansible copies it to the host and runs it there, with ``become``
 when the task asks for it. A host of any other platform fails before
@@ -16,8 +20,15 @@ anything is copied or run.
 
 from __future__ import annotations
 
+import os
+
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+
+MODULE = 'matrix_user'
+
+# <collection>/binaries, from <collection>/plugins/action/matrix_user.py.
+BINARIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'binaries')
 
 # The platforms the collection ships a binary for, as <system>_<arch>.
 SUPPORTED_PLATFORMS = ('linux_x86_64', 'linux_aarch64')
@@ -57,10 +68,20 @@ class ActionModule(ActionBase):
                 'platform (delegate_to), or build the module for this one from its source.'
             )
 
-        module = f'{action}_{platform}'
+        binary = f'{MODULE}_{platform}'
+        if not os.path.isfile(os.path.join(BINARIES_DIR, binary)):
+            raise AnsibleActionFail(
+                f'{action}: the binary for this host, {os.path.join(BINARIES_DIR, binary)}, is missing. '
+                'Reinstall the collection; in a clone of its repository, run `tools/just build`.'
+            )
+        # Found as a module in a role's library/ is, through the loader's
+        # legacy paths (ansible.legacy: a task in a role of a collection
+        # searches only collections otherwise); this lasts for this task only
+        # (each task runs in a worker process of its own).
+        self._shared_loader_obj.module_loader.add_directory(BINARIES_DIR)
         result.update(
             self._execute_module(
-                module_name=module,
+                module_name=f'ansible.legacy.{binary}',
                 module_args=self._task.args.copy(),
                 task_vars=task_vars,
                 wrap_async=self._task.async_val,
@@ -75,6 +96,15 @@ class ActionModule(ActionBase):
         if not self._task.delegate_to:
             facts = task_vars.get('ansible_facts', {})
             if facts.get('system') and facts.get('architecture'):
+                for name in ('system', 'architecture'):
+                    if not isinstance(facts[name], str):
+                        raise AnsibleActionFail(
+                            f'the managed host\'s fact ansible_facts.{name} (ansible_{name}) is {facts[name]!r}, '
+                            f'which is not a string: a name such as '
+                            f'{"Linux" if name == "system" else "x86_64"!r} is expected. Something '
+                            'set it (set_fact, a fact cache, a custom facts module): remove that, '
+                            'or gather the facts again (ansible.builtin.setup).'
+                        )
                 return facts['system'], facts['architecture'], 'its facts'
         return self._uname()
 
