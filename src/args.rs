@@ -552,38 +552,10 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
 /// Synapse's limit (`MAX_EMAIL_ADDRESS_LENGTH` in synapse/util/threepids.py).
 const EMAIL_MAX_CHARS: usize = 500;
 
-/// Ranges holding every character whose Unicode case folding (Python's
-/// `str.casefold`, which Synapse applies to an address's local part) is not
-/// its lowercase: `ß` folds to `ss`, some Greek symbols, ligatures,
-/// Cherokee. Refused, so that the address compared is the one Synapse stores.
-const FOLDED_UNLIKE_LOWERCASE: &[(char, char)] = &[
-    ('\u{b5}', '\u{b5}'),
-    ('\u{df}', '\u{df}'),
-    ('\u{149}', '\u{149}'),
-    ('\u{17f}', '\u{17f}'),
-    ('\u{1f0}', '\u{1f0}'),
-    ('\u{345}', '\u{345}'),
-    ('\u{390}', '\u{390}'),
-    ('\u{3b0}', '\u{3b0}'),
-    ('\u{3c2}', '\u{3c2}'),
-    ('\u{3d0}', '\u{3d1}'),
-    ('\u{3d5}', '\u{3d6}'),
-    ('\u{3f0}', '\u{3f1}'),
-    ('\u{3f5}', '\u{3f5}'),
-    ('\u{587}', '\u{587}'),
-    ('\u{13a0}', '\u{13fd}'),
-    ('\u{1c80}', '\u{1c88}'),
-    ('\u{1e96}', '\u{1e9e}'),
-    ('\u{1f50}', '\u{1f56}'),
-    ('\u{1f80}', '\u{1fff}'),
-    ('\u{ab70}', '\u{abbf}'),
-    ('\u{fb00}', '\u{fb17}'),
-];
-
-/// The addresses `emails` declares, each in the form Synapse stores
-/// (`canonicalise_email` in synapse/util/threepids.py: the local part case
-/// folded, the domain lowercased), refused by field name when one is not an
-/// address at all or two are the same address.
+/// The addresses `emails` declares, as given (trimmed), refused by field
+/// name when one is not an address at all. Each server's backend puts them
+/// in the form it keeps them in, and refuses one given twice, by its own
+/// comparison (`AccountServer::email_form`).
 fn read_emails(fields: &Fields) -> Result<Option<Vec<String>>, ArgsError> {
     let Some(items) = read_list(fields, "emails", "a list of e-mail addresses")? else {
         return Ok(None);
@@ -600,8 +572,8 @@ fn read_emails(fields: &Fields) -> Result<Option<Vec<String>>, ArgsError> {
             Value::String(address) => address.trim(),
             other => return Err(not_accepted(&other.to_string(), "an e-mail address")),
         };
-        let (local, domain) = match address.split_once('@') {
-            Some((local, domain)) if !local.is_empty() && !domain.contains('@') => (local, domain),
+        let domain = match address.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.contains('@') => domain,
             _ => {
                 return Err(not_accepted(
                     address,
@@ -615,21 +587,7 @@ fn read_emails(fields: &Fields) -> Result<Option<Vec<String>>, ArgsError> {
         {
             return Err(not_accepted(address, &format!("an e-mail address of at most {EMAIL_MAX_CHARS} characters, without spaces, with a domain such as example.com after the @")));
         }
-        if local.chars().any(|c| {
-            FOLDED_UNLIKE_LOWERCASE
-                .iter()
-                .any(|&(low, high)| (low..=high).contains(&c))
-        }) {
-            return Err(not_accepted(
-                address,
-                "the address case folded (ss for ß, for example), the form in which it is stored and compared",
-            ));
-        }
-        let canonical = format!("{}@{}", local.to_lowercase(), domain.to_lowercase());
-        if let Some(first) = emails.iter().position(|e| *e == canonical) {
-            return Err(not_accepted(address, &format!("each address once: it is {}[{first}] again (addresses are compared without regard to the case of letters)", fields.name("emails"))));
-        }
-        emails.push(canonical);
+        emails.push(address.to_string());
     }
     Ok(Some(emails))
 }
@@ -1453,14 +1411,14 @@ mod tests {
     }
 
     #[test]
-    fn emails_are_addresses_in_synapses_canonical_form_each_once() {
+    fn emails_are_addresses_kept_as_given() {
         let user = |emails: Value| {
             with(json!({"users": [{"username": "a"}, {"username": "b", "emails": emails}]}))
         };
         let read = |emails: Value| parse(user(emails)).unwrap().users[1].emails.clone();
         assert_eq!(
             read(json!([" Alice.Ä@Example.COM ", "b@x"])),
-            Some(vec!["alice.ä@example.com".to_string(), "b@x".to_string()])
+            Some(vec!["Alice.Ä@Example.COM".to_string(), "b@x".to_string()])
         );
         assert_eq!(read(json!([])), Some(vec![]));
         assert_eq!(read(Value::Null), None);
@@ -1476,11 +1434,6 @@ mod tests {
         refused(json!(["a b@x"]), "without spaces");
         refused(json!(["a@x..com"]), "a domain such as example.com");
         refused(json!([5]), "an e-mail address");
-        refused(json!(["straße@x"]), "case folded (ss for ß");
-        refused(
-            json!(["A@X", "a@x"]),
-            "each address once: it is users[1].emails[0] again",
-        );
         refused(
             json!([format!("{}@x", "a".repeat(500))]),
             "at most 500 characters",

@@ -129,7 +129,8 @@ pub struct DesiredUser {
     /// (`ratelimit: default`) means none, so the server's limits apply.
     pub ratelimit: Option<Option<Ratelimit>>,
     /// Exactly the e-mail addresses the account must have (Synapse's
-    /// threepids), in canonical form: `Some(vec![])` removes all.
+    /// threepids), in the form the server keeps them in (see
+    /// [`crate::reconcile`]): `Some(vec![])` removes all.
     pub emails: Option<Vec<String>>,
     /// Exactly the SSO identities the account must have: `Some(vec![])` removes all.
     pub external_ids: Option<Vec<ExternalId>>,

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use futures_util::{stream, StreamExt};
 use tokio::sync::Semaphore;
 
-use crate::args::ModuleArgs;
+use crate::args::{ArgsError, ModuleArgs};
 use crate::backend::dendrite::Dendrite;
 use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
@@ -78,6 +78,10 @@ async fn reconcile_on<S: AccountServer + 'static>(args: &ModuleArgs) -> Report {
     if let Err(message) = refuse_service_account::<S>(args) {
         return Report::fatal(message);
     }
+    let args = &match in_server_forms::<S>(args) {
+        Ok(args) => args,
+        Err(message) => return Report::fatal(message),
+    };
     let http = match Http::new(&args.server) {
         Ok(http) => http,
         Err(error) => return Report::fatal(error.to_string()),
@@ -114,6 +118,58 @@ fn refuse_service_account<S: AccountServer>(args: &ModuleArgs) -> Result<(), Str
         true => Ok(()),
         false => Err(refused.join("; ")),
     }
+}
+
+/// The declaration with each e-mail address in the form the server `S`
+/// keeps it in ([`AccountServer::email_form`]). An address declared twice
+/// (as `S` compares them), for one user or for two, is refused by field
+/// name before anything is sent: only one account can hold it, so the run
+/// could not make both declarations true.
+fn in_server_forms<S: AccountServer>(args: &ModuleArgs) -> Result<ModuleArgs, String> {
+    let mut args = args.clone();
+    // Each address so far: the user's index, its field, its form.
+    let mut declared: Vec<(usize, String, String)> = Vec::new();
+    for (index, user) in args.users.iter_mut().enumerate() {
+        let (emails_field, email_field) = (user.field_name("emails"), user.field_name("email"));
+        let listed = user.emails.iter_mut().flatten().enumerate();
+        let fields = listed
+            .map(|(i, email)| (format!("{emails_field}[{i}]"), email))
+            .chain(
+                user.email
+                    .as_mut()
+                    .map(|email| (email_field.clone(), email)),
+            );
+        for (field, email) in fields {
+            let not_accepted = |accepted: String| {
+                ArgsError::NotAccepted {
+                    field: field.clone(),
+                    value: email.clone(),
+                    accepted,
+                }
+                .to_string()
+            };
+            let form = S::email_form(email).map_err(not_accepted)?;
+            let first = declared
+                .iter()
+                .find(|(_, _, other)| S::same_email(other, &form));
+            match first {
+                Some((first, other, _)) if *first == index => {
+                    return Err(not_accepted(format!(
+                        "each address once: it is {other} again (the server compares addresses without regard to the case of letters)"
+                    )))
+                }
+                Some((_, other, _)) => {
+                    return Err(not_accepted(format!(
+                        "each address for one user only: {other} declares it too (the server compares addresses without regard to the case of letters)"
+                    )))
+                }
+                None => {}
+            }
+            declared.push((index, field, form.clone()));
+            *email = form;
+        }
+    }
+    Ok(args)
 }
 
 /// Makes every declared user match its declaration, `concurrency` at a time.
@@ -310,18 +366,24 @@ async fn reconcile_user<B: AccountServer>(
         });
         let applied = match &creation_password {
             Some(password) => create(backend, user, desired, password, &outcome.changes).await,
-            None => backend.update(user, desired, &outcome.changes).await,
+            None => backend
+                .update(user, desired, &outcome.changes)
+                .await
+                .map_err(|error| {
+                    let landed = error.landed().to_vec();
+                    (error, landed)
+                }),
         };
         match applied {
             Ok(()) => break,
-            Err(ServerError::CreatedMeanwhile { .. }) if pass == 0 => continue,
-            Err(ServerError::RegistrationUnanswered { .. }) if pass == 0 => {
+            Err((ServerError::CreatedMeanwhile { .. }, _)) if pass == 0 => continue,
+            Err((ServerError::RegistrationUnanswered { .. }, _)) if pass == 0 => {
                 unanswered_creation = creation_password;
                 continue;
             }
-            Err(error) => {
+            Err((error, landed)) => {
                 outcome.error = Some(error.to_string());
-                outcome.landed = error.landed().to_vec();
+                outcome.landed = landed;
                 // Some steps may have landed before the failure: say so, and
                 // count the user as changed, rather than hide them.
                 let now = backend.account(user, desired).await;
@@ -343,23 +405,29 @@ async fn reconcile_user<B: AccountServer>(
 }
 
 /// Creates `user`, then applies what creation cannot set (the restrictions
-/// declared for it), the rest of `changes`.
+/// declared for it), the rest of `changes`. A failure comes with the
+/// changes that landed before it: the creation, once it was made.
 async fn create<B: AccountServer>(
     backend: &B,
     user: &UserId,
     desired: &DesiredUser,
     password: &Secret,
     changes: &[Change],
-) -> Result<(), ServerError> {
-    backend.create(user, desired, password).await?;
-    let rest: Vec<Change> = changes
+) -> Result<(), (ServerError, Vec<Change>)> {
+    if let Err(error) = backend.create(user, desired, password).await {
+        let landed = error.landed().to_vec();
+        return Err((error, landed));
+    }
+    let (created, rest): (Vec<Change>, Vec<Change>) = changes
         .iter()
-        .filter(|c| !matches!(c, Change::Create { .. }))
         .cloned()
-        .collect();
+        .partition(|c| matches!(c, Change::Create { .. }));
     match rest.is_empty() {
         true => Ok(()),
-        false => backend.update(user, desired, &rest).await,
+        false => backend.update(user, desired, &rest).await.map_err(|error| {
+            let landed = created.into_iter().chain(error.landed().to_vec()).collect();
+            (error, landed)
+        }),
     }
 }
 

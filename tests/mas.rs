@@ -969,12 +969,12 @@ fn an_sso_user_is_created_without_a_password_and_its_links_kept_exactly() {
     let check = s.mas_module(check_mode(moved.clone()));
     assert_eq!(
         check.assert_changed().actions(0),
-        ["upstream link removed", "upstream link added"]
+        ["upstream link added", "upstream link removed"]
     );
     let run = s.mas_module(moved.clone());
     assert_eq!(
         run.assert_changed().actions(0),
-        ["upstream link removed", "upstream link added"]
+        ["upstream link added", "upstream link removed"]
     );
     assert_eq!(
         run.diff_of(0, "upstream_links"),
@@ -1470,14 +1470,17 @@ fn an_address_of_another_user_fails_naming_it_and_changes_nothing() {
     .assert_changed();
     let taking = json!({"username": "mail-taker",
                         "emails": ["own@example.com", "extra@example.com", "Held@Example.com"]});
-    let taken = "the e-mail address held@example.com already belongs to another MAS user";
+    // Named as declared: MAS keeps addresses as given.
+    let taken_as_declared =
+        "the e-mail address Held@Example.com already belongs to another MAS user";
     s.mas_module(check_mode(taking.clone()))
-        .assert_failed_with(taken);
-    s.mas_module(taking).assert_failed_with(taken);
+        .assert_failed_with(taken_as_declared);
+    s.mas_module(taking).assert_failed_with(taken_as_declared);
     assert_eq!(s.mas_emails("mail-taker"), ["own@example.com"]);
     assert_eq!(s.mas_emails("mail-holder"), ["held@example.com"]);
 
     // A user the run would create is not created.
+    let taken = "the e-mail address held@example.com already belongs to another MAS user";
     let new = json!({"username": "mail-newcomer", "password": "mail newcomer granite fjord",
                      "emails": ["held@example.com"]});
     s.mas_module(check_mode(new.clone()))
@@ -1531,6 +1534,9 @@ fn many_users_emails_are_read_from_the_list_and_kept_exactly() {
     users[3]["emails"] = json!(["listed3@example.com", "third@example.net"]);
     users[4]["emails"] = json!([]);
     users[5]["emails"] = json!(["listed5@example.com", "listed6@example.org"]);
+    // Declared for two users in one run, it would be refused before anything
+    // is sent; here listed06 holds it without declaring it.
+    users[6].as_object_mut().unwrap().remove("emails");
     let run = s.mas_module(json!({"users": users}));
     run.assert_failed_with(
         "the e-mail address listed6@example.org already belongs to another MAS user",
@@ -1650,5 +1656,127 @@ fn access_token_file_in_a_folder_that_cannot_be_written_is_refused_before_the_us
         }
     }
     assert!(s.mas_user("immutable-bot").is_none());
+    s.assert_no_contract_violations();
+}
+
+/// Issue 21, item 10: MAS accepts several links to one provider for one
+/// user, so a link is replaced by adding the new one before removing the
+/// old; a subject another user holds is found before anything is written,
+/// in check mode too, and the user keeps the link it logs in with.
+#[test]
+fn a_subject_another_user_holds_is_refused_before_any_write_and_links_are_added_first() {
+    let s = Server::start("mas", &["--upstream-provider", "Corporate SSO"]);
+    let corporate = s.mas_provider_id("Corporate SSO");
+    let link = |subject: &str| json!([{"provider": "Corporate SSO", "subject": subject}]);
+    s.mas_module(json!({"users": [
+        {"username": "sso-holder", "upstream_links": link("held-1")},
+        {"username": "sso-mover", "upstream_links": link("own-1")}]}))
+        .assert_changed();
+
+    let taken = "the subject \"held-1\" of the upstream provider \"Corporate SSO\" is already linked to another MAS user";
+    let mover = json!({"username": "sso-mover", "upstream_links": link("held-1")});
+    s.mas_module(check_mode(mover.clone()))
+        .assert_failed_with(taken);
+    let writes_before = writes(&s);
+    let run = s.mas_module(mover);
+    run.assert_failed_with(taken);
+    assert_eq!(run.actions(0), Vec::<String>::new());
+    assert_eq!(run.output["changed"], json!(false));
+    assert_eq!(writes(&s), writes_before, "a write was sent");
+    assert_eq!(
+        s.mas_upstream_links("sso-mover"),
+        [(corporate.clone(), "own-1".to_string())]
+    );
+
+    let newcomer = json!({"username": "sso-newcomer", "upstream_links": link("held-1")});
+    s.mas_module(check_mode(newcomer.clone()))
+        .assert_failed_with(taken);
+    let run = s.mas_module(newcomer);
+    run.assert_failed_with(taken);
+    assert_eq!(run.actions(0), Vec::<String>::new());
+    assert!(s.mas_user("sso-newcomer").is_none());
+
+    // A free subject replaces the old one: added first, then the old removed.
+    let log_start = s.mas_request_log().len();
+    let run = s.mas_module(json!({"username": "sso-mover", "upstream_links": link("own-2")}));
+    assert_eq!(
+        run.assert_changed().actions(0),
+        ["upstream link added", "upstream link removed"]
+    );
+    let order: Vec<Value> = s.mas_request_log()[log_start..]
+        .iter()
+        .filter(|e| e["method"] != json!("GET") && e["path"] != json!("/oauth2/token"))
+        .map(|e| e["operation"].clone())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            json!("addUpstreamOAuthLink"),
+            json!("deleteUpstreamOAuthLink")
+        ]
+    );
+    assert_eq!(
+        s.mas_upstream_links("sso-mover"),
+        [(corporate, "own-2".to_string())]
+    );
+    s.assert_no_contract_violations();
+}
+
+/// The admin API writes the contract server logged so far.
+fn writes(s: &Server) -> usize {
+    s.mas_request_log()
+        .iter()
+        .filter(|e| {
+            e["method"] != json!("GET") && e["path"].as_str().unwrap().starts_with("/api/admin/v1/")
+        })
+        .count()
+}
+
+/// Issue 21, item 6: a new user whose later step fails lists its creation.
+#[test]
+fn a_creation_that_landed_is_listed_when_a_later_step_fails() {
+    let s = mas();
+    let proxy = harness::FaultProxy::start(
+        &s.url,
+        json!([{"method": "POST", "path": "/api/admin/v1/user-emails", "action": "fail_500"}]),
+    );
+    let mut args = json!({"username": "landed-mas", "password": "landed ferry granite 7",
+                          "emails": ["landed-mas@example.com"]});
+    args["mas_url"] = json!(proxy.url);
+    let run = s.mas_module(args);
+    run.assert_failed_with("landed-mas@example.com");
+    assert_eq!(run.actions(0), ["created"]);
+    assert_eq!(run.output["changed"], json!(true));
+    assert!(s.mas_user("landed-mas").is_some());
+}
+
+/// Issue 21, item 11: `email` and `emails` keep an address as given (MAS
+/// stores it so and compares without regard to case), and a MAS whose
+/// version is no release number is not taken for one older than 1.18.
+#[test]
+fn emails_keep_the_case_given_like_email() {
+    let s = mas();
+    let user = json!({"username": "mixed-case", "password": "mixed case ferry 9",
+                      "emails": ["Mixed.Case@Example.com"]});
+    s.mas_module(user).assert_changed();
+    assert_eq!(s.mas_emails("mixed-case"), ["Mixed.Case@Example.com"]);
+    s.mas_module(json!({"username": "mixed-case", "emails": ["mixed.case@example.COM"]}))
+        .assert_unchanged();
+    s.assert_no_contract_violations();
+}
+
+#[test]
+fn a_mas_without_a_release_version_takes_display_names() {
+    // What MAS reports when built without git metadata (vergen's placeholder).
+    let s = Server::start("mas", &["--mas-version", "VERGEN_IDEMPOTENT_OUTPUT"]);
+    let run = s.mas_module(
+        json!({"username": "unversioned", "password": "unversioned ferry 5",
+                                  "displayname": "Un Versioned"}),
+    );
+    assert_eq!(run.assert_changed().actions(0), ["created"]);
+    assert_eq!(
+        s.mas_homeserver_displayname("unversioned"),
+        json!("Un Versioned")
+    );
     s.assert_no_contract_violations();
 }

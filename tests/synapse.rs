@@ -1485,12 +1485,13 @@ fn an_address_or_identity_of_another_user_is_not_taken_from_it() {
         .assert_failed_with(&format!(
             "the SSO identity held at oidc-github belongs to {holder}"
         ));
-    // A new user is created first; its address is then refused all the same.
+    // A new user is refused before it is created.
     s.module(json!({"username": "new-taker", "password": "new-taker-pw",
                     "emails": ["held@example.com"]}))
         .assert_failed_with(&format!(
             "the e-mail address held@example.com belongs to {holder}"
         ));
+    assert!(s.synapse_user("new-taker").is_none());
     assert_eq!(
         s.synapse_user_by_email("held@example.com"),
         Some(holder.clone())
@@ -1499,6 +1500,117 @@ fn an_address_or_identity_of_another_user_is_not_taken_from_it() {
         s.synapse_user_by_external_id("oidc-github", "held"),
         Some(holder)
     );
+}
+
+/// Synapse keeps an address with its local part case folded (Python's
+/// `str.casefold` in `canonicalise_email`), which turns a capital sigma into
+/// σ wherever it stands, where a lowercasing turns a word-final one into ς.
+#[test]
+fn addresses_are_folded_as_synapse_folds_them() {
+    let s = synapse();
+    let nikos =
+        json!({"username": "nikos", "password": "nikos-pw", "emails": ["ΝΙΚΟΣ@Example.GR"]});
+    assert_eq!(
+        s.module(nikos.clone()).assert_changed().actions(0),
+        ["created", "emails changed"]
+    );
+    assert_eq!(
+        s.synapse_user_by_email("νικοσ@example.gr"),
+        Some(s.user_id("nikos"))
+    );
+    s.module(nikos).assert_unchanged();
+    s.module(json!({"username": "nikos", "emails": ["νικος@example.gr"]}))
+        .assert_unchanged();
+
+    // Set through Synapse's own API, which folds it.
+    s.module(json!({"username": "odysseas", "password": "odysseas-pw"}))
+        .assert_changed();
+    s.put_synapse_user(
+        "odysseas",
+        json!({"threepids": [{"medium": "email", "address": "ΟΔΥΣΣΕΑΣ@example.gr"}]}),
+    );
+    let holder = s.user_id("odysseas");
+    assert_eq!(
+        s.synapse_user_by_email("οδυσσεασ@example.gr"),
+        Some(holder.clone())
+    );
+    let taker = json!({"username": "odysseas-taker", "password": "taker-pw",
+                       "emails": ["ΟΔΥΣΣΕΑΣ@example.gr"]});
+    let taken = format!("the e-mail address οδυσσεασ@example.gr belongs to {holder}");
+    s.module(check_mode(taker.clone()))
+        .assert_failed_with(&taken);
+    let run = s.module(taker);
+    run.assert_failed_with(&taken);
+    assert_eq!(run.actions(0), Vec::<String>::new());
+    assert!(s.synapse_user("odysseas-taker").is_none());
+    assert_eq!(s.synapse_user_by_email("οδυσσεασ@example.gr"), Some(holder));
+    // ß folds to ss: declared either way, it is one address.
+    let strasse =
+        json!({"username": "odysseas", "emails": ["ΟΔΥΣΣΕΑΣ@example.gr", "Straße@example.de"]});
+    s.module(strasse).assert_changed();
+    assert_eq!(
+        s.synapse_user_by_email("strasse@example.de"),
+        Some(s.user_id("odysseas"))
+    );
+    s.module(
+        json!({"username": "odysseas", "emails": ["οδυσσεας@example.gr", "STRASSE@example.de"]}),
+    )
+    .assert_unchanged();
+}
+
+/// Two users declaring one address (as Synapse folds it) would both be
+/// reported fine while only one holds it: refused before anything is sent.
+#[test]
+fn one_address_declared_for_two_users_is_refused_before_anything_is_sent() {
+    let s = synapse();
+    let args = json!({"concurrency": 2, "users": [
+        {"username": "twin-0", "password": "twin-pw", "emails": ["twin-0@example.com", "Twin@Example.com"]},
+        {"username": "twin-1", "password": "twin-pw", "emails": ["twin@example.com"]}]});
+    s.module(args).assert_failed_with(
+        "users[1].emails[0]: \"twin@example.com\" is not accepted; use each address for one user only: users[0].emails[1] declares it too",
+    );
+    let greek = json!({"users": [
+        {"username": "twin-0", "password": "twin-pw", "emails": ["ΣΑΣ@example.gr"]},
+        {"username": "twin-1", "password": "twin-pw", "emails": ["σας@example.gr"]}]});
+    s.module(greek)
+        .assert_failed_with("users[1].emails[0]: \"σας@example.gr\" is not accepted");
+    for i in 0..2 {
+        assert!(s.synapse_user(&format!("twin-{i}")).is_none());
+    }
+}
+
+/// What landed before a user's failure is listed, a creation first of all;
+/// an identity another account holds fails a new user before it is created.
+#[test]
+fn a_creation_that_landed_is_listed_when_a_later_step_fails() {
+    let s = synapse();
+    let patio = s.create_room("public_chat", "landing-patio");
+    let run = s.module(json!({"username": "landed-guest", "password": "landed-pw",
+                              "rooms": ["#landing-patio:localhost", "#nowhere-landing:localhost"]}));
+    run.assert_failed_with("#nowhere-landing:localhost cannot be joined");
+    assert_eq!(run.actions(0), ["created"]);
+    assert!(s.room_members(&patio).contains(&s.user_id("landed-guest")));
+
+    s.module(json!({"username": "sso-holder", "password": "holder-pw",
+                    "external_ids": [github("landing")]}))
+        .assert_changed();
+    let taker = json!({"username": "sso-taker", "password": "taker-pw",
+                       "external_ids": [github("landing")]});
+    let taken = format!(
+        "the SSO identity landing at oidc-github belongs to {}",
+        s.user_id("sso-holder")
+    );
+    s.module(check_mode(taker.clone()))
+        .assert_failed_with(&taken);
+    let run = s.module(taker);
+    run.assert_failed_with(&taken);
+    assert_eq!(run.actions(0), Vec::<String>::new());
+    assert!(s.synapse_user("sso-taker").is_none());
+}
+
+fn check_mode(mut args: Value) -> Value {
+    args["_ansible_check_mode"] = json!(true);
+    args
 }
 
 /// Bad emails and external_ids fail naming the field, before any request.

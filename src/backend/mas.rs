@@ -329,13 +329,16 @@ impl Mas {
     /// Fails when an address `desired` declares, which `held` (the user's
     /// own, `owner` its ID when it exists) lacks, belongs to another MAS
     /// user. Asked at the read, so that check mode predicts the failure and
-    /// nothing of the user is written.
+    /// nothing of the user is written. Returns the held addresses MAS's
+    /// lookup found for a declared one that the module's comparison missed
+    /// (MAS compares in its database), each ID with the declared address.
     async fn refuse_taken_emails(
         &self,
         desired: &DesiredUser,
         owner: Option<&str>,
         held: &[MasEmail],
-    ) -> Result<(), ServerError> {
+    ) -> Result<Vec<(String, String)>, ServerError> {
+        let mut found_by_mas = Vec::new();
         for email in declared_emails(desired).filter(|e| !holds(held, e)) {
             let what = format!("looking up the e-mail address {email}");
             let query = [("filter[email]", email.as_str()), ("page[first]", "1")];
@@ -349,15 +352,16 @@ impl Mas {
                 .and_then(Value::as_array)
                 .ok_or_else(|| unexpected(&what, "no data array"))?;
             for item in listed {
-                let (holder, _) = parse_email(item, &what)?;
+                let (holder, found) = parse_email(item, &what)?;
                 if Some(holder.as_str()) != owner {
                     return Err(ServerError::Mas(MasError::EmailInUse {
                         email: email.clone(),
                     }));
                 }
+                found_by_mas.push((found.id, email.clone()));
             }
         }
-        Ok(())
+        Ok(found_by_mas)
     }
 
     /// Every item of a list, of one user's when `user_id` is given.
@@ -525,6 +529,60 @@ impl Mas {
             .collect()
     }
 
+    /// Fails when a link `desired` declares, which `found` (the user, when
+    /// it exists) lacks, has a subject MAS links to another user: MAS would
+    /// refuse to add it (409), and a run that removed the user's other links
+    /// first would leave it unable to log in. Asked at the read, so that
+    /// check mode predicts the failure and nothing of the user is written.
+    async fn refuse_taken_links(
+        &self,
+        desired: &DesiredUser,
+        found: Option<&MasUser>,
+    ) -> Result<(), ServerError> {
+        let held =
+            |link: &UpstreamLink| found.is_some_and(|f| f.links.iter().any(|l| l.shown == *link));
+        let lacked = desired
+            .mas
+            .upstream_links
+            .iter()
+            .flatten()
+            .filter(|l| !held(l));
+        for link in lacked {
+            let what = format!(
+                "looking up the subject {:?} of {:?}",
+                link.subject, link.provider
+            );
+            let provider = self.provider_id(&link.provider);
+            let query = [
+                ("filter[provider]", provider.as_str()),
+                ("filter[subject]", link.subject.as_str()),
+                ("page[first]", "1"),
+            ];
+            let reply = self.admin_list("/upstream-oauth-links", &query).await?;
+            if reply.status != StatusCode::OK {
+                return Err(ServerError::refused(what, &reply));
+            }
+            let listed = reply
+                .body
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| unexpected(&what, "no data array"))?;
+            let owners = listed
+                .iter()
+                .filter_map(|item| item.pointer("/attributes/user_id").and_then(Value::as_str));
+            // A link of no user yet is associated to this one (MAS's 200).
+            for owner in owners {
+                if found.is_none_or(|f| f.id != owner) {
+                    return Err(ServerError::Mas(MasError::LinkTaken {
+                        provider: link.provider.clone(),
+                        subject: link.subject.clone(),
+                    }));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn add_link(&self, user_id: &str, link: &UpstreamLink) -> Result<(), ServerError> {
         let body = json!({"user_id": user_id, "provider_id": self.provider_id(&link.provider),
                           "subject": link.subject});
@@ -672,7 +730,8 @@ impl Mas {
         })
     }
 
-    /// MAS takes a display name at creation since 1.18; older versions ignore it.
+    /// MAS takes a display name at creation since 1.18; older versions
+    /// ignore it. A MAS without `/version` is older than 1.4.
     async fn refuse_displaynames_before_1_18(
         &self,
         named: &DesiredUser,
@@ -682,7 +741,8 @@ impl Mas {
             Some(version) if reply.status == StatusCode::OK => version.to_string(),
             _ => "(which has no /api/admin/v1/version)".to_string(),
         };
-        if version_at_least(&version, (1, 18)) {
+        let no_version = reply.status != StatusCode::OK;
+        if !no_version && !release_older_than(&version, (1, 18)) {
             return Ok(());
         }
         Err(ServerError::Mas(MasError::DisplaynameNeedsVersion {
@@ -827,6 +887,10 @@ impl AccountServer for Mas {
     type Access = Access;
 
     const HAS_SERVICE_ACCOUNT: bool = false;
+
+    fn same_email(a: &str, b: &str) -> bool {
+        same_address(a, b)
+    }
 
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let credentials = &args.credentials;
@@ -974,13 +1038,17 @@ impl AccountServer for Mas {
             StatusCode::NOT_FOUND => {
                 self.known.borrow_mut().remove(user);
                 self.refuse_taken_emails(desired, None, &[]).await?;
+                self.refuse_taken_links(desired, None).await?;
                 return Ok(None);
             }
             _ => return Err(ServerError::refused(what, &reply)),
         };
         found.emails = self.emails(&found.id).await?;
-        self.refuse_taken_emails(desired, Some(&found.id), &found.emails)
+        let found_by_mas = self
+            .refuse_taken_emails(desired, Some(&found.id), &found.emails)
             .await?;
+        show_as_declared(&mut found.emails, desired, &found_by_mas);
+        self.refuse_taken_links(desired, Some(&found)).await?;
         let displayname = self.homeserver_displayname(user, desired).await?;
         let account = mas_account(&found, Seen::Known(found.addresses()), displayname);
         self.known.borrow_mut().insert(user.clone(), found);
@@ -1091,9 +1159,35 @@ impl AccountServer for Mas {
         desired: &DesiredUser,
         changes: &[Change],
     ) -> Result<(), ServerError> {
-        if changes.contains(&Change::Mas(MasChange::CreateWithoutPassword)) {
+        let created = Change::Mas(MasChange::CreateWithoutPassword);
+        if changes.contains(&created) {
             self.create_account(user, desired, None).await?;
+            // What fails from here on fails a user that exists now.
+            return self.apply(user, desired, changes).await.map_err(|cause| {
+                let landed = std::iter::once(created)
+                    .chain(cause.landed().to_vec())
+                    .collect();
+                ServerError::Mas(MasError::CreatedUnfinished {
+                    user: user.to_string(),
+                    cause: Box::new(cause),
+                    state: "without a password (it logs in upstream); run again to finish it"
+                        .to_string(),
+                    landed,
+                })
+            });
         }
+        self.apply(user, desired, changes).await
+    }
+}
+
+impl Mas {
+    /// Applies `changes` to the existing `user`, in order.
+    async fn apply(
+        &self,
+        user: &UserId,
+        desired: &DesiredUser,
+        changes: &[Change],
+    ) -> Result<(), ServerError> {
         let found = self.known_user(user, desired).await?;
         for change in changes {
             match change {
@@ -1161,14 +1255,18 @@ fn new_user(user: &UserId, desired: &DesiredUser) -> Value {
     body
 }
 
-/// Whether MAS's `version` (`v1.22.0`, `1.18.1+build`) is `minimum` (major, minor) or later.
-fn version_at_least(version: &str, minimum: (u64, u64)) -> bool {
+/// Whether MAS's `version` (`v1.22.0`, `1.18.1+build`) is a release older
+/// than `minimum` (major, minor). A version that is no release number is
+/// not: a MAS built without git metadata reports vergen's placeholder
+/// `VERGEN_IDEMPOTENT_OUTPUT` (crates/cli/build.rs), whatever its code, so
+/// the module sends the display name and lets MAS answer for itself.
+fn release_older_than(version: &str, minimum: (u64, u64)) -> bool {
     let mut numbers = version
         .trim_start_matches('v')
         .split(['.', '-', '+'])
         .map(|n| n.parse::<u64>().ok());
     match (numbers.next().flatten(), numbers.next().flatten()) {
-        (Some(major), Some(minor)) => (major, minor) >= minimum,
+        (Some(major), Some(minor)) => (major, minor) < minimum,
         _ => false,
     }
 }
@@ -1205,9 +1303,42 @@ fn declared_emails(desired: &DesiredUser) -> impl Iterator<Item = &String> {
     desired.emails.iter().flatten().chain(&desired.email)
 }
 
-/// The same address, whatever the case of its letters, as the plan compares them.
+/// MAS keeps an address as given and finds it whatever the case of its
+/// letters, comparing `LOWER(email) = LOWER($1)` in its PostgreSQL
+/// (crates/storage-pg/src/user/email.rs), which lowercases each character
+/// alone (so a word-final capital sigma is σ). Where its database's locale
+/// lowercases otherwise, MAS's own lookup of a declared address decides
+/// (see [`Mas::refuse_taken_emails`]).
 fn same_address(a: &str, b: &str) -> bool {
-    a.to_lowercase() == b.to_lowercase()
+    address_key(a) == address_key(b)
+}
+
+/// What MAS compares of an address (see [`same_address`]).
+fn address_key(address: &str) -> String {
+    address.chars().flat_map(char::to_lowercase).collect()
+}
+
+/// Shows each of `held` that MAS takes for an address `desired` declares
+/// (by [`same_address`], or found by MAS's lookup: `found_by_mas`, IDs with
+/// the declared address) as declared, so that the plan finds it held.
+fn show_as_declared(
+    held: &mut [MasEmail],
+    desired: &DesiredUser,
+    found_by_mas: &[(String, String)],
+) {
+    for email in held {
+        let declared = declared_emails(desired)
+            .find(|d| same_address(d, &email.address))
+            .or_else(|| {
+                found_by_mas
+                    .iter()
+                    .find(|(id, _)| *id == email.id)
+                    .map(|(_, d)| d)
+            });
+        if let Some(declared) = declared {
+            email.address = declared.clone();
+        }
+    }
 }
 
 fn holds(held: &[MasEmail], email: &str) -> bool {
@@ -1304,15 +1435,12 @@ mod tests {
     }
 
     #[test]
-    fn versions_compare_by_major_and_minor() {
-        assert!(version_at_least("v1.22.0+contract", (1, 18)));
-        assert!(version_at_least("1.18.0", (1, 18)));
-        assert!(version_at_least("v2.0.0-rc.1", (1, 18)));
-        assert!(!version_at_least("v1.17.9", (1, 18)));
-        assert!(!version_at_least("v0.99.0", (1, 18)));
-        assert!(!version_at_least(
-            "(which has no /api/admin/v1/version)",
-            (1, 18)
-        ));
+    fn versions_compare_by_major_and_minor_and_no_release_is_not_older() {
+        assert!(!release_older_than("v1.22.0+contract", (1, 18)));
+        assert!(!release_older_than("1.18.0", (1, 18)));
+        assert!(!release_older_than("v2.0.0-rc.1", (1, 18)));
+        assert!(release_older_than("v1.17.9", (1, 18)));
+        assert!(release_older_than("v0.99.0", (1, 18)));
+        assert!(!release_older_than("VERGEN_IDEMPOTENT_OUTPUT", (1, 18)));
     }
 }

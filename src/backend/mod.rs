@@ -51,6 +51,24 @@ pub trait AccountServer {
     where
         Self: Sized;
 
+    /// `address` (declared or read back) in the form this server keeps
+    /// it in, which is what is sent, shown and compared; `Err` says what to
+    /// declare instead, when the server's form cannot be told.
+    fn email_form(address: &str) -> Result<String, String>
+    where
+        Self: Sized,
+    {
+        Ok(address.to_string())
+    }
+
+    /// Whether this server takes two addresses, each in its form, for one.
+    fn same_email(a: &str, b: &str) -> bool
+    where
+        Self: Sized,
+    {
+        a == b
+    }
+
     /// Authenticates with `access` through `http` and learns what the
     /// reconciler needs (the server name). Changes no managed user.
     async fn connect(

@@ -15,6 +15,7 @@ mod database;
 #[cfg(not(feature = "databases"))]
 #[path = "synapse/without_database.rs"]
 mod database;
+mod email;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -37,7 +38,7 @@ use crate::model::{
     Account, Avatar, AvatarFile, Change, DesiredUser, ExternalId, Ratelimit, Restriction,
     Restrictions, Seen, SeenAvatar, UserType,
 };
-use crate::plan::{same_emails, same_set};
+use crate::plan::same_set;
 use crate::secret::Secret;
 
 /// Synapse sorts its whole user list for every page (about 0.3 s at
@@ -324,9 +325,7 @@ impl Synapse {
         wanted: &[String],
         current: &[String],
     ) -> Result<(), ServerError> {
-        let lacked = wanted
-            .iter()
-            .filter(|e| !current.iter().any(|c| c.to_lowercase() == **e));
+        let lacked = wanted.iter().filter(|e| !current.contains(e));
         for email in lacked {
             let path = format!(
                 "/_synapse/admin/v1/threepid/email/users/{}",
@@ -577,8 +576,9 @@ impl Synapse {
                 }
             }
             if let (Some(wanted), Some(seen)) = (&desired.emails, emails.get(&id)) {
-                if same_emails(seen, wanted) {
-                    account.emails = Seen::Known(seen.clone());
+                let seen: Vec<String> = seen.iter().map(|a| as_synapse_folds(a)).collect();
+                if same_set(&seen, wanted) {
+                    account.emails = Seen::Known(seen);
                 }
             }
         }
@@ -764,6 +764,10 @@ impl AccountServer for Synapse {
     /// server name. It changes no managed user; it may register the service
     /// account (first run) or log it in and end its idle sessions (token
     /// cache lost), but only once the database opened.
+    fn email_form(address: &str) -> Result<String, String> {
+        email::canonical(address)
+    }
+
     async fn connect(
         args: &ModuleArgs,
         access: Access,
@@ -897,7 +901,16 @@ impl AccountServer for Synapse {
         let reply = self.admin_get(&user_path(&user.to_string()), &[]).await?;
         let mut account = match reply.status {
             StatusCode::OK => parse_account(&reply.body),
-            StatusCode::NOT_FOUND => return Ok(None),
+            StatusCode::NOT_FOUND => {
+                // Refused before the user is created, in check mode too.
+                if let Some(wanted) = &desired.emails {
+                    self.refuse_taken_emails(user, wanted, &[]).await?;
+                }
+                if let Some(wanted) = &desired.external_ids {
+                    self.refuse_taken_ids(user, wanted, &[]).await?;
+                }
+                return Ok(None);
+            }
             _ => return Err(ServerError::refused(what, &reply)),
         };
         // A request of its own, so made only for a user that declares it.
@@ -1248,8 +1261,15 @@ fn email_threepids(body: &Value, what: &str) -> Result<Vec<String>, ServerError>
     Ok(threepids(body)
         .filter(|t| t.get("medium").and_then(Value::as_str) == Some("email"))
         .filter_map(|t| t.get("address").and_then(Value::as_str))
-        .map(str::to_string)
+        .map(as_synapse_folds)
         .collect())
+}
+
+/// An address Synapse stored, in the form it stores addresses now: an older
+/// Synapse stored them as given. One whose form depends on Synapse's Python
+/// stays as stored.
+fn as_synapse_folds(address: &str) -> String {
+    email::canonical(address).unwrap_or_else(|_| address.to_string())
 }
 
 /// The user's SSO identities, from the `external_ids` of its record.

@@ -13,7 +13,10 @@ use std::collections::HashMap;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
-use super::{declared_emails, mas_account, parse_email, parse_user, unexpected, Mas, MasUser};
+use super::{
+    address_key, declared_emails, mas_account, parse_email, parse_user, show_as_declared,
+    unexpected, Mas, MasUser,
+};
 use crate::backend::{list_budget, ServerError};
 use crate::matrix_id::UserId;
 use crate::model::{Account, DesiredUser, Seen};
@@ -58,7 +61,7 @@ impl Mas {
         let mut holders: HashMap<String, String> = HashMap::new();
         for item in &emails {
             let (owner, email) = parse_email(item, what)?;
-            holders.insert(email.address.to_lowercase(), owner.clone());
+            holders.insert(address_key(&email.address), owner.clone());
             if let Some((_, _, mas_user)) = found.get_mut(&owner) {
                 mas_user.emails.push(email);
             }
@@ -82,6 +85,10 @@ impl Mas {
             else {
                 return Ok(None);
             };
+            if self.link_taken_by_another(users, declared, &ids, &links) {
+                // Read alone, each such user fails with its own message.
+                return Ok(None);
+            }
             let mut by_user: HashMap<&str, Vec<&Value>> = HashMap::new();
             for item in &links {
                 // A link not yet tied to a user has a null user_id.
@@ -105,14 +112,45 @@ impl Mas {
             .try_collect()
             .await?;
         let mut accounts = HashMap::new();
-        for ((user, _, mas_user), displayname) in found.into_iter().zip(displaynames) {
+        for ((user, desired, mas_user), displayname) in found.into_iter().zip(displaynames) {
+            let mut mas_user = mas_user.clone();
+            show_as_declared(&mut mas_user.emails, desired, &[]);
             let emails = Seen::Known(mas_user.addresses());
-            accounts.insert((*user).clone(), mas_account(mas_user, emails, displayname));
-            self.known
-                .borrow_mut()
-                .insert((*user).clone(), mas_user.clone());
+            accounts.insert((*user).clone(), mas_account(&mas_user, emails, displayname));
+            self.known.borrow_mut().insert((*user).clone(), mas_user);
         }
         Ok(Some(accounts))
+    }
+
+    /// Whether a link a declared user declares has a subject MAS links to
+    /// another user (`ids`: the MAS ID of each listed user by username;
+    /// `links`: every link MAS listed).
+    fn link_taken_by_another(
+        &self,
+        users: &[UserId],
+        declared: &[DesiredUser],
+        ids: &HashMap<&str, &str>,
+        links: &[Value],
+    ) -> bool {
+        fn attribute<'a>(item: &'a Value, name: &str) -> Option<&'a str> {
+            item.pointer(name)?.as_str()
+        }
+        let owners: HashMap<(&str, &str), &str> = links
+            .iter()
+            .filter_map(|item| {
+                let provider = attribute(item, "/attributes/provider_id")?;
+                let subject = attribute(item, "/attributes/subject")?;
+                Some(((provider, subject), attribute(item, "/attributes/user_id")?))
+            })
+            .collect();
+        users.iter().zip(declared).any(|(user, desired)| {
+            desired.mas.upstream_links.iter().flatten().any(|link| {
+                let provider = self.provider_id(&link.provider);
+                owners
+                    .get(&(provider.as_str(), link.subject.as_str()))
+                    .is_some_and(|owner| ids.get(user.localpart()) != Some(owner))
+            })
+        })
     }
 
     /// Every MAS user that `undeclared` may touch, for
@@ -154,7 +192,7 @@ impl Mas {
 
 /// Whether an address a declared user declares belongs to another user
 /// (`ids`: the MAS ID of each listed user by username; `holders`: each
-/// listed address, in lower case, and the ID of its user).
+/// listed address as MAS compares it, and the ID of its user).
 fn taken_by_another(
     users: &[UserId],
     declared: &[DesiredUser],
@@ -164,7 +202,7 @@ fn taken_by_another(
     users.iter().zip(declared).any(|(user, desired)| {
         declared_emails(desired).any(|email| {
             holders
-                .get(&email.to_lowercase())
+                .get(&address_key(email))
                 .is_some_and(|holder| ids.get(user.localpart()) != Some(&holder.as_str()))
         })
     })
