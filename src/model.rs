@@ -176,6 +176,20 @@ impl MasOptions {
 }
 
 impl DesiredUser {
+    /// Whether it declares what only one account can hold (an e-mail
+    /// address, an SSO identity, an upstream link), whose holder the read
+    /// of a user looks up, before a new user is created too.
+    pub fn claims_identifiers(&self) -> bool {
+        self.email.is_some()
+            || self.emails.as_ref().is_some_and(|e| !e.is_empty())
+            || self.external_ids.as_ref().is_some_and(|e| !e.is_empty())
+            || self
+                .mas
+                .upstream_links
+                .as_ref()
+                .is_some_and(|l| !l.is_empty())
+    }
+
     /// How to name one of this user's fields in a message (`users[3].admin`).
     pub fn field_name(&self, name: &str) -> String {
         match self.field.as_str() {

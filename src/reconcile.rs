@@ -201,7 +201,11 @@ async fn reconcile_users<B: AccountServer + 'static>(backend: Rc<B>, args: &Modu
         let known = prefetched
             .as_mut()
             .map(|accounts| accounts.remove(&user))
-            .filter(|account| !account.as_ref().is_some_and(|a| a.lacks_any_of(desired)));
+            .filter(|account| match account {
+                Some(account) => !account.lacks_any_of(desired),
+                // Read alone, the read looks up the holders of what it claims.
+                None => !desired.claims_identifiers(),
+            });
         (Cow::Borrowed(desired), user, known)
     });
     let undeclared_ids: Vec<String> = undeclared.iter().map(|(u, _)| u.to_string()).collect();

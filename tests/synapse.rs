@@ -1608,6 +1608,29 @@ fn a_creation_that_landed_is_listed_when_a_later_step_fails() {
     assert!(s.synapse_user("sso-taker").is_none());
 }
 
+/// Among enough users to be read with Synapse's user list, a new user
+/// whose identity another account holds is still refused before it is
+/// created.
+#[test]
+fn a_new_user_among_many_is_refused_a_held_identity_before_it_is_created() {
+    let s = synapse();
+    s.module(json!({"username": "bulk-holder", "password": "holder-pw",
+                    "external_ids": [github("bulk-held")]}))
+        .assert_changed();
+    let mut users: Vec<Value> = (0..20)
+        .map(|i| json!({"username": format!("bulk-new-{i}"), "password": "bulk-pw"}))
+        .collect();
+    users[7]["external_ids"] = json!([github("bulk-held")]);
+    let run = s.module(json!({ "users": users }));
+    run.assert_failed_with(&format!(
+        "the SSO identity bulk-held at oidc-github belongs to {}",
+        s.user_id("bulk-holder")
+    ));
+    assert_eq!(run.actions(7), Vec::<String>::new());
+    assert!(s.synapse_user("bulk-new-7").is_none());
+    assert_eq!(run.actions(8), ["created"]);
+}
+
 fn check_mode(mut args: Value) -> Value {
     args["_ansible_check_mode"] = json!(true);
     args

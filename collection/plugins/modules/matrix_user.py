@@ -399,15 +399,18 @@ options:
         provisions users there in the background) is not compared in that run. A homeserver that
         does not answer, or shows profiles only to signed-in users, fails the run before anything
         is written (see O(homeserver_url)).
-      - On a MAS older than 1.18, it is refused before anything is written.
+      - On a MAS older than 1.18, it is refused before anything is written. A MAS whose version is
+        no release number (a build without git metadata reports C(VERGEN_IDEMPOTENT_OUTPUT)) is sent
+        it.
     type: str
   email:
     description:
       - MAS only. An e-mail address that the user must have. The module adds it as a verified
         address, so the user is not asked to confirm it at first login. The user's other
         addresses stay; to keep exactly a list, declare O(emails) instead.
-      - The case of letters makes no difference. An address another MAS user has fails this user,
-        naming the address, before anything of it is written (in check mode too).
+      - Sent as given, which MAS keeps; the case of letters makes no difference to the comparison.
+        An address another MAS user has fails this user, naming the address, before anything of it is
+        written (in check mode too).
       - Not together with O(emails) for one user; both fail naming both before anything is sent.
         Synapse refuses it (declare O(emails) there); so does Dendrite.
     type: str
@@ -420,10 +423,12 @@ options:
         provider has it) and C(subject) (the user's C(sub) at that provider).
       - With an entry, O(password) becomes optional - a new user is created (and a deactivated
         one reactivated) without one, and logs in through its provider only.
-      - Links are kept exactly as declared - missing ones are added, others removed (V([])
-        removes all). When it is left out, the module does not manage them.
+      - Links are kept exactly as declared - missing ones are added first, then others removed
+        (V([]) removes all), so that a user never loses the link it logs in with to a refusal. When
+        it is left out, the module does not manage them.
       - A provider MAS does not list is named in the error before anything is written. A
-        subject linked to another MAS user fails that user.
+        subject linked to another MAS user fails this user before anything of it is written (a new
+        user is not created), in check mode too.
       - Needs MAS's upstream OAuth link and provider admin API (as 1.22 publishes it, the
         version the module is tested against). Synapse and Dendrite refuse it by name.
     type: list
@@ -545,11 +550,15 @@ options:
         MAS's user e-mails); declared ones it lacks are added, others it has are removed; V([])
         removes every one.
       - Each must be an address (one C(@), a name before it, a domain such as C(example.com) after it,
-        no spaces, at most 500 characters) and each may be given once; anything else fails naming the
-        entry (for example C(users[1].emails[0])) before anything is sent.
-      - Synapse ignores the case of letters (it stores the name case folded and the domain lowercased),
-        and so does the comparison. Characters that case folding changes otherwise (such as C(ß), which
-        Synapse stores as C(ss)) are refused; write the address as Synapse stores it.
+        no spaces, at most 500 characters) and each may be given once, for one user only (compared as
+        the server compares addresses); anything else fails naming the entry (for example
+        C(users[1].emails[0])) before anything is sent.
+      - On Synapse each is sent, shown and compared as Synapse stores it (its C(canonicalise_email)),
+        the name case folded as Python's C(str.casefold) does (C(ß) is C(ss), a capital sigma C(σ)
+        wherever it stands) and the domain lowercased. Refused, because Synapse's form depends on the
+        Python it runs on - a capital letter Unicode cased only after 13.0 (such as Vithkuqi or Garay
+        capitals; write it in lower case), and a capital C(Σ) in the domain (write the domain in lower
+        case).
       - An address that another account has fails naming that account, and is left with it (Synapse
         would move it silently).
       - Phone numbers (C(msisdn) threepids) are kept. When it is left out, the module does not manage
@@ -557,8 +566,10 @@ options:
         costs one read of its own, unless O(synapse_database) shows them as declared.
       - On MAS, a new address is added as verified (C(POST /api/admin/v1/user-emails)), so the user
         is not asked to confirm it, and one not declared is removed
-        (C(DELETE /api/admin/v1/user-emails/<id>)); the comparison ignores the case of letters, and a
-        new address is sent in lower case, as above. An address another MAS user has (MAS's
+        (C(DELETE /api/admin/v1/user-emails/<id>)). MAS keeps an address as given and compares
+        addresses without regard to the case of letters (in its database), so a new address is sent as
+        declared, as O(email) is, and one the user has in other case is kept; where the comparison is
+        in doubt, MAS's own lookup decides. An address another MAS user has (MAS's
         C(filter[email])) fails this user naming the address, in check mode too, before anything of
         it is written. Not together with O(email) for one user; both fail naming both before anything
         is sent.
