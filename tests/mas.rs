@@ -1780,3 +1780,25 @@ fn a_mas_without_a_release_version_takes_display_names() {
     );
     s.assert_no_contract_violations();
 }
+
+/// MAS takes any non-ASCII letter in an address (lettre's check, the
+/// email_address crate) and compares `LOWER(email)` in its database, each
+/// character alone: `ΝΙΚΟΣ` is `νικοσ` there, not the word-final `νικος`.
+#[test]
+fn a_greek_address_is_kept_as_given_and_compared_as_mas_compares_it() {
+    let s = mas();
+    let nikos = json!({"username": "mas-nikos", "password": "nikos ferry granite 3",
+                       "emails": ["ΝΙΚΟΣ@example.gr"]});
+    s.mas_module(nikos.clone()).assert_changed();
+    assert_eq!(s.mas_emails("mas-nikos"), ["ΝΙΚΟΣ@example.gr"]);
+    s.mas_module(nikos).assert_unchanged();
+    s.mas_module(json!({"username": "mas-nikos", "emails": ["νικοσ@Example.GR"]}))
+        .assert_unchanged();
+    s.mas_module(
+        json!({"username": "mas-nikos-2", "password": "nikos ferry granite 4",
+                        "emails": ["Νικοσ@example.gr"]}),
+    )
+    .assert_failed_with("the e-mail address Νικοσ@example.gr already belongs to another MAS user");
+    assert!(s.mas_user("mas-nikos-2").is_none());
+    s.assert_no_contract_violations();
+}

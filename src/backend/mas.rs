@@ -1435,6 +1435,14 @@ mod tests {
     }
 
     #[test]
+    fn addresses_compare_as_mas_lower_compares_them_each_character_alone() {
+        assert!(same_address("ΝΙΚΟΣ@Example.GR", "νικοσ@example.gr"));
+        assert!(!same_address("ΝΙΚΟΣ@example.gr", "νικος@example.gr"));
+        assert!(same_address("Straße@x", "STRAßE@X"));
+        assert!(!same_address("straße@x", "strasse@x"));
+    }
+
+    #[test]
     fn versions_compare_by_major_and_minor_and_no_release_is_not_older() {
         assert!(!release_older_than("v1.22.0+contract", (1, 18)));
         assert!(!release_older_than("1.18.0", (1, 18)));

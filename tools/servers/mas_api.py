@@ -89,7 +89,8 @@ def hash_password(password: str, salt: bytes = None):
     return salt, hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 10_000)
 
 
-EMAIL_USER = re.compile(r"[a-z0-9.!#$%&'*+/=?^_`{|}~-]+|\"(?:[^\"\\]|\\.)*\"", re.I)
+# email_address 0.2 (lettre's check): any character beyond ASCII is atext too.
+EMAIL_USER = re.compile(r"[a-z0-9.!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+|\"(?:[^\"\\]|\\.)*\"", re.I)
 EMAIL_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 EMAIL_DOMAIN = re.compile(rf"{EMAIL_LABEL}(?:\.{EMAIL_LABEL})*|\[[^\]]+\]", re.I)
 
@@ -108,6 +109,13 @@ def email_problem(address: str):
     if not EMAIL_DOMAIN.fullmatch(ascii_domain):
         return "Invalid input found in domain part"
     return None
+
+
+def email_key(address: str) -> str:
+    """What MAS compares of an address: LOWER(email) in its PostgreSQL
+    (crates/storage-pg/src/user/email.rs), which lowercases each character
+    alone (no word-final sigma, unlike str.lower)."""
+    return "".join(c.lower() for c in address)
 
 
 def username_valid(username: str) -> bool:
@@ -387,7 +395,7 @@ def op_list_emails(state, p, q, body):
         emails = [e for e in emails if e["user_id"] == one["filter[user]"]]
     if "filter[email]" in one:
         filters.append(f"filter[email]={one['filter[email]']}")
-        emails = [e for e in emails if e["email"].lower() == one["filter[email]"].lower()]
+        emails = [e for e in emails if email_key(e["email"]) == email_key(one["filter[email]"])]
     base = "/api/admin/v1/user-emails" + ("?" + "&".join(filters) if filters else "")
     return 200, paginate(emails, q, base, email_resource)
 
@@ -397,7 +405,7 @@ def op_add_email(state, p, q, body):
     problem = email_problem(body["email"])
     if problem:
         raise ApiError(400, errors(f"Email {json.dumps(body['email'], ensure_ascii=False)} is not valid", problem))
-    if any(e["email"].lower() == body["email"].lower() for e in state.emails.values()):
+    if any(email_key(e["email"]) == email_key(body["email"]) for e in state.emails.values()):
         raise ApiError(409, errors(f"User email {json.dumps(body['email'], ensure_ascii=False)} already in use"))
     email = {"id": new_ulid(), "user_id": user["id"], "email": body["email"], "created_at": now()}
     state.emails[email["id"]] = email
