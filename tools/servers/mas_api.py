@@ -113,8 +113,11 @@ def email_problem(address: str):
 
 def email_key(address: str) -> str:
     """What MAS compares of an address: LOWER(email) in its PostgreSQL
-    (crates/storage-pg/src/user/email.rs), which lowercases each character
-    alone (no word-final sigma, unlike str.lower)."""
+    (crates/storage-pg/src/user/email.rs), here as in a database of a
+    Unicode LC_CTYPE, which lowercases each character alone (no word-final
+    sigma, unlike str.lower). In the C locale (matrix-docker-ansible-deploy's)
+    it lowercases ASCII only, which is the module's own rule: this server
+    plays the MAS where the two differ and MAS's lookup must decide."""
     return "".join(c.lower() for c in address)
 
 

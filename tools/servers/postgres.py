@@ -1,9 +1,13 @@
 """A private PostgreSQL cluster on loopback, for the tests that run Dendrite
-or Synapse on PostgreSQL (dendrite.py / synapse.py --database postgres).
+or Synapse on PostgreSQL (dendrite.py / synapse.py --database postgres), or
+alone for the tests that ask PostgreSQL itself (postgres.py --ephemeral: one
+JSON line {"url": ...} of a database owned by its superuser, until stdin
+closes).
 PostgreSQL comes from Debian's postgresql package (installed by
 tools/install-dendrite, which `just test` runs before the tests)."""
 
 import glob
+import json
 import os
 import pwd
 import secrets
@@ -11,6 +15,7 @@ import signal
 import subprocess
 import time
 
+import launcher
 from launcher import free_port, stop_process
 
 PG_SUPERUSER = "postgres"  # the Debian system user that owns the cluster
@@ -142,3 +147,18 @@ class Postgres:
     def stop(self) -> None:
         # SIGINT is PostgreSQL's "fast" shutdown.
         stop_process(self.process, signal.SIGINT, timeout=30)
+
+
+def start_ephemeral(data_dir: str, cleanup) -> str:
+    postgres = Postgres(data_dir, name="matrix_user")
+    cleanup.callback(postgres.stop)
+    postgres.start()
+    return json.dumps({"url": postgres.url})
+
+
+if __name__ == "__main__":
+    parser = launcher.command_line(__doc__, port=5432)
+    if not parser.parse_args().ephemeral:
+        parser.error("only --ephemeral: the cluster lives until stdin closes")
+    # It runs as another user: a killed launcher would leave it behind.
+    launcher.run_ephemeral(start_ephemeral, "matrix-user-postgres-", clean_up_on_signal=True)

@@ -408,7 +408,7 @@ options:
       - MAS only. An e-mail address that the user must have. The module adds it as a verified
         address, so the user is not asked to confirm it at first login. The user's other
         addresses stay; to keep exactly a list, declare O(emails) instead.
-      - Sent as given, which MAS keeps; the case of letters makes no difference to the comparison.
+      - Sent as given, which MAS keeps; compared as for O(emails) on MAS.
         An address another MAS user has fails this user, naming the address, before anything of it is
         written (in check mode too).
       - Not together with O(emails) for one user; both fail naming both before anything is sent.
@@ -567,9 +567,12 @@ options:
       - On MAS, a new address is added as verified (C(POST /api/admin/v1/user-emails)), so the user
         is not asked to confirm it, and one not declared is removed
         (C(DELETE /api/admin/v1/user-emails/<id>)). MAS keeps an address as given and compares
-        addresses without regard to the case of letters (in its database), so a new address is sent as
-        declared, as O(email) is, and one the user has in other case is kept; where the comparison is
-        in doubt, MAS's own lookup decides. An address another MAS user has (MAS's
+        C(LOWER(email)) in its PostgreSQL, which lowercases what the database's C(LC_CTYPE) does, so a
+        new address is sent as declared, as O(email) is, and one the user has in other case is kept.
+        The module takes two addresses for one when they differ only in the case of ASCII letters, as
+        the C locale does (matrix-docker-ansible-deploy's database for MAS); where a Unicode locale
+        could take them for one too (C(ΝΙΚΟΣ) and C(νικοσ)), MAS's own lookup decides (among 20 users
+        or more, each is then read alone). An address another MAS user has (MAS's
         C(filter[email])) fails this user naming the address, in check mode too, before anything of
         it is written. Not together with O(email) for one user; both fail naming both before anything
         is sent.

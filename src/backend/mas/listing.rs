@@ -3,7 +3,9 @@
 //! [`super::PAGE_SIZE`] at a time, instead of two or three requests per
 //! user, when [`list_budget`] says listing pays.
 //! When a declared address belongs to another user, every user is read
-//! alone, so that the one declaring it fails with its own message.
+//! alone, so that the one declaring it fails with its own message; so too
+//! when MAS's locale decides whether a listed address is a declared one
+//! (see [`super::loose_key`]), so that MAS's lookup decides.
 //! `undeclared` reads the whole user list the same way.
 //! A declared display name is read from the homeserver, one request per
 //! user that declares one (see [`super::homeserver`]).
@@ -14,8 +16,8 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use super::{
-    address_key, declared_emails, mas_account, parse_email, parse_user, show_as_declared,
-    unexpected, Mas, MasUser,
+    address_key, declared_emails, loose_key, mas_account, parse_email, parse_user,
+    show_as_declared, unexpected, Mas, MasUser,
 };
 use crate::backend::{list_budget, ServerError};
 use crate::matrix_id::UserId;
@@ -59,9 +61,14 @@ impl Mas {
             return Ok(None);
         };
         let mut holders: HashMap<String, String> = HashMap::new();
+        let mut by_loose_key: HashMap<String, Vec<String>> = HashMap::new();
         for item in &emails {
             let (owner, email) = parse_email(item, what)?;
             holders.insert(address_key(&email.address), owner.clone());
+            by_loose_key
+                .entry(loose_key(&email.address))
+                .or_default()
+                .push(address_key(&email.address));
             if let Some((_, _, mas_user)) = found.get_mut(&owner) {
                 mas_user.emails.push(email);
             }
@@ -73,8 +80,9 @@ impl Mas {
                 Some((username, item.get("id")?.as_str()?))
             })
             .collect();
-        if taken_by_another(users, declared, &ids, &holders) {
-            // Read alone, each such user fails with its own message.
+        if taken_by_another(users, declared, &ids, &holders) || in_doubt(declared, &by_loose_key) {
+            // Read alone, each such user fails with its own message, and
+            // MAS's lookup decides each address in doubt.
             return Ok(None);
         }
         if declared.iter().any(|d| d.mas.upstream_links.is_some()) {
@@ -205,5 +213,16 @@ fn taken_by_another(
                 .get(&address_key(email))
                 .is_some_and(|holder| ids.get(user.localpart()) != Some(&holder.as_str()))
         })
+    })
+}
+
+/// Whether a declared address is one a listed address may be, by MAS's
+/// locale (`by_loose_key`: the listed addresses' [`address_key`]s by their
+/// [`loose_key`]), but is not by [`address_key`].
+fn in_doubt(declared: &[DesiredUser], by_loose_key: &HashMap<String, Vec<String>>) -> bool {
+    declared.iter().flat_map(declared_emails).any(|email| {
+        by_loose_key
+            .get(&loose_key(email))
+            .is_some_and(|keys| keys.iter().any(|key| *key != address_key(email)))
     })
 }
