@@ -122,7 +122,7 @@ fn refuse_service_account<S: AccountServer>(args: &ModuleArgs) -> Result<(), Str
 
 /// The declaration with each e-mail address in the form the server `S`
 /// keeps it in ([`AccountServer::email_form`]). An address declared twice
-/// (as `S` compares them), for one user or for two, is refused by field
+/// (as `S` may compare them), for one user or for two, is refused by field
 /// name before anything is sent: only one account can hold it, so the run
 /// could not make both declarations true.
 fn in_server_forms<S: AccountServer>(args: &ModuleArgs) -> Result<ModuleArgs, String> {
@@ -151,7 +151,7 @@ fn in_server_forms<S: AccountServer>(args: &ModuleArgs) -> Result<ModuleArgs, St
             let form = S::email_form(email).map_err(not_accepted)?;
             let first = declared
                 .iter()
-                .find(|(_, _, other)| S::same_email(other, &form));
+                .find(|(_, _, other)| S::may_share_email(other, &form));
             match first {
                 Some((first, other, _)) if *first == index => {
                     return Err(not_accepted(format!(

@@ -1571,6 +1571,8 @@ fn many_users_addresses_in_doubt_are_decided_by_mas_lookup() {
     s.mas_module(json!({"users": users})).assert_unchanged();
     assert_eq!(s.mas_emails("greek03"), ["ΔΕΛΤΑ3@example.gr"]);
     users[4]["emails"] = json!(["Δελτα5@example.gr"]);
+    // greek05 keeps its address undeclared: declared for both, it is refused up front.
+    users[5].as_object_mut().unwrap().remove("emails");
     s.mas_module(json!({"users": users})).assert_failed_with(
         "the e-mail address Δελτα5@example.gr already belongs to another MAS user",
     );
@@ -1829,5 +1831,24 @@ fn a_greek_address_is_kept_as_given_and_compared_as_mas_compares_it() {
     )
     .assert_failed_with("the e-mail address Νικοσ@example.gr already belongs to another MAS user");
     assert!(s.mas_user("mas-nikos-2").is_none());
+    s.assert_no_contract_violations();
+}
+
+/// Two users declaring addresses that a MAS database in a Unicode locale
+/// takes for one (`ΝΙΚΟΣ` and `νικοσ`; in mdad's `C` locale they are two)
+/// could not both be made true there: refused before anything is sent, as
+/// the same address in another case is.
+#[test]
+fn two_users_declaring_addresses_mas_may_take_for_one_are_refused_before_anything_is_sent() {
+    let s = mas();
+    let twins = json!({"concurrency": 2, "users": [
+        {"username": "greek-twin-0", "password": "greek twin ferry 1", "emails": ["ΝΙΚΟΣ@example.gr"]},
+        {"username": "greek-twin-1", "password": "greek twin ferry 1", "emails": ["νικοσ@example.gr"]}]});
+    s.mas_module(twins).assert_failed_with(
+        "users[1].emails[0]: \"νικοσ@example.gr\" is not accepted; use each address for one user only: users[0].emails[0] declares it too",
+    );
+    for i in 0..2 {
+        assert!(s.mas_user(&format!("greek-twin-{i}")).is_none());
+    }
     s.assert_no_contract_violations();
 }

@@ -892,6 +892,10 @@ impl AccountServer for Mas {
         same_address(a, b)
     }
 
+    fn may_share_email(a: &str, b: &str) -> bool {
+        loose_key(a) == loose_key(b)
+    }
+
     fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
         let credentials = &args.credentials;
         let client = credentials

@@ -69,6 +69,15 @@ pub trait AccountServer {
         a == b
     }
 
+    /// Whether this server may take two addresses for one, as some of its
+    /// set-ups do: two users cannot both be declared to hold them.
+    fn may_share_email(a: &str, b: &str) -> bool
+    where
+        Self: Sized,
+    {
+        Self::same_email(a, b)
+    }
+
     /// Authenticates with `access` through `http` and learns what the
     /// reconciler needs (the server name). Changes no managed user.
     async fn connect(

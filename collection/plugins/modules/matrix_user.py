@@ -572,7 +572,8 @@ options:
         The module takes two addresses for one when they differ only in the case of ASCII letters, as
         the C locale does (matrix-docker-ansible-deploy's database for MAS); where a Unicode locale
         could take them for one too (C(ΝΙΚΟΣ) and C(νικοσ)), MAS's own lookup decides (among 20 users
-        or more, each is then read alone). An address another MAS user has (MAS's
+        or more, each is then read alone), and two such addresses are never declared for two users
+        (refused before anything is sent, as the same address is). An address another MAS user has (MAS's
         C(filter[email])) fails this user naming the address, in check mode too, before anything of
         it is written. Not together with O(email) for one user; both fail naming both before anything
         is sent.
