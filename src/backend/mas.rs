@@ -250,6 +250,24 @@ impl Mas {
         self.admin_request(Method::GET, path, query, None).await
     }
 
+    /// The items of the first page of a list that `query` filters; `what`
+    /// names the look-up in errors.
+    async fn listed(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Vec<Value>, ServerError> {
+        let reply = self.admin_list(path, query).await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused(what, &reply));
+        }
+        match reply.body.get("data") {
+            Some(Value::Array(items)) => Ok(items.clone()),
+            _ => Err(unexpected(what, "no data array")),
+        }
+    }
+
     /// One admin API request; when MAS refuses the token and a client is
     /// known, fetches a new token and sends the request once more.
     async fn admin_request(
@@ -342,16 +360,7 @@ impl Mas {
         for email in declared_emails(desired).filter(|e| !holds(held, e)) {
             let what = format!("looking up the e-mail address {email}");
             let query = [("filter[email]", email.as_str()), ("page[first]", "1")];
-            let reply = self.admin_list("/user-emails", &query).await?;
-            if reply.status != StatusCode::OK {
-                return Err(ServerError::refused(what, &reply));
-            }
-            let listed = reply
-                .body
-                .get("data")
-                .and_then(Value::as_array)
-                .ok_or_else(|| unexpected(&what, "no data array"))?;
-            for item in listed {
+            for item in &self.listed("/user-emails", &query, &what).await? {
                 let (holder, found) = parse_email(item, &what)?;
                 if Some(holder.as_str()) != owner {
                     return Err(ServerError::Mas(MasError::EmailInUse {
@@ -558,15 +567,7 @@ impl Mas {
                 ("filter[subject]", link.subject.as_str()),
                 ("page[first]", "1"),
             ];
-            let reply = self.admin_list("/upstream-oauth-links", &query).await?;
-            if reply.status != StatusCode::OK {
-                return Err(ServerError::refused(what, &reply));
-            }
-            let listed = reply
-                .body
-                .get("data")
-                .and_then(Value::as_array)
-                .ok_or_else(|| unexpected(&what, "no data array"))?;
+            let listed = self.listed("/upstream-oauth-links", &query, &what).await?;
             let owners = listed
                 .iter()
                 .filter_map(|item| item.pointer("/attributes/user_id").and_then(Value::as_str));
