@@ -9,7 +9,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::args::ServerOptions;
+use crate::model::ServerOptions;
 use crate::secret::{excerpt, Secret};
 use crate::trust::{self, tls_failure, TrustStore};
 

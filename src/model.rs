@@ -10,6 +10,10 @@ use serde::Serialize;
 use crate::matrix_id::{Room, Username};
 use crate::secret::Secret;
 
+mod declaration;
+
+pub use declaration::{ArgsError, Credentials, ModuleArgs, ServerOptions};
+
 /// Which server implementation holds the users (the `homeserver` parameter).
 /// What each can manage is its backend's business (`check_declaration`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

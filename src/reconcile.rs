@@ -11,7 +11,6 @@ use std::rc::Rc;
 use futures_util::{stream, StreamExt};
 use tokio::sync::Semaphore;
 
-use crate::args::{ArgsError, ModuleArgs};
 use crate::backend::dendrite::Dendrite;
 use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
@@ -22,6 +21,7 @@ use crate::model::{
     Account, Change, DesiredUser, HomeserverKind, Observed, Restriction, Seen, Undeclared,
     UserState,
 };
+use crate::model::{ArgsError, ModuleArgs};
 use crate::plan::{self, PlanError};
 use crate::report::{Report, UserOutcome};
 use crate::secret::Secret;

@@ -49,12 +49,12 @@ use super::shared_secret::{hex, register, Registration};
 use super::{
     refuse_declared, refuse_email, refuse_undeclared, refuse_user_type, AccountServer, ServerError,
 };
-use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{
     Account, Change, DesiredUser, Fact, Restriction, Restrictions, Seen, UserState, UserType,
 };
+use crate::model::{ArgsError, ModuleArgs};
 use crate::secret::Secret;
 
 pub struct Dendrite {

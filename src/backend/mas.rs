@@ -34,13 +34,13 @@ use serde_json::{json, Value};
 
 use super::client_api::logout;
 use super::{confirm_server_name, refuse_declared, refuse_user_type, AccountServer, ServerError};
-use crate::args::{ArgsError, ModuleArgs, ServerOptions};
 use crate::http::{path_segment, server_word, Body, Http, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{
     Account, Change, DesiredUser, MasChange, Restriction, Restrictions, Seen, UpstreamLink,
     UserType,
 };
+use crate::model::{ArgsError, ModuleArgs, ServerOptions};
 use crate::report::Waited;
 use crate::secret::Secret;
 use oauth::{OAuthClient, Tokens};

@@ -25,10 +25,10 @@ mod token_cache;
 
 use std::collections::HashMap;
 
-use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{server_word, Http, HttpError, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, Fact, Undeclared, UserType};
+use crate::model::{ArgsError, ModuleArgs};
 use crate::secret::Secret;
 
 /// What a server that holds the accounts must offer the reconciler.

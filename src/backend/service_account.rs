@@ -16,8 +16,8 @@ use super::client_api::{
 use super::shared_secret::{hex, register, Registration};
 use super::token_cache::TokenCache;
 use super::{confirm_server_name, ServerError};
-use crate::args::{ArgsError, Credentials, ModuleArgs};
 use crate::http::{server_word, Body, Http};
+use crate::model::{ArgsError, Credentials, ModuleArgs};
 use crate::secret::Secret;
 
 /// How the module gets into Synapse or Dendrite.

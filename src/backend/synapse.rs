@@ -31,13 +31,13 @@ use super::client_api::{logout, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
 use super::{from_homeserver, list_budget, refuse_declared, AccountServer, ServerError};
-use crate::args::{ArgsError, ModuleArgs};
 use crate::http::{path_segment, server_word, Body, Download, Http, Reply};
 use crate::matrix_id::{split_mxc, Room, UserId};
 use crate::model::{
     Account, Avatar, AvatarFile, Change, DesiredUser, ExternalId, Ratelimit, Restriction,
     Restrictions, Seen, SeenAvatar, UserType,
 };
+use crate::model::{ArgsError, ModuleArgs};
 use crate::plan::same_set;
 use crate::secret::Secret;
 

@@ -15,9 +15,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::{path_segment, unexpected, Mas, MasError};
-use crate::args::ArgsError;
 use crate::backend::token_cache::TokenCache;
 use crate::backend::ServerError;
+use crate::model::ArgsError;
 use crate::model::DesiredUser;
 use crate::secret::{hold, Secret};
 

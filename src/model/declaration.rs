@@ -1,0 +1,146 @@
+//! The declaration stage 1 produces and every later stage reads: the whole
+//! validated request, how to reach the server, what to authenticate with,
+//! and why arguments cannot be used.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::matrix_id::{Username, UsernameError};
+use crate::model::{DesiredUser, HomeserverKind, UndeclaredPolicy};
+use crate::secret::Secret;
+
+/// Why the module's arguments cannot be used. Each message names the field
+/// (and the user, for per-user fields) and says what is accepted; none of
+/// them ever contains a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    /// The args file Ansible passed could not be read.
+    #[error("cannot read the module arguments file {path}: {source}; run the module from an Ansible task")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The args file is not a JSON object (the module was not run by Ansible?).
+    #[error(
+        "the module arguments file is not a JSON object ({0}); run the module from an Ansible task"
+    )]
+    NotJson(String),
+    /// A parameter the module does not know, usually a typo.
+    #[error("{field}: unsupported parameter; valid parameters are: {valid}")]
+    UnknownParameter { field: String, valid: String },
+    /// A parameter has the wrong JSON type.
+    #[error("{field}: expected {expected}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
+    /// A parameter is not one of its accepted values.
+    #[error("{field}: {value:?} is not accepted; use {accepted}")]
+    NotAccepted {
+        field: String,
+        value: String,
+        accepted: String,
+    },
+    /// A secret parameter has a value that cannot be used (its value is not shown).
+    #[error("{field}: {problem}")]
+    BadSecret {
+        field: String,
+        problem: &'static str,
+    },
+    /// A username that is not a valid Matrix localpart or user ID.
+    #[error("{field}: the username {username:?} {reason}")]
+    BadUsername {
+        field: String,
+        username: String,
+        reason: UsernameError,
+    },
+    /// Something required is missing.
+    #[error("{0}")]
+    Missing(String),
+    /// The chosen homeserver cannot manage this field.
+    #[error("{field}: {reason}")]
+    Unsupported { field: String, reason: &'static str },
+    /// Two parameters that exclude each other were both given.
+    #[error("{first} and {second} are mutually exclusive; give only one")]
+    Exclusive { first: String, second: String },
+    /// The same user is declared twice in `users`.
+    #[error("{field}: user {username:?} is already declared in {first}; declare each user once")]
+    DuplicateUser {
+        field: String,
+        username: String,
+        first: String,
+    },
+    /// An avatar file that cannot be uploaded (its content is never shown).
+    #[error("{field}: {path}: {problem}")]
+    AvatarFile {
+        field: String,
+        path: String,
+        problem: String,
+    },
+    /// A file an option names that a later read or write would refuse,
+    /// found before anything is sent.
+    #[error("{field}: {problem}")]
+    UnusableFile { field: String, problem: String },
+    /// A file that holds a secret could not be read, or is not a file to
+    /// read (the content is never shown).
+    #[error("{field}: cannot read {path}: {problem}")]
+    SecretFile {
+        field: String,
+        /// The path as given (at most `PATH_MAX` bytes).
+        path: String,
+        problem: crate::host_file::FileProblem,
+    },
+}
+
+/// How to reach the homeserver.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub url: String,
+    /// The parameter that gave `url`, for messages that ask to check it.
+    pub url_field: &'static str,
+    pub server_name: Option<String>,
+    pub validate_certs: bool,
+    pub ca_path: Option<PathBuf>,
+    pub timeout: Duration,
+    pub wait_timeout: Duration,
+}
+
+/// What the module may authenticate with.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub shared_secret: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    /// The account the module registers for itself when it has only the shared secret.
+    pub service_account: Username,
+    /// `None` only when neither it, `XDG_CACHE_HOME` nor `HOME` is given;
+    /// then the service account cannot be used (the backends that need it refuse that case).
+    pub token_cache_dir: Option<PathBuf>,
+    /// Dendrite's accounts database (PostgreSQL URL or SQLite path), for admin changes.
+    pub dendrite_database: Option<Secret>,
+    /// Synapse's database (PostgreSQL URL or SQLite path), read only, to
+    /// confirm in bulk what its user list does not show.
+    pub synapse_database: Option<Secret>,
+    /// MAS's OAuth2 client, for the client-credentials grant.
+    pub mas_client: Option<(String, Secret)>,
+}
+
+/// The whole validated request.
+#[derive(Debug, Clone)]
+pub struct ModuleArgs {
+    pub homeserver: HomeserverKind,
+    pub server: ServerOptions,
+    pub credentials: Credentials,
+    pub users: Vec<DesiredUser>,
+    /// What happens to the local accounts `users` does not declare.
+    pub undeclared: UndeclaredPolicy,
+    pub concurrency: usize,
+    /// MAS only: create users the homeserver already has (half-made accounts) in MAS too.
+    pub mas_adopt_existing: bool,
+    /// MAS only: the homeserver behind MAS (`homeserver_url`), whose profiles
+    /// show the display names MAS cannot.
+    pub mas_homeserver_url: Option<String>,
+    pub check_mode: bool,
+    pub diff: bool,
+    /// What the result warns about (Ansible shows each), e.g. a secret file others can read.
+    pub warnings: Vec<String>,
+}
