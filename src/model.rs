@@ -1,6 +1,6 @@
 //! The shared model every stage uses: the user as the playbook declares it
-//! (built by [`crate::args`]), the account as a read observes it (built by
-//! the backends), and the changes [`crate::plan`] decides between the two.
+//! (built by the args stage), the account as a read observes it (built by
+//! the backends), and the changes the plan stage decides between the two.
 //! Types only: parsing, observing and deciding live in their own stages.
 
 use std::sync::Arc;
@@ -133,8 +133,8 @@ pub struct DesiredUser {
     /// (`ratelimit: default`) means none, so the server's limits apply.
     pub ratelimit: Option<Option<Ratelimit>>,
     /// Exactly the e-mail addresses the account must have (Synapse's
-    /// threepids), in the form the server keeps them in (see
-    /// [`crate::reconcile`]): `Some(vec![])` removes all.
+    /// threepids), in the form the server keeps them in (the reconcile
+    /// stage puts them in it): `Some(vec![])` removes all.
     pub emails: Option<Vec<String>>,
     /// Exactly the SSO identities the account must have: `Some(vec![])` removes all.
     pub external_ids: Option<Vec<ExternalId>>,

@@ -14,7 +14,7 @@ pub enum PlanError {
     #[error("does not exist (or is deactivated) and must be {verb}, which needs a password: add password to this user (or, on MAS, upstream_links)")]
     PasswordNeeded { verb: &'static str },
     /// What to change depends on a fact the server did not show; the
-    /// backend says what would show it ([`crate::backend::AccountServer::not_seen`]).
+    /// backend says what would show it (its `not_seen`).
     #[error("what to change depends on {fact}, which the homeserver does not show")]
     NotSeen { fact: Fact },
     /// `update_password: always` on an account someone else locked: the
