@@ -1,0 +1,68 @@
+//! What happens to the accounts `users` does not declare: `undeclared`,
+//! `undeclared_ignore` and `undeclared_max`.
+
+use serde_json::Value;
+
+use super::fields::{echo, Fields};
+use crate::model::{ArgsError, Undeclared, UndeclaredPolicy};
+
+/// The limit is a safety net, not a quota: 0 forbids touching anyone.
+const UNDECLARED_MAX_LIMIT: u64 = 1_000_000;
+
+/// `undeclared`, its ignore patterns and its limit. Only the list form
+/// (`users`) declares the whole server; each pattern must match a whole
+/// localpart (anchored here, so `bot` spares `bot` and not `robot`).
+pub(super) fn read_undeclared(top: &Fields) -> Result<UndeclaredPolicy, ArgsError> {
+    let names = Undeclared::ALL.map(Undeclared::name);
+    let action = top
+        .choice("undeclared", &names)?
+        .and_then(|name| Undeclared::ALL.into_iter().find(|u| u.name() == name))
+        .unwrap_or_default();
+    if action != Undeclared::Keep && !matches!(top.value("users"), Some(Value::Array(_))) {
+        return Err(ArgsError::Missing(format!(
+            "undeclared: {} needs the list form (users), which declares every user the server should have",
+            action.name()
+        )));
+    }
+    let ignore = match top.value("undeclared_ignore") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(patterns)) => patterns
+            .iter()
+            .enumerate()
+            .map(|(index, pattern)| anchored_pattern(pattern, index))
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ArgsError::WrongType {
+                field: "undeclared_ignore".into(),
+                expected: "a list of regular expressions",
+            })
+        }
+    };
+    let max = top
+        .integer("undeclared_max", 0, UNDECLARED_MAX_LIMIT)?
+        .map_or(UndeclaredPolicy::DEFAULT_MAX, |n| n as usize);
+    Ok(UndeclaredPolicy {
+        action,
+        ignore,
+        max,
+    })
+}
+
+/// `undeclared_ignore[index]` compiled to match a whole localpart.
+fn anchored_pattern(pattern: &Value, index: usize) -> Result<regex::Regex, ArgsError> {
+    let field = format!("undeclared_ignore[{index}]");
+    let Value::String(pattern) = pattern else {
+        return Err(ArgsError::WrongType {
+            field,
+            expected: "a regular expression (a string)",
+        });
+    };
+    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|error| ArgsError::NotAccepted {
+        field,
+        value: echo(pattern),
+        accepted: format!(
+            "a regular expression (Rust regex syntax); {}",
+            error.to_string().lines().last().unwrap_or_default()
+        ),
+    })
+}
