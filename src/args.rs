@@ -21,6 +21,7 @@ use crate::secret::{hold, hold_basic_auth, url_password};
 mod avatar;
 mod connection;
 mod fields;
+mod parameters;
 mod undeclared;
 mod user;
 
@@ -29,74 +30,7 @@ use fields::{echo, Fields};
 use undeclared::read_undeclared;
 use user::read_users;
 
-/// Parameters of the module itself; the per-user ones are in [`USER_PARAMETERS`].
-const MODULE_PARAMETERS: &[&str] = &[
-    "homeserver",
-    "homeserver_url",
-    "server_name",
-    "registration_shared_secret",
-    "registration_shared_secret_file",
-    "admin_token",
-    "admin_token_file",
-    "service_account",
-    "token_cache_dir",
-    "dendrite_database",
-    "dendrite_database_file",
-    "synapse_database",
-    "synapse_database_file",
-    "mas_url",
-    "mas_client_id",
-    "mas_client_secret",
-    "mas_client_secret_file",
-    "mas_adopt_existing",
-    "users",
-    "undeclared",
-    "undeclared_ignore",
-    "undeclared_max",
-    "concurrency",
-    "validate_certs",
-    "ca_path",
-    "timeout",
-    "wait_timeout",
-];
-
-/// Parameters that describe one user, at the top level or in each `users` entry.
-const USER_PARAMETERS: &[&str] = &[
-    "username",
-    "password",
-    "admin",
-    "user_type",
-    "displayname",
-    "state",
-    "update_password",
-    "update_type",
-    "erase",
-    "email",
-    "locked",
-    "suspended",
-    "shadow_banned",
-    "ratelimit",
-    "mas_skip_password_check",
-    "upstream_links",
-    "rooms",
-    "emails",
-    "external_ids",
-    "avatar",
-    "access_token_file",
-];
-
-/// Parameters whose values are secrets, at the top level or in each `users` entry.
-const SECRET_PARAMETERS: &[&str] = &[
-    "password",
-    "registration_shared_secret",
-    "admin_token",
-    "mas_client_secret",
-    "dendrite_database",
-    "synapse_database",
-];
-
 const MAX_CONCURRENCY: usize = 64;
-const DEFAULT_CONCURRENCY: usize = 8;
 
 impl ModuleArgs {
     pub fn from_file(path: &Path) -> Result<ModuleArgs, ArgsError> {
@@ -154,16 +88,12 @@ impl ModuleArgs {
             }
         }
         let top = Fields::top(map);
-        let all_top_level: Vec<&str> = MODULE_PARAMETERS
-            .iter()
-            .chain(USER_PARAMETERS)
-            .copied()
-            .collect();
-        top.refuse_unknown(&all_top_level)?;
+        top.refuse_unknown(&parameters::top_level_names())?;
 
-        let homeserver = top
-            .choice("homeserver", &HomeserverKind::ALL.map(HomeserverKind::name))?
-            .and_then(|name| HomeserverKind::ALL.into_iter().find(|k| k.name() == name))
+        let homeserver = top.choice("homeserver")?;
+        let homeserver = HomeserverKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == homeserver)
             .unwrap_or_default();
         let url_field = homeserver.url_field();
         let server = ServerOptions {
@@ -174,10 +104,10 @@ impl ModuleArgs {
             })?,
             url_field,
             server_name: top.string("server_name")?,
-            validate_certs: top.boolean("validate_certs")?.unwrap_or(true),
+            validate_certs: top.boolean_or_default("validate_certs")?,
             ca_path: top.path("ca_path")?,
-            timeout: Duration::from_secs(top.integer("timeout", 1, 3600)?.unwrap_or(30)),
-            wait_timeout: Duration::from_secs(top.integer("wait_timeout", 0, 3600)?.unwrap_or(60)),
+            timeout: Duration::from_secs(top.integer_or_default("timeout", 1, 3600)?),
+            wait_timeout: Duration::from_secs(top.integer_or_default("wait_timeout", 0, 3600)?),
         };
         let credentials = Credentials {
             shared_secret: top.secret_or_file("registration_shared_secret")?,
@@ -188,7 +118,7 @@ impl ModuleArgs {
                     username: echo(&name),
                     reason,
                 })?,
-                None => Username::parse("matrix-user-service")
+                None => Username::parse(parameters::parameter("service_account").default_str())
                     .expect("the default is a valid localpart"),
             },
             token_cache_dir: top.path("token_cache_dir")?.or_else(|| {
@@ -229,10 +159,8 @@ impl ModuleArgs {
             credentials,
             users,
             undeclared,
-            concurrency: top
-                .integer("concurrency", 1, MAX_CONCURRENCY as u64)?
-                .map_or(DEFAULT_CONCURRENCY, |n| n as usize),
-            mas_adopt_existing: top.boolean("mas_adopt_existing")?.unwrap_or(false),
+            concurrency: top.integer_or_default("concurrency", 1, MAX_CONCURRENCY as u64)? as usize,
+            mas_adopt_existing: top.boolean_or_default("mas_adopt_existing")?,
             mas_homeserver_url: match homeserver {
                 HomeserverKind::Mas => read_url(&top, "homeserver_url")?,
                 _ => None,
@@ -246,8 +174,8 @@ impl ModuleArgs {
 
 /// Registers the secret arguments among `fields` (the top level's or one user's).
 fn hold_user_secrets(fields: &Map<String, Value>) {
-    for name in SECRET_PARAMETERS {
-        match fields.get(*name) {
+    for name in parameters::secret_names() {
+        match fields.get(name) {
             Some(Value::String(value)) => hold(value),
             Some(Value::Number(value)) => hold(&value.to_string()),
             _ => {}
@@ -930,11 +858,7 @@ mod tests {
     /// A known parameter name, most of the time, or anything.
     fn parameter_name() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
-        let known: Vec<&str> = MODULE_PARAMETERS
-            .iter()
-            .chain(USER_PARAMETERS)
-            .copied()
-            .collect();
+        let known = parameters::top_level_names();
         prop_oneof![
             4 => proptest::sample::select(known).prop_map(str::to_string),
             1 => "\\PC{0,12}",
@@ -949,11 +873,7 @@ mod tests {
         };
         std::iter::once(args)
             .chain(users)
-            .flat_map(|fields| {
-                SECRET_PARAMETERS
-                    .iter()
-                    .filter_map(|name| fields.get(*name))
-            })
+            .flat_map(|fields| parameters::secret_names().filter_map(|name| fields.get(name)))
             .filter_map(|value| value.as_str().map(str::to_string))
             .collect()
     }

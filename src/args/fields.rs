@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use super::parameters::parameter;
 use super::ArgsError;
 use crate::host_file::{self, FileProblem};
 use crate::secret::{excerpt, hold, url_password, Secret};
@@ -215,20 +216,39 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(super) fn choice(
-        &self,
-        field: &str,
-        accepted: &[&str],
-    ) -> Result<Option<String>, ArgsError> {
+    /// `field`'s value among its choices ([`parameter`]), else its default.
+    pub(super) fn choice(&self, field: &str) -> Result<String, ArgsError> {
+        let parameter = parameter(field);
         match self.string(field)? {
-            None => Ok(None),
-            Some(value) if accepted.contains(&value.as_str()) => Ok(Some(value)),
+            None => Ok(parameter.default_str().to_string()),
+            Some(value) if parameter.choices.contains(&value.as_str()) => Ok(value),
             Some(value) => Err(ArgsError::NotAccepted {
                 field: self.name(field),
                 value: echo(&value),
-                accepted: accepted.join(" or "),
+                accepted: parameter.choices.join(" or "),
             }),
         }
+    }
+
+    /// `field` as a boolean, else its default ([`parameter`]).
+    pub(super) fn boolean_or_default(&self, field: &str) -> Result<bool, ArgsError> {
+        Ok(match self.boolean(field)? {
+            Some(value) => value,
+            None => parameter(field).default_bool(),
+        })
+    }
+
+    /// `field` as a whole number from `min` to `max`, else its default ([`parameter`]).
+    pub(super) fn integer_or_default(
+        &self,
+        field: &str,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ArgsError> {
+        Ok(match self.integer(field, min, max)? {
+            Some(value) => value,
+            None => parameter(field).default_int(),
+        })
     }
 
     pub(super) fn integer(

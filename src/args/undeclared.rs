@@ -13,10 +13,10 @@ const UNDECLARED_MAX_LIMIT: u64 = 1_000_000;
 /// (`users`) declares the whole server; each pattern must match a whole
 /// localpart (anchored here, so `bot` spares `bot` and not `robot`).
 pub(super) fn read_undeclared(top: &Fields) -> Result<UndeclaredPolicy, ArgsError> {
-    let names = Undeclared::ALL.map(Undeclared::name);
-    let action = top
-        .choice("undeclared", &names)?
-        .and_then(|name| Undeclared::ALL.into_iter().find(|u| u.name() == name))
+    let action = top.choice("undeclared")?;
+    let action = Undeclared::ALL
+        .into_iter()
+        .find(|undeclared| undeclared.name() == action)
         .unwrap_or_default();
     if action != Undeclared::Keep && !matches!(top.value("users"), Some(Value::Array(_))) {
         return Err(ArgsError::Missing(format!(
@@ -38,9 +38,7 @@ pub(super) fn read_undeclared(top: &Fields) -> Result<UndeclaredPolicy, ArgsErro
             })
         }
     };
-    let max = top
-        .integer("undeclared_max", 0, UNDECLARED_MAX_LIMIT)?
-        .map_or(UndeclaredPolicy::DEFAULT_MAX, |n| n as usize);
+    let max = top.integer_or_default("undeclared_max", 0, UNDECLARED_MAX_LIMIT)? as usize;
     Ok(UndeclaredPolicy {
         action,
         ignore,

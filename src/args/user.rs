@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::avatar;
 use super::fields::{echo, Fields};
-use super::USER_PARAMETERS;
+use super::parameters::{self, Scope};
 use crate::matrix_id::{Room, Username};
 use crate::model::{
     ArgsError, DesiredUser, ExternalId, MasOptions, Ratelimit, Restrictions, UpdatePassword,
@@ -21,7 +21,8 @@ pub(super) fn read_users(
     top: &Fields,
     listed: Option<&[&RawValue]>,
 ) -> Result<Vec<DesiredUser>, ArgsError> {
-    let single_user_fields: Vec<&str> = USER_PARAMETERS
+    let user_parameters: Vec<&str> = parameters::names(Scope::User).collect();
+    let single_user_fields: Vec<&str> = user_parameters
         .iter()
         .copied()
         .filter(|f| top.has(f))
@@ -61,7 +62,7 @@ pub(super) fn read_users(
                     });
                 };
                 let fields = Fields::nested(map, field);
-                fields.refuse_unknown(USER_PARAMETERS)?;
+                fields.refuse_unknown(&user_parameters)?;
                 users.push(read_user(&fields)?);
             }
             users
@@ -94,15 +95,12 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         });
     }
     let user_type = read_user_type(fields)?;
-    let state = match fields.choice("state", &["present", "absent"])?.as_deref() {
-        Some("absent") => UserState::Absent,
+    let state = match fields.choice("state")?.as_str() {
+        "absent" => UserState::Absent,
         _ => UserState::Present,
     };
-    let update_password = match fields
-        .choice("update_password", &["on_create", "always"])?
-        .as_deref()
-    {
-        Some("always") => UpdatePassword::Always,
+    let update_password = match fields.choice("update_password")?.as_str() {
+        "always" => UpdatePassword::Always,
         _ => UpdatePassword::OnCreate,
     };
     if update_password == UpdatePassword::Always && password.is_none() {
@@ -111,11 +109,8 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
             fields.context()
         )));
     }
-    let update_type = match fields
-        .choice("update_type", &["on_create", "always"])?
-        .as_deref()
-    {
-        Some("on_create") => UpdateType::OnCreate,
+    let update_type = match fields.choice("update_type")?.as_str() {
+        "on_create" => UpdateType::OnCreate,
         _ => UpdateType::Always,
     };
     Ok(DesiredUser {
@@ -138,7 +133,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         state,
         update_password,
         update_type,
-        erase: fields.boolean("erase")?.unwrap_or(false),
+        erase: fields.boolean_or_default("erase")?,
         email: fields.string("email")?,
         restrictions: Restrictions {
             locked: fields.boolean("locked")?,
@@ -152,7 +147,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         avatar: avatar::read_avatar(fields)?,
         access_token_file: fields.path("access_token_file")?,
         mas: MasOptions {
-            skip_password_check: fields.boolean("mas_skip_password_check")?.unwrap_or(false),
+            skip_password_check: fields.boolean_or_default("mas_skip_password_check")?,
             upstream_links: read_upstream_links(fields)?,
         },
     })
