@@ -810,9 +810,9 @@ pub fn postgres_batch(url: &str, sql: &str) {
     })
 }
 
-/// `tools/servers/fault_proxy.py` in front of a real server: it forwards
-/// everything and misbehaves once on each request `faults` names (see the
-/// script), until the test process exits.
+/// `tools/servers/proxy.py --forward-all --faults` in front of a real
+/// server: it forwards everything and misbehaves once on each request
+/// `faults` names (see the script), until the test process exits.
 pub struct FaultProxy {
     pub url: String,
     _process: Mutex<Child>,
@@ -820,11 +820,11 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream: &str, faults: Value) -> FaultProxy {
-        let mut command = Command::new(venv_bin("python"));
-        command
-            .arg(repo_root().join("tools/servers/fault_proxy.py"))
-            .args(["--upstream", upstream, "--faults", &faults.to_string()]);
-        let (child, info) = start_service(command, "fault_proxy");
+        let faults = faults.to_string();
+        let (child, info) = launch(
+            "proxy",
+            &["--upstream", upstream, "--forward-all", "--faults", &faults],
+        );
         FaultProxy {
             url: info["url"].as_str().unwrap().to_string(),
             _process: Mutex::new(child),

@@ -131,35 +131,14 @@ def wait_until_ready(url: str, process, data_dir: str, deadline: float) -> None:
 
 
 def spawn(bin_dir: str, config_path: str, data_dir: str, port: int, detach: bool) -> subprocess.Popen:
-    stderr = open(os.path.join(data_dir, "stderr.log"), "ab")
-    return subprocess.Popen(
-        [
-            os.path.join(bin_dir, "dendrite"),
-            "--config",
-            config_path,
-            "--http-bind-address",
-            f"127.0.0.1:{port}",
-            # No --tls-cert/--tls-key, so no HTTPS listener on :8448
-            # (cmd/dendrite/main.go serves HTTPS only when both are given).
-        ],
-        cwd=data_dir,
-        stdin=subprocess.DEVNULL,
-        stdout=stderr,
-        stderr=stderr,
-        start_new_session=detach,
-    )
+    # No --tls-cert/--tls-key, so no HTTPS listener on :8448
+    # (cmd/dendrite/main.go serves HTTPS only when both are given).
+    command = [os.path.join(bin_dir, "dendrite"), "--config", config_path, "--http-bind-address", f"127.0.0.1:{port}"]
+    return launcher.spawn(command, data_dir, detach)
 
 
 def describe(url: str, data_dir: str, secret: str, database: str) -> str:
-    return json.dumps(
-        {
-            "url": url,
-            "server_name": SERVER_NAME,
-            "registration_shared_secret": secret,
-            "data_dir": data_dir,
-            "database": database,
-        }
-    )
+    return launcher.homeserver_line(url, SERVER_NAME, data_dir, secret, database)
 
 
 def start_ephemeral(args, data_dir: str, cleanup) -> str:

@@ -24,12 +24,12 @@ second, then, on the retry, 2^64-1 seconds (Retry-After): more than the
 module's clock arithmetic can add, which once made it panic.
 """
 
-import argparse
 import json
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import launcher
 from launcher import free_port, run_ephemeral
 
 SERVER_NAME = "echo.test"
@@ -116,9 +116,7 @@ def start_ephemeral(data_dir: str, cleanup) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ephemeral", action="store_true", required=True)
-    parser.parse_args()
+    launcher.command_line(__doc__).parse_args()
     run_ephemeral(start_ephemeral, "matrix-user-echo-")
 
 

@@ -1,11 +1,14 @@
 """What every server script in tools/servers/ shares: the command line
-(`--ephemeral`, or `--data-dir DIR --port PORT start|stop|status`), the
-throw-away run that lives until stdin closes, the persistent run with its pid
-file, a free loopback port, waiting for a server to answer, and stopping a
-server and removing its folder."""
+(`--ephemeral`, or `--data-dir DIR --port PORT start|stop|status`; only
+`--ephemeral` for a server that has no persistent run), the throw-away run
+that lives until stdin closes, the persistent run with its pid file, a free
+loopback port, starting a server's process with its log, the JSON line a
+homeserver describes itself with, waiting for a server to answer, and
+stopping a server and removing its folder."""
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -113,11 +116,15 @@ def stop_or_status(action: str, pid_file: str, marker: str) -> bool:
     return False
 
 
-def command_line(description: str, port: int, in_process: bool = False) -> argparse.ArgumentParser:
+def command_line(description: str, port: int | None = None, in_process: bool = False) -> argparse.ArgumentParser:
     """The options every server script takes; a script adds its own before
-    parsing. A server that runs inside its launcher's process (`in_process`)
-    also takes `serve`, which is what `start` runs in the background."""
+    parsing. A server without a default `port` runs only `--ephemeral`. A
+    server that runs inside its launcher's process (`in_process`) also takes
+    `serve`, which is what `start` runs in the background."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if port is None:
+        parser.add_argument("--ephemeral", action="store_true", required=True)
+        return parser
     parser.add_argument("--ephemeral", action="store_true")
     parser.add_argument("--data-dir")
     parser.add_argument("--port", type=int, default=port)
@@ -179,6 +186,20 @@ def run_persistent(action: str, data_dir: str, pid_file: str, start, ready) -> N
         process = start()
         write_pid(pid_file, process.pid)
     print(ready(process), flush=True)
+
+
+def spawn(command: list, data_dir: str, detach: bool) -> subprocess.Popen:
+    """Runs a server's `command` in `data_dir`, its output in DATA_DIR/stderr.log;
+    `detach` gives it a session of its own, so a persistent server outlives its launcher."""
+    with open(os.path.join(data_dir, "stderr.log"), "ab") as log:
+        return subprocess.Popen(command, cwd=data_dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=detach)
+
+
+def homeserver_line(url: str, server_name: str, data_dir: str, secret: str, database: str, **extra) -> str:
+    """The JSON line a homeserver script prints when its server answers."""
+    return json.dumps({"url": url, "server_name": server_name, "registration_shared_secret": secret,
+                       "data_dir": data_dir, "database": database, **extra})
 
 
 def start_in_background(script: str, options: list, data_dir: str, port: int) -> subprocess.Popen:

@@ -206,28 +206,30 @@ def find(items, item_id, not_found):
     return items[item_id]
 
 
-def user_resource(u, cursor=False):
-    r = {"type": "user", "id": u["id"],
-         "attributes": {"username": u["username"], "created_at": rfc3339(u["created_at"]),
-                        "locked_at": rfc3339(u["locked_at"]), "deactivated_at": rfc3339(u["deactivated_at"]),
-                        "admin": u["admin"], "legacy_guest": False},
-         "links": {"self": f"/api/admin/v1/users/{u['id']}"}}
+def resource(kind: str, collection: str, resource_id: str, attributes: dict, cursor: bool) -> dict:
+    """One object as the admin API shows it: `kind` and ID, its attributes, its
+    own link under /api/admin/v1/`collection`, and its cursor when in a page."""
+    r = {"type": kind, "id": resource_id, "attributes": attributes,
+         "links": {"self": f"/api/admin/v1/{collection}/{resource_id}"}}
     if cursor:
-        r["meta"] = {"page": {"cursor": u["id"]}}
+        r["meta"] = {"page": {"cursor": resource_id}}
     return r
+
+
+def user_resource(u, cursor=False):
+    attributes = {"username": u["username"], "created_at": rfc3339(u["created_at"]),
+                  "locked_at": rfc3339(u["locked_at"]), "deactivated_at": rfc3339(u["deactivated_at"]),
+                  "admin": u["admin"], "legacy_guest": False}
+    return resource("user", "users", u["id"], attributes, cursor)
 
 
 def email_resource(e, cursor=False):
-    r = {"type": "user-email", "id": e["id"],
-         "attributes": {"created_at": rfc3339(e["created_at"]), "user_id": e["user_id"], "email": e["email"]},
-         "links": {"self": f"/api/admin/v1/user-emails/{e['id']}"}}
-    if cursor:
-        r["meta"] = {"page": {"cursor": e["id"]}}
-    return r
+    attributes = {"created_at": rfc3339(e["created_at"]), "user_id": e["user_id"], "email": e["email"]}
+    return resource("user-email", "user-emails", e["id"], attributes, cursor)
 
 
-def single(resource, self_link=None):
-    return {"data": resource, "links": {"self": self_link or resource["links"]["self"]}}
+def single(data, self_link=None):
+    return {"data": data, "links": {"self": self_link or data["links"]["self"]}}
 
 
 def paginate(items, query, base, to_resource):
@@ -389,13 +391,20 @@ def user_action(action):
     return op
 
 
+def of_filtered_user(state, one: dict, filters: list, items: list) -> list:
+    """The `items` of the user `filter[user]` names (MAS's 404 for an unknown
+    user), that filter added to `filters`; all of them without it."""
+    if "filter[user]" not in one:
+        return items
+    state.user(one["filter[user]"])
+    filters.append(f"filter[user]={one['filter[user]']}")
+    return [item for item in items if item["user_id"] == one["filter[user]"]]
+
+
 def op_list_emails(state, p, q, body):
     one = {k: v[0] for k, v in q.items()}
-    emails, filters = list(state.emails.values()), []
-    if "filter[user]" in one:
-        state.user(one["filter[user]"])
-        filters.append(f"filter[user]={one['filter[user]']}")
-        emails = [e for e in emails if e["user_id"] == one["filter[user]"]]
+    filters = []
+    emails = of_filtered_user(state, one, filters, list(state.emails.values()))
     if "filter[email]" in one:
         filters.append(f"filter[email]={one['filter[email]']}")
         emails = [e for e in emails if email_key(e["email"]) == email_key(one["filter[email]"])]
@@ -415,39 +424,18 @@ def op_add_email(state, p, q, body):
     return 201, single(email_resource(email))
 
 
-def find_email(state, email_id):
-    return find(state.emails, email_id, f"User email ID {email_id} not found")
-
-
-def op_get_email(state, p, q, body):
-    return 200, single(email_resource(find_email(state, p["id"])))
-
-
-def op_delete_email(state, p, q, body):
-    del state.emails[find_email(state, p["id"])["id"]]
-    return 204, None
-
-
 def provider_resource(pr, cursor=False):
-    r = {"type": "upstream-oauth-provider", "id": pr["id"],
-         "attributes": {"issuer": f"https://{pr['id'].lower()}.sso.invalid", "human_name": pr["human_name"],
-                        "brand_name": None, "created_at": rfc3339(pr["created_at"]), "disabled_at": None,
-                        "registration_token_required": False},
-         "links": {"self": f"/api/admin/v1/upstream-oauth-providers/{pr['id']}"}}
-    if cursor:
-        r["meta"] = {"page": {"cursor": pr["id"]}}
-    return r
+    attributes = {"issuer": f"https://{pr['id'].lower()}.sso.invalid", "human_name": pr["human_name"],
+                  "brand_name": None, "created_at": rfc3339(pr["created_at"]), "disabled_at": None,
+                  "registration_token_required": False}
+    return resource("upstream-oauth-provider", "upstream-oauth-providers", pr["id"], attributes, cursor)
 
 
 def link_resource(link, cursor=False):
-    r = {"type": "upstream-oauth-link", "id": link["id"],
-         "attributes": {"created_at": rfc3339(link["created_at"]), "provider_id": link["provider_id"],
-                        "subject": link["subject"], "user_id": link["user_id"],
-                        "human_account_name": link["human_account_name"]},
-         "links": {"self": f"/api/admin/v1/upstream-oauth-links/{link['id']}"}}
-    if cursor:
-        r["meta"] = {"page": {"cursor": link["id"]}}
-    return r
+    attributes = {"created_at": rfc3339(link["created_at"]), "provider_id": link["provider_id"],
+                  "subject": link["subject"], "user_id": link["user_id"],
+                  "human_account_name": link["human_account_name"]}
+    return resource("upstream-oauth-link", "upstream-oauth-links", link["id"], attributes, cursor)
 
 
 def op_list_providers(state, p, q, body):
@@ -466,11 +454,8 @@ def find_provider(state, provider_id):
 
 def op_list_links(state, p, q, body):
     one = {k: v[0] for k, v in q.items()}
-    links, filters = list(state.links.values()), []
-    if "filter[user]" in one:
-        state.user(one["filter[user]"])
-        filters.append(f"filter[user]={one['filter[user]']}")
-        links = [link for link in links if link["user_id"] == one["filter[user]"]]
+    filters = []
+    links = of_filtered_user(state, one, filters, list(state.links.values()))
     if "filter[provider]" in one:
         find_provider(state, one["filter[provider]"])
         filters.append(f"filter[provider]={one['filter[provider]']}")
@@ -505,17 +490,25 @@ def op_add_link(state, p, q, body):
     return 201, single(link_resource(link))
 
 
-def find_link(state, link_id):
-    return find(state.links, link_id, f"Upstream OAuth 2.0 Link ID {link_id} not found")
+def get_and_delete(collection: str, not_found: str, resource):
+    """The get and delete operations of one kind of object, kept in the
+    state's `collection` (a dict by ID); `not_found` is MAS's 404 message,
+    with `{id}` for the ID asked."""
+    def found(state, object_id):
+        return find(getattr(state, collection), object_id, not_found.format(id=object_id))
+
+    def op_get(state, p, q, body):
+        return 200, single(resource(found(state, p["id"])))
+
+    def op_delete(state, p, q, body):
+        del getattr(state, collection)[found(state, p["id"])["id"]]
+        return 204, None
+
+    return op_get, op_delete
 
 
-def op_get_link(state, p, q, body):
-    return 200, single(link_resource(find_link(state, p["id"])))
-
-
-def op_delete_link(state, p, q, body):
-    del state.links[find_link(state, p["id"])["id"]]
-    return 204, None
+op_get_email, op_delete_email = get_and_delete("emails", "User email ID {id} not found", email_resource)
+op_get_link, op_delete_link = get_and_delete("links", "Upstream OAuth 2.0 Link ID {id} not found", link_resource)
 
 
 OPERATIONS = {
@@ -535,15 +528,11 @@ OPERATIONS = {
 # Created by the admin client (client_credentials), so owned by that client. Tokens are `mpt_` ones.
 
 def personal_session_resource(s, cursor=False):
-    r = {"type": "personal-session", "id": s["id"],
-         "attributes": {"created_at": rfc3339(s["created_at"]), "revoked_at": rfc3339(s["revoked_at"]),
-                        "owner_user_id": None, "owner_client_id": s["owner_client_id"],
-                        "actor_user_id": s["actor_user_id"], "human_name": s["human_name"], "scope": s["scope"],
-                        "last_active_at": None, "last_active_ip": None, "expires_at": rfc3339(s["expires_at"])},
-         "links": {"self": f"/api/admin/v1/personal-sessions/{s['id']}"}}
-    if cursor:
-        r["meta"] = {"page": {"cursor": s["id"]}}
-    return r
+    attributes = {"created_at": rfc3339(s["created_at"]), "revoked_at": rfc3339(s["revoked_at"]),
+                  "owner_user_id": None, "owner_client_id": s["owner_client_id"],
+                  "actor_user_id": s["actor_user_id"], "human_name": s["human_name"], "scope": s["scope"],
+                  "last_active_at": None, "last_active_ip": None, "expires_at": rfc3339(s["expires_at"])}
+    return resource("personal-session", "personal-sessions", s["id"], attributes, cursor)
 
 
 def personal_session(state, session_id):

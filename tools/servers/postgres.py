@@ -157,8 +157,7 @@ def start_ephemeral(data_dir: str, cleanup) -> str:
 
 
 if __name__ == "__main__":
-    parser = launcher.command_line(__doc__, port=5432)
-    if not parser.parse_args().ephemeral:
-        parser.error("only --ephemeral: the cluster lives until stdin closes")
+    # Only --ephemeral: the cluster lives until stdin closes.
+    launcher.command_line(__doc__).parse_args()
     # It runs as another user: a killed launcher would leave it behind.
     launcher.run_ephemeral(start_ephemeral, "matrix-user-postgres-", clean_up_on_signal=True)

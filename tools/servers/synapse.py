@@ -212,30 +212,16 @@ def wait_for_background_updates(data_dir: str, deadline: float, postgres: Postgr
 
 
 def spawn(config_path: str, data_dir: str, detach: bool) -> subprocess.Popen:
-    stderr = open(os.path.join(data_dir, "stderr.log"), "ab")
-    return subprocess.Popen(
-        [VENV_PYTHON, "-m", "synapse.app.homeserver", "-c", config_path],
-        cwd=data_dir,
-        stdin=subprocess.DEVNULL,
-        stdout=stderr,
-        stderr=stderr,
-        start_new_session=detach,
-    )
+    return launcher.spawn([VENV_PYTHON, "-m", "synapse.app.homeserver", "-c", config_path], data_dir, detach)
 
 
 def describe(url: str, data_dir: str, secret: str, database: str) -> str:
-    info = {
-        "url": url,
-        "server_name": SERVER_NAME,
-        "registration_shared_secret": secret,
-        "data_dir": data_dir,
-        "database": database,
-    }
+    extra = {}
     appservice = os.path.join(data_dir, "appservice.yaml")
     if os.path.exists(appservice):
         with open(appservice) as f:
-            info["appservice_token"] = json.load(f)["as_token"]
-    return json.dumps(info)
+            extra["appservice_token"] = json.load(f)["as_token"]
+    return launcher.homeserver_line(url, SERVER_NAME, data_dir, secret, database, **extra)
 
 
 def start_ephemeral(args, data_dir: str, cleanup) -> str:

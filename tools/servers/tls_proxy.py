@@ -21,7 +21,6 @@ The certificates use Python's `cryptography` (a dependency of Synapse, in the
 project's virtualenv) and the `openssl` command.
 """
 
-import argparse
 import datetime
 import ipaddress
 import json
@@ -37,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+import launcher
 from launcher import run_ephemeral
 
 DAY = datetime.timedelta(days=1)
@@ -210,8 +210,7 @@ def listen(certificate, upstream: tuple) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ephemeral", action="store_true", required=True)
+    parser = launcher.command_line(__doc__)
     parser.add_argument("--upstream", required=True, help="the plain-HTTP server to forward to")
     args = parser.parse_args()
     upstream = urlsplit(args.upstream)
