@@ -13,11 +13,16 @@ mas_api.py the fake MAS and mas_handler.py the HTTP side.
          [--client-auth-method client_secret_basic|client_secret_post]
          [--reserve-username LOCALPART ...] [--default-rate-limits] [--mas-version VERSION]
          [--upstream-provider HUMAN_NAME ...] [--no-admin-api]
+         [--password-registration] [--registration-token-required]
          [--client-id ULID --client-secret-file PATH]
 
 Picks a free loopback port, then prints one JSON line on stdout (url,
 server_name, client_id, client_secret, client_auth_method, data_dir,
 request_log) and serves until stdin closes.
+
+POST /_contract/register-with-token {"token": "..."} is not MAS's: it stands
+in for a password registration finishing in MAS's web UI with that token
+(mas_registration_tokens.py), so that a test can spend a token's uses.
 
   mas.py [the options above] --data-dir DIR --port PORT start|stop|status
       For callers that cannot hold stdin open (Molecule's steps): `start`
@@ -86,6 +91,8 @@ def run_persistent(args) -> None:
         options += ["--no-password-login"] * args.no_password_login + ["--not-admin-client"] * args.not_admin_client
         options += ["--default-rate-limits"] * args.default_rate_limits
         options += ["--no-admin-api"] * args.no_admin_api
+        options += ["--password-registration"] * args.password_registration
+        options += ["--registration-token-required"] * args.registration_token_required
         if args.client_id:
             options += [f"--client-id={args.client_id}", f"--client-secret-file={args.client_secret_file}"]
         return launcher.start_in_background(__file__, options, data_dir, args.port)
@@ -121,6 +128,11 @@ def main() -> None:
     parser.add_argument("--no-admin-api", action="store_true",
                         help="without the adminapi resource in the listener (MAS's and mdad's default): "
                              "/api/admin/v1 answers 404")
+    parser.add_argument("--password-registration", action="store_true",
+                        help="as account.password_registration_enabled: true (site-config shows it unless "
+                             "--no-password-login)")
+    parser.add_argument("--registration-token-required", action="store_true",
+                        help="as account.password_registration_token_required: true")
     parser.add_argument("--client-id", help="the admin client's ID, a ULID, as the configuration's clients list it "
                                             "(default: a new one)")
     parser.add_argument("--client-secret-file", help="a file holding that client's secret (with --client-id)")

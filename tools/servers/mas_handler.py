@@ -24,6 +24,10 @@ from mas_api import (
     rfc3339,
 )
 from mas_contract import SPEC_FILE, Contract
+import mas_registration_tokens
+
+# Registration tokens live in their own file; their siteConfig adds the registration flags.
+OPERATIONS = {**OPERATIONS, **mas_registration_tokens.OPERATIONS}
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -108,6 +112,9 @@ class Handler(BaseHTTPRequestHandler):
             entry["operation"] = "homeserverProfile"
             user_id = urllib.parse.unquote(url.path[len("/_matrix/client/v3/profile/"):])
             return 200, homeserver_profile(self.state, user_id), "application/json", {}
+        if url.path == mas_registration_tokens.WEB_REGISTRATION_PATH and self.command == "POST":
+            entry["operation"] = "contractRegisterWithToken"
+            return 200, mas_registration_tokens.register_with_token(self.state, raw), "application/json", {}
         found = self.contract.match(self.command, url.path)
         if found is None or (self.state.args.no_admin_api and url.path.startswith("/api/admin/")):
             # MAS without the `adminapi` resource in its listener (mdad's default) has no such route.
