@@ -15,7 +15,7 @@ use super::client_api::{
 };
 use super::shared_secret::{hex, register, Registration};
 use super::token_cache::TokenCache;
-use super::{confirm_server_name, ServerError};
+use super::ServerError;
 use crate::http::{server_word, Body, Http};
 use crate::model::{ArgsError, Credentials, ModuleArgs};
 use crate::secret::Secret;
@@ -264,6 +264,18 @@ fn is_idle(device: &Value) -> bool {
         .get("last_seen_ts")
         .and_then(Value::as_u64)
         .is_some_and(|seen| seen.saturating_add(SERVICE_SESSION_IDLE_MS) < unix_millis())
+}
+
+/// The server name the server reported, refused when `server_name` says otherwise.
+pub fn confirm_server_name(args: &ModuleArgs, actual: String) -> Result<String, ServerError> {
+    match &args.server.server_name {
+        Some(given) if *given != actual => Err(ServerError::WrongServerName {
+            given: given.clone(),
+            actual,
+            url_field: args.homeserver.url_field(),
+        }),
+        _ => Ok(actual),
+    }
 }
 
 #[cfg(test)]

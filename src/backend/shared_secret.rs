@@ -7,7 +7,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha1::Sha1;
 
-use super::{from_homeserver, ServerError};
+use super::ServerError;
+use crate::backend::proxy::from_homeserver;
 use crate::http::{Body, Http, HttpError, Reply};
 use crate::secret::Secret;
 

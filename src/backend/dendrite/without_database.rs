@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{AccountRow, DendriteError};
-use crate::backend::{ServerError, DATABASES_NOT_BUILT_IN};
+use crate::backend::declaration::DATABASES_NOT_BUILT_IN;
+use crate::backend::ServerError;
 use crate::secret::Secret;
 
 /// No database: a type without values, so every method below is never called.

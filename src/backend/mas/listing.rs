@@ -5,7 +5,7 @@
 //! When a declared address belongs to another user, every user is read
 //! alone, so that the one declaring it fails with its own message; so too
 //! when MAS's locale decides whether a listed address is a declared one
-//! (see [`super::loose_key`]), so that MAS's lookup decides.
+//! (see [`super::emails::loose_key`]), so that MAS's lookup decides.
 //! `undeclared` reads the whole user list the same way.
 //! A declared display name is read from the homeserver, one request per
 //! user that declares one (see [`super::homeserver`]).
@@ -13,13 +13,15 @@
 use std::collections::HashMap;
 
 use futures_util::{stream, StreamExt, TryStreamExt};
+use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::{
-    address_key, declared_emails, loose_key, mas_account, parse_email, parse_user,
-    show_as_declared, unexpected, Mas, MasUser,
-};
-use crate::backend::{list_budget, ServerError};
+use super::admin_api::unexpected;
+use super::emails::{address_key, declared_emails, loose_key, parse_email, show_as_declared};
+use super::users::{mas_account, parse_user};
+use super::{Mas, MasUser, PAGE_SIZE};
+use crate::backend::listing::list_budget;
+use crate::backend::ServerError;
 use crate::matrix_id::UserId;
 use crate::model::{Account, DesiredUser, Seen};
 
@@ -225,4 +227,74 @@ fn in_doubt(declared: &[DesiredUser], by_loose_key: &HashMap<String, Vec<String>
             .get(&loose_key(email))
             .is_some_and(|keys| keys.iter().any(|key| *key != address_key(email)))
     })
+}
+
+impl Mas {
+    /// Every item of a list, of one user's when `user_id` is given.
+    pub(super) async fn list_all(
+        &self,
+        path: &str,
+        user_id: Option<&str>,
+        what: &str,
+    ) -> Result<Vec<Value>, ServerError> {
+        let filters: Vec<_> = user_id.map(|id| ("filter[user]", id)).into_iter().collect();
+        self.list_all_filtered(path, &filters, what).await
+    }
+
+    /// Every item of a list that passes `filters`.
+    async fn list_all_filtered(
+        &self,
+        path: &str,
+        filters: &[(&str, &str)],
+        what: &str,
+    ) -> Result<Vec<Value>, ServerError> {
+        // No list counts more than u64::MAX items: this always has them all.
+        let items = self.list_pages(path, filters, what, u64::MAX).await?;
+        Ok(items.unwrap_or_default())
+    }
+
+    /// Every item of a list that passes `filters`, a page at a time; `None`
+    /// when MAS counts more than `most` items.
+    async fn list_pages(
+        &self,
+        path: &str,
+        filters: &[(&str, &str)],
+        what: &str,
+        most: u64,
+    ) -> Result<Option<Vec<Value>>, ServerError> {
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page_size = PAGE_SIZE.to_string();
+            let mut query = vec![("page[first]", page_size.as_str())];
+            query.extend_from_slice(filters);
+            if let Some(after) = &after {
+                query.push(("page[after]", after));
+            }
+            let reply = self.admin_list(path, &query).await?;
+            if reply.status != StatusCode::OK {
+                return Err(ServerError::refused(what, &reply));
+            }
+            let count = reply.body.pointer("/meta/count").and_then(Value::as_u64);
+            if after.is_none() && count.is_some_and(|count| count > most) {
+                return Ok(None);
+            }
+            let page = reply
+                .body
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| unexpected(what, "no data array"))?;
+            items.extend(page.iter().cloned());
+            // Pages are asked for by ID rather than by following links.next,
+            // whose path lacks any prefix MAS is mounted under.
+            let last = page.last().and_then(|item| item.get("id")?.as_str());
+            match (reply.body.pointer("/links/next"), last) {
+                // A cursor that does not move would page forever.
+                (Some(_), Some(last)) if after.as_deref() != Some(last) => {
+                    after = Some(last.to_string())
+                }
+                _ => return Ok(Some(items)),
+            }
+        }
+    }
 }

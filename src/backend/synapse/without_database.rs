@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::SynapseError;
-use crate::backend::{ServerError, DATABASES_NOT_BUILT_IN};
+use crate::backend::declaration::DATABASES_NOT_BUILT_IN;
+use crate::backend::ServerError;
 use crate::model::{ExternalId, Ratelimit};
 use crate::secret::Secret;
 

@@ -1,0 +1,364 @@
+//! The rules several servers share for refusing, before any request, what
+//! they cannot do with the declaration (see
+//! [`super::AccountServer::check_declaration`]): each refusal names the field
+//! and says what to declare instead.
+
+use crate::model::{ArgsError, ModuleArgs};
+use crate::model::{DesiredUser, Undeclared, UserType};
+
+/// E-mail addresses are managed only through MAS, which verifies them; the
+/// homeservers' own admin APIs would add them unverified or not at all.
+pub(super) fn refuse_email(user: &DesiredUser) -> Result<(), ArgsError> {
+    refuse_declared(
+        user,
+        "email",
+        user.email.is_some(),
+        "e-mail addresses are managed only with homeserver: mas",
+    )
+}
+
+pub(super) const NO_ACCESS_TOKEN_FILE: &str =
+    "personal access tokens are kept only with homeserver: mas for now (MAS's personal sessions); leave it out";
+
+/// Refuses, on a homeserver, the options that only MAS has.
+pub(super) fn refuse_mas_only(args: &ModuleArgs) -> Result<(), ArgsError> {
+    for user in &args.users {
+        let declared = user.access_token_file.is_some();
+        refuse_declared(user, "access_token_file", declared, NO_ACCESS_TOKEN_FILE)?;
+        if let Some(field) = user.mas.declared().first() {
+            refuse_declared(user, field, true, "only homeserver: mas takes it")?;
+        }
+    }
+    match args.mas_adopt_existing {
+        true => Err(ArgsError::Unsupported {
+            field: "mas_adopt_existing".into(),
+            reason: "only MAS keeps accounts apart from the homeserver; leave it out unless homeserver: mas",
+        }),
+        false => Ok(()),
+    }
+}
+
+/// Why a binary built without the `databases` cargo feature refuses
+/// `dendrite_database` and `synapse_database`.
+#[cfg(not(feature = "databases"))]
+pub(super) const DATABASES_NOT_BUILT_IN: &str =
+    "this matrix_user binary was built without the databases \
+     cargo feature, so it cannot open a homeserver's database; use a binary built with default \
+     features (tools/just build, the collection), or leave it out";
+
+/// Refuses the database option `field` when it is `given` to a binary
+/// without the database drivers; a binary with them takes it.
+#[cfg(feature = "databases")]
+pub(super) fn refuse_without_databases(_field: &str, _given: bool) -> Result<(), ArgsError> {
+    Ok(())
+}
+
+#[cfg(not(feature = "databases"))]
+pub(super) fn refuse_without_databases(field: &str, given: bool) -> Result<(), ArgsError> {
+    match given {
+        true => Err(ArgsError::Unsupported {
+            field: field.into(),
+            reason: DATABASES_NOT_BUILT_IN,
+        }),
+        false => Ok(()),
+    }
+}
+
+/// Refuses `synapse_database` on the servers that are not Synapse.
+pub(super) fn refuse_synapse_database(args: &ModuleArgs) -> Result<(), ArgsError> {
+    match args.credentials.synapse_database.is_some() {
+        true => Err(ArgsError::Unsupported {
+            field: "synapse_database".into(),
+            reason: "it is Synapse's database, read only with homeserver: synapse (Dendrite's \
+                     is dendrite_database); leave it out",
+        }),
+        false => Ok(()),
+    }
+}
+
+/// Refuses a user type other than `regular`, for a server that has none.
+pub(super) fn refuse_user_type(user: &DesiredUser, reason: &'static str) -> Result<(), ArgsError> {
+    let special = user
+        .user_type
+        .as_ref()
+        .is_some_and(|t| *t != UserType::Regular);
+    refuse_declared(user, "user_type", special, reason)
+}
+
+/// Refuses `undeclared` other than `keep`, for a server the module cannot
+/// list and lock or deactivate users on; `reason` says why.
+pub(super) fn refuse_undeclared(args: &ModuleArgs, reason: &'static str) -> Result<(), ArgsError> {
+    match args.undeclared.action {
+        Undeclared::Keep => Ok(()),
+        _ => Err(ArgsError::Unsupported {
+            field: "undeclared".into(),
+            reason,
+        }),
+    }
+}
+
+/// Refuses `user`'s `field` when it is `declared`, for a server that cannot
+/// manage it; `reason` says why and what to declare instead.
+pub(super) fn refuse_declared(
+    user: &DesiredUser,
+    field: &str,
+    declared: bool,
+    reason: &'static str,
+) -> Result<(), ArgsError> {
+    match declared {
+        true => Err(ArgsError::Unsupported {
+            field: user.field_name(field),
+            reason,
+        }),
+        false => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{dendrite, mas, synapse, AccountServer};
+    use crate::model::HomeserverKind;
+    use serde_json::{json, Value};
+
+    /// Refuses what the chosen server cannot do with the declaration (see
+    /// [`AccountServer::check_declaration`]); the module calls each server's own.
+    fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
+        match args.homeserver {
+            HomeserverKind::Synapse => synapse::Synapse::check_declaration(args).map(drop),
+            HomeserverKind::Dendrite => dendrite::Dendrite::check_declaration(args).map(drop),
+            HomeserverKind::Mas => mas::Mas::check_declaration(args).map(drop),
+        }
+    }
+
+    /// Parses `value` as the module's arguments and checks them against the chosen server.
+    fn declare(value: Value) -> Result<ModuleArgs, String> {
+        let args = ModuleArgs::from_map(value.as_object().unwrap()).map_err(|e| e.to_string())?;
+        check_declaration(&args).map_err(|e| e.to_string())?;
+        Ok(args)
+    }
+
+    fn error_of(value: Value) -> String {
+        declare(value).unwrap_err()
+    }
+
+    fn base() -> Value {
+        json!({"homeserver_url": "http://127.0.0.1:8008/", "registration_shared_secret": "s3cret-value"})
+    }
+
+    /// A MAS connection's arguments.
+    fn mas_base() -> Value {
+        json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:8080",
+            "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret"})
+    }
+
+    /// `server`'s arguments with `user`'s fields added.
+    fn with_user(mut server: Value, user: Value) -> Value {
+        server
+            .as_object_mut()
+            .unwrap()
+            .extend(user.as_object().unwrap().clone());
+        server
+    }
+
+    /// Synapse's base arguments on Dendrite, with `user`'s fields.
+    fn on_dendrite(user: Value) -> Value {
+        let mut args = with_user(base(), user);
+        args["homeserver"] = json!("dendrite");
+        args
+    }
+
+    #[test]
+    fn synapse_database_is_synapses_alone_and_refused_elsewhere_by_name() {
+        let database =
+            json!({"username": "a", "synapse_database": "/var/lib/synapse/homeserver.db"});
+        for server in [
+            on_dendrite(database.clone()),
+            with_user(mas_base(), database.clone()),
+        ] {
+            let message = error_of(server);
+            assert!(
+                message.starts_with("synapse_database: it is Synapse's database, read only with homeserver: synapse"),
+                "{message}"
+            );
+        }
+        #[cfg(feature = "databases")]
+        assert!(declare(with_user(base(), database)).is_ok());
+        #[cfg(not(feature = "databases"))]
+        assert!(error_of(with_user(base(), database)).starts_with(
+            "synapse_database: this matrix_user binary was built without the databases cargo feature"
+        ));
+    }
+
+    #[test]
+    fn credentials_are_required() {
+        let message = error_of(json!({"homeserver_url": "http://x", "username": "alice"}));
+        assert!(
+            message.starts_with("no credentials: give registration_shared_secret"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn mas_refuses_what_it_cannot_compare() {
+        let mas = |user: Value| declare(with_user(mas_base(), user));
+        // Set at creation (MAS 1.18 and later, checked once connected).
+        mas(json!({"users": [{"username": "a", "displayname": "A"}]})).unwrap();
+        let message = mas(json!({"username": "a", "user_type": "bot"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("user_type: MAS has no user types"),
+            "{message}"
+        );
+        let args = mas(json!({"username": "a", "user_type": "regular", "email": "a@example.com"}))
+            .unwrap();
+        assert_eq!(args.server.url, "http://127.0.0.1:8080");
+        assert!(args.credentials.mas_client.is_some());
+    }
+
+    #[test]
+    fn only_mas_takes_the_mas_options() {
+        let message = error_of(with_user(
+            base(),
+            json!({"users": [{"username": "a", "mas_skip_password_check": true}]}),
+        ));
+        assert_eq!(
+            message,
+            "users[0].mas_skip_password_check: only homeserver: mas takes it"
+        );
+        let mut dendrite = with_user(
+            base(),
+            json!({"username": "a", "mas_skip_password_check": true}),
+        );
+        dendrite["homeserver"] = json!("dendrite");
+        dendrite["dendrite_database"] = json!("/var/lib/dendrite/userapi.db");
+        assert_eq!(
+            error_of(dendrite),
+            "mas_skip_password_check: only homeserver: mas takes it"
+        );
+        let linked =
+            json!({"username": "a", "upstream_links": [{"provider": "SSO", "subject": "a"}]});
+        assert_eq!(
+            error_of(with_user(base(), linked)),
+            "upstream_links: only homeserver: mas takes it"
+        );
+        declare(with_user(
+            base(),
+            json!({"username": "a", "mas_skip_password_check": false}),
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn dendrite_refuses_what_it_has_no_notion_of() {
+        // A binary without the drivers refuses dendrite_database first.
+        let database = cfg!(feature = "databases");
+        let dendrite = |user: Value| {
+            let mut args = on_dendrite(user);
+            if database {
+                args["dendrite_database"] = json!("/var/lib/dendrite/userapi.db");
+            }
+            declare(args)
+        };
+        let message = dendrite(json!({"users": [{"username": "a", "user_type": "bot"}]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("users[0].user_type: Dendrite has no user types"),
+            "{message}"
+        );
+        let message = dendrite(json!({"username": "a", "state": "absent", "erase": true}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("erase: Dendrite cannot erase"),
+            "{message}"
+        );
+        let message = dendrite(json!({"username": "a", "password": "short7!"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("password: Dendrite accepts only passwords of 8 to 512 bytes"),
+            "{message}"
+        );
+        assert!(!message.contains("short7!"), "{message}");
+        let args =
+            dendrite(json!({"username": "a", "password": "eight ch", "user_type": "regular"}))
+                .unwrap();
+        assert_eq!(args.credentials.dendrite_database.is_some(), database);
+    }
+
+    #[test]
+    fn emails_and_external_ids_are_refused_by_name_where_unsupported() {
+        let user = |field: &str| {
+            let value = match field {
+                "emails" => json!(["a@example.com"]),
+                _ => json!([{"auth_provider": "oidc-github", "external_id": "1"}]),
+            };
+            json!({"users": [{"username": "a", "password": "eight ch", field: value}]})
+        };
+        let dendrite = |user: Value| error_of(on_dendrite(user));
+        let mas = |user: Value| error_of(with_user(mas_base(), user));
+        let expectations = [
+            (
+                dendrite(user("emails")),
+                "users[0].emails: Dendrite's admin API (0.13) cannot set",
+            ),
+            (
+                dendrite(user("external_ids")),
+                "users[0].external_ids: Dendrite (0.13) has no SSO identities",
+            ),
+            (
+                mas(user("external_ids")),
+                "users[0].external_ids: MAS keeps SSO identities as upstream OAuth links",
+            ),
+        ];
+        for (message, expected) in expectations {
+            assert!(message.starts_with(expected), "{message}");
+        }
+        // MAS takes emails, or email, but not both for one user.
+        declare(with_user(mas_base(), user("emails"))).unwrap();
+        let both = json!({"username": "a", "email": "a@example.com", "emails": ["a@example.com"]});
+        let message = mas(both);
+        assert!(
+            message.starts_with("email: declare either email (one address the user must have; its others stay) or emails"),
+            "{message}"
+        );
+        // Synapse takes both, and points the single MAS-style email at emails.
+        let mut synapse = base();
+        synapse["users"] = json!([{"username": "a", "emails": ["a@example.com"],
+            "external_ids": [{"auth_provider": "saml", "external_id": "a"}]}]);
+        assert!(declare(synapse).is_ok());
+        let mut single = base();
+        single["username"] = json!("a");
+        single["email"] = json!("a@example.com");
+        let message = error_of(single);
+        assert!(
+            message.starts_with("email: email (one address, verified) is for homeserver: mas; on Synapse declare emails"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn servers_without_user_types_refuse_extra_ones_too() {
+        let mut dendrite = base();
+        dendrite["homeserver"] = json!("dendrite");
+        dendrite["username"] = json!("a");
+        dendrite["user_type"] = json!("bridge");
+        let message = error_of(dendrite);
+        assert!(
+            message.starts_with("user_type: Dendrite has no user types"),
+            "{message}"
+        );
+        let message = error_of(
+            json!({"homeserver": "mas", "mas_url": "http://127.0.0.1:8080",
+            "mas_client_id": "01J0000000000000000000000", "mas_client_secret": "client-secret",
+            "username": "a", "user_type": "bridge"}),
+        );
+        assert!(
+            message.starts_with("user_type: MAS has no user types"),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! [`ServerError`]: what can fail while talking to the server that holds the
+//! accounts, with the failures only one server reports wrapped in its own
+//! error.
+
+use super::{dendrite, mas, synapse};
+use crate::http::{server_word, HttpError, Reply};
+use crate::model::Change;
+
+/// A failure talking to the server that holds the accounts. Messages say what failed and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No usable answer at all (unreachable, timeout, rate limit, TLS).
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The homeserver computed another HMAC: the shared secret differs.
+    #[error("HMAC incorrect: the registration_shared_secret does not match the homeserver's; copy it from the homeserver's configuration")]
+    WrongSharedSecret,
+    /// The homeserver has no `registration_shared_secret` configured.
+    #[error("the homeserver does not accept shared-secret registration (no registration_shared_secret in its configuration); configure one there, or give admin_token")]
+    SharedSecretDisabled,
+    /// A 404 with no Matrix error body: something in front of the homeserver
+    /// (a reverse proxy) answered, because it does not forward the admin API.
+    /// The homeserver itself answers every unknown path with a Matrix error.
+    #[error("{path} answered 404 without a Matrix error: a reverse proxy in front of the homeserver does not forward /_synapse/admin (matrix-docker-ansible-deploy's default forwards only /_matrix and /_synapse/client); point homeserver_url at the homeserver itself rather than the proxy (on an mdad host, publish Synapse's port with matrix_synapse_container_client_api_host_bind_port: \"127.0.0.1:8008\" and use http://127.0.0.1:8008), or have the proxy forward /_synapse/admin")]
+    AdminApiNotForwarded { path: String },
+    /// The admin token is unknown, expired or revoked.
+    #[error("the homeserver refused the admin token ({detail}); give a current access token of a server admin as admin_token")]
+    TokenRefused { detail: String },
+    /// The account behind the token is not a server admin.
+    #[error("{account} is not a server admin, so it cannot manage users; promote it, or give the token of a server admin")]
+    NotAdmin { account: String },
+    /// The service account's token works, but the account is no admin any
+    /// more (someone demoted it); it cannot promote itself.
+    #[error("the service account {account} is not a server admin (any more: someone demoted it), and it cannot promote itself; promote it again with another admin's token (PUT /_synapse/admin/v2/users/{account} with {{\"admin\": true}} on Synapse, account_type 3 in Dendrite's database), or give admin_token, or choose another service_account")]
+    ServiceAccountNotAdmin { account: String },
+    /// The service account exists but its password is not the derived one.
+    #[error("the service account {account} exists but does not accept the password matrix_user derives from the registration_shared_secret (was it created by hand, or the secret changed?); choose another service_account (the name stays taken even if that account is deactivated), or give admin_token")]
+    ServiceAccountPassword { account: String },
+    /// The configured `server_name` is not the one the server serves.
+    #[error("server_name is {given:?}, but the server at {url_field} serves {actual:?}; fix server_name or leave it out")]
+    WrongServerName {
+        given: String,
+        actual: String,
+        url_field: &'static str,
+    },
+    /// The admin token could not be kept for the next run.
+    #[error("cannot keep the service account's token in {path}: {detail}; set token_cache_dir to a writable folder")]
+    TokenCache { path: String, detail: String },
+    /// The token cache folder belongs to another user, who could swap the token.
+    #[error("the token_cache_dir {folder} belongs to another user (uid {owner}), who could read or replace the service account's token; set token_cache_dir to a folder of the user running the module")]
+    TokenCacheForeign { folder: String, owner: u32 },
+    /// Others can write the token cache folder, so they could swap the token.
+    #[error("the token_cache_dir {folder} can be written by other users (mode {mode}), who could replace the service account's token; make it private (chmod 700) or set token_cache_dir to a private folder")]
+    TokenCacheShared { folder: String, mode: String },
+    /// The token cache file is a symbolic link, which is never followed.
+    #[error("the token cache file {path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove the link (in token_cache_dir)")]
+    TokenCacheLink { path: String },
+    /// The token cache file is not a regular file, or too large for a token.
+    #[error("token_cache_dir: cannot read the service account's cached token {path}: {problem}; remove it (matrix_user writes a new one)")]
+    TokenCacheUnusable { path: String, problem: String },
+    /// The server refused a request for a reason of its own.
+    #[error("{what}: {server} answered {status}{errcode}: {explanation}")]
+    Refused {
+        what: String,
+        /// Who answered ([`Reply::server`]).
+        server: &'static str,
+        status: u16,
+        errcode: String,
+        explanation: String,
+    },
+    /// Another run created the user between our read and our write; the
+    /// reconciler reads it again and carries on.
+    #[error("{user} was created by someone else meanwhile, twice in a row; run again")]
+    CreatedMeanwhile { user: String },
+    /// The account was created without a password (so that creating could
+    /// not overwrite someone else's), then setting the rest failed.
+    #[error("{cause}; {user} was created without its password, {state}")]
+    CreatedWithoutPassword {
+        user: String,
+        cause: Box<ServerError>,
+        /// What the account was left as, and what the next run does.
+        state: String,
+    },
+    /// A shared-secret registration got no answer: it may have created the
+    /// user. Registration is all or nothing and refuses an existing user, so
+    /// the reconciler reads the user again and, if it is still missing,
+    /// registers it again with a fresh nonce.
+    #[error("{cause} (registering {user}, twice in a row); run again: a registration is never applied twice")]
+    RegistrationUnanswered {
+        user: String,
+        cause: Box<ServerError>,
+    },
+    /// Creating got no answer, and the user exists now: made by this run
+    /// (then without a password) or by someone else, which the server cannot tell.
+    #[error("creating {user}: {cause}; {user} exists now, but matrix_user cannot tell whether its own request created it (then it has no password yet) or someone else did, so it leaves the account alone: check it, and if it is the one you declared, run again with update_password: always for this user")]
+    CreationUnconfirmed {
+        user: String,
+        cause: Box<ServerError>,
+    },
+    /// An address or SSO identity declared for `user` belongs to another
+    /// account; Synapse would move an address silently and refuse an identity.
+    #[error("{user}: {what} belongs to {holder}; matrix_user does not take it from another account: remove it from {holder} first, or correct the declaration")]
+    TakenByOther {
+        user: String,
+        what: String,
+        holder: String,
+    },
+    /// A change of several steps failed after an earlier step had landed.
+    #[error("{cause}; {done}: run again to finish")]
+    Unfinished {
+        done: String,
+        cause: Box<ServerError>,
+    },
+    /// The answer did not have the shape the API documents.
+    #[error("{what}: unexpected answer from the server: {detail}; check that the URL points at the right server and that its version is supported")]
+    Unexpected { what: String, detail: String },
+    /// A failure only MAS reports.
+    #[error(transparent)]
+    Mas(#[from] mas::MasError),
+    /// A failure only Dendrite reports.
+    #[error(transparent)]
+    Dendrite(#[from] dendrite::DendriteError),
+    /// A failure only Synapse reports.
+    #[error(transparent)]
+    Synapse(#[from] synapse::SynapseError),
+}
+
+impl ServerError {
+    /// The changes that landed before this failure, when the failure knows them.
+    pub fn landed(&self) -> &[Change] {
+        match self {
+            ServerError::Mas(mas::MasError::CreatedUnfinished { landed, .. }) => landed,
+            _ => &[],
+        }
+    }
+
+    /// A write that may have been carried out although its answer was lost.
+    pub fn is_answer_lost(&self) -> bool {
+        matches!(self, ServerError::Http(HttpError::AnswerLost { .. }))
+    }
+
+    /// A refusal, quoting the server's own explanation.
+    pub fn refused(what: impl Into<String>, reply: &Reply) -> ServerError {
+        let errcode = match reply.errcode() {
+            "" => String::new(),
+            code => format!(" {}", server_word(code)),
+        };
+        ServerError::Refused {
+            what: what.into(),
+            server: reply.server,
+            status: reply.status.as_u16(),
+            errcode,
+            explanation: reply.explanation(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    #[test]
+    fn a_refusal_quotes_a_broken_servers_fields_briefly() {
+        let reply = Reply {
+            server: crate::http::HOMESERVER,
+            status: StatusCode::BAD_REQUEST,
+            body: serde_json::json!({"errcode": "E".repeat(50_000), "error": "x".repeat(50_000)}),
+        };
+        let message = ServerError::refused("creating @a:x", &reply).to_string();
+        assert!(message.len() < 600, "{} bytes", message.len());
+        assert!(
+            message.starts_with(&format!(
+                "creating @a:x: the homeserver answered 400 {}... (50000 bytes)",
+                "E".repeat(64)
+            )),
+            "{message}"
+        );
+    }
+}
