@@ -9,9 +9,10 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::model::ServerOptions;
+use std::path::PathBuf;
+
 use crate::secret::{excerpt, Secret};
-use crate::trust::{self, tls_failure, TrustStore};
+use crate::trust::{self, tls_failure, TrustError, TrustStore};
 
 /// Longest pause between two attempts to reach a server that is starting.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -22,90 +23,88 @@ const MAX_QUOTED_WORD: usize = 64;
 /// How much of a plain-text error body (a proxy's "404 page not found") a message may quote.
 const MAX_QUOTED_TEXT: usize = 100;
 
-/// Why a request got no usable answer. Answers with an error status are
-/// not errors here: the backend that sent the request interprets them.
-#[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+/// Why a request to a server got no usable answer, or the client for it
+/// could not be made. The context is stated once: `server` (as messages
+/// name it, [`Http::naming`]), its `url` and `url_field`, the parameter that
+/// gave the URL. Answers with an error status are not errors here: the
+/// backend that sent the request interprets them.
+#[derive(Debug)]
+pub struct HttpError {
+    pub server: &'static str,
+    pub url: String,
+    pub url_field: &'static str,
+    pub kind: HttpErrorKind,
+}
+
+/// What went wrong, each with what the user can do about it.
+#[derive(Debug)]
+pub enum HttpErrorKind {
     /// Connection refused, or 502/503/504 to a read (other than the
     /// server's own Matrix error), for longer than `wait_timeout`.
-    #[error("cannot reach {server} at {url} (waited {waited}s: {detail}); check {url_field}, that the server is running, or raise wait_timeout")]
-    Unreachable {
-        server: &'static str,
-        url_field: &'static str,
-        url: String,
-        waited: u64,
-        detail: String,
-    },
+    Unreachable { waited: u64, detail: String },
     /// A write got 502/503: it may have reached the server and been carried
     /// out before the answer was lost, so it is not sent again blindly; the
     /// caller reads the server to find out.
-    #[error("{server} at {url} answered {detail} to a {method} that it may nonetheless have carried out; matrix_user does not send it again blindly; running again reads the server and converges")]
-    AnswerLost {
-        server: &'static str,
-        url: String,
-        method: Method,
-        detail: String,
-    },
+    AnswerLost { method: Method, detail: String },
     /// One request took longer than `timeout`.
-    #[error("{server} at {url} did not answer within {seconds}s (a change it was asked to make may or may not have happened; running again converges); raise timeout or check the server's load")]
-    Timeout {
-        server: &'static str,
-        url: String,
-        seconds: u64,
-    },
+    Timeout { seconds: u64 },
     /// The server keeps answering 429 beyond what `wait_timeout` allows.
-    #[error("{server} rate-limits us and asks to wait {seconds}s more, longer than wait_timeout allows; run again later or raise wait_timeout")]
-    RateLimited { server: &'static str, seconds: u64 },
-    /// TLS or protocol failure that waiting does not fix.
-    #[error("request to {url} failed: {detail}; check {url_field}, validate_certs and ca_path")]
-    Transport {
-        url_field: &'static str,
-        url: String,
-        detail: String,
-    },
-    /// The server's certificate chains to no CA this host trusts.
-    #[error("the certificate of {server} at {url} is not issued by a CA this host trusts (trusted: {trusted}); give the CA that issued it as ca_path (a PEM file, several certificates allowed), or add it to this host's CA store (or SSL_CERT_FILE/SSL_CERT_DIR); validate_certs: false skips the check")]
-    UntrustedCertificate {
-        server: &'static str,
-        url: String,
-        trusted: String,
-    },
-    /// The certificate is for other names than the URL's host.
-    #[error("the certificate of {server} at {url} is not valid for the name {host} ({detail}); use a {url_field} with a name the certificate lists, or give the server a certificate for {host}; ca_path cannot help, validate_certs: false skips the check")]
-    CertificateNameMismatch {
-        server: &'static str,
-        url_field: &'static str,
-        url: String,
-        host: String,
-        detail: String,
-    },
-    /// The certificate is outside its validity period.
-    #[error("the certificate of {server} at {url} has expired or is not valid yet ({detail}); renew it on the server (or correct this host's clock); ca_path cannot help, validate_certs: false skips the check")]
-    CertificateExpired {
-        server: &'static str,
-        url: String,
-        detail: String,
-    },
-    /// A self-signed certificate marked as a CA, which rustls never accepts
-    /// as a server's own certificate, not even when `ca_path` names it.
-    #[error("the certificate of {server} at {url} is marked as a CA (basicConstraints CA:TRUE, which `openssl req -x509` sets by default), and matrix_user (rustls) refuses a CA certificate as a server's own even when ca_path names it; give the server a certificate issued by a CA and that CA as ca_path, or make the self-signed one with -addext basicConstraints=critical,CA:FALSE and a subjectAltName, or set validate_certs: false")]
-    CaCertificateAsServer { server: &'static str, url: String },
-    /// Any other refusal of the server's certificate.
-    #[error("the certificate of {server} at {url} was refused: {detail}; check the server's certificate, ca_path and validate_certs")]
-    CertificateRefused {
-        server: &'static str,
-        url: String,
-        detail: String,
-    },
-    /// The file named by `ca_path` cannot be read.
-    #[error("ca_path: cannot read {path}: {detail}; give the path of a PEM file with the CA certificate(s) that issued the server's certificate")]
-    CaFileUnreadable { path: String, detail: String },
-    /// The file named by `ca_path` holds no certificate at all.
-    #[error("ca_path: {path} holds no PEM certificate (no -----BEGIN CERTIFICATE----- block); give a PEM file with the CA certificate(s) that issued the server's certificate")]
-    CaFileEmpty { path: String },
-    /// A certificate in `ca_path` is malformed.
-    #[error("ca_path: {path} holds a certificate that cannot be used: {detail}; give a PEM file with the CA certificate(s) that issued the server's certificate")]
-    CaFileUnusable { path: String, detail: String },
+    RateLimited { seconds: u64 },
+    /// A TLS or protocol failure that waiting does not fix.
+    Transport { detail: String },
+    /// `ca_path` cannot be used, or the server's certificate is refused.
+    Trust(TrustError),
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let HttpError {
+            server,
+            url,
+            url_field,
+            kind,
+        } = self;
+        match kind {
+            HttpErrorKind::Unreachable { waited, detail } => write!(
+                f,
+                "cannot reach {server} at {url} (waited {waited}s: {detail}); check {url_field}, that the server is running, or raise wait_timeout"
+            ),
+            HttpErrorKind::AnswerLost { method, detail } => write!(
+                f,
+                "{server} at {url} answered {detail} to a {method} that it may nonetheless have carried out; matrix_user does not send it again blindly; running again reads the server and converges"
+            ),
+            HttpErrorKind::Timeout { seconds } => write!(
+                f,
+                "{server} at {url} did not answer within {seconds}s (a change it was asked to make may or may not have happened; running again converges); raise timeout or check the server's load"
+            ),
+            HttpErrorKind::RateLimited { seconds } => write!(
+                f,
+                "{server} rate-limits us and asks to wait {seconds}s more, longer than wait_timeout allows; run again later or raise wait_timeout"
+            ),
+            HttpErrorKind::Transport { detail } => write!(
+                f,
+                "request to {url} failed: {detail}; check {url_field}, validate_certs and ca_path"
+            ),
+            HttpErrorKind::Trust(trust) if trust.is_about_ca_path() => write!(f, "{trust}"),
+            HttpErrorKind::Trust(trust) => write!(f, "the certificate of {server} at {url} {trust}"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            HttpErrorKind::Trust(trust) => Some(trust),
+            _ => None,
+        }
+    }
+}
+
+impl HttpError {
+    /// A write that may have been carried out although its answer was lost.
+    pub fn is_answer_lost(&self) -> bool {
+        matches!(self.kind, HttpErrorKind::AnswerLost { .. })
+    }
 }
 
 /// A server's answer.
@@ -210,6 +209,20 @@ enum Auth<'a> {
 /// How messages name the server unless its backend names it otherwise ([`Http::naming`]).
 pub const HOMESERVER: &str = "the homeserver";
 
+/// Where one server is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub url: String,
+    /// The parameter that gave `url`, for messages that ask to check it.
+    pub url_field: &'static str,
+    pub validate_certs: bool,
+    pub ca_path: Option<PathBuf>,
+    /// How long one request may take.
+    pub timeout: Duration,
+    /// How long to keep trying while the server is away or rate-limits us.
+    pub wait_timeout: Duration,
+}
+
 pub struct Http {
     client: reqwest::Client,
     base_url: String,
@@ -231,23 +244,30 @@ pub struct Http {
 }
 
 impl Http {
-    pub fn new(options: &ServerOptions) -> Result<Http, HttpError> {
+    pub fn new(options: &Endpoint) -> Result<Http, HttpError> {
+        let failure = |kind| HttpError {
+            server: HOMESERVER,
+            url: options.url.clone(),
+            url_field: options.url_field,
+            kind,
+        };
         let builder = reqwest::Client::builder()
             .timeout(options.timeout)
             .user_agent(concat!("matrix_user/", env!("CARGO_PKG_VERSION")));
         // A bad ca_path is refused even when validate_certs is off: it is
         // a mistake in the playbook either way.
-        let trust = TrustStore::load(options.ca_path.as_deref())?;
+        let trust = TrustStore::load(options.ca_path.as_deref())
+            .map_err(|e| failure(HttpErrorKind::Trust(e)))?;
         let trusted = trust.description.clone();
         let builder = if options.validate_certs {
             builder.use_preconfigured_tls(trust.client_config())
         } else {
             builder.danger_accept_invalid_certs(true)
         };
-        let client = builder.build().map_err(|e| HttpError::Transport {
-            url_field: options.url_field,
-            url: options.url.clone(),
-            detail: e.to_string(),
+        let client = builder.build().map_err(|e| {
+            failure(HttpErrorKind::Transport {
+                detail: e.to_string(),
+            })
         })?;
         Ok(Http {
             client,
@@ -263,14 +283,19 @@ impl Http {
         })
     }
 
-    fn unreachable(&self, url: &str, waited: Duration, detail: String) -> HttpError {
-        HttpError::Unreachable {
+    /// The failure `kind` of a request to `url`, of this client's server.
+    fn failure(&self, url: &str, kind: HttpErrorKind) -> HttpError {
+        HttpError {
             server: self.server,
-            url_field: self.url_field,
             url: url.to_string(),
-            waited: waited.as_secs(),
-            detail,
+            url_field: self.url_field,
+            kind,
         }
+    }
+
+    fn unreachable(&self, url: &str, waited: Duration, detail: String) -> HttpError {
+        let waited = waited.as_secs();
+        self.failure(url, HttpErrorKind::Unreachable { waited, detail })
     }
 
     /// This client, naming its server `server` in messages ("MAS" rather
@@ -308,7 +333,7 @@ impl Http {
     /// refuses connections, is overloaded (502/503/504 to a read, or an
     /// answer the backend's [`Http::retrying`] rule recognises) or
     /// rate-limits us (429). A write that gets 502/503
-    /// is not resent: [`HttpError::AnswerLost`].
+    /// is not resent: [`HttpErrorKind::AnswerLost`].
     pub async fn send(
         &self,
         method: Method,
@@ -391,10 +416,8 @@ impl Http {
                     let budget = self.rate_limit_wait.unwrap_or(self.wait_timeout);
                     // A server may ask for more seconds than a clock can add.
                     if waited.checked_add(pause).is_none_or(|until| until > budget) {
-                        return Err(HttpError::RateLimited {
-                            server: self.server,
-                            seconds: pause.as_secs().max(1),
-                        });
+                        let seconds = pause.as_secs().max(1);
+                        return Err(self.failure(&url, HttpErrorKind::RateLimited { seconds }));
                     }
                     self.rate_limited.set(self.rate_limited.get() + pause);
                     pause
@@ -409,12 +432,10 @@ impl Http {
                         return Ok(answer);
                     }
                     if !is_read(&method) {
-                        return Err(HttpError::AnswerLost {
-                            server: self.server,
-                            url,
-                            method,
-                            detail: format!("HTTP {status}"),
-                        });
+                        let detail = format!("HTTP {status}");
+                        return Err(
+                            self.failure(&url, HttpErrorKind::AnswerLost { method, detail })
+                        );
                     }
                     if waited >= self.wait_timeout {
                         return Err(self.unreachable(&url, waited, format!("HTTP {status}")));
@@ -430,21 +451,19 @@ impl Http {
                     backoff
                 }
                 Err(error) if error.is_timeout() => {
-                    return Err(HttpError::Timeout {
-                        server: self.server,
-                        url,
-                        seconds: self.timeout.as_secs(),
-                    })
+                    let seconds = self.timeout.as_secs();
+                    return Err(self.failure(&url, HttpErrorKind::Timeout { seconds }));
                 }
                 Err(error) => match tls_failure(&error) {
                     // A refused certificate fails at once: waiting does not fix it.
                     Some(failure) => {
-                        return Err(trust::explain(
-                            failure,
-                            (self.server, self.url_field),
-                            &self.base_url,
-                            &self.trusted,
-                        ))
+                        let kind = match trust::explain(failure, (&self.base_url, self.url_field), &self.trusted) {
+                            Some(refused) => HttpErrorKind::Trust(refused),
+                            None => HttpErrorKind::Transport {
+                                detail: format!("TLS failed: {failure} (does {}'s scheme match the server: https:// to a port that speaks plain HTTP fails like this?)", self.url_field),
+                            },
+                        };
+                        return Err(self.failure(&self.base_url, kind));
                     }
                     None if error.is_connect() => {
                         if waited >= self.wait_timeout {
@@ -453,11 +472,8 @@ impl Http {
                         backoff
                     }
                     None => {
-                        return Err(HttpError::Transport {
-                            url_field: self.url_field,
-                            url,
-                            detail: root_cause(&error),
-                        })
+                        let detail = root_cause(&error);
+                        return Err(self.failure(&url, HttpErrorKind::Transport { detail }));
                     }
                 },
             };

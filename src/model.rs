@@ -667,3 +667,16 @@ impl Default for UndeclaredPolicy {
         }
     }
 }
+
+/// A wait the server asked for (429s), reported so that a slow run explains itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waited {
+    pub seconds: u64,
+    pub reason: String,
+}
+
+/// The same items, whatever their order (addresses: each in the server's form).
+pub fn same_set<T: Ord>(current: &[T], wanted: &[T]) -> bool {
+    use std::collections::BTreeSet;
+    current.iter().collect::<BTreeSet<_>>() == wanted.iter().collect::<BTreeSet<_>>()
+}

@@ -3,8 +3,8 @@
 //! server, shared by every backend.
 
 use crate::model::{
-    Account, Avatar, Change, DesiredUser, Fact, MasChange, Observed, Restriction, Restrictions,
-    Seen, SeenAvatar, UpdatePassword, UpdateType, UpstreamLink, UserState, UserType,
+    same_set, Account, Avatar, Change, DesiredUser, Fact, MasChange, Observed, Restriction,
+    Restrictions, Seen, SeenAvatar, UpdatePassword, UpdateType, UpstreamLink, UserState, UserType,
 };
 
 /// Why no plan can make the server match the declaration.
@@ -446,12 +446,6 @@ fn joined_as_declared(desired: &DesiredUser) -> Seen<Vec<crate::matrix_id::Room>
         true => Seen::Unknown,
         false => Seen::Known(desired.rooms.clone()),
     }
-}
-
-/// The same items, whatever their order (addresses: each in the server's form).
-pub fn same_set<T: Ord>(current: &[T], wanted: &[T]) -> bool {
-    use std::collections::BTreeSet;
-    current.iter().collect::<BTreeSet<_>>() == wanted.iter().collect::<BTreeSet<_>>()
 }
 
 /// A new personal access token is written when the user declares

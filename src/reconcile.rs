@@ -15,7 +15,7 @@ use crate::backend::dendrite::Dendrite;
 use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
 use crate::backend::{AccountServer, ServerError};
-use crate::http::Http;
+use crate::http::{Endpoint, Http};
 use crate::matrix_id::UserId;
 use crate::model::{
     Account, Change, DesiredUser, HomeserverKind, Observed, Restriction, Seen, Undeclared,
@@ -82,7 +82,7 @@ async fn reconcile_on<S: AccountServer + 'static>(args: &ModuleArgs) -> Report {
         Ok(args) => args,
         Err(message) => return Report::fatal(message),
     };
-    let http = match Http::new(&args.server) {
+    let http = match Http::new(&Endpoint::from(&args.server)) {
         Ok(http) => http,
         Err(error) => return Report::fatal(error.to_string()),
     };

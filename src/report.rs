@@ -8,7 +8,7 @@ use std::panic::Location;
 
 use serde_json::{json, Value};
 
-use crate::model::{Account, Change, UserState};
+use crate::model::{Account, Change, UserState, Waited};
 use crate::secret::{mask_secrets, MASK};
 
 /// What happened to one declared user.
@@ -79,13 +79,6 @@ pub struct Report {
     pub waited: Option<Waited>,
     /// What Ansible shows as warnings, whatever the outcome.
     pub warnings: Vec<String>,
-}
-
-/// A wait the server asked for (429s), reported so that a slow run explains itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Waited {
-    pub seconds: u64,
-    pub reason: String,
 }
 
 impl Report {

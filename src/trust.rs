@@ -16,7 +16,56 @@ use rustls::pki_types::CertificateDer;
 use rustls::{CertificateError, RootCertStore};
 
 use crate::host_file;
-use crate::http::HttpError;
+
+/// Why `ca_path` cannot be used, or why a server's certificate is refused.
+/// The certificate's refusals read as the end of a sentence about it ("is
+/// not issued by..."): the request error that wraps them says whose
+/// certificate it is, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The file named by `ca_path` cannot be read.
+    #[error("ca_path: cannot read {path}: {detail}; give the path of a PEM file with the CA certificate(s) that issued the server's certificate")]
+    CaFileUnreadable { path: String, detail: String },
+    /// The file named by `ca_path` holds no certificate at all.
+    #[error("ca_path: {path} holds no PEM certificate (no -----BEGIN CERTIFICATE----- block); give a PEM file with the CA certificate(s) that issued the server's certificate")]
+    CaFileEmpty { path: String },
+    /// A certificate in `ca_path` is malformed.
+    #[error("ca_path: {path} holds a certificate that cannot be used: {detail}; give a PEM file with the CA certificate(s) that issued the server's certificate")]
+    CaFileUnusable { path: String, detail: String },
+    /// The server's certificate chains to no CA this host trusts.
+    #[error("is not issued by a CA this host trusts (trusted: {trusted}); give the CA that issued it as ca_path (a PEM file, several certificates allowed), or add it to this host's CA store (or SSL_CERT_FILE/SSL_CERT_DIR); validate_certs: false skips the check")]
+    UntrustedCertificate { trusted: String },
+    /// The certificate is for other names than the URL's host.
+    #[error("is not valid for the name {host} ({detail}); use a {url_field} with a name the certificate lists, or give the server a certificate for {host}; ca_path cannot help, validate_certs: false skips the check")]
+    CertificateNameMismatch {
+        url_field: &'static str,
+        host: String,
+        detail: String,
+    },
+    /// The certificate is outside its validity period.
+    #[error("has expired or is not valid yet ({detail}); renew it on the server (or correct this host's clock); ca_path cannot help, validate_certs: false skips the check")]
+    CertificateExpired { detail: String },
+    /// A self-signed certificate marked as a CA, which rustls never accepts
+    /// as a server's own certificate, not even when `ca_path` names it.
+    #[error("is marked as a CA (basicConstraints CA:TRUE, which `openssl req -x509` sets by default), and matrix_user (rustls) refuses a CA certificate as a server's own even when ca_path names it; give the server a certificate issued by a CA and that CA as ca_path, or make the self-signed one with -addext basicConstraints=critical,CA:FALSE and a subjectAltName, or set validate_certs: false")]
+    CaCertificateAsServer,
+    /// Any other refusal of the server's certificate.
+    #[error("was refused: {detail}; check the server's certificate, ca_path and validate_certs")]
+    CertificateRefused { detail: String },
+}
+
+impl TrustError {
+    /// Whether this is about `ca_path` (a whole sentence), not about the
+    /// server's certificate.
+    pub fn is_about_ca_path(&self) -> bool {
+        matches!(
+            self,
+            TrustError::CaFileUnreadable { .. }
+                | TrustError::CaFileEmpty { .. }
+                | TrustError::CaFileUnusable { .. }
+        )
+    }
+}
 
 /// The certificates a run trusts, and where they came from, for messages.
 pub struct TrustStore {
@@ -29,7 +78,7 @@ impl TrustStore {
     /// The system's store plus `ca_path`. `ca_path` must hold at least one
     /// PEM certificate; unreadable parts of the system store are skipped, as
     /// OpenSSL skips them.
-    pub fn load(ca_path: Option<&Path>) -> Result<TrustStore, HttpError> {
+    pub fn load(ca_path: Option<&Path>) -> Result<TrustStore, TrustError> {
         let system = SystemStore::locate(
             std::env::var_os("SSL_CERT_FILE"),
             std::env::var_os("SSL_CERT_DIR"),
@@ -54,7 +103,7 @@ impl TrustStore {
             for certificate in &pinned {
                 roots
                     .add(certificate.clone())
-                    .map_err(|e| HttpError::CaFileUnusable {
+                    .map_err(|e| TrustError::CaFileUnusable {
                         path: path.display().to_string(),
                         detail: e.to_string(),
                     })?;
@@ -89,22 +138,22 @@ fn certificates(count: usize) -> String {
 
 /// Every certificate in a PEM file; none at all is an error, since a
 /// `ca_path` that trusts nothing is a mistake the user wants to hear about.
-fn read_ca_path(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError> {
+fn read_ca_path(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
     let shown = || path.display().to_string();
     let pem = host_file::read(path, host_file::CA_BUNDLE, true)
-        .map_err(|problem| HttpError::CaFileUnreadable {
+        .map_err(|problem| TrustError::CaFileUnreadable {
             path: shown(),
             detail: problem.to_string(),
         })?
         .bytes;
     let found: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| HttpError::CaFileUnusable {
+        .map_err(|e| TrustError::CaFileUnusable {
             path: shown(),
             detail: e.to_string(),
         })?;
     if found.is_empty() {
-        return Err(HttpError::CaFileEmpty { path: shown() });
+        return Err(TrustError::CaFileEmpty { path: shown() });
     }
     Ok(found)
 }
@@ -201,38 +250,29 @@ pub fn tls_failure(error: &reqwest::Error) -> Option<&rustls::Error> {
     None
 }
 
-/// What a TLS failure means, and what the user can set about it. `url` is
-/// the server's, named in messages as `server` and given by `url_field`;
-/// `trusted` is the [`TrustStore::description`].
+/// What a TLS failure means for the certificate of the server at `url`
+/// (given by the parameter `url_field`), and what the user can set about
+/// it; `None` when the failure is not about the certificate. `trusted` is
+/// the [`TrustStore::description`].
 pub fn explain(
     failure: &rustls::Error,
-    (server, url_field): (&'static str, &'static str),
-    url: &str,
+    (url, url_field): (&str, &'static str),
     trusted: &str,
-) -> HttpError {
-    let url = url.to_string();
+) -> Option<TrustError> {
     let rustls::Error::InvalidCertificate(certificate) = failure else {
-        return HttpError::Transport {
-            url_field,
-            url,
-            detail: format!("TLS failed: {failure} (does {url_field}'s scheme match the server: https:// to a port that speaks plain HTTP fails like this?)"),
-        };
+        return None;
     };
-    match certificate {
-        CertificateError::UnknownIssuer => HttpError::UntrustedCertificate {
-            server,
-            url,
+    Some(match certificate {
+        CertificateError::UnknownIssuer => TrustError::UntrustedCertificate {
             trusted: trusted.to_string(),
         },
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-            let host = reqwest::Url::parse(&url)
+            let host = reqwest::Url::parse(url)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_string))
                 .unwrap_or_default();
-            HttpError::CertificateNameMismatch {
-                server,
+            TrustError::CertificateNameMismatch {
                 url_field,
-                url,
                 host,
                 detail: certificate.to_string(),
             }
@@ -240,9 +280,7 @@ pub fn explain(
         CertificateError::Expired
         | CertificateError::ExpiredContext { .. }
         | CertificateError::NotValidYet
-        | CertificateError::NotValidYetContext { .. } => HttpError::CertificateExpired {
-            server,
-            url,
+        | CertificateError::NotValidYetContext { .. } => TrustError::CertificateExpired {
             detail: certificate.to_string(),
         },
         CertificateError::Other(other)
@@ -251,14 +289,12 @@ pub fn explain(
                 Some(webpki::Error::CaUsedAsEndEntity)
             ) =>
         {
-            HttpError::CaCertificateAsServer { server, url }
+            TrustError::CaCertificateAsServer
         }
-        other => HttpError::CertificateRefused {
-            server,
-            url,
+        other => TrustError::CertificateRefused {
             detail: other.to_string(),
         },
-    }
+    })
 }
 
 #[cfg(test)]

@@ -136,7 +136,7 @@ impl ServerError {
 
     /// A write that may have been carried out although its answer was lost.
     pub fn is_answer_lost(&self) -> bool {
-        matches!(self, ServerError::Http(HttpError::AnswerLost { .. }))
+        matches!(self, ServerError::Http(http) if http.is_answer_lost())
     }
 
     /// A refusal, quoting the server's own explanation.

@@ -179,7 +179,7 @@ pub trait AccountServer {
 
     /// How long this run waited for the server's rate limits, and why; `None`
     /// for a server whose waits are not worth reporting.
-    fn waited(&self) -> Option<crate::report::Waited> {
+    fn waited(&self) -> Option<crate::model::Waited> {
         None
     }
 
@@ -193,7 +193,7 @@ pub trait AccountServer {
         password: &Secret,
     ) -> Result<(), ServerError>;
 
-    /// Applies `changes` (from [`crate::plan::plan`], never `Create`) to
+    /// Applies `changes` (from the plan, never `Create`) to
     /// an existing `user`.
     async fn update(
         &self,

@@ -9,7 +9,7 @@ use sha1::Sha1;
 
 use super::ServerError;
 use crate::backend::proxy::from_homeserver;
-use crate::http::{Body, Http, HttpError, Reply};
+use crate::http::{Body, Http, Reply};
 use crate::secret::Secret;
 
 /// One shared-secret registration (`/_synapse/admin/v1/register`).
@@ -71,7 +71,7 @@ pub async fn register(
     }
     let reply = match http.send(Method::POST, PATH, None, Body::Json(&body)).await {
         Ok(reply) => from_homeserver(PATH, reply)?,
-        Err(lost @ HttpError::AnswerLost { .. }) => {
+        Err(lost) if lost.is_answer_lost() => {
             return Err(ServerError::RegistrationUnanswered {
                 user: registration.localpart.to_string(),
                 cause: Box::new(lost.into()),

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http::Endpoint;
 use crate::matrix_id::{Username, UsernameError};
 use crate::model::{DesiredUser, HomeserverKind, UndeclaredPolicy};
 use crate::secret::Secret;
@@ -103,6 +104,20 @@ pub struct ServerOptions {
     pub ca_path: Option<PathBuf>,
     pub timeout: Duration,
     pub wait_timeout: Duration,
+}
+
+/// Where the server is and how to reach it, for the HTTP client.
+impl From<&ServerOptions> for Endpoint {
+    fn from(server: &ServerOptions) -> Endpoint {
+        Endpoint {
+            url: server.url.clone(),
+            url_field: server.url_field,
+            validate_certs: server.validate_certs,
+            ca_path: server.ca_path.clone(),
+            timeout: server.timeout,
+            wait_timeout: server.wait_timeout,
+        }
+    }
 }
 
 /// What the module may authenticate with.

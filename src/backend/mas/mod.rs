@@ -43,11 +43,11 @@ use super::client_api::logout;
 use super::{AccountServer, ServerError};
 use crate::backend::declaration::{refuse_declared, refuse_user_type};
 use crate::backend::service_account::confirm_server_name;
-use crate::http::{path_segment, server_word, Body, Http};
+use crate::http::{path_segment, server_word, Body, Endpoint, Http};
 use crate::matrix_id::UserId;
+use crate::model::Waited;
 use crate::model::{Account, Change, DesiredUser, MasChange, Restriction, Seen, UpstreamLink};
-use crate::model::{ArgsError, ModuleArgs, ServerOptions};
-use crate::report::Waited;
+use crate::model::{ArgsError, ModuleArgs};
 use crate::secret::Secret;
 use oauth::{OAuthClient, Tokens};
 
@@ -291,10 +291,10 @@ impl AccountServer for Mas {
             Access::Client(client) => (client.fetch_token(&http).await?, Some(client)),
         };
         let homeserver = match &args.mas_homeserver_url {
-            Some(url) => Some(Http::new(&ServerOptions {
+            Some(url) => Some(Http::new(&Endpoint {
                 url: url.clone(),
                 url_field: "homeserver_url",
-                ..args.server.clone()
+                ..Endpoint::from(&args.server)
             })?),
             None => None,
         };

@@ -15,8 +15,8 @@ use crate::backend::listing::list_budget;
 use crate::backend::ServerError;
 use crate::http::server_word;
 use crate::matrix_id::UserId;
+use crate::model::same_set;
 use crate::model::{Account, DesiredUser, Seen};
-use crate::plan::same_set;
 
 /// Synapse sorts its whole user list for every page (about 0.3 s at
 /// 100,000 users), so pages of 10,000 read 100,000 users ten times faster
