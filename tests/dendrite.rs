@@ -1,29 +1,18 @@
 //! The module against a real Dendrite, on SQLite and on PostgreSQL: each
 //! scenario is one line of the contract and runs once per database, each
-//! database with its own server (`sqlite::…` and `postgres::…`).
+//! database with its own server (`sqlite::…` and `postgres::…`). What every
+//! server shares is in scenarios.rs, written once.
 
 mod harness;
 
-use std::sync::OnceLock;
-
+use harness::backend::Dendrite;
 use harness::{FaultProxy, Server};
 use serde_json::{json, Value};
 
 /// One Dendrite per database for this test binary, with the module's
-/// service account already registered, so parallel tests do not race to
-/// create it.
+/// service account already registered.
 fn dendrite(database: &str) -> &'static Server {
-    static SQLITE: OnceLock<Server> = OnceLock::new();
-    static POSTGRES: OnceLock<Server> = OnceLock::new();
-    let cell = match database {
-        "sqlite" => &SQLITE,
-        _ => &POSTGRES,
-    };
-    cell.get_or_init(|| {
-        let server = Server::start_dendrite(database, &[]);
-        server.dendrite(json!({"users": []})).assert_unchanged();
-        server
-    })
+    Dendrite::shared(database)
 }
 
 /// Each scenario below, as a test on each database.
@@ -39,17 +28,11 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
-    creates_a_user_who_can_log_in_and_a_second_run_changes_nothing,
-    promotes_and_demotes_through_the_database_with_immediate_effect,
-    on_create_keeps_the_first_password_and_always_replaces_a_different_one,
-    passwords_with_special_characters_arrive_byte_exact,
-    absent_deactivates_once_and_a_missing_user_stays_absent,
     a_deactivated_user_declared_present_is_reactivated_with_its_password,
     displayname_changes_through_the_users_session_or_the_database,
     check_mode_predicts_every_change_and_makes_none,
     twenty_users_in_one_task_then_nothing_to_change,
     bad_input_fails_before_anything_is_sent_and_names_the_field,
-    managed_users_keep_no_device_and_the_service_account_one,
     without_the_database_an_admin_change_on_an_existing_user_asks_for_it,
     an_admin_token_alone_manages_but_cannot_create,
     without_the_database_a_deactivated_user_declared_present_fails_clearly,
@@ -59,90 +42,6 @@ on_both_databases!(
     rooms_are_refused_by_name_before_any_request,
     avatar_is_refused_by_name_before_any_request,
 );
-
-fn creates_a_user_who_can_log_in_and_a_second_run_changes_nothing(s: &Server) {
-    let user = json!({"username": "create-alice", "password": "correct horse", "admin": "yes",
-                      "displayname": "Alice A."});
-    let run = s.dendrite(user.clone());
-    assert_eq!(run.assert_changed().actions(0), ["created"]);
-    assert_eq!(run.msg(), "@create-alice:localhost: created");
-    assert!(s.can_log_in("create-alice", "correct horse"));
-    assert!(s.uses_admin_api("create-alice", "correct horse"));
-    let account = s.dendrite_account("create-alice").unwrap();
-    assert!(account.admin && !account.deactivated);
-    assert_eq!(account.displayname.as_deref(), Some("Alice A."));
-
-    let again = s.dendrite(user);
-    again.assert_unchanged();
-    assert_eq!(again.msg(), "@create-alice:localhost: already as declared");
-}
-
-fn promotes_and_demotes_through_the_database_with_immediate_effect(s: &Server) {
-    s.dendrite(json!({"username": "flip", "password": "flip-password", "admin": "no"}))
-        .assert_changed();
-    assert!(!s.uses_admin_api("flip", "flip-password"));
-
-    let promote = s.dendrite(json!({"username": "flip", "admin": true}));
-    assert_eq!(promote.assert_changed().actions(0), ["promoted"]);
-    assert!(s.dendrite_is_admin("flip"));
-    assert!(s.uses_admin_api("flip", "flip-password"));
-    s.dendrite(json!({"username": "flip", "admin": "on"}))
-        .assert_unchanged();
-
-    let demote = s.dendrite(json!({"username": "flip", "admin": "0"}));
-    assert_eq!(demote.assert_changed().actions(0), ["demoted"]);
-    assert!(!s.uses_admin_api("flip", "flip-password"));
-    s.dendrite(json!({"username": "flip", "admin": "no"}))
-        .assert_unchanged();
-}
-
-fn on_create_keeps_the_first_password_and_always_replaces_a_different_one(s: &Server) {
-    s.dendrite(json!({"username": "pw-user", "password": "first password"}))
-        .assert_changed();
-    s.dendrite(json!({"username": "pw-user", "password": "second password"}))
-        .assert_unchanged();
-    assert!(s.can_log_in("pw-user", "first password"));
-
-    let always =
-        json!({"username": "pw-user", "password": "second password", "update_password": "always"});
-    assert_eq!(
-        s.dendrite(always.clone()).assert_changed().actions(0),
-        ["password changed"]
-    );
-    assert!(s.can_log_in("pw-user", "second password"));
-    assert!(!s.can_log_in("pw-user", "first password"));
-    s.dendrite(always).assert_unchanged();
-}
-
-fn passwords_with_special_characters_arrive_byte_exact(s: &Server) {
-    let password = "it's \"quoted\" $HOME `id` back\\slash ünïcødé 🔑";
-    s.dendrite(json!({"username": "special", "password": password}))
-        .assert_changed();
-    assert!(s.can_log_in("special", password));
-    s.dendrite(json!({"username": "special", "password": password, "update_password": "always"}))
-        .assert_unchanged();
-}
-
-fn absent_deactivates_once_and_a_missing_user_stays_absent(s: &Server) {
-    s.dendrite(json!({"username": "leaver", "password": "leaver-password"}))
-        .assert_changed();
-    let absent = json!({"username": "leaver", "state": "absent"});
-    assert_eq!(
-        s.dendrite(absent.clone()).assert_changed().actions(0),
-        ["deactivated"]
-    );
-    assert!(s.dendrite_account("leaver").unwrap().deactivated);
-    assert!(!s.can_log_in("leaver", "leaver-password"));
-    assert!(s.dendrite_devices("leaver").is_empty());
-    assert_eq!(
-        s.dendrite(absent).assert_unchanged().msg(),
-        "@leaver:localhost: already absent"
-    );
-
-    s.dendrite(json!({"username": "never-existed", "state": "absent"}))
-        .assert_unchanged();
-    assert!(s.dendrite_account("never-existed").is_none());
-}
 
 fn a_deactivated_user_declared_present_is_reactivated_with_its_password(s: &Server) {
     s.dendrite(json!({"username": "returner", "password": "old-password", "admin": true}))
@@ -294,25 +193,6 @@ fn bad_input_fails_before_anything_is_sent_and_names_the_field(s: &Server) {
         .assert_failed_with("dendrite_database: unable to open database file");
 }
 
-fn managed_users_keep_no_device_and_the_service_account_one(s: &Server) {
-    s.dendrite(json!({"username": "deviceless", "password": "deviceless-pw", "admin": true}))
-        .assert_changed();
-    assert_eq!(s.dendrite_devices("deviceless"), Vec::<String>::new());
-    s.dendrite(
-        json!({"username": "deviceless", "password": "other-pw!", "update_password": "always"}),
-    )
-    .assert_changed();
-    s.dendrite(json!({"username": "deviceless", "admin": false, "displayname": "D"}))
-        .assert_changed();
-    s.dendrite(
-        json!({"username": "deviceless", "password": "other-pw!", "displayname": "E",
-                      "admin": false, "update_password": "always", "dendrite_database": null}),
-    )
-    .assert_changed();
-    assert_eq!(s.dendrite_devices("deviceless"), Vec::<String>::new());
-    assert_eq!(s.dendrite_devices("matrix-user-service").len(), 1);
-}
-
 fn without_the_database_an_admin_change_on_an_existing_user_asks_for_it(s: &Server) {
     let without = |args: Value| {
         let mut args = args;
@@ -352,6 +232,7 @@ fn without_the_database_an_admin_change_on_an_existing_user_asks_for_it(s: &Serv
         ["password changed"]
     );
     without(always).assert_unchanged();
+    assert!(s.dendrite_devices("no-db").is_empty());
     without(json!({"username": "no-db-missing", "state": "absent"})).assert_unchanged();
 }
 

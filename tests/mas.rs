@@ -1,7 +1,8 @@
 //! The module against the MAS contract server (tools/servers/mas.py), which
 //! checks every request against the admin API that MAS 1.22 publishes. Each
 //! test is one line of the contract, and ends by proving from the server's
-//! request log that no request and no answer broke the spec.
+//! request log that no request and no answer broke the spec. What every
+//! server shares is in scenarios.rs, written once.
 
 mod harness;
 
@@ -69,64 +70,6 @@ fn an_email_is_added_to_an_existing_user_once_whatever_its_case() {
         .assert_failed_with(
             "the e-mail address mailer@example.com already belongs to another MAS user",
         );
-    s.assert_no_contract_violations();
-}
-
-#[test]
-fn promotes_and_demotes_an_existing_user_each_once() {
-    let s = mas();
-    s.mas_module(json!({"username": "flip", "password": "amber-fjord-kettle-0", "admin": "no"}))
-        .assert_changed();
-    assert!(!s.mas_is_admin("flip"));
-
-    let promote = s.mas_module(json!({"username": "flip", "admin": true}));
-    assert_eq!(promote.assert_changed().actions(0), ["promoted"]);
-    assert!(s.mas_is_admin("flip"));
-    s.mas_module(json!({"username": "flip", "admin": "on"}))
-        .assert_unchanged();
-
-    let demote = s.mas_module(json!({"username": "flip", "admin": "0"}));
-    assert_eq!(demote.assert_changed().actions(0), ["demoted"]);
-    assert!(!s.mas_is_admin("flip"));
-    s.mas_module(json!({"username": "flip", "admin": false}))
-        .assert_unchanged();
-    s.assert_no_contract_violations();
-}
-
-#[test]
-fn on_create_keeps_the_first_password_and_always_replaces_a_different_one() {
-    let s = mas();
-    s.mas_module(json!({"username": "pw-user", "password": "first violet lantern"}))
-        .assert_changed();
-    s.mas_module(json!({"username": "pw-user", "password": "second amber fjord"}))
-        .assert_unchanged();
-    assert!(s.can_log_in("pw-user", "first violet lantern"));
-
-    let always = json!({"username": "pw-user", "password": "second amber fjord",
-                        "update_password": "always"});
-    assert_eq!(
-        s.mas_module(always.clone()).assert_changed().actions(0),
-        ["password changed"]
-    );
-    assert!(s.can_log_in("pw-user", "second amber fjord"));
-    assert!(!s.can_log_in("pw-user", "first violet lantern"));
-    s.mas_module(always).assert_unchanged();
-    assert!(
-        !s.mas_has_active_session("pw-user"),
-        "the password check must log its session out"
-    );
-    s.assert_no_contract_violations();
-}
-
-#[test]
-fn passwords_with_special_characters_arrive_byte_exact() {
-    let s = mas();
-    let password = "it's \"quoted\" $HOME `id` back\\slash ünïcødé 🔑";
-    s.mas_module(json!({"username": "special", "password": password}))
-        .assert_changed();
-    assert!(s.can_log_in("special", password));
-    s.mas_module(json!({"username": "special", "password": password, "update_password": "always"}))
-        .assert_unchanged();
     s.assert_no_contract_violations();
 }
 

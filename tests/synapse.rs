@@ -1,4 +1,5 @@
 //! The module against a real Synapse: each test is one line of the contract.
+//! What every server shares is in scenarios.rs, written once.
 
 mod harness;
 
@@ -21,105 +22,12 @@ fn synapse() -> &'static Server {
 }
 
 #[test]
-fn creates_a_user_who_can_log_in_and_a_second_run_changes_nothing() {
-    let s = synapse();
-    let user = json!({"username": "create-alice", "password": "correct horse", "admin": "yes"});
-    let run = s.module(user.clone());
-    run.assert_changed();
-    assert_eq!(run.actions(0), ["created"]);
-    assert_eq!(run.msg(), "@create-alice:localhost: created");
-    assert!(s.can_log_in("create-alice", "correct horse"));
-    assert!(s.is_admin("create-alice"));
-
-    let again = s.module(user);
-    again.assert_unchanged();
-    assert_eq!(again.msg(), "@create-alice:localhost: already as declared");
-}
-
-#[test]
 fn accepts_a_full_user_id_as_username() {
     let s = synapse();
     s.module(json!({"username": "@full-id:localhost", "password": "pw-full-id"}))
         .assert_changed();
     assert!(s.synapse_user("full-id").is_some());
     s.module(json!({"username": "full-id"})).assert_unchanged();
-}
-
-#[test]
-fn promotes_and_demotes_an_existing_user_each_once() {
-    let s = synapse();
-    s.module(json!({"username": "flip", "password": "flip-password", "admin": "no"}))
-        .assert_changed();
-    assert!(!s.is_admin("flip"));
-
-    let promote = s.module(json!({"username": "flip", "admin": true}));
-    assert_eq!(promote.assert_changed().actions(0), ["promoted"]);
-    assert!(s.is_admin("flip"));
-    s.module(json!({"username": "flip", "admin": "on"}))
-        .assert_unchanged();
-
-    let demote = s.module(json!({"username": "flip", "admin": "0"}));
-    assert_eq!(demote.assert_changed().actions(0), ["demoted"]);
-    assert!(!s.is_admin("flip"));
-    s.module(json!({"username": "flip", "admin": "no"}))
-        .assert_unchanged();
-}
-
-#[test]
-fn on_create_keeps_the_first_password_and_always_replaces_a_different_one() {
-    let s = synapse();
-    s.module(json!({"username": "pw-user", "password": "first password"}))
-        .assert_changed();
-    s.module(json!({"username": "pw-user", "password": "second password"}))
-        .assert_unchanged();
-    assert!(s.can_log_in("pw-user", "first password"));
-
-    let always =
-        json!({"username": "pw-user", "password": "second password", "update_password": "always"});
-    assert_eq!(
-        s.module(always.clone()).assert_changed().actions(0),
-        ["password changed"]
-    );
-    assert!(s.can_log_in("pw-user", "second password"));
-    assert!(!s.can_log_in("pw-user", "first password"));
-    s.module(always).assert_unchanged();
-}
-
-#[test]
-fn passwords_with_special_characters_arrive_byte_exact() {
-    let s = synapse();
-    let password = "it's \"quoted\" $HOME `id` back\\slash ünïcødé 🔑";
-    s.module(json!({"username": "special", "password": password}))
-        .assert_changed();
-    assert!(s.can_log_in("special", password));
-    s.module(json!({"username": "special", "password": password, "update_password": "always"}))
-        .assert_unchanged();
-}
-
-#[test]
-fn absent_deactivates_once_and_a_missing_user_stays_absent() {
-    let s = synapse();
-    s.module(json!({"username": "leaver", "password": "leaver-password"}))
-        .assert_changed();
-    let absent = json!({"username": "leaver", "state": "absent"});
-    assert_eq!(
-        s.module(absent.clone()).assert_changed().actions(0),
-        ["deactivated"]
-    );
-    assert_eq!(
-        s.synapse_user("leaver").unwrap()["deactivated"],
-        json!(true)
-    );
-    assert!(!s.can_log_in("leaver", "leaver-password"));
-    assert_eq!(s.synapse_user("leaver").unwrap()["erased"], json!(false));
-    assert_eq!(
-        s.module(absent).assert_unchanged().msg(),
-        "@leaver:localhost: already absent"
-    );
-
-    s.module(json!({"username": "never-existed", "state": "absent"}))
-        .assert_unchanged();
-    assert!(s.synapse_user("never-existed").is_none());
 }
 
 #[test]
@@ -583,25 +491,6 @@ fn a_token_that_is_not_an_admins_fails_clearly() {
     );
     run.assert_failed_with("@plain-user:localhost is not a server admin");
     assert!(s.synapse_user("by-plain-token").is_none());
-}
-
-#[test]
-fn managed_users_keep_no_device_and_the_service_account_one() {
-    let s = synapse();
-    s.module(json!({"username": "deviceless", "password": "deviceless-pw", "admin": true}))
-        .assert_changed();
-    s.module(
-        json!({"username": "deviceless", "password": "other-pw", "update_password": "always"}),
-    )
-    .assert_changed();
-    s.module(json!({"username": "deviceless", "admin": false}))
-        .assert_changed();
-    assert!(
-        s.devices("deviceless").is_empty(),
-        "{:?}",
-        s.devices("deviceless")
-    );
-    assert_eq!(s.devices("matrix-user-service").len(), 1);
 }
 
 /// The usual fresh deployment: only the shared secret, Synapse's default rate
