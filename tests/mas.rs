@@ -106,47 +106,23 @@ fn absent_deactivates_once_and_present_reactivates_with_the_password() {
 }
 
 #[test]
-fn check_mode_predicts_every_change_and_makes_none() {
+fn check_mode_predicts_an_email_added_and_adds_none() {
     let s = mas();
-    let create = json!({"username": "checked", "password": "checked amber kettle",
-                        "admin": true, "email": "checked@example.com"});
+    let create = json!({"username": "checked-mail", "password": "checked amber kettle",
+                        "email": "checked@example.com"});
     assert_eq!(
         s.mas_module(check_mode(create)).assert_changed().actions(0),
         ["created"]
     );
-    assert!(s.mas_user("checked").is_none());
+    assert!(s.mas_user("checked-mail").is_none());
 
-    s.mas_module(json!({"username": "checked", "password": "checked amber kettle"}))
+    s.mas_module(json!({"username": "checked-mail", "password": "checked amber kettle"}))
         .assert_changed();
-    for (args, predicted) in [
-        (json!({"username": "checked", "admin": true}), "promoted"),
-        (
-            json!({"username": "checked", "email": "checked@example.com"}),
-            "email added",
-        ),
-        (
-            json!({"username": "checked", "password": "other violet harbor", "update_password": "always"}),
-            "password changed",
-        ),
-        (
-            json!({"username": "checked", "state": "absent"}),
-            "deactivated",
-        ),
-    ] {
-        let run = s.mas_module(check_mode(args));
-        assert_eq!(run.assert_changed().actions(0), [predicted]);
-    }
-    s.mas_module(check_mode(
-        json!({"username": "checked", "password": "checked amber kettle",
-                                   "update_password": "always"}),
-    ))
-    .assert_unchanged();
-
-    let user = s.mas_user("checked").unwrap();
-    assert_eq!(user["admin"], json!(false));
-    assert_eq!(user["deactivated_at"], json!(null));
-    assert!(s.mas_emails("checked").is_empty());
-    assert!(s.can_log_in("checked", "checked amber kettle"));
+    let run = s.mas_module(check_mode(
+        json!({"username": "checked-mail", "email": "checked@example.com"}),
+    ));
+    assert_eq!(run.assert_changed().actions(0), ["email added"]);
+    assert!(s.mas_emails("checked-mail").is_empty());
     s.assert_no_contract_violations();
 }
 

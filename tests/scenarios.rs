@@ -11,7 +11,7 @@
 mod harness;
 
 use harness::backend::{Backend, Dendrite, Mas, Synapse};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// `scenario!(name, [synapse, dendrite, mas], |s| { body })`: the body once,
 /// as a test per listed server (`dendrite`: one on SQLite, one on PostgreSQL).
@@ -124,6 +124,73 @@ scenario!(
             0,
             "the password check must log its session out"
         );
+    }
+);
+
+/// `args` in check mode.
+fn check_mode(mut args: Value) -> Value {
+    args["_ansible_check_mode"] = json!(true);
+    args
+}
+
+scenario!(
+    check_mode_predicts_every_change_and_makes_none,
+    [synapse, dendrite, mas],
+    |s| {
+        let password = "checked amber kettle";
+        let create = json!({"username": "checked", "password": password, "admin": true});
+        assert_eq!(
+            s.module(check_mode(create)).assert_changed().actions(0),
+            ["created"]
+        );
+        assert!(!s.exists("checked"));
+
+        s.module(json!({"username": "checked", "password": password}))
+            .assert_changed();
+        for (args, predicted) in [
+            (json!({"username": "checked", "admin": true}), "promoted"),
+            (
+                json!({"username": "checked", "password": "other violet harbor", "update_password": "always"}),
+                "password changed",
+            ),
+            (
+                json!({"username": "checked", "state": "absent"}),
+                "deactivated",
+            ),
+        ] {
+            let run = s.module(check_mode(args));
+            assert_eq!(run.assert_changed().actions(0), [predicted]);
+        }
+        s.module(check_mode(
+            json!({"username": "checked", "password": password, "update_password": "always"}),
+        ))
+        .assert_unchanged();
+        assert!(!s.is_admin("checked", password));
+        assert!(!s.is_deactivated("checked"));
+        assert!(s.can_log_in("checked", password));
+
+        s.module(json!({"username": "checked", "admin": true}))
+            .assert_changed();
+        let demote = s.module(check_mode(json!({"username": "checked", "admin": false})));
+        assert_eq!(demote.assert_changed().actions(0), ["demoted"]);
+        assert!(s.is_admin("checked", password));
+        assert_eq!(s.sessions("checked"), 0);
+    }
+);
+
+scenario!(
+    check_mode_predicts_a_displayname_change_and_makes_none,
+    [synapse, dendrite],
+    |s| {
+        s.module(json!({"username": "checked-name", "password": "checked-name-pw"}))
+            .assert_changed();
+        let before = s.displayname("checked-name");
+        let run = s.module(check_mode(
+            json!({"username": "checked-name", "displayname": "Checked"}),
+        ));
+        assert_eq!(run.assert_changed().actions(0), ["displayname changed"]);
+        assert_eq!(s.displayname("checked-name"), before);
+        assert_ne!(before.as_deref(), Some("Checked"));
     }
 );
 
