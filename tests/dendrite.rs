@@ -28,7 +28,6 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
-    a_deactivated_user_declared_present_is_reactivated_with_its_password,
     displayname_changes_through_the_users_session_or_the_database,
     twenty_users_in_one_task_then_nothing_to_change,
     bad_input_fails_before_anything_is_sent_and_names_the_field,
@@ -41,22 +40,6 @@ on_both_databases!(
     rooms_are_refused_by_name_before_any_request,
     avatar_is_refused_by_name_before_any_request,
 );
-
-fn a_deactivated_user_declared_present_is_reactivated_with_its_password(s: &Server) {
-    s.dendrite(json!({"username": "returner", "password": "old-password", "admin": true}))
-        .assert_changed();
-    s.dendrite(json!({"username": "returner", "state": "absent"}))
-        .assert_changed();
-    s.dendrite(json!({"username": "returner"}))
-        .assert_failed_with("must be reactivated, which needs a password");
-    let back =
-        s.dendrite(json!({"username": "returner", "password": "new-password", "admin": false}));
-    assert_eq!(back.assert_changed().actions(0), ["reactivated", "demoted"]);
-    assert!(s.can_log_in("returner", "new-password"));
-    assert!(!s.uses_admin_api("returner", "new-password"));
-    s.dendrite(json!({"username": "returner", "password": "new-password", "admin": false}))
-        .assert_unchanged();
-}
 
 fn displayname_changes_through_the_users_session_or_the_database(s: &Server) {
     s.dendrite(json!({"username": "named", "password": "named-password"}))

@@ -74,38 +74,6 @@ fn an_email_is_added_to_an_existing_user_once_whatever_its_case() {
 }
 
 #[test]
-fn absent_deactivates_once_and_present_reactivates_with_the_password() {
-    let s = mas();
-    s.mas_module(json!({"username": "leaver", "password": "leaver lupine granite"}))
-        .assert_changed();
-    let absent = json!({"username": "leaver", "state": "absent"});
-    assert_eq!(
-        s.mas_module(absent.clone()).assert_changed().actions(0),
-        ["deactivated"]
-    );
-    assert!(s.mas_is_deactivated("leaver"));
-    assert!(!s.can_log_in("leaver", "leaver lupine granite"));
-    assert_eq!(
-        s.mas_module(absent).assert_unchanged().msg(),
-        "@leaver:localhost: already absent"
-    );
-
-    s.mas_module(json!({"username": "leaver"}))
-        .assert_failed_with("must be reactivated, which needs a password");
-    let back = s.mas_module(json!({"username": "leaver", "password": "returning quiet orbit"}));
-    assert_eq!(back.assert_changed().actions(0), ["reactivated"]);
-    assert!(!s.mas_is_deactivated("leaver"));
-    assert!(s.can_log_in("leaver", "returning quiet orbit"));
-    s.mas_module(json!({"username": "leaver", "password": "returning quiet orbit"}))
-        .assert_unchanged();
-
-    s.mas_module(json!({"username": "never-existed", "state": "absent"}))
-        .assert_unchanged();
-    assert!(s.mas_user("never-existed").is_none());
-    s.assert_no_contract_violations();
-}
-
-#[test]
 fn check_mode_predicts_an_email_added_and_adds_none() {
     let s = mas();
     let create = json!({"username": "checked-mail", "password": "checked amber kettle",

@@ -210,9 +210,9 @@ scenario!(
 scenario!(
     /// A plain deactivation does not erase, where the server can erase.
     absent_deactivates_once_and_a_missing_user_stays_absent,
-    [synapse, dendrite],
+    [synapse, dendrite, mas],
     |s| {
-        s.module(json!({"username": "leaver", "password": "leaver-password"}))
+        s.module(json!({"username": "leaver", "password": "leaver lupine granite"}))
             .assert_changed();
         let absent = json!({"username": "leaver", "state": "absent"});
         assert_eq!(
@@ -220,7 +220,7 @@ scenario!(
             ["deactivated"]
         );
         assert!(s.is_deactivated("leaver"));
-        assert!(!s.can_log_in("leaver", "leaver-password"));
+        assert!(!s.can_log_in("leaver", "leaver lupine granite"));
         assert_eq!(s.sessions("leaver"), 0);
         assert_ne!(s.erased("leaver"), Some(true));
         assert_eq!(
@@ -231,6 +231,28 @@ scenario!(
         s.module(json!({"username": "never-existed", "state": "absent"}))
             .assert_unchanged();
         assert!(!s.exists("never-existed"));
+    }
+);
+
+scenario!(
+    a_deactivated_user_declared_present_is_reactivated_with_its_password,
+    [synapse, dendrite, mas],
+    |s| {
+        s.module(json!({"username": "returner", "password": "old violet lantern", "admin": true}))
+            .assert_changed();
+        s.module(json!({"username": "returner", "state": "absent"}))
+            .assert_changed();
+        s.module(json!({"username": "returner"}))
+            .assert_failed_with("must be reactivated, which needs a password");
+        let back = json!({"username": "returner", "password": "new amber fjord", "admin": false});
+        assert_eq!(
+            s.module(back.clone()).assert_changed().actions(0),
+            ["reactivated", "demoted"]
+        );
+        assert!(!s.is_deactivated("returner"));
+        assert!(s.can_log_in("returner", "new amber fjord"));
+        assert!(!s.is_admin("returner", "new amber fjord"));
+        s.module(back).assert_unchanged();
     }
 );
 

@@ -31,7 +31,7 @@ fn accepts_a_full_user_id_as_username() {
 }
 
 #[test]
-fn a_deactivated_user_declared_present_is_reactivated_with_its_password() {
+fn an_erased_user_declared_present_is_reactivated_with_its_password() {
     let s = synapse();
     s.module(json!({"username": "returner", "password": "old-password"}))
         .assert_changed();
