@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::matrix_id::Username;
-use crate::model::{ArgsError, Credentials, HomeserverKind, ModuleArgs, ServerOptions};
+use crate::model::{ArgsError, Credentials, ModuleArgs, ServerOptions};
 use crate::secret::{hold, hold_basic_auth, url_password};
 
 mod avatar;
@@ -91,18 +91,9 @@ impl ModuleArgs {
         top.refuse_unknown(&parameters::top_level_names())?;
 
         let homeserver = top.choice("homeserver")?;
-        let homeserver = HomeserverKind::ALL
-            .into_iter()
-            .find(|kind| kind.name() == homeserver)
-            .unwrap_or_default();
-        let url_field = homeserver.url_field();
         let server = ServerOptions {
-            url: read_url(&top, url_field)?.ok_or_else(|| {
-                ArgsError::Missing(format!(
-                    "{url_field} is required, e.g. http://127.0.0.1:8008"
-                ))
-            })?,
-            url_field,
+            homeserver_url: read_url(&top, "homeserver_url")?,
+            mas_url: read_url(&top, "mas_url")?,
             server_name: top.string("server_name")?,
             validate_certs: top.boolean_or_default("validate_certs")?,
             ca_path: top.path("ca_path")?,
@@ -161,10 +152,6 @@ impl ModuleArgs {
             undeclared,
             concurrency: top.integer_or_default("concurrency", 1, MAX_CONCURRENCY as u64)? as usize,
             mas_adopt_existing: top.boolean_or_default("mas_adopt_existing")?,
-            mas_homeserver_url: match homeserver {
-                HomeserverKind::Mas => read_url(&top, "homeserver_url")?,
-                _ => None,
-            },
             check_mode: top.internal_flag("_ansible_check_mode"),
             diff: top.internal_flag("_ansible_diff"),
             warnings: top.take_warnings(),
@@ -273,7 +260,7 @@ mod tests {
         ))
         .unwrap();
         assert!(args.check_mode);
-        assert_eq!(args.server.url, "http://127.0.0.1:8008");
+        assert_eq!(args.endpoint().unwrap().url, "http://127.0.0.1:8008");
         assert_eq!(args.users[0].state, UserState::Present);
         assert_eq!(args.users[0].update_password, UpdatePassword::OnCreate);
         assert_eq!(args.users[0].update_type, UpdateType::Always);
@@ -288,26 +275,34 @@ mod tests {
         assert!(message.starts_with("update_type: \"once\""), "{message}");
     }
 
+    /// Both URLs are read as given (the chosen server's backend says which
+    /// it needs); the one the module talks to is the chosen server's.
     #[test]
-    fn with_mas_homeserver_url_is_optional_and_names_the_homeserver_behind_it() {
+    fn urls_are_optional_here_and_the_chosen_server_says_which_it_needs() {
         let mas = json!({"homeserver": "mas", "mas_url": "http://mas/", "username": "alice"});
-        assert_eq!(parse(mas.clone()).unwrap().mas_homeserver_url, None);
+        let args = parse(mas.clone()).unwrap();
+        assert_eq!(args.server.homeserver_url, None);
+        assert_eq!(args.endpoint().unwrap().url, "http://mas");
         let mut behind = mas.clone();
         behind["homeserver_url"] = json!("https://matrix.example.com/");
         let args = parse(behind).unwrap();
-        assert_eq!(args.server.url, "http://mas");
+        assert_eq!(args.endpoint().unwrap().url, "http://mas");
         assert_eq!(
-            args.mas_homeserver_url.as_deref(),
+            args.server.homeserver_url.as_deref(),
             Some("https://matrix.example.com")
         );
         let mut wrong = mas;
         wrong["homeserver_url"] = json!("matrix.example.com");
         assert!(error(wrong).starts_with("homeserver_url: "));
+        let synapse = parse(json!({"username": "alice", "mas_url": "http://mas"})).unwrap();
         assert_eq!(
-            parse(with(json!({"username": "alice"})))
-                .unwrap()
-                .mas_homeserver_url,
-            None
+            synapse.endpoint().unwrap_err().to_string(),
+            "homeserver_url is required, e.g. http://127.0.0.1:8008"
+        );
+        let mas = parse(json!({"homeserver": "mas", "username": "alice"})).unwrap();
+        assert_eq!(
+            mas.endpoint().unwrap_err().to_string(),
+            "mas_url is required, e.g. http://127.0.0.1:8008"
         );
     }
 
@@ -483,7 +478,7 @@ mod tests {
             json!({"username": "a", "mas_skip_password_check": "yes"}),
         ))
         .unwrap();
-        assert!(args.users[0].mas.skip_password_check);
+        assert!(args.users[0].login.skip_password_check);
         let message = error(with(
             json!({"users": [{"username": "a", "mas_skip_password_check": "sometimes"}]}),
         ));
@@ -499,7 +494,7 @@ mod tests {
             |links: Value| with(json!({"users": [{"username": "a", "upstream_links": links}]}));
         let args = parse(user(json!([{"provider": "SSO", "subject": 42}]))).unwrap();
         assert_eq!(
-            args.users[0].mas.upstream_links,
+            args.users[0].login.upstream_links,
             Some(vec![UpstreamLink {
                 provider: "SSO".into(),
                 subject: "42".into()
@@ -620,7 +615,7 @@ mod tests {
             let message = read(bad).unwrap_err().to_string();
             assert!(message.starts_with("user_type: "), "{message}");
             assert!(
-                message.contains("Synapse's user_types.extra_user_types"),
+                message.contains("a type the homeserver is configured with"),
                 "{message}"
             );
         }

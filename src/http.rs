@@ -298,6 +298,11 @@ impl Http {
         self.failure(url, HttpErrorKind::Unreachable { waited, detail })
     }
 
+    /// The server's URL, as the declaration gave it.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// This client, naming its server `server` in messages ("MAS" rather
     /// than [`HOMESERVER`]).
     pub fn naming(self, server: &'static str) -> Http {

@@ -145,14 +145,17 @@ pub struct DesiredUser {
     /// Where, on the managed host, to keep a valid personal access token of
     /// the user (MAS only), for a bot to read.
     pub access_token_file: Option<std::path::PathBuf>,
-    /// What only MAS manages.
-    pub mas: MasOptions,
+    /// How the user logs in besides its password.
+    pub login: LoginOptions,
 }
 
-/// A user's options that only `homeserver: mas` takes (the `mas_` fields).
+/// How a user logs in besides its password: through upstream identity
+/// providers, and whether the server's password policy applies. Only MAS
+/// takes them today (`mas_skip_password_check`, `upstream_links`); each
+/// backend refuses what it cannot manage.
 #[derive(Debug, Clone, Default)]
-pub struct MasOptions {
-    /// Set the password even if MAS's complexity policy would refuse it.
+pub struct LoginOptions {
+    /// Set the password even if the server's complexity policy would refuse it.
     pub skip_password_check: bool,
     /// The user's links to upstream identity providers, exactly; `None`: not managed.
     pub upstream_links: Option<Vec<UpstreamLink>>,
@@ -166,7 +169,7 @@ pub struct UpstreamLink {
     pub subject: String,
 }
 
-impl MasOptions {
+impl LoginOptions {
     /// The declared fields, by name, for a server that takes none of them.
     pub fn declared(&self) -> Vec<&'static str> {
         [
@@ -188,7 +191,7 @@ impl DesiredUser {
             || self.emails.as_ref().is_some_and(|e| !e.is_empty())
             || self.external_ids.as_ref().is_some_and(|e| !e.is_empty())
             || self
-                .mas
+                .login
                 .upstream_links
                 .as_ref()
                 .is_some_and(|l| !l.is_empty())

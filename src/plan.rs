@@ -279,14 +279,14 @@ fn avatar_differs(avatar: &Avatar, seen: &Seen<SeenAvatar>) -> Result<bool, Plan
 
 /// The declared upstream links (none when they are not managed).
 fn declared_links(desired: &DesiredUser) -> &[UpstreamLink] {
-    desired.mas.upstream_links.as_deref().unwrap_or_default()
+    desired.login.upstream_links.as_deref().unwrap_or_default()
 }
 
 /// The links to add, then those to remove, when the links are managed (so
 /// that a refused link leaves the user the ones it logs in with); the
 /// backend shows a declared link's provider as declared.
 fn upstream_link_changes(desired: &DesiredUser, account: &Account) -> Vec<Change> {
-    let Some(declared) = &desired.mas.upstream_links else {
+    let Some(declared) = &desired.login.upstream_links else {
         return Vec::new();
     };
     let removed = account
@@ -504,7 +504,7 @@ mod tests {
             rooms: vec![],
             avatar: None,
             access_token_file: None,
-            mas: Default::default(),
+            login: Default::default(),
         }
     }
 
@@ -745,7 +745,7 @@ mod tests {
     fn a_user_with_upstream_links_needs_no_password_and_its_links_are_kept_exactly() {
         let sso = DesiredUser {
             password: None,
-            mas: crate::model::MasOptions {
+            login: crate::model::LoginOptions {
                 upstream_links: Some(vec![link("SSO", "u-1")]),
                 ..Default::default()
             },
@@ -785,7 +785,7 @@ mod tests {
             Ok(vec![])
         );
         let none = DesiredUser {
-            mas: crate::model::MasOptions {
+            login: crate::model::LoginOptions {
                 upstream_links: Some(vec![]),
                 ..Default::default()
             },

@@ -15,7 +15,7 @@ use crate::backend::dendrite::Dendrite;
 use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
 use crate::backend::{AccountServer, ServerError};
-use crate::http::{Endpoint, Http};
+use crate::http::Http;
 use crate::matrix_id::UserId;
 use crate::model::{
     Account, Change, DesiredUser, HomeserverKind, Observed, Restriction, Seen, Undeclared,
@@ -61,7 +61,7 @@ pub fn run(args_path: Option<OsString>) -> (String, i32) {
 }
 
 async fn reconcile_on_server(args: &ModuleArgs) -> Report {
-    match args.homeserver {
+    match args.homeserver_kind() {
         HomeserverKind::Synapse => reconcile_on::<Synapse>(args).await,
         HomeserverKind::Dendrite => reconcile_on::<Dendrite>(args).await,
         HomeserverKind::Mas => reconcile_on::<Mas>(args).await,
@@ -71,6 +71,10 @@ async fn reconcile_on_server(args: &ModuleArgs) -> Report {
 /// Checks the declaration against the server `S`, refuses the service
 /// account among the users, both before anything is sent, then connects.
 async fn reconcile_on<S: AccountServer + 'static>(args: &ModuleArgs) -> Report {
+    let endpoint = match args.endpoint() {
+        Ok(endpoint) => endpoint,
+        Err(error) => return Report::fatal(error.to_string()),
+    };
     let access = match S::check_declaration(args) {
         Ok(access) => access,
         Err(error) => return Report::fatal(error.to_string()),
@@ -82,7 +86,7 @@ async fn reconcile_on<S: AccountServer + 'static>(args: &ModuleArgs) -> Report {
         Ok(args) => args,
         Err(message) => return Report::fatal(message),
     };
-    let http = match Http::new(&Endpoint::from(&args.server)) {
+    let http = match Http::new(&endpoint) {
         Ok(http) => http,
         Err(error) => return Report::fatal(error.to_string()),
     };

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use crate::matrix_id::UserId;
 use crate::model::{
-    Account, DesiredUser, MasOptions, Restrictions, Seen, Undeclared, UndeclaredPolicy,
+    Account, DesiredUser, LoginOptions, Restrictions, Seen, Undeclared, UndeclaredPolicy,
     UpdatePassword, UpdateType, UserState,
 };
 
@@ -96,7 +96,7 @@ pub fn declaration(user: &UserId, action: Undeclared) -> DesiredUser {
         external_ids: None,
         avatar: None,
         access_token_file: None,
-        mas: MasOptions::default(),
+        login: LoginOptions::default(),
     }
 }
 

@@ -45,7 +45,7 @@ pub(super) fn read_avatar(fields: &Fields) -> Result<Option<Avatar>, ArgsError> 
     }
 }
 
-/// Reads the image at `path`, refusing what Synapse would refuse or could not show.
+/// Reads the image at `path`, refusing what a homeserver would refuse or could not show.
 fn read_image(field: String, path: String) -> Result<AvatarFile, ArgsError> {
     let refuse = |problem: String| ArgsError::AvatarFile {
         field: field.clone(),
@@ -54,7 +54,7 @@ fn read_image(field: String, path: String) -> Result<AvatarFile, ArgsError> {
     };
     let bound = host_file::Bound {
         bytes: MAX_FILE_BYTES,
-        holds: "Synapse accepts by default (max_upload_size)",
+        holds: "a homeserver accepts by default",
     };
     let bytes = match host_file::read(Path::new(&path), bound, true) {
         Ok(contents) => contents.bytes,
@@ -210,7 +210,7 @@ mod tests {
             .unwrap();
         refused(
             &huge.path(),
-            "it is larger than 50 MiB, more than Synapse accepts",
+            "it is larger than 50 MiB, more than a homeserver accepts by default",
         );
     }
 

@@ -11,7 +11,7 @@ use super::fields::{echo, Fields};
 use super::parameters::{self, Scope};
 use crate::matrix_id::{Room, Username};
 use crate::model::{
-    ArgsError, DesiredUser, ExternalId, MasOptions, Ratelimit, Restrictions, UpdatePassword,
+    ArgsError, DesiredUser, ExternalId, LoginOptions, Ratelimit, Restrictions, UpdatePassword,
     UpdateType, UpstreamLink, UserState, UserType,
 };
 
@@ -146,7 +146,7 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         external_ids: read_external_ids(fields)?,
         avatar: avatar::read_avatar(fields)?,
         access_token_file: fields.path("access_token_file")?,
-        mas: MasOptions {
+        login: LoginOptions {
             skip_password_check: fields.boolean_or_default("mas_skip_password_check")?,
             upstream_links: read_upstream_links(fields)?,
         },
@@ -219,7 +219,7 @@ fn read_external_ids(fields: &Fields) -> Result<Option<Vec<ExternalId>>, ArgsErr
         let [auth_provider, external_id] = EXTERNAL_ID_FIELDS.map(|name| match entry.string(name)? {
             Some(value) if !value.is_empty() => Ok(value),
             _ => Err(ArgsError::Missing(format!(
-                "{}: give a non-empty {name} (the provider's idp_id as Synapse names it, such as oidc-github, and the user's ID there)",
+                "{}: give a non-empty {name} (the identity provider's ID as the homeserver names it, such as oidc-github, and the user's ID there)",
                 entry.name(name)
             ))),
         });
@@ -314,9 +314,8 @@ fn read_user_type(fields: &Fields) -> Result<Option<UserType>, ArgsError> {
             field: fields.name("user_type"),
             value: echo(&name),
             accepted: format!(
-                "regular, bot, support, or a type the homeserver is configured with \
-                 (Synapse's user_types.extra_user_types): 1 to {USER_TYPE_MAX_CHARS} characters, \
-                 no spaces"
+                "regular, bot, support, or a type the homeserver is configured with: \
+                 1 to {USER_TYPE_MAX_CHARS} characters, no spaces"
             ),
         }),
     }
@@ -390,7 +389,7 @@ fn read_upstream_links(fields: &Fields) -> Result<Option<Vec<UpstreamLink>>, Arg
         let [provider, subject] = ["provider", "subject"].map(|name| {
             link.string(name)?.filter(|v| !v.is_empty()).ok_or_else(|| {
                 ArgsError::Missing(format!(
-                    "{}: give a non-empty {name} (the provider's ID or human name as MAS lists it, and the user's subject there)",
+                    "{}: give a non-empty {name} (the provider's ID or human name as the server lists it, and the user's subject there)",
                     link.name(name)
                 ))
             })

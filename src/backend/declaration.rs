@@ -25,7 +25,7 @@ pub(super) fn refuse_mas_only(args: &ModuleArgs) -> Result<(), ArgsError> {
     for user in &args.users {
         let declared = user.access_token_file.is_some();
         refuse_declared(user, "access_token_file", declared, NO_ACCESS_TOKEN_FILE)?;
-        if let Some(field) = user.mas.declared().first() {
+        if let Some(field) = user.login.declared().first() {
             refuse_declared(user, field, true, "only homeserver: mas takes it")?;
         }
     }
@@ -124,7 +124,7 @@ mod tests {
     /// Refuses what the chosen server cannot do with the declaration (see
     /// [`AccountServer::check_declaration`]); the module calls each server's own.
     fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
-        match args.homeserver {
+        match args.homeserver_kind() {
             HomeserverKind::Synapse => synapse::Synapse::check_declaration(args).map(drop),
             HomeserverKind::Dendrite => dendrite::Dendrite::check_declaration(args).map(drop),
             HomeserverKind::Mas => mas::Mas::check_declaration(args).map(drop),
@@ -213,7 +213,7 @@ mod tests {
         );
         let args = mas(json!({"username": "a", "user_type": "regular", "email": "a@example.com"}))
             .unwrap();
-        assert_eq!(args.server.url, "http://127.0.0.1:8080");
+        assert_eq!(args.endpoint().unwrap().url, "http://127.0.0.1:8080");
         assert!(args.credentials.mas_client.is_some());
     }
 

@@ -108,7 +108,7 @@ pub async fn identify(
             token_cache_dir,
         } => {
             let account = &args.credentials.service_account;
-            let cache = TokenCache::new(kind, token_cache_dir, &args.server.url, account);
+            let cache = TokenCache::new(kind, token_cache_dir, http.base_url(), account);
             let password = service_account_password(secret, account.localpart());
             let registration = Registration {
                 localpart: account.localpart(),
@@ -272,7 +272,7 @@ pub fn confirm_server_name(args: &ModuleArgs, actual: String) -> Result<String, 
         Some(given) if *given != actual => Err(ServerError::WrongServerName {
             given: given.clone(),
             actual,
-            url_field: args.homeserver.url_field(),
+            url_field: args.homeserver_kind().url_field(),
         }),
         _ => Ok(actual),
     }

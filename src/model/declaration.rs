@@ -93,12 +93,14 @@ pub enum ArgsError {
     },
 }
 
-/// How to reach the homeserver.
+/// How to reach the server, as declared: which URL the module talks to
+/// is the chosen server's ([`ModuleArgs::endpoint`]).
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    pub url: String,
-    /// The parameter that gave `url`, for messages that ask to check it.
-    pub url_field: &'static str,
+    /// `homeserver_url`, without a trailing `/`.
+    pub homeserver_url: Option<String>,
+    /// `mas_url`, without a trailing `/`.
+    pub mas_url: Option<String>,
     pub server_name: Option<String>,
     pub validate_certs: bool,
     pub ca_path: Option<PathBuf>,
@@ -106,17 +108,23 @@ pub struct ServerOptions {
     pub wait_timeout: Duration,
 }
 
-/// Where the server is and how to reach it, for the HTTP client.
-impl From<&ServerOptions> for Endpoint {
-    fn from(server: &ServerOptions) -> Endpoint {
-        Endpoint {
-            url: server.url.clone(),
-            url_field: server.url_field,
-            validate_certs: server.validate_certs,
-            ca_path: server.ca_path.clone(),
-            timeout: server.timeout,
-            wait_timeout: server.wait_timeout,
-        }
+impl ServerOptions {
+    /// Where the server the parameter `field` (`homeserver_url` or
+    /// `mas_url`) gives is, and how to reach it, for the HTTP client;
+    /// `None` when it is not given.
+    pub fn endpoint(&self, field: &'static str) -> Option<Endpoint> {
+        let url = match field {
+            "mas_url" => &self.mas_url,
+            _ => &self.homeserver_url,
+        };
+        Some(Endpoint {
+            url: url.clone()?,
+            url_field: field,
+            validate_certs: self.validate_certs,
+            ca_path: self.ca_path.clone(),
+            timeout: self.timeout,
+            wait_timeout: self.wait_timeout,
+        })
     }
 }
 
@@ -142,7 +150,8 @@ pub struct Credentials {
 /// The whole validated request.
 #[derive(Debug, Clone)]
 pub struct ModuleArgs {
-    pub homeserver: HomeserverKind,
+    /// The `homeserver` parameter, one of its choices.
+    pub homeserver: String,
     pub server: ServerOptions,
     pub credentials: Credentials,
     pub users: Vec<DesiredUser>,
@@ -151,11 +160,28 @@ pub struct ModuleArgs {
     pub concurrency: usize,
     /// MAS only: create users the homeserver already has (half-made accounts) in MAS too.
     pub mas_adopt_existing: bool,
-    /// MAS only: the homeserver behind MAS (`homeserver_url`), whose profiles
-    /// show the display names MAS cannot.
-    pub mas_homeserver_url: Option<String>,
     pub check_mode: bool,
     pub diff: bool,
     /// What the result warns about (Ansible shows each), e.g. a secret file others can read.
     pub warnings: Vec<String>,
+}
+
+impl ModuleArgs {
+    /// The server implementation the `homeserver` parameter chooses.
+    pub fn homeserver_kind(&self) -> HomeserverKind {
+        HomeserverKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == self.homeserver)
+            .unwrap_or_default()
+    }
+
+    /// Where the server the module talks to is, whose URL the chosen
+    /// server requires; refused by name, before anything is sent, when it
+    /// is not given.
+    pub fn endpoint(&self) -> Result<Endpoint, ArgsError> {
+        let field = self.homeserver_kind().url_field();
+        self.server.endpoint(field).ok_or_else(|| {
+            ArgsError::Missing(format!("{field} is required, e.g. http://127.0.0.1:8008"))
+        })
+    }
 }

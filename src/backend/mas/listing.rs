@@ -87,7 +87,7 @@ impl Mas {
             // MAS's lookup decides each address in doubt.
             return Ok(None);
         }
-        if declared.iter().any(|d| d.mas.upstream_links.is_some()) {
+        if declared.iter().any(|d| d.login.upstream_links.is_some()) {
             let what = "listing upstream links";
             let Some(links) = self
                 .list_pages("/upstream-oauth-links", &[], what, most)
@@ -107,7 +107,7 @@ impl Mas {
                 }
             }
             for (id, (_, desired, mas_user)) in found.iter_mut() {
-                if desired.mas.upstream_links.is_some() {
+                if desired.login.upstream_links.is_some() {
                     let items = by_user.remove(id.as_str()).unwrap_or_default();
                     mas_user.links = self.parse_links(&items, desired, what)?;
                 }
@@ -154,7 +154,7 @@ impl Mas {
             })
             .collect();
         users.iter().zip(declared).any(|(user, desired)| {
-            desired.mas.upstream_links.iter().flatten().any(|link| {
+            desired.login.upstream_links.iter().flatten().any(|link| {
                 let provider = self.provider_id(&link.provider);
                 owners
                     .get(&(provider.as_str(), link.subject.as_str()))

@@ -43,7 +43,7 @@ use super::client_api::logout;
 use super::{AccountServer, ServerError};
 use crate::backend::declaration::{refuse_declared, refuse_user_type};
 use crate::backend::service_account::confirm_server_name;
-use crate::http::{path_segment, server_word, Body, Endpoint, Http};
+use crate::http::{path_segment, server_word, Body, Http};
 use crate::matrix_id::UserId;
 use crate::model::Waited;
 use crate::model::{Account, Change, DesiredUser, MasChange, Restriction, Seen, UpstreamLink};
@@ -290,12 +290,10 @@ impl AccountServer for Mas {
             Access::Token { token, renewed_by } => (token, renewed_by),
             Access::Client(client) => (client.fetch_token(&http).await?, Some(client)),
         };
-        let homeserver = match &args.mas_homeserver_url {
-            Some(url) => Some(Http::new(&Endpoint {
-                url: url.clone(),
-                url_field: "homeserver_url",
-                ..Endpoint::from(&args.server)
-            })?),
+        // The homeserver behind MAS, when given: its profiles show the
+        // display names MAS cannot.
+        let homeserver = match args.server.endpoint("homeserver_url") {
+            Some(endpoint) => Some(Http::new(&endpoint)?),
             None => None,
         };
         let mut mas = Mas {
@@ -337,7 +335,7 @@ impl AccountServer for Mas {
             mas.refuse_displaynames_before_1_18(named).await?;
         }
         mas.reach_homeserver(&args.users).await?;
-        if args.users.iter().any(|u| u.mas.upstream_links.is_some()) {
+        if args.users.iter().any(|u| u.login.upstream_links.is_some()) {
             mas.resolve_providers(&args.users).await?;
         }
         Ok(mas)
@@ -390,7 +388,7 @@ impl AccountServer for Mas {
         let mut found = match reply.status {
             StatusCode::OK => {
                 let mut found = parse_user(&reply.body, what)?;
-                if desired.mas.upstream_links.is_some() {
+                if desired.login.upstream_links.is_some() {
                     found.links = self.upstream_links(&found.id, desired).await?;
                 }
                 found

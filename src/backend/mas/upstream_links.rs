@@ -28,7 +28,7 @@ impl Mas {
             .collect();
         let mut resolved = self.providers.borrow_mut();
         for user in users {
-            let links = user.mas.upstream_links.iter().flatten();
+            let links = user.login.upstream_links.iter().flatten();
             for (index, link) in links.enumerate() {
                 let by_id = providers.iter().find(|(id, _)| *id == link.provider);
                 let by_name: Vec<_> = providers
@@ -85,7 +85,7 @@ impl Mas {
         desired: &DesiredUser,
         what: &str,
     ) -> Result<Vec<MasLink>, ServerError> {
-        let declared = desired.mas.upstream_links.iter().flatten();
+        let declared = desired.login.upstream_links.iter().flatten();
         items
             .iter()
             .map(|item| {
@@ -122,7 +122,7 @@ impl Mas {
         let held =
             |link: &UpstreamLink| found.is_some_and(|f| f.links.iter().any(|l| l.shown == *link));
         let lacked = desired
-            .mas
+            .login
             .upstream_links
             .iter()
             .flatten()

@@ -255,7 +255,7 @@ impl Mas {
             return Err(ServerError::Mas(MasError::PasswordsDisabled));
         }
         let mut body = json!({"password": password.expose()});
-        if desired.mas.skip_password_check {
+        if desired.login.skip_password_check {
             body["skip_password_check"] = json!(true);
         }
         let reply = self
