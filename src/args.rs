@@ -9,14 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::matrix_id::Username;
-use crate::model::{ArgsError, Credentials, ModuleArgs, ServerOptions};
-use crate::secret::{hold, hold_basic_auth, url_password};
+use crate::model::{ArgsError, ModuleArgs};
+use crate::secret::{hold, url_password};
 
 mod avatar;
 mod connection;
@@ -25,8 +23,8 @@ mod parameters;
 mod undeclared;
 mod user;
 
-use connection::{default_token_cache_dir, read_url};
-use fields::{echo, Fields};
+use connection::read_connection;
+use fields::Fields;
 use undeclared::read_undeclared;
 use user::read_users;
 
@@ -91,57 +89,7 @@ impl ModuleArgs {
         top.refuse_unknown(&parameters::top_level_names())?;
 
         let homeserver = top.choice("homeserver")?;
-        let server = ServerOptions {
-            homeserver_url: read_url(&top, "homeserver_url")?,
-            mas_url: read_url(&top, "mas_url")?,
-            server_name: top.string("server_name")?,
-            validate_certs: top.boolean_or_default("validate_certs")?,
-            ca_path: top.path("ca_path")?,
-            timeout: Duration::from_secs(top.integer_or_default("timeout", 1, 3600)?),
-            wait_timeout: Duration::from_secs(top.integer_or_default("wait_timeout", 0, 3600)?),
-        };
-        let credentials = Credentials {
-            shared_secret: top.secret_or_file("registration_shared_secret")?,
-            admin_token: top.secret_or_file("admin_token")?,
-            service_account: match top.string("service_account")? {
-                Some(name) => Username::parse(&name).map_err(|reason| ArgsError::BadUsername {
-                    field: "service_account".into(),
-                    username: echo(&name),
-                    reason,
-                })?,
-                None => Username::parse(parameters::parameter("service_account").default_str())
-                    .expect("the default is a valid localpart"),
-            },
-            token_cache_dir: top.path("token_cache_dir")?.or_else(|| {
-                default_token_cache_dir(
-                    std::env::var_os("XDG_CACHE_HOME"),
-                    std::env::var_os("HOME"),
-                )
-            }),
-            dendrite_database: top.secret_or_file("dendrite_database")?,
-            synapse_database: top.secret_or_file("synapse_database")?,
-            mas_client: match (
-                top.string("mas_client_id")?,
-                top.secret_or_file("mas_client_secret")?,
-            ) {
-                (Some(id), Some(secret)) => {
-                    hold_basic_auth(&id, &secret);
-                    Some((id, secret))
-                }
-                (None, None) => None,
-                (Some(_), None) => {
-                    return Err(ArgsError::Missing(
-                        "mas_client_id needs mas_client_secret (or mas_client_secret_file)".into(),
-                    ))
-                }
-                (None, Some(_)) => {
-                    return Err(ArgsError::Missing(
-                        "mas_client_secret needs mas_client_id".into(),
-                    ))
-                }
-            },
-        };
-
+        let (server, credentials) = read_connection(&top)?;
         let users = read_users(&top, users)?;
         let undeclared = read_undeclared(&top)?;
         Ok(ModuleArgs {
@@ -204,7 +152,6 @@ mod tests {
     };
     use crate::secret::mask_secrets;
     use serde_json::json;
-    use std::path::PathBuf;
 
     /// `value` read as Ansible gives it, from a file (where the users are
     /// read one at a time), and checked to read the same as a tree of values.
@@ -453,23 +400,6 @@ mod tests {
             error(args),
             "dendrite_database and dendrite_database_file are mutually exclusive; give only one"
         );
-    }
-
-    #[test]
-    fn the_token_cache_is_never_a_shared_folder() {
-        let dir = |xdg: Option<&str>, home: Option<&str>| {
-            default_token_cache_dir(xdg.map(Into::into), home.map(Into::into))
-        };
-        assert_eq!(
-            dir(Some("/x/cache"), Some("/home/u")),
-            Some(PathBuf::from("/x/cache/matrix_user"))
-        );
-        assert_eq!(
-            dir(Some("relative"), Some("/home/u")),
-            Some(PathBuf::from("/home/u/.cache/matrix_user"))
-        );
-        assert_eq!(dir(Some(""), Some("")), None);
-        assert_eq!(dir(None, None), None);
     }
 
     #[test]
