@@ -7,11 +7,24 @@ use std::sync::Arc;
 
 use aho_corasick::AhoCorasick;
 
-/// Every secret value this process has held: passwords and secrets from the
+/// Every secret value a run has held: passwords and secrets from the
 /// arguments, and tokens and passwords made or received at run time, so that
-/// the report can mask any of them wherever they turn up.
-#[cfg(not(test))]
-static EVERY_SECRET: std::sync::Mutex<Held> = std::sync::Mutex::new(Held::new());
+/// the report can mask any of them wherever they turn up, on any thread
+/// (a panic on a blocking thread is masked too).
+struct Registry(std::sync::Mutex<Held>);
+
+impl Registry {
+    const fn new() -> Registry {
+        Registry(std::sync::Mutex::new(Held::new()))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Held) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The run's registry: the module runs once per process.
+static PROCESS: Registry = Registry::new();
 
 /// The secrets held, and one matcher for all of them, built when first
 /// needed after a secret was added: masking a text costs one pass over it
@@ -55,18 +68,19 @@ impl Held {
     }
 }
 
-/// Runs `f` on [`EVERY_SECRET`]. Unit tests keep one list per test thread,
-/// so that one test's secrets (a property test's "alice") do not mask
-/// another test's expected text.
-fn every_secret<R>(f: impl FnOnce(&mut Held) -> R) -> R {
+/// The registry [`hold`] and [`mask_secrets`] use: the process's. Unit
+/// tests, which run many declarations in one process at once, each get one
+/// of their own thread, used the same way, so that one test's secrets (a
+/// property test's "alice") do not mask another test's expected text.
+fn registry() -> &'static Registry {
     #[cfg(not(test))]
-    return f(&mut EVERY_SECRET.lock().unwrap_or_else(|e| e.into_inner()));
+    return &PROCESS;
     #[cfg(test)]
     {
         thread_local! {
-            static EVERY_SECRET: std::cell::RefCell<Held> = const { std::cell::RefCell::new(Held::new()) };
+            static OWN: &'static Registry = Box::leak(Box::new(Registry::new()));
         }
-        EVERY_SECRET.with(|every| f(&mut every.borrow_mut()))
+        OWN.with(|own| *own)
     }
 }
 
@@ -118,10 +132,13 @@ impl fmt::Debug for Secret {
 /// wrapped in a [`Secret`] (the arguments register theirs before parsing, so
 /// that an error about any field already masks them).
 pub fn hold(value: &str) {
-    if value.chars().count() < MIN_MASKED_LENGTH {
-        return;
+    hold_in(registry(), value);
+}
+
+fn hold_in(registry: &Registry, value: &str) {
+    if value.chars().count() >= MIN_MASKED_LENGTH {
+        registry.with(|held| held.insert(value));
     }
-    every_secret(|every| every.insert(value));
 }
 
 /// Also masks `user` and `secret` in the form HTTP Basic authentication
@@ -141,11 +158,15 @@ pub fn hold_basic_auth(user: &str, secret: &Secret) {
 /// masked, so no part of the secret is left. The password of any
 /// `scheme://user:password@` URL in `text` is masked too.
 pub fn mask_secrets(text: &str) -> String {
+    mask_in(registry(), text)
+}
+
+fn mask_in(registry: &Registry, text: &str) -> String {
     if text.is_empty() {
         return String::new();
     }
     let mut hidden: Vec<(usize, usize)> = Vec::new();
-    if let Some(wanted) = every_secret(Held::matcher) {
+    if let Some(wanted) = registry.with(Held::matcher) {
         let mut layer = vec![View::of(text)];
         for depth in 0..=DECODING_DEPTH {
             for view in &layer {
@@ -406,6 +427,19 @@ fn replace_spans(text: &str, mut spans: Vec<(usize, usize)>) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The process's registry, which production uses: a secret held on one
+    /// thread is masked on another (the report's, or a panic's).
+    #[test]
+    fn the_process_registry_masks_on_every_thread_what_any_held() {
+        let secret = "process-registry-test-secret-7f3a";
+        std::thread::spawn(move || super::hold_in(&super::PROCESS, secret))
+            .join()
+            .unwrap();
+        let masked = super::mask_in(&super::PROCESS, &format!("token={secret}&x=1"));
+        assert_eq!(masked, format!("token={}&x=1", super::MASK));
+        assert_eq!(super::mask_secrets(secret), secret, "a test's own registry");
+    }
+
     use super::*;
 
     #[test]
