@@ -10,8 +10,10 @@ use serde::Serialize;
 use crate::matrix_id::{Room, Username};
 use crate::secret::Secret;
 
+mod attribute;
 mod declaration;
 
+pub use attribute::{same_set, Attribute, ATTRIBUTES};
 pub use declaration::{ArgsError, Credentials, ModuleArgs, ServerOptions};
 
 /// Which server implementation holds the users (the `homeserver` parameter).
@@ -287,16 +289,6 @@ impl<T: Copy> Restrictions<T> {
     }
 }
 
-impl Restrictions<Seen<bool>> {
-    /// Whether a restriction `declared` manages is one this read did not see
-    /// (Synapse's user list has no `suspended`).
-    pub fn lacks_any_of(&self, declared: &Restrictions<Option<bool>>) -> bool {
-        Restriction::ALL
-            .into_iter()
-            .any(|r| declared.get(r).is_some() && self.get(r) == Seen::Unknown)
-    }
-}
-
 /// Only the restrictions a read saw: a server without them shows none, and
 /// the diffs of servers and reads that have them stay as they were.
 impl Serialize for Restrictions<Seen<bool>> {
@@ -515,12 +507,7 @@ impl Account {
     /// rate-limit override, no room membership, no e-mail addresses, no
     /// SSO identities and no avatar content).
     pub fn lacks_any_of(&self, desired: &DesiredUser) -> bool {
-        self.restrictions.lacks_any_of(&desired.restrictions)
-            || (desired.ratelimit.is_some() && self.ratelimit.is_unknown())
-            || (desired.emails.is_some() && self.emails.is_unknown())
-            || (desired.external_ids.is_some() && self.external_ids.is_unknown())
-            || (!desired.rooms.is_empty() && self.rooms.is_unknown())
-            || (desired.avatar.is_some() && self.avatar.is_unknown())
+        ATTRIBUTES.iter().any(|a| a.lacks(desired, self))
     }
 }
 
@@ -587,37 +574,22 @@ pub enum Change {
 }
 
 impl Change {
-    /// The word the module reports for this change.
+    /// The word the module reports for this change: the creation, the
+    /// password and deactivation here, each attribute's by its unit.
     pub fn describe(&self) -> &'static str {
         match self {
-            Change::Create { .. } => "created",
-            Change::Reactivate { .. } => "reactivated",
-            Change::SetAdmin(true) => "promoted",
-            Change::SetAdmin(false) => "demoted",
+            Change::Create { .. } | Change::Mas(MasChange::CreateWithoutPassword) => "created",
+            Change::Reactivate { .. } | Change::Mas(MasChange::ReactivateWithoutPassword) => {
+                "reactivated"
+            }
             Change::SetPassword { .. } => "password changed",
-            Change::SetDisplayname => "displayname changed",
-            Change::SetUserType(_) => "user type changed",
-            Change::AddEmail(_) => "email added",
-            Change::Restrict(Restriction::Locked, true) => "locked",
-            Change::Restrict(Restriction::Locked, false) => "unlocked",
-            Change::Restrict(Restriction::Suspended, true) => "suspended",
-            Change::Restrict(Restriction::Suspended, false) => "unsuspended",
-            Change::Restrict(Restriction::ShadowBanned, true) => "shadow-banned",
-            Change::Restrict(Restriction::ShadowBanned, false) => "shadow-ban lifted",
-            Change::SetRatelimit(Some(_)) => "ratelimit set",
-            Change::SetRatelimit(None) => "ratelimit removed",
-            Change::SetEmails => "emails changed",
-            Change::SetExternalIds => "external_ids changed",
-            Change::JoinRooms(_) => "rooms joined",
-            Change::SetAvatar(Avatar::Uri(_)) => "avatar set",
-            Change::SetAvatar(Avatar::File(_)) => "avatar uploaded",
-            Change::Mas(MasChange::CreateWithoutPassword) => "created",
-            Change::Mas(MasChange::ReactivateWithoutPassword) => "reactivated",
-            Change::Mas(MasChange::AddUpstreamLink(_)) => "upstream link added",
-            Change::Mas(MasChange::RemoveUpstreamLink(_)) => "upstream link removed",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",
             Change::WriteAccessToken => "access token written",
+            change => ATTRIBUTES
+                .iter()
+                .find_map(|attribute| attribute.describe(change))
+                .unwrap_or("changed"),
         }
     }
 }
@@ -676,10 +648,4 @@ impl Default for UndeclaredPolicy {
 pub struct Waited {
     pub seconds: u64,
     pub reason: String,
-}
-
-/// The same items, whatever their order (addresses: each in the server's form).
-pub fn same_set<T: Ord>(current: &[T], wanted: &[T]) -> bool {
-    use std::collections::BTreeSet;
-    current.iter().collect::<BTreeSet<_>>() == wanted.iter().collect::<BTreeSet<_>>()
 }

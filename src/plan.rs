@@ -3,8 +3,8 @@
 //! server, shared by every backend.
 
 use crate::model::{
-    same_set, Account, Avatar, Change, DesiredUser, Fact, MasChange, Observed, Restriction,
-    Restrictions, Seen, SeenAvatar, UpdatePassword, UpdateType, UpstreamLink, UserState, UserType,
+    Account, Change, DesiredUser, Fact, MasChange, Observed, Restrictions, Seen, UpdatePassword,
+    UpdateType, UpstreamLink, UserState, UserType, ATTRIBUTES,
 };
 
 /// Why no plan can make the server match the declaration.
@@ -44,16 +44,6 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
         return match (desired.state, &desired.password) {
             (UserState::Absent, _) => Ok(vec![]),
             (UserState::Present, password) => {
-                // A new account has no restriction, no rate-limit
-                // override and no avatar: those declared follow creation.
-                let restricted = Restriction::ALL
-                    .into_iter()
-                    .filter(|&r| desired.restrictions.get(r) == Some(true))
-                    .map(|r| Change::Restrict(r, true));
-                let ratelimit = desired
-                    .ratelimit
-                    .flatten()
-                    .map(|r| Change::SetRatelimit(Some(r)));
                 let links = declared_links(desired);
                 let create = match password {
                     Some(password) => Change::Create {
@@ -66,29 +56,12 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
                 let linked = links
                     .iter()
                     .map(|link| Change::Mas(MasChange::AddUpstreamLink(link.clone())));
-                // Nor any e-mail address or SSO identity.
-                let emails = desired
-                    .emails
-                    .as_ref()
-                    .filter(|e| !e.is_empty())
-                    .map(|_| Change::SetEmails);
-                let external_ids = desired
-                    .external_ids
-                    .as_ref()
-                    .filter(|e| !e.is_empty())
-                    .map(|_| Change::SetExternalIds);
-                let avatar = desired.avatar.clone().map(Change::SetAvatar);
-                // Nor has it joined any room.
-                let rooms =
-                    (!desired.rooms.is_empty()).then(|| Change::JoinRooms(desired.rooms.clone()));
+                // A new account has none of the other attributes yet: those
+                // declared follow its creation.
+                let following = ATTRIBUTES.iter().flat_map(|a| a.after_creation(desired));
                 Ok(std::iter::once(create)
                     .chain(linked)
-                    .chain(restricted)
-                    .chain(ratelimit)
-                    .chain(emails)
-                    .chain(external_ids)
-                    .chain(avatar)
-                    .chain(rooms)
+                    .chain(following)
                     .collect())
             }
         };
@@ -161,97 +134,9 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             }
         });
     }
-    if let Some(admin) = desired.admin {
-        match account.admin {
-            Seen::Known(current) if current == admin => {}
-            Seen::Known(_) => changes.push(Change::SetAdmin(admin)),
-            Seen::Unknown => return Err(PlanError::NotSeen { fact: Fact::Admin }),
-        }
-    }
-    if let Some(user_type) = desired
-        .user_type
-        .as_ref()
-        .filter(|&t| *t != account.user_type)
-    {
-        changes.push(Change::SetUserType(user_type.clone()));
-    }
-    // One the read could not see is left alone: a server that cannot show
-    // it sets it at creation only (see the backend).
-    if let (Some(wanted), Seen::Known(current)) = (&desired.displayname, &account.displayname) {
-        if current.as_ref() != Some(wanted) {
-            changes.push(Change::SetDisplayname);
-        }
-    }
-    if let Some(email) = &desired.email {
-        let Seen::Known(emails) = &account.emails else {
-            return Err(PlanError::NotSeen { fact: Fact::Emails });
-        };
-        if !emails.contains(email) {
-            changes.push(Change::AddEmail(email.clone()));
-        }
-    }
-    for restriction in Restriction::ALL {
-        let Some(wanted) = desired.restrictions.get(restriction) else {
-            continue;
-        };
-        match account.restrictions.get(restriction) {
-            Seen::Known(current) if current == wanted => {}
-            Seen::Known(_) => changes.push(Change::Restrict(restriction, wanted)),
-            Seen::Unknown => {
-                return Err(PlanError::NotSeen {
-                    fact: Fact::Restriction(restriction),
-                })
-            }
-        }
-    }
-    if let Some(wanted) = desired.ratelimit {
-        match account.ratelimit {
-            Seen::Known(current) if current == wanted => {}
-            Seen::Known(_) => changes.push(Change::SetRatelimit(wanted)),
-            Seen::Unknown => {
-                return Err(PlanError::NotSeen {
-                    fact: Fact::Ratelimit,
-                })
-            }
-        }
-    }
-    changes.extend(upstream_link_changes(desired, account));
-    if let Some(wanted) = &desired.emails {
-        match &account.emails {
-            Seen::Known(current) if same_set(current, wanted) => {}
-            Seen::Known(_) => changes.push(Change::SetEmails),
-            Seen::Unknown => return Err(PlanError::NotSeen { fact: Fact::Emails }),
-        }
-    }
-    if let Some(wanted) = &desired.external_ids {
-        match &account.external_ids {
-            Seen::Known(current) if same_set(current, wanted) => {}
-            Seen::Known(_) => changes.push(Change::SetExternalIds),
-            Seen::Unknown => {
-                return Err(PlanError::NotSeen {
-                    fact: Fact::ExternalIds,
-                })
-            }
-        }
-    }
-    if let Some(avatar) = &desired.avatar {
-        if avatar_differs(avatar, &account.avatar)? {
-            changes.push(Change::SetAvatar(avatar.clone()));
-        }
-    }
-    if !desired.rooms.is_empty() {
-        let Seen::Known(joined) = &account.rooms else {
-            return Err(PlanError::NotSeen { fact: Fact::Rooms });
-        };
-        let missing: Vec<_> = desired
-            .rooms
-            .iter()
-            .filter(|room| !joined.contains(room))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            changes.push(Change::JoinRooms(missing));
-        }
+    for attribute in ATTRIBUTES {
+        let attribute_changes = attribute.compare(desired, account);
+        changes.extend(attribute_changes.map_err(|fact| PlanError::NotSeen { fact })?);
     }
     // A comparison is only made for a declared password (needs_password_check).
     if let (false, Some(false), Some(password)) =
@@ -264,41 +149,9 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
     Ok(changes)
 }
 
-/// Whether the account's avatar is not the declared one: another URI, or
-/// (for a file) other content.
-fn avatar_differs(avatar: &Avatar, seen: &Seen<SeenAvatar>) -> Result<bool, PlanError> {
-    let not_seen = PlanError::NotSeen { fact: Fact::Avatar };
-    let Seen::Known(seen) = seen else {
-        return Err(not_seen);
-    };
-    match avatar {
-        Avatar::Uri(uri) => Ok(seen.uri.as_deref() != Some(uri.as_str())),
-        Avatar::File(_) => seen.is_declared_file.map(|same| !same).ok_or(not_seen),
-    }
-}
-
 /// The declared upstream links (none when they are not managed).
 fn declared_links(desired: &DesiredUser) -> &[UpstreamLink] {
     desired.login.upstream_links.as_deref().unwrap_or_default()
-}
-
-/// The links to add, then those to remove, when the links are managed (so
-/// that a refused link leaves the user the ones it logs in with); the
-/// backend shows a declared link's provider as declared.
-fn upstream_link_changes(desired: &DesiredUser, account: &Account) -> Vec<Change> {
-    let Some(declared) = &desired.login.upstream_links else {
-        return Vec::new();
-    };
-    let removed = account
-        .upstream_links
-        .iter()
-        .filter(|link| !declared.contains(link))
-        .map(|link| Change::Mas(MasChange::RemoveUpstreamLink(link.clone())));
-    let added = declared
-        .iter()
-        .filter(|link| !account.upstream_links.contains(link))
-        .map(|link| Change::Mas(MasChange::AddUpstreamLink(link.clone())));
-    added.chain(removed).collect()
 }
 
 /// Whether an account whose deactivation was not seen is one whose
@@ -323,99 +176,27 @@ pub fn predict(
     for change in changes {
         match change {
             Change::Create { .. } | Change::Mas(MasChange::CreateWithoutPassword) => {
-                account = Some(Account {
-                    admin: Seen::Known(desired.admin.unwrap_or(false)),
+                let mut created = Account {
+                    admin: Seen::Unknown,
                     deactivated: Seen::Known(false),
-                    user_type: desired.user_type.clone().unwrap_or(UserType::Regular),
-                    displayname: Seen::Known(
-                        desired
-                            .displayname
-                            .clone()
-                            .or_else(|| default_displayname.clone()),
-                    ),
-                    emails: match (&desired.emails, &desired.email) {
-                        (Some(emails), _) => Seen::Known(emails.clone()),
-                        (None, Some(email)) => Seen::Known(vec![email.clone()]),
-                        (None, None) => Seen::Unknown,
-                    },
+                    user_type: UserType::Regular,
+                    displayname: Seen::Unknown,
+                    emails: Seen::Unknown,
                     upstream_links: Vec::new(),
-                    restrictions: Restrictions {
-                        locked: declared(desired.restrictions.locked),
-                        suspended: declared(desired.restrictions.suspended),
-                        shadow_banned: declared(desired.restrictions.shadow_banned),
-                    },
-                    ratelimit: desired.ratelimit.map_or(Seen::Unknown, Seen::Known),
-                    external_ids: desired
-                        .external_ids
-                        .clone()
-                        .map_or(Seen::Unknown, Seen::Known),
-                    rooms: joined_as_declared(desired),
-                    // None yet: a declared one follows creation (SetAvatar).
-                    avatar: match desired.avatar {
-                        Some(_) => Seen::Known(SeenAvatar {
-                            uri: None,
-                            is_declared_file: None,
-                        }),
-                        None => Seen::Unknown,
-                    },
-                })
-            }
-            Change::SetAvatar(avatar) => {
-                if let Some(a) = account.as_mut() {
-                    a.avatar = Seen::Known(SeenAvatar {
-                        uri: Some(avatar.declared().to_string()),
-                        is_declared_file: matches!(avatar, Avatar::File(_)).then_some(true),
-                    })
+                    restrictions: Restrictions::default(),
+                    ratelimit: Seen::Unknown,
+                    external_ids: Seen::Unknown,
+                    rooms: Seen::Unknown,
+                    avatar: Seen::Unknown,
+                };
+                for attribute in ATTRIBUTES {
+                    attribute.created(desired, default_displayname.as_deref(), &mut created);
                 }
-            }
-            Change::Restrict(restriction, value) => {
-                if let Some(a) = account.as_mut() {
-                    a.restrictions.set(*restriction, Seen::Known(*value))
-                }
-            }
-            Change::SetRatelimit(ratelimit) => {
-                if let Some(a) = account.as_mut() {
-                    a.ratelimit = Seen::Known(*ratelimit)
-                }
-            }
-            Change::JoinRooms(_) => {
-                if let Some(a) = account.as_mut() {
-                    a.rooms = joined_as_declared(desired)
-                }
+                account = Some(created);
             }
             Change::Reactivate { .. } | Change::Mas(MasChange::ReactivateWithoutPassword) => {
                 if let Some(a) = account.as_mut() {
                     a.deactivated = Seen::Known(false)
-                }
-            }
-            Change::SetAdmin(admin) => {
-                if let Some(a) = account.as_mut() {
-                    a.admin = Seen::Known(*admin)
-                }
-            }
-            Change::SetUserType(user_type) => {
-                if let Some(a) = account.as_mut() {
-                    a.user_type = user_type.clone()
-                }
-            }
-            Change::SetDisplayname => {
-                if let Some(a) = account.as_mut() {
-                    a.displayname = Seen::Known(desired.displayname.clone())
-                }
-            }
-            Change::AddEmail(email) => {
-                if let Some(Seen::Known(emails)) = account.as_mut().map(|a| &mut a.emails) {
-                    emails.push(email.clone())
-                }
-            }
-            Change::SetEmails => {
-                if let (Some(a), Some(emails)) = (account.as_mut(), &desired.emails) {
-                    a.emails = Seen::Known(emails.clone())
-                }
-            }
-            Change::SetExternalIds => {
-                if let (Some(a), Some(ids)) = (account.as_mut(), &desired.external_ids) {
-                    a.external_ids = Seen::Known(ids.clone())
                 }
             }
             Change::Deactivate { .. } => {
@@ -424,28 +205,16 @@ pub fn predict(
                 }
             }
             Change::SetPassword { .. } | Change::WriteAccessToken => {}
-            Change::Mas(MasChange::AddUpstreamLink(link)) => {
+            change => {
                 if let Some(a) = account.as_mut() {
-                    a.upstream_links.push(link.clone())
-                }
-            }
-            Change::Mas(MasChange::RemoveUpstreamLink(link)) => {
-                if let Some(a) = account.as_mut() {
-                    a.upstream_links.retain(|l| l != link)
+                    ATTRIBUTES
+                        .iter()
+                        .any(|attribute| attribute.predict(desired, change, a));
                 }
             }
         }
     }
     account
-}
-
-/// Once joined, the account is in every declared room; with none declared,
-/// membership is not managed and the diff leaves it out.
-fn joined_as_declared(desired: &DesiredUser) -> Seen<Vec<crate::matrix_id::Room>> {
-    match desired.rooms.is_empty() {
-        true => Seen::Unknown,
-        false => Seen::Known(desired.rooms.clone()),
-    }
 }
 
 /// A new personal access token is written when the user declares
@@ -470,17 +239,11 @@ pub fn plan_access_token(
         .then_some(Change::WriteAccessToken)
 }
 
-/// A new account shows the restrictions declared for it; the others are
-/// not managed, so the diff leaves them out.
-fn declared(value: Option<bool>) -> Seen<bool> {
-    value.map_or(Seen::Unknown, Seen::Known)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::matrix_id::{Room, Username};
-    use crate::model::{ExternalId, Ratelimit};
+    use crate::model::{Avatar, ExternalId, Ratelimit, Restriction, SeenAvatar};
     use crate::secret::Secret;
     use serde_json::Value;
 
@@ -963,10 +726,8 @@ mod tests {
         let mut listed = account(false);
         listed.restrictions.suspended = Seen::Unknown;
         let user = restricted(None, Some(true), None);
-        assert!(listed.restrictions.lacks_any_of(&user.restrictions));
-        assert!(!listed
-            .restrictions
-            .lacks_any_of(&restricted(Some(true), None, None).restrictions));
+        assert!(listed.lacks_any_of(&user));
+        assert!(!listed.lacks_any_of(&restricted(Some(true), None, None)));
         assert_eq!(
             plan(&user, &observed(Some(listed.clone()))),
             Err(PlanError::NotSeen {

@@ -18,8 +18,7 @@ use crate::backend::{AccountServer, ServerError};
 use crate::http::Http;
 use crate::matrix_id::UserId;
 use crate::model::{
-    Account, Change, DesiredUser, HomeserverKind, Observed, Restriction, Seen, Undeclared,
-    UserState,
+    Account, Change, DesiredUser, HomeserverKind, Observed, Undeclared, UserState, ATTRIBUTES,
 };
 use crate::model::{ArgsError, ModuleArgs};
 use crate::plan::{self, PlanError};
@@ -447,25 +446,8 @@ fn unchanged(before: Option<&Account>, now: Option<&Account>) -> bool {
     match (before, now) {
         (Some(before), Some(now)) => {
             let mut now = now.clone();
-            for restriction in Restriction::ALL {
-                if before.restrictions.get(restriction) == Seen::Unknown {
-                    now.restrictions.set(restriction, Seen::Unknown);
-                }
-            }
-            if before.ratelimit.is_unknown() {
-                now.ratelimit = Seen::Unknown;
-            }
-            if before.emails.is_unknown() {
-                now.emails = Seen::Unknown;
-            }
-            if before.external_ids.is_unknown() {
-                now.external_ids = Seen::Unknown;
-            }
-            if before.rooms.is_unknown() {
-                now.rooms = Seen::Unknown;
-            }
-            if before.avatar.is_unknown() {
-                now.avatar = Seen::Unknown;
+            for attribute in ATTRIBUTES {
+                attribute.forget_unseen(before, &mut now);
             }
             now == *before
         }
@@ -505,7 +487,7 @@ async fn observe<B: AccountServer>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Restrictions, UserType};
+    use crate::model::{Restrictions, Seen, UserType};
 
     fn account(suspended: Seen<bool>, admin: bool) -> Option<Account> {
         Some(Account {

@@ -1,0 +1,37 @@
+//! `admin`: whether the account is a server admin.
+
+use super::{compared, Attribute};
+use crate::model::{Account, Change, DesiredUser, Fact, Seen};
+
+pub struct Admin;
+
+impl Attribute for Admin {
+    fn compare(&self, desired: &DesiredUser, account: &Account) -> Result<Vec<Change>, Fact> {
+        compared(
+            desired.admin.as_ref(),
+            &account.admin,
+            Fact::Admin,
+            Change::SetAdmin,
+        )
+    }
+
+    fn created(&self, desired: &DesiredUser, _: Option<&str>, account: &mut Account) {
+        account.admin = Seen::Known(desired.admin.unwrap_or(false));
+    }
+
+    fn predict(&self, _: &DesiredUser, change: &Change, account: &mut Account) -> bool {
+        let Change::SetAdmin(admin) = change else {
+            return false;
+        };
+        account.admin = Seen::Known(*admin);
+        true
+    }
+
+    fn describe(&self, change: &Change) -> Option<&'static str> {
+        match change {
+            Change::SetAdmin(true) => Some("promoted"),
+            Change::SetAdmin(false) => Some("demoted"),
+            _ => None,
+        }
+    }
+}
