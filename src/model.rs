@@ -185,6 +185,31 @@ impl LoginOptions {
 }
 
 impl DesiredUser {
+    /// `username`, present, declared at `field` with nothing else managed.
+    pub fn managing_nothing(field: String, username: Username) -> DesiredUser {
+        DesiredUser {
+            field,
+            username,
+            password: None,
+            admin: None,
+            user_type: None,
+            displayname: None,
+            state: UserState::Present,
+            update_password: UpdatePassword::OnCreate,
+            update_type: UpdateType::Always,
+            erase: false,
+            email: None,
+            restrictions: Restrictions::default(),
+            ratelimit: None,
+            emails: None,
+            external_ids: None,
+            rooms: Vec::new(),
+            avatar: None,
+            access_token_file: None,
+            login: LoginOptions::default(),
+        }
+    }
+
     /// Whether it declares what only one account can hold (an e-mail
     /// address, an SSO identity, an upstream link), whose holder the read
     /// of a user looks up, before a new user is created too.
@@ -502,6 +527,24 @@ pub struct Account {
 }
 
 impl Account {
+    /// An account just created: active, a regular user, with nothing
+    /// else known until each attribute sets what it will be.
+    pub fn created() -> Account {
+        Account {
+            admin: Seen::Unknown,
+            deactivated: Seen::Known(false),
+            user_type: UserType::Regular,
+            displayname: Seen::Unknown,
+            emails: Seen::Unknown,
+            upstream_links: Vec::new(),
+            restrictions: Restrictions::default(),
+            ratelimit: Seen::Unknown,
+            external_ids: Seen::Unknown,
+            rooms: Seen::Unknown,
+            avatar: Seen::Unknown,
+        }
+    }
+
     /// Whether this read lacks something `desired` manages, so that the
     /// user must be read alone (Synapse's list has no `suspended`, no
     /// rate-limit override, no room membership, no e-mail addresses, no

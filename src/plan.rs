@@ -3,8 +3,8 @@
 //! server, shared by every backend.
 
 use crate::model::{
-    Account, Change, DesiredUser, Fact, MasChange, Observed, Restrictions, Seen, UpdatePassword,
-    UpdateType, UpstreamLink, UserState, UserType, ATTRIBUTES,
+    Account, Change, DesiredUser, Fact, MasChange, Observed, Seen, UpdatePassword, UpdateType,
+    UpstreamLink, UserState, ATTRIBUTES,
 };
 
 /// Why no plan can make the server match the declaration.
@@ -176,19 +176,7 @@ pub fn predict(
     for change in changes {
         match change {
             Change::Create { .. } | Change::Mas(MasChange::CreateWithoutPassword) => {
-                let mut created = Account {
-                    admin: Seen::Unknown,
-                    deactivated: Seen::Known(false),
-                    user_type: UserType::Regular,
-                    displayname: Seen::Unknown,
-                    emails: Seen::Unknown,
-                    upstream_links: Vec::new(),
-                    restrictions: Restrictions::default(),
-                    ratelimit: Seen::Unknown,
-                    external_ids: Seen::Unknown,
-                    rooms: Seen::Unknown,
-                    avatar: Seen::Unknown,
-                };
+                let mut created = Account::created();
                 for attribute in ATTRIBUTES {
                     attribute.created(desired, default_displayname.as_deref(), &mut created);
                 }
@@ -243,31 +231,16 @@ pub fn plan_access_token(
 mod tests {
     use super::*;
     use crate::matrix_id::{Room, Username};
-    use crate::model::{Avatar, ExternalId, Ratelimit, Restriction, SeenAvatar};
+    use crate::model::{
+        Avatar, ExternalId, Ratelimit, Restriction, Restrictions, SeenAvatar, UserType,
+    };
     use crate::secret::Secret;
     use serde_json::Value;
 
     fn desired(username: &str) -> DesiredUser {
         DesiredUser {
-            field: "username".into(),
-            username: Username::parse(username).unwrap(),
             password: Some(Secret::new("pw")),
-            admin: None,
-            user_type: None,
-            displayname: None,
-            state: UserState::Present,
-            update_password: UpdatePassword::OnCreate,
-            update_type: UpdateType::Always,
-            erase: false,
-            email: None,
-            restrictions: Restrictions::default(),
-            ratelimit: None,
-            emails: None,
-            external_ids: None,
-            rooms: vec![],
-            avatar: None,
-            access_token_file: None,
-            login: Default::default(),
+            ..DesiredUser::managing_nothing("username".into(), Username::parse(username).unwrap())
         }
     }
 

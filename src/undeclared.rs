@@ -8,8 +8,7 @@ use std::collections::HashSet;
 
 use crate::matrix_id::UserId;
 use crate::model::{
-    Account, DesiredUser, LoginOptions, Restrictions, Seen, Undeclared, UndeclaredPolicy,
-    UpdatePassword, UpdateType, UserState,
+    Account, DesiredUser, Restrictions, Seen, Undeclared, UndeclaredPolicy, UserState,
 };
 
 /// How many user IDs a refusal names before it only counts the rest.
@@ -72,31 +71,15 @@ pub fn refuse_too_many(policy: &UndeclaredPolicy, chosen: &[UserId]) -> Result<(
 /// without erasing (deactivating cannot be undone, erasing even less).
 pub fn declaration(user: &UserId, action: Undeclared) -> DesiredUser {
     DesiredUser {
-        field: "undeclared".into(),
-        username: user.username(),
-        password: None,
-        admin: None,
-        user_type: None,
-        displayname: None,
         state: match action {
             Undeclared::Deactivate => UserState::Absent,
             Undeclared::Keep | Undeclared::Lock => UserState::Present,
         },
-        update_password: UpdatePassword::OnCreate,
-        update_type: UpdateType::Always,
-        erase: false,
-        email: None,
         restrictions: Restrictions {
             locked: (action == Undeclared::Lock).then_some(true),
             ..Restrictions::default()
         },
-        ratelimit: None,
-        rooms: Vec::new(),
-        emails: None,
-        external_ids: None,
-        avatar: None,
-        access_token_file: None,
-        login: LoginOptions::default(),
+        ..DesiredUser::managing_nothing("undeclared".into(), user.username())
     }
 }
 
