@@ -13,7 +13,7 @@ use std::path::Path;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::model::{ArgsError, ModuleArgs};
+use crate::model::{ArgsError, ArgsErrorKind, ModuleArgs};
 use crate::secret::{hold, url_password};
 
 mod avatar;
@@ -32,12 +32,14 @@ const MAX_CONCURRENCY: usize = 64;
 
 impl ModuleArgs {
     pub fn from_file(path: &Path) -> Result<ModuleArgs, ArgsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ArgsError::Unreadable {
-            path: path.to_path_buf(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            ArgsError::new(ArgsErrorKind::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            })
         })?;
         // serde_json's messages give a position, never the content.
-        let not_json = |e: serde_json::Error| ArgsError::NotJson(e.to_string());
+        let not_json = |e: serde_json::Error| ArgsError::new(ArgsErrorKind::NotJson(e.to_string()));
         // The users are kept as text and read one at a time: a tree of
         // values for 100,000 users at once takes about 1 KB each.
         let raw_fields = match serde_json::from_str::<BTreeMap<String, &RawValue>>(&text) {
@@ -45,7 +47,9 @@ impl ModuleArgs {
             Err(error) => {
                 serde_json::from_str::<Value>(&text).map_err(not_json)?;
                 let _ = error;
-                return Err(ArgsError::NotJson("expected an object".into()));
+                return Err(ArgsError::new(ArgsErrorKind::NotJson(
+                    "expected an object".into(),
+                )));
             }
         };
         let mut fields: Map<String, Value> = Map::new();

@@ -14,7 +14,7 @@ mod attribute;
 mod declaration;
 
 pub use attribute::{same_set, Attribute, ATTRIBUTES};
-pub use declaration::{ArgsError, Credentials, ModuleArgs, ServerOptions};
+pub use declaration::{ArgsError, ArgsErrorKind, Credentials, ModuleArgs, ServerOptions};
 
 /// Which server implementation holds the users (the `homeserver` parameter).
 /// What each can manage is its backend's business (`check_declaration`).

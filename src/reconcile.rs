@@ -3,6 +3,7 @@
 //! apply -> report, `concurrency` users at a time. `main` only prints what
 //! it returns.
 
+use crate::model::ArgsErrorKind;
 use std::borrow::Cow;
 use std::ffi::OsString;
 use std::path::Path;
@@ -144,11 +145,13 @@ fn in_server_forms<S: AccountServer>(args: &ModuleArgs) -> Result<ModuleArgs, St
             );
         for (field, email) in fields {
             let not_accepted = |accepted: String| {
-                ArgsError::NotAccepted {
-                    field: field.clone(),
-                    value: email.clone(),
-                    accepted,
-                }
+                ArgsError::at(
+                    field.clone(),
+                    ArgsErrorKind::NotAccepted {
+                        value: email.clone(),
+                        accepted,
+                    },
+                )
                 .to_string()
             };
             let form = S::email_form(email).map_err(not_accepted)?;

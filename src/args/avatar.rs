@@ -9,7 +9,7 @@ use super::fields::{echo, Fields};
 use super::ArgsError;
 use crate::host_file::{self, FileProblem};
 use crate::matrix_id::split_mxc;
-use crate::model::{Avatar, AvatarFile};
+use crate::model::{ArgsErrorKind, Avatar, AvatarFile};
 use crate::secret::excerpt;
 
 /// Synapse refuses longer avatar URLs (`MAX_AVATAR_URL_LEN`, synapse/handlers/profile.py).
@@ -33,11 +33,13 @@ pub(super) fn read_avatar(fields: &Fields) -> Result<Option<Avatar>, ArgsError> 
         None => value.starts_with('/') && value.len() <= MAX_PATH_BYTES,
     };
     if !well_formed {
-        return Err(ArgsError::NotAccepted {
+        return Err(ArgsError::at(
             field,
-            value: echo(&value),
-            accepted: ACCEPTED.into(),
-        });
+            ArgsErrorKind::NotAccepted {
+                value: echo(&value),
+                accepted: ACCEPTED.into(),
+            },
+        ));
     }
     match value.starts_with("mxc://") {
         true => Ok(Some(Avatar::Uri(value))),
@@ -47,10 +49,14 @@ pub(super) fn read_avatar(fields: &Fields) -> Result<Option<Avatar>, ArgsError> 
 
 /// Reads the image at `path`, refusing what a homeserver would refuse or could not show.
 fn read_image(field: String, path: String) -> Result<AvatarFile, ArgsError> {
-    let refuse = |problem: String| ArgsError::AvatarFile {
-        field: field.clone(),
-        path: excerpt(&path, MAX_PATH_BYTES),
-        problem,
+    let refuse = |problem: String| {
+        ArgsError::at(
+            field.clone(),
+            ArgsErrorKind::AvatarFile {
+                path: excerpt(&path, MAX_PATH_BYTES),
+                problem,
+            },
+        )
     };
     let bound = host_file::Bound {
         bytes: MAX_FILE_BYTES,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::fields::{echo, Fields};
 use super::parameters;
 use crate::matrix_id::Username;
-use crate::model::{ArgsError, Credentials, ServerOptions};
+use crate::model::{ArgsError, ArgsErrorKind, Credentials, ServerOptions};
 use crate::secret::hold_basic_auth;
 
 /// How to reach the server and what to authenticate with, from the top level.
@@ -26,10 +26,14 @@ pub(super) fn read_connection(top: &Fields) -> Result<(ServerOptions, Credential
         shared_secret: top.secret_or_file("registration_shared_secret")?,
         admin_token: top.secret_or_file("admin_token")?,
         service_account: match top.string("service_account")? {
-            Some(name) => Username::parse(&name).map_err(|reason| ArgsError::BadUsername {
-                field: "service_account".into(),
-                username: echo(&name),
-                reason,
+            Some(name) => Username::parse(&name).map_err(|reason| {
+                ArgsError::at(
+                    "service_account",
+                    ArgsErrorKind::BadUsername {
+                        username: echo(&name),
+                        reason,
+                    },
+                )
             })?,
             None => Username::parse(parameters::parameter("service_account").default_str())
                 .expect("the default is a valid localpart"),
@@ -49,14 +53,14 @@ pub(super) fn read_connection(top: &Fields) -> Result<(ServerOptions, Credential
             }
             (None, None) => None,
             (Some(_), None) => {
-                return Err(ArgsError::Missing(
+                return Err(ArgsError::new(ArgsErrorKind::Missing(
                     "mas_client_id needs mas_client_secret (or mas_client_secret_file)".into(),
-                ))
+                )))
             }
             (None, Some(_)) => {
-                return Err(ArgsError::Missing(
+                return Err(ArgsError::new(ArgsErrorKind::Missing(
                     "mas_client_secret needs mas_client_id".into(),
-                ))
+                )))
             }
         },
     };
@@ -69,11 +73,13 @@ fn read_url(top: &Fields, field: &'static str) -> Result<Option<String>, ArgsErr
         return Ok(None);
     };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(ArgsError::NotAccepted {
-            field: field.into(),
-            value: echo(&url),
-            accepted: "an http:// or https:// URL".into(),
-        });
+        return Err(ArgsError::at(
+            field,
+            ArgsErrorKind::NotAccepted {
+                value: echo(&url),
+                accepted: "an http:// or https:// URL".into(),
+            },
+        ));
     }
     Ok(Some(url.trim_end_matches('/').to_string()))
 }

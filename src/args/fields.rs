@@ -4,6 +4,7 @@
 //! strings) and errors that name the field (`users[3].admin`) and what is
 //! accepted, quoting an invalid value only as a short masked prefix.
 
+use crate::model::ArgsErrorKind;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
@@ -86,10 +87,12 @@ impl<'a> Fields<'a> {
             .keys()
             .find(|key| !key.starts_with("_ansible_") && !known.contains(&key.as_str()))
         {
-            Some(key) => Err(ArgsError::UnknownParameter {
-                field: self.name(&echo(key)),
-                valid: known.join(", "),
-            }),
+            Some(key) => Err(ArgsError::at(
+                self.name(&echo(key)),
+                ArgsErrorKind::UnknownParameter {
+                    valid: known.join(", "),
+                },
+            )),
             None => Ok(()),
         }
     }
@@ -104,10 +107,12 @@ impl<'a> Fields<'a> {
             Some(Value::String(s)) => Ok(Some(s.clone())),
             // Ansible's templating turns `username: 1234abc`-like values into numbers.
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(_) => Err(ArgsError::WrongType {
-                field: self.name(field),
-                expected: "a string",
-            }),
+            Some(_) => Err(ArgsError::at(
+                self.name(field),
+                ArgsErrorKind::WrongType {
+                    expected: "a string",
+                },
+            )),
         }
     }
 
@@ -115,11 +120,13 @@ impl<'a> Fields<'a> {
     /// and later messages quote the path whole.
     pub(super) fn path(&self, field: &str) -> Result<Option<PathBuf>, ArgsError> {
         match self.string(field)? {
-            Some(path) if path.len() > MAX_PATH_BYTES => Err(ArgsError::NotAccepted {
-                field: self.name(field),
-                value: echo(&path),
-                accepted: format!("a path of at most {MAX_PATH_BYTES} bytes"),
-            }),
+            Some(path) if path.len() > MAX_PATH_BYTES => Err(ArgsError::at(
+                self.name(field),
+                ArgsErrorKind::NotAccepted {
+                    value: echo(&path),
+                    accepted: format!("a path of at most {MAX_PATH_BYTES} bytes"),
+                },
+            )),
             path => Ok(path.map(PathBuf::from)),
         }
     }
@@ -129,10 +136,12 @@ impl<'a> Fields<'a> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(Secret::new(s.clone()))),
             Some(Value::Number(n)) => Ok(Some(Secret::new(n.to_string()))),
-            Some(_) => Err(ArgsError::WrongType {
-                field: self.name(field),
-                expected: "a string",
-            }),
+            Some(_) => Err(ArgsError::at(
+                self.name(field),
+                ArgsErrorKind::WrongType {
+                    expected: "a string",
+                },
+            )),
         }
     }
 
@@ -143,10 +152,10 @@ impl<'a> Fields<'a> {
         let path = self.path(&file_field)?;
         let secret = match (inline, path) {
             (Some(_), Some(_)) => {
-                return Err(ArgsError::Exclusive {
+                return Err(ArgsError::new(ArgsErrorKind::Exclusive {
                     first: self.name(field),
                     second: self.name(&file_field),
-                })
+                }))
             }
             (Some(secret), None) => secret,
             (None, Some(path)) => {
@@ -160,10 +169,12 @@ impl<'a> Fields<'a> {
             (None, None) => return Ok(None),
         };
         if secret.expose().is_empty() {
-            return Err(ArgsError::BadSecret {
-                field: self.name(field),
-                problem: "is empty",
-            });
+            return Err(ArgsError::at(
+                self.name(field),
+                ArgsErrorKind::BadSecret {
+                    problem: "is empty",
+                },
+            ));
         }
         Ok(Some(secret))
     }
@@ -173,10 +184,14 @@ impl<'a> Fields<'a> {
     /// reads one). Warns when every user of the host may read it, as ssh
     /// does for a private key.
     fn read_secret_file(&self, file_field: &str, path: &Path) -> Result<String, ArgsError> {
-        let refused = |problem: FileProblem| ArgsError::SecretFile {
-            field: self.name(file_field),
-            path: path.display().to_string(),
-            problem,
+        let refused = |problem: FileProblem| {
+            ArgsError::at(
+                self.name(file_field),
+                ArgsErrorKind::SecretFile {
+                    path: path.display().to_string(),
+                    problem,
+                },
+            )
         };
         let contents = host_file::read(path, host_file::SECRET, true).map_err(refused)?;
         if contents.readable_by_everyone() {
@@ -206,13 +221,15 @@ impl<'a> Fields<'a> {
     pub(super) fn boolean(&self, field: &str) -> Result<Option<bool>, ArgsError> {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(value) => ansible_boolean(value)
-                .map(Some)
-                .ok_or_else(|| ArgsError::NotAccepted {
-                    field: self.name(field),
-                    value: echo(&display_value(value)),
-                    accepted: BOOLEAN_VALUES.into(),
-                }),
+            Some(value) => ansible_boolean(value).map(Some).ok_or_else(|| {
+                ArgsError::at(
+                    self.name(field),
+                    ArgsErrorKind::NotAccepted {
+                        value: echo(&display_value(value)),
+                        accepted: BOOLEAN_VALUES.into(),
+                    },
+                )
+            }),
         }
     }
 
@@ -222,11 +239,13 @@ impl<'a> Fields<'a> {
         match self.string(field)? {
             None => Ok(parameter.default_str().to_string()),
             Some(value) if parameter.choices.contains(&value.as_str()) => Ok(value),
-            Some(value) => Err(ArgsError::NotAccepted {
-                field: self.name(field),
-                value: echo(&value),
-                accepted: parameter.choices.join(" or "),
-            }),
+            Some(value) => Err(ArgsError::at(
+                self.name(field),
+                ArgsErrorKind::NotAccepted {
+                    value: echo(&value),
+                    accepted: parameter.choices.join(" or "),
+                },
+            )),
         }
     }
 
@@ -265,11 +284,13 @@ impl<'a> Fields<'a> {
         };
         match value {
             Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(ArgsError::NotAccepted {
-                field: self.name(field),
-                value: echo(&self.map.get(field).map(display_value).unwrap_or_default()),
-                accepted: format!("a whole number from {min} to {max}"),
-            }),
+            _ => Err(ArgsError::at(
+                self.name(field),
+                ArgsErrorKind::NotAccepted {
+                    value: echo(&self.map.get(field).map(display_value).unwrap_or_default()),
+                    accepted: format!("a whole number from {min} to {max}"),
+                },
+            )),
         }
     }
 }

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::fields::{echo, Fields};
-use crate::model::{ArgsError, Undeclared, UndeclaredPolicy};
+use crate::model::{ArgsError, ArgsErrorKind, Undeclared, UndeclaredPolicy};
 
 /// The limit is a safety net, not a quota: 0 forbids touching anyone.
 const UNDECLARED_MAX_LIMIT: u64 = 1_000_000;
@@ -19,10 +19,10 @@ pub(super) fn read_undeclared(top: &Fields) -> Result<UndeclaredPolicy, ArgsErro
         .find(|undeclared| undeclared.name() == action)
         .unwrap_or_default();
     if action != Undeclared::Keep && !matches!(top.value("users"), Some(Value::Array(_))) {
-        return Err(ArgsError::Missing(format!(
+        return Err(ArgsError::new(ArgsErrorKind::Missing(format!(
             "undeclared: {} needs the list form (users), which declares every user the server should have",
             action.name()
-        )));
+        ))));
     }
     let ignore = match top.value("undeclared_ignore") {
         None | Some(Value::Null) => Vec::new(),
@@ -32,10 +32,12 @@ pub(super) fn read_undeclared(top: &Fields) -> Result<UndeclaredPolicy, ArgsErro
             .map(|(index, pattern)| anchored_pattern(pattern, index))
             .collect::<Result<_, _>>()?,
         Some(_) => {
-            return Err(ArgsError::WrongType {
-                field: "undeclared_ignore".into(),
-                expected: "a list of regular expressions",
-            })
+            return Err(ArgsError::at(
+                "undeclared_ignore",
+                ArgsErrorKind::WrongType {
+                    expected: "a list of regular expressions",
+                },
+            ))
         }
     };
     let max = top.integer_or_default("undeclared_max", 0, UNDECLARED_MAX_LIMIT)? as usize;
@@ -50,17 +52,23 @@ pub(super) fn read_undeclared(top: &Fields) -> Result<UndeclaredPolicy, ArgsErro
 fn anchored_pattern(pattern: &Value, index: usize) -> Result<regex::Regex, ArgsError> {
     let field = format!("undeclared_ignore[{index}]");
     let Value::String(pattern) = pattern else {
-        return Err(ArgsError::WrongType {
+        return Err(ArgsError::at(
             field,
-            expected: "a regular expression (a string)",
-        });
+            ArgsErrorKind::WrongType {
+                expected: "a regular expression (a string)",
+            },
+        ));
     };
-    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|error| ArgsError::NotAccepted {
-        field,
-        value: echo(pattern),
-        accepted: format!(
-            "a regular expression (Rust regex syntax); {}",
-            error.to_string().lines().last().unwrap_or_default()
-        ),
+    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|error| {
+        ArgsError::at(
+            field,
+            ArgsErrorKind::NotAccepted {
+                value: echo(pattern),
+                accepted: format!(
+                    "a regular expression (Rust regex syntax); {}",
+                    error.to_string().lines().last().unwrap_or_default()
+                ),
+            },
+        )
     })
 }

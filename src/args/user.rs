@@ -11,8 +11,8 @@ use super::fields::{echo, Fields};
 use super::parameters::{self, Scope};
 use crate::matrix_id::{Room, Username};
 use crate::model::{
-    ArgsError, DesiredUser, ExternalId, LoginOptions, Ratelimit, Restrictions, UpdatePassword,
-    UpdateType, UpstreamLink, UserState, UserType,
+    ArgsError, ArgsErrorKind, DesiredUser, ExternalId, LoginOptions, Ratelimit, Restrictions,
+    UpdatePassword, UpdateType, UpstreamLink, UserState, UserType,
 };
 
 /// The declared users: `top`'s, or, when given, those of `listed` (each
@@ -30,24 +30,24 @@ pub(super) fn read_users(
     let users = match top.value("users") {
         None | Some(Value::Null) => {
             if !top.has("username") {
-                return Err(ArgsError::Missing(
+                return Err(ArgsError::new(ArgsErrorKind::Missing(
                     "give username (one user) or users (a list of users)".into(),
-                ));
+                )));
             }
             vec![read_user(top)?]
         }
         Some(Value::Array(entries)) => {
             if let Some(field) = single_user_fields.first() {
-                return Err(ArgsError::Exclusive {
+                return Err(ArgsError::new(ArgsErrorKind::Exclusive {
                     first: "users".into(),
                     second: field.to_string(),
-                });
+                }));
             }
             let entries: Box<dyn Iterator<Item = Result<Cow<Value>, ArgsError>>> = match listed {
                 Some(listed) => Box::new(listed.iter().map(|raw| {
                     serde_json::from_str(raw.get())
                         .map(Cow::Owned)
-                        .map_err(|e| ArgsError::NotJson(e.to_string()))
+                        .map_err(|e| ArgsError::new(ArgsErrorKind::NotJson(e.to_string())))
                 })),
                 None => Box::new(entries.iter().map(|entry| Ok(Cow::Borrowed(entry)))),
             };
@@ -56,10 +56,12 @@ pub(super) fn read_users(
                 let entry = entry?;
                 let field = format!("users[{index}]");
                 let Value::Object(map) = entry.as_ref() else {
-                    return Err(ArgsError::WrongType {
+                    return Err(ArgsError::at(
                         field,
-                        expected: "a mapping with username, password, admin, ...",
-                    });
+                        ArgsErrorKind::WrongType {
+                            expected: "a mapping with username, password, admin, ...",
+                        },
+                    ));
                 };
                 let fields = Fields::nested(map, field);
                 fields.refuse_unknown(&user_parameters)?;
@@ -68,10 +70,12 @@ pub(super) fn read_users(
             users
         }
         Some(_) => {
-            return Err(ArgsError::WrongType {
-                field: "users".into(),
-                expected: "a list of users",
-            })
+            return Err(ArgsError::at(
+                "users",
+                ArgsErrorKind::WrongType {
+                    expected: "a list of users",
+                },
+            ))
         }
     };
     refuse_duplicates(&users)?;
@@ -79,20 +83,29 @@ pub(super) fn read_users(
 }
 
 fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
-    let raw = fields
-        .string("username")?
-        .ok_or_else(|| ArgsError::Missing(format!("{}: username is required", fields.context())))?;
-    let username = Username::parse(&raw).map_err(|reason| ArgsError::BadUsername {
-        field: fields.name("username"),
-        username: echo(&raw),
-        reason,
+    let raw = fields.string("username")?.ok_or_else(|| {
+        ArgsError::new(ArgsErrorKind::Missing(format!(
+            "{}: username is required",
+            fields.context()
+        )))
+    })?;
+    let username = Username::parse(&raw).map_err(|reason| {
+        ArgsError::at(
+            fields.name("username"),
+            ArgsErrorKind::BadUsername {
+                username: echo(&raw),
+                reason,
+            },
+        )
     })?;
     let password = fields.secret("password")?;
     if password.as_ref().is_some_and(|p| p.expose().is_empty()) {
-        return Err(ArgsError::BadSecret {
-            field: fields.name("password"),
-            problem: "is empty; give a password or leave the field out",
-        });
+        return Err(ArgsError::at(
+            fields.name("password"),
+            ArgsErrorKind::BadSecret {
+                problem: "is empty; give a password or leave the field out",
+            },
+        ));
     }
     let user_type = read_user_type(fields)?;
     let state = match fields.choice("state")?.as_str() {
@@ -104,10 +117,10 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         _ => UpdatePassword::OnCreate,
     };
     if update_password == UpdatePassword::Always && password.is_none() {
-        return Err(ArgsError::Missing(format!(
+        return Err(ArgsError::new(ArgsErrorKind::Missing(format!(
             "{}: update_password=always needs a password",
             fields.context()
-        )));
+        ))));
     }
     let update_type = match fields.choice("update_type")?.as_str() {
         "on_create" => UpdateType::OnCreate,
@@ -121,12 +134,14 @@ fn read_user(fields: &Fields) -> Result<DesiredUser, ArgsError> {
         user_type,
         displayname: match fields.string("displayname")? {
             Some(name) if name.is_empty() => {
-                return Err(ArgsError::NotAccepted {
-                    field: fields.name("displayname"),
-                    value: name,
-                    accepted: "a non-empty name (leave displayname out to leave it as it is)"
-                        .into(),
-                })
+                return Err(ArgsError::at(
+                    fields.name("displayname"),
+                    ArgsErrorKind::NotAccepted {
+                        value: name,
+                        accepted: "a non-empty name (leave displayname out to leave it as it is)"
+                            .into(),
+                    },
+                ))
             }
             name => name,
         },
@@ -167,10 +182,14 @@ fn read_emails(fields: &Fields) -> Result<Option<Vec<String>>, ArgsError> {
     let mut emails: Vec<String> = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let field = format!("{}[{index}]", fields.name("emails"));
-        let not_accepted = |value: &str, accepted: &str| ArgsError::NotAccepted {
-            field: field.clone(),
-            value: echo(value),
-            accepted: accepted.into(),
+        let not_accepted = |value: &str, accepted: &str| {
+            ArgsError::at(
+                field.clone(),
+                ArgsErrorKind::NotAccepted {
+                    value: echo(value),
+                    accepted: accepted.into(),
+                },
+            )
         };
         let address = match item {
             Value::String(address) => address.trim(),
@@ -209,33 +228,37 @@ fn read_external_ids(fields: &Fields) -> Result<Option<Vec<ExternalId>>, ArgsErr
     for (index, item) in items.iter().enumerate() {
         let field = format!("{}[{index}]", fields.name("external_ids"));
         let Value::Object(map) = item else {
-            return Err(ArgsError::WrongType {
+            return Err(ArgsError::at(
                 field,
-                expected: "a mapping of auth_provider and external_id",
-            });
+                ArgsErrorKind::WrongType {
+                    expected: "a mapping of auth_provider and external_id",
+                },
+            ));
         };
         let entry = Fields::nested(map, field.clone());
         entry.refuse_unknown(&EXTERNAL_ID_FIELDS)?;
         let [auth_provider, external_id] = EXTERNAL_ID_FIELDS.map(|name| match entry.string(name)? {
             Some(value) if !value.is_empty() => Ok(value),
-            _ => Err(ArgsError::Missing(format!(
+            _ => Err(ArgsError::new(ArgsErrorKind::Missing(format!(
                 "{}: give a non-empty {name} (the identity provider's ID as the homeserver names it, such as oidc-github, and the user's ID there)",
                 entry.name(name)
-            ))),
+            )))),
         });
         let id = ExternalId {
             auth_provider: auth_provider?,
             external_id: external_id?,
         };
         if let Some(first) = ids.iter().position(|i| *i == id) {
-            return Err(ArgsError::NotAccepted {
+            return Err(ArgsError::at(
                 field,
-                value: echo(&id.to_string()),
-                accepted: format!(
-                    "each identity once: it is {}[{first}] again",
-                    fields.name("external_ids")
-                ),
-            });
+                ArgsErrorKind::NotAccepted {
+                    value: echo(&id.to_string()),
+                    accepted: format!(
+                        "each identity once: it is {}[{first}] again",
+                        fields.name("external_ids")
+                    ),
+                },
+            ));
         }
         ids.push(id);
     }
@@ -251,10 +274,10 @@ fn read_list<'a>(
     match fields.value(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => Ok(Some(items)),
-        Some(_) => Err(ArgsError::WrongType {
-            field: fields.name(field),
-            expected,
-        }),
+        Some(_) => Err(ArgsError::at(
+            fields.name(field),
+            ArgsErrorKind::WrongType { expected },
+        )),
     }
 }
 
@@ -266,17 +289,20 @@ fn read_rooms(fields: &Fields, state: UserState) -> Result<Vec<Room>, ArgsError>
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(rooms)) => rooms,
         Some(_) => {
-            return Err(ArgsError::WrongType {
+            return Err(ArgsError::at(
                 field,
-                expected: "a list of room aliases (#room:example.com) or IDs (!abc:example.com)",
-            })
+                ArgsErrorKind::WrongType {
+                    expected:
+                        "a list of room aliases (#room:example.com) or IDs (!abc:example.com)",
+                },
+            ))
         }
     };
     if state == UserState::Absent && !rooms.is_empty() {
-        return Err(ArgsError::Exclusive {
+        return Err(ArgsError::new(ArgsErrorKind::Exclusive {
             first: field,
             second: "state: absent".into(),
-        });
+        }));
     }
     let mut parsed: Vec<Room> = Vec::with_capacity(rooms.len());
     for (index, room) in rooms.iter().enumerate() {
@@ -284,11 +310,16 @@ fn read_rooms(fields: &Fields, state: UserState) -> Result<Vec<Room>, ArgsError>
             Value::String(text) => text.clone(),
             other => other.to_string(),
         };
-        let room = Room::parse(&text).ok_or_else(|| ArgsError::NotAccepted {
-            field: format!("{field}[{index}]"),
-            value: echo(&text),
-            accepted: "a room alias like #room:example.com or a room ID like !abc:example.com"
-                .into(),
+        let room = Room::parse(&text).ok_or_else(|| {
+            ArgsError::at(
+                format!("{field}[{index}]"),
+                ArgsErrorKind::NotAccepted {
+                    value: echo(&text),
+                    accepted:
+                        "a room alias like #room:example.com or a room ID like !abc:example.com"
+                            .into(),
+                },
+            )
         })?;
         if !parsed.contains(&room) {
             parsed.push(room);
@@ -310,14 +341,16 @@ fn read_user_type(fields: &Fields) -> Result<Option<UserType>, ArgsError> {
         && !name.chars().any(|c| c.is_whitespace() || c.is_control());
     match shaped {
         true => Ok(Some(UserType::from_name(&name))),
-        false => Err(ArgsError::NotAccepted {
-            field: fields.name("user_type"),
-            value: echo(&name),
-            accepted: format!(
-                "regular, bot, support, or a type the homeserver is configured with: \
+        false => Err(ArgsError::at(
+            fields.name("user_type"),
+            ArgsErrorKind::NotAccepted {
+                value: echo(&name),
+                accepted: format!(
+                    "regular, bot, support, or a type the homeserver is configured with: \
                  1 to {USER_TYPE_MAX_CHARS} characters, no spaces"
-            ),
-        }),
+                ),
+            },
+        )),
     }
 }
 
@@ -330,10 +363,16 @@ const RATELIMIT_ACCEPTED: &str =
 /// `default` (no override: `Some(None)`), `unlimited`, or both numbers.
 fn read_ratelimit(fields: &Fields) -> Result<Option<Option<Ratelimit>>, ArgsError> {
     let field = fields.name("ratelimit");
-    let not_accepted = |value: String| ArgsError::NotAccepted {
-        field: field.clone(),
-        value: echo(&value),
-        accepted: format!("{RATELIMIT_ACCEPTED}, each a whole number from 0 to {RATELIMIT_MAX}"),
+    let not_accepted = |value: String| {
+        ArgsError::at(
+            field.clone(),
+            ArgsErrorKind::NotAccepted {
+                value: echo(&value),
+                accepted: format!(
+                    "{RATELIMIT_ACCEPTED}, each a whole number from 0 to {RATELIMIT_MAX}"
+                ),
+            },
+        )
     };
     match fields.value("ratelimit") {
         None | Some(Value::Null) => Ok(None),
@@ -347,10 +386,10 @@ fn read_ratelimit(fields: &Fields) -> Result<Option<Option<Ratelimit>>, ArgsErro
             numbers.refuse_unknown(&RATELIMIT_FIELDS)?;
             let [messages_per_second, burst_count] = RATELIMIT_FIELDS.map(|name| {
                 numbers.integer(name, 0, RATELIMIT_MAX)?.ok_or_else(|| {
-                    ArgsError::Missing(format!(
+                    ArgsError::new(ArgsErrorKind::Missing(format!(
                         "{}: give both messages_per_second and burst_count (0 and 0 is unlimited)",
                         field
-                    ))
+                    )))
                 })
             });
             Ok(Some(Some(Ratelimit {
@@ -369,29 +408,33 @@ fn read_upstream_links(fields: &Fields) -> Result<Option<Vec<UpstreamLink>>, Arg
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(entries)) => entries,
         Some(_) => {
-            return Err(ArgsError::WrongType {
+            return Err(ArgsError::at(
                 field,
-                expected: "a list of mappings of provider and subject",
-            })
+                ArgsErrorKind::WrongType {
+                    expected: "a list of mappings of provider and subject",
+                },
+            ))
         }
     };
     let mut links = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
         let entry_field = format!("{field}[{index}]");
         let Value::Object(map) = entry else {
-            return Err(ArgsError::WrongType {
-                field: entry_field,
-                expected: "a mapping of provider and subject",
-            });
+            return Err(ArgsError::at(
+                entry_field,
+                ArgsErrorKind::WrongType {
+                    expected: "a mapping of provider and subject",
+                },
+            ));
         };
         let link = Fields::nested(map, entry_field);
         link.refuse_unknown(&["provider", "subject"])?;
         let [provider, subject] = ["provider", "subject"].map(|name| {
             link.string(name)?.filter(|v| !v.is_empty()).ok_or_else(|| {
-                ArgsError::Missing(format!(
+                ArgsError::new(ArgsErrorKind::Missing(format!(
                     "{}: give a non-empty {name} (the provider's ID or human name as the server lists it, and the user's subject there)",
                     link.name(name)
-                ))
+                )))
             })
         });
         links.push(UpstreamLink {
@@ -406,11 +449,13 @@ fn refuse_duplicates(users: &[DesiredUser]) -> Result<(), ArgsError> {
     let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     for user in users {
         if let Some(first) = seen.insert(user.username.localpart(), &user.field) {
-            return Err(ArgsError::DuplicateUser {
-                field: user.field.clone(),
-                username: echo(user.username.localpart()),
-                first: first.to_string(),
-            });
+            return Err(ArgsError::at(
+                user.field.clone(),
+                ArgsErrorKind::DuplicateUser {
+                    username: echo(user.username.localpart()),
+                    first: first.to_string(),
+                },
+            ));
         }
     }
     Ok(())

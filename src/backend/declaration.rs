@@ -3,7 +3,7 @@
 //! [`super::AccountServer::check_declaration`]): each refusal names the field
 //! and says what to declare instead.
 
-use crate::model::{ArgsError, ModuleArgs};
+use crate::model::{ArgsError, ArgsErrorKind, ModuleArgs};
 use crate::model::{DesiredUser, Undeclared, UserType};
 
 /// E-mail addresses are managed only through MAS, which verifies them; the
@@ -30,10 +30,12 @@ pub(super) fn refuse_mas_only(args: &ModuleArgs) -> Result<(), ArgsError> {
         }
     }
     match args.mas_adopt_existing {
-        true => Err(ArgsError::Unsupported {
-            field: "mas_adopt_existing".into(),
-            reason: "only MAS keeps accounts apart from the homeserver; leave it out unless homeserver: mas",
-        }),
+        true => Err(ArgsError::at(
+            "mas_adopt_existing",
+            ArgsErrorKind::Unsupported {
+                reason: "only MAS keeps accounts apart from the homeserver; leave it out unless homeserver: mas",
+            },
+        )),
         false => Ok(()),
     }
 }
@@ -56,10 +58,12 @@ pub(super) fn refuse_without_databases(_field: &str, _given: bool) -> Result<(),
 #[cfg(not(feature = "databases"))]
 pub(super) fn refuse_without_databases(field: &str, given: bool) -> Result<(), ArgsError> {
     match given {
-        true => Err(ArgsError::Unsupported {
-            field: field.into(),
-            reason: DATABASES_NOT_BUILT_IN,
-        }),
+        true => Err(ArgsError::at(
+            field,
+            ArgsErrorKind::Unsupported {
+                reason: DATABASES_NOT_BUILT_IN,
+            },
+        )),
         false => Ok(()),
     }
 }
@@ -67,11 +71,13 @@ pub(super) fn refuse_without_databases(field: &str, given: bool) -> Result<(), A
 /// Refuses `synapse_database` on the servers that are not Synapse.
 pub(super) fn refuse_synapse_database(args: &ModuleArgs) -> Result<(), ArgsError> {
     match args.credentials.synapse_database.is_some() {
-        true => Err(ArgsError::Unsupported {
-            field: "synapse_database".into(),
-            reason: "it is Synapse's database, read only with homeserver: synapse (Dendrite's \
+        true => Err(ArgsError::at(
+            "synapse_database",
+            ArgsErrorKind::Unsupported {
+                reason: "it is Synapse's database, read only with homeserver: synapse (Dendrite's \
                      is dendrite_database); leave it out",
-        }),
+            },
+        )),
         false => Ok(()),
     }
 }
@@ -90,10 +96,10 @@ pub(super) fn refuse_user_type(user: &DesiredUser, reason: &'static str) -> Resu
 pub(super) fn refuse_undeclared(args: &ModuleArgs, reason: &'static str) -> Result<(), ArgsError> {
     match args.undeclared.action {
         Undeclared::Keep => Ok(()),
-        _ => Err(ArgsError::Unsupported {
-            field: "undeclared".into(),
-            reason,
-        }),
+        _ => Err(ArgsError::at(
+            "undeclared",
+            ArgsErrorKind::Unsupported { reason },
+        )),
     }
 }
 
@@ -106,10 +112,10 @@ pub(super) fn refuse_declared(
     reason: &'static str,
 ) -> Result<(), ArgsError> {
     match declared {
-        true => Err(ArgsError::Unsupported {
-            field: user.field_name(field),
-            reason,
-        }),
+        true => Err(ArgsError::at(
+            user.field_name(field),
+            ArgsErrorKind::Unsupported { reason },
+        )),
         false => Ok(()),
     }
 }

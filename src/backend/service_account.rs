@@ -17,7 +17,7 @@ use super::shared_secret::{hex, register, Registration};
 use super::token_cache::TokenCache;
 use super::ServerError;
 use crate::http::{server_word, Body, Http};
-use crate::model::{ArgsError, Credentials, ModuleArgs};
+use crate::model::{ArgsError, ArgsErrorKind, Credentials, ModuleArgs};
 use crate::secret::Secret;
 
 /// How the module gets into Synapse or Dendrite.
@@ -43,18 +43,18 @@ pub fn require_credentials(credentials: &Credentials) -> Result<Access, ArgsErro
                 secret: secret.clone(),
                 token_cache_dir: folder.clone(),
             }),
-            None => Err(ArgsError::Missing(
+            None => Err(ArgsError::new(ArgsErrorKind::Missing(
             "token_cache_dir is needed: neither HOME nor XDG_CACHE_HOME is set, so there is no private \
              folder of this user to keep the service account's token in between runs; set token_cache_dir \
              to a folder only the user running the module can write, or give admin_token"
                 .into(),
-            )),
+            ))),
         },
-        (None, None) => Err(ArgsError::Missing(
+        (None, None) => Err(ArgsError::new(ArgsErrorKind::Missing(
             "no credentials: give registration_shared_secret (or registration_shared_secret_file) \
              or admin_token (or admin_token_file)"
                 .into(),
-        )),
+        ))),
     }
 }
 

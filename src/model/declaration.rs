@@ -10,11 +10,45 @@ use crate::matrix_id::{Username, UsernameError};
 use crate::model::{DesiredUser, HomeserverKind, UndeclaredPolicy};
 use crate::secret::Secret;
 
-/// Why the module's arguments cannot be used. Each message names the field
-/// (and the user, for per-user fields) and says what is accepted; none of
-/// them ever contains a secret value.
+/// Why the module's arguments cannot be used: the field it is about
+/// (`users[3].admin`; none for the args file as a whole, a missing field
+/// or two that exclude each other), stated once, and what is wrong with it.
+/// No message ever contains a secret value.
+#[derive(Debug)]
+pub struct ArgsError {
+    pub field: Option<String>,
+    pub kind: ArgsErrorKind,
+}
+
+impl std::error::Error for ArgsError {}
+
+impl ArgsError {
+    /// What is wrong with `field`.
+    pub fn at(field: impl Into<String>, kind: ArgsErrorKind) -> ArgsError {
+        ArgsError {
+            field: Some(field.into()),
+            kind,
+        }
+    }
+
+    /// What is wrong with the arguments as a whole.
+    pub fn new(kind: ArgsErrorKind) -> ArgsError {
+        ArgsError { field: None, kind }
+    }
+}
+
+impl std::fmt::Display for ArgsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{field}: {}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+/// What is wrong, each message saying what is accepted or what to do.
 #[derive(Debug, thiserror::Error)]
-pub enum ArgsError {
+pub enum ArgsErrorKind {
     /// The args file Ansible passed could not be read.
     #[error("cannot read the module arguments file {path}: {source}; run the module from an Ansible task")]
     Unreadable {
@@ -27,66 +61,46 @@ pub enum ArgsError {
     )]
     NotJson(String),
     /// A parameter the module does not know, usually a typo.
-    #[error("{field}: unsupported parameter; valid parameters are: {valid}")]
-    UnknownParameter { field: String, valid: String },
+    #[error("unsupported parameter; valid parameters are: {valid}")]
+    UnknownParameter { valid: String },
     /// A parameter has the wrong JSON type.
-    #[error("{field}: expected {expected}")]
-    WrongType {
-        field: String,
-        expected: &'static str,
-    },
+    #[error("expected {expected}")]
+    WrongType { expected: &'static str },
     /// A parameter is not one of its accepted values.
-    #[error("{field}: {value:?} is not accepted; use {accepted}")]
-    NotAccepted {
-        field: String,
-        value: String,
-        accepted: String,
-    },
+    #[error("{value:?} is not accepted; use {accepted}")]
+    NotAccepted { value: String, accepted: String },
     /// A secret parameter has a value that cannot be used (its value is not shown).
-    #[error("{field}: {problem}")]
-    BadSecret {
-        field: String,
-        problem: &'static str,
-    },
+    #[error("{problem}")]
+    BadSecret { problem: &'static str },
     /// A username that is not a valid Matrix localpart or user ID.
-    #[error("{field}: the username {username:?} {reason}")]
+    #[error("the username {username:?} {reason}")]
     BadUsername {
-        field: String,
         username: String,
         reason: UsernameError,
     },
-    /// Something required is missing.
+    /// Something required is missing: the message names it.
     #[error("{0}")]
     Missing(String),
     /// The chosen homeserver cannot manage this field.
-    #[error("{field}: {reason}")]
-    Unsupported { field: String, reason: &'static str },
+    #[error("{reason}")]
+    Unsupported { reason: &'static str },
     /// Two parameters that exclude each other were both given.
     #[error("{first} and {second} are mutually exclusive; give only one")]
     Exclusive { first: String, second: String },
     /// The same user is declared twice in `users`.
-    #[error("{field}: user {username:?} is already declared in {first}; declare each user once")]
-    DuplicateUser {
-        field: String,
-        username: String,
-        first: String,
-    },
+    #[error("user {username:?} is already declared in {first}; declare each user once")]
+    DuplicateUser { username: String, first: String },
     /// An avatar file that cannot be uploaded (its content is never shown).
-    #[error("{field}: {path}: {problem}")]
-    AvatarFile {
-        field: String,
-        path: String,
-        problem: String,
-    },
+    #[error("{path}: {problem}")]
+    AvatarFile { path: String, problem: String },
     /// A file an option names that a later read or write would refuse,
     /// found before anything is sent.
-    #[error("{field}: {problem}")]
-    UnusableFile { field: String, problem: String },
+    #[error("{problem}")]
+    UnusableFile { problem: String },
     /// A file that holds a secret could not be read, or is not a file to
     /// read (the content is never shown).
-    #[error("{field}: cannot read {path}: {problem}")]
+    #[error("cannot read {path}: {problem}")]
     SecretFile {
-        field: String,
         /// The path as given (at most `PATH_MAX` bytes).
         path: String,
         problem: crate::host_file::FileProblem,
@@ -181,7 +195,9 @@ impl ModuleArgs {
     pub fn endpoint(&self) -> Result<Endpoint, ArgsError> {
         let field = self.homeserver_kind().url_field();
         self.server.endpoint(field).ok_or_else(|| {
-            ArgsError::Missing(format!("{field} is required, e.g. http://127.0.0.1:8008"))
+            ArgsError::new(ArgsErrorKind::Missing(format!(
+                "{field} is required, e.g. http://127.0.0.1:8008"
+            )))
         })
     }
 }

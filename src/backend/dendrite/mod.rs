@@ -37,6 +37,7 @@ mod database;
 mod database;
 mod users;
 
+use crate::model::ArgsErrorKind;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -121,11 +122,13 @@ fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
     refuse_declared(user, "avatar", user.avatar.is_some(), NO_AVATAR)?;
     if let Some(password) = &user.password {
         if !PASSWORD_BYTES.contains(&password.expose().len()) {
-            return Err(ArgsError::BadSecret {
-                field: user.field_name("password"),
-                problem: "Dendrite accepts only passwords of 8 to 512 bytes \
+            return Err(ArgsError::at(
+                user.field_name("password"),
+                ArgsErrorKind::BadSecret {
+                    problem: "Dendrite accepts only passwords of 8 to 512 bytes \
                           (it answers M_WEAK_PASSWORD to shorter ones); choose one of that length",
-            });
+                },
+            ));
         }
     }
     Ok(())

@@ -29,6 +29,7 @@ mod personal_token;
 mod upstream_links;
 mod users;
 
+use crate::model::ArgsErrorKind;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -265,11 +266,11 @@ impl AccountServer for Mas {
             },
             (None, Some(client)) => Access::Client(client),
             (None, None) => {
-                return Err(ArgsError::Missing(
+                return Err(ArgsError::new(ArgsErrorKind::Missing(
                     "no credentials: give mas_client_id with mas_client_secret (or mas_client_secret_file), \
                      or admin_token (or admin_token_file) with the urn:mas:admin scope"
                         .into(),
-                ))
+                )))
             }
         };
         args.users.iter().try_for_each(refuse_unsupported)?;

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use super::{path_segment, unexpected, Mas, MasError};
 use crate::backend::token_cache::TokenCache;
 use crate::backend::ServerError;
-use crate::model::ArgsError;
 use crate::model::DesiredUser;
+use crate::model::{ArgsError, ArgsErrorKind};
 use crate::secret::{hold, Secret};
 
 /// What a bot needs: the whole Matrix client API (MSC2967's scope, as MAS
@@ -186,10 +186,12 @@ pub(super) fn refuse_unusable_token_file(user: &DesiredUser) -> Result<(), ArgsE
     };
     for path in [file.clone(), session_file(file)] {
         if let Err(error) = TokenCache::at(&path).refuse_unsafe() {
-            return Err(ArgsError::UnusableFile {
-                field: user.field_name("access_token_file"),
-                problem: described(error).unwrap_or_else(|other| other.to_string()),
-            });
+            return Err(ArgsError::at(
+                user.field_name("access_token_file"),
+                ArgsErrorKind::UnusableFile {
+                    problem: described(error).unwrap_or_else(|other| other.to_string()),
+                },
+            ));
         }
     }
     Ok(())
