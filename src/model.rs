@@ -527,12 +527,13 @@ pub struct Account {
 }
 
 impl Account {
-    /// An account just created: active, a regular user, with nothing
-    /// else known until each attribute sets what it will be.
-    pub fn created() -> Account {
+    /// An account of which a read saw nothing yet: a regular user without
+    /// upstream links, every other fact unknown. Each read fills in what it
+    /// sees, so that an attribute a server does not show needs no line there.
+    pub fn unseen() -> Account {
         Account {
             admin: Seen::Unknown,
-            deactivated: Seen::Known(false),
+            deactivated: Seen::Unknown,
             user_type: UserType::Regular,
             displayname: Seen::Unknown,
             emails: Seen::Unknown,

@@ -176,7 +176,11 @@ pub fn predict(
     for change in changes {
         match change {
             Change::Create { .. } | Change::Mas(MasChange::CreateWithoutPassword) => {
-                let mut created = Account::created();
+                // Active, with each attribute as it will be once created.
+                let mut created = Account {
+                    deactivated: Seen::Known(false),
+                    ..Account::unseen()
+                };
                 for attribute in ATTRIBUTES {
                     attribute.created(desired, default_displayname.as_deref(), &mut created);
                 }

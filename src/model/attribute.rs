@@ -14,8 +14,7 @@ mod admin;
 mod avatar;
 mod displayname;
 mod email;
-mod emails;
-mod external_ids;
+mod exact_list;
 mod ratelimit;
 mod restriction;
 mod rooms;
@@ -78,8 +77,8 @@ pub static ATTRIBUTES: &[&dyn Attribute] = &[
     &restriction::Restricted(Restriction::ShadowBanned),
     &ratelimit::RatelimitAttribute,
     &upstream_links::UpstreamLinks,
-    &emails::Emails,
-    &external_ids::ExternalIds,
+    &exact_list::EMAILS,
+    &exact_list::EXTERNAL_IDS,
     &avatar::AvatarAttribute,
     &rooms::Rooms,
 ];

@@ -13,7 +13,7 @@ use crate::backend::shared_secret::hex;
 use crate::backend::ServerError;
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::UserId;
-use crate::model::{Account, DesiredUser, Restrictions, Seen, UserState, UserType};
+use crate::model::{Account, DesiredUser, Seen, UserState};
 use crate::secret::Secret;
 
 /// Dendrite on SQLite answers 500 "database is locked" while another writer
@@ -85,15 +85,8 @@ impl Dendrite {
         Ok(Account {
             admin: Seen::Known(admin),
             deactivated: Seen::Known(row.deactivated),
-            user_type: UserType::Regular,
             displayname: Seen::Known(row.displayname.filter(|name| !name.is_empty())),
-            emails: Seen::Unknown,
-            upstream_links: Vec::new(),
-            restrictions: Restrictions::default(),
-            ratelimit: Seen::Unknown,
-            external_ids: Seen::Unknown,
-            rooms: Seen::Unknown,
-            avatar: Seen::Unknown,
+            ..Account::unseen()
         })
     }
 
@@ -113,17 +106,8 @@ impl Dendrite {
             return Ok(None);
         }
         let mut account = Account {
-            admin: Seen::Unknown,
-            deactivated: Seen::Unknown,
-            user_type: UserType::Regular,
             displayname: Seen::Known(self.displayname(user).await?),
-            emails: Seen::Unknown,
-            upstream_links: Vec::new(),
-            restrictions: Restrictions::default(),
-            ratelimit: Seen::Unknown,
-            external_ids: Seen::Unknown,
-            rooms: Seen::Unknown,
-            avatar: Seen::Unknown,
+            ..Account::unseen()
         };
         let password = match (&declared.password, declared.state) {
             (Some(password), UserState::Present) => password,

@@ -10,9 +10,7 @@ use super::{Mas, MasError, MasUser};
 use crate::backend::{AccountServer, ServerError};
 use crate::http::{server_word, Reply};
 use crate::matrix_id::UserId;
-use crate::model::{
-    Account, Change, DesiredUser, MasChange, Restriction, Restrictions, Seen, UserType,
-};
+use crate::model::{Account, Change, DesiredUser, MasChange, Restriction, Restrictions, Seen};
 use crate::secret::Secret;
 
 /// The `AddUserRequest` of `user`, with its display name (MAS 1.18 and later).
@@ -51,7 +49,6 @@ pub(super) fn mas_account(
     Account {
         admin: Seen::Known(found.admin),
         deactivated: Seen::Known(found.deactivated),
-        user_type: UserType::Regular,
         displayname,
         emails,
         upstream_links: found.links.iter().map(|l| l.shown.clone()).collect(),
@@ -59,10 +56,7 @@ pub(super) fn mas_account(
             locked: Seen::Known(found.locked),
             ..Restrictions::default()
         },
-        ratelimit: Seen::Unknown,
-        external_ids: Seen::Unknown,
-        rooms: Seen::Unknown,
-        avatar: Seen::Unknown,
+        ..Account::unseen()
     }
 }
 

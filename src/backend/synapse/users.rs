@@ -75,13 +75,6 @@ pub(super) fn parse_account(body: &Value) -> Account {
             suspended: restriction("suspended"),
             shadow_banned: restriction("shadow_banned"),
         },
-        // Not in the user's record: account() reads them apart when declared.
-        ratelimit: Seen::Unknown,
-        rooms: Seen::Unknown,
-        emails: Seen::Unknown,
-        external_ids: Seen::Unknown,
-        avatar: Seen::Unknown,
-        upstream_links: Vec::new(),
         admin: Seen::Known(body.get("admin").is_some_and(truthy)),
         deactivated: Seen::Known(body.get("deactivated").is_some_and(truthy)),
         user_type,
@@ -90,6 +83,8 @@ pub(super) fn parse_account(body: &Value) -> Account {
                 .and_then(Value::as_str)
                 .map(str::to_string),
         ),
+        // Not in the user's record: account() reads them apart when declared.
+        ..Account::unseen()
     }
 }
 
