@@ -15,9 +15,10 @@ use super::client_api::{
 };
 use super::shared_secret::{hex, register, Registration};
 use super::token_cache::TokenCache;
+use super::DeclarationError;
 use super::ServerError;
 use crate::http::{server_word, Body, Http};
-use crate::model::{ArgsError, ArgsErrorKind, Credentials, ModuleArgs};
+use crate::model::{Credentials, ModuleArgs};
 use crate::secret::Secret;
 
 /// How the module gets into Synapse or Dendrite.
@@ -35,7 +36,7 @@ pub enum Access {
 /// The credentials Synapse and Dendrite accept: the shared secret (the
 /// module then acts as its service account, whose token needs a private
 /// folder) or an admin's token.
-pub fn require_credentials(credentials: &Credentials) -> Result<Access, ArgsError> {
+pub fn require_credentials(credentials: &Credentials) -> Result<Access, DeclarationError> {
     match (&credentials.admin_token, &credentials.shared_secret) {
         (Some(token), _) => Ok(Access::AdminToken(token.clone())),
         (None, Some(secret)) => match &credentials.token_cache_dir {
@@ -43,18 +44,16 @@ pub fn require_credentials(credentials: &Credentials) -> Result<Access, ArgsErro
                 secret: secret.clone(),
                 token_cache_dir: folder.clone(),
             }),
-            None => Err(ArgsError::new(ArgsErrorKind::Missing(
+            None => Err(DeclarationError::NoCredentials(
             "token_cache_dir is needed: neither HOME nor XDG_CACHE_HOME is set, so there is no private \
              folder of this user to keep the service account's token in between runs; set token_cache_dir \
-             to a folder only the user running the module can write, or give admin_token"
-                .into(),
-            ))),
+             to a folder only the user running the module can write, or give admin_token",
+            )),
         },
-        (None, None) => Err(ArgsError::new(ArgsErrorKind::Missing(
+        (None, None) => Err(DeclarationError::NoCredentials(
             "no credentials: give registration_shared_secret (or registration_shared_secret_file) \
-             or admin_token (or admin_token_file)"
-                .into(),
-        ))),
+             or admin_token (or admin_token_file)",
+        )),
     }
 }
 

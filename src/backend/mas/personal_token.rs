@@ -16,9 +16,8 @@ use serde_json::{json, Value};
 
 use super::{path_segment, unexpected, Mas, MasError};
 use crate::backend::token_cache::TokenCache;
-use crate::backend::ServerError;
+use crate::backend::{DeclarationError, ServerError};
 use crate::model::DesiredUser;
-use crate::model::{ArgsError, ArgsErrorKind};
 use crate::secret::{hold, Secret};
 
 /// What a bot needs: the whole Matrix client API (MSC2967's scope, as MAS
@@ -180,18 +179,16 @@ fn read_if_present(path: &Path) -> Result<Option<Secret>, ServerError> {
 /// `.session` file beside it) that writing the token would refuse later:
 /// found before anything is sent, in check mode too, so that no user is
 /// created and then left without its token.
-pub(super) fn refuse_unusable_token_file(user: &DesiredUser) -> Result<(), ArgsError> {
+pub(super) fn refuse_unusable_token_file(user: &DesiredUser) -> Result<(), DeclarationError> {
     let Some(file) = &user.access_token_file else {
         return Ok(());
     };
     for path in [file.clone(), session_file(file)] {
         if let Err(error) = TokenCache::at(&path).refuse_unsafe() {
-            return Err(ArgsError::at(
-                user.field_name("access_token_file"),
-                ArgsErrorKind::UnusableFile {
-                    problem: described(error).unwrap_or_else(|other| other.to_string()),
-                },
-            ));
+            return Err(DeclarationError::Refused {
+                field: user.field_name("access_token_file"),
+                problem: described(error).unwrap_or_else(|other| other.to_string()),
+            });
         }
     }
     Ok(())
