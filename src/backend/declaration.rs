@@ -5,6 +5,8 @@
 //! server gives. Each refusal names the field and says what to declare
 //! instead.
 
+use super::capabilities::Support;
+
 /// What the chosen server cannot do with the declaration, found before
 /// anything is sent.
 #[derive(Debug, thiserror::Error)]
@@ -22,21 +24,28 @@ pub enum DeclarationError {
     Refused { field: String, problem: String },
 }
 
-/// Why a homeserver refuses the options only MAS has.
-pub(super) const ONLY_MAS: &str = "only homeserver: mas takes it";
+/// A homeserver's refusal of the options only MAS has.
+pub(super) const ONLY_MAS: Support = Support::No {
+    reason: "only homeserver: mas takes it",
+};
 
-/// Why a homeserver refuses `mas_adopt_existing`.
-pub(super) const NO_ADOPTION: &str =
-    "only MAS keeps accounts apart from the homeserver; leave it out unless homeserver: mas";
+/// A homeserver's refusal of `mas_adopt_existing`.
+pub(super) const NO_ADOPTION: Support = Support::No {
+    reason:
+        "only MAS keeps accounts apart from the homeserver; leave it out unless homeserver: mas",
+};
 
-/// Why a homeserver refuses `access_token_file`.
-pub(super) const NO_ACCESS_TOKEN_FILE: &str =
-    "personal access tokens are kept only with homeserver: mas for now (MAS's personal sessions); leave it out";
+/// A homeserver's refusal of `access_token_file`.
+pub(super) const NO_ACCESS_TOKEN_FILE: Support = Support::No {
+    reason: "personal access tokens are kept only with homeserver: mas for now (MAS's personal \
+             sessions); leave it out",
+};
 
-/// Why the servers that are not Synapse refuse `synapse_database`.
-pub(super) const NOT_SYNAPSE: &str =
-    "it is Synapse's database, read only with homeserver: synapse (Dendrite's \
-     is dendrite_database); leave it out";
+/// The refusal of `synapse_database` by the servers that are not Synapse.
+pub(super) const NOT_SYNAPSE: Support = Support::No {
+    reason: "it is Synapse's database, read only with homeserver: synapse (Dendrite's is \
+             dendrite_database); leave it out",
+};
 
 /// Why a binary built without the `databases` cargo feature refuses
 /// `dendrite_database` and `synapse_database`.

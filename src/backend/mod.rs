@@ -16,6 +16,8 @@
 //! told from the homeserver's). [`ServerError`] is in [`error`], and when a
 //! bulk read pays in [`listing`].
 
+#[cfg(test)]
+mod address_chars;
 mod capabilities;
 mod client_api;
 mod declaration;

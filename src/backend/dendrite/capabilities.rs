@@ -59,19 +59,13 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     },
     emails: Support::No { reason: NO_EMAILS },
     email: Support::No { reason: NO_EMAIL },
-    upstream_links: Support::No { reason: ONLY_MAS },
-    mas_skip_password_check: Support::No { reason: ONLY_MAS },
-    mas_adopt_existing: Support::No {
-        reason: NO_ADOPTION,
-    },
-    access_token_file: Support::No {
-        reason: NO_ACCESS_TOKEN_FILE,
-    },
+    upstream_links: ONLY_MAS,
+    mas_skip_password_check: ONLY_MAS,
+    mas_adopt_existing: NO_ADOPTION,
+    access_token_file: NO_ACCESS_TOKEN_FILE,
     avatar: Support::No { reason: NO_AVATAR },
     undeclared: Support::No {
         reason: NO_UNDECLARED,
     },
-    synapse_database: Support::No {
-        reason: NOT_SYNAPSE,
-    },
+    synapse_database: NOT_SYNAPSE,
 };

@@ -82,19 +82,12 @@ impl Dendrite {
                 })
             }
         };
-        Ok(Account {
-            admin: Seen::Known(admin),
-            deactivated: Seen::Known(row.deactivated),
-            user_type: UserType::Regular,
-            displayname: Seen::Known(row.displayname.filter(|name| !name.is_empty())),
-            emails: Seen::Unknown,
-            upstream_links: Vec::new(),
-            restrictions: Restrictions::default(),
-            ratelimit: Seen::Unknown,
-            external_ids: Seen::Unknown,
-            rooms: Seen::Unknown,
-            avatar: Seen::Unknown,
-        })
+        let displayname = row.displayname.filter(|name| !name.is_empty());
+        Ok(account(
+            Seen::Known(admin),
+            Seen::Known(row.deactivated),
+            Seen::Known(displayname),
+        ))
     }
 
     /// What the APIs show of an existing user, for runs without the
@@ -112,19 +105,8 @@ impl Dendrite {
         if !self.exists(user).await? {
             return Ok(None);
         }
-        let mut account = Account {
-            admin: Seen::Unknown,
-            deactivated: Seen::Unknown,
-            user_type: UserType::Regular,
-            displayname: Seen::Known(self.displayname(user).await?),
-            emails: Seen::Unknown,
-            upstream_links: Vec::new(),
-            restrictions: Restrictions::default(),
-            ratelimit: Seen::Unknown,
-            external_ids: Seen::Unknown,
-            rooms: Seen::Unknown,
-            avatar: Seen::Unknown,
-        };
+        let displayname = Seen::Known(self.displayname(user).await?);
+        let mut account = account(Seen::Unknown, Seen::Unknown, displayname);
         let password = match (&declared.password, declared.state) {
             (Some(password), UserState::Present) => password,
             _ => return Ok(Some(account)),
@@ -386,6 +368,30 @@ impl Dendrite {
                 detail: "the account has no profile in dendrite_database".into(),
             })
         }
+    }
+}
+
+/// An account as Dendrite (0.13) can show it: its admin flag, whether it
+/// is deactivated and its display name; it has no user types, restrictions,
+/// rate-limit overrides or avatars, and its e-mail addresses, SSO
+/// identities and rooms are not read.
+fn account(
+    admin: Seen<bool>,
+    deactivated: Seen<bool>,
+    displayname: Seen<Option<String>>,
+) -> Account {
+    Account {
+        admin,
+        deactivated,
+        user_type: UserType::Regular,
+        displayname,
+        emails: Seen::Unknown,
+        upstream_links: Vec::new(),
+        restrictions: Restrictions::default(),
+        ratelimit: Seen::Unknown,
+        external_ids: Seen::Unknown,
+        rooms: Seen::Unknown,
+        avatar: Seen::Unknown,
     }
 }
 

@@ -66,7 +66,5 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     },
     avatar: Support::No { reason: NO_AVATAR },
     undeclared: Support::Yes,
-    synapse_database: Support::No {
-        reason: NOT_SYNAPSE,
-    },
+    synapse_database: NOT_SYNAPSE,
 };

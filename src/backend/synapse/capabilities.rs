@@ -23,14 +23,10 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     email: Support::No {
         reason: SINGLE_EMAIL,
     },
-    upstream_links: Support::No { reason: ONLY_MAS },
-    mas_skip_password_check: Support::No { reason: ONLY_MAS },
-    mas_adopt_existing: Support::No {
-        reason: NO_ADOPTION,
-    },
-    access_token_file: Support::No {
-        reason: NO_ACCESS_TOKEN_FILE,
-    },
+    upstream_links: ONLY_MAS,
+    mas_skip_password_check: ONLY_MAS,
+    mas_adopt_existing: NO_ADOPTION,
+    access_token_file: NO_ACCESS_TOKEN_FILE,
     avatar: Support::Yes,
     undeclared: Support::Yes,
     synapse_database: Support::Yes,
