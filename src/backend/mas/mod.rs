@@ -18,7 +18,9 @@
 //! Matrix clients use with MAS), whose session is logged out at once. MAS
 //! rate-limits those logins (by default 3 a minute from one address, per its
 //! `rate_limiting.login`); the module then waits as MAS asks, up to
-//! [`LOGIN_RATE_LIMIT_WAIT`] a request, whatever `wait_timeout` says.
+//! [`LOGIN_RATE_LIMIT_WAIT`] a request, whatever `wait_timeout` says (one
+//! client serves MAS's admin API and its logins, so a 429 of the admin API
+//! is waited out as long).
 
 mod admin_api;
 mod capabilities;
@@ -35,16 +37,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use self::admin_api::unexpected;
 use self::emails::{loose_key, same_address, show_as_declared};
 use self::users::{mas_account, parse_user};
-use super::client_api::logout;
+use super::client_api::{logout, send_login};
 use super::{AccountServer, ServerError};
 use crate::backend::service_account::confirm_server_name;
 use crate::backend::{Capabilities, DeclarationError};
-use crate::http::{path_segment, server_word, Body, Http};
+use crate::http::{path_segment, server_word, Http};
 use crate::matrix_id::UserId;
 use crate::model::ModuleArgs;
 use crate::model::Waited;
@@ -441,21 +443,7 @@ impl AccountServer for Mas {
         if !self.password_login {
             return Err(ServerError::Mas(MasError::PasswordsDisabled));
         }
-        let login = json!({
-            "type": "m.login.password",
-            "identifier": {"type": "m.id.user", "user": user.localpart()},
-            "password": password.expose(),
-            "initial_device_display_name": CHECK_DEVICE_NAME,
-        });
-        let reply = self
-            .http
-            .send(
-                Method::POST,
-                "/_matrix/client/v3/login",
-                None,
-                Body::Json(&login),
-            )
-            .await?;
+        let reply = send_login(&self.http, user.localpart(), password, CHECK_DEVICE_NAME).await?;
         match (reply.status, reply.errcode()) {
             (StatusCode::OK, _) => {}
             // Also MAS's answer for a user without a password.
