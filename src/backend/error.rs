@@ -2,6 +2,7 @@
 //! accounts, with the failures only one server reports wrapped in its own
 //! error.
 
+use super::token_cache::TokenCacheError;
 use super::{dendrite, mas, synapse};
 use crate::http::{server_word, HttpError, Reply};
 use crate::model::Change;
@@ -43,21 +44,9 @@ pub enum ServerError {
         actual: String,
         url_field: &'static str,
     },
-    /// The admin token could not be kept for the next run.
-    #[error("cannot keep the service account's token in {path}: {detail}; set token_cache_dir to a writable folder")]
-    TokenCache { path: String, detail: String },
-    /// The token cache folder belongs to another user, who could swap the token.
-    #[error("the token_cache_dir {folder} belongs to another user (uid {owner}), who could read or replace the service account's token; set token_cache_dir to a folder of the user running the module")]
-    TokenCacheForeign { folder: String, owner: u32 },
-    /// Others can write the token cache folder, so they could swap the token.
-    #[error("the token_cache_dir {folder} can be written by other users (mode {mode}), who could replace the service account's token; make it private (chmod 700) or set token_cache_dir to a private folder")]
-    TokenCacheShared { folder: String, mode: String },
-    /// The token cache file is a symbolic link, which is never followed.
-    #[error("the token cache file {path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove the link (in token_cache_dir)")]
-    TokenCacheLink { path: String },
-    /// The token cache file is not a regular file, or too large for a token.
-    #[error("token_cache_dir: cannot read the service account's cached token {path}: {problem}; remove it (matrix_user writes a new one)")]
-    TokenCacheUnusable { path: String, problem: String },
+    /// The service account's token could not be kept or read safely.
+    #[error(transparent)]
+    TokenCache(#[from] TokenCacheError),
     /// The server refused a request for a reason of its own.
     #[error("{what}: {server} answered {status}{errcode}: {explanation}")]
     Refused {

@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::{path_segment, unexpected, Mas, MasError};
-use crate::backend::token_cache::TokenCache;
+use crate::backend::token_cache::{TokenCache, TokenCacheError, TokenCacheProblem};
 use crate::backend::{DeclarationError, ServerError};
 use crate::model::DesiredUser;
 use crate::secret::{hold, Secret};
@@ -187,7 +187,7 @@ pub(super) fn refuse_unusable_token_file(user: &DesiredUser) -> Result<(), Decla
         if let Err(error) = TokenCache::at(&path).refuse_unsafe() {
             return Err(DeclarationError::Refused {
                 field: user.field_name("access_token_file"),
-                problem: described(error).unwrap_or_else(|other| other.to_string()),
+                problem: described(&error),
             });
         }
     }
@@ -196,35 +196,31 @@ pub(super) fn refuse_unusable_token_file(user: &DesiredUser) -> Result<(), Decla
 
 /// [`TokenCache`]'s refusals, told about `access_token_file` rather than the
 /// service account's token cache.
-fn file_error(error: ServerError) -> ServerError {
-    match described(error) {
-        Ok(message) => ServerError::Mas(MasError::AccessTokenFile(message)),
-        Err(other) => other,
-    }
+fn file_error(error: TokenCacheError) -> ServerError {
+    ServerError::Mas(MasError::AccessTokenFile(described(&error)))
 }
 
-/// What is wrong with `access_token_file` when `error` is a [`TokenCache`] refusal.
-fn described(error: ServerError) -> Result<String, ServerError> {
-    Ok(match error {
-        ServerError::TokenCache { path, detail } => format!(
+/// What is wrong with `access_token_file`, as [`TokenCache`] found it.
+fn described(TokenCacheError { path, kind }: &TokenCacheError) -> String {
+    match kind {
+        TokenCacheProblem::Unwritable { detail } => format!(
             "cannot write {path}: {detail}; make its folder writable by the user running the module"
         ),
-        ServerError::TokenCacheForeign { folder, owner } => format!(
-            "the folder {folder} belongs to another user (uid {owner}), who could read or replace the token; \
+        TokenCacheProblem::ForeignFolder { owner } => format!(
+            "the folder {path} belongs to another user (uid {owner}), who could read or replace the token; \
              choose a folder of the user running the module"
         ),
-        ServerError::TokenCacheShared { folder, mode } => format!(
-            "the folder {folder} can be written by other users (mode {mode}), who could replace the token; \
+        TokenCacheProblem::SharedFolder { mode } => format!(
+            "the folder {path} can be written by other users (mode {mode}), who could replace the token; \
              make it writable only by its owner (chmod go-w) or choose another folder"
         ),
-        ServerError::TokenCacheUnusable { path, problem } => {
+        TokenCacheProblem::Unusable { problem } => {
             format!("cannot read {path}: {problem}; remove it (matrix_user writes a new one)")
         }
-        ServerError::TokenCacheLink { path } => format!(
+        TokenCacheProblem::Link => format!(
             "{path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove it"
         ),
-        other => return Err(other),
-    })
+    }
 }
 
 fn is_ulid(id: &str) -> bool {
