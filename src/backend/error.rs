@@ -27,16 +27,13 @@ pub enum ServerError {
     /// The admin token is unknown, expired or revoked.
     #[error("the homeserver refused the admin token ({detail}); give a current access token of a server admin as admin_token")]
     TokenRefused { detail: String },
-    /// The account behind the token is not a server admin.
-    #[error("{account} is not a server admin, so it cannot manage users; promote it, or give the token of a server admin")]
-    NotAdmin { account: String },
-    /// The service account's token works, but the account is no admin any
-    /// more (someone demoted it); it cannot promote itself.
-    #[error("the service account {account} is not a server admin (any more: someone demoted it), and it cannot promote itself; promote it again with another admin's token (PUT /_synapse/admin/v2/users/{account} with {{\"admin\": true}} on Synapse, account_type 3 in Dendrite's database), or give admin_token, or choose another service_account")]
-    ServiceAccountNotAdmin { account: String },
-    /// The service account exists but its password is not the derived one.
-    #[error("the service account {account} exists but does not accept the password matrix_user derives from the registration_shared_secret (was it created by hand, or the secret changed?); choose another service_account (the name stays taken even if that account is deactivated), or give admin_token")]
-    ServiceAccountPassword { account: String },
+    /// The account the module acts as (the admin token's, or the service
+    /// account) cannot manage users.
+    #[error("{}", .problem.message(.account))]
+    ActingAccount {
+        account: String,
+        problem: ActingAccountProblem,
+    },
     /// The configured `server_name` is not the one the server serves.
     #[error("server_name is {given:?}, but the server at {url_field} serves {actual:?}; fix server_name or leave it out")]
     WrongServerName {
@@ -112,6 +109,35 @@ pub enum ServerError {
     /// A failure only Synapse reports.
     #[error(transparent)]
     Synapse(#[from] synapse::SynapseError),
+}
+
+/// Why the account the module acts as cannot manage users.
+#[derive(Debug)]
+pub enum ActingAccountProblem {
+    /// The account behind the admin token is not a server admin.
+    TokenNotAdmin,
+    /// The service account's token works, but the account is no admin any
+    /// more (someone demoted it); it cannot promote itself.
+    ServiceAccountDemoted,
+    /// The service account exists but its password is not the derived one.
+    ServiceAccountPassword,
+}
+
+impl ActingAccountProblem {
+    /// What is wrong with `account`, and what to do.
+    fn message(&self, account: &str) -> String {
+        match self {
+            ActingAccountProblem::TokenNotAdmin => format!(
+                "{account} is not a server admin, so it cannot manage users; promote it, or give the token of a server admin"
+            ),
+            ActingAccountProblem::ServiceAccountDemoted => format!(
+                "the service account {account} is not a server admin (any more: someone demoted it), and it cannot promote itself; promote it again with another admin's token (PUT /_synapse/admin/v2/users/{account} with {{\"admin\": true}} on Synapse, account_type 3 in Dendrite's database), or give admin_token, or choose another service_account"
+            ),
+            ActingAccountProblem::ServiceAccountPassword => format!(
+                "the service account {account} exists but does not accept the password matrix_user derives from the registration_shared_secret (was it created by hand, or the secret changed?); choose another service_account (the name stays taken even if that account is deactivated), or give admin_token"
+            ),
+        }
+    }
 }
 
 impl ServerError {

@@ -13,6 +13,7 @@ use sha1::Sha1;
 use super::client_api::{
     logout, password_login, post_with_password, unix_millis, whoami, DEVICE_NAME,
 };
+use super::error::ActingAccountProblem;
 use super::shared_secret::{hex, register, Registration};
 use super::token_cache::TokenCache;
 use super::DeclarationError;
@@ -98,7 +99,10 @@ pub async fn identify(
                     detail: "unknown or expired token".into(),
                 })?;
             if !admin_check.is_admin(http, token, &user_id).await? {
-                return Err(ServerError::NotAdmin { account: user_id });
+                return Err(ServerError::ActingAccount {
+                    account: user_id,
+                    problem: ActingAccountProblem::TokenNotAdmin,
+                });
             }
             (token.clone(), user_id)
         }
@@ -163,7 +167,10 @@ async fn service_account_token(
         // Not cached, so that the run after the account is promoted again
         // logs in afresh; the session is ended so that none piles up.
         let _ = logout(http, &token, "the service account").await;
-        return Err(ServerError::ServiceAccountNotAdmin { account: user_id });
+        return Err(ServerError::ActingAccount {
+            account: user_id,
+            problem: ActingAccountProblem::ServiceAccountDemoted,
+        });
     }
     pending.commit(&token)?;
     Ok((token, user_id))
@@ -204,8 +211,9 @@ async fn recover_service_account(
 ) -> Result<(Secret, String), ServerError> {
     let session = password_login(http, localpart, password)
         .await?
-        .ok_or_else(|| ServerError::ServiceAccountPassword {
+        .ok_or_else(|| ServerError::ActingAccount {
             account: localpart.to_string(),
+            problem: ActingAccountProblem::ServiceAccountPassword,
         })?;
     let reply = http
         .send(
