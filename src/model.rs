@@ -171,19 +171,6 @@ pub struct UpstreamLink {
     pub subject: String,
 }
 
-impl LoginOptions {
-    /// The declared fields, by name, for a server that takes none of them.
-    pub fn declared(&self) -> Vec<&'static str> {
-        [
-            ("mas_skip_password_check", self.skip_password_check),
-            ("upstream_links", self.upstream_links.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(field, declared)| declared.then_some(field))
-        .collect()
-    }
-}
-
 impl DesiredUser {
     /// `username`, present, declared at `field` with nothing else managed.
     pub fn managing_nothing(field: String, username: Username) -> DesiredUser {

@@ -38,6 +38,25 @@ pub struct Session {
     pub device_id: String,
 }
 
+/// Sends a password login of `user` (a localpart or a user ID), for a
+/// session named `device_name`; the caller reads the answer, which
+/// differs by server.
+pub async fn send_login(
+    http: &Http,
+    user: &str,
+    password: &Secret,
+    device_name: &str,
+) -> Result<Reply, HttpError> {
+    let body = json!({
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": user},
+        "password": password.expose(),
+        "initial_device_display_name": device_name,
+    });
+    let path = "/_matrix/client/v3/login";
+    http.send(Method::POST, path, None, Body::Json(&body)).await
+}
+
 /// A password login of `user` (a localpart or a user ID); `None` when the
 /// homeserver refuses the password.
 pub async fn password_login(
@@ -45,20 +64,7 @@ pub async fn password_login(
     user: &str,
     password: &Secret,
 ) -> Result<Option<Session>, ServerError> {
-    let body = json!({
-        "type": "m.login.password",
-        "identifier": {"type": "m.id.user", "user": user},
-        "password": password.expose(),
-        "initial_device_display_name": DEVICE_NAME,
-    });
-    let reply = http
-        .send(
-            Method::POST,
-            "/_matrix/client/v3/login",
-            None,
-            Body::Json(&body),
-        )
-        .await?;
+    let reply = send_login(http, user, password, DEVICE_NAME).await?;
     let field = |name: &str| {
         reply
             .body

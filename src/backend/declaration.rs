@@ -1,44 +1,51 @@
-//! The rules several servers share for refusing, before any request, what
-//! they cannot do with the declaration (see
-//! [`super::AccountServer::check_declaration`]): each refusal names the field
-//! and says what to declare instead.
+//! What several servers share for refusing, before any request, what they
+//! cannot do with the declaration (see
+//! [`super::AccountServer::check_declaration`]): the error, and the reasons
+//! of the capability tables ([`super::capabilities`]) that more than one
+//! server gives. Each refusal names the field and says what to declare
+//! instead.
 
-use crate::model::{ArgsError, ArgsErrorKind, ModuleArgs};
-use crate::model::{DesiredUser, Undeclared, UserType};
+use super::capabilities::Support;
 
-/// E-mail addresses are managed only through MAS, which verifies them; the
-/// homeservers' own admin APIs would add them unverified or not at all.
-pub(super) fn refuse_email(user: &DesiredUser) -> Result<(), ArgsError> {
-    refuse_declared(
-        user,
-        "email",
-        user.email.is_some(),
-        "e-mail addresses are managed only with homeserver: mas",
-    )
+/// What the chosen server cannot do with the declaration, found before
+/// anything is sent.
+#[derive(Debug, thiserror::Error)]
+pub enum DeclarationError {
+    /// No credentials this server accepts; the message says which to give.
+    #[error("{0}")]
+    NoCredentials(&'static str),
+    /// `field` declares what this server cannot manage; `reason` says why
+    /// and what to declare instead.
+    #[error("{field}: {reason}")]
+    Unsupported { field: String, reason: &'static str },
+    /// `field` holds a value this server would refuse (the value is not
+    /// shown); `problem` says what it accepts.
+    #[error("{field}: {problem}")]
+    Refused { field: String, problem: String },
 }
 
-pub(super) const NO_ACCESS_TOKEN_FILE: &str =
-    "personal access tokens are kept only with homeserver: mas for now (MAS's personal sessions); leave it out";
+/// A homeserver's refusal of the options only MAS has.
+pub(super) const ONLY_MAS: Support = Support::No {
+    reason: "only homeserver: mas takes it",
+};
 
-/// Refuses, on a homeserver, the options that only MAS has.
-pub(super) fn refuse_mas_only(args: &ModuleArgs) -> Result<(), ArgsError> {
-    for user in &args.users {
-        let declared = user.access_token_file.is_some();
-        refuse_declared(user, "access_token_file", declared, NO_ACCESS_TOKEN_FILE)?;
-        if let Some(field) = user.login.declared().first() {
-            refuse_declared(user, field, true, "only homeserver: mas takes it")?;
-        }
-    }
-    match args.mas_adopt_existing {
-        true => Err(ArgsError::at(
-            "mas_adopt_existing",
-            ArgsErrorKind::Unsupported {
-                reason: "only MAS keeps accounts apart from the homeserver; leave it out unless homeserver: mas",
-            },
-        )),
-        false => Ok(()),
-    }
-}
+/// A homeserver's refusal of `mas_adopt_existing`.
+pub(super) const NO_ADOPTION: Support = Support::No {
+    reason:
+        "only MAS keeps accounts apart from the homeserver; leave it out unless homeserver: mas",
+};
+
+/// A homeserver's refusal of `access_token_file`.
+pub(super) const NO_ACCESS_TOKEN_FILE: Support = Support::No {
+    reason: "personal access tokens are kept only with homeserver: mas for now (MAS's personal \
+             sessions); leave it out",
+};
+
+/// The refusal of `synapse_database` by the servers that are not Synapse.
+pub(super) const NOT_SYNAPSE: Support = Support::No {
+    reason: "it is Synapse's database, read only with homeserver: synapse (Dendrite's is \
+             dendrite_database); leave it out",
+};
 
 /// Why a binary built without the `databases` cargo feature refuses
 /// `dendrite_database` and `synapse_database`.
@@ -51,71 +58,17 @@ pub(super) const DATABASES_NOT_BUILT_IN: &str =
 /// Refuses the database option `field` when it is `given` to a binary
 /// without the database drivers; a binary with them takes it.
 #[cfg(feature = "databases")]
-pub(super) fn refuse_without_databases(_field: &str, _given: bool) -> Result<(), ArgsError> {
+pub(super) fn refuse_without_databases(_field: &str, _given: bool) -> Result<(), DeclarationError> {
     Ok(())
 }
 
 #[cfg(not(feature = "databases"))]
-pub(super) fn refuse_without_databases(field: &str, given: bool) -> Result<(), ArgsError> {
+pub(super) fn refuse_without_databases(field: &str, given: bool) -> Result<(), DeclarationError> {
     match given {
-        true => Err(ArgsError::at(
-            field,
-            ArgsErrorKind::Unsupported {
-                reason: DATABASES_NOT_BUILT_IN,
-            },
-        )),
-        false => Ok(()),
-    }
-}
-
-/// Refuses `synapse_database` on the servers that are not Synapse.
-pub(super) fn refuse_synapse_database(args: &ModuleArgs) -> Result<(), ArgsError> {
-    match args.credentials.synapse_database.is_some() {
-        true => Err(ArgsError::at(
-            "synapse_database",
-            ArgsErrorKind::Unsupported {
-                reason: "it is Synapse's database, read only with homeserver: synapse (Dendrite's \
-                     is dendrite_database); leave it out",
-            },
-        )),
-        false => Ok(()),
-    }
-}
-
-/// Refuses a user type other than `regular`, for a server that has none.
-pub(super) fn refuse_user_type(user: &DesiredUser, reason: &'static str) -> Result<(), ArgsError> {
-    let special = user
-        .user_type
-        .as_ref()
-        .is_some_and(|t| *t != UserType::Regular);
-    refuse_declared(user, "user_type", special, reason)
-}
-
-/// Refuses `undeclared` other than `keep`, for a server the module cannot
-/// list and lock or deactivate users on; `reason` says why.
-pub(super) fn refuse_undeclared(args: &ModuleArgs, reason: &'static str) -> Result<(), ArgsError> {
-    match args.undeclared.action {
-        Undeclared::Keep => Ok(()),
-        _ => Err(ArgsError::at(
-            "undeclared",
-            ArgsErrorKind::Unsupported { reason },
-        )),
-    }
-}
-
-/// Refuses `user`'s `field` when it is `declared`, for a server that cannot
-/// manage it; `reason` says why and what to declare instead.
-pub(super) fn refuse_declared(
-    user: &DesiredUser,
-    field: &str,
-    declared: bool,
-    reason: &'static str,
-) -> Result<(), ArgsError> {
-    match declared {
-        true => Err(ArgsError::at(
-            user.field_name(field),
-            ArgsErrorKind::Unsupported { reason },
-        )),
+        true => Err(DeclarationError::Unsupported {
+            field: field.into(),
+            reason: DATABASES_NOT_BUILT_IN,
+        }),
         false => Ok(()),
     }
 }
@@ -125,11 +78,12 @@ mod tests {
     use super::*;
     use crate::backend::{dendrite, mas, synapse, AccountServer};
     use crate::model::HomeserverKind;
+    use crate::model::ModuleArgs;
     use serde_json::{json, Value};
 
     /// Refuses what the chosen server cannot do with the declaration (see
     /// [`AccountServer::check_declaration`]); the module calls each server's own.
-    fn check_declaration(args: &ModuleArgs) -> Result<(), ArgsError> {
+    fn check_declaration(args: &ModuleArgs) -> Result<(), DeclarationError> {
         match args.homeserver_kind() {
             HomeserverKind::Synapse => synapse::Synapse::check_declaration(args).map(drop),
             HomeserverKind::Dendrite => dendrite::Dendrite::check_declaration(args).map(drop),

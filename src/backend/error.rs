@@ -2,6 +2,7 @@
 //! accounts, with the failures only one server reports wrapped in its own
 //! error.
 
+use super::token_cache::TokenCacheError;
 use super::{dendrite, mas, synapse};
 use crate::http::{server_word, HttpError, Reply};
 use crate::model::Change;
@@ -26,16 +27,13 @@ pub enum ServerError {
     /// The admin token is unknown, expired or revoked.
     #[error("the homeserver refused the admin token ({detail}); give a current access token of a server admin as admin_token")]
     TokenRefused { detail: String },
-    /// The account behind the token is not a server admin.
-    #[error("{account} is not a server admin, so it cannot manage users; promote it, or give the token of a server admin")]
-    NotAdmin { account: String },
-    /// The service account's token works, but the account is no admin any
-    /// more (someone demoted it); it cannot promote itself.
-    #[error("the service account {account} is not a server admin (any more: someone demoted it), and it cannot promote itself; promote it again with another admin's token (PUT /_synapse/admin/v2/users/{account} with {{\"admin\": true}} on Synapse, account_type 3 in Dendrite's database), or give admin_token, or choose another service_account")]
-    ServiceAccountNotAdmin { account: String },
-    /// The service account exists but its password is not the derived one.
-    #[error("the service account {account} exists but does not accept the password matrix_user derives from the registration_shared_secret (was it created by hand, or the secret changed?); choose another service_account (the name stays taken even if that account is deactivated), or give admin_token")]
-    ServiceAccountPassword { account: String },
+    /// The account the module acts as (the admin token's, or the service
+    /// account) cannot manage users.
+    #[error("{}", .problem.message(.account))]
+    ActingAccount {
+        account: String,
+        problem: ActingAccountProblem,
+    },
     /// The configured `server_name` is not the one the server serves.
     #[error("server_name is {given:?}, but the server at {url_field} serves {actual:?}; fix server_name or leave it out")]
     WrongServerName {
@@ -43,21 +41,9 @@ pub enum ServerError {
         actual: String,
         url_field: &'static str,
     },
-    /// The admin token could not be kept for the next run.
-    #[error("cannot keep the service account's token in {path}: {detail}; set token_cache_dir to a writable folder")]
-    TokenCache { path: String, detail: String },
-    /// The token cache folder belongs to another user, who could swap the token.
-    #[error("the token_cache_dir {folder} belongs to another user (uid {owner}), who could read or replace the service account's token; set token_cache_dir to a folder of the user running the module")]
-    TokenCacheForeign { folder: String, owner: u32 },
-    /// Others can write the token cache folder, so they could swap the token.
-    #[error("the token_cache_dir {folder} can be written by other users (mode {mode}), who could replace the service account's token; make it private (chmod 700) or set token_cache_dir to a private folder")]
-    TokenCacheShared { folder: String, mode: String },
-    /// The token cache file is a symbolic link, which is never followed.
-    #[error("the token cache file {path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove the link (in token_cache_dir)")]
-    TokenCacheLink { path: String },
-    /// The token cache file is not a regular file, or too large for a token.
-    #[error("token_cache_dir: cannot read the service account's cached token {path}: {problem}; remove it (matrix_user writes a new one)")]
-    TokenCacheUnusable { path: String, problem: String },
+    /// The service account's token could not be kept or read safely.
+    #[error(transparent)]
+    TokenCache(#[from] TokenCacheError),
     /// The server refused a request for a reason of its own.
     #[error("{what}: {server} answered {status}{errcode}: {explanation}")]
     Refused {
@@ -123,6 +109,35 @@ pub enum ServerError {
     /// A failure only Synapse reports.
     #[error(transparent)]
     Synapse(#[from] synapse::SynapseError),
+}
+
+/// Why the account the module acts as cannot manage users.
+#[derive(Debug)]
+pub enum ActingAccountProblem {
+    /// The account behind the admin token is not a server admin.
+    TokenNotAdmin,
+    /// The service account's token works, but the account is no admin any
+    /// more (someone demoted it); it cannot promote itself.
+    ServiceAccountDemoted,
+    /// The service account exists but its password is not the derived one.
+    ServiceAccountPassword,
+}
+
+impl ActingAccountProblem {
+    /// What is wrong with `account`, and what to do.
+    fn message(&self, account: &str) -> String {
+        match self {
+            ActingAccountProblem::TokenNotAdmin => format!(
+                "{account} is not a server admin, so it cannot manage users; promote it, or give the token of a server admin"
+            ),
+            ActingAccountProblem::ServiceAccountDemoted => format!(
+                "the service account {account} is not a server admin (any more: someone demoted it), and it cannot promote itself; promote it again with another admin's token (PUT /_synapse/admin/v2/users/{account} with {{\"admin\": true}} on Synapse, account_type 3 in Dendrite's database), or give admin_token, or choose another service_account"
+            ),
+            ActingAccountProblem::ServiceAccountPassword => format!(
+                "the service account {account} exists but does not accept the password matrix_user derives from the registration_shared_secret (was it created by hand, or the secret changed?); choose another service_account (the name stays taken even if that account is deactivated), or give admin_token"
+            ),
+        }
+    }
 }
 
 impl ServerError {

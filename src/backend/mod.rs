@@ -16,6 +16,9 @@
 //! told from the homeserver's). [`ServerError`] is in [`error`], and when a
 //! bulk read pays in [`listing`].
 
+#[cfg(test)]
+mod address_chars;
+mod capabilities;
 mod client_api;
 mod declaration;
 pub mod dendrite;
@@ -34,10 +37,12 @@ use std::collections::HashMap;
 
 use crate::http::Http;
 use crate::matrix_id::UserId;
+use crate::model::ModuleArgs;
 use crate::model::{Account, Change, DesiredUser, Fact};
-use crate::model::{ArgsError, ModuleArgs};
 use crate::secret::Secret;
 
+pub use self::capabilities::Capabilities;
+pub use self::declaration::DeclarationError;
 pub use self::error::ServerError;
 
 /// What a server that holds the accounts must offer the reconciler.
@@ -52,11 +57,15 @@ pub trait AccountServer {
     /// OAuth2 client, which is no user.
     const HAS_SERVICE_ACCOUNT: bool = true;
 
+    /// What this server can manage, from which
+    /// [`AccountServer::check_declaration`] refuses what it cannot.
+    const CAPABILITIES: Capabilities;
+
     /// Refuses, before any request, what this server cannot do with the
     /// declaration: credentials it cannot use, fields it has no notion of
     /// or cannot compare, values it would refuse. Messages name the field.
     /// Returns the credentials to connect with.
-    fn check_declaration(args: &ModuleArgs) -> Result<Self::Access, ArgsError>
+    fn check_declaration(args: &ModuleArgs) -> Result<Self::Access, DeclarationError>
     where
         Self: Sized;
 

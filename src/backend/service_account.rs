@@ -13,11 +13,13 @@ use sha1::Sha1;
 use super::client_api::{
     logout, password_login, post_with_password, unix_millis, whoami, DEVICE_NAME,
 };
+use super::error::ActingAccountProblem;
 use super::shared_secret::{hex, register, Registration};
 use super::token_cache::TokenCache;
+use super::DeclarationError;
 use super::ServerError;
 use crate::http::{server_word, Body, Http};
-use crate::model::{ArgsError, ArgsErrorKind, Credentials, ModuleArgs};
+use crate::model::{Credentials, ModuleArgs};
 use crate::secret::Secret;
 
 /// How the module gets into Synapse or Dendrite.
@@ -35,7 +37,7 @@ pub enum Access {
 /// The credentials Synapse and Dendrite accept: the shared secret (the
 /// module then acts as its service account, whose token needs a private
 /// folder) or an admin's token.
-pub fn require_credentials(credentials: &Credentials) -> Result<Access, ArgsError> {
+pub fn require_credentials(credentials: &Credentials) -> Result<Access, DeclarationError> {
     match (&credentials.admin_token, &credentials.shared_secret) {
         (Some(token), _) => Ok(Access::AdminToken(token.clone())),
         (None, Some(secret)) => match &credentials.token_cache_dir {
@@ -43,18 +45,16 @@ pub fn require_credentials(credentials: &Credentials) -> Result<Access, ArgsErro
                 secret: secret.clone(),
                 token_cache_dir: folder.clone(),
             }),
-            None => Err(ArgsError::new(ArgsErrorKind::Missing(
+            None => Err(DeclarationError::NoCredentials(
             "token_cache_dir is needed: neither HOME nor XDG_CACHE_HOME is set, so there is no private \
              folder of this user to keep the service account's token in between runs; set token_cache_dir \
-             to a folder only the user running the module can write, or give admin_token"
-                .into(),
-            ))),
+             to a folder only the user running the module can write, or give admin_token",
+            )),
         },
-        (None, None) => Err(ArgsError::new(ArgsErrorKind::Missing(
+        (None, None) => Err(DeclarationError::NoCredentials(
             "no credentials: give registration_shared_secret (or registration_shared_secret_file) \
-             or admin_token (or admin_token_file)"
-                .into(),
-        ))),
+             or admin_token (or admin_token_file)",
+        )),
     }
 }
 
@@ -99,7 +99,10 @@ pub async fn identify(
                     detail: "unknown or expired token".into(),
                 })?;
             if !admin_check.is_admin(http, token, &user_id).await? {
-                return Err(ServerError::NotAdmin { account: user_id });
+                return Err(ServerError::ActingAccount {
+                    account: user_id,
+                    problem: ActingAccountProblem::TokenNotAdmin,
+                });
             }
             (token.clone(), user_id)
         }
@@ -164,7 +167,10 @@ async fn service_account_token(
         // Not cached, so that the run after the account is promoted again
         // logs in afresh; the session is ended so that none piles up.
         let _ = logout(http, &token, "the service account").await;
-        return Err(ServerError::ServiceAccountNotAdmin { account: user_id });
+        return Err(ServerError::ActingAccount {
+            account: user_id,
+            problem: ActingAccountProblem::ServiceAccountDemoted,
+        });
     }
     pending.commit(&token)?;
     Ok((token, user_id))
@@ -205,8 +211,9 @@ async fn recover_service_account(
 ) -> Result<(Secret, String), ServerError> {
     let session = password_login(http, localpart, password)
         .await?
-        .ok_or_else(|| ServerError::ServiceAccountPassword {
+        .ok_or_else(|| ServerError::ActingAccount {
             account: localpart.to_string(),
+            problem: ActingAccountProblem::ServiceAccountPassword,
         })?;
     let reply = http
         .send(

@@ -106,6 +106,25 @@ impl Connection {
         Ok(Connection::Sqlite(Arc::new(Mutex::new(connection))))
     }
 
+    /// [`Connection::open`], checking that the database has each of
+    /// `tables` (names of the server's schema); else the error is
+    /// `not_the_servers(table)`, for the first it lacks.
+    pub async fn open_holding(
+        location: &Secret,
+        access: Access,
+        timeout: Duration,
+        tables: &[&'static str],
+        not_the_servers: impl Fn(&str) -> String,
+    ) -> Result<Connection, SqlError> {
+        let connection = Connection::open(location, access, timeout).await?;
+        for table in tables {
+            if !connection.has_table(table).await? {
+                return Err(SqlError(not_the_servers(table)));
+            }
+        }
+        Ok(connection)
+    }
+
     /// Whether the database has `table` (a name of the server's schema,
     /// never a value from the playbook).
     pub async fn has_table(&self, table: &'static str) -> Result<bool, SqlError> {
@@ -294,6 +313,27 @@ pub fn postgres_error(error: tokio_postgres::Error) -> SqlError {
         }
     };
     SqlError::new(&detail)
+}
+
+/// A SQLite file of `schema` alone, for the tests of a database that is
+/// not the server's: the error of opening it as one, removed after.
+#[cfg(test)]
+pub async fn refusal_of_foreign<T, F: std::future::Future<Output = Result<T, E>>, E>(
+    schema: &str,
+    open: impl FnOnce(Secret) -> F,
+) -> E {
+    let path = std::env::temp_dir().join(format!(
+        "matrix-user-foreign-{}-{}.db",
+        std::process::id(),
+        schema.len()
+    ));
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(schema)
+        .unwrap();
+    let refused = open(Secret::new(path.display().to_string())).await;
+    std::fs::remove_file(&path).ok();
+    refused.err().expect("a foreign database is refused")
 }
 
 #[cfg(test)]

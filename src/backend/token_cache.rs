@@ -7,10 +7,58 @@ use std::path::{Path, PathBuf};
 use sha1::{Digest, Sha1};
 
 use super::shared_secret::hex;
-use super::ServerError;
 use crate::host_file::{self, FileProblem};
 use crate::matrix_id::Username;
 use crate::secret::Secret;
+
+/// Why a token could not be kept or read safely. The context is stated
+/// once: `path`, the token's file, or for a problem of its folder the
+/// folder. The messages speak of the service account's token in
+/// `token_cache_dir`; a bot's `access_token_file` words them its own way.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .kind.for_service_account(.path))]
+pub struct TokenCacheError {
+    pub path: String,
+    pub kind: TokenCacheProblem,
+}
+
+/// What is wrong with a token's file or folder.
+#[derive(Debug)]
+pub enum TokenCacheProblem {
+    /// The file cannot be written (nor its folder made).
+    Unwritable { detail: String },
+    /// The folder belongs to another user, who could swap the token.
+    ForeignFolder { owner: u32 },
+    /// Others can write the folder, so they could swap the token.
+    SharedFolder { mode: String },
+    /// The file is a symbolic link, which is never followed.
+    Link,
+    /// The file is not a regular file, or too large for a token.
+    Unusable { problem: String },
+}
+
+impl TokenCacheProblem {
+    /// The message about the service account's token at `path`.
+    fn for_service_account(&self, path: &str) -> String {
+        match self {
+            TokenCacheProblem::Unwritable { detail } => format!(
+                "cannot keep the service account's token in {path}: {detail}; set token_cache_dir to a writable folder"
+            ),
+            TokenCacheProblem::ForeignFolder { owner } => format!(
+                "the token_cache_dir {path} belongs to another user (uid {owner}), who could read or replace the service account's token; set token_cache_dir to a folder of the user running the module"
+            ),
+            TokenCacheProblem::SharedFolder { mode } => format!(
+                "the token_cache_dir {path} can be written by other users (mode {mode}), who could replace the service account's token; make it private (chmod 700) or set token_cache_dir to a private folder"
+            ),
+            TokenCacheProblem::Link => format!(
+                "the token cache file {path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove the link (in token_cache_dir)"
+            ),
+            TokenCacheProblem::Unusable { problem } => format!(
+                "token_cache_dir: cannot read the service account's cached token {path}: {problem}; remove it (matrix_user writes a new one)"
+            ),
+        }
+    }
+}
 
 /// Where the service account's token is kept between runs: one file per
 /// homeserver implementation, URL and account, readable only by the user
@@ -43,18 +91,24 @@ impl TokenCache {
         }
     }
 
-    fn failed(&self, error: std::io::Error) -> ServerError {
-        ServerError::TokenCache {
-            path: self.path.display().to_string(),
-            detail: error.to_string(),
+    /// The problem `kind`, at `path` (the file, or its folder).
+    fn refused(path: &Path, kind: TokenCacheProblem) -> TokenCacheError {
+        TokenCacheError {
+            path: path.display().to_string(),
+            kind,
         }
+    }
+
+    fn failed(&self, error: std::io::Error) -> TokenCacheError {
+        let detail = error.to_string();
+        TokenCache::refused(&self.path, TokenCacheProblem::Unwritable { detail })
     }
 
     /// Creates the folder (mode 0700) if missing, and refuses one that
     /// another user owns or that others can write: its owner, or anyone
     /// who can write it, could swap the token for theirs. A folder is
     /// never changed, since it may be shared with other files.
-    fn ensure_private_folder(&self) -> Result<(), ServerError> {
+    fn ensure_private_folder(&self) -> Result<(), TokenCacheError> {
         use std::os::unix::fs::DirBuilderExt;
         let folder = &self.folder;
         std::fs::DirBuilder::new()
@@ -71,7 +125,7 @@ impl TokenCache {
     /// user owns or others can write, one this user cannot write (or, when
     /// it is not there yet, cannot make), a cache file that is a link, not
     /// a regular file, or too large.
-    pub(super) fn refuse_unsafe(&self) -> Result<(), ServerError> {
+    pub(super) fn refuse_unsafe(&self) -> Result<(), TokenCacheError> {
         match std::fs::metadata(&self.folder) {
             Ok(metadata) => self.refuse_shared_folder(&metadata)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -87,7 +141,7 @@ impl TokenCache {
 
     /// Refuses `folder` when this user cannot create files in it
     /// (`access(2)`, which also knows an immutable folder refuses root).
-    fn refuse_unwritable(&self, folder: &Path) -> Result<(), ServerError> {
+    fn refuse_unwritable(&self, folder: &Path) -> Result<(), TokenCacheError> {
         use std::os::unix::ffi::OsStrExt;
         let Ok(name) = std::ffi::CString::new(folder.as_os_str().as_bytes()) else {
             return Ok(());
@@ -99,44 +153,45 @@ impl TokenCache {
         }
     }
 
-    fn refuse_shared_folder(&self, metadata: &std::fs::Metadata) -> Result<(), ServerError> {
+    fn refuse_shared_folder(&self, metadata: &std::fs::Metadata) -> Result<(), TokenCacheError> {
         use std::os::unix::fs::MetadataExt;
         let folder = &self.folder;
         // SAFETY: geteuid has no preconditions and cannot fail.
         let user = unsafe { libc::geteuid() };
         if metadata.uid() != user {
-            return Err(ServerError::TokenCacheForeign {
-                folder: folder.display().to_string(),
-                owner: metadata.uid(),
-            });
+            let owner = metadata.uid();
+            return Err(TokenCache::refused(
+                folder,
+                TokenCacheProblem::ForeignFolder { owner },
+            ));
         }
         let mode = metadata.mode() & 0o7777;
         if mode & 0o022 != 0 {
-            return Err(ServerError::TokenCacheShared {
-                folder: folder.display().to_string(),
-                mode: format!("{mode:04o}"),
-            });
+            let mode = format!("{mode:04o}");
+            return Err(TokenCache::refused(
+                folder,
+                TokenCacheProblem::SharedFolder { mode },
+            ));
         }
         Ok(())
     }
 
     /// The cached token, `None` when there is none yet.
-    pub(super) fn load(&self) -> Result<Option<Secret>, ServerError> {
+    pub(super) fn load(&self) -> Result<Option<Secret>, TokenCacheError> {
         self.ensure_private_folder()?;
         let contents = match host_file::read(&self.path, host_file::SECRET, false) {
             Ok(contents) => contents,
             Err(FileProblem::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(FileProblem::Io(e)) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(ServerError::TokenCacheLink {
-                    path: self.path.display().to_string(),
-                })
+                return Err(TokenCache::refused(&self.path, TokenCacheProblem::Link))
             }
             Err(FileProblem::Io(e)) => return Err(self.failed(e)),
             Err(problem) => {
-                return Err(ServerError::TokenCacheUnusable {
-                    path: self.path.display().to_string(),
-                    problem: problem.to_string(),
-                })
+                let problem = problem.to_string();
+                return Err(TokenCache::refused(
+                    &self.path,
+                    TokenCacheProblem::Unusable { problem },
+                ));
             }
         };
         let token = String::from_utf8_lossy(&contents.bytes);
@@ -146,7 +201,7 @@ impl TokenCache {
     /// Opens a fresh temporary file beside the cache file, so that a folder
     /// the token cannot be written to is found before a token exists (that
     /// is, before the service account is registered or logged in).
-    pub(super) fn prepare_store(&self) -> Result<PendingToken, ServerError> {
+    pub(super) fn prepare_store(&self) -> Result<PendingToken, TokenCacheError> {
         self.ensure_private_folder()?;
         let mut suffix = [0u8; 8];
         getrandom::getrandom(&mut suffix).expect("the operating system provides random bytes");
@@ -164,7 +219,7 @@ impl TokenCache {
     }
 
     /// Forgets the cached token; a cache already gone is fine.
-    pub(super) fn discard(&self) -> Result<(), ServerError> {
+    pub(super) fn discard(&self) -> Result<(), TokenCacheError> {
         match std::fs::remove_file(&self.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(self.failed(e)),
             _ => Ok(()),
@@ -172,7 +227,7 @@ impl TokenCache {
     }
 
     #[cfg(test)]
-    fn store(&self, token: &Secret) -> Result<(), ServerError> {
+    fn store(&self, token: &Secret) -> Result<(), TokenCacheError> {
         self.prepare_store()?.commit(token)
     }
 }
@@ -188,11 +243,11 @@ pub(super) struct PendingToken {
 impl PendingToken {
     /// Writes `token` and puts the file in place in one step (a rename
     /// replaces a link at the cache path; it never writes through it).
-    pub(super) fn commit(mut self, token: &Secret) -> Result<(), ServerError> {
+    pub(super) fn commit(mut self, token: &Secret) -> Result<(), TokenCacheError> {
         use std::io::Write;
-        let fail = |e: std::io::Error| ServerError::TokenCache {
-            path: self.path.display().to_string(),
-            detail: e.to_string(),
+        let fail = |e: std::io::Error| {
+            let detail = e.to_string();
+            TokenCache::refused(&self.path, TokenCacheProblem::Unwritable { detail })
         };
         self.file
             .write_all(token.expose().as_bytes())

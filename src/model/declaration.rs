@@ -81,9 +81,6 @@ pub enum ArgsErrorKind {
     /// Something required is missing: the message names it.
     #[error("{0}")]
     Missing(String),
-    /// The chosen homeserver cannot manage this field.
-    #[error("{reason}")]
-    Unsupported { reason: &'static str },
     /// Two parameters that exclude each other were both given.
     #[error("{first} and {second} are mutually exclusive; give only one")]
     Exclusive { first: String, second: String },
@@ -93,10 +90,6 @@ pub enum ArgsErrorKind {
     /// An avatar file that cannot be uploaded (its content is never shown).
     #[error("{path}: {problem}")]
     AvatarFile { path: String, problem: String },
-    /// A file an option names that a later read or write would refuse,
-    /// found before anything is sent.
-    #[error("{problem}")]
-    UnusableFile { problem: String },
     /// A file that holds a secret could not be read, or is not a file to
     /// read (the content is never shown).
     #[error("cannot read {path}: {problem}")]

@@ -46,20 +46,16 @@ impl Database {
     /// with or without Dendrite's `file:` prefix. Checks that it holds
     /// Dendrite's accounts.
     pub async fn open(location: &Secret, timeout: Duration) -> Result<Database, ServerError> {
-        let connection = Connection::open(location, Access::ReadWrite, timeout)
+        let not_dendrites = |_: &str| {
+            "it has no userapi_accounts table, so it is not Dendrite's user API database \
+             (user_api.account_database in dendrite.yaml, or global.database)"
+                .to_string()
+        };
+        let tables = ["userapi_accounts"];
+        Connection::open_holding(location, Access::ReadWrite, timeout, &tables, not_dendrites)
             .await
-            .map_err(database_error)?;
-        if !connection
-            .has_table("userapi_accounts")
-            .await
-            .map_err(database_error)?
-        {
-            return Err(database_error(
-                "it has no userapi_accounts table, so it is not Dendrite's user API database \
-                 (user_api.account_database in dendrite.yaml, or global.database)",
-            ));
-        }
-        Ok(Database(connection))
+            .map(Database)
+            .map_err(database_error)
     }
 
     /// The accounts of `localparts` on `server_name` that exist.
@@ -265,6 +261,7 @@ fn database_error(detail: impl std::fmt::Display) -> ServerError {
 mod tests {
     use super::*;
     use crate::backend::dendrite::ACCOUNT_TYPE_ADMIN;
+    use crate::backend::sql::refusal_of_foreign;
 
     #[test]
     fn statements_number_their_parameters_for_both_databases() {
@@ -308,18 +305,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_without_dendrites_tables_is_named_as_such() {
-        let path =
-            std::env::temp_dir().join(format!("matrix-user-other-db-{}", std::process::id()));
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .execute_batch("CREATE TABLE other (x)")
-            .unwrap();
-        let location = Secret::new(path.display().to_string());
-        let error = Database::open(&location, Duration::from_secs(1))
-            .await
-            .err()
-            .expect("a foreign database is refused");
-        std::fs::remove_file(&path).ok();
+        let open =
+            |location| async move { Database::open(&location, Duration::from_secs(1)).await };
+        let error = refusal_of_foreign("CREATE TABLE other (x)", open).await;
         assert!(
             error.to_string().contains("no userapi_accounts table"),
             "{error}"

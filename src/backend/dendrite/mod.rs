@@ -30,6 +30,7 @@
 //!   written back if anything after that fails. Reactivate: reset to the
 //!   declared password, then clear `is_deactivated` in the database.
 
+mod capabilities;
 #[cfg(feature = "databases")]
 mod database;
 #[cfg(not(feature = "databases"))]
@@ -37,7 +38,6 @@ mod database;
 mod database;
 mod users;
 
-use crate::model::ArgsErrorKind;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -49,13 +49,12 @@ use super::client_api::logout;
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
 use super::{AccountServer, ServerError};
-use crate::backend::declaration::{
-    refuse_declared, refuse_email, refuse_undeclared, refuse_user_type,
-};
+use crate::backend::declaration::refuse_without_databases;
+use crate::backend::{Capabilities, DeclarationError};
 use crate::http::{path_segment, Body, Http};
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, Fact, Restriction, UserState};
-use crate::model::{ArgsError, ModuleArgs};
+use crate::model::ModuleArgs;
+use crate::model::{Account, Change, DesiredUser, Fact, UserState};
 use crate::secret::Secret;
 
 pub struct Dendrite {
@@ -86,52 +85,19 @@ pub enum DendriteError {
 /// Dendrite's passwords are 8 to 512 bytes (internal/validate.go).
 const PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 8..=512;
 
-const NO_USER_TYPES: &str =
-    "Dendrite has no user types, so bot and support accounts cannot be made on it; \
-     leave user_type out (or regular) with homeserver: dendrite";
-const NO_RESTRICTIONS: &str = "Dendrite (0.13) cannot lock, suspend or shadow-ban an account; \
-     leave locked, suspended and shadow_banned out with homeserver: dendrite";
-const NO_RATELIMIT: &str =
-    "Dendrite (0.13) has no per-user rate-limit override (only its configuration's \
-     rate_limiting.exempt_user_ids); leave ratelimit out with homeserver: dendrite";
-const NO_ROOMS: &str =
-    "Dendrite (0.13) has no admin API that joins a user to a room (its admin endpoints only \
-     evacuate and purge); leave rooms out with homeserver: dendrite";
-const NO_EMAILS: &str =
-    "Dendrite's admin API (0.13) cannot set a user's e-mail addresses; leave emails out with homeserver: dendrite";
-const NO_EXTERNAL_IDS: &str =
-    "Dendrite (0.13) has no SSO identities to bind to an account; leave external_ids out with homeserver: dendrite";
-const NO_AVATAR: &str = "matrix_user manages avatars on Synapse only (it compares an uploaded file's \
-     content through Synapse's authenticated media API); leave avatar out with homeserver: dendrite";
-const NO_ERASE: &str = "Dendrite cannot erase a deactivated user's messages and profile; \
-     leave erase out with homeserver: dendrite";
-
-/// What Dendrite (0.13) has no notion of, or refuses.
-fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
-    refuse_user_type(user, NO_USER_TYPES)?;
-    refuse_declared(user, "erase", user.erase, NO_ERASE)?;
-    for restriction in Restriction::ALL {
-        let declared = user.restrictions.get(restriction).is_some();
-        refuse_declared(user, restriction.field(), declared, NO_RESTRICTIONS)?;
-    }
-    refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
-    refuse_declared(user, "rooms", !user.rooms.is_empty(), NO_ROOMS)?;
-    refuse_declared(user, "emails", user.emails.is_some(), NO_EMAILS)?;
-    let external_ids = user.external_ids.is_some();
-    refuse_declared(user, "external_ids", external_ids, NO_EXTERNAL_IDS)?;
-    refuse_declared(user, "avatar", user.avatar.is_some(), NO_AVATAR)?;
-    if let Some(password) = &user.password {
-        if !PASSWORD_BYTES.contains(&password.expose().len()) {
-            return Err(ArgsError::at(
-                user.field_name("password"),
-                ArgsErrorKind::BadSecret {
-                    problem: "Dendrite accepts only passwords of 8 to 512 bytes \
-                          (it answers M_WEAK_PASSWORD to shorter ones); choose one of that length",
-                },
-            ));
+/// Refuses a password Dendrite would refuse, before anything is sent.
+fn refuse_password_length(user: &DesiredUser) -> Result<(), DeclarationError> {
+    match &user.password {
+        Some(password) if !PASSWORD_BYTES.contains(&password.expose().len()) => {
+            Err(DeclarationError::Refused {
+                field: user.field_name("password"),
+                problem: "Dendrite accepts only passwords of 8 to 512 bytes (it answers \
+                          M_WEAK_PASSWORD to shorter ones); choose one of that length"
+                    .into(),
+            })
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Dendrite's `account_type` values (userapi/api/api.go).
@@ -150,23 +116,14 @@ pub struct AccountRow {
 impl AccountServer for Dendrite {
     type Access = Access;
 
-    fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
+    const CAPABILITIES: Capabilities = capabilities::CAPABILITIES;
+
+    fn check_declaration(args: &ModuleArgs) -> Result<Access, DeclarationError> {
         let access = require_credentials(&args.credentials)?;
-        crate::backend::declaration::refuse_mas_only(args)?;
         let credentials = &args.credentials;
-        crate::backend::declaration::refuse_without_databases(
-            "dendrite_database",
-            credentials.dendrite_database.is_some(),
-        )?;
-        crate::backend::declaration::refuse_synapse_database(args)?;
-        for user in &args.users {
-            refuse_email(user)?;
-            refuse_unsupported(user)?;
-        }
-        refuse_undeclared(
-            args,
-            "Dendrite's admin API has no user list and no lock; only keep (the default) is supported with homeserver: dendrite",
-        )?;
+        refuse_without_databases("dendrite_database", credentials.dendrite_database.is_some())?;
+        Self::CAPABILITIES.refuse_unsupported(args)?;
+        args.users.iter().try_for_each(refuse_password_length)?;
         Ok(access)
     }
 

@@ -18,9 +18,12 @@
 //! Matrix clients use with MAS), whose session is logged out at once. MAS
 //! rate-limits those logins (by default 3 a minute from one address, per its
 //! `rate_limiting.login`); the module then waits as MAS asks, up to
-//! [`LOGIN_RATE_LIMIT_WAIT`] a request, whatever `wait_timeout` says.
+//! [`LOGIN_RATE_LIMIT_WAIT`] a request, whatever `wait_timeout` says (one
+//! client serves MAS's admin API and its logins, so a 429 of the admin API
+//! is waited out as long).
 
 mod admin_api;
+mod capabilities;
 mod emails;
 mod homeserver;
 mod listing;
@@ -29,26 +32,25 @@ mod personal_token;
 mod upstream_links;
 mod users;
 
-use crate::model::ArgsErrorKind;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use self::admin_api::unexpected;
 use self::emails::{loose_key, same_address, show_as_declared};
 use self::users::{mas_account, parse_user};
-use super::client_api::logout;
+use super::client_api::{logout, send_login};
 use super::{AccountServer, ServerError};
-use crate::backend::declaration::{refuse_declared, refuse_user_type};
 use crate::backend::service_account::confirm_server_name;
-use crate::http::{path_segment, server_word, Body, Http};
+use crate::backend::{Capabilities, DeclarationError};
+use crate::http::{path_segment, server_word, Http};
 use crate::matrix_id::UserId;
+use crate::model::ModuleArgs;
 use crate::model::Waited;
-use crate::model::{Account, Change, DesiredUser, MasChange, Restriction, Seen, UpstreamLink};
-use crate::model::{ArgsError, ModuleArgs};
+use crate::model::{Account, Change, DesiredUser, MasChange, Seen, UpstreamLink};
 use crate::secret::Secret;
 use oauth::{OAuthClient, Tokens};
 
@@ -200,50 +202,28 @@ pub enum Access {
     Client(OAuthClient),
 }
 
-const NO_SUSPENSION: &str =
-    "MAS's admin API (1.22) cannot suspend or shadow-ban a user, only lock it; \
-     leave suspended and shadow_banned out with homeserver: mas (locked works)";
-const NO_RATELIMIT: &str =
-    "MAS has no per-user rate-limit override (the homeserver applies rate limits, and with homeserver: mas \
-     matrix_user talks to MAS only); leave ratelimit out with homeserver: mas";
-const NO_ROOMS: &str =
-    "MAS holds accounts, not rooms (room membership is the homeserver's, and with homeserver: mas \
-     matrix_user talks to MAS only); leave rooms out with homeserver: mas";
 const EMAIL_AND_EMAILS: &str =
     "declare either email (one address the user must have; its others stay) or emails \
      (exactly the user's addresses), not both; to keep this address with emails, list it there";
-const NO_EXTERNAL_IDS: &str =
-    "MAS keeps SSO identities as upstream OAuth links: declare them as upstream_links \
-     (provider and subject) with homeserver: mas";
-const NO_AVATAR: &str =
-    "MAS has no avatars (the homeserver keeps profiles, and with homeserver: mas \
-     matrix_user talks to MAS only); leave avatar out with homeserver: mas";
-const NO_USER_TYPES: &str =
-    "MAS has no user types, so bot and support accounts cannot be made through it; \
-     leave user_type out (or regular) with homeserver: mas";
 
-/// What MAS's admin API (1.22) cannot manage idempotently. A display name is
-/// set at creation only, and compared later only where the homeserver shows
-/// it (see [`homeserver`]).
-fn refuse_unsupported(user: &DesiredUser) -> Result<(), ArgsError> {
-    for restriction in [Restriction::Suspended, Restriction::ShadowBanned] {
-        let declared = user.restrictions.get(restriction).is_some();
-        refuse_declared(user, restriction.field(), declared, NO_SUSPENSION)?;
+/// Refuses a user declaring both `email` and `emails`, which MAS supports
+/// each but not together.
+fn refuse_email_and_emails(user: &DesiredUser) -> Result<(), DeclarationError> {
+    match user.email.is_some() && user.emails.is_some() {
+        true => Err(DeclarationError::Unsupported {
+            field: user.field_name("email"),
+            reason: EMAIL_AND_EMAILS,
+        }),
+        false => Ok(()),
     }
-    refuse_declared(user, "ratelimit", user.ratelimit.is_some(), NO_RATELIMIT)?;
-    refuse_declared(user, "rooms", !user.rooms.is_empty(), NO_ROOMS)?;
-    let both = user.email.is_some() && user.emails.is_some();
-    refuse_declared(user, "email", both, EMAIL_AND_EMAILS)?;
-    let external_ids = user.external_ids.is_some();
-    refuse_declared(user, "external_ids", external_ids, NO_EXTERNAL_IDS)?;
-    refuse_declared(user, "avatar", user.avatar.is_some(), NO_AVATAR)?;
-    refuse_user_type(user, NO_USER_TYPES)
 }
 
 impl AccountServer for Mas {
     type Access = Access;
 
     const HAS_SERVICE_ACCOUNT: bool = false;
+
+    const CAPABILITIES: Capabilities = capabilities::CAPABILITIES;
 
     fn same_email(a: &str, b: &str) -> bool {
         same_address(a, b)
@@ -253,7 +233,7 @@ impl AccountServer for Mas {
         loose_key(a) == loose_key(b)
     }
 
-    fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
+    fn check_declaration(args: &ModuleArgs) -> Result<Access, DeclarationError> {
         let credentials = &args.credentials;
         let client = credentials
             .mas_client
@@ -266,18 +246,17 @@ impl AccountServer for Mas {
             },
             (None, Some(client)) => Access::Client(client),
             (None, None) => {
-                return Err(ArgsError::new(ArgsErrorKind::Missing(
+                return Err(DeclarationError::NoCredentials(
                     "no credentials: give mas_client_id with mas_client_secret (or mas_client_secret_file), \
-                     or admin_token (or admin_token_file) with the urn:mas:admin scope"
-                        .into(),
-                )))
+                     or admin_token (or admin_token_file) with the urn:mas:admin scope",
+                ))
             }
         };
-        args.users.iter().try_for_each(refuse_unsupported)?;
+        Self::CAPABILITIES.refuse_unsupported(args)?;
+        args.users.iter().try_for_each(refuse_email_and_emails)?;
         args.users
             .iter()
             .try_for_each(personal_token::refuse_unusable_token_file)?;
-        crate::backend::declaration::refuse_synapse_database(args)?;
         Ok(access)
     }
 
@@ -464,21 +443,7 @@ impl AccountServer for Mas {
         if !self.password_login {
             return Err(ServerError::Mas(MasError::PasswordsDisabled));
         }
-        let login = json!({
-            "type": "m.login.password",
-            "identifier": {"type": "m.id.user", "user": user.localpart()},
-            "password": password.expose(),
-            "initial_device_display_name": CHECK_DEVICE_NAME,
-        });
-        let reply = self
-            .http
-            .send(
-                Method::POST,
-                "/_matrix/client/v3/login",
-                None,
-                Body::Json(&login),
-            )
-            .await?;
+        let reply = send_login(&self.http, user.localpart(), password, CHECK_DEVICE_NAME).await?;
         match (reply.status, reply.errcode()) {
             (StatusCode::OK, _) => {}
             // Also MAS's answer for a user without a password.

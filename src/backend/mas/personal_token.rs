@@ -15,10 +15,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::{path_segment, unexpected, Mas, MasError};
-use crate::backend::token_cache::TokenCache;
-use crate::backend::ServerError;
+use crate::backend::token_cache::{TokenCache, TokenCacheError, TokenCacheProblem};
+use crate::backend::{DeclarationError, ServerError};
 use crate::model::DesiredUser;
-use crate::model::{ArgsError, ArgsErrorKind};
 use crate::secret::{hold, Secret};
 
 /// What a bot needs: the whole Matrix client API (MSC2967's scope, as MAS
@@ -180,18 +179,16 @@ fn read_if_present(path: &Path) -> Result<Option<Secret>, ServerError> {
 /// `.session` file beside it) that writing the token would refuse later:
 /// found before anything is sent, in check mode too, so that no user is
 /// created and then left without its token.
-pub(super) fn refuse_unusable_token_file(user: &DesiredUser) -> Result<(), ArgsError> {
+pub(super) fn refuse_unusable_token_file(user: &DesiredUser) -> Result<(), DeclarationError> {
     let Some(file) = &user.access_token_file else {
         return Ok(());
     };
     for path in [file.clone(), session_file(file)] {
         if let Err(error) = TokenCache::at(&path).refuse_unsafe() {
-            return Err(ArgsError::at(
-                user.field_name("access_token_file"),
-                ArgsErrorKind::UnusableFile {
-                    problem: described(error).unwrap_or_else(|other| other.to_string()),
-                },
-            ));
+            return Err(DeclarationError::Refused {
+                field: user.field_name("access_token_file"),
+                problem: described(&error),
+            });
         }
     }
     Ok(())
@@ -199,35 +196,31 @@ pub(super) fn refuse_unusable_token_file(user: &DesiredUser) -> Result<(), ArgsE
 
 /// [`TokenCache`]'s refusals, told about `access_token_file` rather than the
 /// service account's token cache.
-fn file_error(error: ServerError) -> ServerError {
-    match described(error) {
-        Ok(message) => ServerError::Mas(MasError::AccessTokenFile(message)),
-        Err(other) => other,
-    }
+fn file_error(error: TokenCacheError) -> ServerError {
+    ServerError::Mas(MasError::AccessTokenFile(described(&error)))
 }
 
-/// What is wrong with `access_token_file` when `error` is a [`TokenCache`] refusal.
-fn described(error: ServerError) -> Result<String, ServerError> {
-    Ok(match error {
-        ServerError::TokenCache { path, detail } => format!(
+/// What is wrong with `access_token_file`, as [`TokenCache`] found it.
+fn described(TokenCacheError { path, kind }: &TokenCacheError) -> String {
+    match kind {
+        TokenCacheProblem::Unwritable { detail } => format!(
             "cannot write {path}: {detail}; make its folder writable by the user running the module"
         ),
-        ServerError::TokenCacheForeign { folder, owner } => format!(
-            "the folder {folder} belongs to another user (uid {owner}), who could read or replace the token; \
+        TokenCacheProblem::ForeignFolder { owner } => format!(
+            "the folder {path} belongs to another user (uid {owner}), who could read or replace the token; \
              choose a folder of the user running the module"
         ),
-        ServerError::TokenCacheShared { folder, mode } => format!(
-            "the folder {folder} can be written by other users (mode {mode}), who could replace the token; \
+        TokenCacheProblem::SharedFolder { mode } => format!(
+            "the folder {path} can be written by other users (mode {mode}), who could replace the token; \
              make it writable only by its owner (chmod go-w) or choose another folder"
         ),
-        ServerError::TokenCacheUnusable { path, problem } => {
+        TokenCacheProblem::Unusable { problem } => {
             format!("cannot read {path}: {problem}; remove it (matrix_user writes a new one)")
         }
-        ServerError::TokenCacheLink { path } => format!(
+        TokenCacheProblem::Link => format!(
             "{path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove it"
         ),
-        other => return Err(other),
-    })
+    }
 }
 
 fn is_ulid(id: &str) -> bool {

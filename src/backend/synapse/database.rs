@@ -36,17 +36,12 @@ impl Database {
     /// URL, or the path of `homeserver.db`) and checks that it has the
     /// tables of Synapse's that are read.
     pub async fn open(location: &Secret, timeout: Duration) -> Result<Database, ServerError> {
-        let connection = Connection::open(location, Access::ReadOnly, timeout)
+        let not_synapses =
+            |table: &str| format!("it has no {table} table, so it is not Synapse's database");
+        Connection::open_holding(location, Access::ReadOnly, timeout, &TABLES, not_synapses)
             .await
-            .map_err(database_error)?;
-        for table in TABLES {
-            if !connection.has_table(table).await.map_err(database_error)? {
-                return Err(database_error(format!(
-                    "it has no {table} table, so it is not Synapse's database"
-                )));
-            }
-        }
-        Ok(Database(connection))
+            .map(Database)
+            .map_err(database_error)
     }
 
     /// The rate-limit override of each of `users` as the admin API shows
@@ -159,6 +154,7 @@ fn database_error(detail: impl std::fmt::Display) -> ServerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::sql::refusal_of_foreign;
 
     fn temp_path(name: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("matrix-user-synapse-{name}-{}", std::process::id()))
@@ -215,17 +211,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_database_without_synapses_tables_is_named_as_such() {
-        let path = temp_path("other");
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .execute_batch("CREATE TABLE userapi_accounts (x)")
-            .unwrap();
-        let location = Secret::new(path.display().to_string());
-        let error = Database::open(&location, Duration::from_secs(1))
-            .await
-            .err()
-            .expect("a foreign database is refused");
-        std::fs::remove_file(&path).ok();
+        let open =
+            |location| async move { Database::open(&location, Duration::from_secs(1)).await };
+        let error = refusal_of_foreign("CREATE TABLE userapi_accounts (x)", open).await;
         assert!(
             error.to_string().starts_with(
                 "synapse_database: it has no ratelimit_override table, so it is not Synapse's database"

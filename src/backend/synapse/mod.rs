@@ -10,6 +10,7 @@
 //! Synapse's database, read only, what its user list does not show
 //! ([`database`]).
 
+mod capabilities;
 #[cfg(feature = "databases")]
 mod database;
 #[cfg(not(feature = "databases"))]
@@ -39,12 +40,13 @@ use super::client_api::{logout, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
 use super::{AccountServer, ServerError};
-use crate::backend::declaration::refuse_declared;
+use crate::backend::declaration::refuse_without_databases;
 use crate::backend::proxy::from_homeserver;
+use crate::backend::{Capabilities, DeclarationError};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::{Room, UserId};
+use crate::model::ModuleArgs;
 use crate::model::{Account, Avatar, Change, DesiredUser, Restriction, Seen, UserType};
-use crate::model::{ArgsError, ModuleArgs};
 use crate::secret::Secret;
 
 /// How long the short-lived token used for a password check may live.
@@ -70,9 +72,6 @@ pub enum SynapseError {
     #[error("synapse_database: {detail}; give the postgres:// (or postgresql://) URL of Synapse's database, as database.args in homeserver.yaml name it (reading is enough; no TLS), or the path of its SQLite file homeserver.db")]
     Database { detail: String },
 }
-
-const SINGLE_EMAIL: &str = "email (one address, verified) is for homeserver: mas; \
-     on Synapse declare emails, the exact list of the user's addresses";
 
 pub struct Synapse {
     http: Http,
@@ -118,14 +117,13 @@ impl Synapse {
 impl AccountServer for Synapse {
     type Access = Access;
 
-    fn check_declaration(args: &ModuleArgs) -> Result<Access, ArgsError> {
+    const CAPABILITIES: Capabilities = capabilities::CAPABILITIES;
+
+    fn check_declaration(args: &ModuleArgs) -> Result<Access, DeclarationError> {
         let access = require_credentials(&args.credentials)?;
-        crate::backend::declaration::refuse_mas_only(args)?;
+        Self::CAPABILITIES.refuse_unsupported(args)?;
         let database = args.credentials.synapse_database.is_some();
-        crate::backend::declaration::refuse_without_databases("synapse_database", database)?;
-        for user in &args.users {
-            refuse_declared(user, "email", user.email.is_some(), SINGLE_EMAIL)?;
-        }
+        refuse_without_databases("synapse_database", database)?;
         Ok(access)
     }
 
