@@ -14,6 +14,7 @@ mod module;
 mod plan;
 mod reconcile;
 mod report;
+mod rfc3339;
 mod secret;
 mod tokens;
 mod trust;

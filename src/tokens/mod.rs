@@ -2,6 +2,12 @@
 //! match their declaration, through the same pipeline as the users:
 //! arguments -> read the server -> plan (pure) -> apply -> report.
 
+// The model and the plan are used by the Synapse backend's commit, next.
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod model;
+#[cfg_attr(not(test), allow(dead_code))]
+mod plan;
+
 use std::ffi::OsString;
 
 use crate::report::Report;
