@@ -20,8 +20,6 @@ mod avatar;
 mod connection;
 mod fields;
 mod parameters;
-// Read by the token module's pipeline, which the Synapse backend's commit wires in.
-#[cfg_attr(not(test), allow(dead_code))]
 mod registration_tokens;
 mod undeclared;
 mod user;

@@ -65,6 +65,13 @@ pub fn parse_millis(text: &str) -> Option<i64> {
     Some(seconds * 1000 + millis)
 }
 
+/// Now, in milliseconds since 1970.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// `millis` since 1970 as RFC 3339 in UTC, with milliseconds only when
 /// there are some (`2027-01-31T18:00:00Z`, `2027-01-31T18:00:00.250Z`).
 pub fn format_millis(millis: i64) -> String {

@@ -3,14 +3,44 @@
 //! connection options are read as for `matrix_user`
 //! ([`super::connection`]).
 
-use serde_json::{Map, Value};
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
 
 use super::fields::{echo, Fields};
-use crate::model::ArgsError;
+use crate::model::{ArgsError, ModuleArgs};
 use crate::secret::hold;
 use crate::tokens::model::{
-    DesiredToken, TokenSettings, TokenSource, TokenState, UndeclaredTokens, MAX_USES_ALLOWED,
+    DesiredToken, TokenArgs, TokenSettings, TokenSource, TokenState, UndeclaredTokens,
+    MAX_USES_ALLOWED,
 };
+
+/// How to reach and authenticate to the server: read exactly as for
+/// `matrix_user` ([`ModuleArgs`]), so `module_defaults` for the
+/// collection's group sets them for both modules.
+const CONNECTION_OPTIONS: [&str; 21] = [
+    "homeserver",
+    "homeserver_url",
+    "server_name",
+    "registration_shared_secret",
+    "registration_shared_secret_file",
+    "admin_token",
+    "admin_token_file",
+    "service_account",
+    "token_cache_dir",
+    "dendrite_database",
+    "dendrite_database_file",
+    "synapse_database",
+    "synapse_database_file",
+    "mas_url",
+    "mas_client_id",
+    "mas_client_secret",
+    "mas_client_secret_file",
+    "validate_certs",
+    "ca_path",
+    "timeout",
+    "wait_timeout",
+];
 
 /// The options of one token, at the top level or in each entry of `tokens`.
 pub const TOKEN_OPTIONS: [&str; 5] = ["token", "token_file", "uses_allowed", "expires", "state"];
@@ -24,6 +54,46 @@ const UNDECLARED_MAX_LIMIT: u64 = 1_000_000;
 /// The Matrix specification's opaque identifier alphabet, also Synapse's rule.
 const TOKEN_RULE: &str =
     "must be 1 to 64 characters of A-Z a-z 0-9 . _ ~ - (the Matrix specification's rule for registration tokens)";
+
+impl TokenArgs {
+    pub fn from_file(path: &Path) -> Result<TokenArgs, ArgsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ArgsError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // serde_json's messages give a position, never the content.
+        let map = match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(ArgsError::NotJson("expected an object".into())),
+            Err(error) => return Err(ArgsError::NotJson(error.to_string())),
+        };
+        TokenArgs::from_map(&map)
+    }
+
+    pub(super) fn from_map(map: &Map<String, Value>) -> Result<TokenArgs, ArgsError> {
+        hold_tokens(map);
+        let top = Fields::top(map);
+        top.refuse_unknown(&[&CONNECTION_OPTIONS[..], &TOKEN_OPTIONS, &RUN_OPTIONS].concat())?;
+        // The connection as matrix_user reads it: its options, Ansible's
+        // own keys (check and diff mode), and no users.
+        let mut connection: Map<String, Value> = map
+            .iter()
+            .filter(|(name, _)| {
+                CONNECTION_OPTIONS.contains(&name.as_str()) || name.starts_with("_ansible_")
+            })
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        connection.insert("users".into(), json!([]));
+        let mut connection = ModuleArgs::from_parts(&connection, None)?;
+        let (tokens, undeclared) = read_tokens(&top)?;
+        connection.warnings.extend(top.take_warnings());
+        Ok(TokenArgs {
+            connection,
+            tokens,
+            undeclared,
+        })
+    }
+}
 
 /// Registers every declared token for masking, before any field is read,
 /// so that an error about any field masks them.
@@ -231,11 +301,36 @@ mod tests {
     use serde_json::json;
 
     fn parse(value: Value) -> Result<(Vec<DesiredToken>, UndeclaredTokens), ArgsError> {
-        let map = value.as_object().unwrap();
-        hold_tokens(map);
-        let top = Fields::top(map);
-        top.refuse_unknown(&[&TOKEN_OPTIONS[..], &RUN_OPTIONS[..]].concat())?;
-        read_tokens(&top)
+        let mut all =
+            json!({"homeserver_url": "http://127.0.0.1:8008", "admin_token": "an-admin-token"});
+        all.as_object_mut()
+            .unwrap()
+            .extend(value.as_object().unwrap().clone());
+        TokenArgs::from_map(all.as_object().unwrap()).map(|args| (args.tokens, args.undeclared))
+    }
+
+    #[test]
+    fn the_connection_is_read_as_for_matrix_user_and_user_options_are_refused() {
+        let args = TokenArgs::from_map(
+            json!({"homeserver_url": "http://h:8008/", "admin_token": "an-admin-token", "wait_timeout": 7,
+                   "_ansible_check_mode": true, "_matrix_user_module": "matrix_registration_token", "token": "abc"})
+            .as_object()
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(args.connection.server.url, "http://h:8008");
+        assert_eq!(args.connection.server.wait_timeout.as_secs(), 7);
+        assert!(args.connection.check_mode && args.connection.users.is_empty());
+        let message = error(json!({"token": "abc", "username": "alice"}));
+        assert!(
+            message
+                .starts_with("username: unsupported parameter; valid parameters are: homeserver, "),
+            "{message}"
+        );
+        assert!(error(json!({"token": "abc", "wait_timeout": -1})).starts_with("wait_timeout: "));
+        for name in CONNECTION_OPTIONS {
+            super::super::parameters::parameter(name);
+        }
     }
 
     fn error(value: Value) -> String {

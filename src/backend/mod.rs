@@ -37,6 +37,7 @@ use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, Fact};
 use crate::model::{ArgsError, ModuleArgs};
 use crate::secret::Secret;
+use crate::tokens::model::{ObservedToken, Registration, TokenSettings};
 
 pub use self::error::ServerError;
 
@@ -201,4 +202,33 @@ pub trait AccountServer {
         desired: &DesiredUser,
         changes: &[Change],
     ) -> Result<(), ServerError>;
+}
+
+/// What a homeserver that keeps registration tokens offers the token
+/// module (`matrix_registration_token`), once connected as for the users.
+#[allow(async_fn_in_trait)] // used with concrete types on one thread only
+pub trait RegistrationTokenServer {
+    /// Every token the server has, read at once.
+    async fn registration_tokens(&self) -> Result<Vec<ObservedToken>, ServerError>;
+
+    /// Creates a token with `settings`; the server generates it when
+    /// `token` is `None`. Returns it as the server keeps it.
+    async fn create_registration_token(
+        &self,
+        token: Option<&Secret>,
+        settings: TokenSettings,
+    ) -> Result<ObservedToken, ServerError>;
+
+    /// Sets the fields that are `Some` (`Some(None)`: unlimited, never).
+    async fn update_registration_token(
+        &self,
+        token: &Secret,
+        uses_allowed: Option<Option<u32>>,
+        expires: Option<Option<i64>>,
+    ) -> Result<ObservedToken, ServerError>;
+
+    async fn delete_registration_token(&self, token: &Secret) -> Result<(), ServerError>;
+
+    /// What the server advertises to people who would register.
+    async fn registration_advertised(&self) -> Result<Registration, ServerError>;
 }

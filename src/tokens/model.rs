@@ -85,3 +85,23 @@ pub struct UndeclaredTokens {
     pub delete: bool,
     pub max: usize,
 }
+
+/// What a homeserver advertises to people who would register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Nobody can register through the client API.
+    Closed,
+    /// Every way to register asks for a registration token.
+    TokenRequired,
+    /// Some way to register asks for no token.
+    OpenWithoutToken,
+}
+
+/// `matrix_registration_token`'s arguments: how to reach the server (as
+/// `matrix_user` reads them, with no users) and the declared tokens.
+#[derive(Debug, Clone)]
+pub struct TokenArgs {
+    pub connection: crate::model::ModuleArgs,
+    pub tokens: Vec<DesiredToken>,
+    pub undeclared: UndeclaredTokens,
+}

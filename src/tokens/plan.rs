@@ -26,6 +26,17 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The step's action, as results name it.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Action::Create { .. } => "created",
+            Action::Update { .. } => "updated",
+            Action::Delete { .. } => "deleted",
+        }
+    }
+}
+
 /// A token's settings and uses, as observed or predicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenView {

@@ -17,10 +17,15 @@ description:
     whose registration requires one), so that they match what the task declares.
   - Idempotent - C(changed) only when a token is created, deleted, or its O(uses_allowed) or O(expires) differs.
   - The token string is a secret. It never appears in the output, the diff or an error message (tokens are named by
-    their place in the task, C(token) or C(tokens[2]), and a C(sha256:) fingerprint of 12 hex digits); the only place
-    the module writes it is O(token_file).
-  - Every check of the declaration happens before anything is sent - an invalid token string, O(uses_allowed=0), a
-    past O(expires).
+    their place in the task, C(token) or C(tokens[2]); undeclared ones as C(undeclared[0])...); the only place the
+    module writes it is O(token_file).
+  - An invalid token string, O(uses_allowed=0) or an expiry that is no RFC 3339 time is refused before anything is
+    sent. A past O(expires) is refused after the server's list is read and before anything is changed, when it would
+    be sent (see O(expires)).
+  - The server's list of tokens is read once. Then each change is sent in the declared order, undeclared deletions
+    last; if one fails, the task fails with its reason, and the result lists the tokens handled before it.
+  - This version manages Synapse's tokens (its admin API C(/_synapse/admin/v1/registration_tokens)); with
+    O(homeserver=dendrite) or O(homeserver=mas) the task fails before anything is sent.
   - The module reads what the server advertises for registration and says in its message when a token is useless
     (registration is closed) or pointless (registration is open without a token). This never fails the task.
   - The same binary as M(matrix_user.matrix.matrix_user), with the same connection, authentication, TLS and timeout
@@ -51,11 +56,13 @@ options:
     description:
       - When the token stops working - an RFC 3339 time with its offset, such as C(2027-01-31T18:00:00Z) or
         C(2027-01-31T19:00:00+01:00), kept to the millisecond. Left out, C(null) or C(never) - it never expires.
-      - A time in the past is refused before anything is sent when it would be sent (a new token, or a changed one).
+      - A time in the past is refused, before anything is changed, when it would be sent (a new token, or a changed
+        expiry). A token that already has the declared expiry is left as it is, expired or not, so a task stays
+        unchanged after the day it declares.
     type: str
   state:
     description:
-      - C(present) - the token exists with these settings. C(absent) - it is deleted (Synapse).
+      - C(present) - the token exists with these settings. C(absent) - it is deleted.
     type: str
     choices: [present, absent]
     default: present
@@ -137,19 +144,19 @@ tokens:
   elements: dict
   contains:
     name:
-      description: Where the token is declared (C(token), C(tokens[2])), or its O(token_file).
-      type: str
-    fingerprint:
-      description: C(sha256:) and the first 12 hex digits of the SHA-256 of the token, to tell tokens apart without showing them.
+      description: Where the token is declared - C(token) (one token) or C(tokens[2]).
       type: str
     action:
       description: C(created), C(updated), C(deleted) or C(unchanged) (in check mode, what would be done).
       type: str
+    exists:
+      description: Whether the token exists after the run.
+      type: bool
     uses_allowed:
-      description: The limit after the run; C(null) for unlimited.
+      description: The limit after the run (before it, for a deleted token); C(null) for unlimited.
       type: int
     expires:
-      description: The expiry after the run, RFC 3339 in UTC; C(null) for never.
+      description: The expiry after the run (before it, for a deleted token), RFC 3339 in UTC; C(null) for never.
       type: str
     pending:
       description: Registrations that passed the token stage and have not finished (Synapse counts them against the limit).
@@ -158,20 +165,23 @@ tokens:
       description: Accounts registered with the token.
       type: int
 undeclared:
-  description: With O(undeclared=delete), the fingerprints of the undeclared tokens deleted (or, in check mode, to delete).
+  description: With O(undeclared=delete), one entry per undeclared token deleted (in check mode, to delete), named
+    C(undeclared[0]) and so on, with the same fields as RV(tokens) - its limit, expiry and uses, never its value.
   returned: always
   type: list
-  elements: str
+  elements: dict
 registration:
-  description: What the server advertises for registration, and what that means for the tokens.
-  returned: when the server could be asked
+  description: What the server advertises for registration (its client API's answer to an empty registration
+    request), and what that means for the tokens. The same words end RV(msg); a server that cannot be asked is said
+    there too, and never fails the task.
+  returned: when the server answered
   type: dict
   contains:
     enabled:
       description: Whether the server lets anyone register through the client API.
       type: bool
     token_required:
-      description: Whether every registration flow asks for a token.
+      description: Whether every registration flow the client API offers asks for a token.
       type: bool
     message:
       description: In words, whether the tokens can be used.

@@ -19,6 +19,7 @@ mod email;
 mod identifiers;
 mod listing;
 mod media;
+mod registration_tokens;
 mod rooms;
 mod users;
 

@@ -1,0 +1,149 @@
+//! Synapse's registration tokens: its admin API
+//! (`/_synapse/admin/v1/registration_tokens`, one list without paging) and
+//! what its client API advertises for registration.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::Synapse;
+use crate::backend::proxy::from_homeserver;
+use crate::backend::{RegistrationTokenServer, ServerError};
+use crate::http::{path_segment, Body};
+use crate::secret::Secret;
+use crate::tokens::model::{ObservedToken, Registration, TokenSettings};
+
+const TOKENS: &str = "/_synapse/admin/v1/registration_tokens";
+const REGISTER: &str = "/_matrix/client/v3/register";
+const TOKEN_STAGE: &str = "m.login.registration_token";
+
+impl RegistrationTokenServer for Synapse {
+    async fn registration_tokens(&self) -> Result<Vec<ObservedToken>, ServerError> {
+        let what = "reading the registration tokens";
+        let reply = self.admin_get(TOKENS, &[]).await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused(what, &reply));
+        }
+        let listed = reply
+            .body
+            .get("registration_tokens")
+            .and_then(Value::as_array);
+        let listed = listed.ok_or_else(|| unexpected(what, "no registration_tokens list"))?;
+        listed.iter().map(|entry| observed(what, entry)).collect()
+    }
+
+    async fn create_registration_token(
+        &self,
+        token: Option<&Secret>,
+        settings: TokenSettings,
+    ) -> Result<ObservedToken, ServerError> {
+        let what = "creating a registration token";
+        let mut body = json!({
+            "uses_allowed": settings.uses_allowed,
+            "expiry_time": settings.expires,
+        });
+        if let Some(token) = token {
+            body["token"] = json!(token.expose());
+        }
+        let path = format!("{TOKENS}/new");
+        let reply = self.admin_send(Method::POST, &path, &body).await?;
+        match reply.status {
+            StatusCode::OK => observed(what, &reply.body),
+            _ => Err(ServerError::refused(what, &reply)),
+        }
+    }
+
+    async fn update_registration_token(
+        &self,
+        token: &Secret,
+        uses_allowed: Option<Option<u32>>,
+        expires: Option<Option<i64>>,
+    ) -> Result<ObservedToken, ServerError> {
+        let what = "changing a registration token";
+        let mut body = Map::new();
+        if let Some(uses_allowed) = uses_allowed {
+            body.insert("uses_allowed".into(), json!(uses_allowed));
+        }
+        if let Some(expires) = expires {
+            body.insert("expiry_time".into(), json!(expires));
+        }
+        let path = format!("{TOKENS}/{}", path_segment(token.expose()));
+        let reply = self
+            .admin_send(Method::PUT, &path, &Value::Object(body))
+            .await?;
+        match reply.status {
+            StatusCode::OK => observed(what, &reply.body),
+            _ => Err(ServerError::refused(what, &reply)),
+        }
+    }
+
+    async fn delete_registration_token(&self, token: &Secret) -> Result<(), ServerError> {
+        let path = format!("{TOKENS}/{}", path_segment(token.expose()));
+        let reply = self.admin_send(Method::DELETE, &path, &json!({})).await?;
+        match reply.status {
+            // Gone already (someone else deleted it since the list was read).
+            StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(ServerError::refused(
+                "deleting a registration token",
+                &reply,
+            )),
+        }
+    }
+
+    /// Asks `/register` with an empty body, as a client does first:
+    /// Synapse answers 403 when registration is disabled, else 401 with the
+    /// flows (and a session that expires unused; no account is made).
+    async fn registration_advertised(&self) -> Result<Registration, ServerError> {
+        let what = "reading the registration flows";
+        let reply = self
+            .http
+            .send(Method::POST, REGISTER, None, Body::Json(&json!({})))
+            .await?;
+        let reply = from_homeserver(REGISTER, reply)?;
+        match reply.status {
+            StatusCode::FORBIDDEN => Ok(Registration::Closed),
+            StatusCode::UNAUTHORIZED => {
+                let flows = reply.body.get("flows").and_then(Value::as_array);
+                let flows = flows.ok_or_else(|| unexpected(what, "no flows"))?;
+                let asks_token = |flow: &Value| {
+                    flow.get("stages")
+                        .and_then(Value::as_array)
+                        .is_some_and(|stages| stages.iter().any(|s| s == TOKEN_STAGE))
+                };
+                Ok(match !flows.is_empty() && flows.iter().all(asks_token) {
+                    true => Registration::TokenRequired,
+                    false => Registration::OpenWithoutToken,
+                })
+            }
+            _ => Err(ServerError::refused(what, &reply)),
+        }
+    }
+}
+
+/// One token as Synapse shows it.
+fn observed(what: &str, entry: &Value) -> Result<ObservedToken, ServerError> {
+    let number = |field: &str| -> Result<Option<u64>, ServerError> {
+        match entry.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| unexpected(what, &format!("{field} is not a whole number"))),
+        }
+    };
+    let token = entry.get("token").and_then(Value::as_str);
+    let token = token.ok_or_else(|| unexpected(what, "a token without its string"))?;
+    Ok(ObservedToken {
+        token: Secret::new(token),
+        uses_allowed: number("uses_allowed")?,
+        expires: number("expiry_time")?.map(|ms| ms as i64),
+        pending: number("pending")?.unwrap_or(0),
+        completed: number("completed")?.unwrap_or(0),
+    })
+}
+
+fn unexpected(what: &str, detail: &str) -> ServerError {
+    ServerError::Unexpected {
+        what: what.into(),
+        detail: detail.into(),
+    }
+}
