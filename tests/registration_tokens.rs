@@ -300,3 +300,16 @@ fn harness_time(seconds: u64) -> String {
         .unwrap();
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
+
+#[test]
+fn on_a_server_open_without_a_token_the_message_says_the_token_is_pointless() {
+    let s = Server::start("synapse", &["--open-registration"]);
+    let run = tokens(&s, json!({"token": "open-door", "uses_allowed": 1}));
+    run.assert_changed();
+    assert_eq!(run.output["registration"]["enabled"], true);
+    assert_eq!(run.output["registration"]["token_required"], false);
+    assert_eq!(
+        run.msg(),
+        "token: created; registration on this homeserver does not require a token (some way to register asks for none), so these tokens are pointless: anyone can register without one; require registration tokens in the homeserver's configuration"
+    );
+}

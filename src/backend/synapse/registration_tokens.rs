@@ -101,21 +101,27 @@ impl RegistrationTokenServer for Synapse {
         let reply = from_homeserver(REGISTER, reply)?;
         match reply.status {
             StatusCode::FORBIDDEN => Ok(Registration::Closed),
-            StatusCode::UNAUTHORIZED => {
-                let flows = reply.body.get("flows").and_then(Value::as_array);
-                let flows = flows.ok_or_else(|| unexpected(what, "no flows"))?;
-                let asks_token = |flow: &Value| {
-                    flow.get("stages")
-                        .and_then(Value::as_array)
-                        .is_some_and(|stages| stages.iter().any(|s| s == TOKEN_STAGE))
-                };
-                Ok(match !flows.is_empty() && flows.iter().all(asks_token) {
-                    true => Registration::TokenRequired,
-                    false => Registration::OpenWithoutToken,
-                })
-            }
+            StatusCode::UNAUTHORIZED => match reply.body.get("flows").and_then(Value::as_array) {
+                Some(flows) => Ok(registration_of(flows)),
+                None => Err(unexpected(what, "no flows")),
+            },
             _ => Err(ServerError::refused(what, &reply)),
         }
+    }
+}
+
+/// What the registration `flows` of a 401 mean for tokens: required when
+/// every flow has the token stage (Synapse prepends it to each when
+/// `registration_requires_token` is set).
+fn registration_of(flows: &[Value]) -> Registration {
+    let asks_token = |flow: &Value| {
+        flow.get("stages")
+            .and_then(Value::as_array)
+            .is_some_and(|stages| stages.iter().any(|s| s == TOKEN_STAGE))
+    };
+    match !flows.is_empty() && flows.iter().all(asks_token) {
+        true => Registration::TokenRequired,
+        false => Registration::OpenWithoutToken,
     }
 }
 
@@ -145,5 +151,30 @@ fn unexpected(what: &str, detail: &str) -> ServerError {
     ServerError::Unexpected {
         what: what.into(),
         detail: detail.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_required_only_when_every_flow_asks_for_it() {
+        let flows = |flows: Value| registration_of(flows.as_array().unwrap());
+        let token_then_dummy = json!({"stages": [TOKEN_STAGE, "m.login.dummy"]});
+        assert_eq!(
+            flows(json!([token_then_dummy])),
+            Registration::TokenRequired
+        );
+        let email_only = json!({"stages": ["m.login.email.identity"]});
+        assert_eq!(
+            flows(json!([token_then_dummy, email_only])),
+            Registration::OpenWithoutToken
+        );
+        assert_eq!(
+            flows(json!([{"stages": ["m.login.dummy"]}])),
+            Registration::OpenWithoutToken
+        );
+        assert_eq!(flows(json!([])), Registration::OpenWithoutToken);
     }
 }
