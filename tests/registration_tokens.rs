@@ -313,3 +313,46 @@ fn on_a_server_open_without_a_token_the_message_says_the_token_is_pointless() {
         "token: created; registration on this homeserver does not require a token (some way to register asks for none), so these tokens are pointless: anyone can register without one; require registration tokens in the homeserver's configuration"
     );
 }
+
+/// A stand-in that fails the token's creation quoting the request in every
+/// encoding it knows (tools/servers/echo.py): the token is in no output.
+#[test]
+fn a_server_echoing_the_token_in_any_encoding_leaks_none_of_it() {
+    let echo = Server::start("echo", &[]);
+    let admin_token = "echo-admin-token-7d2e41";
+    for mode in [
+        "double-escaped",
+        "u-escaped",
+        "percent-encoded",
+        "html",
+        "plain",
+    ] {
+        let token = format!("{mode}.{}", "Zq7-x~9_".repeat(8))[..64].to_string();
+        let run = harness::run_module(
+            json!({
+                "_matrix_user_module": "matrix_registration_token",
+                "homeserver_url": echo.url,
+                "admin_token": admin_token,
+                "token": token,
+                "wait_timeout": 0,
+            }),
+            vec![admin_token.to_string()],
+        );
+        assert_eq!(run.exit_code, 1, "{mode}: {}", run.stdout);
+        assert!(
+            run.msg()
+                .starts_with("token: creating a registration token: the homeserver answered 400"),
+            "{mode}: {}",
+            run.msg()
+        );
+        let output = format!("{}\n{}", run.stdout, run.stderr);
+        let chars: Vec<char> = token.chars().collect();
+        for piece in chars.windows(12) {
+            let piece: String = piece.iter().collect();
+            assert!(
+                !output.contains(&piece) && !output.contains(&harness::encode(&piece)),
+                "{mode}: {piece:?} is in {output}"
+            );
+        }
+    }
+}
