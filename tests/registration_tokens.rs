@@ -1,6 +1,8 @@
 //! matrix_registration_token against a real Synapse whose registration
 //! requires a token: each test is one line of the contract, proven by
 //! people registering through the client API as a Matrix client does.
+//! Then a real Dendrite v0.13.8 on SQLite and PostgreSQL, whose tokens are
+//! managed through its admin API but never checked at registration.
 
 mod harness;
 
@@ -355,4 +357,87 @@ fn a_server_echoing_the_token_in_any_encoding_leaks_none_of_it() {
             );
         }
     }
+}
+
+// ---- Dendrite v0.13.8 ----
+
+const DENDRITE_TOKENS: &str = "/_dendrite/admin/registrationTokens";
+
+fn dendrite_tokens(server: &Server, args: Value) -> ModuleRun {
+    let mut all = json!({"_matrix_user_module": "matrix_registration_token"});
+    harness::merge(&mut all, args);
+    server.dendrite(all)
+}
+
+fn on_dendrite(server: &Server, token: &str) -> Option<Value> {
+    let admin = server.dendrite_admin_token();
+    match server.get(&format!("{DENDRITE_TOKENS}/{token}"), Some(admin)) {
+        (200, body) => Some(body),
+        (404, _) => None,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Create, change (applied on SQLite too, which ignores updates), delete,
+/// undeclared delete: each seen through Dendrite's admin API.
+fn dendrite_manages_tokens_and_says_it_never_checks_them(database: &str) {
+    let s = Server::start_dendrite(database, &["--registration-requires-token"]);
+    let run = dendrite_tokens(&s, json!({"token": "dendrite-1", "uses_allowed": 2}));
+    run.assert_changed();
+    assert_eq!(run.msg(), "token: created; this homeserver never checks registration tokens (no registration flow asks for one, and it answers the token stage as unimplemented), and its registration is closed: nobody can register with these tokens");
+    dendrite_tokens(&s, json!({"token": "dendrite-1", "uses_allowed": 2})).assert_unchanged();
+
+    let expires = "2099-01-01T00:00:00Z";
+    let changed = dendrite_tokens(
+        &s,
+        json!({"token": "dendrite-1", "uses_allowed": 5, "expires": expires}),
+    );
+    changed.assert_changed();
+    let token = on_dendrite(&s, "dendrite-1").unwrap();
+    assert_eq!(
+        (token["uses_allowed"].clone(), token["expiry_time"].clone()),
+        (json!(5), json!(4_070_908_800_000u64)),
+        "{database}"
+    );
+    dendrite_tokens(
+        &s,
+        json!({"token": "dendrite-1", "uses_allowed": 5, "expires": expires}),
+    )
+    .assert_unchanged();
+
+    let admin = s.dendrite_admin_token().to_string();
+    for token in ["dendrite-stray", "dendrite-gone"] {
+        let (status, body) = s.post(
+            &format!("{DENDRITE_TOKENS}/new"),
+            Some(&admin),
+            json!({"token": token}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    dendrite_tokens(&s, json!({"token": "dendrite-gone", "state": "absent"})).assert_changed();
+    assert_eq!(on_dendrite(&s, "dendrite-gone"), None);
+    assert!(on_dendrite(&s, "dendrite-stray").is_some());
+    let whole = json!({"tokens": [{"token": "dendrite-1", "uses_allowed": 5, "expires": expires}], "undeclared": "delete", "undeclared_max": 1});
+    dendrite_tokens(&s, whole.clone()).assert_changed();
+    assert_eq!(on_dendrite(&s, "dendrite-stray"), None);
+    assert!(on_dendrite(&s, "dendrite-1").is_some());
+    dendrite_tokens(&s, whole).assert_unchanged();
+}
+
+#[test]
+fn dendrite_on_sqlite_manages_tokens_and_says_it_never_checks_them() {
+    dendrite_manages_tokens_and_says_it_never_checks_them("sqlite");
+}
+
+#[test]
+fn dendrite_on_postgres_manages_tokens_and_says_it_never_checks_them() {
+    dendrite_manages_tokens_and_says_it_never_checks_them("postgres");
+}
+
+#[test]
+fn dendrite_without_registration_requires_token_refuses_saying_what_to_set() {
+    let s = Server::start_dendrite("sqlite", &[]);
+    let run = dendrite_tokens(&s, json!({"token": "dendrite-refused"}));
+    assert_eq!(run.exit_code, 1);
+    assert!(run.msg().starts_with("token: creating a registration token (Dendrite makes them only with client_api.registration_requires_token: true in dendrite.yaml; set it and restart Dendrite): the homeserver answered 403"), "{}", run.msg());
 }

@@ -28,6 +28,7 @@ mod shared_secret;
 #[cfg(feature = "databases")]
 mod sql;
 pub mod synapse;
+mod token_admin;
 mod token_cache;
 
 use std::collections::HashMap;

@@ -11,6 +11,7 @@ mod token_file;
 use std::ffi::OsString;
 use std::path::Path;
 
+use crate::backend::dendrite::Dendrite;
 use crate::backend::synapse::Synapse;
 use crate::backend::{AccountServer, RegistrationTokenServer, ServerError};
 use crate::http::{Endpoint, Http, HttpError};
@@ -31,7 +32,7 @@ pub enum TokenError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     /// The chosen homeserver's tokens are not managed by this version.
-    #[error("homeserver: matrix_registration_token manages registration tokens on synapse in this version, not on {0}")]
+    #[error("homeserver: matrix_registration_token manages registration tokens on synapse and dendrite in this version, not on {0}")]
     Unsupported(&'static str),
     /// One token's request failed; what ran before it is in the result.
     #[error("{name}: {source}")]
@@ -61,6 +62,7 @@ pub fn run(args_path: Option<OsString>) -> (String, i32) {
     let result = runtime.block_on(async {
         match args.connection.homeserver {
             HomeserverKind::Synapse => run_on::<Synapse>(&args, &mut report).await,
+            HomeserverKind::Dendrite => run_on::<Dendrite>(&args, &mut report).await,
             other => Err(TokenError::Unsupported(other.name())),
         }
     });
@@ -200,5 +202,7 @@ fn registration_message(registration: Registration) -> &'static str {
         Registration::Closed => "registration is closed on this homeserver (its client API refuses to register anyone), so nobody can use these tokens; open registration with a token required in the homeserver's configuration for them to be of use",
         Registration::OpenWithoutToken => "registration on this homeserver does not require a token (some way to register asks for none), so these tokens are pointless: anyone can register without one; require registration tokens in the homeserver's configuration",
         Registration::TokenRequired => "registration on this homeserver requires a token: these tokens let people register",
+        Registration::TokensNotChecked { open: true } => "this homeserver never checks registration tokens (no registration flow asks for one, and it answers the token stage as unimplemented), and its registration is open: anyone can register without a token, so these tokens limit nobody",
+        Registration::TokensNotChecked { open: false } => "this homeserver never checks registration tokens (no registration flow asks for one, and it answers the token stage as unimplemented), and its registration is closed: nobody can register with these tokens",
     }
 }

@@ -95,6 +95,9 @@ pub enum Registration {
     TokenRequired,
     /// Some way to register asks for no token.
     OpenWithoutToken,
+    /// The server keeps tokens but never asks for one at registration;
+    /// `open`: whether anyone can register anyway.
+    TokensNotChecked { open: bool },
 }
 
 /// `matrix_registration_token`'s arguments: how to reach the server (as

@@ -55,7 +55,7 @@ impl TokenReport {
             Some(Ok(registration)) => {
                 messages.push(registration_message(*registration).to_string());
                 output["registration"] = json!({
-                    "enabled": *registration != Registration::Closed,
+                    "enabled": !matches!(registration, Registration::Closed | Registration::TokensNotChecked { open: false }),
                     "token_required": *registration == Registration::TokenRequired,
                     "message": registration_message(*registration),
                 });

@@ -24,8 +24,14 @@ description:
     be sent (see O(expires)).
   - The server's list of tokens is read once. Then each change is sent in the declared order, undeclared deletions
     last; if one fails, the task fails with its reason, and the result lists the tokens handled before it.
-  - This version manages Synapse's tokens (its admin API C(/_synapse/admin/v1/registration_tokens)); with
-    O(homeserver=dendrite) or O(homeserver=mas) the task fails before anything is sent.
+  - This version manages the tokens of Synapse (its admin API C(/_synapse/admin/v1/registration_tokens)) and
+    Dendrite (C(/_dendrite/admin/registrationTokens)); with O(homeserver=mas) the task fails before anything is sent.
+  - "Dendrite v0.13.8: it creates tokens only with C(client_api.registration_requires_token: true) in
+    C(dendrite.yaml) (otherwise the task fails saying so), and it never checks a token when someone registers - its
+    registration flows ask for none and it answers the token stage as unimplemented - so the tokens limit nobody, and
+    the message says so. Its C(pending) and C(completed) stay 0. On SQLite, Dendrite answers a change of a token
+    without making it; the module then deletes the token and creates it again with the declared settings, which
+    loses nothing, as Dendrite never counts a use."
   - The module reads what the server advertises for registration and says in its message when a token is useless
     (registration is closed) or pointless (registration is open without a token). This never fails the task.
   - The same binary as M(matrix_user.matrix.matrix_user), with the same connection, authentication, TLS and timeout

@@ -35,6 +35,7 @@ mod database;
 #[cfg(not(feature = "databases"))]
 #[path = "without_database.rs"]
 mod database;
+mod registration_tokens;
 mod users;
 
 use crate::model::ArgsErrorKind;

@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::Synapse;
 use crate::backend::proxy::from_homeserver;
+use crate::backend::token_admin::{observed, unexpected};
 use crate::backend::{RegistrationTokenServer, ServerError};
 use crate::http::{path_segment, Body};
 use crate::secret::Secret;
@@ -122,35 +123,6 @@ fn registration_of(flows: &[Value]) -> Registration {
     match !flows.is_empty() && flows.iter().all(asks_token) {
         true => Registration::TokenRequired,
         false => Registration::OpenWithoutToken,
-    }
-}
-
-/// One token as Synapse shows it.
-fn observed(what: &str, entry: &Value) -> Result<ObservedToken, ServerError> {
-    let number = |field: &str| -> Result<Option<u64>, ServerError> {
-        match entry.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => value
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| unexpected(what, &format!("{field} is not a whole number"))),
-        }
-    };
-    let token = entry.get("token").and_then(Value::as_str);
-    let token = token.ok_or_else(|| unexpected(what, "a token without its string"))?;
-    Ok(ObservedToken {
-        token: Secret::new(token),
-        uses_allowed: number("uses_allowed")?,
-        expires: number("expiry_time")?.map(|ms| ms as i64),
-        pending: number("pending")?.unwrap_or(0),
-        completed: number("completed")?.unwrap_or(0),
-    })
-}
-
-fn unexpected(what: &str, detail: &str) -> ServerError {
-    ServerError::Unexpected {
-        what: what.into(),
-        detail: detail.into(),
     }
 }
 
