@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use super::fields::{echo, Fields};
-use crate::model::{ArgsError, ModuleArgs};
+use crate::model::{ArgsError, ArgsErrorKind, ModuleArgs};
 use crate::secret::hold;
 use crate::tokens::model::{
     DesiredToken, TokenArgs, TokenSettings, TokenSource, TokenState, UndeclaredTokens,
@@ -57,15 +57,21 @@ const TOKEN_RULE: &str =
 
 impl TokenArgs {
     pub fn from_file(path: &Path) -> Result<TokenArgs, ArgsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ArgsError::Unreadable {
-            path: path.to_path_buf(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            ArgsError::new(ArgsErrorKind::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            })
         })?;
         // serde_json's messages give a position, never the content.
         let map = match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(map)) => map,
-            Ok(_) => return Err(ArgsError::NotJson("expected an object".into())),
-            Err(error) => return Err(ArgsError::NotJson(error.to_string())),
+            Ok(_) => {
+                return Err(ArgsError::new(ArgsErrorKind::NotJson(
+                    "expected an object".into(),
+                )))
+            }
+            Err(error) => return Err(ArgsError::new(ArgsErrorKind::NotJson(error.to_string()))),
         };
         TokenArgs::from_map(&map)
     }
@@ -119,18 +125,18 @@ pub(super) fn read_tokens(
     let tokens = match top.value("tokens") {
         None | Some(Value::Null) => {
             if !TOKEN_OPTIONS[..2].iter().any(|option| top.has(option)) {
-                return Err(ArgsError::Missing(
+                return Err(ArgsError::new(ArgsErrorKind::Missing(
                     "one of token, token_file or tokens is required".into(),
-                ));
+                )));
             }
             vec![read_token(top, "token".into())?]
         }
         Some(Value::Array(entries)) => {
             if let Some(option) = TOKEN_OPTIONS.iter().find(|option| top.has(option)) {
-                return Err(ArgsError::Exclusive {
+                return Err(ArgsError::new(ArgsErrorKind::Exclusive {
                     first: "tokens".into(),
                     second: format!("{option} (give it in each entry of tokens)"),
-                });
+                }));
             }
             entries
                 .iter()
@@ -138,11 +144,12 @@ pub(super) fn read_tokens(
                 .map(|(index, entry)| {
                     let prefix = format!("tokens[{index}]");
                     let Value::Object(map) = entry else {
-                        return Err(ArgsError::WrongType {
-                            field: prefix,
+                        return Err(ArgsError::at(
+prefix,
+ArgsErrorKind::WrongType {
                             expected:
                                 "a mapping of token, token_file, uses_allowed, expires and state",
-                        });
+                        }));
                     };
                     let fields = Fields::nested(map, prefix.clone());
                     fields.refuse_unknown(&TOKEN_OPTIONS)?;
@@ -151,10 +158,12 @@ pub(super) fn read_tokens(
                 .collect::<Result<_, _>>()?
         }
         Some(_) => {
-            return Err(ArgsError::WrongType {
-                field: "tokens".into(),
-                expected: "a list of mappings",
-            })
+            return Err(ArgsError::at(
+                "tokens",
+                ArgsErrorKind::WrongType {
+                    expected: "a list of mappings",
+                },
+            ))
         }
     };
     Ok((tokens, read_undeclared(top)?))
@@ -184,10 +193,12 @@ fn read_token(fields: &Fields, name: String) -> Result<DesiredToken, ArgsError> 
                 } else {
                     "token"
                 };
-                return Err(ArgsError::BadSecret {
-                    field: fields.name(field),
-                    problem: TOKEN_RULE,
-                });
+                return Err(ArgsError::at(
+                    fields.name(field),
+                    ArgsErrorKind::BadSecret {
+                        problem: TOKEN_RULE,
+                    },
+                ));
             }
             match path {
                 Some(path) => TokenSource::File {
@@ -202,11 +213,13 @@ fn read_token(fields: &Fields, name: String) -> Result<DesiredToken, ArgsError> 
         None | Some("present") => TokenState::Present,
         Some("absent") => TokenState::Absent,
         Some(other) => {
-            return Err(ArgsError::NotAccepted {
-                field: fields.name("state"),
-                value: echo(other),
-                accepted: "present or absent".into(),
-            })
+            return Err(ArgsError::at(
+                fields.name("state"),
+                ArgsErrorKind::NotAccepted {
+                    value: echo(other),
+                    accepted: "present or absent".into(),
+                },
+            ))
         }
     };
     let prefix = match name.as_str() {
@@ -242,19 +255,21 @@ fn read_uses_allowed(fields: &Fields) -> Result<Option<u32>, ArgsError> {
         )
     };
     match value {
-        Some(0) => Err(ArgsError::NotAccepted {
-            field: fields.name("uses_allowed"),
+        Some(0) => Err(ArgsError::at(
+fields.name("uses_allowed"),
+ArgsErrorKind::NotAccepted {
             value: "0".into(),
             accepted: format!(
                 "a whole number from 1 to {MAX_USES_ALLOWED}, or unlimited. Synapse lets any number of accounts register with a token whose limit is 0; to stop a token, use state: absent"
             ),
-        }),
+        })),
         Some(uses) if uses <= u64::from(MAX_USES_ALLOWED) => Ok(Some(uses as u32)),
-        _ => Err(ArgsError::NotAccepted {
-            field: fields.name("uses_allowed"),
+        _ => Err(ArgsError::at(
+fields.name("uses_allowed"),
+ArgsErrorKind::NotAccepted {
             value: shown(),
             accepted: format!("a whole number from 1 to {MAX_USES_ALLOWED}, or unlimited"),
-        }),
+        })),
     }
 }
 
@@ -262,11 +277,12 @@ fn read_expires(fields: &Fields) -> Result<Option<i64>, ArgsError> {
     match fields.string("expires")?.as_deref().map(str::trim) {
         None | Some("never") => Ok(None),
         Some(text) => crate::rfc3339::parse_millis(text).map(Some).ok_or_else(|| {
-            ArgsError::NotAccepted {
-                field: fields.name("expires"),
+            ArgsError::at(
+fields.name("expires"),
+ArgsErrorKind::NotAccepted {
                 value: echo(text),
                 accepted: "an RFC 3339 time with its offset, such as 2027-01-31T18:00:00Z or 2027-01-31T19:00:00+01:00, or never".into(),
-            }
+            })
         }),
     }
 }
@@ -276,17 +292,19 @@ fn read_undeclared(top: &Fields) -> Result<UndeclaredTokens, ArgsError> {
         None | Some("keep") => false,
         Some("delete") => true,
         Some(other) => {
-            return Err(ArgsError::NotAccepted {
-                field: "undeclared".into(),
-                value: echo(other),
-                accepted: "keep or delete".into(),
-            })
+            return Err(ArgsError::at(
+                "undeclared",
+                ArgsErrorKind::NotAccepted {
+                    value: echo(other),
+                    accepted: "keep or delete".into(),
+                },
+            ))
         }
     };
     if delete && !matches!(top.value("tokens"), Some(Value::Array(_))) {
-        return Err(ArgsError::Missing(
+        return Err(ArgsError::new(ArgsErrorKind::Missing(
             "undeclared: delete needs the list form (tokens), which declares every token the server should have".into(),
-        ));
+        )));
     }
     let max = top
         .integer("undeclared_max", 0, UNDECLARED_MAX_LIMIT)?
@@ -318,7 +336,10 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        assert_eq!(args.connection.server.url, "http://h:8008");
+        assert_eq!(
+            args.connection.server.homeserver_url.as_deref(),
+            Some("http://h:8008")
+        );
         assert_eq!(args.connection.server.wait_timeout.as_secs(), 7);
         assert!(args.connection.check_mode && args.connection.users.is_empty());
         let message = error(json!({"token": "abc", "username": "alice"}));

@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::backend::dendrite::Dendrite;
 use crate::backend::synapse::Synapse;
 use crate::backend::{AccountServer, RegistrationTokenServer, ServerError};
-use crate::http::{Endpoint, Http, HttpError};
+use crate::http::{Http, HttpError};
 use crate::model::{ArgsError, HomeserverKind};
 use model::{DesiredToken, Registration, TokenArgs, TokenSource};
 use plan::{Action, Plan, PlanError, Step, TokenView};
@@ -60,7 +60,7 @@ pub fn run(args_path: Option<OsString>) -> (String, i32) {
         .expect("a single-threaded runtime always builds");
     let mut report = TokenReport::new(&args);
     let result = runtime.block_on(async {
-        match args.connection.homeserver {
+        match args.connection.homeserver_kind() {
             HomeserverKind::Synapse => run_on::<Synapse>(&args, &mut report).await,
             HomeserverKind::Dendrite => run_on::<Dendrite>(&args, &mut report).await,
             other => Err(TokenError::Unsupported(other.name())),
@@ -76,7 +76,7 @@ where
 {
     let connection = &args.connection;
     let access = S::check_declaration(connection)?;
-    let http = Http::new(&Endpoint::from(&connection.server))?;
+    let http = Http::new(&connection.endpoint()?)?;
     let server = S::connect(connection, access, http).await?;
     let observed = server.registration_tokens().await?;
     let now = crate::rfc3339::now_millis();
