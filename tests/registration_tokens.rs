@@ -441,3 +441,127 @@ fn dendrite_without_registration_requires_token_refuses_saying_what_to_set() {
     assert_eq!(run.exit_code, 1);
     assert!(run.msg().starts_with("token: creating a registration token (Dendrite makes them only with client_api.registration_requires_token: true in dendrite.yaml; set it and restart Dendrite): the homeserver answered 403"), "{}", run.msg());
 }
+
+// ---- MAS (the contract server, tools/servers/mas.py) ----
+
+fn mas_tokens(server: &Server, args: Value) -> ModuleRun {
+    let mut all = json!({"_matrix_user_module": "matrix_registration_token"});
+    harness::merge(&mut all, args);
+    let run = server.mas_module(all);
+    server.assert_no_contract_violations();
+    run
+}
+
+/// The token's attributes as MAS's admin API lists them.
+fn on_mas(server: &Server, token: &str) -> Option<Value> {
+    let admin = server.mas_harness_token();
+    let (status, body) = server.get(
+        "/api/admin/v1/user-registration-tokens?page[first]=100",
+        Some(&admin),
+    );
+    assert_eq!(status, 200, "{body}");
+    let found = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["attributes"]["token"] == token);
+    found.map(|t| t["attributes"].clone())
+}
+
+/// A registration finishing in MAS's web UI with `token` (the contract
+/// server's stand-in): whether MAS let it through.
+fn mas_register(server: &Server, token: &str) -> bool {
+    match server.post(
+        "/_contract/register-with-token",
+        None,
+        json!({"token": token}),
+    ) {
+        (200, _) => true,
+        (403, _) => false,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn mas_limits_registrations_and_revokes_and_unrevokes() {
+    let s = Server::start(
+        "mas",
+        &["--password-registration", "--registration-token-required"],
+    );
+    let declared = json!({"token": "mas-invite-1", "uses_allowed": 2});
+    let run = mas_tokens(&s, declared.clone());
+    run.assert_changed();
+    assert_eq!(run.msg(), "token: created; registration on this homeserver requires a token: these tokens let people register");
+    assert!(mas_register(&s, "mas-invite-1") && mas_register(&s, "mas-invite-1"));
+    assert!(!mas_register(&s, "mas-invite-1"));
+    let again = mas_tokens(&s, declared);
+    again.assert_unchanged();
+    assert_eq!(again.output["tokens"][0]["completed"], 2);
+
+    let raised = mas_tokens(&s, json!({"token": "mas-invite-1", "uses_allowed": 3}));
+    assert_eq!(
+        raised.assert_changed().output["tokens"][0]["action"],
+        "updated"
+    );
+    assert!(mas_register(&s, "mas-invite-1"));
+
+    let revoked = mas_tokens(&s, json!({"token": "mas-invite-1", "state": "absent"}));
+    assert_eq!(
+        revoked.assert_changed().output["tokens"][0]["action"],
+        "revoked"
+    );
+    assert!(!on_mas(&s, "mas-invite-1").unwrap()["revoked_at"].is_null());
+    mas_tokens(&s, json!({"token": "mas-invite-1", "state": "absent"})).assert_unchanged();
+
+    let back = mas_tokens(&s, json!({"token": "mas-invite-1", "uses_allowed": 4}));
+    assert_eq!(
+        back.assert_changed().output["tokens"][0]["action"],
+        "unrevoked"
+    );
+    let token = on_mas(&s, "mas-invite-1").unwrap();
+    assert_eq!(
+        (token["revoked_at"].clone(), token["usage_limit"].clone()),
+        (Value::Null, json!(4))
+    );
+    assert!(mas_register(&s, "mas-invite-1"));
+}
+
+#[test]
+fn mas_undeclared_delete_revokes_exactly_the_others_across_pages() {
+    let s = Server::start(
+        "mas",
+        &["--password-registration", "--registration-token-required"],
+    );
+    let admin = s.mas_harness_token();
+    for index in 0..105 {
+        let (status, body) = s.post(
+            "/api/admin/v1/user-registration-tokens",
+            Some(&admin),
+            json!({"token": format!("mas-stray-{index:03}")}),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    mas_tokens(&s, json!({"token": "mas-keep"})).assert_changed();
+    let whole =
+        json!({"tokens": [{"token": "mas-keep"}], "undeclared": "delete", "undeclared_max": 105});
+    let run = mas_tokens(&s, whole.clone());
+    run.assert_changed();
+    assert_eq!(run.output["undeclared"].as_array().unwrap().len(), 105);
+    let (status, revoked) = s.get(
+        "/api/admin/v1/user-registration-tokens?filter[revoked]=true&count=only",
+        Some(&admin),
+    );
+    assert_eq!(
+        (status, revoked["meta"]["count"].clone()),
+        (200, json!(105)),
+        "{revoked}"
+    );
+    // The one token left unrevoked is the declared one, the newest (last page).
+    let (_, last) = s.get(
+        "/api/admin/v1/user-registration-tokens?page[last]=1",
+        Some(&admin),
+    );
+    assert_eq!(last["data"][0]["attributes"]["token"], "mas-keep");
+    assert!(last["data"][0]["attributes"]["revoked_at"].is_null());
+    mas_tokens(&s, whole).assert_unchanged();
+}

@@ -209,6 +209,9 @@ pub trait AccountServer {
 /// module (`matrix_registration_token`), once connected as for the users.
 #[allow(async_fn_in_trait)] // used with concrete types on one thread only
 pub trait RegistrationTokenServer {
+    /// What the server does to a token declared absent, as results say it.
+    const REMOVED: &'static str = "deleted";
+
     /// Every token the server has, read at once.
     async fn registration_tokens(&self) -> Result<Vec<ObservedToken>, ServerError>;
 
@@ -220,12 +223,14 @@ pub trait RegistrationTokenServer {
         settings: TokenSettings,
     ) -> Result<ObservedToken, ServerError>;
 
-    /// Sets the fields that are `Some` (`Some(None)`: unlimited, never).
+    /// Sets the fields that are `Some` (`Some(None)`: unlimited, never),
+    /// and with `revive`, unrevokes the token (only servers that revoke).
     async fn update_registration_token(
         &self,
         token: &Secret,
         uses_allowed: Option<Option<u32>>,
         expires: Option<Option<i64>>,
+        revive: bool,
     ) -> Result<ObservedToken, ServerError>;
 
     async fn delete_registration_token(&self, token: &Secret) -> Result<(), ServerError>;

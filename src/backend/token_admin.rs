@@ -26,6 +26,7 @@ pub fn observed(what: &str, entry: &Value) -> Result<ObservedToken, ServerError>
         expires: number("expiry_time")?.map(|ms| ms as i64),
         pending: number("pending")?.unwrap_or(0),
         completed: number("completed")?.unwrap_or(0),
+        revoked: false,
     })
 }
 

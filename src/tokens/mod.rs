@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use crate::backend::dendrite::Dendrite;
+use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
 use crate::backend::{AccountServer, RegistrationTokenServer, ServerError};
 use crate::http::{Http, HttpError};
@@ -31,9 +32,6 @@ pub enum TokenError {
     Server(#[from] ServerError),
     #[error(transparent)]
     Plan(#[from] PlanError),
-    /// The chosen homeserver's tokens are not managed by this version.
-    #[error("homeserver: matrix_registration_token manages registration tokens on synapse and dendrite in this version, not on {0}")]
-    Unsupported(&'static str),
     /// One token's request failed; what ran before it is in the result.
     #[error("{name}: {source}")]
     Token { name: String, source: ServerError },
@@ -63,7 +61,7 @@ pub fn run(args_path: Option<OsString>) -> (String, i32) {
         match args.connection.homeserver_kind() {
             HomeserverKind::Synapse => run_on::<Synapse>(&args, &mut report).await,
             HomeserverKind::Dendrite => run_on::<Dendrite>(&args, &mut report).await,
-            other => Err(TokenError::Unsupported(other.name())),
+            HomeserverKind::Mas => run_on::<Mas>(&args, &mut report).await,
         }
     });
     report.finish(result.err().map(|error| error.to_string()))
@@ -91,6 +89,7 @@ where
             })?;
         }
     }
+    report.removed = S::REMOVED;
     report.registration = Some(
         server
             .registration_advertised()
@@ -166,9 +165,10 @@ async fn apply_step<S: RegistrationTokenServer>(
             token,
             uses_allowed,
             expires,
+            revive,
         }) => {
             let changed = server
-                .update_registration_token(token, *uses_allowed, *expires)
+                .update_registration_token(token, *uses_allowed, *expires, *revive)
                 .await
                 .map_err(failed)?;
             Some(seen(&changed))

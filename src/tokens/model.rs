@@ -77,6 +77,8 @@ pub struct ObservedToken {
     pub expires: Option<i64>,
     pub pending: u64,
     pub completed: u64,
+    /// Revoked (MAS): kept, refused at registration, revivable.
+    pub revoked: bool,
 }
 
 /// `undeclared` and `undeclared_max` of this module.

@@ -15,11 +15,13 @@ pub enum Action {
         token: Option<Secret>,
         settings: TokenSettings,
     },
-    /// Only the fields that differ are `Some`.
+    /// Only the fields that differ are `Some`; `revive`: the token is
+    /// revoked and declared present.
     Update {
         token: Secret,
         uses_allowed: Option<Option<u32>>,
         expires: Option<Option<i64>>,
+        revive: bool,
     },
     Delete {
         token: Secret,
@@ -27,12 +29,14 @@ pub enum Action {
 }
 
 impl Action {
-    /// The step's action, as results name it.
-    pub fn describe(&self) -> &'static str {
+    /// The step's action, as results name it; `removed` is what the
+    /// server does to a token that should be gone (`deleted`, `revoked`).
+    pub fn describe(&self, removed: &'static str) -> &'static str {
         match self {
             Action::Create { .. } => "created",
+            Action::Update { revive: true, .. } => "unrevoked",
             Action::Update { .. } => "updated",
-            Action::Delete { .. } => "deleted",
+            Action::Delete { .. } => removed,
         }
     }
 }
@@ -107,9 +111,10 @@ pub fn plan(
     let mut plan = Plan::default();
     for token in desired {
         let found = token.known().and_then(find);
-        let before = found.map(view);
+        let before = found.filter(|f| !f.revoked).map(view);
         let (action, after) = match (token.state, found) {
             (TokenState::Absent, None) => (None, None),
+            (TokenState::Absent, Some(found)) if found.revoked => (None, None),
             (TokenState::Absent, Some(found)) => (
                 Some(Action::Delete {
                     token: found.token.clone(),
@@ -131,6 +136,7 @@ pub fn plan(
                 (Some(create), Some(after))
             }
             (TokenState::Present, Some(found)) => {
+                let revive = found.revoked;
                 let wanted = token.settings;
                 let uses_allowed = (found.uses_allowed != wanted.uses_allowed.map(u64::from))
                     .then_some(wanted.uses_allowed);
@@ -143,12 +149,14 @@ pub fn plan(
                     expires: wanted.expires,
                     ..view(found)
                 };
-                let update =
-                    (uses_allowed.is_some() || expires.is_some()).then(|| Action::Update {
+                let update = (uses_allowed.is_some() || expires.is_some() || revive).then(|| {
+                    Action::Update {
                         token: found.token.clone(),
                         uses_allowed,
                         expires,
-                    });
+                        revive,
+                    }
+                });
                 (update, Some(after))
             }
         };
@@ -161,7 +169,9 @@ pub fn plan(
     }
     if undeclared.delete {
         let declared: Vec<&Secret> = desired.iter().filter_map(DesiredToken::known).collect();
-        let others = observed.iter().filter(|o| !declared.contains(&&o.token));
+        let others = observed
+            .iter()
+            .filter(|o| !o.revoked && !declared.contains(&&o.token));
         plan.undeclared = others
             .enumerate()
             .map(|(index, other)| Step {
@@ -258,6 +268,7 @@ mod tests {
             expires,
             pending: 1,
             completed,
+            revoked: false,
         }
     }
 
@@ -317,7 +328,8 @@ mod tests {
             Some(Action::Update {
                 token: Secret::new("invite-1"),
                 uses_allowed: Some(Some(3)),
-                expires: None
+                expires: None,
+                revive: false
             })
         );
     }
@@ -332,7 +344,8 @@ mod tests {
             Some(Action::Update {
                 token: Secret::new("a-token"),
                 uses_allowed: Some(None),
-                expires: Some(None)
+                expires: Some(None),
+                revive: false
             })
         );
     }
@@ -446,6 +459,47 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "tokens[1]: the same token as tokens[0]; declare each token once"
+        );
+    }
+
+    #[test]
+    fn a_revoked_token_is_absent_and_declared_present_is_unrevoked() {
+        let mut revoked = on_server("invite-1", Some(2), None, 1);
+        revoked.revoked = true;
+        let server = [revoked];
+        let plan = plan(
+            &[declared(0, "invite-1", Some(3), None)],
+            &server,
+            KEEP,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.declared[0].action,
+            Some(Action::Update {
+                token: Secret::new("invite-1"),
+                uses_allowed: Some(Some(3)),
+                expires: None,
+                revive: true
+            })
+        );
+        assert_eq!(plan.declared[0].before, None);
+        let mut gone = declared(0, "invite-1", Some(2), None);
+        gone.state = TokenState::Absent;
+        assert_eq!(
+            super::plan(&[gone], &server, KEEP, NOW)
+                .unwrap()
+                .changes()
+                .count(),
+            0
+        );
+        let delete = UndeclaredTokens {
+            delete: true,
+            max: 0,
+        };
+        assert_eq!(
+            super::plan(&[], &server, delete, NOW).unwrap().undeclared,
+            []
         );
     }
 }

@@ -11,6 +11,8 @@ use crate::secret::mask_secrets;
 
 pub struct TokenReport {
     pub plan: Plan,
+    /// What the server does to a token declared absent (`deleted`, `revoked`).
+    pub removed: &'static str,
     /// What the server advertises for registration, or why it is not known.
     pub registration: Option<Result<Registration, String>>,
     check_mode: bool,
@@ -22,6 +24,7 @@ impl TokenReport {
     pub fn new(args: &TokenArgs) -> TokenReport {
         TokenReport {
             plan: Plan::default(),
+            removed: "deleted",
             registration: None,
             check_mode: args.connection.check_mode,
             diff: args.connection.diff,
@@ -48,8 +51,8 @@ impl TokenReport {
         let mut output = json!({
             "changed": changed,
             "failed": error.is_some(),
-            "tokens": self.plan.declared.iter().map(step_json).collect::<Vec<_>>(),
-            "undeclared": self.plan.undeclared.iter().map(step_json).collect::<Vec<_>>(),
+            "tokens": self.plan.declared.iter().map(|s| step_json(s, self.removed)).collect::<Vec<_>>(),
+            "undeclared": self.plan.undeclared.iter().map(|s| step_json(s, self.removed)).collect::<Vec<_>>(),
         });
         match &self.registration {
             Some(Ok(registration)) => {
@@ -78,7 +81,7 @@ impl TokenReport {
     fn summary(&self) -> String {
         let would = if self.check_mode { "would be " } else { "" };
         let described = |step: &Step| match &step.action {
-            Some(action) => format!("{would}{}", action.describe()),
+            Some(action) => format!("{would}{}", action.describe(self.removed)),
             None => "unchanged".to_string(),
         };
         match (self.plan.declared.as_slice(), self.plan.undeclared.len()) {
@@ -91,7 +94,10 @@ impl TokenReport {
                     all.len() - changed
                 );
                 if undeclared > 0 {
-                    summary.push_str(&format!("; {undeclared} undeclared {would}deleted"));
+                    summary.push_str(&format!(
+                        "; {undeclared} undeclared {would}{}",
+                        self.removed
+                    ));
                 }
                 summary
             }
@@ -99,11 +105,11 @@ impl TokenReport {
     }
 }
 
-fn step_json(step: &Step) -> Value {
+fn step_json(step: &Step, removed: &'static str) -> Value {
     let shown = step.after.or(step.before);
     let mut value = json!({
         "name": step.name,
-        "action": step.action.as_ref().map_or("unchanged", |a| a.describe()),
+        "action": step.action.as_ref().map_or("unchanged", |a| a.describe(removed)),
         "exists": step.after.is_some(),
     });
     if let Some(view) = shown {

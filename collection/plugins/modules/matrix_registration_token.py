@@ -24,8 +24,13 @@ description:
     be sent (see O(expires)).
   - The server's list of tokens is read once. Then each change is sent in the declared order, undeclared deletions
     last; if one fails, the task fails with its reason, and the result lists the tokens handled before it.
-  - This version manages the tokens of Synapse (its admin API C(/_synapse/admin/v1/registration_tokens)) and
-    Dendrite (C(/_dendrite/admin/registrationTokens)); with O(homeserver=mas) the task fails before anything is sent.
+  - Synapse (its admin API C(/_synapse/admin/v1/registration_tokens)), Dendrite (C(/_dendrite/admin/registrationTokens))
+    and MAS (C(/api/admin/v1/user-registration-tokens), read a page of 100 at a time).
+  - "MAS: a token cannot be deleted there, so O(state=absent) and O(undeclared=delete) revoke it (the result says
+    C(revoked)); a revoked token declared present is unrevoked, with any change of limit or expiry. A revoked token
+    counts as absent. C(completed) is MAS's C(times_used); MAS has no C(pending). Whether tokens are of use is read
+    from MAS's site configuration (C(password_registration_enabled), C(password_registration_token_required)); the
+    deprecated C(account.registration_token_required), which MAS enforces too, does not show there."
   - "Dendrite v0.13.8: it creates tokens only with C(client_api.registration_requires_token: true) in
     C(dendrite.yaml) (otherwise the task fails saying so), and it never checks a token when someone registers - its
     registration flows ask for none and it answers the token stage as unimplemented - so the tokens limit nobody, and
@@ -68,7 +73,7 @@ options:
     type: str
   state:
     description:
-      - C(present) - the token exists with these settings. C(absent) - it is deleted.
+      - C(present) - the token exists with these settings. C(absent) - it is deleted (Synapse, Dendrite) or revoked (MAS).
     type: str
     choices: [present, absent]
     default: present
@@ -82,7 +87,7 @@ options:
   undeclared:
     description:
       - What to do with the server's tokens that the task does not declare. C(keep) leaves them alone. C(delete)
-        deletes them, which makes the declared tokens the whole set.
+        deletes them (MAS - revokes those not revoked yet), which makes the declared tokens the whole set.
     type: str
     choices: [keep, delete]
     default: keep
@@ -153,7 +158,8 @@ tokens:
       description: Where the token is declared - C(token) (one token) or C(tokens[2]).
       type: str
     action:
-      description: C(created), C(updated), C(deleted) or C(unchanged) (in check mode, what would be done).
+      description: C(created), C(updated), C(deleted) (MAS - C(revoked)), C(unrevoked) (MAS) or C(unchanged) (in check
+        mode, what would be done).
       type: str
     exists:
       description: Whether the token exists after the run.

@@ -87,6 +87,7 @@ impl RegistrationTokenServer for Dendrite {
         token: &Secret,
         uses_allowed: Option<Option<u32>>,
         expires: Option<Option<i64>>,
+        _revive: bool,
     ) -> Result<ObservedToken, ServerError> {
         let what = "changing a registration token";
         let mut body = Map::new();

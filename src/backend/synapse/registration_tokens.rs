@@ -58,6 +58,7 @@ impl RegistrationTokenServer for Synapse {
         token: &Secret,
         uses_allowed: Option<Option<u32>>,
         expires: Option<Option<i64>>,
+        _revive: bool,
     ) -> Result<ObservedToken, ServerError> {
         let what = "changing a registration token";
         let mut body = Map::new();
