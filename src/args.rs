@@ -20,6 +20,7 @@ mod avatar;
 mod connection;
 mod fields;
 mod parameters;
+mod registration_tokens;
 mod undeclared;
 mod user;
 

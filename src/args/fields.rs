@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::parameters::parameter;
 use super::ArgsError;
 use crate::host_file::{self, FileProblem};
+use crate::module::MODULE_KEY;
 use crate::secret::{excerpt, hold, url_password, Secret};
 
 /// Linux's `PATH_MAX`.
@@ -82,11 +83,12 @@ impl<'a> Fields<'a> {
     }
 
     pub(super) fn refuse_unknown(&self, known: &[&str]) -> Result<(), ArgsError> {
-        match self
-            .map
-            .keys()
-            .find(|key| !key.starts_with("_ansible_") && !known.contains(&key.as_str()))
-        {
+        match self.map.keys().find(|key| {
+            // Ansible's internal keys, and the module the action plugin ran.
+            !key.starts_with("_ansible_")
+                && key.as_str() != MODULE_KEY
+                && !known.contains(&key.as_str())
+        }) {
             Some(key) => Err(ArgsError::at(
                 self.name(&echo(key)),
                 ArgsErrorKind::UnknownParameter {

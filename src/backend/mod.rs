@@ -31,6 +31,7 @@ mod shared_secret;
 #[cfg(feature = "databases")]
 mod sql;
 pub mod synapse;
+mod token_admin;
 mod token_cache;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ use crate::matrix_id::UserId;
 use crate::model::ModuleArgs;
 use crate::model::{Account, Change, DesiredUser, Fact};
 use crate::secret::Secret;
+use crate::tokens::model::{ObservedToken, Registration, TokenSettings};
 
 pub use self::capabilities::Capabilities;
 pub use self::declaration::DeclarationError;
@@ -210,4 +212,38 @@ pub trait AccountServer {
         desired: &DesiredUser,
         changes: &[Change],
     ) -> Result<(), ServerError>;
+}
+
+/// What a homeserver that keeps registration tokens offers the token
+/// module (`matrix_registration_token`), once connected as for the users.
+#[allow(async_fn_in_trait)] // used with concrete types on one thread only
+pub trait RegistrationTokenServer {
+    /// What the server does to a token declared absent, as results say it.
+    const REMOVED: &'static str = "deleted";
+
+    /// Every token the server has, read at once.
+    async fn registration_tokens(&self) -> Result<Vec<ObservedToken>, ServerError>;
+
+    /// Creates a token with `settings`; the server generates it when
+    /// `token` is `None`. Returns it as the server keeps it.
+    async fn create_registration_token(
+        &self,
+        token: Option<&Secret>,
+        settings: TokenSettings,
+    ) -> Result<ObservedToken, ServerError>;
+
+    /// Sets the fields that are `Some` (`Some(None)`: unlimited, never),
+    /// and with `revive`, unrevokes the token (only servers that revoke).
+    async fn update_registration_token(
+        &self,
+        token: &Secret,
+        uses_allowed: Option<Option<u32>>,
+        expires: Option<Option<i64>>,
+        revive: bool,
+    ) -> Result<ObservedToken, ServerError>;
+
+    async fn delete_registration_token(&self, token: &Secret) -> Result<(), ServerError>;
+
+    /// What the server advertises to people who would register.
+    async fn registration_advertised(&self) -> Result<Registration, ServerError>;
 }

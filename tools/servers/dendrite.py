@@ -3,13 +3,16 @@
 
 Two ways to run it:
 
-  dendrite.py --ephemeral --database sqlite|postgres [--default-rate-limits]
+  dendrite.py --ephemeral --database sqlite|postgres [--default-rate-limits] [--registration-requires-token]
       A throw-away server in a temporary folder on a free port. With
       `--database postgres` a private PostgreSQL cluster is started in that
       folder too, on another free loopback port. When it is ready, one JSON
       line goes to stdout (url, server_name, registration_shared_secret,
       data_dir, database). The servers live until stdin closes, so they die
       with the test process that started them.
+      --registration-requires-token sets client_api.registration_requires_token,
+      without which Dendrite refuses to create registration tokens
+      (registration itself stays disabled).
 
   dendrite.py --data-dir DIR --port PORT start|stop|status
       A persistent server (SQLite) in DIR. `start` is idempotent and prints
@@ -59,7 +62,8 @@ def sqlite_path(data_dir: str, component: str) -> str:
     return os.path.join(data_dir, f"dendrite_{component}.db")
 
 
-def write_config(bin_dir: str, data_dir: str, database: str, default_rate_limits: bool) -> dict:
+def write_config(bin_dir: str, data_dir: str, database: str, default_rate_limits: bool,
+                 registration_requires_token: bool = False) -> dict:
     """Writes dendrite.yaml (if missing) and returns its path and secret.
 
     `database` is "sqlite" or a postgres:// URL shared by all components.
@@ -110,6 +114,8 @@ def write_config(bin_dir: str, data_dir: str, database: str, default_rate_limits
         # One database for every component, as Dendrite's monolith allows;
         # the userapi_* tables live in it next to the others.
         config["global"]["database"] = {"connection_string": database, "max_open_conns": 50}
+    if registration_requires_token:
+        config["client_api"]["registration_requires_token"] = True
     if not default_rate_limits:
         # Every test request comes from 127.0.0.1, and Dendrite's limiter
         # allows only 5 requests in flight per caller (device, or remote
@@ -153,7 +159,7 @@ def start_ephemeral(args, data_dir: str, cleanup) -> str:
         connection = "sqlite"
         accounts_db = sqlite_path(data_dir, "userapi")
     port = free_port()
-    paths = write_config(bin_dir, data_dir, connection, args.default_rate_limits)
+    paths = write_config(bin_dir, data_dir, connection, args.default_rate_limits, args.registration_requires_token)
     url = f"http://127.0.0.1:{port}"
     process = spawn(bin_dir, paths["config"], data_dir, port, detach=False)
     cleanup.callback(stop_process, process)
@@ -186,6 +192,7 @@ def main() -> None:
     parser = launcher.command_line(__doc__, port=8008)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--default-rate-limits", action="store_true")
+    parser.add_argument("--registration-requires-token", action="store_true")
     args = parser.parse_args()
     if not args.ephemeral and args.data_dir and args.action and args.database != "sqlite":
         parser.error("the persistent server uses SQLite only")

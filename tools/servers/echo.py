@@ -19,6 +19,10 @@ body and its Authorization header) in the encoding `<mode>` names:
   html             a long HTML page (no JSON) with the password at character 150
   plain            the raw body as text/plain
 
+The creation of a registration token (`POST /_synapse/admin/v1/registration_tokens/new`)
+fails the same way, in the mode its token starts with (`html.` and anything), after a list
+of no tokens.
+
 A token that starts with `overflow` gets a 429 on `whoami` asking to wait one
 second, then, on the retry, 2^64-1 seconds (Retry-After): more than the
 module's clock arithmetic can add, which once made it panic.
@@ -34,6 +38,7 @@ from launcher import free_port, run_ephemeral
 
 SERVER_NAME = "echo.test"
 ADMIN = f"@admin:{SERVER_NAME}"
+REGISTRATION_TOKENS = "/_synapse/admin/v1/registration_tokens"
 # The `overflow` tokens already asked to wait once.
 RATE_LIMITED = set()
 # The user paths an empty PUT has created.
@@ -55,7 +60,8 @@ def quoted(mode: str, body: str, authorization: str) -> tuple:
         encoded = urllib.parse.urlencode({"request": request})
         return 400, "application/json", json.dumps({"errcode": "M_UNKNOWN", "error": f"bad request {encoded}"})
     if mode == "html":
-        password = json.loads(body)["password"]
+        fields = json.loads(body)
+        password = fields.get("password") or fields["token"]
         page = "<html><head><title>400 Bad Request</title></head><body><p>"
         page += "x" * (150 - len(page)) + password + "</p>" + "<p>padding</p>" * 100 + "</body></html>"
         return 400, "text/html", page
@@ -87,12 +93,17 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(200, "application/json", json.dumps({"user_id": ADMIN}))
         if path == f"/_synapse/admin/v2/users/{ADMIN}":
             return self.answer(200, "application/json", json.dumps({"name": ADMIN, "admin": True, "deactivated": False}))
+        if path == REGISTRATION_TOKENS:
+            return self.answer(200, "application/json", json.dumps({"registration_tokens": []}))
         if path.startswith("/_synapse/admin/v2/users/@"):
             return self.answer(404, "application/json", json.dumps({"errcode": "M_NOT_FOUND", "error": "User not found"}))
         self.answer(404, "application/json", json.dumps({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}))
 
     def do_PUT(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        if self.path == f"{REGISTRATION_TOKENS}/new":
+            mode = json.loads(body)["token"].split(".")[0]
+            return self.answer(*quoted(mode, body, self.headers.get("Authorization", "")))
         if self.command == "PUT" and "password" not in json.loads(body or "{}"):
             # The module's first, empty PUT creates the account (201), and a
             # later one without a password (deactivating it) succeeds; the PUT

@@ -5,7 +5,8 @@ Two ways to run it:
 
   synapse.py --ephemeral [--database sqlite|postgres] [--default-rate-limits] [--no-shared-secret]
                         [--appservice-and-notices] [--extra-user-type NAME]...
-                        [--require-auth-for-profile-requests]
+                        [--require-auth-for-profile-requests] [--registration-requires-token]
+                        [--open-registration]
       A throw-away server in a temporary folder on a free port. When it is
       ready, one JSON line goes to stdout (url, server_name,
       registration_shared_secret, data_dir, database). The server lives
@@ -24,6 +25,11 @@ Two ways to run it:
       `undeclared` must spare.
       --require-auth-for-profile-requests sets Synapse's option of that
       name: profiles are shown only to a request with an access token.
+      --registration-requires-token opens registration through the client
+      API to whoever has a registration token (enable_registration and
+      registration_requires_token), for matrix_registration_token's tests.
+      --open-registration lets anyone register without a token
+      (enable_registration and enable_registration_without_verification).
 
   synapse.py --data-dir DIR --port PORT [--registration-shared-secret-file PATH] start|stop|status
       The persistent local homeserver that `just register-user` uses when no
@@ -80,6 +86,8 @@ def write_config(
     require_auth_for_profile_requests: bool = False,
     given_shared_secret: str | None = None,
     postgres: Postgres | None = None,
+    registration_requires_token: bool = False,
+    open_registration: bool = False,
 ) -> dict:
     os.makedirs(data_dir, exist_ok=True)
     config_path = os.path.join(data_dir, "homeserver.yaml")
@@ -148,6 +156,15 @@ def write_config(
         config.update(write_appservice(data_dir))
     if require_auth_for_profile_requests:
         config["require_auth_for_profile_requests"] = True
+    if open_registration:
+        config["enable_registration"] = True
+        config["enable_registration_without_verification"] = True
+    if registration_requires_token:
+        config["enable_registration"] = True
+        config["registration_requires_token"] = True
+        # Synapse lets one address register 3 accounts, then one per 6 s;
+        # a test registers several people in a row from 127.0.0.1.
+        config["rc_registration"] = {"per_second": 1000, "burst_count": 1000}
     if not default_rate_limits:
         # Every test login comes from 127.0.0.1, so the per-address login
         # limit (5 logins, then one per 5 minutes) would throttle the tests'
@@ -241,6 +258,8 @@ def start_ephemeral(args, data_dir: str, cleanup) -> str:
         appservice_and_notices=args.appservice_and_notices,
         require_auth_for_profile_requests=args.require_auth_for_profile_requests,
         postgres=postgres,
+        registration_requires_token=args.registration_requires_token,
+        open_registration=args.open_registration,
     )
     url = f"http://127.0.0.1:{port}"
     process = spawn(paths["config"], data_dir, detach=False)
@@ -282,6 +301,8 @@ def main() -> None:
     parser.add_argument("--extra-user-type", action="append", default=[], metavar="NAME")
     parser.add_argument("--appservice-and-notices", action="store_true")
     parser.add_argument("--require-auth-for-profile-requests", action="store_true")
+    parser.add_argument("--registration-requires-token", action="store_true")
+    parser.add_argument("--open-registration", action="store_true")
     parser.add_argument("--registration-shared-secret-file", metavar="PATH",
                         help="start (persistent only): the registration shared secret to configure, as a host's "
                              "configuration management derives it (mdad's), instead of a new one")

@@ -2,6 +2,12 @@
 # Apache License 2.0 (see the collection's LICENSE)
 """Runs the build of the compiled module matrix_user that fits the managed host.
 
+The same binary serves every module of the collection (matrix_user,
+matrix_registration_token): the action plugin of each, a subclass naming its
+module in ``MODULE``, sets the reserved argument ``_matrix_user_module`` to
+that name, which is how the binary knows which module the task is
+(Ansible's ``_ansible_module_name`` names the binary, not the task's module).
+
 The module is a static binary per supported platform, in the collection's
 ``binaries/`` folder as ``matrix_user_<system>_<arch>`` (for example
 ``binaries/matrix_user_linux_aarch64``), documented by
@@ -25,7 +31,9 @@ import os
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-MODULE = 'matrix_user'
+# The name of the binaries, and the argument that says which module runs.
+BINARY = 'matrix_user'
+MODULE_KEY = '_matrix_user_module'
 
 # <collection>/binaries, from <collection>/plugins/action/matrix_user.py.
 BINARIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'binaries')
@@ -50,6 +58,9 @@ def platform_of(system, architecture):
 
 class ActionModule(ActionBase):
 
+    # The module this action plugin runs; a subclass names its own.
+    MODULE = 'matrix_user'
+
     _supports_check_mode = True
     _supports_async = True
 
@@ -68,7 +79,7 @@ class ActionModule(ActionBase):
                 'platform (delegate_to), or build the module for this one from its source.'
             )
 
-        binary = f'{MODULE}_{platform}'
+        binary = f'{BINARY}_{platform}'
         if not os.path.isfile(os.path.join(BINARIES_DIR, binary)):
             raise AnsibleActionFail(
                 f'{action}: the binary for this host, {os.path.join(BINARIES_DIR, binary)}, is missing. '
@@ -79,10 +90,12 @@ class ActionModule(ActionBase):
         # searches only collections otherwise); this lasts for this task only
         # (each task runs in a worker process of its own).
         self._shared_loader_obj.module_loader.add_directory(BINARIES_DIR)
+        # Set whatever the task gave: the module is the task's, not an option.
+        module_args = dict(self._task.args, **{MODULE_KEY: self.MODULE})
         result.update(
             self._execute_module(
                 module_name=f'ansible.legacy.{binary}',
-                module_args=self._task.args.copy(),
+                module_args=module_args,
                 task_vars=task_vars,
                 wrap_async=self._task.async_val,
             )

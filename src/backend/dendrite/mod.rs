@@ -36,6 +36,7 @@ mod database;
 #[cfg(not(feature = "databases"))]
 #[path = "without_database.rs"]
 mod database;
+mod registration_tokens;
 mod users;
 
 use std::cell::RefCell;

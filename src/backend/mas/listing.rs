@@ -255,7 +255,7 @@ impl Mas {
 
     /// Every item of a list that passes `filters`, a page at a time; `None`
     /// when MAS counts more than `most` items.
-    async fn list_pages(
+    pub(super) async fn list_pages(
         &self,
         path: &str,
         filters: &[(&str, &str)],

@@ -29,6 +29,7 @@ mod homeserver;
 mod listing;
 mod oauth;
 mod personal_token;
+mod registration_tokens;
 mod upstream_links;
 mod users;
 
@@ -85,6 +86,9 @@ pub struct Mas {
     shown_displaynames: RefCell<HashMap<UserId, Option<String>>>,
     /// How many users are read at once (`concurrency`).
     concurrency: usize,
+    /// The ID of each registration token listed, by its string: MAS's API
+    /// names a token by ID only.
+    registration_token_ids: RefCell<HashMap<String, String>>,
 }
 
 /// A user as MAS's admin API describes it.
@@ -288,6 +292,7 @@ impl AccountServer for Mas {
             homeserver,
             shown_displaynames: RefCell::new(HashMap::new()),
             concurrency: args.concurrency,
+            registration_token_ids: RefCell::new(HashMap::new()),
         };
         let what = "reading MAS's site configuration";
         let reply = mas.admin(Method::GET, "/site-config", None).await?;

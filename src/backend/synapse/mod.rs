@@ -20,6 +20,7 @@ mod email;
 mod identifiers;
 mod listing;
 mod media;
+mod registration_tokens;
 mod rooms;
 mod users;
 

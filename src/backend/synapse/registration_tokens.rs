@@ -1,0 +1,153 @@
+//! Synapse's registration tokens: its admin API
+//! (`/_synapse/admin/v1/registration_tokens`, one list without paging) and
+//! what its client API advertises for registration.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::Synapse;
+use crate::backend::proxy::from_homeserver;
+use crate::backend::token_admin::{observed, unexpected};
+use crate::backend::{RegistrationTokenServer, ServerError};
+use crate::http::{path_segment, Body};
+use crate::secret::Secret;
+use crate::tokens::model::{ObservedToken, Registration, TokenSettings};
+
+const TOKENS: &str = "/_synapse/admin/v1/registration_tokens";
+const REGISTER: &str = "/_matrix/client/v3/register";
+const TOKEN_STAGE: &str = "m.login.registration_token";
+
+impl RegistrationTokenServer for Synapse {
+    async fn registration_tokens(&self) -> Result<Vec<ObservedToken>, ServerError> {
+        let what = "reading the registration tokens";
+        let reply = self.admin_get(TOKENS, &[]).await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused(what, &reply));
+        }
+        let listed = reply
+            .body
+            .get("registration_tokens")
+            .and_then(Value::as_array);
+        let listed = listed.ok_or_else(|| unexpected(what, "no registration_tokens list"))?;
+        listed.iter().map(|entry| observed(what, entry)).collect()
+    }
+
+    async fn create_registration_token(
+        &self,
+        token: Option<&Secret>,
+        settings: TokenSettings,
+    ) -> Result<ObservedToken, ServerError> {
+        let what = "creating a registration token";
+        let mut body = json!({
+            "uses_allowed": settings.uses_allowed,
+            "expiry_time": settings.expires,
+        });
+        if let Some(token) = token {
+            body["token"] = json!(token.expose());
+        }
+        let path = format!("{TOKENS}/new");
+        let reply = self.admin_send(Method::POST, &path, &body).await?;
+        match reply.status {
+            StatusCode::OK => observed(what, &reply.body),
+            _ => Err(ServerError::refused(what, &reply)),
+        }
+    }
+
+    async fn update_registration_token(
+        &self,
+        token: &Secret,
+        uses_allowed: Option<Option<u32>>,
+        expires: Option<Option<i64>>,
+        _revive: bool,
+    ) -> Result<ObservedToken, ServerError> {
+        let what = "changing a registration token";
+        let mut body = Map::new();
+        if let Some(uses_allowed) = uses_allowed {
+            body.insert("uses_allowed".into(), json!(uses_allowed));
+        }
+        if let Some(expires) = expires {
+            body.insert("expiry_time".into(), json!(expires));
+        }
+        let path = format!("{TOKENS}/{}", path_segment(token.expose()));
+        let reply = self
+            .admin_send(Method::PUT, &path, &Value::Object(body))
+            .await?;
+        match reply.status {
+            StatusCode::OK => observed(what, &reply.body),
+            _ => Err(ServerError::refused(what, &reply)),
+        }
+    }
+
+    async fn delete_registration_token(&self, token: &Secret) -> Result<(), ServerError> {
+        let path = format!("{TOKENS}/{}", path_segment(token.expose()));
+        let reply = self.admin_send(Method::DELETE, &path, &json!({})).await?;
+        match reply.status {
+            // Gone already (someone else deleted it since the list was read).
+            StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(ServerError::refused(
+                "deleting a registration token",
+                &reply,
+            )),
+        }
+    }
+
+    /// Asks `/register` with an empty body, as a client does first:
+    /// Synapse answers 403 when registration is disabled, else 401 with the
+    /// flows (and a session that expires unused; no account is made).
+    async fn registration_advertised(&self) -> Result<Registration, ServerError> {
+        let what = "reading the registration flows";
+        let reply = self
+            .http
+            .send(Method::POST, REGISTER, None, Body::Json(&json!({})))
+            .await?;
+        let reply = from_homeserver(REGISTER, reply)?;
+        match reply.status {
+            StatusCode::FORBIDDEN => Ok(Registration::Closed),
+            StatusCode::UNAUTHORIZED => match reply.body.get("flows").and_then(Value::as_array) {
+                Some(flows) => Ok(registration_of(flows)),
+                None => Err(unexpected(what, "no flows")),
+            },
+            _ => Err(ServerError::refused(what, &reply)),
+        }
+    }
+}
+
+/// What the registration `flows` of a 401 mean for tokens: required when
+/// every flow has the token stage (Synapse prepends it to each when
+/// `registration_requires_token` is set).
+fn registration_of(flows: &[Value]) -> Registration {
+    let asks_token = |flow: &Value| {
+        flow.get("stages")
+            .and_then(Value::as_array)
+            .is_some_and(|stages| stages.iter().any(|s| s == TOKEN_STAGE))
+    };
+    match !flows.is_empty() && flows.iter().all(asks_token) {
+        true => Registration::TokenRequired,
+        false => Registration::OpenWithoutToken,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_required_only_when_every_flow_asks_for_it() {
+        let flows = |flows: Value| registration_of(flows.as_array().unwrap());
+        let token_then_dummy = json!({"stages": [TOKEN_STAGE, "m.login.dummy"]});
+        assert_eq!(
+            flows(json!([token_then_dummy])),
+            Registration::TokenRequired
+        );
+        let email_only = json!({"stages": ["m.login.email.identity"]});
+        assert_eq!(
+            flows(json!([token_then_dummy, email_only])),
+            Registration::OpenWithoutToken
+        );
+        assert_eq!(
+            flows(json!([{"stages": ["m.login.dummy"]}])),
+            Registration::OpenWithoutToken
+        );
+        assert_eq!(flows(json!([])), Registration::OpenWithoutToken);
+    }
+}

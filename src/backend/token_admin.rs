@@ -1,0 +1,38 @@
+//! The registration token object Synapse's and Dendrite's admin APIs share
+//! (`token`, `uses_allowed`, `pending`, `completed`, `expiry_time` in ms).
+
+use serde_json::Value;
+
+use super::ServerError;
+use crate::secret::Secret;
+use crate::tokens::model::ObservedToken;
+
+/// One token as the admin API shows it; `what` names the request in errors.
+pub fn observed(what: &str, entry: &Value) -> Result<ObservedToken, ServerError> {
+    let number = |field: &str| -> Result<Option<u64>, ServerError> {
+        match entry.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| unexpected(what, &format!("{field} is not a whole number"))),
+        }
+    };
+    let token = entry.get("token").and_then(Value::as_str);
+    let token = token.ok_or_else(|| unexpected(what, "a token without its string"))?;
+    Ok(ObservedToken {
+        token: Secret::new(token),
+        uses_allowed: number("uses_allowed")?,
+        expires: number("expiry_time")?.map(|ms| ms as i64),
+        pending: number("pending")?.unwrap_or(0),
+        completed: number("completed")?.unwrap_or(0),
+        revoked: false,
+    })
+}
+
+pub fn unexpected(what: &str, detail: &str) -> ServerError {
+    ServerError::Unexpected {
+        what: what.into(),
+        detail: detail.into(),
+    }
+}

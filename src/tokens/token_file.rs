@@ -1,0 +1,79 @@
+//! `token_file`: where a token the server generated is kept, mode 0600,
+//! written whole or not at all (a new file renamed into place, so a link
+//! planted at the path is replaced, never written through).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::secret::Secret;
+
+/// Fails, saying why, when `path` could not take a token: checked before
+/// the server is asked to generate one.
+pub fn check_writable(path: &Path) -> Result<(), String> {
+    let (file, temporary) = create_beside(path)?;
+    drop(file);
+    let _ = std::fs::remove_file(temporary);
+    Ok(())
+}
+
+/// Writes `token` to `path`, mode 0600.
+pub fn write(path: &Path, token: &Secret) -> Result<(), String> {
+    let (mut file, temporary) = create_beside(path)?;
+    let written = file
+        .write_all(token.expose().as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, path));
+    written.map_err(|error| {
+        let _ = std::fs::remove_file(&temporary);
+        format!("cannot write {}: {error}", path.display())
+    })
+}
+
+/// A new private file in `path`'s folder, and its name.
+fn create_beside(path: &Path) -> Result<(std::fs::File, PathBuf), String> {
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    let mut random = [0u8; 8];
+    getrandom::getrandom(&mut random).map_err(|error| error.to_string())?;
+    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let temporary = folder.join(format!(".matrix-registration-token-{suffix}"));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(|error| format!("cannot write a file in {}: {error}", folder.display()))?;
+    Ok((file, temporary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_token_is_written_private_and_a_missing_folder_is_refused() {
+        let folder =
+            std::env::temp_dir().join(format!("matrix-user-token-file-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join("invitation");
+        check_writable(&path).unwrap();
+        assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
+        write(&path, &Secret::new("generated-1234")).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "generated-1234\n");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let missing = folder.join("no-such-folder/invitation");
+        assert!(check_writable(&missing)
+            .unwrap_err()
+            .starts_with("cannot write a file in "));
+        std::fs::remove_dir_all(&folder).unwrap();
+    }
+}
