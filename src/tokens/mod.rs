@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::backend::dendrite::Dendrite;
 use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
-use crate::backend::{AccountServer, RegistrationTokenServer, ServerError};
+use crate::backend::{AccountServer, DeclarationError, RegistrationTokenServer, ServerError};
 use crate::http::{Http, HttpError};
 use crate::model::{ArgsError, HomeserverKind};
 use model::{DesiredToken, Registration, TokenArgs, TokenSource};
@@ -28,6 +28,9 @@ pub enum TokenError {
     Args(#[from] ArgsError),
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// The connection declares what the chosen server does not accept.
+    #[error(transparent)]
+    Declaration(#[from] DeclarationError),
     #[error(transparent)]
     Server(#[from] ServerError),
     #[error(transparent)]
