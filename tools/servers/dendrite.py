@@ -189,10 +189,7 @@ def run_persistent(args) -> None:
 
 
 def main() -> None:
-    parser = launcher.command_line(__doc__, port=8008)
-    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--default-rate-limits", action="store_true")
-    parser.add_argument("--registration-requires-token", action="store_true")
+    parser = launcher.homeserver_command_line(__doc__)
     args = parser.parse_args()
     if not args.ephemeral and args.data_dir and args.action and args.database != "sqlite":
         parser.error("the persistent server uses SQLite only")

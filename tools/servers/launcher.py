@@ -133,6 +133,16 @@ def command_line(description: str, port: int | None = None, in_process: bool = F
     return parser
 
 
+def homeserver_command_line(description: str) -> argparse.ArgumentParser:
+    """The command line of a homeserver script (synapse.py, dendrite.py):
+    the one every server takes, and the options both homeservers take."""
+    parser = command_line(description, port=8008)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--default-rate-limits", action="store_true")
+    parser.add_argument("--registration-requires-token", action="store_true")
+    return parser
+
+
 def run(parser: argparse.ArgumentParser, args, ephemeral, persistent) -> None:
     """Calls `ephemeral(args)` or `persistent(args)`, as the command line asks."""
     if args.ephemeral:

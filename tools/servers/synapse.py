@@ -294,14 +294,11 @@ def run_persistent(args) -> None:
 
 
 def main() -> None:
-    parser = launcher.command_line(__doc__, port=8008)
-    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--default-rate-limits", action="store_true")
+    parser = launcher.homeserver_command_line(__doc__)
     parser.add_argument("--no-shared-secret", action="store_true")
     parser.add_argument("--extra-user-type", action="append", default=[], metavar="NAME")
     parser.add_argument("--appservice-and-notices", action="store_true")
     parser.add_argument("--require-auth-for-profile-requests", action="store_true")
-    parser.add_argument("--registration-requires-token", action="store_true")
     parser.add_argument("--open-registration", action="store_true")
     parser.add_argument("--registration-shared-secret-file", metavar="PATH",
                         help="start (persistent only): the registration shared secret to configure, as a host's "
