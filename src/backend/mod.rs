@@ -16,8 +16,6 @@
 //! told from the homeserver's). [`ServerError`] is in [`error`], and when a
 //! bulk read pays in [`listing`].
 
-#[cfg(test)]
-mod address_chars;
 mod capabilities;
 mod client_api;
 mod declaration;
@@ -247,3 +245,6 @@ pub trait RegistrationTokenServer {
     /// What the server advertises to people who would register.
     async fn registration_advertised(&self) -> Result<Registration, ServerError>;
 }
+
+#[cfg(test)]
+mod address_chars;
