@@ -36,10 +36,10 @@ use std::collections::HashMap;
 
 use crate::http::Http;
 use crate::matrix_id::UserId;
+use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
 use crate::model::ModuleArgs;
 use crate::model::{Account, Change, DesiredUser, Fact};
 use crate::secret::Secret;
-use crate::tokens::model::{ObservedToken, Registration, TokenSettings};
 
 pub use self::capabilities::Capabilities;
 pub use self::declaration::DeclarationError;
