@@ -12,6 +12,7 @@ use crate::secret::Secret;
 
 mod attribute;
 mod declaration;
+pub mod tokens;
 
 pub use attribute::{same_set, Attribute, ATTRIBUTES};
 pub use declaration::{ArgsError, ArgsErrorKind, Credentials, ModuleArgs, ServerOptions};

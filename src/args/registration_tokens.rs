@@ -8,12 +8,12 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use super::fields::{echo, Fields};
-use crate::model::{ArgsError, ArgsErrorKind, ModuleArgs};
-use crate::secret::hold;
-use crate::tokens::model::{
+use crate::model::tokens::{
     DesiredToken, TokenArgs, TokenSettings, TokenSource, TokenState, UndeclaredTokens,
     MAX_USES_ALLOWED,
 };
+use crate::model::{ArgsError, ArgsErrorKind, ModuleArgs};
+use crate::secret::hold;
 
 /// How to reach and authenticate to the server: read exactly as for
 /// `matrix_user` ([`ModuleArgs`]), so `module_defaults` for the

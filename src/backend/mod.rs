@@ -16,8 +16,6 @@
 //! told from the homeserver's). [`ServerError`] is in [`error`], and when a
 //! bulk read pays in [`listing`].
 
-#[cfg(test)]
-mod address_chars;
 mod capabilities;
 mod client_api;
 mod declaration;
@@ -38,10 +36,10 @@ use std::collections::HashMap;
 
 use crate::http::Http;
 use crate::matrix_id::UserId;
+use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
 use crate::model::ModuleArgs;
 use crate::model::{Account, Change, DesiredUser, Fact};
 use crate::secret::Secret;
-use crate::tokens::model::{ObservedToken, Registration, TokenSettings};
 
 pub use self::capabilities::Capabilities;
 pub use self::declaration::DeclarationError;
@@ -247,3 +245,6 @@ pub trait RegistrationTokenServer {
     /// What the server advertises to people who would register.
     async fn registration_advertised(&self) -> Result<Registration, ServerError>;
 }
+
+#[cfg(test)]
+mod address_chars;

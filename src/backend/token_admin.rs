@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use super::ServerError;
+use crate::model::tokens::ObservedToken;
 use crate::secret::Secret;
-use crate::tokens::model::ObservedToken;
 
 /// One token as the admin API shows it; `what` names the request in errors.
 pub fn observed(what: &str, entry: &Value) -> Result<ObservedToken, ServerError> {

@@ -3,7 +3,6 @@
 //! arguments -> the server's rules -> connect -> read -> plan (pure) ->
 //! apply -> report.
 
-pub mod model;
 mod plan;
 mod report;
 mod token_file;
@@ -16,8 +15,8 @@ use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
 use crate::backend::{AccountServer, DeclarationError, RegistrationTokenServer, ServerError};
 use crate::http::{Http, HttpError};
+use crate::model::tokens::{DesiredToken, Registration, TokenArgs, TokenSource};
 use crate::model::{ArgsError, HomeserverKind};
-use model::{DesiredToken, Registration, TokenArgs, TokenSource};
 use plan::{Action, Plan, PlanError, Step, TokenView};
 use report::TokenReport;
 
@@ -190,7 +189,7 @@ async fn apply_step<S: RegistrationTokenServer>(
     })
 }
 
-fn seen(token: &model::ObservedToken) -> TokenView {
+fn seen(token: &crate::model::tokens::ObservedToken) -> TokenView {
     TokenView {
         uses_allowed: token.uses_allowed,
         expires: token.expires,

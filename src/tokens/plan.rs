@@ -3,7 +3,9 @@
 
 use thiserror::Error;
 
-use super::model::{DesiredToken, ObservedToken, TokenSettings, TokenState, UndeclaredTokens};
+use crate::model::tokens::{
+    DesiredToken, ObservedToken, TokenSettings, TokenState, UndeclaredTokens,
+};
 use crate::rfc3339::format_millis;
 use crate::secret::Secret;
 
@@ -229,7 +231,7 @@ fn refuse_duplicates(desired: &[DesiredToken]) -> Result<(), PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::model::TokenSource;
+    use crate::model::tokens::TokenSource;
     use std::path::PathBuf;
 
     const NOW: i64 = 1_800_000_000_000;

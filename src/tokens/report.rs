@@ -3,9 +3,9 @@
 
 use serde_json::{json, Value};
 
-use super::model::{Registration, TokenArgs};
 use super::plan::{Plan, Step, TokenView};
 use super::registration_message;
+use crate::model::tokens::{Registration, TokenArgs};
 use crate::rfc3339::format_millis;
 use crate::secret::mask_secrets;
 

@@ -17,8 +17,8 @@ use crate::backend::proxy::from_homeserver;
 use crate::backend::token_admin::{observed, unexpected};
 use crate::backend::{RegistrationTokenServer, ServerError};
 use crate::http::{path_segment, Body, Reply};
+use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
 use crate::secret::Secret;
-use crate::tokens::model::{ObservedToken, Registration, TokenSettings};
 
 const TOKENS: &str = "/_dendrite/admin/registrationTokens";
 const REGISTER: &str = "/_matrix/client/v3/register";

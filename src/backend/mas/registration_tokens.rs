@@ -11,9 +11,9 @@ use super::admin_api::unexpected;
 use super::Mas;
 use crate::backend::{RegistrationTokenServer, ServerError};
 use crate::http::path_segment;
+use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
 use crate::rfc3339::{format_millis, parse_millis};
 use crate::secret::Secret;
-use crate::tokens::model::{ObservedToken, Registration, TokenSettings};
 
 const TOKENS: &str = "/user-registration-tokens";
 

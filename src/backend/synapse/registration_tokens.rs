@@ -10,8 +10,8 @@ use crate::backend::proxy::from_homeserver;
 use crate::backend::token_admin::{observed, unexpected};
 use crate::backend::{RegistrationTokenServer, ServerError};
 use crate::http::{path_segment, Body};
+use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
 use crate::secret::Secret;
-use crate::tokens::model::{ObservedToken, Registration, TokenSettings};
 
 const TOKENS: &str = "/_synapse/admin/v1/registration_tokens";
 const REGISTER: &str = "/_matrix/client/v3/register";
