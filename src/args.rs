@@ -151,6 +151,7 @@ fn hold_secret_arguments(map: &Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host_file::TempFile;
     use crate::model::{
         ExternalId, Ratelimit, Undeclared, UpdatePassword, UpdateType, UpstreamLink, UserState,
         UserType,
@@ -378,15 +379,13 @@ mod tests {
     /// as a driver may quote it without the rest of the URL.
     #[test]
     fn the_synapse_database_may_come_from_a_file_and_its_password_is_masked() {
-        let path = std::env::temp_dir().join(format!(
-            "matrix-user-args-test-{}-synapse-database",
-            std::process::id()
-        ));
-        std::fs::write(&path, "postgresql://synapse:syn-db-secret@db/synapse\n").unwrap();
+        let file = TempFile::with(
+            "synapse-database",
+            b"postgresql://synapse:syn-db-secret@db/synapse\n",
+        );
         let parsed = parse(with(
-            json!({"username": "a", "synapse_database_file": path}),
+            json!({"username": "a", "synapse_database_file": file.path()}),
         ));
-        std::fs::remove_file(&path).unwrap();
         let database = parsed.unwrap().credentials.synapse_database.unwrap();
         assert_eq!(
             database.expose(),
@@ -399,16 +398,14 @@ mod tests {
     /// like every other secret.
     #[test]
     fn the_dendrite_database_may_come_from_a_file() {
-        let path = std::env::temp_dir().join(format!(
-            "matrix-user-args-test-{}-dendrite-database",
-            std::process::id()
-        ));
-        std::fs::write(&path, "postgres://dendrite:db-pw@127.0.0.1/userapi\n").unwrap();
+        let file = TempFile::with(
+            "dendrite-database",
+            b"postgres://dendrite:db-pw@127.0.0.1/userapi\n",
+        );
         let mut args = with(
-            json!({"homeserver": "dendrite", "username": "a", "dendrite_database_file": path}),
+            json!({"homeserver": "dendrite", "username": "a", "dendrite_database_file": file.path()}),
         );
         let parsed = parse(args.clone());
-        std::fs::remove_file(&path).unwrap();
         let database = parsed.unwrap().credentials.dendrite_database.unwrap();
         assert_eq!(
             database.expose(),
