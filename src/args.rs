@@ -528,16 +528,20 @@ mod tests {
     #[test]
     fn every_secret_argument_is_masked_in_any_error() {
         // The bad value comes before the secrets are parsed: they are masked all the same.
-        refused_hiding(
-            json!({"homeserver": "early-secret-1", "homeserver_url": "http://x",
-            "registration_shared_secret": "early-secret-1", "username": "alice"}),
-            "early-secret-1",
-        );
-        refused_hiding(
-            json!({"homeserver_url": "http://x", "admin_token": "early-secret-2",
-            "users": [{"username": "alice", "password": "early-secret-3", "state": "early-secret-3"}]}),
-            "early-secret-3",
-        );
+        for (declaration, secret) in [
+            (
+                json!({"homeserver": "early-secret-1", "homeserver_url": "http://x",
+                "registration_shared_secret": "early-secret-1", "username": "alice"}),
+                "early-secret-1",
+            ),
+            (
+                json!({"homeserver_url": "http://x", "admin_token": "early-secret-2",
+                "users": [{"username": "alice", "password": "early-secret-3", "state": "early-secret-3"}]}),
+                "early-secret-3",
+            ),
+        ] {
+            refused_hiding(declaration, secret);
+        }
     }
 
     #[test]
