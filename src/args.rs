@@ -33,12 +33,7 @@ const MAX_CONCURRENCY: usize = 64;
 
 impl ModuleArgs {
     pub fn from_file(path: &Path) -> Result<ModuleArgs, ArgsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
-            ArgsError::new(ArgsErrorKind::Unreadable {
-                path: path.to_path_buf(),
-                source,
-            })
-        })?;
+        let text = read_args_file(path)?;
         // serde_json's messages give a position, never the content.
         let not_json = |e: serde_json::Error| ArgsError::new(ArgsErrorKind::NotJson(e.to_string()));
         // The users are kept as text and read one at a time: a tree of
@@ -110,6 +105,16 @@ impl ModuleArgs {
             warnings: top.take_warnings(),
         })
     }
+}
+
+/// The text of Ansible's args file at `path` (each module's arguments).
+fn read_args_file(path: &Path) -> Result<String, ArgsError> {
+    std::fs::read_to_string(path).map_err(|source| {
+        ArgsError::new(ArgsErrorKind::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
 }
 
 /// Registers the secret arguments among `fields` (the top level's or one user's).
