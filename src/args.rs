@@ -33,12 +33,7 @@ const MAX_CONCURRENCY: usize = 64;
 
 impl ModuleArgs {
     pub fn from_file(path: &Path) -> Result<ModuleArgs, ArgsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
-            ArgsError::new(ArgsErrorKind::Unreadable {
-                path: path.to_path_buf(),
-                source,
-            })
-        })?;
+        let text = read_args_file(path)?;
         // serde_json's messages give a position, never the content.
         let not_json = |e: serde_json::Error| ArgsError::new(ArgsErrorKind::NotJson(e.to_string()));
         // The users are kept as text and read one at a time: a tree of
@@ -112,6 +107,16 @@ impl ModuleArgs {
     }
 }
 
+/// The text of Ansible's args file at `path` (each module's arguments).
+fn read_args_file(path: &Path) -> Result<String, ArgsError> {
+    std::fs::read_to_string(path).map_err(|source| {
+        ArgsError::new(ArgsErrorKind::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
+}
+
 /// Registers the secret arguments among `fields` (the top level's or one user's).
 fn hold_user_secrets(fields: &Map<String, Value>) {
     for name in parameters::secret_names() {
@@ -151,6 +156,7 @@ fn hold_secret_arguments(map: &Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host_file::TempFile;
     use crate::model::{
         ExternalId, Ratelimit, Undeclared, UpdatePassword, UpdateType, UpstreamLink, UserState,
         UserType,
@@ -177,6 +183,24 @@ mod tests {
 
     fn error(value: Value) -> String {
         parse(value).unwrap_err().to_string()
+    }
+
+    /// Asserts that `value` is refused with a message starting with `start`
+    /// (the field and what is wrong); returns the message.
+    #[track_caller]
+    fn refused_with(value: Value, start: &str) -> String {
+        let message = error(value);
+        assert!(message.starts_with(start), "{message}");
+        message
+    }
+
+    /// Asserts that `value` is refused with a message that does not show
+    /// `secret`; returns the message.
+    #[track_caller]
+    fn refused_hiding(value: Value, secret: &str) -> String {
+        let message = error(value);
+        assert!(!message.contains(secret), "{message}");
+        message
     }
 
     fn base() -> Value {
@@ -265,12 +289,9 @@ mod tests {
             message,
             "admin: \"maybe\" is not accepted; use yes/no, true/false, 1/0 or on/off"
         );
-        let message = error(with(
-            json!({"users": [{"username": "bob", "admin": "maybe"}]}),
-        ));
-        assert!(
-            message.starts_with("users[0].admin: \"maybe\""),
-            "{message}"
+        refused_with(
+            with(json!({"users": [{"username": "bob", "admin": "maybe"}]})),
+            "users[0].admin: \"maybe\"",
         );
     }
 
@@ -280,12 +301,9 @@ mod tests {
         assert!(message
             .starts_with("pasword: unsupported parameter; valid parameters are: homeserver,"));
         assert!(message.contains("update_password"));
-        let message = error(with(
-            json!({"users": [{"username": "alice", "homeserver": "x"}]}),
-        ));
-        assert!(
-            message.starts_with("users[0].homeserver: unsupported parameter"),
-            "{message}"
+        refused_with(
+            with(json!({"users": [{"username": "alice", "homeserver": "x"}]})),
+            "users[0].homeserver: unsupported parameter",
         );
     }
 
@@ -321,18 +339,20 @@ mod tests {
 
     #[test]
     fn secrets_never_appear_in_errors() {
-        let message = error(
+        refused_hiding(
             json!({"homeserver_url": "http://x", "registration_shared_secret": "s3cret-value",
             "registration_shared_secret_file": "/nonexistent", "username": "alice"}),
+            "s3cret-value",
         );
-        assert!(!message.contains("s3cret-value"), "{message}");
         let message = error(with(json!({"username": "alice", "password": ""})));
         assert_eq!(
             message,
             "password: is empty; give a password or leave the field out"
         );
-        let message = error(with(json!({"username": "alice", "password": ["hunter2"]})));
-        assert!(!message.contains("hunter2"), "{message}");
+        refused_hiding(
+            with(json!({"username": "alice", "password": ["hunter2"]})),
+            "hunter2",
+        );
     }
 
     #[test]
@@ -364,15 +384,13 @@ mod tests {
     /// as a driver may quote it without the rest of the URL.
     #[test]
     fn the_synapse_database_may_come_from_a_file_and_its_password_is_masked() {
-        let path = std::env::temp_dir().join(format!(
-            "matrix-user-args-test-{}-synapse-database",
-            std::process::id()
-        ));
-        std::fs::write(&path, "postgresql://synapse:syn-db-secret@db/synapse\n").unwrap();
+        let file = TempFile::with(
+            "synapse-database",
+            b"postgresql://synapse:syn-db-secret@db/synapse\n",
+        );
         let parsed = parse(with(
-            json!({"username": "a", "synapse_database_file": path}),
+            json!({"username": "a", "synapse_database_file": file.path()}),
         ));
-        std::fs::remove_file(&path).unwrap();
         let database = parsed.unwrap().credentials.synapse_database.unwrap();
         assert_eq!(
             database.expose(),
@@ -385,16 +403,14 @@ mod tests {
     /// like every other secret.
     #[test]
     fn the_dendrite_database_may_come_from_a_file() {
-        let path = std::env::temp_dir().join(format!(
-            "matrix-user-args-test-{}-dendrite-database",
-            std::process::id()
-        ));
-        std::fs::write(&path, "postgres://dendrite:db-pw@127.0.0.1/userapi\n").unwrap();
+        let file = TempFile::with(
+            "dendrite-database",
+            b"postgres://dendrite:db-pw@127.0.0.1/userapi\n",
+        );
         let mut args = with(
-            json!({"homeserver": "dendrite", "username": "a", "dendrite_database_file": path}),
+            json!({"homeserver": "dendrite", "username": "a", "dendrite_database_file": file.path()}),
         );
         let parsed = parse(args.clone());
-        std::fs::remove_file(&path).unwrap();
         let database = parsed.unwrap().credentials.dendrite_database.unwrap();
         assert_eq!(
             database.expose(),
@@ -414,12 +430,9 @@ mod tests {
         ))
         .unwrap();
         assert!(args.users[0].login.skip_password_check);
-        let message = error(with(
-            json!({"users": [{"username": "a", "mas_skip_password_check": "sometimes"}]}),
-        ));
-        assert!(
-            message.starts_with("users[0].mas_skip_password_check: \"sometimes\" is not accepted"),
-            "{message}"
+        refused_with(
+            with(json!({"users": [{"username": "a", "mas_skip_password_check": "sometimes"}]})),
+            "users[0].mas_skip_password_check: \"sometimes\" is not accepted",
         );
     }
 
@@ -454,8 +467,7 @@ mod tests {
                 "users[0].upstream_links[0].sub: unsupported parameter",
             ),
         ] {
-            let message = error(user(links));
-            assert!(message.starts_with(expected), "{message}");
+            refused_with(user(links), expected);
         }
     }
 
@@ -496,22 +508,21 @@ mod tests {
             );
         }
         let long = "v".repeat(100);
-        let message = error(with(json!({"username": "alice", "homeserver": long})));
-        assert!(
-            message.starts_with(&format!(
+        refused_with(
+            with(json!({"username": "alice", "homeserver": long})),
+            &format!(
                 "homeserver: \"{}... (100 bytes)\" is not accepted",
                 "v".repeat(64)
-            )),
-            "{message}"
+            ),
         );
     }
 
     #[test]
     fn a_password_in_the_url_is_a_secret() {
-        let message = error(
+        let message = refused_hiding(
             json!({"homeserver_url": "ftp://admin:url-pass-123@host", "username": "alice", "registration_shared_secret": "s3cret-value"}),
+            "url-pass-123",
         );
-        assert!(!message.contains("url-pass-123"), "{message}");
         assert!(message.contains("ftp://admin:********@host"), "{message}");
         assert_eq!(
             mask_secrets("server said url-pass-123"),
@@ -522,16 +533,20 @@ mod tests {
     #[test]
     fn every_secret_argument_is_masked_in_any_error() {
         // The bad value comes before the secrets are parsed: they are masked all the same.
-        let message = error(
-            json!({"homeserver": "early-secret-1", "homeserver_url": "http://x",
-            "registration_shared_secret": "early-secret-1", "username": "alice"}),
-        );
-        assert!(!message.contains("early-secret-1"), "{message}");
-        let message = error(
-            json!({"homeserver_url": "http://x", "admin_token": "early-secret-2",
-            "users": [{"username": "alice", "password": "early-secret-3", "state": "early-secret-3"}]}),
-        );
-        assert!(!message.contains("early-secret-3"), "{message}");
+        for (declaration, secret) in [
+            (
+                json!({"homeserver": "early-secret-1", "homeserver_url": "http://x",
+                "registration_shared_secret": "early-secret-1", "username": "alice"}),
+                "early-secret-1",
+            ),
+            (
+                json!({"homeserver_url": "http://x", "admin_token": "early-secret-2",
+                "users": [{"username": "alice", "password": "early-secret-3", "state": "early-secret-3"}]}),
+                "early-secret-3",
+            ),
+        ] {
+            refused_hiding(declaration, secret);
+        }
     }
 
     #[test]
@@ -614,32 +629,25 @@ mod tests {
         );
         assert_eq!(parse(user(Value::Null)).unwrap().users[1].ratelimit, None);
         for bad in [json!("none"), json!(5), json!(true), json!([])] {
-            let message = error(user(bad));
-            assert!(message.starts_with("users[1].ratelimit: "), "{message}");
+            let message = refused_with(user(bad), "users[1].ratelimit: ");
             assert!(message.contains("default (no override), unlimited, or a mapping of messages_per_second and burst_count"), "{message}");
         }
-        let negative = error(user(json!({"messages_per_second": -1, "burst_count": 0})));
-        assert!(
-            negative.starts_with("users[1].ratelimit.messages_per_second: "),
-            "{negative}"
+        let negative = refused_with(
+            user(json!({"messages_per_second": -1, "burst_count": 0})),
+            "users[1].ratelimit.messages_per_second: ",
         );
         assert!(negative.contains("a whole number from 0 to"), "{negative}");
-        let fraction = error(user(json!({"messages_per_second": 1, "burst_count": 0.5})));
-        assert!(
-            fraction.starts_with("users[1].ratelimit.burst_count: "),
-            "{fraction}"
+        refused_with(
+            user(json!({"messages_per_second": 1, "burst_count": 0.5})),
+            "users[1].ratelimit.burst_count: ",
         );
-        let unknown = error(user(
-            json!({"messages_per_second": 1, "burst_count": 1, "burst": 2}),
-        ));
-        assert!(
-            unknown.starts_with("users[1].ratelimit.burst: unsupported parameter"),
-            "{unknown}"
+        refused_with(
+            user(json!({"messages_per_second": 1, "burst_count": 1, "burst": 2})),
+            "users[1].ratelimit.burst: unsupported parameter",
         );
-        let missing = error(user(json!({"messages_per_second": 1})));
-        assert!(
-            missing.starts_with("users[1].ratelimit: give both"),
-            "{missing}"
+        refused_with(
+            user(json!({"messages_per_second": 1})),
+            "users[1].ratelimit: give both",
         );
     }
 
@@ -656,8 +664,7 @@ mod tests {
         assert_eq!(read(json!([])), Some(vec![]));
         assert_eq!(read(Value::Null), None);
         let refused = |emails: Value, accepted: &str| {
-            let message = error(user(emails));
-            assert!(message.starts_with("users[1].emails"), "{message}");
+            let message = refused_with(user(emails), "users[1].emails");
             assert!(message.contains(accepted), "{message}");
         };
         refused(json!("a@x"), "expected a list of e-mail addresses");
@@ -691,8 +698,7 @@ mod tests {
             }])
         );
         let refused = |ids: Value, expected: &str| {
-            let message = error(user(ids));
-            assert!(message.starts_with(expected), "{message}");
+            refused_with(user(ids), expected);
         };
         refused(
             json!({"auth_provider": "x"}),

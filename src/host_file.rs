@@ -130,6 +130,33 @@ fn size(bytes: u64) -> String {
     }
 }
 
+/// A file of its own in the temporary folder, removed when dropped: the
+/// unit tests' file on the managed host.
+#[cfg(test)]
+pub struct TempFile(pub std::path::PathBuf);
+
+#[cfg(test)]
+impl TempFile {
+    /// `name` (unique among the tests) holding `bytes`.
+    pub fn with(name: &str, bytes: &[u8]) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("matrix-user-test-{}-{name}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        TempFile(path)
+    }
+
+    pub fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.0).ok();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

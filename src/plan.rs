@@ -276,15 +276,47 @@ mod tests {
         }
     }
 
+    /// Asserts that `user`, not on the server, is created with its password
+    /// and then gets `then`; returns that plan.
+    fn planned_for_a_new_account(user: &DesiredUser, then: Vec<Change>) -> Vec<Change> {
+        let changes = plan(user, &observed(None)).unwrap();
+        let create = Change::Create {
+            password: Secret::new("pw"),
+        };
+        assert_eq!(changes, [vec![create], then].concat());
+        changes
+    }
+
+    /// Asserts that `user` against `before` plans exactly `change`, described
+    /// as `words`, and that the predicted account needs nothing more;
+    /// returns the prediction.
+    fn planned_once(user: &DesiredUser, before: &Account, change: Change, words: &str) -> Account {
+        let changes = plan(user, &observed(Some(before.clone()))).unwrap();
+        assert_eq!(changes, vec![change]);
+        assert_eq!(changes[0].describe(), words);
+        let after = predict(user, Some(before), &changes, None).unwrap();
+        assert_eq!(plan(user, &observed(Some(after.clone()))), Ok(vec![]));
+        after
+    }
+
+    fn with_admin(admin: bool) -> DesiredUser {
+        DesiredUser {
+            admin: Some(admin),
+            ..desired("alice")
+        }
+    }
+
+    fn named(displayname: &str) -> DesiredUser {
+        DesiredUser {
+            displayname: Some(displayname.into()),
+            ..desired("alice")
+        }
+    }
+
     #[test]
     fn a_missing_user_is_created_and_an_existing_one_left_alone() {
         let user = desired("alice");
-        assert_eq!(
-            plan(&user, &observed(None)),
-            Ok(vec![Change::Create {
-                password: Secret::new("pw")
-            }])
-        );
+        planned_for_a_new_account(&user, vec![]);
         assert_eq!(plan(&user, &observed(Some(account(false)))), Ok(vec![]));
     }
 
@@ -302,19 +334,13 @@ mod tests {
 
     #[test]
     fn admin_is_promoted_and_demoted_only_when_it_differs() {
-        let promote = DesiredUser {
-            admin: Some(true),
-            ..desired("alice")
-        };
+        let promote = with_admin(true);
         assert_eq!(
             plan(&promote, &observed(Some(account(false)))),
             Ok(vec![Change::SetAdmin(true)])
         );
         assert_eq!(plan(&promote, &observed(Some(account(true)))), Ok(vec![]));
-        let demote = DesiredUser {
-            admin: Some(false),
-            ..desired("alice")
-        };
+        let demote = with_admin(false);
         assert_eq!(
             plan(&demote, &observed(Some(account(true)))),
             Ok(vec![Change::SetAdmin(false)])
@@ -392,10 +418,7 @@ mod tests {
             deactivated: Seen::Known(true),
             ..account(false)
         };
-        let user = DesiredUser {
-            admin: Some(true),
-            ..desired("alice")
-        };
+        let user = with_admin(true);
         assert_eq!(
             plan(&user, &observed(Some(gone.clone()))),
             Ok(vec![
@@ -439,9 +462,8 @@ mod tests {
     #[test]
     fn displayname_and_user_type_are_managed_only_when_declared() {
         let user = DesiredUser {
-            displayname: Some("Alice A.".into()),
             user_type: Some(UserType::Bot),
-            ..desired("alice")
+            ..named("Alice A.")
         };
         let changes = plan(&user, &observed(Some(account(false)))).unwrap();
         assert_eq!(
@@ -455,10 +477,7 @@ mod tests {
 
     #[test]
     fn a_displayname_the_read_did_not_see_is_left_alone() {
-        let user = DesiredUser {
-            displayname: Some("Alice A.".into()),
-            ..desired("alice")
-        };
+        let user = named("Alice A.");
         let unseen = Account {
             displayname: Seen::Unknown,
             ..account(false)
@@ -585,10 +604,7 @@ mod tests {
 
     #[test]
     fn a_declared_admin_flag_that_was_not_seen_is_refused() {
-        let promote = DesiredUser {
-            admin: Some(true),
-            ..desired("alice")
-        };
+        let promote = with_admin(true);
         let not_seen = Err(PlanError::NotSeen { fact: Fact::Admin });
         assert_eq!(
             plan(&promote, &unseen(Seen::Unknown, Seen::Known(false))),
@@ -606,10 +622,7 @@ mod tests {
 
     #[test]
     fn unseen_facts_stay_unknown_in_the_prediction_unless_a_change_sets_them() {
-        let user = DesiredUser {
-            displayname: Some("A".into()),
-            ..desired("alice")
-        };
+        let user = named("A");
         let before = Account {
             admin: Seen::Unknown,
             ..account(false)
@@ -676,16 +689,12 @@ mod tests {
     #[test]
     fn a_new_user_is_created_then_restricted_as_declared() {
         let user = restricted(Some(true), Some(false), Some(true));
-        let changes = plan(&user, &observed(None)).unwrap();
-        assert_eq!(
-            changes,
+        let changes = planned_for_a_new_account(
+            &user,
             vec![
-                Change::Create {
-                    password: Secret::new("pw")
-                },
                 Change::Restrict(Restriction::Locked, true),
-                Change::Restrict(Restriction::ShadowBanned, true)
-            ]
+                Change::Restrict(Restriction::ShadowBanned, true),
+            ],
         );
         let after = predict(&user, None, &changes, None).unwrap();
         assert_eq!(
@@ -758,18 +767,16 @@ mod tests {
     #[test]
     fn a_ratelimit_override_is_set_changed_and_removed_only_when_it_differs() {
         let unlimited = limited(Some(Some(Ratelimit::UNLIMITED)));
-        let changes = plan(&unlimited, &observed(Some(account(false)))).unwrap();
-        assert_eq!(
-            changes,
-            vec![Change::SetRatelimit(Some(Ratelimit::UNLIMITED))]
+        let after = planned_once(
+            &unlimited,
+            &account(false),
+            Change::SetRatelimit(Some(Ratelimit::UNLIMITED)),
+            "ratelimit set",
         );
-        assert_eq!(changes[0].describe(), "ratelimit set");
-        let after = predict(&unlimited, Some(&account(false)), &changes, None).unwrap();
         assert_eq!(
             serde_json::to_value(&after).unwrap()["ratelimit"],
             "unlimited"
         );
-        assert_eq!(plan(&unlimited, &observed(Some(after.clone()))), Ok(vec![]));
         let five_ten = limited(Some(Some(FIVE_TEN)));
         assert_eq!(
             plan(&five_ten, &observed(Some(after.clone()))),
@@ -809,16 +816,7 @@ mod tests {
     #[test]
     fn a_new_user_gets_its_declared_override_after_creation() {
         let user = limited(Some(Some(FIVE_TEN)));
-        let changes = plan(&user, &observed(None)).unwrap();
-        assert_eq!(
-            changes,
-            vec![
-                Change::Create {
-                    password: Secret::new("pw")
-                },
-                Change::SetRatelimit(Some(FIVE_TEN))
-            ]
-        );
+        let changes = planned_for_a_new_account(&user, vec![Change::SetRatelimit(Some(FIVE_TEN))]);
         let after = predict(&user, None, &changes, None).unwrap();
         assert_eq!(
             serde_json::to_value(&after).unwrap()["ratelimit"],
@@ -903,17 +901,7 @@ mod tests {
     #[test]
     fn a_new_user_gets_its_emails_and_external_ids_after_creation() {
         let user = identified(Some(vec!["a@x"]), Some(vec![github("1")]));
-        let changes = plan(&user, &observed(None)).unwrap();
-        assert_eq!(
-            changes,
-            vec![
-                Change::Create {
-                    password: Secret::new("pw")
-                },
-                Change::SetEmails,
-                Change::SetExternalIds
-            ]
-        );
+        planned_for_a_new_account(&user, vec![Change::SetEmails, Change::SetExternalIds]);
         // A new account has none: empty lists need no change.
         let empty = identified(Some(vec![]), Some(vec![]));
         assert_eq!(plan(&empty, &observed(None)).unwrap().len(), 1);
@@ -932,18 +920,16 @@ mod tests {
         let general = user.rooms[0].clone();
         let mut joined = account(false);
         joined.rooms = Seen::Known(vec![general.clone()]);
-        let changes = plan(&user, &observed(Some(joined.clone()))).unwrap();
-        assert_eq!(
-            changes,
-            vec![Change::JoinRooms(vec![user.rooms[1].clone()])]
+        let after = planned_once(
+            &user,
+            &joined,
+            Change::JoinRooms(vec![user.rooms[1].clone()]),
+            "rooms joined",
         );
-        assert_eq!(changes[0].describe(), "rooms joined");
-        let after = predict(&user, Some(&joined), &changes, None).unwrap();
         assert_eq!(
             serde_json::to_value(&after).unwrap()["rooms"],
             serde_json::json!(["#general:x", "!abc:x"])
         );
-        assert_eq!(plan(&user, &observed(Some(after))), Ok(vec![]));
         // A room left out of the declaration is never left.
         assert_eq!(
             plan(&in_rooms(&["#general:x"]), &observed(Some(joined.clone()))),
@@ -969,16 +955,7 @@ mod tests {
     #[test]
     fn a_new_user_joins_its_declared_rooms_after_creation() {
         let user = in_rooms(&["#general:x"]);
-        let changes = plan(&user, &observed(None)).unwrap();
-        assert_eq!(
-            changes,
-            vec![
-                Change::Create {
-                    password: Secret::new("pw")
-                },
-                Change::JoinRooms(user.rooms.clone())
-            ]
-        );
+        let changes = planned_for_a_new_account(&user, vec![Change::JoinRooms(user.rooms.clone())]);
         let after = predict(&user, None, &changes, None).unwrap();
         assert_eq!(after.rooms, Seen::Known(user.rooms.clone()));
         // A user to deactivate joins nothing.
@@ -1004,17 +981,14 @@ mod tests {
         };
         // Synapse's update still suspends last, after the joins it refuses
         // a suspended user.
-        assert_eq!(
-            plan(&user, &observed(None)).unwrap(),
+        planned_for_a_new_account(
+            &user,
             vec![
-                Change::Create {
-                    password: Secret::new("pw")
-                },
                 Change::Restrict(Restriction::Suspended, true),
                 Change::SetEmails,
                 Change::SetExternalIds,
                 Change::JoinRooms(user.rooms.clone()),
-            ]
+            ],
         );
         let mut read = account(false);
         read.rooms = Seen::Known(vec![]);
@@ -1067,15 +1041,11 @@ mod tests {
         let uri = Avatar::Uri("mxc://example.com/new".into());
         let user = with_avatar(uri.clone());
         let old = seen_avatar(Some("mxc://example.com/old"), None);
-        let changes = plan(&user, &observed(Some(old.clone()))).unwrap();
-        assert_eq!(changes, vec![Change::SetAvatar(uri.clone())]);
-        assert_eq!(changes[0].describe(), "avatar set");
-        let after = predict(&user, Some(&old), &changes, None).unwrap();
+        let after = planned_once(&user, &old, Change::SetAvatar(uri.clone()), "avatar set");
         assert_eq!(
             serde_json::to_value(&after).unwrap()["avatar"],
             "mxc://example.com/new"
         );
-        assert_eq!(plan(&user, &observed(Some(after))), Ok(vec![]));
         let none = seen_avatar(None, None);
         assert_eq!(serde_json::to_value(&none).unwrap()["avatar"], Value::Null);
         assert_eq!(
@@ -1096,16 +1066,17 @@ mod tests {
         let same = seen_avatar(Some("mxc://example.com/up"), Some(true));
         assert_eq!(plan(&user, &observed(Some(same))), Ok(vec![]));
         let other = seen_avatar(Some("mxc://example.com/up"), Some(false));
-        let changes = plan(&user, &observed(Some(other.clone()))).unwrap();
-        assert_eq!(changes, vec![Change::SetAvatar(image_file())]);
-        assert_eq!(changes[0].describe(), "avatar uploaded");
+        let after = planned_once(
+            &user,
+            &other,
+            Change::SetAvatar(image_file()),
+            "avatar uploaded",
+        );
         // The diff's after names the file to upload; its URI is not known before.
-        let after = predict(&user, Some(&other), &changes, None).unwrap();
         assert_eq!(
             serde_json::to_value(&after).unwrap()["avatar"],
             "/srv/bot.png"
         );
-        assert_eq!(plan(&user, &observed(Some(after))), Ok(vec![]));
         // Content not compared (a read that did not download): no guess.
         let not_compared = seen_avatar(Some("mxc://example.com/up"), None);
         assert_eq!(
@@ -1124,16 +1095,7 @@ mod tests {
     #[test]
     fn a_new_user_gets_its_declared_avatar_after_creation() {
         let user = with_avatar(image_file());
-        let changes = plan(&user, &observed(None)).unwrap();
-        assert_eq!(
-            changes,
-            vec![
-                Change::Create {
-                    password: Secret::new("pw")
-                },
-                Change::SetAvatar(image_file())
-            ]
-        );
+        let changes = planned_for_a_new_account(&user, vec![Change::SetAvatar(image_file())]);
         let after = predict(&user, None, &changes, None).unwrap();
         assert_eq!(
             serde_json::to_value(&after).unwrap()["avatar"],

@@ -110,6 +110,7 @@ fn image_type(bytes: &[u8]) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host_file::TempFile;
     use serde_json::{json, Value};
 
     fn read(avatar: Value) -> Result<Option<Avatar>, String> {
@@ -117,28 +118,6 @@ mod tests {
         let fields = Fields::top(users.as_object().unwrap());
         let entry = fields.value("users").unwrap()[1].as_object().unwrap();
         read_avatar(&Fields::nested(entry, "users[1]".into())).map_err(|e| e.to_string())
-    }
-
-    /// A file of its own in the temporary folder, removed when dropped.
-    struct TempFile(std::path::PathBuf);
-
-    impl TempFile {
-        fn with(name: &str, bytes: &[u8]) -> TempFile {
-            let path = std::env::temp_dir()
-                .join(format!("matrix-user-avatar-{}-{name}", std::process::id()));
-            std::fs::write(&path, bytes).unwrap();
-            TempFile(path)
-        }
-
-        fn path(&self) -> String {
-            self.0.display().to_string()
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            std::fs::remove_file(&self.0).ok();
-        }
     }
 
     #[test]

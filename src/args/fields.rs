@@ -109,12 +109,7 @@ impl<'a> Fields<'a> {
             Some(Value::String(s)) => Ok(Some(s.clone())),
             // Ansible's templating turns `username: 1234abc`-like values into numbers.
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(_) => Err(ArgsError::at(
-                self.name(field),
-                ArgsErrorKind::WrongType {
-                    expected: "a string",
-                },
-            )),
+            Some(_) => Err(ArgsError::wrong_type(self.name(field), "a string")),
         }
     }
 
@@ -138,12 +133,7 @@ impl<'a> Fields<'a> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(Secret::new(s.clone()))),
             Some(Value::Number(n)) => Ok(Some(Secret::new(n.to_string()))),
-            Some(_) => Err(ArgsError::at(
-                self.name(field),
-                ArgsErrorKind::WrongType {
-                    expected: "a string",
-                },
-            )),
+            Some(_) => Err(ArgsError::wrong_type(self.name(field), "a string")),
         }
     }
 

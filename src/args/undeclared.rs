@@ -32,11 +32,9 @@ pub(super) fn read_undeclared(top: &Fields) -> Result<UndeclaredPolicy, ArgsErro
             .map(|(index, pattern)| anchored_pattern(pattern, index))
             .collect::<Result<_, _>>()?,
         Some(_) => {
-            return Err(ArgsError::at(
+            return Err(ArgsError::wrong_type(
                 "undeclared_ignore",
-                ArgsErrorKind::WrongType {
-                    expected: "a list of regular expressions",
-                },
+                "a list of regular expressions",
             ))
         }
     };
@@ -52,11 +50,9 @@ pub(super) fn read_undeclared(top: &Fields) -> Result<UndeclaredPolicy, ArgsErro
 fn anchored_pattern(pattern: &Value, index: usize) -> Result<regex::Regex, ArgsError> {
     let field = format!("undeclared_ignore[{index}]");
     let Value::String(pattern) = pattern else {
-        return Err(ArgsError::at(
+        return Err(ArgsError::wrong_type(
             field,
-            ArgsErrorKind::WrongType {
-                expected: "a regular expression (a string)",
-            },
+            "a regular expression (a string)",
         ));
     };
     regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|error| {

@@ -56,11 +56,9 @@ pub(super) fn read_users(
                 let entry = entry?;
                 let field = format!("users[{index}]");
                 let Value::Object(map) = entry.as_ref() else {
-                    return Err(ArgsError::at(
+                    return Err(ArgsError::wrong_type(
                         field,
-                        ArgsErrorKind::WrongType {
-                            expected: "a mapping with username, password, admin, ...",
-                        },
+                        "a mapping with username, password, admin, ...",
                     ));
                 };
                 let fields = Fields::nested(map, field);
@@ -69,14 +67,7 @@ pub(super) fn read_users(
             }
             users
         }
-        Some(_) => {
-            return Err(ArgsError::at(
-                "users",
-                ArgsErrorKind::WrongType {
-                    expected: "a list of users",
-                },
-            ))
-        }
+        Some(_) => return Err(ArgsError::wrong_type("users", "a list of users")),
     };
     refuse_duplicates(&users)?;
     Ok(users)
@@ -228,11 +219,9 @@ fn read_external_ids(fields: &Fields) -> Result<Option<Vec<ExternalId>>, ArgsErr
     for (index, item) in items.iter().enumerate() {
         let field = format!("{}[{index}]", fields.name("external_ids"));
         let Value::Object(map) = item else {
-            return Err(ArgsError::at(
+            return Err(ArgsError::wrong_type(
                 field,
-                ArgsErrorKind::WrongType {
-                    expected: "a mapping of auth_provider and external_id",
-                },
+                "a mapping of auth_provider and external_id",
             ));
         };
         let entry = Fields::nested(map, field.clone());
@@ -274,10 +263,7 @@ fn read_list<'a>(
     match fields.value(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => Ok(Some(items)),
-        Some(_) => Err(ArgsError::at(
-            fields.name(field),
-            ArgsErrorKind::WrongType { expected },
-        )),
+        Some(_) => Err(ArgsError::wrong_type(fields.name(field), expected)),
     }
 }
 
@@ -289,12 +275,9 @@ fn read_rooms(fields: &Fields, state: UserState) -> Result<Vec<Room>, ArgsError>
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(rooms)) => rooms,
         Some(_) => {
-            return Err(ArgsError::at(
+            return Err(ArgsError::wrong_type(
                 field,
-                ArgsErrorKind::WrongType {
-                    expected:
-                        "a list of room aliases (#room:example.com) or IDs (!abc:example.com)",
-                },
+                "a list of room aliases (#room:example.com) or IDs (!abc:example.com)",
             ))
         }
     };
@@ -408,11 +391,9 @@ fn read_upstream_links(fields: &Fields) -> Result<Option<Vec<UpstreamLink>>, Arg
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(entries)) => entries,
         Some(_) => {
-            return Err(ArgsError::at(
+            return Err(ArgsError::wrong_type(
                 field,
-                ArgsErrorKind::WrongType {
-                    expected: "a list of mappings of provider and subject",
-                },
+                "a list of mappings of provider and subject",
             ))
         }
     };
@@ -420,11 +401,9 @@ fn read_upstream_links(fields: &Fields) -> Result<Option<Vec<UpstreamLink>>, Arg
     for (index, entry) in entries.iter().enumerate() {
         let entry_field = format!("{field}[{index}]");
         let Value::Object(map) = entry else {
-            return Err(ArgsError::at(
+            return Err(ArgsError::wrong_type(
                 entry_field,
-                ArgsErrorKind::WrongType {
-                    expected: "a mapping of provider and subject",
-                },
+                "a mapping of provider and subject",
             ));
         };
         let link = Fields::nested(map, entry_field);

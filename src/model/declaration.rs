@@ -31,6 +31,11 @@ impl ArgsError {
         }
     }
 
+    /// `field` has the wrong JSON type; `expected` says what it takes.
+    pub fn wrong_type(field: impl Into<String>, expected: &'static str) -> ArgsError {
+        ArgsError::at(field, ArgsErrorKind::WrongType { expected })
+    }
+
     /// What is wrong with the arguments as a whole.
     pub fn new(kind: ArgsErrorKind) -> ArgsError {
         ArgsError { field: None, kind }
