@@ -252,19 +252,16 @@ mod tests {
         Account {
             admin: Seen::Known(admin),
             deactivated: Seen::Known(false),
-            user_type: UserType::Regular,
             displayname: Seen::Known(Some("alice".into())),
             emails: Seen::Known(vec![]),
             external_ids: Seen::Known(vec![]),
-            upstream_links: Vec::new(),
             restrictions: Restrictions {
                 locked: Seen::Known(false),
                 suspended: Seen::Known(false),
                 shadow_banned: Seen::Known(false),
             },
             ratelimit: Seen::Known(None),
-            rooms: Seen::Unknown,
-            avatar: Seen::Unknown,
+            ..Account::unseen()
         }
     }
 

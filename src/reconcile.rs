@@ -490,24 +490,18 @@ async fn observe<B: AccountServer>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Restrictions, Seen, UserType};
+    use crate::model::{Restrictions, Seen};
 
     fn account(suspended: Seen<bool>, admin: bool) -> Option<Account> {
         Some(Account {
             admin: Seen::Known(admin),
             deactivated: Seen::Known(false),
-            user_type: UserType::Regular,
             displayname: Seen::Known(None),
-            emails: Seen::Unknown,
-            upstream_links: Vec::new(),
-            external_ids: Seen::Unknown,
             restrictions: Restrictions {
                 suspended,
                 ..Restrictions::default()
             },
-            ratelimit: Seen::Unknown,
-            rooms: Seen::Unknown,
-            avatar: Seen::Unknown,
+            ..Account::unseen()
         })
     }
 

@@ -276,7 +276,7 @@ fn masked_as_printed(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Seen, UserType};
+    use crate::model::Seen;
     use crate::secret::Secret;
 
     fn outcome(changes: Vec<Change>, error: Option<&str>) -> UserOutcome {
@@ -288,15 +288,8 @@ mod tests {
             after: Some(Box::new(Account {
                 admin: Seen::Known(true),
                 deactivated: Seen::Known(false),
-                user_type: UserType::Regular,
                 displayname: Seen::Known(None),
-                emails: Seen::Unknown,
-                upstream_links: Vec::new(),
-                restrictions: Default::default(),
-                ratelimit: Seen::Unknown,
-                external_ids: Seen::Unknown,
-                rooms: Seen::Unknown,
-                avatar: Seen::Unknown,
+                ..Account::unseen()
             })),
             error: error.map(str::to_string),
             landed: vec![],

@@ -86,7 +86,7 @@ pub fn declaration(user: &UserId, action: Undeclared) -> DesiredUser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Change, Observed, UserType};
+    use crate::model::{Change, Observed};
     use crate::plan;
 
     fn user(localpart: &str) -> UserId {
@@ -97,18 +97,12 @@ mod tests {
         Account {
             admin: Seen::Known(false),
             deactivated: Seen::Known(deactivated),
-            user_type: UserType::Regular,
             displayname: Seen::Known(None),
-            emails: Seen::Unknown,
-            external_ids: Seen::Unknown,
-            upstream_links: Vec::new(),
             restrictions: Restrictions {
                 locked: Seen::Known(locked),
                 ..Restrictions::default()
             },
-            ratelimit: Seen::Unknown,
-            rooms: Seen::Unknown,
-            avatar: Seen::Unknown,
+            ..Account::unseen()
         }
     }
 
