@@ -113,6 +113,19 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The list `field` holds; `None` when it is left out.
+    pub(super) fn list(
+        &self,
+        field: &str,
+        expected: &'static str,
+    ) -> Result<Option<&'a Vec<Value>>, ArgsError> {
+        match self.value(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => Ok(Some(items)),
+            Some(_) => Err(ArgsError::wrong_type(self.name(field), expected)),
+        }
+    }
+
     /// A path no longer than Linux's `PATH_MAX`: no longer one can be opened,
     /// and later messages quote the path whole.
     pub(super) fn path(&self, field: &str) -> Result<Option<PathBuf>, ArgsError> {

@@ -24,19 +24,13 @@ pub(super) fn read_undeclared(top: &Fields) -> Result<UndeclaredPolicy, ArgsErro
             action.name()
         ))));
     }
-    let ignore = match top.value("undeclared_ignore") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(patterns)) => patterns
+    let ignore = match top.list("undeclared_ignore", "a list of regular expressions")? {
+        None => Vec::new(),
+        Some(patterns) => patterns
             .iter()
             .enumerate()
             .map(|(index, pattern)| anchored_pattern(pattern, index))
             .collect::<Result<_, _>>()?,
-        Some(_) => {
-            return Err(ArgsError::wrong_type(
-                "undeclared_ignore",
-                "a list of regular expressions",
-            ))
-        }
     };
     let max = top.integer_or_default("undeclared_max", 0, UNDECLARED_MAX_LIMIT)? as usize;
     Ok(UndeclaredPolicy {

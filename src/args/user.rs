@@ -167,7 +167,7 @@ const EMAIL_MAX_CHARS: usize = 500;
 /// in the form it keeps them in, and refuses one given twice, by its own
 /// comparison (`AccountServer::email_form`).
 fn read_emails(fields: &Fields) -> Result<Option<Vec<String>>, ArgsError> {
-    let Some(items) = read_list(fields, "emails", "a list of e-mail addresses")? else {
+    let Some(items) = fields.list("emails", "a list of e-mail addresses")? else {
         return Ok(None);
     };
     let mut emails: Vec<String> = Vec::new();
@@ -212,7 +212,7 @@ const EXTERNAL_ID_FIELDS: [&str; 2] = ["auth_provider", "external_id"];
 /// non-empty `auth_provider` and `external_id`, none twice.
 fn read_external_ids(fields: &Fields) -> Result<Option<Vec<ExternalId>>, ArgsError> {
     let accepted = "a list of mappings of auth_provider and external_id";
-    let Some(items) = read_list(fields, "external_ids", accepted)? else {
+    let Some(items) = fields.list("external_ids", accepted)? else {
         return Ok(None);
     };
     let mut ids: Vec<ExternalId> = Vec::new();
@@ -254,32 +254,13 @@ fn read_external_ids(fields: &Fields) -> Result<Option<Vec<ExternalId>>, ArgsErr
     Ok(Some(ids))
 }
 
-/// The list `field` holds; `None` when it is left out.
-fn read_list<'a>(
-    fields: &Fields<'a>,
-    field: &str,
-    expected: &'static str,
-) -> Result<Option<&'a Vec<Value>>, ArgsError> {
-    match fields.value(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => Ok(Some(items)),
-        Some(_) => Err(ArgsError::wrong_type(fields.name(field), expected)),
-    }
-}
-
 /// Room aliases or IDs, by shape. Refused with `state: absent`: deactivation
 /// makes a user leave every room, so it could be in none of them.
 fn read_rooms(fields: &Fields, state: UserState) -> Result<Vec<Room>, ArgsError> {
     let field = fields.name("rooms");
-    let rooms = match fields.value("rooms") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(rooms)) => rooms,
-        Some(_) => {
-            return Err(ArgsError::wrong_type(
-                field,
-                "a list of room aliases (#room:example.com) or IDs (!abc:example.com)",
-            ))
-        }
+    let accepted = "a list of room aliases (#room:example.com) or IDs (!abc:example.com)";
+    let Some(rooms) = fields.list("rooms", accepted)? else {
+        return Ok(Vec::new());
     };
     if state == UserState::Absent && !rooms.is_empty() {
         return Err(ArgsError::new(ArgsErrorKind::Exclusive {
@@ -387,15 +368,9 @@ fn read_ratelimit(fields: &Fields) -> Result<Option<Option<Ratelimit>>, ArgsErro
 /// A list of `{provider, subject}` mappings.
 fn read_upstream_links(fields: &Fields) -> Result<Option<Vec<UpstreamLink>>, ArgsError> {
     let field = fields.name("upstream_links");
-    let entries = match fields.value("upstream_links") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Array(entries)) => entries,
-        Some(_) => {
-            return Err(ArgsError::wrong_type(
-                field,
-                "a list of mappings of provider and subject",
-            ))
-        }
+    let accepted = "a list of mappings of provider and subject";
+    let Some(entries) = fields.list("upstream_links", accepted)? else {
+        return Ok(None);
     };
     let mut links = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
