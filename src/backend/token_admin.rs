@@ -1,11 +1,36 @@
 //! The registration token object Synapse's and Dendrite's admin APIs share
 //! (`token`, `uses_allowed`, `pending`, `completed`, `expiry_time` in ms).
 
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
 use super::ServerError;
-use crate::model::tokens::ObservedToken;
+use crate::model::tokens::{ObservedToken, TokenSettings};
 use crate::secret::Secret;
+
+/// The body that creates a token with `settings`; without `token`, the
+/// server generates one.
+pub fn create_body(token: Option<&Secret>, settings: TokenSettings) -> Value {
+    let mut body = json!({
+        "uses_allowed": settings.uses_allowed,
+        "expiry_time": settings.expires,
+    });
+    if let Some(token) = token {
+        body["token"] = json!(token.expose());
+    }
+    body
+}
+
+/// The body that changes the fields that are `Some` (`Some(None)`: unlimited, never).
+pub fn update_body(uses_allowed: Option<Option<u32>>, expires: Option<Option<i64>>) -> Value {
+    let mut body = Map::new();
+    if let Some(uses_allowed) = uses_allowed {
+        body.insert("uses_allowed".into(), json!(uses_allowed));
+    }
+    if let Some(expires) = expires {
+        body.insert("expiry_time".into(), json!(expires));
+    }
+    Value::Object(body)
+}
 
 /// One token as the admin API shows it; `what` names the request in errors.
 pub fn observed(what: &str, entry: &Value) -> Result<ObservedToken, ServerError> {

@@ -119,7 +119,8 @@ attributes:
 notes:
   - A compiled module, run by the same binaries as M(matrix_user.matrix.matrix_user) (Linux on x86_64 and aarch64).
 author:
-  - matrix_user team
+  # The project has no public address, so no GitHub handle, yet (see the collection's README).
+  - matrix_user team (!UNKNOWN)
 '''
 
 EXAMPLES = r'''
@@ -184,7 +185,7 @@ undeclared:
   elements: dict
 registration:
   description: What the server advertises for registration (its client API's answer to an empty registration
-    request), and what that means for the tokens. The same words end RV(msg); a server that cannot be asked is said
+    request), and what that means for the tokens. The same words end the task's C(msg); a server that cannot be asked is said
     there too, and never fails the task.
   returned: when the server answered
   type: dict

@@ -10,11 +10,11 @@
 //! which loses nothing because v0.13.8 never counts a use.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::Dendrite;
 use crate::backend::proxy::from_homeserver;
-use crate::backend::token_admin::{observed, unexpected};
+use crate::backend::token_admin::{create_body, observed, unexpected, update_body};
 use crate::backend::{RegistrationTokenServer, ServerError};
 use crate::http::{path_segment, Body, Reply};
 use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
@@ -63,13 +63,7 @@ impl RegistrationTokenServer for Dendrite {
         token: Option<&Secret>,
         settings: TokenSettings,
     ) -> Result<ObservedToken, ServerError> {
-        let mut body = json!({
-            "uses_allowed": settings.uses_allowed,
-            "expiry_time": settings.expires,
-        });
-        if let Some(token) = token {
-            body["token"] = json!(token.expose());
-        }
+        let body = create_body(token, settings);
         let path = format!("{TOKENS}/new");
         let reply = self.token_request(Method::POST, &path, Some(&body)).await?;
         match reply.status {
@@ -90,17 +84,9 @@ impl RegistrationTokenServer for Dendrite {
         _revive: bool,
     ) -> Result<ObservedToken, ServerError> {
         let what = "changing a registration token";
-        let mut body = Map::new();
-        if let Some(uses_allowed) = uses_allowed {
-            body.insert("uses_allowed".into(), json!(uses_allowed));
-        }
-        if let Some(expires) = expires {
-            body.insert("expiry_time".into(), json!(expires));
-        }
+        let body = update_body(uses_allowed, expires);
         let path = Dendrite::token_path(token);
-        let reply = self
-            .token_request(Method::PUT, &path, Some(&Value::Object(body)))
-            .await?;
+        let reply = self.token_request(Method::PUT, &path, Some(&body)).await?;
         if reply.status != StatusCode::OK {
             return Err(ServerError::refused(what, &reply));
         }

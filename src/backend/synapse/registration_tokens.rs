@@ -3,11 +3,11 @@
 //! what its client API advertises for registration.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::Synapse;
 use crate::backend::proxy::from_homeserver;
-use crate::backend::token_admin::{observed, unexpected};
+use crate::backend::token_admin::{create_body, observed, unexpected, update_body};
 use crate::backend::{RegistrationTokenServer, ServerError};
 use crate::http::{path_segment, Body};
 use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
@@ -38,13 +38,7 @@ impl RegistrationTokenServer for Synapse {
         settings: TokenSettings,
     ) -> Result<ObservedToken, ServerError> {
         let what = "creating a registration token";
-        let mut body = json!({
-            "uses_allowed": settings.uses_allowed,
-            "expiry_time": settings.expires,
-        });
-        if let Some(token) = token {
-            body["token"] = json!(token.expose());
-        }
+        let body = create_body(token, settings);
         let path = format!("{TOKENS}/new");
         let reply = self.admin_send(Method::POST, &path, &body).await?;
         match reply.status {
@@ -61,17 +55,9 @@ impl RegistrationTokenServer for Synapse {
         _revive: bool,
     ) -> Result<ObservedToken, ServerError> {
         let what = "changing a registration token";
-        let mut body = Map::new();
-        if let Some(uses_allowed) = uses_allowed {
-            body.insert("uses_allowed".into(), json!(uses_allowed));
-        }
-        if let Some(expires) = expires {
-            body.insert("expiry_time".into(), json!(expires));
-        }
+        let body = update_body(uses_allowed, expires);
         let path = format!("{TOKENS}/{}", path_segment(token.expose()));
-        let reply = self
-            .admin_send(Method::PUT, &path, &Value::Object(body))
-            .await?;
+        let reply = self.admin_send(Method::PUT, &path, &body).await?;
         match reply.status {
             StatusCode::OK => observed(what, &reply.body),
             _ => Err(ServerError::refused(what, &reply)),
