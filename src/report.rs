@@ -230,8 +230,8 @@ fn account_json(account: Option<&Account>) -> Value {
 }
 
 /// `value` masked (last, on everything: success messages and diffs quote
-/// values too) and printed.
-fn printed_masked(mut value: Value) -> String {
+/// values too) and printed: the one masking of every module's output.
+pub(crate) fn printed_masked(mut value: Value) -> String {
     scrub(&mut value);
     value.to_string()
 }

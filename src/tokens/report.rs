@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use super::plan::{Plan, Step, TokenView};
 use super::registration_message;
 use crate::model::tokens::{Registration, TokenArgs};
+use crate::report::printed_masked;
 use crate::rfc3339::format_millis;
-use crate::secret::mask_secrets;
 
 pub struct TokenReport {
     pub plan: Plan,
@@ -35,7 +35,7 @@ impl TokenReport {
     /// The output of a run that failed before it knew anything.
     pub fn failed(message: String) -> (String, i32) {
         (
-            masked(json!({"changed": false, "failed": true, "msg": message})),
+            printed_masked(json!({"changed": false, "failed": true, "msg": message})),
             1,
         )
     }
@@ -75,7 +75,7 @@ impl TokenReport {
         if !self.warnings.is_empty() {
             output["warnings"] = json!(self.warnings);
         }
-        (masked(output), i32::from(error.is_some()))
+        (printed_masked(output), i32::from(error.is_some()))
     }
 
     fn summary(&self) -> String {
@@ -138,16 +138,33 @@ fn diff_json(step: &Step) -> Value {
     })
 }
 
-/// `value` printed with every string masked (messages quote server answers).
-fn masked(mut value: Value) -> String {
-    fn scrub(value: &mut Value) {
-        match value {
-            Value::String(text) => *text = mask_secrets(text),
-            Value::Array(items) => items.iter_mut().for_each(scrub),
-            Value::Object(map) => map.values_mut().for_each(scrub),
-            _ => {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    /// Printed as JSON, a harmless `"` or line break becomes `\"` or `\n`:
+    /// a secret spelt that way must not appear in the printed output.
+    #[test]
+    fn a_secret_spelt_as_the_output_prints_it_is_masked() {
+        let _quoted = Secret::new(r#"say \"hi\""#);
+        let _line_break = Secret::new(r"two\nlines-secret");
+        let message = "the homeserver answered 400: I say \"hi\" in two\nlines-secret".to_string();
+        let (failed, code) = TokenReport::failed(message.clone());
+        let report = TokenReport {
+            plan: Plan::default(),
+            removed: "deleted",
+            registration: Some(Err(message.clone())),
+            check_mode: false,
+            diff: true,
+            warnings: vec![message.clone()],
+        };
+        let (finished, _) = report.finish(Some(message));
+        assert_eq!(code, 1);
+        for printed in [failed, finished] {
+            assert!(!printed.contains(r#"say \"hi\""#), "{printed}");
+            assert!(!printed.contains(r"two\nlines-secret"), "{printed}");
+            serde_json::from_str::<Value>(&printed).expect("still one JSON object");
         }
     }
-    scrub(&mut value);
-    value.to_string()
 }
