@@ -57,12 +57,7 @@ const TOKEN_RULE: &str =
 
 impl TokenArgs {
     pub fn from_file(path: &Path) -> Result<TokenArgs, ArgsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
-            ArgsError::new(ArgsErrorKind::Unreadable {
-                path: path.to_path_buf(),
-                source,
-            })
-        })?;
+        let text = super::read_args_file(path)?;
         // serde_json's messages give a position, never the content.
         let map = match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(map)) => map,
@@ -122,8 +117,8 @@ pub(super) fn hold_tokens(map: &Map<String, Value>) {
 pub(super) fn read_tokens(
     top: &Fields,
 ) -> Result<(Vec<DesiredToken>, UndeclaredTokens), ArgsError> {
-    let tokens = match top.value("tokens") {
-        None | Some(Value::Null) => {
+    let tokens = match top.list("tokens", "a list of mappings")? {
+        None => {
             if !TOKEN_OPTIONS[..2].iter().any(|option| top.has(option)) {
                 return Err(ArgsError::new(ArgsErrorKind::Missing(
                     "one of token, token_file or tokens is required".into(),
@@ -131,7 +126,7 @@ pub(super) fn read_tokens(
             }
             vec![read_token(top, "token".into())?]
         }
-        Some(Value::Array(entries)) => {
+        Some(entries) => {
             if let Some(option) = TOKEN_OPTIONS.iter().find(|option| top.has(option)) {
                 return Err(ArgsError::new(ArgsErrorKind::Exclusive {
                     first: "tokens".into(),
@@ -144,26 +139,16 @@ pub(super) fn read_tokens(
                 .map(|(index, entry)| {
                     let prefix = format!("tokens[{index}]");
                     let Value::Object(map) = entry else {
-                        return Err(ArgsError::at(
-prefix,
-ArgsErrorKind::WrongType {
-                            expected:
-                                "a mapping of token, token_file, uses_allowed, expires and state",
-                        }));
+                        return Err(ArgsError::wrong_type(
+                            prefix,
+                            "a mapping of token, token_file, uses_allowed, expires and state",
+                        ));
                     };
                     let fields = Fields::nested(map, prefix.clone());
                     fields.refuse_unknown(&TOKEN_OPTIONS)?;
                     read_token(&fields, prefix)
                 })
                 .collect::<Result<_, _>>()?
-        }
-        Some(_) => {
-            return Err(ArgsError::at(
-                "tokens",
-                ArgsErrorKind::WrongType {
-                    expected: "a list of mappings",
-                },
-            ))
         }
     };
     Ok((tokens, read_undeclared(top)?))
@@ -473,6 +458,14 @@ mod tests {
         assert_eq!(
             error(json!({"uses_allowed": 2})),
             "one of token, token_file or tokens is required"
+        );
+        assert_eq!(
+            error(json!({"tokens": "one"})),
+            "tokens: expected a list of mappings"
+        );
+        assert_eq!(
+            error(json!({"tokens": ["one"]})),
+            "tokens[0]: expected a mapping of token, token_file, uses_allowed, expires and state"
         );
     }
 
