@@ -274,6 +274,28 @@ mod tests {
         }
     }
 
+    /// The step of the one token `declared`, planned against `server` now.
+    fn step_of(declared: DesiredToken, server: &[ObservedToken]) -> Step {
+        plan(&[declared], server, KEEP, NOW)
+            .unwrap()
+            .declared
+            .remove(0)
+    }
+
+    fn update(
+        token: &str,
+        uses_allowed: Option<Option<u32>>,
+        expires: Option<Option<i64>>,
+        revive: bool,
+    ) -> Option<Action> {
+        Some(Action::Update {
+            token: Secret::new(token),
+            uses_allowed,
+            expires,
+            revive,
+        })
+    }
+
     #[test]
     fn a_missing_token_is_created_with_its_settings() {
         let plan = plan(
@@ -318,37 +340,18 @@ mod tests {
     #[test]
     fn a_changed_limit_updates_only_the_limit() {
         let server = [on_server("invite-1", Some(2), Some(NOW + 5), 1)];
-        let plan = plan(
-            &[declared(0, "invite-1", Some(3), Some(NOW + 5))],
-            &server,
-            KEEP,
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(
-            plan.declared[0].action,
-            Some(Action::Update {
-                token: Secret::new("invite-1"),
-                uses_allowed: Some(Some(3)),
-                expires: None,
-                revive: false
-            })
-        );
+        let step = step_of(declared(0, "invite-1", Some(3), Some(NOW + 5)), &server);
+        assert_eq!(step.action, update("invite-1", Some(Some(3)), None, false));
     }
 
     #[test]
     fn unlimited_and_never_are_compared_too() {
         // Synapse keeps 0, which it treats as unlimited: declaring unlimited sets null.
         let server = [on_server("a-token", Some(0), Some(NOW + 5), 0)];
-        let plan = plan(&[declared(0, "a-token", None, None)], &server, KEEP, NOW).unwrap();
+        let step = step_of(declared(0, "a-token", None, None), &server);
         assert_eq!(
-            plan.declared[0].action,
-            Some(Action::Update {
-                token: Secret::new("a-token"),
-                uses_allowed: Some(None),
-                expires: Some(None),
-                revive: false
-            })
+            step.action,
+            update("a-token", Some(None), Some(None), false)
         );
     }
 
@@ -469,23 +472,9 @@ mod tests {
         let mut revoked = on_server("invite-1", Some(2), None, 1);
         revoked.revoked = true;
         let server = [revoked];
-        let plan = plan(
-            &[declared(0, "invite-1", Some(3), None)],
-            &server,
-            KEEP,
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(
-            plan.declared[0].action,
-            Some(Action::Update {
-                token: Secret::new("invite-1"),
-                uses_allowed: Some(Some(3)),
-                expires: None,
-                revive: true
-            })
-        );
-        assert_eq!(plan.declared[0].before, None);
+        let step = step_of(declared(0, "invite-1", Some(3), None), &server);
+        assert_eq!(step.action, update("invite-1", Some(Some(3)), None, true));
+        assert_eq!(step.before, None);
         let mut gone = declared(0, "invite-1", Some(2), None);
         gone.state = TokenState::Absent;
         assert_eq!(
