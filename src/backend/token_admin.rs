@@ -1,9 +1,14 @@
 //! The registration token object Synapse's and Dendrite's admin APIs share
-//! (`token`, `uses_allowed`, `pending`, `completed`, `expiry_time` in ms).
+//! (`token`, `uses_allowed`, `pending`, `completed`, `expiry_time` in ms),
+//! the client API's `/register` both ask what registration needs, and how
+//! every server's answer to a token request is read.
 
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::proxy::from_homeserver;
 use super::ServerError;
+use crate::http::{Body, Http, Reply};
 use crate::model::tokens::{ObservedToken, TokenSettings};
 use crate::secret::Secret;
 
@@ -53,6 +58,35 @@ pub fn observed(what: &str, entry: &Value) -> Result<ObservedToken, ServerError>
         completed: number("completed")?.unwrap_or(0),
         revoked: false,
     })
+}
+
+/// The token a create or change answered with (200); `what` names the request.
+pub fn answered(what: &str, reply: &Reply) -> Result<ObservedToken, ServerError> {
+    match reply.status {
+        StatusCode::OK => observed(what, &reply.body),
+        _ => Err(ServerError::refused(what, reply)),
+    }
+}
+
+/// A removal's answer: done (200), or `gone`, the server's answer for a
+/// token removed already (by someone else since the list was read).
+pub fn removed(what: &str, reply: &Reply, gone: StatusCode) -> Result<(), ServerError> {
+    match reply.status {
+        StatusCode::OK => Ok(()),
+        status if status == gone => Ok(()),
+        _ => Err(ServerError::refused(what, reply)),
+    }
+}
+
+/// What `/register` answers an empty body, as a client asks first: 403
+/// when registration is disabled, else 401 with the flows (and a session
+/// that expires unused; no account is made).
+pub async fn register_probe(http: &Http) -> Result<Reply, ServerError> {
+    const REGISTER: &str = "/_matrix/client/v3/register";
+    let reply = http
+        .send(Method::POST, REGISTER, None, Body::Json(&json!({})))
+        .await?;
+    from_homeserver(REGISTER, reply)
 }
 
 pub fn unexpected(what: &str, detail: &str) -> ServerError {

@@ -10,18 +10,19 @@
 //! which loses nothing because v0.13.8 never counts a use.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::Dendrite;
 use crate::backend::proxy::from_homeserver;
-use crate::backend::token_admin::{create_body, observed, unexpected, update_body};
+use crate::backend::token_admin::{
+    answered, create_body, observed, register_probe, removed, unexpected, update_body,
+};
 use crate::backend::{RegistrationTokenServer, ServerError};
 use crate::http::{path_segment, Body, Reply};
 use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
 use crate::secret::Secret;
 
 const TOKENS: &str = "/_dendrite/admin/registrationTokens";
-const REGISTER: &str = "/_matrix/client/v3/register";
 
 impl Dendrite {
     async fn token_request(
@@ -67,12 +68,11 @@ impl RegistrationTokenServer for Dendrite {
         let path = format!("{TOKENS}/new");
         let reply = self.token_request(Method::POST, &path, Some(&body)).await?;
         match reply.status {
-            StatusCode::OK => observed("creating a registration token", &reply.body),
             StatusCode::FORBIDDEN => Err(ServerError::refused(
                 "creating a registration token (Dendrite makes them only with client_api.registration_requires_token: true in dendrite.yaml; set it and restart Dendrite)",
                 &reply,
             )),
-            _ => Err(ServerError::refused("creating a registration token", &reply)),
+            _ => answered("creating a registration token", &reply),
         }
     }
 
@@ -111,23 +111,17 @@ impl RegistrationTokenServer for Dendrite {
     async fn delete_registration_token(&self, token: &Secret) -> Result<(), ServerError> {
         let path = Dendrite::token_path(token);
         let reply = self.token_request(Method::DELETE, &path, None).await?;
-        match reply.status {
-            StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
-            _ => Err(ServerError::refused(
-                "deleting a registration token",
-                &reply,
-            )),
-        }
+        removed(
+            "deleting a registration token",
+            &reply,
+            StatusCode::NOT_FOUND,
+        )
     }
 
     /// v0.13.8 never checks tokens; whether registration is open at all
     /// is what an empty `/register` answers (403 when disabled).
     async fn registration_advertised(&self) -> Result<Registration, ServerError> {
-        let reply = self
-            .http
-            .send(Method::POST, REGISTER, None, Body::Json(&json!({})))
-            .await?;
-        let reply = from_homeserver(REGISTER, reply)?;
+        let reply = register_probe(&self.http).await?;
         match reply.status {
             StatusCode::FORBIDDEN => Ok(Registration::TokensNotChecked { open: false }),
             StatusCode::UNAUTHORIZED => Ok(Registration::TokensNotChecked { open: true }),

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::admin_api::unexpected;
 use super::Mas;
+use crate::backend::token_admin::removed;
 use crate::backend::{RegistrationTokenServer, ServerError};
 use crate::http::path_segment;
 use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
@@ -120,14 +121,12 @@ impl RegistrationTokenServer for Mas {
     async fn delete_registration_token(&self, token: &Secret) -> Result<(), ServerError> {
         let path = self.token_path(token, "/revoke")?;
         let reply = self.admin(Method::POST, &path, None).await?;
-        match reply.status {
-            // 400: revoked already (by someone else since the list was read).
-            StatusCode::OK | StatusCode::BAD_REQUEST => Ok(()),
-            _ => Err(ServerError::refused(
-                "revoking a registration token",
-                &reply,
-            )),
-        }
+        // 400: revoked already.
+        removed(
+            "revoking a registration token",
+            &reply,
+            StatusCode::BAD_REQUEST,
+        )
     }
 
     /// MAS's site configuration: whether password registration is on and

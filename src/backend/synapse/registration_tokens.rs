@@ -6,15 +6,15 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::Synapse;
-use crate::backend::proxy::from_homeserver;
-use crate::backend::token_admin::{create_body, observed, unexpected, update_body};
+use crate::backend::token_admin::{
+    answered, create_body, observed, register_probe, removed, unexpected, update_body,
+};
 use crate::backend::{RegistrationTokenServer, ServerError};
-use crate::http::{path_segment, Body};
+use crate::http::path_segment;
 use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
 use crate::secret::Secret;
 
 const TOKENS: &str = "/_synapse/admin/v1/registration_tokens";
-const REGISTER: &str = "/_matrix/client/v3/register";
 const TOKEN_STAGE: &str = "m.login.registration_token";
 
 impl RegistrationTokenServer for Synapse {
@@ -37,14 +37,10 @@ impl RegistrationTokenServer for Synapse {
         token: Option<&Secret>,
         settings: TokenSettings,
     ) -> Result<ObservedToken, ServerError> {
-        let what = "creating a registration token";
         let body = create_body(token, settings);
         let path = format!("{TOKENS}/new");
         let reply = self.admin_send(Method::POST, &path, &body).await?;
-        match reply.status {
-            StatusCode::OK => observed(what, &reply.body),
-            _ => Err(ServerError::refused(what, &reply)),
-        }
+        answered("creating a registration token", &reply)
     }
 
     async fn update_registration_token(
@@ -54,39 +50,26 @@ impl RegistrationTokenServer for Synapse {
         expires: Option<Option<i64>>,
         _revive: bool,
     ) -> Result<ObservedToken, ServerError> {
-        let what = "changing a registration token";
         let body = update_body(uses_allowed, expires);
         let path = format!("{TOKENS}/{}", path_segment(token.expose()));
         let reply = self.admin_send(Method::PUT, &path, &body).await?;
-        match reply.status {
-            StatusCode::OK => observed(what, &reply.body),
-            _ => Err(ServerError::refused(what, &reply)),
-        }
+        answered("changing a registration token", &reply)
     }
 
     async fn delete_registration_token(&self, token: &Secret) -> Result<(), ServerError> {
         let path = format!("{TOKENS}/{}", path_segment(token.expose()));
         let reply = self.admin_send(Method::DELETE, &path, &json!({})).await?;
-        match reply.status {
-            // Gone already (someone else deleted it since the list was read).
-            StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
-            _ => Err(ServerError::refused(
-                "deleting a registration token",
-                &reply,
-            )),
-        }
+        removed(
+            "deleting a registration token",
+            &reply,
+            StatusCode::NOT_FOUND,
+        )
     }
 
-    /// Asks `/register` with an empty body, as a client does first:
-    /// Synapse answers 403 when registration is disabled, else 401 with the
-    /// flows (and a session that expires unused; no account is made).
+    /// What `/register` asks of a client first.
     async fn registration_advertised(&self) -> Result<Registration, ServerError> {
         let what = "reading the registration flows";
-        let reply = self
-            .http
-            .send(Method::POST, REGISTER, None, Body::Json(&json!({})))
-            .await?;
-        let reply = from_homeserver(REGISTER, reply)?;
+        let reply = register_probe(&self.http).await?;
         match reply.status {
             StatusCode::FORBIDDEN => Ok(Registration::Closed),
             StatusCode::UNAUTHORIZED => match reply.body.get("flows").and_then(Value::as_array) {
