@@ -239,7 +239,7 @@ fn a_generated_token_is_written_to_token_file_only_and_reused() {
 fn bad_declarations_are_refused_before_anything_is_sent() {
     let s = synapse();
     for (args, expected) in [
-        (json!({"token": "zero-uses", "uses_allowed": 0}), "uses_allowed: \"0\" is not accepted; use a whole number from 1 to 2147483647, or unlimited. Synapse lets"),
+        (json!({"token": "zero-uses", "uses_allowed": 0}), "uses_allowed: \"0\" is not accepted; use a whole number from 1 to 2147483647, or unlimited. Some homeservers let any number of accounts register with a token whose limit is 0"),
         (json!({"token": "bad token!"}), "token: must be 1 to 64 characters of A-Z a-z 0-9 . _ ~ -"),
         (json!({"token": "neg-uses", "uses_allowed": -1}), "uses_allowed: \"-1\" is not accepted"),
     ] {
