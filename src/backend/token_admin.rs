@@ -1,20 +1,95 @@
-//! The registration token object Synapse's and Dendrite's admin APIs share
-//! (`token`, `uses_allowed`, `pending`, `completed`, `expiry_time` in ms),
-//! the client API's `/register` both ask what registration needs, and how
-//! every server's answer to a token request is read.
+//! The registration token admin API Synapse and Dendrite share (one list
+//! without paging, `new`, and each token at its path; the token object
+//! has `token`, `uses_allowed`, `pending`, `completed`, `expiry_time` in
+//! ms), the client API's `/register` both ask what registration needs,
+//! and how every server's answer to a token request is read.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::proxy::from_homeserver;
 use super::ServerError;
-use crate::http::{Body, Http, Reply};
+use crate::http::{path_segment, Body, Http, Reply};
 use crate::model::tokens::{ObservedToken, TokenSettings};
 use crate::secret::Secret;
 
+/// The token admin API at `base`, called as `admin`.
+pub struct TokenAdminApi<'a> {
+    pub http: &'a Http,
+    pub admin: &'a Secret,
+    pub base: &'static str,
+}
+
+impl TokenAdminApi<'_> {
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, ServerError> {
+        let body = body.map_or(Body::None, Body::Json);
+        let reply = self.http.send(method, path, Some(self.admin), body).await?;
+        from_homeserver(path, reply)
+    }
+
+    fn token_path(&self, token: &Secret) -> String {
+        format!("{}/{}", self.base, path_segment(token.expose()))
+    }
+
+    /// Every token the server has.
+    pub async fn list(&self) -> Result<Vec<ObservedToken>, ServerError> {
+        let what = "reading the registration tokens";
+        let reply = self.request(Method::GET, self.base, None).await?;
+        if reply.status != StatusCode::OK {
+            return Err(ServerError::refused(what, &reply));
+        }
+        // Dendrite lists no tokens as `null`.
+        match reply.body.get("registration_tokens") {
+            Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(listed)) => listed.iter().map(|t| observed(what, t)).collect(),
+            _ => Err(unexpected(what, "no registration_tokens list")),
+        }
+    }
+
+    /// The server's answer to creating a token with `settings` (generated
+    /// without `token`), for [`answered`] or a server's own reading.
+    pub async fn send_create(
+        &self,
+        token: Option<&Secret>,
+        settings: TokenSettings,
+    ) -> Result<Reply, ServerError> {
+        let body = create_body(token, settings);
+        let path = format!("{}/new", self.base);
+        self.request(Method::POST, &path, Some(&body)).await
+    }
+
+    /// Sets the fields that are `Some` (`Some(None)`: unlimited, never).
+    pub async fn update(
+        &self,
+        token: &Secret,
+        uses_allowed: Option<Option<u32>>,
+        expires: Option<Option<i64>>,
+    ) -> Result<ObservedToken, ServerError> {
+        let body = update_body(uses_allowed, expires);
+        let path = self.token_path(token);
+        let reply = self.request(Method::PUT, &path, Some(&body)).await?;
+        answered("changing a registration token", &reply)
+    }
+
+    pub async fn delete(&self, token: &Secret) -> Result<(), ServerError> {
+        let path = self.token_path(token);
+        let reply = self.request(Method::DELETE, &path, None).await?;
+        removed(
+            "deleting a registration token",
+            &reply,
+            StatusCode::NOT_FOUND,
+        )
+    }
+}
+
 /// The body that creates a token with `settings`; without `token`, the
 /// server generates one.
-pub fn create_body(token: Option<&Secret>, settings: TokenSettings) -> Value {
+fn create_body(token: Option<&Secret>, settings: TokenSettings) -> Value {
     let mut body = json!({
         "uses_allowed": settings.uses_allowed,
         "expiry_time": settings.expires,
@@ -26,7 +101,7 @@ pub fn create_body(token: Option<&Secret>, settings: TokenSettings) -> Value {
 }
 
 /// The body that changes the fields that are `Some` (`Some(None)`: unlimited, never).
-pub fn update_body(uses_allowed: Option<Option<u32>>, expires: Option<Option<i64>>) -> Value {
+fn update_body(uses_allowed: Option<Option<u32>>, expires: Option<Option<i64>>) -> Value {
     let mut body = Map::new();
     if let Some(uses_allowed) = uses_allowed {
         body.insert("uses_allowed".into(), json!(uses_allowed));
@@ -38,7 +113,7 @@ pub fn update_body(uses_allowed: Option<Option<u32>>, expires: Option<Option<i64
 }
 
 /// One token as the admin API shows it; `what` names the request in errors.
-pub fn observed(what: &str, entry: &Value) -> Result<ObservedToken, ServerError> {
+fn observed(what: &str, entry: &Value) -> Result<ObservedToken, ServerError> {
     let number = |field: &str| -> Result<Option<u64>, ServerError> {
         match entry.get(field) {
             None | Some(Value::Null) => Ok(None),

@@ -9,54 +9,29 @@
 //! that did not land is made again by deleting and recreating the token,
 //! which loses nothing because v0.13.8 never counts a use.
 
-use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use reqwest::StatusCode;
 
 use super::Dendrite;
-use crate::backend::proxy::from_homeserver;
-use crate::backend::token_admin::{
-    answered, create_body, observed, register_probe, removed, unexpected, update_body,
-};
+use crate::backend::token_admin::{answered, register_probe, TokenAdminApi};
 use crate::backend::{RegistrationTokenServer, ServerError};
-use crate::http::{path_segment, Body, Reply};
 use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
 use crate::secret::Secret;
 
 const TOKENS: &str = "/_dendrite/admin/registrationTokens";
 
 impl Dendrite {
-    async fn token_request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Reply, ServerError> {
-        let body = body.map_or(Body::None, Body::Json);
-        let reply = self
-            .http
-            .send(method, path, Some(&self.token), body)
-            .await?;
-        from_homeserver(path, reply)
-    }
-
-    fn token_path(token: &Secret) -> String {
-        format!("{TOKENS}/{}", path_segment(token.expose()))
+    fn token_api(&self) -> TokenAdminApi<'_> {
+        TokenAdminApi {
+            http: &self.http,
+            admin: &self.token,
+            base: TOKENS,
+        }
     }
 }
 
 impl RegistrationTokenServer for Dendrite {
     async fn registration_tokens(&self) -> Result<Vec<ObservedToken>, ServerError> {
-        let what = "reading the registration tokens";
-        let reply = self.token_request(Method::GET, TOKENS, None).await?;
-        if reply.status != StatusCode::OK {
-            return Err(ServerError::refused(what, &reply));
-        }
-        // No tokens: `null`.
-        match reply.body.get("registration_tokens") {
-            Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(listed)) => listed.iter().map(|t| observed(what, t)).collect(),
-            _ => Err(unexpected(what, "no registration_tokens list")),
-        }
+        self.token_api().list().await
     }
 
     async fn create_registration_token(
@@ -64,9 +39,7 @@ impl RegistrationTokenServer for Dendrite {
         token: Option<&Secret>,
         settings: TokenSettings,
     ) -> Result<ObservedToken, ServerError> {
-        let body = create_body(token, settings);
-        let path = format!("{TOKENS}/new");
-        let reply = self.token_request(Method::POST, &path, Some(&body)).await?;
+        let reply = self.token_api().send_create(token, settings).await?;
         match reply.status {
             StatusCode::FORBIDDEN => Err(ServerError::refused(
                 "creating a registration token (Dendrite makes them only with client_api.registration_requires_token: true in dendrite.yaml; set it and restart Dendrite)",
@@ -83,14 +56,10 @@ impl RegistrationTokenServer for Dendrite {
         expires: Option<Option<i64>>,
         _revive: bool,
     ) -> Result<ObservedToken, ServerError> {
-        let what = "changing a registration token";
-        let body = update_body(uses_allowed, expires);
-        let path = Dendrite::token_path(token);
-        let reply = self.token_request(Method::PUT, &path, Some(&body)).await?;
-        if reply.status != StatusCode::OK {
-            return Err(ServerError::refused(what, &reply));
-        }
-        let echoed = observed(what, &reply.body)?;
+        let echoed = self
+            .token_api()
+            .update(token, uses_allowed, expires)
+            .await?;
         let landed = uses_allowed.is_none_or(|u| echoed.uses_allowed == u.map(u64::from))
             && expires.is_none_or(|e| echoed.expires == e);
         if landed {
@@ -109,13 +78,7 @@ impl RegistrationTokenServer for Dendrite {
     }
 
     async fn delete_registration_token(&self, token: &Secret) -> Result<(), ServerError> {
-        let path = Dendrite::token_path(token);
-        let reply = self.token_request(Method::DELETE, &path, None).await?;
-        removed(
-            "deleting a registration token",
-            &reply,
-            StatusCode::NOT_FOUND,
-        )
+        self.token_api().delete(token).await
     }
 
     /// v0.13.8 never checks tokens; whether registration is open at all

@@ -2,34 +2,31 @@
 //! (`/_synapse/admin/v1/registration_tokens`, one list without paging) and
 //! what its client API advertises for registration.
 
-use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use reqwest::StatusCode;
+use serde_json::Value;
 
 use super::Synapse;
-use crate::backend::token_admin::{
-    answered, create_body, observed, register_probe, removed, unexpected, update_body,
-};
+use crate::backend::token_admin::{answered, register_probe, unexpected, TokenAdminApi};
 use crate::backend::{RegistrationTokenServer, ServerError};
-use crate::http::path_segment;
 use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
 use crate::secret::Secret;
 
 const TOKENS: &str = "/_synapse/admin/v1/registration_tokens";
 const TOKEN_STAGE: &str = "m.login.registration_token";
 
+impl Synapse {
+    fn token_api(&self) -> TokenAdminApi<'_> {
+        TokenAdminApi {
+            http: &self.http,
+            admin: &self.token,
+            base: TOKENS,
+        }
+    }
+}
+
 impl RegistrationTokenServer for Synapse {
     async fn registration_tokens(&self) -> Result<Vec<ObservedToken>, ServerError> {
-        let what = "reading the registration tokens";
-        let reply = self.admin_get(TOKENS, &[]).await?;
-        if reply.status != StatusCode::OK {
-            return Err(ServerError::refused(what, &reply));
-        }
-        let listed = reply
-            .body
-            .get("registration_tokens")
-            .and_then(Value::as_array);
-        let listed = listed.ok_or_else(|| unexpected(what, "no registration_tokens list"))?;
-        listed.iter().map(|entry| observed(what, entry)).collect()
+        self.token_api().list().await
     }
 
     async fn create_registration_token(
@@ -37,9 +34,7 @@ impl RegistrationTokenServer for Synapse {
         token: Option<&Secret>,
         settings: TokenSettings,
     ) -> Result<ObservedToken, ServerError> {
-        let body = create_body(token, settings);
-        let path = format!("{TOKENS}/new");
-        let reply = self.admin_send(Method::POST, &path, &body).await?;
+        let reply = self.token_api().send_create(token, settings).await?;
         answered("creating a registration token", &reply)
     }
 
@@ -50,20 +45,11 @@ impl RegistrationTokenServer for Synapse {
         expires: Option<Option<i64>>,
         _revive: bool,
     ) -> Result<ObservedToken, ServerError> {
-        let body = update_body(uses_allowed, expires);
-        let path = format!("{TOKENS}/{}", path_segment(token.expose()));
-        let reply = self.admin_send(Method::PUT, &path, &body).await?;
-        answered("changing a registration token", &reply)
+        self.token_api().update(token, uses_allowed, expires).await
     }
 
     async fn delete_registration_token(&self, token: &Secret) -> Result<(), ServerError> {
-        let path = format!("{TOKENS}/{}", path_segment(token.expose()));
-        let reply = self.admin_send(Method::DELETE, &path, &json!({})).await?;
-        removed(
-            "deleting a registration token",
-            &reply,
-            StatusCode::NOT_FOUND,
-        )
+        self.token_api().delete(token).await
     }
 
     /// What `/register` asks of a client first.
@@ -99,6 +85,7 @@ fn registration_of(flows: &[Value]) -> Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_token_is_required_only_when_every_flow_asks_for_it() {
