@@ -3,12 +3,13 @@
 //! hang or flood a run: never waiting on open (a FIFO without a writer
 //! waits forever), refused unless a regular file, and read up to a bound
 //! that fits what the file holds (`/dev/zero` or a huge file is not read
-//! whole).
+//! whole). The private files the module writes (cached access tokens,
+//! `token_file`) are written whole or not at all ([`PendingFile`]).
 
 use std::fs::{File, Metadata, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The most a file may hold, and what it holds, for the message when it
 /// holds more.
@@ -119,6 +120,58 @@ fn open_regular(path: &Path, follow_links: bool) -> Result<(File, Metadata), Fil
         "a special file"
     };
     Err(FileProblem::NotRegular(special))
+}
+
+/// A private file (mode 0600) being written beside the file it replaces:
+/// renamed over it when complete, so a link planted at that path is
+/// replaced, never written through; removed when dropped before that.
+pub struct PendingFile {
+    file: File,
+    temporary: PathBuf,
+    path: PathBuf,
+}
+
+impl PendingFile {
+    /// Creates the temporary file that will replace `path`, in its folder:
+    /// so a folder that cannot take it is found before anything is made.
+    pub fn beside(path: &Path) -> std::io::Result<PendingFile> {
+        let mut suffix = [0u8; 8];
+        getrandom::getrandom(&mut suffix).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        // A name no one can guess, for each run: runs sharing the folder
+        // must not write into each other's file, nor anyone into ours.
+        let temporary = path.with_extension(format!("{}-{suffix}.tmp", std::process::id()));
+        Ok(PendingFile {
+            file: create_private_file(&temporary)?,
+            temporary,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Writes `contents` and puts the file in place in one step.
+    pub fn commit(mut self, contents: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(contents)?;
+        self.file.sync_all()?;
+        std::fs::rename(&self.temporary, &self.path)
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        // After a commit the name is gone already; nothing else is there.
+        let _ = std::fs::remove_file(&self.temporary);
+    }
+}
+
+/// Creates `path` for writing, mode 0600; fails if anything, a link
+/// included, is already there.
+pub fn create_private_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path)
 }
 
 /// A bound in the unit people write it in (`16 KiB`, `10 MiB`).

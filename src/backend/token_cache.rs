@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use sha1::{Digest, Sha1};
 
 use super::shared_secret::hex;
-use crate::host_file::{self, FileProblem};
+use crate::host_file::{self, FileProblem, PendingFile};
 use crate::matrix_id::Username;
 use crate::secret::Secret;
 
@@ -203,17 +203,9 @@ impl TokenCache {
     /// is, before the service account is registered or logged in).
     pub(super) fn prepare_store(&self) -> Result<PendingToken, TokenCacheError> {
         self.ensure_private_folder()?;
-        let mut suffix = [0u8; 8];
-        getrandom::getrandom(&mut suffix).expect("the operating system provides random bytes");
-        // A name no one can guess, for each run: runs sharing the folder
-        // must not write into each other's file, nor anyone into ours.
-        let temporary =
-            self.path
-                .with_extension(format!("{}-{}.tmp", std::process::id(), hex(&suffix)));
-        let file = create_private_file(&temporary).map_err(|e| self.failed(e))?;
+        let file = PendingFile::beside(&self.path).map_err(|e| self.failed(e))?;
         Ok(PendingToken {
             file,
-            temporary,
             path: self.path.clone(),
         })
     }
@@ -235,50 +227,26 @@ impl TokenCache {
 /// A token file being written: renamed over the cache file when complete,
 /// removed when dropped before that.
 pub(super) struct PendingToken {
-    file: std::fs::File,
-    temporary: PathBuf,
+    file: PendingFile,
     path: PathBuf,
 }
 
 impl PendingToken {
     /// Writes `token` and puts the file in place in one step (a rename
     /// replaces a link at the cache path; it never writes through it).
-    pub(super) fn commit(mut self, token: &Secret) -> Result<(), TokenCacheError> {
-        use std::io::Write;
-        let fail = |e: std::io::Error| {
+    pub(super) fn commit(self, token: &Secret) -> Result<(), TokenCacheError> {
+        let path = self.path;
+        self.file.commit(token.expose().as_bytes()).map_err(|e| {
             let detail = e.to_string();
-            TokenCache::refused(&self.path, TokenCacheProblem::Unwritable { detail })
-        };
-        self.file
-            .write_all(token.expose().as_bytes())
-            .and_then(|()| self.file.sync_all())
-            .map_err(fail)?;
-        std::fs::rename(&self.temporary, &self.path).map_err(fail)
+            TokenCache::refused(&path, TokenCacheProblem::Unwritable { detail })
+        })
     }
-}
-
-impl Drop for PendingToken {
-    fn drop(&mut self) {
-        // After a commit the name is gone already; nothing else is there.
-        let _ = std::fs::remove_file(&self.temporary);
-    }
-}
-
-/// Creates `path` for writing, mode 0600; fails if anything, a link
-/// included, is already there.
-fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host_file::create_private_file;
 
     /// A fresh folder for one test, removed when the test ends.
     struct Scratch(PathBuf);

@@ -2,53 +2,33 @@
 //! written whole or not at all (a new file renamed into place, so a link
 //! planted at the path is replaced, never written through).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::host_file::PendingFile;
 use crate::secret::Secret;
 
 /// Fails, saying why, when `path` could not take a token: checked before
 /// the server is asked to generate one.
 pub fn check_writable(path: &Path) -> Result<(), String> {
-    let (file, temporary) = create_beside(path)?;
-    drop(file);
-    let _ = std::fs::remove_file(temporary);
-    Ok(())
+    create_beside(path).map(drop)
 }
 
 /// Writes `token` to `path`, mode 0600.
 pub fn write(path: &Path, token: &Secret) -> Result<(), String> {
-    let (mut file, temporary) = create_beside(path)?;
-    let written = file
-        .write_all(token.expose().as_bytes())
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&temporary, path));
-    written.map_err(|error| {
-        let _ = std::fs::remove_file(&temporary);
-        format!("cannot write {}: {error}", path.display())
-    })
+    let contents = [token.expose().as_bytes(), b"\n"].concat();
+    create_beside(path)?
+        .commit(&contents)
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))
 }
 
-/// A new private file in `path`'s folder, and its name.
-fn create_beside(path: &Path) -> Result<(std::fs::File, PathBuf), String> {
-    let folder = match path.parent() {
-        Some(folder) if !folder.as_os_str().is_empty() => folder,
-        _ => Path::new("."),
-    };
-    let mut random = [0u8; 8];
-    getrandom::getrandom(&mut random).map_err(|error| error.to_string())?;
-    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let temporary = folder.join(format!(".matrix-registration-token-{suffix}"));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(|error| format!("cannot write a file in {}: {error}", folder.display()))?;
-    Ok((file, temporary))
+fn create_beside(path: &Path) -> Result<PendingFile, String> {
+    PendingFile::beside(path).map_err(|error| {
+        let folder = match path.parent() {
+            Some(folder) if !folder.as_os_str().is_empty() => folder,
+            _ => Path::new("."),
+        };
+        format!("cannot write a file in {}: {error}", folder.display())
+    })
 }
 
 #[cfg(test)]
