@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha1::Sha1;
 
-use super::ServerError;
+use super::{ServerError, UserErrorKind};
 use crate::backend::proxy::from_homeserver;
 use crate::http::{Body, Http, Reply};
 use crate::secret::Secret;
@@ -72,10 +72,12 @@ pub async fn register(
     let reply = match http.send(Method::POST, PATH, None, Body::Json(&body)).await {
         Ok(reply) => from_homeserver(PATH, reply)?,
         Err(lost) if lost.is_answer_lost() => {
-            return Err(ServerError::RegistrationUnanswered {
-                user: registration.localpart.to_string(),
-                cause: Box::new(lost.into()),
-            })
+            return Err(ServerError::user(
+                registration.localpart,
+                UserErrorKind::RegistrationUnanswered {
+                    cause: Box::new(lost.into()),
+                },
+            ))
         }
         Err(other) => return Err(other.into()),
     };
@@ -84,9 +86,10 @@ pub async fn register(
         (StatusCode::OK, _, Some(user_id)) => {
             Ok((user_id.to_string(), field("access_token").map(Secret::new)))
         }
-        (_, "M_USER_IN_USE", _) => Err(ServerError::CreatedMeanwhile {
-            user: registration.localpart.to_string(),
-        }),
+        (_, "M_USER_IN_USE", _) => Err(ServerError::user(
+            registration.localpart,
+            UserErrorKind::CreatedMeanwhile,
+        )),
         _ => Err(registration_refused(what, &reply)),
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use super::email;
 use super::users::user_path;
 use super::Synapse;
-use crate::backend::ServerError;
+use crate::backend::{ServerError, UserErrorKind};
 use crate::http::{path_segment, server_word};
 use crate::matrix_id::UserId;
 use crate::model::{Change, DesiredUser, ExternalId};
@@ -180,11 +180,13 @@ impl Synapse {
         match (reply.status, holder) {
             (StatusCode::NOT_FOUND, _) => Ok(()),
             (StatusCode::OK, Some(holder)) if holder == user.to_string() => Ok(()),
-            (StatusCode::OK, Some(holder)) => Err(ServerError::TakenByOther {
-                user: user.to_string(),
-                what,
-                holder: server_word(holder),
-            }),
+            (StatusCode::OK, Some(holder)) => Err(ServerError::user(
+                user,
+                UserErrorKind::TakenByOther {
+                    what,
+                    holder: server_word(holder),
+                },
+            )),
             _ => Err(ServerError::refused(format!("looking up {what}"), &reply)),
         }
     }

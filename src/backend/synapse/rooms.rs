@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{Synapse, SynapseError};
+use super::{Synapse, SynapseError, SynapseErrorKind};
 use crate::backend::ServerError;
 use crate::http::path_segment;
 use crate::matrix_id::{Room, UserId};
@@ -26,11 +26,8 @@ pub(super) type AliasLookup = Result<String, String>;
 pub(super) type MembersLookup = Result<HashSet<String>, String>;
 
 pub(super) fn rooms_not_joined(desired: &DesiredUser, failures: Vec<String>) -> ServerError {
-    SynapseError::RoomsNotJoined {
-        field: desired.field_name("rooms"),
-        failures,
-    }
-    .into()
+    let kind = SynapseErrorKind::RoomsNotJoined { failures };
+    SynapseError::new(desired.field_name("rooms"), kind).into()
 }
 
 impl Synapse {
