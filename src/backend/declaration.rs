@@ -98,6 +98,14 @@ mod tests {
         Ok(args)
     }
 
+    /// Asserts that `declared` is refused with a message starting with
+    /// `start`, and returns the message.
+    fn assert_refused(declared: Result<ModuleArgs, String>, start: &str) -> String {
+        let message = declared.unwrap_err();
+        assert!(message.starts_with(start), "{message}");
+        message
+    }
+
     fn error_of(value: Value) -> String {
         declare(value).unwrap_err()
     }
@@ -164,12 +172,9 @@ mod tests {
         let mas = |user: Value| declare(with_user(mas_base(), user));
         // Set at creation (MAS 1.18 and later, checked once connected).
         mas(json!({"users": [{"username": "a", "displayname": "A"}]})).unwrap();
-        let message = mas(json!({"username": "a", "user_type": "bot"}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("user_type: MAS has no user types"),
-            "{message}"
+        assert_refused(
+            mas(json!({"username": "a", "user_type": "bot"})),
+            "user_type: MAS has no user types",
         );
         let args = mas(json!({"username": "a", "user_type": "regular", "email": "a@example.com"}))
             .unwrap();
@@ -221,26 +226,17 @@ mod tests {
             }
             declare(args)
         };
-        let message = dendrite(json!({"users": [{"username": "a", "user_type": "bot"}]}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("users[0].user_type: Dendrite has no user types"),
-            "{message}"
+        assert_refused(
+            dendrite(json!({"users": [{"username": "a", "user_type": "bot"}]})),
+            "users[0].user_type: Dendrite has no user types",
         );
-        let message = dendrite(json!({"username": "a", "state": "absent", "erase": true}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("erase: Dendrite cannot erase"),
-            "{message}"
+        assert_refused(
+            dendrite(json!({"username": "a", "state": "absent", "erase": true})),
+            "erase: Dendrite cannot erase",
         );
-        let message = dendrite(json!({"username": "a", "password": "short7!"}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("password: Dendrite accepts only passwords of 8 to 512 bytes"),
-            "{message}"
+        let message = assert_refused(
+            dendrite(json!({"username": "a", "password": "short7!"})),
+            "password: Dendrite accepts only passwords of 8 to 512 bytes",
         );
         assert!(!message.contains("short7!"), "{message}");
         let args =

@@ -176,13 +176,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn both_servers_registration_errors_get_the_same_messages() {
-        let reply = |status: u16, body: Value| Reply {
+    /// The homeserver's answer `status` with `body`.
+    fn reply(status: u16, body: Value) -> Reply {
+        Reply {
             server: crate::http::HOMESERVER,
             status: StatusCode::from_u16(status).unwrap(),
             body,
-        };
+        }
+    }
+
+    #[test]
+    fn both_servers_registration_errors_get_the_same_messages() {
         let refused = |r: Reply| registration_refused("registering bob".into(), &r);
         for wrong_mac in [
             reply(
@@ -219,11 +223,6 @@ mod tests {
 
     #[test]
     fn a_proxys_404_is_told_apart_from_the_homeservers_own_answers() {
-        let reply = |status: u16, body: Value| Reply {
-            server: crate::http::HOMESERVER,
-            status: StatusCode::from_u16(status).unwrap(),
-            body,
-        };
         const PATH: &str = "/_synapse/admin/v1/register";
         for proxy in [
             reply(404, Value::String("404 page not found\n".into())),
