@@ -14,14 +14,44 @@ pub enum DeclarationError {
     /// No credentials this server accepts; the message says which to give.
     #[error("{0}")]
     NoCredentials(&'static str),
-    /// `field` declares what this server cannot manage; `reason` says why
+    /// The declared `field` cannot be taken; `kind` says why.
+    #[error("{field}: {kind}")]
+    Field { field: String, kind: FieldErrorKind },
+}
+
+/// Why this server cannot take a declared field ([`DeclarationError::Field`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FieldErrorKind {
+    /// The field declares what this server cannot manage; `reason` says why
     /// and what to declare instead.
-    #[error("{field}: {reason}")]
-    Unsupported { field: String, reason: &'static str },
-    /// `field` holds a value this server would refuse (the value is not
+    #[error("{reason}")]
+    Unsupported { reason: &'static str },
+    /// The field holds a value this server would refuse (the value is not
     /// shown); `problem` says what it accepts.
-    #[error("{field}: {problem}")]
-    Refused { field: String, problem: String },
+    #[error("{problem}")]
+    Refused { problem: String },
+}
+
+impl DeclarationError {
+    /// `field` declares what this server cannot manage, for `reason`.
+    pub fn unsupported(field: impl Into<String>, reason: &'static str) -> DeclarationError {
+        let kind = FieldErrorKind::Unsupported { reason };
+        DeclarationError::Field {
+            field: field.into(),
+            kind,
+        }
+    }
+
+    /// `field` holds a value this server would refuse, for `problem`.
+    pub fn refused(field: impl Into<String>, problem: impl Into<String>) -> DeclarationError {
+        let kind = FieldErrorKind::Refused {
+            problem: problem.into(),
+        };
+        DeclarationError::Field {
+            field: field.into(),
+            kind,
+        }
+    }
 }
 
 /// A homeserver's refusal of the options only MAS has.
@@ -65,10 +95,7 @@ pub(super) fn refuse_without_databases(_field: &str, _given: bool) -> Result<(),
 #[cfg(not(feature = "databases"))]
 pub(super) fn refuse_without_databases(field: &str, given: bool) -> Result<(), DeclarationError> {
     match given {
-        true => Err(DeclarationError::Unsupported {
-            field: field.into(),
-            reason: DATABASES_NOT_BUILT_IN,
-        }),
+        true => Err(DeclarationError::unsupported(field, DATABASES_NOT_BUILT_IN)),
         false => Ok(()),
     }
 }
