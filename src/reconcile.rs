@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use crate::backend::dendrite::Dendrite;
 use crate::backend::mas::Mas;
 use crate::backend::synapse::Synapse;
-use crate::backend::{AccountServer, ServerError};
+use crate::backend::{AccountServer, ServerError, UserErrorKind};
 use crate::http::Http;
 use crate::matrix_id::UserId;
 use crate::model::{
@@ -386,8 +386,20 @@ async fn reconcile_user<B: AccountServer>(
         };
         match applied {
             Ok(()) => break,
-            Err((ServerError::CreatedMeanwhile { .. }, _)) if pass == 0 => continue,
-            Err((ServerError::RegistrationUnanswered { .. }, _)) if pass == 0 => {
+            Err((
+                ServerError::User {
+                    kind: UserErrorKind::CreatedMeanwhile,
+                    ..
+                },
+                _,
+            )) if pass == 0 => continue,
+            Err((
+                ServerError::User {
+                    kind: UserErrorKind::RegistrationUnanswered { .. },
+                    ..
+                },
+                _,
+            )) if pass == 0 => {
                 unanswered_creation = creation_password;
                 continue;
             }

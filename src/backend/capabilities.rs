@@ -173,9 +173,7 @@ impl Capabilities {
 /// The refusal of `field`, when it is declared and not supported.
 fn refuse((support, field): (Support, Option<String>)) -> Result<(), DeclarationError> {
     match (support, field) {
-        (Support::No { reason }, Some(field)) => {
-            Err(DeclarationError::Unsupported { field, reason })
-        }
+        (Support::No { reason }, Some(field)) => Err(DeclarationError::unsupported(field, reason)),
         _ => Ok(()),
     }
 }

@@ -14,14 +14,44 @@ pub enum DeclarationError {
     /// No credentials this server accepts; the message says which to give.
     #[error("{0}")]
     NoCredentials(&'static str),
-    /// `field` declares what this server cannot manage; `reason` says why
+    /// The declared `field` cannot be taken; `kind` says why.
+    #[error("{field}: {kind}")]
+    Field { field: String, kind: FieldErrorKind },
+}
+
+/// Why this server cannot take a declared field ([`DeclarationError::Field`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FieldErrorKind {
+    /// The field declares what this server cannot manage; `reason` says why
     /// and what to declare instead.
-    #[error("{field}: {reason}")]
-    Unsupported { field: String, reason: &'static str },
-    /// `field` holds a value this server would refuse (the value is not
+    #[error("{reason}")]
+    Unsupported { reason: &'static str },
+    /// The field holds a value this server would refuse (the value is not
     /// shown); `problem` says what it accepts.
-    #[error("{field}: {problem}")]
-    Refused { field: String, problem: String },
+    #[error("{problem}")]
+    Refused { problem: String },
+}
+
+impl DeclarationError {
+    /// `field` declares what this server cannot manage, for `reason`.
+    pub fn unsupported(field: impl Into<String>, reason: &'static str) -> DeclarationError {
+        let kind = FieldErrorKind::Unsupported { reason };
+        DeclarationError::Field {
+            field: field.into(),
+            kind,
+        }
+    }
+
+    /// `field` holds a value this server would refuse, for `problem`.
+    pub fn refused(field: impl Into<String>, problem: impl Into<String>) -> DeclarationError {
+        let kind = FieldErrorKind::Refused {
+            problem: problem.into(),
+        };
+        DeclarationError::Field {
+            field: field.into(),
+            kind,
+        }
+    }
 }
 
 /// A homeserver's refusal of the options only MAS has.
@@ -65,10 +95,7 @@ pub(super) fn refuse_without_databases(_field: &str, _given: bool) -> Result<(),
 #[cfg(not(feature = "databases"))]
 pub(super) fn refuse_without_databases(field: &str, given: bool) -> Result<(), DeclarationError> {
     match given {
-        true => Err(DeclarationError::Unsupported {
-            field: field.into(),
-            reason: DATABASES_NOT_BUILT_IN,
-        }),
+        true => Err(DeclarationError::unsupported(field, DATABASES_NOT_BUILT_IN)),
         false => Ok(()),
     }
 }
@@ -96,6 +123,14 @@ mod tests {
         let args = ModuleArgs::from_map(value.as_object().unwrap()).map_err(|e| e.to_string())?;
         check_declaration(&args).map_err(|e| e.to_string())?;
         Ok(args)
+    }
+
+    /// Asserts that `declared` is refused with a message starting with
+    /// `start`, and returns the message.
+    fn assert_refused(declared: Result<ModuleArgs, String>, start: &str) -> String {
+        let message = declared.unwrap_err();
+        assert!(message.starts_with(start), "{message}");
+        message
     }
 
     fn error_of(value: Value) -> String {
@@ -164,12 +199,9 @@ mod tests {
         let mas = |user: Value| declare(with_user(mas_base(), user));
         // Set at creation (MAS 1.18 and later, checked once connected).
         mas(json!({"users": [{"username": "a", "displayname": "A"}]})).unwrap();
-        let message = mas(json!({"username": "a", "user_type": "bot"}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("user_type: MAS has no user types"),
-            "{message}"
+        assert_refused(
+            mas(json!({"username": "a", "user_type": "bot"})),
+            "user_type: MAS has no user types",
         );
         let args = mas(json!({"username": "a", "user_type": "regular", "email": "a@example.com"}))
             .unwrap();
@@ -221,26 +253,17 @@ mod tests {
             }
             declare(args)
         };
-        let message = dendrite(json!({"users": [{"username": "a", "user_type": "bot"}]}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("users[0].user_type: Dendrite has no user types"),
-            "{message}"
+        assert_refused(
+            dendrite(json!({"users": [{"username": "a", "user_type": "bot"}]})),
+            "users[0].user_type: Dendrite has no user types",
         );
-        let message = dendrite(json!({"username": "a", "state": "absent", "erase": true}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("erase: Dendrite cannot erase"),
-            "{message}"
+        assert_refused(
+            dendrite(json!({"username": "a", "state": "absent", "erase": true})),
+            "erase: Dendrite cannot erase",
         );
-        let message = dendrite(json!({"username": "a", "password": "short7!"}))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.starts_with("password: Dendrite accepts only passwords of 8 to 512 bytes"),
-            "{message}"
+        let message = assert_refused(
+            dendrite(json!({"username": "a", "password": "short7!"})),
+            "password: Dendrite accepts only passwords of 8 to 512 bytes",
         );
         assert!(!message.contains("short7!"), "{message}");
         let args =

@@ -54,43 +54,9 @@ pub enum ServerError {
         errcode: String,
         explanation: String,
     },
-    /// Another run created the user between our read and our write; the
-    /// reconciler reads it again and carries on.
-    #[error("{user} was created by someone else meanwhile, twice in a row; run again")]
-    CreatedMeanwhile { user: String },
-    /// The account was created without a password (so that creating could
-    /// not overwrite someone else's), then setting the rest failed.
-    #[error("{cause}; {user} was created without its password, {state}")]
-    CreatedWithoutPassword {
-        user: String,
-        cause: Box<ServerError>,
-        /// What the account was left as, and what the next run does.
-        state: String,
-    },
-    /// A shared-secret registration got no answer: it may have created the
-    /// user. Registration is all or nothing and refuses an existing user, so
-    /// the reconciler reads the user again and, if it is still missing,
-    /// registers it again with a fresh nonce.
-    #[error("{cause} (registering {user}, twice in a row); run again: a registration is never applied twice")]
-    RegistrationUnanswered {
-        user: String,
-        cause: Box<ServerError>,
-    },
-    /// Creating got no answer, and the user exists now: made by this run
-    /// (then without a password) or by someone else, which the server cannot tell.
-    #[error("creating {user}: {cause}; {user} exists now, but matrix_user cannot tell whether its own request created it (then it has no password yet) or someone else did, so it leaves the account alone: check it, and if it is the one you declared, run again with update_password: always for this user")]
-    CreationUnconfirmed {
-        user: String,
-        cause: Box<ServerError>,
-    },
-    /// An address or SSO identity declared for `user` belongs to another
-    /// account; Synapse would move an address silently and refuse an identity.
-    #[error("{user}: {what} belongs to {holder}; matrix_user does not take it from another account: remove it from {holder} first, or correct the declaration")]
-    TakenByOther {
-        user: String,
-        what: String,
-        holder: String,
-    },
+    /// Something went wrong with the declared `user` itself; `kind` says what.
+    #[error("{}", .kind.message(.user))]
+    User { user: String, kind: UserErrorKind },
     /// A change of several steps failed after an earlier step had landed.
     #[error("{cause}; {done}: run again to finish")]
     Unfinished {
@@ -109,6 +75,56 @@ pub enum ServerError {
     /// A failure only Synapse reports.
     #[error(transparent)]
     Synapse(#[from] synapse::SynapseError),
+}
+
+/// What went wrong with one declared user ([`ServerError::User`]).
+#[derive(Debug)]
+pub enum UserErrorKind {
+    /// Another run created the user between our read and our write; the
+    /// reconciler reads it again and carries on.
+    CreatedMeanwhile,
+    /// The account was created without a password (so that creating could
+    /// not overwrite someone else's), then setting the rest failed.
+    CreatedWithoutPassword {
+        cause: Box<ServerError>,
+        /// What the account was left as, and what the next run does.
+        state: String,
+    },
+    /// A shared-secret registration got no answer: it may have created the
+    /// user. Registration is all or nothing and refuses an existing user, so
+    /// the reconciler reads the user again and, if it is still missing,
+    /// registers it again with a fresh nonce.
+    RegistrationUnanswered { cause: Box<ServerError> },
+    /// Creating got no answer, and the user exists now: made by this run
+    /// (then without a password) or by someone else, which the server cannot tell.
+    CreationUnconfirmed { cause: Box<ServerError> },
+    /// An address or SSO identity declared for the user (`what`) belongs to
+    /// another account, `holder`; Synapse would move an address silently and
+    /// refuse an identity.
+    TakenByOther { what: String, holder: String },
+}
+
+impl UserErrorKind {
+    /// What went wrong with `user`, and what to do.
+    fn message(&self, user: &str) -> String {
+        match self {
+            UserErrorKind::CreatedMeanwhile => {
+                format!("{user} was created by someone else meanwhile, twice in a row; run again")
+            }
+            UserErrorKind::CreatedWithoutPassword { cause, state } => {
+                format!("{cause}; {user} was created without its password, {state}")
+            }
+            UserErrorKind::RegistrationUnanswered { cause } => format!(
+                "{cause} (registering {user}, twice in a row); run again: a registration is never applied twice"
+            ),
+            UserErrorKind::CreationUnconfirmed { cause } => format!(
+                "creating {user}: {cause}; {user} exists now, but matrix_user cannot tell whether its own request created it (then it has no password yet) or someone else did, so it leaves the account alone: check it, and if it is the one you declared, run again with update_password: always for this user"
+            ),
+            UserErrorKind::TakenByOther { what, holder } => format!(
+                "{user}: {what} belongs to {holder}; matrix_user does not take it from another account: remove it from {holder} first, or correct the declaration"
+            ),
+        }
+    }
 }
 
 /// Why the account the module acts as cannot manage users.
@@ -141,6 +157,14 @@ impl ActingAccountProblem {
 }
 
 impl ServerError {
+    /// A failure about the declared `user`.
+    pub fn user(user: impl ToString, kind: UserErrorKind) -> ServerError {
+        ServerError::User {
+            user: user.to_string(),
+            kind,
+        }
+    }
+
     /// The changes that landed before this failure, when the failure knows them.
     pub fn landed(&self) -> &[Change] {
         match self {

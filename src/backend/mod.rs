@@ -43,7 +43,7 @@ use crate::secret::Secret;
 
 pub use self::capabilities::Capabilities;
 pub use self::declaration::DeclarationError;
-pub use self::error::ServerError;
+pub use self::error::{ServerError, UserErrorKind};
 
 /// What a server that holds the accounts must offer the reconciler.
 #[allow(async_fn_in_trait)] // used with concrete types on one thread only
@@ -194,7 +194,7 @@ pub trait AccountServer {
 
     /// Creates `user` with every declared attribute and `password` (the
     /// one [`Change::Create`] carries).
-    /// [`ServerError::CreatedMeanwhile`] when another run created it first.
+    /// [`UserErrorKind::CreatedMeanwhile`] when another run created it first.
     async fn create(
         &self,
         user: &UserId,

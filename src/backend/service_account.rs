@@ -17,7 +17,7 @@ use super::error::ActingAccountProblem;
 use super::shared_secret::{hex, register, Registration};
 use super::token_cache::TokenCache;
 use super::DeclarationError;
-use super::ServerError;
+use super::{ServerError, UserErrorKind};
 use crate::http::{server_word, Body, Http};
 use crate::model::{Credentials, ModuleArgs};
 use crate::secret::Secret;
@@ -185,7 +185,11 @@ async fn register_service_account(
     registration: &Registration<'_>,
 ) -> Result<(Secret, String), ServerError> {
     let mut registered = register(http, secret, registration).await;
-    if let Err(ServerError::RegistrationUnanswered { .. }) = registered {
+    if let Err(ServerError::User {
+        kind: UserErrorKind::RegistrationUnanswered { .. },
+        ..
+    }) = registered
+    {
         registered = register(http, secret, registration).await;
     }
     match registered {
@@ -194,9 +198,10 @@ async fn register_service_account(
             what: "registering the service account".into(),
             detail: "no access token in the answer".into(),
         }),
-        Err(ServerError::CreatedMeanwhile { .. }) => {
-            recover_service_account(http, registration.localpart, registration.password).await
-        }
+        Err(ServerError::User {
+            kind: UserErrorKind::CreatedMeanwhile,
+            ..
+        }) => recover_service_account(http, registration.localpart, registration.password).await,
         Err(other) => Err(other),
     }
 }

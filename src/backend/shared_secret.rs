@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha1::Sha1;
 
-use super::ServerError;
+use super::{ServerError, UserErrorKind};
 use crate::backend::proxy::from_homeserver;
 use crate::http::{Body, Http, Reply};
 use crate::secret::Secret;
@@ -72,10 +72,12 @@ pub async fn register(
     let reply = match http.send(Method::POST, PATH, None, Body::Json(&body)).await {
         Ok(reply) => from_homeserver(PATH, reply)?,
         Err(lost) if lost.is_answer_lost() => {
-            return Err(ServerError::RegistrationUnanswered {
-                user: registration.localpart.to_string(),
-                cause: Box::new(lost.into()),
-            })
+            return Err(ServerError::user(
+                registration.localpart,
+                UserErrorKind::RegistrationUnanswered {
+                    cause: Box::new(lost.into()),
+                },
+            ))
         }
         Err(other) => return Err(other.into()),
     };
@@ -84,9 +86,10 @@ pub async fn register(
         (StatusCode::OK, _, Some(user_id)) => {
             Ok((user_id.to_string(), field("access_token").map(Secret::new)))
         }
-        (_, "M_USER_IN_USE", _) => Err(ServerError::CreatedMeanwhile {
-            user: registration.localpart.to_string(),
-        }),
+        (_, "M_USER_IN_USE", _) => Err(ServerError::user(
+            registration.localpart,
+            UserErrorKind::CreatedMeanwhile,
+        )),
         _ => Err(registration_refused(what, &reply)),
     }
 }
@@ -173,13 +176,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn both_servers_registration_errors_get_the_same_messages() {
-        let reply = |status: u16, body: Value| Reply {
+    /// The homeserver's answer `status` with `body`.
+    fn reply(status: u16, body: Value) -> Reply {
+        Reply {
             server: crate::http::HOMESERVER,
             status: StatusCode::from_u16(status).unwrap(),
             body,
-        };
+        }
+    }
+
+    #[test]
+    fn both_servers_registration_errors_get_the_same_messages() {
         let refused = |r: Reply| registration_refused("registering bob".into(), &r);
         for wrong_mac in [
             reply(
@@ -216,11 +223,6 @@ mod tests {
 
     #[test]
     fn a_proxys_404_is_told_apart_from_the_homeservers_own_answers() {
-        let reply = |status: u16, body: Value| Reply {
-            server: crate::http::HOMESERVER,
-            status: StatusCode::from_u16(status).unwrap(),
-            body,
-        };
         const PATH: &str = "/_synapse/admin/v1/register";
         for proxy in [
             reply(404, Value::String("404 page not found\n".into())),

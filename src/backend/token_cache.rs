@@ -271,6 +271,20 @@ mod tests {
         TokenCache::new("synapse", dir, "http://x", &Username::parse("svc").unwrap())
     }
 
+    /// A cache in a private folder, as a run makes it, beside a file
+    /// `victim` holding `content` for a planted link to point at; all in a
+    /// fresh scratch folder `name`.
+    fn cache_and_victim(name: &str, content: &str) -> (Scratch, PathBuf, TokenCache) {
+        let scratch = Scratch::new(name);
+        let victim = scratch.0.join("victim");
+        std::fs::write(&victim, content).unwrap();
+        let dir = scratch.0.join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o700);
+        let cache = cache_in(&dir);
+        (scratch, victim, cache)
+    }
+
     fn mode(path: &Path) -> u32 {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
@@ -296,13 +310,7 @@ mod tests {
 
     #[test]
     fn a_link_planted_at_the_cache_path_is_replaced_and_never_read() {
-        let scratch = Scratch::new("link-at-path");
-        let victim = scratch.0.join("victim");
-        std::fs::write(&victim, "syt_planted").unwrap();
-        let dir = scratch.0.join("cache");
-        std::fs::create_dir(&dir).unwrap();
-        set_mode(&dir, 0o700);
-        let cache = cache_in(&dir);
+        let (_scratch, victim, cache) = cache_and_victim("link-at-path", "syt_planted");
         std::os::unix::fs::symlink(&victim, &cache.path).unwrap();
         let refused = cache.load().unwrap_err().to_string();
         assert!(refused.contains("is a symbolic link"), "{refused}");
@@ -318,13 +326,7 @@ mod tests {
 
     #[test]
     fn a_link_planted_at_a_temporary_name_is_not_followed() {
-        let scratch = Scratch::new("link-at-temp");
-        let victim = scratch.0.join("victim");
-        std::fs::write(&victim, "untouched").unwrap();
-        let dir = scratch.0.join("cache");
-        std::fs::create_dir(&dir).unwrap();
-        set_mode(&dir, 0o700);
-        let cache = cache_in(&dir);
+        let (_scratch, victim, cache) = cache_and_victim("link-at-temp", "untouched");
         // The name a run used to write through, guessable from its pid.
         let guessable = cache
             .path

@@ -90,12 +90,11 @@ const PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 8..=512;
 fn refuse_password_length(user: &DesiredUser) -> Result<(), DeclarationError> {
     match &user.password {
         Some(password) if !PASSWORD_BYTES.contains(&password.expose().len()) => {
-            Err(DeclarationError::Refused {
-                field: user.field_name("password"),
-                problem: "Dendrite accepts only passwords of 8 to 512 bytes (it answers \
-                          M_WEAK_PASSWORD to shorter ones); choose one of that length"
-                    .into(),
-            })
+            Err(DeclarationError::refused(
+                user.field_name("password"),
+                "Dendrite accepts only passwords of 8 to 512 bytes (it answers \
+                 M_WEAK_PASSWORD to shorter ones); choose one of that length",
+            ))
         }
         _ => Ok(()),
     }

@@ -313,17 +313,11 @@ impl Dendrite {
         } else {
             ACCOUNT_TYPE_USER
         };
-        if database
+        let written = database
             .set_account_type(&self.server_name, user.localpart(), account_type)
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(ServerError::Unexpected {
-                what: format!("{verb} {user}"),
-                detail: "no user or admin account of that name in dendrite_database".into(),
-            })
-        }
+            .await?;
+        let missing = "no user or admin account of that name in dendrite_database";
+        row_written(written, format!("{verb} {user}"), missing)
     }
 
     pub(super) async fn set_displayname(
@@ -359,17 +353,26 @@ impl Dendrite {
         }
         let database =
             self.database(|| format!("{what} without its current password as password"))?;
-        if database
+        let written = database
             .set_displayname(&self.server_name, user.localpart(), displayname)
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(ServerError::Unexpected {
-                what,
-                detail: "the account has no profile in dendrite_database".into(),
-            })
-        }
+            .await?;
+        row_written(
+            written,
+            what,
+            "the account has no profile in dendrite_database",
+        )
+    }
+}
+
+/// Whether a write to dendrite_database found its row; when it did not,
+/// `what` failed because of the `missing` row.
+fn row_written(written: bool, what: String, missing: &str) -> Result<(), ServerError> {
+    match written {
+        true => Ok(()),
+        false => Err(ServerError::Unexpected {
+            what,
+            detail: missing.into(),
+        }),
     }
 }
 

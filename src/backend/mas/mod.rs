@@ -214,10 +214,10 @@ const EMAIL_AND_EMAILS: &str =
 /// each but not together.
 fn refuse_email_and_emails(user: &DesiredUser) -> Result<(), DeclarationError> {
     match user.email.is_some() && user.emails.is_some() {
-        true => Err(DeclarationError::Unsupported {
-            field: user.field_name("email"),
-            reason: EMAIL_AND_EMAILS,
-        }),
+        true => Err(DeclarationError::unsupported(
+            user.field_name("email"),
+            EMAIL_AND_EMAILS,
+        )),
         false => Ok(()),
     }
 }

@@ -185,10 +185,8 @@ pub(super) fn refuse_unusable_token_file(user: &DesiredUser) -> Result<(), Decla
     };
     for path in [file.clone(), session_file(file)] {
         if let Err(error) = TokenCache::at(&path).refuse_unsafe() {
-            return Err(DeclarationError::Refused {
-                field: user.field_name("access_token_file"),
-                problem: described(&error),
-            });
+            let field = user.field_name("access_token_file");
+            return Err(DeclarationError::refused(field, described(&error)));
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::admin_api::{expect_ok, resource_id, unexpected, user_path};
 use super::{Mas, MasError, MasUser};
-use crate::backend::{AccountServer, ServerError};
+use crate::backend::{AccountServer, ServerError, UserErrorKind};
 use crate::http::{server_word, Reply};
 use crate::matrix_id::UserId;
 use crate::model::{Account, Change, DesiredUser, MasChange, Restriction, Restrictions, Seen};
@@ -120,10 +120,12 @@ impl Mas {
             .map_err(|error| match error.is_answer_lost() {
                 // It may exist now, without a password, which a later run
                 // with update_password: on_create would never set.
-                true => ServerError::CreationUnconfirmed {
-                    user: user.to_string(),
-                    cause: Box::new(error),
-                },
+                true => ServerError::user(
+                    user,
+                    UserErrorKind::CreationUnconfirmed {
+                        cause: Box::new(error),
+                    },
+                ),
                 false => error,
             })
     }
@@ -150,9 +152,7 @@ impl Mas {
                 }))
             }
             StatusCode::CONFLICT => {
-                return Err(ServerError::CreatedMeanwhile {
-                    user: user.to_string(),
-                })
+                return Err(ServerError::user(user, UserErrorKind::CreatedMeanwhile))
             }
             _ => return Err(ServerError::refused("creating the user", &reply)),
         };

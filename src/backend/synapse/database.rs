@@ -145,10 +145,7 @@ fn count(cell: &Cell) -> Option<u64> {
 }
 
 fn database_error(detail: impl std::fmt::Display) -> ServerError {
-    SynapseError::Database {
-        detail: detail.to_string(),
-    }
-    .into()
+    SynapseError::database(detail).into()
 }
 
 #[cfg(test)]

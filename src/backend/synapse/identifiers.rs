@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use super::email;
 use super::users::user_path;
 use super::Synapse;
-use crate::backend::ServerError;
+use crate::backend::{ServerError, UserErrorKind};
 use crate::http::{path_segment, server_word};
 use crate::matrix_id::UserId;
 use crate::model::{Change, DesiredUser, ExternalId};
@@ -135,16 +135,14 @@ impl Synapse {
         wanted: &[String],
         current: &[String],
     ) -> Result<(), ServerError> {
-        let lacked = wanted.iter().filter(|e| !current.contains(e));
-        for email in lacked {
+        let lookups = wanted.iter().filter(|e| !current.contains(e)).map(|email| {
             let path = format!(
                 "/_synapse/admin/v1/threepid/email/users/{}",
                 path_segment(email)
             );
-            self.refuse_taken(user, &path, format!("the e-mail address {email}"))
-                .await?;
-        }
-        Ok(())
+            (path, format!("the e-mail address {email}"))
+        });
+        self.refuse_taken(user, lookups).await
     }
 
     /// Refuses each of the `wanted` SSO identities that `user` lacks and
@@ -155,37 +153,39 @@ impl Synapse {
         wanted: &[ExternalId],
         current: &[ExternalId],
     ) -> Result<(), ServerError> {
-        for id in wanted.iter().filter(|id| !current.contains(id)) {
+        let lookups = wanted.iter().filter(|id| !current.contains(id)).map(|id| {
             let path = format!(
                 "/_synapse/admin/v1/auth_providers/{}/users/{}",
                 path_segment(&id.auth_provider),
                 path_segment(&id.external_id)
             );
-            self.refuse_taken(user, &path, format!("the SSO identity {id}"))
-                .await?;
-        }
-        Ok(())
+            (path, format!("the SSO identity {id}"))
+        });
+        self.refuse_taken(user, lookups).await
     }
 
-    /// Fails when Synapse's lookup at `path` (by e-mail address or external
-    /// ID) finds an account other than `user`.
-    pub(super) async fn refuse_taken(
+    /// Fails when one of Synapse's `lookups` (each a path that looks up an
+    /// e-mail address or external ID, and what it looks up) finds an account
+    /// other than `user`.
+    async fn refuse_taken(
         &self,
         user: &UserId,
-        path: &str,
-        what: String,
+        lookups: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(), ServerError> {
-        let reply = self.admin_get(path, &[]).await?;
-        let holder = reply.body.get("user_id").and_then(Value::as_str);
-        match (reply.status, holder) {
-            (StatusCode::NOT_FOUND, _) => Ok(()),
-            (StatusCode::OK, Some(holder)) if holder == user.to_string() => Ok(()),
-            (StatusCode::OK, Some(holder)) => Err(ServerError::TakenByOther {
-                user: user.to_string(),
-                what,
-                holder: server_word(holder),
-            }),
-            _ => Err(ServerError::refused(format!("looking up {what}"), &reply)),
+        for (path, what) in lookups {
+            let reply = self.admin_get(&path, &[]).await?;
+            let holder = reply.body.get("user_id").and_then(Value::as_str);
+            match (reply.status, holder) {
+                (StatusCode::NOT_FOUND, _) => {}
+                (StatusCode::OK, Some(holder)) if holder == user.to_string() => {}
+                (StatusCode::OK, Some(holder)) => {
+                    let holder = server_word(holder);
+                    let taken = UserErrorKind::TakenByOther { what, holder };
+                    return Err(ServerError::user(user, taken));
+                }
+                _ => return Err(ServerError::refused(format!("looking up {what}"), &reply)),
+            }
         }
+        Ok(())
     }
 }

@@ -53,25 +53,46 @@ use crate::secret::Secret;
 /// How long the short-lived token used for a password check may live.
 const PASSWORD_CHECK_TOKEN_MS: u64 = 5 * 60 * 1000;
 
-/// A failure only Synapse reports, naming the declared field it is about.
+/// A failure only Synapse reports, about the declared `field`.
 #[derive(Debug, thiserror::Error)]
-pub enum SynapseError {
+#[error("{field}: {kind}")]
+pub struct SynapseError {
+    /// The declared field the failure is about.
+    field: String,
+    kind: SynapseErrorKind,
+}
+
+/// What failed in a [`SynapseError`].
+#[derive(Debug, thiserror::Error)]
+pub enum SynapseErrorKind {
     /// The server has no such user type.
-    #[error("{field}: Synapse does not know the user type {user_type:?} ({cause}); declare regular, bot, support, or a type listed in its user_types.extra_user_types (homeserver.yaml)")]
+    #[error("Synapse does not know the user type {user_type:?} ({cause}); declare regular, bot, support, or a type listed in its user_types.extra_user_types (homeserver.yaml)")]
     UnknownUserType {
-        field: String,
         user_type: String,
         cause: Box<ServerError>,
     },
     /// Declared rooms the user cannot be joined to, each with the reason.
-    #[error("{field}: {}", .failures.join("; "))]
-    RoomsNotJoined {
-        field: String,
-        failures: Vec<String>,
-    },
+    #[error("{}", .failures.join("; "))]
+    RoomsNotJoined { failures: Vec<String> },
     /// Synapse's database could not be opened or read, or is not Synapse's.
-    #[error("synapse_database: {detail}; give the postgres:// (or postgresql://) URL of Synapse's database, as database.args in homeserver.yaml name it (reading is enough; no TLS), or the path of its SQLite file homeserver.db")]
+    #[error("{detail}; give the postgres:// (or postgresql://) URL of Synapse's database, as database.args in homeserver.yaml name it (reading is enough; no TLS), or the path of its SQLite file homeserver.db")]
     Database { detail: String },
+}
+
+impl SynapseError {
+    /// A failure about the declared `field`.
+    pub fn new(field: impl Into<String>, kind: SynapseErrorKind) -> SynapseError {
+        SynapseError {
+            field: field.into(),
+            kind,
+        }
+    }
+
+    /// `synapse_database` could not be used, for the reason `detail`.
+    pub fn database(detail: impl std::fmt::Display) -> SynapseError {
+        let detail = detail.to_string();
+        SynapseError::new("synapse_database", SynapseErrorKind::Database { detail })
+    }
 }
 
 pub struct Synapse {

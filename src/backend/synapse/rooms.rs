@@ -2,12 +2,16 @@
 //! the others through the admin API (each alias looked up and each room's
 //! members read once a run).
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::rc::Rc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use tokio::sync::OnceCell;
 
-use super::{Synapse, SynapseError};
+use super::{Synapse, SynapseError, SynapseErrorKind};
 use crate::backend::ServerError;
 use crate::http::path_segment;
 use crate::matrix_id::{Room, UserId};
@@ -25,12 +29,18 @@ pub(super) type AliasLookup = Result<String, String>;
 /// A room's joined members, or the server's reason why it shows none.
 pub(super) type MembersLookup = Result<HashSet<String>, String>;
 
+/// The cell that keeps the lookup of `key` for the rest of the run,
+/// shared by every user that declares it.
+fn kept_for_the_run<K: Eq + Hash, V>(
+    cells: &RefCell<HashMap<K, Rc<OnceCell<V>>>>,
+    key: K,
+) -> Rc<OnceCell<V>> {
+    cells.borrow_mut().entry(key).or_default().clone()
+}
+
 pub(super) fn rooms_not_joined(desired: &DesiredUser, failures: Vec<String>) -> ServerError {
-    SynapseError::RoomsNotJoined {
-        field: desired.field_name("rooms"),
-        failures,
-    }
-    .into()
+    let kind = SynapseErrorKind::RoomsNotJoined { failures };
+    SynapseError::new(desired.field_name("rooms"), kind).into()
 }
 
 impl Synapse {
@@ -78,12 +88,7 @@ impl Synapse {
         room_id: &str,
         user: &UserId,
     ) -> Result<Result<bool, String>, ServerError> {
-        let members = self
-            .members
-            .borrow_mut()
-            .entry(room_id.to_string())
-            .or_default()
-            .clone();
+        let members = kept_for_the_run(&self.members, room_id.to_string());
         let read = || async {
             let what = format!("reading the members of {room_id}");
             let path = format!("/_synapse/admin/v1/rooms/{}/members", path_segment(room_id));
@@ -116,12 +121,7 @@ impl Synapse {
     /// The ID of the room `alias` names, or the server's reason why there
     /// is none; a failure to ask is not kept, so the next user asks again.
     pub(super) async fn room_id(&self, alias: &Room) -> Result<AliasLookup, ServerError> {
-        let looked_up = self
-            .aliases
-            .borrow_mut()
-            .entry(alias.clone())
-            .or_default()
-            .clone();
+        let looked_up = kept_for_the_run(&self.aliases, alias.clone());
         let lookup = || async {
             let path = format!(
                 "/_matrix/client/v3/directory/room/{}",

@@ -5,8 +5,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::{Synapse, SynapseError};
-use crate::backend::{AccountServer, ServerError};
+use super::{Synapse, SynapseError, SynapseErrorKind};
+use crate::backend::{AccountServer, ServerError, UserErrorKind};
 use crate::http::path_segment;
 use crate::matrix_id::UserId;
 use crate::model::{Account, DesiredUser, Ratelimit, Restriction, Restrictions, Seen, UserType};
@@ -43,12 +43,13 @@ pub(super) fn name_refused_user_type(error: ServerError, desired: &DesiredUser) 
                 ..
             },
             Some(user_type),
-        ) if explanation.contains("Invalid user type") => SynapseError::UnknownUserType {
-            field: desired.field_name("user_type"),
-            user_type: user_type.as_str().to_string(),
-            cause: Box::new(error),
+        ) if explanation.contains("Invalid user type") => {
+            let kind = SynapseErrorKind::UnknownUserType {
+                user_type: user_type.as_str().to_string(),
+                cause: Box::new(error),
+            };
+            SynapseError::new(desired.field_name("user_type"), kind).into()
         }
-        .into(),
         _ => error,
     }
 }
@@ -114,10 +115,12 @@ impl Synapse {
             // longer say who created the account: only resend when it is not there.
             Err(lost) if lost.is_answer_lost() => {
                 if self.account(user, desired).await?.is_some() {
-                    return Err(ServerError::CreationUnconfirmed {
-                        user: user.to_string(),
-                        cause: Box::new(lost),
-                    });
+                    return Err(ServerError::user(
+                        user,
+                        UserErrorKind::CreationUnconfirmed {
+                            cause: Box::new(lost),
+                        },
+                    ));
                 }
                 self.admin_send(Method::PUT, &path, &first).await?
             }
@@ -125,11 +128,7 @@ impl Synapse {
         };
         match reply.status {
             StatusCode::CREATED => {}
-            StatusCode::OK => {
-                return Err(ServerError::CreatedMeanwhile {
-                    user: user.to_string(),
-                })
-            }
+            StatusCode::OK => return Err(ServerError::user(user, UserErrorKind::CreatedMeanwhile)),
             _ => {
                 let refused = ServerError::refused(format!("creating {user}"), &reply);
                 return Err(name_refused_user_type(refused, desired));
@@ -159,11 +158,13 @@ impl Synapse {
             Ok(reply) => format!("but has no password yet, and deactivating it failed too ({}); run again with update_password: always for this user", ServerError::refused("deactivating it", &reply)),
             Err(error) => format!("but has no password yet, and deactivating it failed too ({error}); run again with update_password: always for this user"),
         };
-        Err(ServerError::CreatedWithoutPassword {
-            user: user.to_string(),
-            cause: Box::new(completed),
-            state,
-        })
+        Err(ServerError::user(
+            user,
+            UserErrorKind::CreatedWithoutPassword {
+                cause: Box::new(completed),
+                state,
+            },
+        ))
     }
 
     /// Applies or lifts one restriction through its own endpoint.

@@ -17,10 +17,7 @@ pub enum Database {}
 
 impl Database {
     pub async fn open(_location: &Secret, _timeout: Duration) -> Result<Database, ServerError> {
-        Err(SynapseError::Database {
-            detail: DATABASES_NOT_BUILT_IN.into(),
-        }
-        .into())
+        Err(SynapseError::database(DATABASES_NOT_BUILT_IN).into())
     }
 
     pub async fn ratelimits(
