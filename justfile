@@ -38,6 +38,11 @@ register-user USERNAME PASSWORD ADMIN: build
 update-user-password USERNAME PASSWORD: build
     tools/run-user-tag update-user-password "$1" "$2"
 
+# Create or show one invitation (registration token NAME for USES people, or unlimited,
+# expiring DAYS days from today, or never) on the configured (or local) homeserver, and say how to register
+registration-token NAME USES DAYS: build
+    tools/run-user-tag registration-token "$1" "$2" "$3"
+
 # Stop the embedded local Synapse that register-user starts; its users stay
 stop-local-homeserver: setup
     python tools/servers/synapse.py --data-dir "${MATRIX_USER_LOCAL_HOMESERVER_DIR:-.local/synapse}" --port "${MATRIX_USER_LOCAL_HOMESERVER_PORT:-18008}" stop

@@ -41,6 +41,8 @@ SHIPPED_BINARIES = {
 }
 MODULE = SHIPPED_BINARIES["x86_64"]
 BASELINE_SAMPLE = 20
+# The declared registration tokens whose re-run is measured (issue 24).
+TOKENS = 500
 
 
 def start_server(script, *flags):
@@ -131,7 +133,22 @@ def mas_requests(info):
 def run_module(connection, user_list, concurrency, workdir):
     """Runs the binary as Ansible does with the server's `connection`
     parameters; returns (seconds, output, peak KiB)."""
-    args = dict(connection, users=user_list, concurrency=concurrency)
+    return run_binary(dict(connection, users=user_list, concurrency=concurrency), workdir)
+
+
+def run_token_module(connection, tokens, workdir):
+    """Runs the binary as the module matrix_registration_token (as its
+    action plugin names it) on the declared `tokens`; as run_module."""
+    return run_binary(dict(connection, tokens=tokens, _matrix_user_module="matrix_registration_token"), workdir)
+
+
+def registration_tokens(count):
+    """`count` tokens, each with a limit and an expiry, as a role's
+    matrix_registration_tokens would declare them."""
+    return [{"token": f"bench-{i:04d}", "uses_allowed": 1 + i % 5, "expires": "2099-12-31T23:59:59Z"} for i in range(count)]
+
+
+def run_binary(args, workdir):
     path = os.path.join(workdir, "args.json")
     with open(path, "w") as f:
         json.dump(args, f)
@@ -226,6 +243,16 @@ def main():
         assert not output["changed"], "a re-run must change nothing"
         peak_kib = max(peak_kib, attributes_peak, database_peak)
 
+        print(f"module binary: declare {TOKENS} registration tokens, re-run ...", flush=True)
+        declared_tokens = registration_tokens(TOKENS)
+        _, output, _ = run_token_module(synapse, declared_tokens, workdir)
+        assert all(t["action"] == "created" for t in output["tokens"]), "every token is created"
+        figures["module (binary): registration tokens, re-run"], output, tokens_peak = run_token_module(
+            synapse, declared_tokens, workdir
+        )
+        assert not output["changed"], "a re-run must change nothing"
+        peak_kib = max(peak_kib, tokens_peak)
+
         print(f"module via ansible-playbook: create {n}, re-run ...", flush=True)
         play_vars = {"homeserver_url": info["url"], "shared_secret": info["registration_shared_secret"], "token_cache_dir": cache_dir}
         played = users("play", n)
@@ -258,7 +285,10 @@ def main():
         # The args and vars files hold the shared secret and the passwords.
         shutil.rmtree(workdir, ignore_errors=True)
 
-    counts = {name: (sample if name.startswith("baseline") else n // 2 if "flip" in name else n) for name in figures}
+    counts = {
+        name: (sample if name.startswith("baseline") else n // 2 if "flip" in name else TOKENS if "tokens" in name else n)
+        for name in figures
+    }
     per_user = {name: figures[name] / counts[name] for name in figures}
     ratios = [
         ("module create vs server limit (users/s, higher is better)",
@@ -277,6 +307,8 @@ def main():
          per_user["module (binary): re-run, 5 attributes, synapse_database"] / per_user["module (binary): re-run"]),
         ("re-run with 5 more attributes declared, with synapse_database: ms per 100 users",
          per_user["module (binary): re-run, 5 attributes, synapse_database"] * 100 * 1000),
+        (f"re-run of {TOKENS} declared registration tokens (one read of Synapse's list): ms per 100 tokens",
+         per_user["module (binary): registration tokens, re-run"] * 100 * 1000),
         ("MAS contract server: re-run, ms per 100 users",
          per_user["MAS contract server: re-run"] * 100 * 1000),
         (f"MAS contract server: HTTP requests of the re-run of {n} users (its request log)",
@@ -285,7 +317,8 @@ def main():
     write_report(n, sample, concurrency, figures, counts, per_user, ratios, sizes, peak_kib)
     draw_chart(n, per_user)
     for name, seconds in figures.items():
-        print(f"{name:32} {seconds:8.2f} s  {per_user[name] * 1000:9.1f} ms/user  ({counts[name]} users)")
+        unit = "tokens" if "tokens" in name else "users"
+        print(f"{name:32} {seconds:8.2f} s  {per_user[name] * 1000:9.1f} ms/{unit[:-1]}  ({counts[name]} {unit})")
     for name, value in ratios:
         print(f"{name}: {shown(value)}")
     print(f"binaries (static, stripped): {sizes}; peak memory {peak_kib / 1024:.1f} MiB (highest of the {n}-user x86_64 runs)")
@@ -327,6 +360,8 @@ def write_report(n, sample, concurrency, figures, counts, per_user, ratios, size
         "and an e-mail address. They show how many requests a re-run sends (MAS is read in pages), not how fast MAS is.",
         "The \"synapse_database\" row repeats that re-run with `synapse_database` (Synapse's homeserver.db, read only),",
         "which confirms the override and the identities for all users at once (from 20 users on, when the list is read).",
+        f"The \"registration tokens\" row re-runs `matrix_registration_token` on {TOKENS} declared tokens (each with a",
+        "limit and an expiry, made by a first run): its \"users\" are tokens; Synapse's token list is read once.",
         "Absolute times depend on the machine: compare the ratios, which come from the same run.",
         "",
         "| approach | users | total (s) | per user (ms) |",

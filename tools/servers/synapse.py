@@ -31,10 +31,15 @@ Two ways to run it:
       --open-registration lets anyone register without a token
       (enable_registration and enable_registration_without_verification).
 
-  synapse.py --data-dir DIR --port PORT [--registration-shared-secret-file PATH] start|stop|status
+  synapse.py --data-dir DIR --port PORT [--registration-shared-secret-file PATH] [--registration-requires-token]
+             start|stop|status
       The persistent local homeserver that `just register-user` uses when no
       homeserver is configured. `start` is idempotent and prints the same JSON
-      line.
+      line. With --registration-requires-token (playbooks/local_homeserver.yml
+      passes it) its registration through the client API is open to whoever
+      has a registration token (`just registration-token` makes one), and to
+      nobody else; without it, closed. Only the first start writes the
+      configuration: a server made before keeps what it was made with.
 
 Synapse comes from the project's virtualenv (tools/requirements.txt).
 """
@@ -282,7 +287,13 @@ def run_persistent(args) -> None:
         if args.registration_shared_secret_file:
             with open(args.registration_shared_secret_file) as f:
                 given = f.read().strip()
-        paths = write_config(data_dir, args.port, default_rate_limits=False, given_shared_secret=given)
+        paths = write_config(
+            data_dir,
+            args.port,
+            default_rate_limits=False,
+            given_shared_secret=given,
+            registration_requires_token=args.registration_requires_token,
+        )
         return spawn(paths["config"], data_dir, detach=True)
 
     def ready(process):
