@@ -475,10 +475,8 @@ mod tests {
     #[test]
     fn a_displayname_the_read_did_not_see_is_left_alone() {
         let user = named("Alice A.");
-        let unseen = Account {
-            displayname: Seen::Unknown,
-            ..account(false)
-        };
+        let mut unseen = account(false);
+        unseen.displayname = Seen::Unknown;
         assert_eq!(plan(&user, &observed(Some(unseen.clone()))), Ok(vec![]));
         let shown = serde_json::to_value(&unseen).unwrap();
         assert!(shown.get("displayname").is_none(), "{shown}");
@@ -620,10 +618,8 @@ mod tests {
     #[test]
     fn unseen_facts_stay_unknown_in_the_prediction_unless_a_change_sets_them() {
         let user = named("A");
-        let before = Account {
-            admin: Seen::Unknown,
-            ..account(false)
-        };
+        let mut before = account(false);
+        before.admin = Seen::Unknown;
         let after = predict(&user, Some(&before), &[Change::SetDisplayname], None).unwrap();
         assert_eq!(after.admin, Seen::Unknown);
         assert_eq!(serde_json::to_value(&after).unwrap()["admin"], "unknown");

@@ -51,6 +51,22 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The fields of `value`, one entry of a list named `field`, which must
+    /// be a mapping (`expected` says of what) of only the `known` names.
+    pub(super) fn entry(
+        value: &'a Value,
+        field: String,
+        known: &[&str],
+        expected: &'static str,
+    ) -> Result<Self, ArgsError> {
+        let Value::Object(map) = value else {
+            return Err(ArgsError::wrong_type(field, expected));
+        };
+        let fields = Fields::nested(map, field);
+        fields.refuse_unknown(known)?;
+        Ok(fields)
+    }
+
     /// The warnings reading the fields gave, for the run's result.
     pub(super) fn take_warnings(&self) -> Vec<String> {
         self.warnings.take()

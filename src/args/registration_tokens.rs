@@ -138,14 +138,12 @@ pub(super) fn read_tokens(
                 .enumerate()
                 .map(|(index, entry)| {
                     let prefix = format!("tokens[{index}]");
-                    let Value::Object(map) = entry else {
-                        return Err(ArgsError::wrong_type(
-                            prefix,
-                            "a mapping of token, token_file, uses_allowed, expires and state",
-                        ));
-                    };
-                    let fields = Fields::nested(map, prefix.clone());
-                    fields.refuse_unknown(&TOKEN_OPTIONS)?;
+                    let fields = Fields::entry(
+                        entry,
+                        prefix.clone(),
+                        &TOKEN_OPTIONS,
+                        "a mapping of token, token_file, uses_allowed, expires and state",
+                    )?;
                     read_token(&fields, prefix)
                 })
                 .collect::<Result<_, _>>()?

@@ -55,14 +55,12 @@ pub(super) fn read_users(
             for (index, entry) in entries.enumerate() {
                 let entry = entry?;
                 let field = format!("users[{index}]");
-                let Value::Object(map) = entry.as_ref() else {
-                    return Err(ArgsError::wrong_type(
-                        field,
-                        "a mapping with username, password, admin, ...",
-                    ));
-                };
-                let fields = Fields::nested(map, field);
-                fields.refuse_unknown(&user_parameters)?;
+                let fields = Fields::entry(
+                    entry.as_ref(),
+                    field,
+                    &user_parameters,
+                    "a mapping with username, password, admin, ...",
+                )?;
                 users.push(read_user(&fields)?);
             }
             users
@@ -218,14 +216,12 @@ fn read_external_ids(fields: &Fields) -> Result<Option<Vec<ExternalId>>, ArgsErr
     let mut ids: Vec<ExternalId> = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let field = format!("{}[{index}]", fields.name("external_ids"));
-        let Value::Object(map) = item else {
-            return Err(ArgsError::wrong_type(
-                field,
-                "a mapping of auth_provider and external_id",
-            ));
-        };
-        let entry = Fields::nested(map, field.clone());
-        entry.refuse_unknown(&EXTERNAL_ID_FIELDS)?;
+        let entry = Fields::entry(
+            item,
+            field.clone(),
+            &EXTERNAL_ID_FIELDS,
+            "a mapping of auth_provider and external_id",
+        )?;
         let [auth_provider, external_id] = EXTERNAL_ID_FIELDS.map(|name| match entry.string(name)? {
             Some(value) if !value.is_empty() => Ok(value),
             _ => Err(ArgsError::new(ArgsErrorKind::Missing(format!(
@@ -375,14 +371,12 @@ fn read_upstream_links(fields: &Fields) -> Result<Option<Vec<UpstreamLink>>, Arg
     let mut links = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
         let entry_field = format!("{field}[{index}]");
-        let Value::Object(map) = entry else {
-            return Err(ArgsError::wrong_type(
-                entry_field,
-                "a mapping of provider and subject",
-            ));
-        };
-        let link = Fields::nested(map, entry_field);
-        link.refuse_unknown(&["provider", "subject"])?;
+        let link = Fields::entry(
+            entry,
+            entry_field,
+            &["provider", "subject"],
+            "a mapping of provider and subject",
+        )?;
         let [provider, subject] = ["provider", "subject"].map(|name| {
             link.string(name)?.filter(|v| !v.is_empty()).ok_or_else(|| {
                 ArgsError::new(ArgsErrorKind::Missing(format!(
