@@ -10,7 +10,8 @@ const LIST_MAX_RATIO: u64 = 10;
 
 /// How many listed items a bulk read of `declared` users may page through
 /// before reading each alone is cheaper; `None` when they are too few to
-/// list at all. Every backend with a bulk read asks this.
+/// list at all ([`super::AccountServer::accounts`] asks it for every
+/// backend that lists).
 pub(super) fn list_budget(declared: usize) -> Option<u64> {
     (declared >= LIST_MIN_USERS).then(|| LIST_MAX_RATIO * declared as u64)
 }

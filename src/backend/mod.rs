@@ -111,12 +111,30 @@ pub trait AccountServer {
 
     /// Reads the accounts of all `users` at once, when that is cheaper than
     /// one read per user; `declared` holds their declarations, in the same
-    /// order. `None` (the default, for servers without a bulk read) asks the
-    /// caller to use [`AccountServer::account`].
+    /// order. `None` asks the caller to use [`AccountServer::account`]. By
+    /// default the server's lists are read
+    /// ([`AccountServer::accounts_from_list`]) when the users are many
+    /// enough for that to pay ([`listing::list_budget`]).
     async fn accounts(
+        &self,
+        users: &[UserId],
+        declared: &[DesiredUser],
+    ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
+        match listing::list_budget(users.len()) {
+            Some(most) => self.accounts_from_list(users, declared, most).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The accounts of `users` (declared as `declared`) from the server's
+    /// lists, paging through at most `most` listed items; `None` (the
+    /// default, for servers without a list) when reading each alone is
+    /// cheaper. A user missing from the list does not exist.
+    async fn accounts_from_list(
         &self,
         _users: &[UserId],
         _declared: &[DesiredUser],
+        _most: u64,
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
         Ok(None)
     }

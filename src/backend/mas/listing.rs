@@ -1,7 +1,8 @@
 //! Reading many MAS users at once: the admin API's user list, e-mail list
 //! and (when a user declares them) upstream link list, a page of
 //! [`super::PAGE_SIZE`] at a time, instead of two or three requests per
-//! user, when [`list_budget`] says listing pays.
+//! user, when listing pays
+//! ([`crate::backend::AccountServer::accounts`]).
 //! When a declared address belongs to another user, every user is read
 //! alone, so that the one declaring it fails with its own message; so too
 //! when MAS's locale decides whether a listed address is a declared one
@@ -20,23 +21,20 @@ use super::admin_api::unexpected;
 use super::emails::{address_key, declared_emails, loose_key, parse_email, show_as_declared};
 use super::users::{mas_account, parse_user};
 use super::{Mas, MasUser, PAGE_SIZE};
-use crate::backend::listing::list_budget;
 use crate::backend::ServerError;
 use crate::matrix_id::UserId;
 use crate::model::{Account, DesiredUser, Seen};
 
 impl Mas {
     /// The accounts of `users` (declared as `declared`, in the same order)
-    /// from MAS's lists; `None` when reading each alone is cheaper. A user
-    /// missing from the list does not exist.
+    /// from MAS's lists, paging through at most `most` items of each
+    /// ([`crate::backend::AccountServer::accounts_from_list`]).
     pub(super) async fn list_accounts(
         &self,
         users: &[UserId],
         declared: &[DesiredUser],
+        most: u64,
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
-        let Some(most) = list_budget(users.len()) else {
-            return Ok(None);
-        };
         let Some(listed) = self
             .list_pages("/users", &[], "listing users", most)
             .await?

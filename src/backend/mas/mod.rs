@@ -398,12 +398,13 @@ impl AccountServer for Mas {
         Ok(Some(account))
     }
 
-    async fn accounts(
+    async fn accounts_from_list(
         &self,
         users: &[UserId],
         declared: &[DesiredUser],
+        most: u64,
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
-        self.list_accounts(users, declared).await
+        self.list_accounts(users, declared, most).await
     }
 
     async fn local_accounts(&self) -> Result<Vec<(UserId, Account)>, ServerError> {

@@ -11,7 +11,6 @@ use serde_json::Value;
 use super::identifiers::as_synapse_folds;
 use super::users::parse_account;
 use super::Synapse;
-use crate::backend::listing::list_budget;
 use crate::backend::ServerError;
 use crate::http::server_word;
 use crate::matrix_id::UserId;
@@ -144,15 +143,14 @@ impl Synapse {
     }
 
     /// The accounts of the declared `users`, read from the user list when
-    /// they are many enough and the list short enough ([`list_budget`]).
+    /// it holds at most `most` accounts
+    /// ([`crate::backend::AccountServer::accounts_from_list`]).
     pub(super) async fn list_declared(
         &self,
         users: &[UserId],
         declared: &[DesiredUser],
+        most: u64,
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
-        let Some(most) = list_budget(users.len()) else {
-            return Ok(None);
-        };
         // Every declared user is of this server: known by its localpart.
         let wanted: HashMap<&str, &UserId> = users.iter().map(|u| (u.localpart(), u)).collect();
         let mut found = HashMap::with_capacity(users.len());

@@ -191,12 +191,13 @@ impl AccountServer for Synapse {
         &self.server_name
     }
 
-    async fn accounts(
+    async fn accounts_from_list(
         &self,
         users: &[UserId],
         declared: &[DesiredUser],
+        most: u64,
     ) -> Result<Option<HashMap<UserId, Account>>, ServerError> {
-        self.list_declared(users, declared).await
+        self.list_declared(users, declared, most).await
     }
 
     /// Guests are left out: Synapse makes them on demand for guest access
