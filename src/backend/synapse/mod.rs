@@ -35,7 +35,9 @@ use tokio::sync::OnceCell;
 use self::database::Database;
 use self::identifiers::{email_threepids, parse_external_ids};
 use self::rooms::{AliasLookup, MembersLookup};
-use self::users::{name_refused_user_type, parse_account, truthy, user_path, user_type_value};
+use self::users::{
+    name_refused_user_type, parse_account, truthy, user_endpoint, user_path, user_type_value,
+};
 use super::client_api::unix_millis;
 use super::client_api::{logout, post_with_password};
 use super::service_account::{identify, require_credentials, Access, AdminCheck};
@@ -281,10 +283,7 @@ impl AccountServer for Synapse {
         let reply = self
             .admin_send(
                 Method::POST,
-                &format!(
-                    "/_synapse/admin/v1/users/{}/login",
-                    path_segment(&user.to_string())
-                ),
+                &user_endpoint(user, "login"),
                 &json!({"valid_until_ms": expires}),
             )
             .await?;

@@ -16,11 +16,15 @@ pub(super) fn user_path(user_id: &str) -> String {
     format!("/_synapse/admin/v2/users/{}", path_segment(user_id))
 }
 
+/// The admin API's `endpoint` about `user`:
+/// `/_synapse/admin/v1/users/<user>/<endpoint>`.
+pub(super) fn user_endpoint(user: &UserId, endpoint: &str) -> String {
+    let id = path_segment(&user.to_string());
+    format!("/_synapse/admin/v1/users/{id}/{endpoint}")
+}
+
 pub(super) fn ratelimit_path(user: &UserId) -> String {
-    format!(
-        "/_synapse/admin/v1/users/{}/override_ratelimit",
-        path_segment(&user.to_string())
-    )
+    user_endpoint(user, "override_ratelimit")
 }
 
 pub(super) fn user_type_value(user_type: &UserType) -> Value {
@@ -175,7 +179,7 @@ impl Synapse {
         value: bool,
     ) -> Result<(), ServerError> {
         let id = path_segment(&user.to_string());
-        let shadow_ban = format!("/_synapse/admin/v1/users/{id}/shadow_ban");
+        let shadow_ban = user_endpoint(user, "shadow_ban");
         let (method, path, body) = match (restriction, value) {
             (Restriction::Locked, _) => (
                 Method::PUT,
