@@ -424,17 +424,6 @@ fn serialize_avatar<S: serde::Serializer>(
     }
 }
 
-/// A change only MAS makes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MasChange {
-    /// Create the user without a password: it logs in through its upstream links.
-    CreateWithoutPassword,
-    /// Reactivate such a user, which needs no password either.
-    ReactivateWithoutPassword,
-    AddUpstreamLink(UpstreamLink),
-    RemoveUpstreamLink(UpstreamLink),
-}
-
 /// A fact a plan may need but a read may not have seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fact {
@@ -596,8 +585,14 @@ pub enum Change {
     JoinRooms(Vec<Room>),
     /// Give the account this avatar, uploading it first when it is a file.
     SetAvatar(Avatar),
-    /// What only MAS does.
-    Mas(MasChange),
+    /// Create the user without a password: it logs in through its upstream links.
+    CreateWithoutPassword,
+    /// Reactivate such a user, which needs no password either.
+    ReactivateWithoutPassword,
+    /// Link the account to this account at an upstream identity provider.
+    AddUpstreamLink(UpstreamLink),
+    /// Remove this link to an upstream identity provider.
+    RemoveUpstreamLink(UpstreamLink),
     Deactivate {
         erase: bool,
     },
@@ -610,10 +605,8 @@ impl Change {
     /// password and deactivation here, each attribute's by its unit.
     pub fn describe(&self) -> &'static str {
         match self {
-            Change::Create { .. } | Change::Mas(MasChange::CreateWithoutPassword) => "created",
-            Change::Reactivate { .. } | Change::Mas(MasChange::ReactivateWithoutPassword) => {
-                "reactivated"
-            }
+            Change::Create { .. } | Change::CreateWithoutPassword => "created",
+            Change::Reactivate { .. } | Change::ReactivateWithoutPassword => "reactivated",
             Change::SetPassword { .. } => "password changed",
             Change::Deactivate { erase: false } => "deactivated",
             Change::Deactivate { erase: true } => "deactivated and erased",

@@ -3,8 +3,8 @@
 //! server, shared by every backend.
 
 use crate::model::{
-    Account, Change, DesiredUser, Fact, MasChange, Observed, Seen, UpdatePassword, UpdateType,
-    UpstreamLink, UserState, ATTRIBUTES,
+    Account, Change, DesiredUser, Fact, Observed, Seen, UpdatePassword, UpdateType, UpstreamLink,
+    UserState, ATTRIBUTES,
 };
 
 /// Why no plan can make the server match the declaration.
@@ -50,12 +50,12 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
                         password: password.clone(),
                     },
                     // MAS logs such a user in through its upstream provider.
-                    None if !links.is_empty() => Change::Mas(MasChange::CreateWithoutPassword),
+                    None if !links.is_empty() => Change::CreateWithoutPassword,
                     None => return Err(PlanError::PasswordNeeded { verb: "created" }),
                 };
                 let linked = links
                     .iter()
-                    .map(|link| Change::Mas(MasChange::AddUpstreamLink(link.clone())));
+                    .map(|link| Change::AddUpstreamLink(link.clone()));
                 // A new account has none of the other attributes yet: those
                 // declared follow its creation.
                 let following = ATTRIBUTES.iter().flat_map(|a| a.after_creation(desired));
@@ -124,9 +124,7 @@ pub fn plan(desired: &DesiredUser, observed: &Observed) -> Result<Vec<Change>, P
             Some(password) => Change::Reactivate {
                 password: password.clone(),
             },
-            None if !declared_links(desired).is_empty() => {
-                Change::Mas(MasChange::ReactivateWithoutPassword)
-            }
+            None if !declared_links(desired).is_empty() => Change::ReactivateWithoutPassword,
             None => {
                 return Err(PlanError::PasswordNeeded {
                     verb: "reactivated",
@@ -175,7 +173,7 @@ pub fn predict(
     let mut account = observed.cloned();
     for change in changes {
         match change {
-            Change::Create { .. } | Change::Mas(MasChange::CreateWithoutPassword) => {
+            Change::Create { .. } | Change::CreateWithoutPassword => {
                 // Active, with each attribute as it will be once created.
                 let mut created = Account {
                     deactivated: Seen::Known(false),
@@ -186,7 +184,7 @@ pub fn predict(
                 }
                 account = Some(created);
             }
-            Change::Reactivate { .. } | Change::Mas(MasChange::ReactivateWithoutPassword) => {
+            Change::Reactivate { .. } | Change::ReactivateWithoutPassword => {
                 if let Some(a) = account.as_mut() {
                     a.deactivated = Seen::Known(false)
                 }
@@ -222,8 +220,8 @@ pub fn plan_access_token(
             c,
             Change::Create { .. }
                 | Change::Reactivate { .. }
-                | Change::Mas(MasChange::CreateWithoutPassword)
-                | Change::Mas(MasChange::ReactivateWithoutPassword)
+                | Change::CreateWithoutPassword
+                | Change::ReactivateWithoutPassword
         )
     });
     let wanted = desired.state == UserState::Present && desired.access_token_file.is_some();
@@ -509,8 +507,8 @@ mod tests {
         assert_eq!(
             changes,
             vec![
-                Change::Mas(MasChange::CreateWithoutPassword),
-                Change::Mas(MasChange::AddUpstreamLink(link("SSO", "u-1")))
+                Change::CreateWithoutPassword,
+                Change::AddUpstreamLink(link("SSO", "u-1"))
             ]
         );
         let after = predict(&sso, None, &changes, None).unwrap();
@@ -525,12 +523,9 @@ mod tests {
         assert_eq!(
             plan(&sso, &observed(Some(linked_elsewhere.clone()))),
             Ok(vec![
-                Change::Mas(MasChange::AddUpstreamLink(link("SSO", "u-1"))),
-                Change::Mas(MasChange::RemoveUpstreamLink(link("SSO", "u-2"))),
-                Change::Mas(MasChange::RemoveUpstreamLink(link(
-                    "01J0000000000000000000000X",
-                    "u-1"
-                )))
+                Change::AddUpstreamLink(link("SSO", "u-1")),
+                Change::RemoveUpstreamLink(link("SSO", "u-2")),
+                Change::RemoveUpstreamLink(link("01J0000000000000000000000X", "u-1"))
             ])
         );
         // Not declared, links are left alone; an empty list creates nothing.

@@ -117,7 +117,7 @@ pub fn same_set<T: Ord>(current: &[T], wanted: &[T]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Avatar, MasChange, Ratelimit, UpstreamLink, UserType};
+    use crate::model::{Avatar, Ratelimit, UpstreamLink, UserType};
 
     /// Every change an attribute makes is described by exactly one unit.
     #[test]
@@ -137,8 +137,8 @@ mod tests {
             Change::Restrict(Restriction::ShadowBanned, true),
             Change::SetRatelimit(Some(Ratelimit::UNLIMITED)),
             Change::SetRatelimit(None),
-            Change::Mas(MasChange::AddUpstreamLink(link.clone())),
-            Change::Mas(MasChange::RemoveUpstreamLink(link)),
+            Change::AddUpstreamLink(link.clone()),
+            Change::RemoveUpstreamLink(link),
             Change::SetEmails,
             Change::SetExternalIds,
             Change::SetAvatar(Avatar::Uri("mxc://x/y".into())),

@@ -51,7 +51,7 @@ use crate::http::{path_segment, server_word, Http};
 use crate::matrix_id::UserId;
 use crate::model::ModuleArgs;
 use crate::model::Waited;
-use crate::model::{Account, Change, DesiredUser, MasChange, Seen, UpstreamLink};
+use crate::model::{Account, Change, DesiredUser, Seen, UpstreamLink};
 use crate::secret::Secret;
 use oauth::{OAuthClient, Tokens};
 
@@ -489,7 +489,7 @@ impl AccountServer for Mas {
         desired: &DesiredUser,
         changes: &[Change],
     ) -> Result<(), ServerError> {
-        let created = Change::Mas(MasChange::CreateWithoutPassword);
+        let created = Change::CreateWithoutPassword;
         if changes.contains(&created) {
             self.create_account(user, desired, None).await?;
             // What fails from here on fails a user that exists now.

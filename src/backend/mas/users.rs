@@ -10,7 +10,7 @@ use super::{Mas, MasError, MasUser};
 use crate::backend::{AccountServer, ServerError, UserErrorKind};
 use crate::http::{server_word, Reply};
 use crate::matrix_id::UserId;
-use crate::model::{Account, Change, DesiredUser, MasChange, Restriction, Restrictions, Seen};
+use crate::model::{Account, Change, DesiredUser, Restriction, Restrictions, Seen};
 use crate::secret::Secret;
 
 /// The `AddUserRequest` of `user`, with its display name (MAS 1.18 and later).
@@ -168,7 +168,7 @@ impl Mas {
             Some(password) => Change::Create {
                 password: password.clone(),
             },
-            None => Change::Mas(MasChange::CreateWithoutPassword),
+            None => Change::CreateWithoutPassword,
         };
         let refused = match password {
             Some(password) => self.set_password(&id, password, desired).await.err(),
@@ -339,16 +339,13 @@ impl Mas {
                 Change::Reactivate { password } => {
                     self.reactivate(&found, Some(password), desired).await?
                 }
-                Change::Mas(MasChange::ReactivateWithoutPassword) => {
-                    self.reactivate(&found, None, desired).await?
-                }
+                Change::ReactivateWithoutPassword => self.reactivate(&found, None, desired).await?,
                 // Reactivation lifted a lock left from deactivation already.
                 Change::Restrict(Restriction::Locked, false)
                     if changes.iter().any(|c| {
                         matches!(
                             c,
-                            Change::Reactivate { .. }
-                                | Change::Mas(MasChange::ReactivateWithoutPassword)
+                            Change::Reactivate { .. } | Change::ReactivateWithoutPassword
                         )
                     }) => {}
                 Change::Restrict(Restriction::Locked, locked) => {
@@ -364,19 +361,15 @@ impl Mas {
                     self.set_password(&found.id, password, desired).await?
                 }
                 Change::WriteAccessToken => self.write_personal_token(&found.id, desired).await?,
-                Change::Mas(MasChange::AddUpstreamLink(link)) => {
-                    self.add_link(&found.id, link).await?
-                }
-                Change::Mas(MasChange::RemoveUpstreamLink(link)) => {
-                    self.remove_link(&found, link).await?
-                }
+                Change::AddUpstreamLink(link) => self.add_link(&found.id, link).await?,
+                Change::RemoveUpstreamLink(link) => self.remove_link(&found, link).await?,
                 // Creation is done above or by create(); refuse_impossible
                 // refuses a display name change; check_declaration refuses
                 // user types, suspension, shadow-ban, ratelimit, rooms,
                 // external_ids and avatar for MAS. So none of these
                 // is planned here.
                 Change::Create { .. }
-                | Change::Mas(MasChange::CreateWithoutPassword)
+                | Change::CreateWithoutPassword
                 | Change::SetDisplayname
                 | Change::SetUserType(_)
                 | Change::Restrict(_, _)

@@ -419,7 +419,10 @@ impl AccountServer for Synapse {
                 | Change::Deactivate { .. }
                 | Change::AddEmail(_)
                 | Change::WriteAccessToken
-                | Change::Mas(_) => {}
+                | Change::CreateWithoutPassword
+                | Change::ReactivateWithoutPassword
+                | Change::AddUpstreamLink(_)
+                | Change::RemoveUpstreamLink(_) => {}
             }
         }
         if !body.is_empty() {

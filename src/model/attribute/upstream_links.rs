@@ -1,7 +1,7 @@
 //! `upstream_links`: the user's links to upstream identity providers, exactly.
 
 use super::Attribute;
-use crate::model::{Account, Change, DesiredUser, Fact, MasChange};
+use crate::model::{Account, Change, DesiredUser, Fact};
 
 pub struct UpstreamLinks;
 
@@ -19,11 +19,11 @@ impl Attribute for UpstreamLinks {
             .upstream_links
             .iter()
             .filter(|link| !declared.contains(link))
-            .map(|link| Change::Mas(MasChange::RemoveUpstreamLink(link.clone())));
+            .map(|link| Change::RemoveUpstreamLink(link.clone()));
         let added = declared
             .iter()
             .filter(|link| !account.upstream_links.contains(link))
-            .map(|link| Change::Mas(MasChange::AddUpstreamLink(link.clone())));
+            .map(|link| Change::AddUpstreamLink(link.clone()));
         Ok(added.chain(removed).collect())
     }
 
@@ -33,12 +33,8 @@ impl Attribute for UpstreamLinks {
 
     fn predict(&self, _: &DesiredUser, change: &Change, account: &mut Account) -> bool {
         match change {
-            Change::Mas(MasChange::AddUpstreamLink(link)) => {
-                account.upstream_links.push(link.clone())
-            }
-            Change::Mas(MasChange::RemoveUpstreamLink(link)) => {
-                account.upstream_links.retain(|l| l != link)
-            }
+            Change::AddUpstreamLink(link) => account.upstream_links.push(link.clone()),
+            Change::RemoveUpstreamLink(link) => account.upstream_links.retain(|l| l != link),
             _ => return false,
         }
         true
@@ -46,8 +42,8 @@ impl Attribute for UpstreamLinks {
 
     fn describe(&self, change: &Change) -> Option<&'static str> {
         match change {
-            Change::Mas(MasChange::AddUpstreamLink(_)) => Some("upstream link added"),
-            Change::Mas(MasChange::RemoveUpstreamLink(_)) => Some("upstream link removed"),
+            Change::AddUpstreamLink(_) => Some("upstream link added"),
+            Change::RemoveUpstreamLink(_) => Some("upstream link removed"),
             _ => None,
         }
     }
