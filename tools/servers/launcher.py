@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 
@@ -27,16 +28,53 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def listening_sockets(port: int) -> set[str]:
+    """The inodes of the sockets listening on loopback or any address at `port`."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == "0A":  # 0A: LISTEN
+                    inodes.add(fields[9])
+    return inodes
+
+
+def holds_port(pid: int, port: int) -> bool:
+    """Whether process `pid` or one of its descendants listens at `port`."""
+    wanted = {f"socket:[{inode}]" for inode in listening_sockets(port)}
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{current}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{current}/fd/{fd}") in wanted:
+                        return True
+        for task in os.listdir(f"/proc/{current}/task") if os.path.isdir(f"/proc/{current}/task") else []:
+            with contextlib.suppress(OSError), open(f"/proc/{current}/task/{task}/children") as f:
+                pids.extend(int(child) for child in f.read().split())
+    return False
+
+
 def wait_until_answering(url: str, process, name: str, logs: str, deadline: float) -> None:
-    """Waits until `url` answers; fails early if `process` (when given) exits."""
+    """Waits until `url` answers; fails early if `process` (when given) exits,
+    and when what answers is not `process`: a free port picked earlier may be
+    taken by another server meanwhile, whose answers would pass for ours."""
+    port = urllib.parse.urlsplit(url).port
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise SystemExit(f"{name} exited with {process.returncode}; see {logs}")
         try:
             with urllib.request.urlopen(url, timeout=2):
-                return
+                pass
         except OSError:
             time.sleep(0.2)
+            continue
+        if process is not None and not holds_port(process.pid, port):
+            raise SystemExit(f"another program than {name} answers at {url} (port {port} was taken meanwhile); see {logs}")
+        return
     raise SystemExit(f"{name} did not answer at {url} in time; see {logs}")
 
 
