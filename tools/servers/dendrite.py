@@ -4,6 +4,7 @@
 Two ways to run it:
 
   dendrite.py --ephemeral --database sqlite|postgres [--default-rate-limits] [--registration-requires-token]
+              [--open-registration]
       A throw-away server in a temporary folder on a free port. With
       `--database postgres` a private PostgreSQL cluster is started in that
       folder too, on another free loopback port. When it is ready, one JSON
@@ -13,6 +14,10 @@ Two ways to run it:
       --registration-requires-token sets client_api.registration_requires_token,
       without which Dendrite refuses to create registration tokens
       (registration itself stays disabled).
+      --open-registration lets anyone register through the client API
+      (registration_disabled: false, and the flag
+      --really-enable-open-registration Dendrite wants for that without a
+      captcha). v0.13.8 never asks for a token, even with both options.
 
   dendrite.py --data-dir DIR --port PORT start|stop|status
       A persistent server (SQLite) in DIR. `start` is idempotent and prints
@@ -63,7 +68,7 @@ def sqlite_path(data_dir: str, component: str) -> str:
 
 
 def write_config(bin_dir: str, data_dir: str, database: str, default_rate_limits: bool,
-                 registration_requires_token: bool = False) -> dict:
+                 registration_requires_token: bool = False, open_registration: bool = False) -> dict:
     """Writes dendrite.yaml (if missing) and returns its path and secret.
 
     `database` is "sqlite" or a postgres:// URL shared by all components.
@@ -116,6 +121,8 @@ def write_config(bin_dir: str, data_dir: str, database: str, default_rate_limits
         config["global"]["database"] = {"connection_string": database, "max_open_conns": 50}
     if registration_requires_token:
         config["client_api"]["registration_requires_token"] = True
+    if open_registration:
+        config["client_api"]["registration_disabled"] = False
     if not default_rate_limits:
         # Every test request comes from 127.0.0.1, and Dendrite's limiter
         # allows only 5 requests in flight per caller (device, or remote
@@ -136,10 +143,15 @@ def wait_until_ready(url: str, process, data_dir: str, deadline: float) -> None:
     wait_until_answering(f"{url}/_matrix/client/versions", process, "dendrite", logs, deadline)
 
 
-def spawn(bin_dir: str, config_path: str, data_dir: str, port: int, detach: bool) -> subprocess.Popen:
+def spawn(bin_dir: str, config_path: str, data_dir: str, port: int, detach: bool,
+          open_registration: bool = False) -> subprocess.Popen:
     # No --tls-cert/--tls-key, so no HTTPS listener on :8448
     # (cmd/dendrite/main.go serves HTTPS only when both are given).
     command = [os.path.join(bin_dir, "dendrite"), "--config", config_path, "--http-bind-address", f"127.0.0.1:{port}"]
+    if open_registration:
+        # Without it, Dendrite refuses to start with registration open and
+        # no captcha (setup/config/config_clientapi.go).
+        command.append("--really-enable-open-registration")
     return launcher.spawn(command, data_dir, detach)
 
 
@@ -159,9 +171,10 @@ def start_ephemeral(args, data_dir: str, cleanup) -> str:
         connection = "sqlite"
         accounts_db = sqlite_path(data_dir, "userapi")
     port = free_port()
-    paths = write_config(bin_dir, data_dir, connection, args.default_rate_limits, args.registration_requires_token)
+    paths = write_config(bin_dir, data_dir, connection, args.default_rate_limits, args.registration_requires_token,
+                         args.open_registration)
     url = f"http://127.0.0.1:{port}"
-    process = spawn(bin_dir, paths["config"], data_dir, port, detach=False)
+    process = spawn(bin_dir, paths["config"], data_dir, port, detach=False, open_registration=args.open_registration)
     cleanup.callback(stop_process, process)
     wait_until_ready(url, process, data_dir, time.monotonic() + 120)
     return describe(url, data_dir, paths["secret"], accounts_db)

@@ -178,6 +178,7 @@ def homeserver_command_line(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--default-rate-limits", action="store_true")
     parser.add_argument("--registration-requires-token", action="store_true")
+    parser.add_argument("--open-registration", action="store_true")
     return parser
 
 

@@ -310,7 +310,6 @@ def main() -> None:
     parser.add_argument("--extra-user-type", action="append", default=[], metavar="NAME")
     parser.add_argument("--appservice-and-notices", action="store_true")
     parser.add_argument("--require-auth-for-profile-requests", action="store_true")
-    parser.add_argument("--open-registration", action="store_true")
     parser.add_argument("--registration-shared-secret-file", metavar="PATH",
                         help="start (persistent only): the registration shared secret to configure, as a host's "
                              "configuration management derives it (mdad's), instead of a new one")
