@@ -219,14 +219,18 @@ mod tests {
     use serde_json::{json, Value};
 
     /// Reads the module's documentation, the role's argument specs and the
-    /// options the role's tasks pass to the module, as JSON (PyYAML reads
-    /// the YAML, with the project's own .venv, as Ansible itself does).
+    /// options the role's tasks pass to the module, as JSON, with the
+    /// project's own .venv. Ansible's own reader (`get_docstring`, as
+    /// ansible-doc uses it) reads the documentation, so the options of the
+    /// doc fragments it extends are merged in as Ansible merges them.
     const READ_DOCS: &str = r#"
-import ast, glob, json, re, sys, yaml
+import glob, json, re, sys, yaml
+from ansible.plugins.loader import fragment_loader, init_plugin_loader
+from ansible.utils.plugin_docs import get_docstring
 root = sys.argv[1]
-tree = ast.parse(open(f"{root}/collection/plugins/modules/matrix_user.py").read())
-doc = next(n.value.value for n in tree.body
-           if isinstance(n, ast.Assign) and n.targets[0].id == "DOCUMENTATION")
+init_plugin_loader([f"{root}/collections"])
+doc = get_docstring(f"{root}/collection/plugins/modules/matrix_user.py", fragment_loader,
+                    collection_name="matrix_user.matrix", is_module=True)[0]
 specs = yaml.safe_load(open(f"{root}/roles/matrix_user/meta/argument_specs.yml"))
 specs = specs["argument_specs"]["main"]["options"]
 mapping = []
@@ -245,7 +249,7 @@ def walk(node):
             walk(value)
 for path in sorted(glob.glob(f"{root}/roles/matrix_user/tasks/*.yml")):
     walk(yaml.safe_load(open(path)))
-print(json.dumps({"options": yaml.safe_load(doc)["options"], "specs": specs, "mapping": mapping}))
+print(json.dumps({"options": doc["options"], "specs": specs, "mapping": mapping}))
 "#;
 
     /// The per-user options the role's `matrix_user_users` leaves out: it
@@ -317,7 +321,8 @@ print(json.dumps({"options": yaml.safe_load(doc)["options"], "specs": specs, "ma
     /// What is compared with [`PARAMETERS`], each disagreement one line:
     ///
     /// - the module's documentation (DOCUMENTATION in
-    ///   collection/plugins/modules/matrix_user.py): the same option names at
+    ///   collection/plugins/modules/matrix_user.py, with the doc fragments
+    ///   of collection/plugins/doc_fragments/ it extends): the same option names at
     ///   the top level, and `users`' suboptions are exactly the per-user
     ///   parameters; for each, the same `type`, `elements`, `default` and
     ///   `choices` (absent there is no default / no choices here);
