@@ -214,12 +214,13 @@ impl Parameter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    /// Reads the module's documentation, the role's argument specs and the
-    /// options the role's tasks pass to the module, as JSON, with the
+    /// Reads a module's documentation (the module named in the second
+    /// argument), the role's argument specs and the options the role's
+    /// tasks pass to matrix_user, as JSON, with the
     /// project's own .venv. Ansible's own reader (`get_docstring`, as
     /// ansible-doc uses it) reads the documentation, so the options of the
     /// doc fragments it extends are merged in as Ansible merges them.
@@ -229,7 +230,7 @@ from ansible.plugins.loader import fragment_loader, init_plugin_loader
 from ansible.utils.plugin_docs import get_docstring
 root = sys.argv[1]
 init_plugin_loader([f"{root}/collections"])
-doc = get_docstring(f"{root}/collection/plugins/modules/matrix_user.py", fragment_loader,
+doc = get_docstring(f"{root}/collection/plugins/modules/{sys.argv[2]}.py", fragment_loader,
                     collection_name="matrix_user.matrix", is_module=True)[0]
 specs = yaml.safe_load(open(f"{root}/roles/matrix_user/meta/argument_specs.yml"))
 specs = specs["argument_specs"]["main"]["options"]
@@ -256,11 +257,12 @@ print(json.dumps({"options": doc["options"], "specs": specs, "mapping": mapping}
     /// sets `update_type` itself, for mdad's lists only.
     const ROLE_USERS_LEAVE_OUT: &[&str] = &["update_type"];
 
-    fn read_docs() -> Value {
+    /// [`READ_DOCS`] for the module `module` (`matrix_user`, `matrix_registration_token`).
+    pub(in crate::args) fn read_docs(module: &str) -> Value {
         let root = env!("CARGO_MANIFEST_DIR");
         let python = format!("{root}/.venv/bin/python");
         let output = std::process::Command::new(&python)
-            .args(["-c", READ_DOCS, root])
+            .args(["-c", READ_DOCS, root, module])
             .output()
             .unwrap_or_else(|e| panic!("{python}: {e}; run tools/bootstrap"));
         assert!(
@@ -272,7 +274,7 @@ print(json.dumps({"options": doc["options"], "specs": specs, "mapping": mapping}
     }
 
     /// The documentation's `type`, `elements`, `default` and `choices` of `parameter`.
-    fn documented(parameter: &Parameter) -> Value {
+    pub(in crate::args) fn documented(parameter: &Parameter) -> Value {
         let (kind, elements) = match parameter.kind {
             Type::Str => ("str", None),
             Type::Path => ("path", None),
@@ -312,7 +314,7 @@ print(json.dumps({"options": doc["options"], "specs": specs, "mapping": mapping}
     }
 
     /// `option`'s `type`, `elements`, `default` and `choices` as a YAML spec gives them.
-    fn specified(option: &Value) -> Value {
+    pub(in crate::args) fn specified(option: &Value) -> Value {
         let field = |name: &str| option.get(name).cloned().unwrap_or(Value::Null);
         json!({"type": field("type"), "elements": field("elements"),
             "default": field("default"), "choices": field("choices")})
@@ -337,7 +339,7 @@ print(json.dumps({"options": doc["options"], "specs": specs, "mapping": mapping}
     ///   `default`, `choices`.
     #[test]
     fn documentation_and_role_agree_with_the_parameters() {
-        let docs = read_docs();
+        let docs = read_docs("matrix_user");
         let mut disagreements: Vec<String> = Vec::new();
         let mut compare = |what: String, ours: Value, theirs: Value| {
             if ours != theirs {
