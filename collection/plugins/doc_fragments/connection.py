@@ -73,8 +73,8 @@ options:
   service_account:
     description:
     - The localpart of the account that the module registers for itself when it has only the shared secret (Synapse,
-      Dendrite). While M(matrix_user.matrix.matrix_user) acts as it, the account cannot be declared among its users
-      (O(matrix_user.matrix.matrix_user#module:users)) - that fails before anything is sent.
+      Dendrite). While M(matrix_user.matrix.matrix_user) acts as it, declaring the account among
+      O(matrix_user.matrix.matrix_user#module:users) fails before anything is sent.
     type: str
     default: matrix-user-service
   token_cache_dir:
