@@ -214,19 +214,24 @@ impl Parameter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    /// Reads the module's documentation, the role's argument specs and the
-    /// options the role's tasks pass to the module, as JSON (PyYAML reads
-    /// the YAML, with the project's own .venv, as Ansible itself does).
+    /// Reads a module's documentation (the module named in the second
+    /// argument), the role's argument specs and the options the role's
+    /// tasks pass to matrix_user, as JSON, with the
+    /// project's own .venv. Ansible's own reader (`get_docstring`, as
+    /// ansible-doc uses it) reads the documentation, so the options of the
+    /// doc fragments it extends are merged in as Ansible merges them.
     const READ_DOCS: &str = r#"
-import ast, glob, json, re, sys, yaml
+import glob, json, re, sys, yaml
+from ansible.plugins.loader import fragment_loader, init_plugin_loader
+from ansible.utils.plugin_docs import get_docstring
 root = sys.argv[1]
-tree = ast.parse(open(f"{root}/collection/plugins/modules/matrix_user.py").read())
-doc = next(n.value.value for n in tree.body
-           if isinstance(n, ast.Assign) and n.targets[0].id == "DOCUMENTATION")
+init_plugin_loader([f"{root}/collections"])
+doc = get_docstring(f"{root}/collection/plugins/modules/{sys.argv[2]}.py", fragment_loader,
+                    collection_name="matrix_user.matrix", is_module=True)[0]
 specs = yaml.safe_load(open(f"{root}/roles/matrix_user/meta/argument_specs.yml"))
 specs = specs["argument_specs"]["main"]["options"]
 mapping = []
@@ -245,18 +250,19 @@ def walk(node):
             walk(value)
 for path in sorted(glob.glob(f"{root}/roles/matrix_user/tasks/*.yml")):
     walk(yaml.safe_load(open(path)))
-print(json.dumps({"options": yaml.safe_load(doc)["options"], "specs": specs, "mapping": mapping}))
+print(json.dumps({"options": doc["options"], "specs": specs, "mapping": mapping}))
 "#;
 
     /// The per-user options the role's `matrix_user_users` leaves out: it
     /// sets `update_type` itself, for mdad's lists only.
     const ROLE_USERS_LEAVE_OUT: &[&str] = &["update_type"];
 
-    fn read_docs() -> Value {
+    /// [`READ_DOCS`] for the module `module` (`matrix_user`, `matrix_registration_token`).
+    pub(in crate::args) fn read_docs(module: &str) -> Value {
         let root = env!("CARGO_MANIFEST_DIR");
         let python = format!("{root}/.venv/bin/python");
         let output = std::process::Command::new(&python)
-            .args(["-c", READ_DOCS, root])
+            .args(["-c", READ_DOCS, root, module])
             .output()
             .unwrap_or_else(|e| panic!("{python}: {e}; run tools/bootstrap"));
         assert!(
@@ -268,7 +274,7 @@ print(json.dumps({"options": yaml.safe_load(doc)["options"], "specs": specs, "ma
     }
 
     /// The documentation's `type`, `elements`, `default` and `choices` of `parameter`.
-    fn documented(parameter: &Parameter) -> Value {
+    pub(in crate::args) fn documented(parameter: &Parameter) -> Value {
         let (kind, elements) = match parameter.kind {
             Type::Str => ("str", None),
             Type::Path => ("path", None),
@@ -308,7 +314,7 @@ print(json.dumps({"options": yaml.safe_load(doc)["options"], "specs": specs, "ma
     }
 
     /// `option`'s `type`, `elements`, `default` and `choices` as a YAML spec gives them.
-    fn specified(option: &Value) -> Value {
+    pub(in crate::args) fn specified(option: &Value) -> Value {
         let field = |name: &str| option.get(name).cloned().unwrap_or(Value::Null);
         json!({"type": field("type"), "elements": field("elements"),
             "default": field("default"), "choices": field("choices")})
@@ -317,7 +323,8 @@ print(json.dumps({"options": yaml.safe_load(doc)["options"], "specs": specs, "ma
     /// What is compared with [`PARAMETERS`], each disagreement one line:
     ///
     /// - the module's documentation (DOCUMENTATION in
-    ///   collection/plugins/modules/matrix_user.py): the same option names at
+    ///   collection/plugins/modules/matrix_user.py, with the doc fragments
+    ///   of collection/plugins/doc_fragments/ it extends): the same option names at
     ///   the top level, and `users`' suboptions are exactly the per-user
     ///   parameters; for each, the same `type`, `elements`, `default` and
     ///   `choices` (absent there is no default / no choices here);
@@ -332,7 +339,7 @@ print(json.dumps({"options": yaml.safe_load(doc)["options"], "specs": specs, "ma
     ///   `default`, `choices`.
     #[test]
     fn documentation_and_role_agree_with_the_parameters() {
-        let docs = read_docs();
+        let docs = read_docs("matrix_user");
         let mut disagreements: Vec<String> = Vec::new();
         let mut compare = |what: String, ours: Value, theirs: Value| {
             if ours != theirs {

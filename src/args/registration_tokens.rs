@@ -341,6 +341,40 @@ mod tests {
         mask_secrets(&parse(value).unwrap_err().to_string())
     }
 
+    /// The module's documentation (with the doc fragments it extends, as
+    /// Ansible reads it) names exactly the options the parser takes, and
+    /// says of each connection option what matrix_user's parameter table
+    /// says (the same parser reads them).
+    #[test]
+    fn documentation_agrees_with_the_options() {
+        use super::super::parameters::{
+            parameter,
+            tests::{documented, read_docs, specified},
+        };
+        let docs = read_docs("matrix_registration_token");
+        let options = docs["options"].as_object().unwrap();
+        let mut taken = [&CONNECTION_OPTIONS[..], &TOKEN_OPTIONS, &RUN_OPTIONS].concat();
+        let mut documented_names: Vec<&str> = options.keys().map(String::as_str).collect();
+        taken.sort();
+        documented_names.sort();
+        let mut disagreements = Vec::new();
+        if taken != documented_names {
+            disagreements.push(format!(
+                "options: here {taken:?}, there {documented_names:?}"
+            ));
+        }
+        for name in CONNECTION_OPTIONS {
+            let (ours, theirs) = (
+                documented(parameter(name)),
+                specified(&docs["options"][name]),
+            );
+            if ours != theirs {
+                disagreements.push(format!("option {name}: here {ours}, there {theirs}"));
+            }
+        }
+        assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    }
+
     #[test]
     fn one_token_with_its_settings() {
         let (tokens, undeclared) = parse(json!({

@@ -23,6 +23,17 @@ options:
     description:
     - Base URL of the homeserver's client API, for example C(http://127.0.0.1:8008) or C(https://matrix.example.com).
       Required unless O(homeserver=mas).
+    - With O(homeserver=mas), optional - the homeserver behind MAS (with the same server name). Only
+      M(matrix_user.matrix.matrix_user) asks it, and only for the display names MAS cannot show, so that a changed
+      O(matrix_user.matrix.matrix_user#module:displayname) of an existing user is found and refused rather than
+      reported as matching; without it, those are not compared. Asked only when a present user declares
+      O(matrix_user.matrix.matrix_user#module:displayname), first once before anything is written (that user's
+      profile) - a homeserver that does not answer, is not a homeserver, or shows profiles only to signed-in users
+      (Synapse's C(require_auth_for_profile_requests); the module has no token the homeserver takes) fails the run
+      then, with a message that says which. O(validate_certs), O(ca_path), O(timeout) and O(wait_timeout) apply to
+      it as to MAS. Synapse allows 500 profile reads from one address, then one a second by default (its
+      C(rc_profile)); the module waits those out within O(wait_timeout).
+      M(matrix_user.matrix.matrix_registration_token) never sends it a request.
     type: str
   server_name:
     description:
@@ -31,8 +42,10 @@ options:
     type: str
   registration_shared_secret:
     description:
-    - The homeserver's C(registration_shared_secret). On Synapse and Dendrite, without O(admin_token), the module
-      registers its service account with it and acts as that account.
+    - The homeserver's C(registration_shared_secret) (Synapse and Dendrite; MAS does not use it). Without
+      O(admin_token), the module registers its service account with it and acts as that account.
+      M(matrix_user.matrix.matrix_user) also registers the users it creates with it, even with O(admin_token) (on
+      Dendrite, the only way to create users).
     - Mutually exclusive with O(registration_shared_secret_file).
     type: str
   registration_shared_secret_file:
@@ -60,7 +73,8 @@ options:
   service_account:
     description:
     - The localpart of the account that the module registers for itself when it has only the shared secret (Synapse,
-      Dendrite).
+      Dendrite). While M(matrix_user.matrix.matrix_user) acts as it, declaring the account among
+      O(matrix_user.matrix.matrix_user#module:users) fails before anything is sent.
     type: str
     default: matrix-user-service
   token_cache_dir:
