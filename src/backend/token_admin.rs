@@ -13,22 +13,26 @@ use crate::http::{path_segment, Body, Http, Reply};
 use crate::model::tokens::{ObservedToken, TokenSettings};
 use crate::secret::Secret;
 
-/// The token admin API at `base`, called as `admin`.
-pub struct TokenAdminApi<'a> {
-    pub http: &'a Http,
-    pub admin: &'a Secret,
-    pub base: &'static str,
+/// The token admin API at a server's path, each request sent through
+/// `http` as `admin`.
+pub struct TokenAdminApi {
+    base: &'static str,
 }
 
-impl TokenAdminApi<'_> {
+impl TokenAdminApi {
+    pub const fn at(base: &'static str) -> TokenAdminApi {
+        TokenAdminApi { base }
+    }
+
     async fn request(
-        &self,
+        http: &Http,
+        admin: &Secret,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Reply, ServerError> {
         let body = body.map_or(Body::None, Body::Json);
-        let reply = self.http.send(method, path, Some(self.admin), body).await?;
+        let reply = http.send(method, path, Some(admin), body).await?;
         from_homeserver(path, reply)
     }
 
@@ -37,9 +41,13 @@ impl TokenAdminApi<'_> {
     }
 
     /// Every token the server has.
-    pub async fn list(&self) -> Result<Vec<ObservedToken>, ServerError> {
+    pub async fn list(
+        &self,
+        http: &Http,
+        admin: &Secret,
+    ) -> Result<Vec<ObservedToken>, ServerError> {
         let what = "reading the registration tokens";
-        let reply = self.request(Method::GET, self.base, None).await?;
+        let reply = Self::request(http, admin, Method::GET, self.base, None).await?;
         if reply.status != StatusCode::OK {
             return Err(ServerError::refused(what, &reply));
         }
@@ -55,30 +63,39 @@ impl TokenAdminApi<'_> {
     /// without `token`), for [`answered`] or a server's own reading.
     pub async fn send_create(
         &self,
+        http: &Http,
+        admin: &Secret,
         token: Option<&Secret>,
         settings: TokenSettings,
     ) -> Result<Reply, ServerError> {
         let body = create_body(token, settings);
         let path = format!("{}/new", self.base);
-        self.request(Method::POST, &path, Some(&body)).await
+        Self::request(http, admin, Method::POST, &path, Some(&body)).await
     }
 
     /// Sets the fields that are `Some` (`Some(None)`: unlimited, never).
     pub async fn update(
         &self,
+        http: &Http,
+        admin: &Secret,
         token: &Secret,
         uses_allowed: Option<Option<u32>>,
         expires: Option<Option<i64>>,
     ) -> Result<ObservedToken, ServerError> {
         let body = update_body(uses_allowed, expires);
         let path = self.token_path(token);
-        let reply = self.request(Method::PUT, &path, Some(&body)).await?;
+        let reply = Self::request(http, admin, Method::PUT, &path, Some(&body)).await?;
         answered("changing a registration token", &reply)
     }
 
-    pub async fn delete(&self, token: &Secret) -> Result<(), ServerError> {
+    pub async fn delete(
+        &self,
+        http: &Http,
+        admin: &Secret,
+        token: &Secret,
+    ) -> Result<(), ServerError> {
         let path = self.token_path(token);
-        let reply = self.request(Method::DELETE, &path, None).await?;
+        let reply = Self::request(http, admin, Method::DELETE, &path, None).await?;
         removed(
             "deleting a registration token",
             &reply,

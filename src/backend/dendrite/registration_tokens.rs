@@ -17,21 +17,11 @@ use crate::backend::{RegistrationTokenServer, ServerError};
 use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
 use crate::secret::Secret;
 
-const TOKENS: &str = "/_dendrite/admin/registrationTokens";
-
-impl Dendrite {
-    fn token_api(&self) -> TokenAdminApi<'_> {
-        TokenAdminApi {
-            http: &self.http,
-            admin: &self.token,
-            base: TOKENS,
-        }
-    }
-}
+const TOKENS: TokenAdminApi = TokenAdminApi::at("/_dendrite/admin/registrationTokens");
 
 impl RegistrationTokenServer for Dendrite {
     async fn registration_tokens(&self) -> Result<Vec<ObservedToken>, ServerError> {
-        self.token_api().list().await
+        TOKENS.list(&self.http, &self.token).await
     }
 
     async fn create_registration_token(
@@ -39,7 +29,9 @@ impl RegistrationTokenServer for Dendrite {
         token: Option<&Secret>,
         settings: TokenSettings,
     ) -> Result<ObservedToken, ServerError> {
-        let reply = self.token_api().send_create(token, settings).await?;
+        let reply = TOKENS
+            .send_create(&self.http, &self.token, token, settings)
+            .await?;
         match reply.status {
             StatusCode::FORBIDDEN => Err(ServerError::refused(
                 "creating a registration token (Dendrite makes them only with client_api.registration_requires_token: true in dendrite.yaml; set it and restart Dendrite)",
@@ -56,9 +48,8 @@ impl RegistrationTokenServer for Dendrite {
         expires: Option<Option<i64>>,
         _revive: bool,
     ) -> Result<ObservedToken, ServerError> {
-        let echoed = self
-            .token_api()
-            .update(token, uses_allowed, expires)
+        let echoed = TOKENS
+            .update(&self.http, &self.token, token, uses_allowed, expires)
             .await?;
         let landed = uses_allowed.is_none_or(|u| echoed.uses_allowed == u.map(u64::from))
             && expires.is_none_or(|e| echoed.expires == e);
@@ -78,7 +69,7 @@ impl RegistrationTokenServer for Dendrite {
     }
 
     async fn delete_registration_token(&self, token: &Secret) -> Result<(), ServerError> {
-        self.token_api().delete(token).await
+        TOKENS.delete(&self.http, &self.token, token).await
     }
 
     /// v0.13.8 never checks tokens; whether registration is open at all

@@ -11,22 +11,12 @@ use crate::backend::{RegistrationTokenServer, ServerError};
 use crate::model::tokens::{ObservedToken, Registration, TokenSettings};
 use crate::secret::Secret;
 
-const TOKENS: &str = "/_synapse/admin/v1/registration_tokens";
+const TOKENS: TokenAdminApi = TokenAdminApi::at("/_synapse/admin/v1/registration_tokens");
 const TOKEN_STAGE: &str = "m.login.registration_token";
-
-impl Synapse {
-    fn token_api(&self) -> TokenAdminApi<'_> {
-        TokenAdminApi {
-            http: &self.http,
-            admin: &self.token,
-            base: TOKENS,
-        }
-    }
-}
 
 impl RegistrationTokenServer for Synapse {
     async fn registration_tokens(&self) -> Result<Vec<ObservedToken>, ServerError> {
-        self.token_api().list().await
+        TOKENS.list(&self.http, &self.token).await
     }
 
     async fn create_registration_token(
@@ -34,7 +24,9 @@ impl RegistrationTokenServer for Synapse {
         token: Option<&Secret>,
         settings: TokenSettings,
     ) -> Result<ObservedToken, ServerError> {
-        let reply = self.token_api().send_create(token, settings).await?;
+        let reply = TOKENS
+            .send_create(&self.http, &self.token, token, settings)
+            .await?;
         answered("creating a registration token", &reply)
     }
 
@@ -45,11 +37,13 @@ impl RegistrationTokenServer for Synapse {
         expires: Option<Option<i64>>,
         _revive: bool,
     ) -> Result<ObservedToken, ServerError> {
-        self.token_api().update(token, uses_allowed, expires).await
+        TOKENS
+            .update(&self.http, &self.token, token, uses_allowed, expires)
+            .await
     }
 
     async fn delete_registration_token(&self, token: &Secret) -> Result<(), ServerError> {
-        self.token_api().delete(token).await
+        TOKENS.delete(&self.http, &self.token, token).await
     }
 
     /// What `/register` asks of a client first.
