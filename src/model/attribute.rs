@@ -47,8 +47,17 @@ pub trait Attribute: Sync {
     );
 
     /// Applies `change` to the predicted `account` when it is one of this
-    /// attribute's; `false` when it is not.
-    fn predict(&self, desired: &DesiredUser, change: &Change, account: &mut Account) -> bool;
+    /// attribute's (one it describes); `false` when it is not.
+    fn predict(&self, desired: &DesiredUser, change: &Change, account: &mut Account) -> bool {
+        let own = self.describe(change).is_some();
+        if own {
+            self.apply(desired, change, account);
+        }
+        own
+    }
+
+    /// Applies `change`, one of this attribute's, to the predicted `account`.
+    fn apply(&self, desired: &DesiredUser, change: &Change, account: &mut Account);
 
     /// The word the report gives `change` when it is one of this attribute's.
     fn describe(&self, change: &Change) -> Option<&'static str>;
@@ -91,14 +100,27 @@ fn compared<T: PartialEq + Clone>(
     fact: Fact,
     change: impl FnOnce(T) -> Change,
 ) -> Result<Vec<Change>, Fact> {
+    compared_by(wanted, seen, fact, |wanted, current| {
+        Ok((current != wanted).then(|| change(wanted.clone())))
+    })
+}
+
+/// The change `seen` calls for when `wanted` is declared, as `change_for`
+/// finds it (`None`: already so): none when it is not declared; `Err(fact)`
+/// when the read did not show it.
+fn compared_by<W: ?Sized, S>(
+    wanted: Option<&W>,
+    seen: &Seen<S>,
+    fact: Fact,
+    change_for: impl FnOnce(&W, &S) -> Result<Option<Change>, Fact>,
+) -> Result<Vec<Change>, Fact> {
     let Some(wanted) = wanted else {
         return Ok(Vec::new());
     };
-    match seen {
-        Seen::Known(current) if current == wanted => Ok(Vec::new()),
-        Seen::Known(_) => Ok(vec![change(wanted.clone())]),
-        Seen::Unknown => Err(fact),
-    }
+    let Seen::Known(current) = seen else {
+        return Err(fact);
+    };
+    Ok(change_for(wanted, current)?.into_iter().collect())
 }
 
 /// Forgets `field` of `now` when `before`'s is unknown.

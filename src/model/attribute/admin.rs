@@ -7,24 +7,18 @@ pub struct Admin;
 
 impl Attribute for Admin {
     fn compare(&self, desired: &DesiredUser, account: &Account) -> Result<Vec<Change>, Fact> {
-        compared(
-            desired.admin.as_ref(),
-            &account.admin,
-            Fact::Admin,
-            Change::SetAdmin,
-        )
+        let declared = desired.admin.as_ref();
+        compared(declared, &account.admin, Fact::Admin, Change::SetAdmin)
     }
 
     fn created(&self, desired: &DesiredUser, _: Option<&str>, account: &mut Account) {
         account.admin = Seen::Known(desired.admin.unwrap_or(false));
     }
 
-    fn predict(&self, _: &DesiredUser, change: &Change, account: &mut Account) -> bool {
-        let Change::SetAdmin(admin) = change else {
-            return false;
-        };
-        account.admin = Seen::Known(*admin);
-        true
+    fn apply(&self, _: &DesiredUser, change: &Change, account: &mut Account) {
+        if let Change::SetAdmin(admin) = change {
+            account.admin = Seen::Known(*admin);
+        }
     }
 
     fn describe(&self, change: &Change) -> Option<&'static str> {

@@ -1,6 +1,6 @@
 //! `avatar`: the user's avatar, an mxc:// URI or an image file's content.
 
-use super::{forget, Attribute};
+use super::{compared_by, forget, Attribute};
 use crate::model::{Account, Avatar, Change, DesiredUser, Fact, Seen, SeenAvatar};
 
 pub struct AvatarAttribute;
@@ -9,20 +9,14 @@ impl Attribute for AvatarAttribute {
     /// A change when the account's avatar is another URI, or (for a file)
     /// other content.
     fn compare(&self, desired: &DesiredUser, account: &Account) -> Result<Vec<Change>, Fact> {
-        let Some(avatar) = &desired.avatar else {
-            return Ok(Vec::new());
-        };
-        let Seen::Known(seen) = &account.avatar else {
-            return Err(Fact::Avatar);
-        };
-        let differs = match avatar {
-            Avatar::Uri(uri) => seen.uri.as_deref() != Some(uri.as_str()),
-            Avatar::File(_) => !seen.is_declared_file.ok_or(Fact::Avatar)?,
-        };
-        Ok(differs
-            .then(|| Change::SetAvatar(avatar.clone()))
-            .into_iter()
-            .collect())
+        let declared = desired.avatar.as_ref();
+        compared_by(declared, &account.avatar, Fact::Avatar, |avatar, seen| {
+            let differs = match avatar {
+                Avatar::Uri(uri) => seen.uri.as_deref() != Some(uri.as_str()),
+                Avatar::File(_) => !seen.is_declared_file.ok_or(Fact::Avatar)?,
+            };
+            Ok(differs.then(|| Change::SetAvatar(avatar.clone())))
+        })
     }
 
     /// A new account has no avatar.
@@ -46,15 +40,13 @@ impl Attribute for AvatarAttribute {
         };
     }
 
-    fn predict(&self, _: &DesiredUser, change: &Change, account: &mut Account) -> bool {
-        let Change::SetAvatar(avatar) = change else {
-            return false;
-        };
-        account.avatar = Seen::Known(SeenAvatar {
-            uri: Some(avatar.declared().to_string()),
-            is_declared_file: matches!(avatar, Avatar::File(_)).then_some(true),
-        });
-        true
+    fn apply(&self, _: &DesiredUser, change: &Change, account: &mut Account) {
+        if let Change::SetAvatar(avatar) = change {
+            account.avatar = Seen::Known(SeenAvatar {
+                uri: Some(avatar.declared().to_string()),
+                is_declared_file: matches!(avatar, Avatar::File(_)).then_some(true),
+            });
+        }
     }
 
     fn describe(&self, change: &Change) -> Option<&'static str> {

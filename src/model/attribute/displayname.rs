@@ -22,12 +22,8 @@ impl Attribute for Displayname {
         account.displayname = Seen::Known(name.or_else(|| default.map(str::to_string)));
     }
 
-    fn predict(&self, desired: &DesiredUser, change: &Change, account: &mut Account) -> bool {
-        let Change::SetDisplayname = change else {
-            return false;
-        };
+    fn apply(&self, desired: &DesiredUser, _: &Change, account: &mut Account) {
         account.displayname = Seen::Known(desired.displayname.clone());
-        true
     }
 
     fn describe(&self, change: &Change) -> Option<&'static str> {

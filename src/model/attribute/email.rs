@@ -1,21 +1,15 @@
 //! `email`: one address the account must have, its others kept.
 
-use super::Attribute;
+use super::{compared_by, Attribute};
 use crate::model::{Account, Change, DesiredUser, Fact, Seen};
 
 pub struct Email;
 
 impl Attribute for Email {
     fn compare(&self, desired: &DesiredUser, account: &Account) -> Result<Vec<Change>, Fact> {
-        let Some(email) = &desired.email else {
-            return Ok(Vec::new());
-        };
-        let Seen::Known(emails) = &account.emails else {
-            return Err(Fact::Emails);
-        };
-        Ok(match emails.contains(email) {
-            true => Vec::new(),
-            false => vec![Change::AddEmail(email.clone())],
+        let declared = desired.email.as_ref();
+        compared_by(declared, &account.emails, Fact::Emails, |email, emails| {
+            Ok((!emails.contains(email)).then(|| Change::AddEmail(email.clone())))
         })
     }
 
@@ -26,14 +20,10 @@ impl Attribute for Email {
         }
     }
 
-    fn predict(&self, _: &DesiredUser, change: &Change, account: &mut Account) -> bool {
-        let Change::AddEmail(email) = change else {
-            return false;
-        };
-        if let Seen::Known(emails) = &mut account.emails {
+    fn apply(&self, _: &DesiredUser, change: &Change, account: &mut Account) {
+        if let (Change::AddEmail(email), Seen::Known(emails)) = (change, &mut account.emails) {
             emails.push(email.clone());
         }
-        true
     }
 
     fn describe(&self, change: &Change) -> Option<&'static str> {

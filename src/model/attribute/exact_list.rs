@@ -1,7 +1,7 @@
 //! `emails` and `external_ids`: a list the account must hold exactly (others
 //! removed, `[]` removes all), compared whatever the order; one row each.
 
-use super::{forget, same_set, Attribute};
+use super::{compared_by, forget, same_set, Attribute};
 use crate::model::{Account, Change, DesiredUser, ExternalId, Fact, Seen};
 
 pub struct ExactList<T: 'static> {
@@ -36,14 +36,13 @@ pub const EXTERNAL_IDS: ExactList<ExternalId> = ExactList {
 
 impl<T: Ord + Clone + Sync> Attribute for ExactList<T> {
     fn compare(&self, desired: &DesiredUser, account: &Account) -> Result<Vec<Change>, Fact> {
-        let Some(wanted) = (self.declared)(desired) else {
-            return Ok(Vec::new());
-        };
-        match (self.seen)(account) {
-            Seen::Known(current) if same_set(current, wanted) => Ok(Vec::new()),
-            Seen::Known(_) => Ok(vec![self.change.clone()]),
-            Seen::Unknown => Err(self.fact),
-        }
+        let declared = (self.declared)(desired);
+        compared_by(
+            declared,
+            (self.seen)(account),
+            self.fact,
+            |wanted, current| Ok((!same_set(current, wanted)).then(|| self.change.clone())),
+        )
     }
 
     /// A new account's list is empty.
@@ -58,12 +57,8 @@ impl<T: Ord + Clone + Sync> Attribute for ExactList<T> {
         }
     }
 
-    fn predict(&self, desired: &DesiredUser, change: &Change, account: &mut Account) -> bool {
-        if *change != self.change {
-            return false;
-        }
+    fn apply(&self, desired: &DesiredUser, _: &Change, account: &mut Account) {
         self.created(desired, None, account);
-        true
     }
 
     fn describe(&self, change: &Change) -> Option<&'static str> {

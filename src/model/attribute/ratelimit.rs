@@ -7,8 +7,9 @@ pub struct RatelimitAttribute;
 
 impl Attribute for RatelimitAttribute {
     fn compare(&self, desired: &DesiredUser, account: &Account) -> Result<Vec<Change>, Fact> {
+        let declared = desired.ratelimit.as_ref();
         compared(
-            desired.ratelimit.as_ref(),
+            declared,
             &account.ratelimit,
             Fact::Ratelimit,
             Change::SetRatelimit,
@@ -28,12 +29,10 @@ impl Attribute for RatelimitAttribute {
         account.ratelimit = desired.ratelimit.map_or(Seen::Unknown, Seen::Known);
     }
 
-    fn predict(&self, _: &DesiredUser, change: &Change, account: &mut Account) -> bool {
-        let Change::SetRatelimit(ratelimit) = change else {
-            return false;
-        };
-        account.ratelimit = Seen::Known(*ratelimit);
-        true
+    fn apply(&self, _: &DesiredUser, change: &Change, account: &mut Account) {
+        if let Change::SetRatelimit(ratelimit) = change {
+            account.ratelimit = Seen::Known(*ratelimit);
+        }
     }
 
     fn describe(&self, change: &Change) -> Option<&'static str> {

@@ -33,13 +33,9 @@ impl Attribute for Restricted {
         account.restrictions.set(restriction, seen);
     }
 
-    fn predict(&self, _: &DesiredUser, change: &Change, account: &mut Account) -> bool {
-        match *change {
-            Change::Restrict(restriction, value) if restriction == self.0 => {
-                account.restrictions.set(restriction, Seen::Known(value));
-                true
-            }
-            _ => false,
+    fn apply(&self, _: &DesiredUser, change: &Change, account: &mut Account) {
+        if let Change::Restrict(restriction, value) = *change {
+            account.restrictions.set(restriction, Seen::Known(value));
         }
     }
 

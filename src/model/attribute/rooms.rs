@@ -1,6 +1,6 @@
 //! `rooms`: rooms the user must have joined (joins only; none is left).
 
-use super::{forget, Attribute};
+use super::{compared_by, forget, Attribute};
 use crate::matrix_id::Room;
 use crate::model::{Account, Change, DesiredUser, Fact, Seen};
 
@@ -8,22 +8,15 @@ pub struct Rooms;
 
 impl Attribute for Rooms {
     fn compare(&self, desired: &DesiredUser, account: &Account) -> Result<Vec<Change>, Fact> {
-        if desired.rooms.is_empty() {
-            return Ok(Vec::new());
-        }
-        let Seen::Known(joined) = &account.rooms else {
-            return Err(Fact::Rooms);
-        };
-        let missing: Vec<Room> = desired
-            .rooms
-            .iter()
-            .filter(|room| !joined.contains(room))
-            .cloned()
-            .collect();
-        Ok((!missing.is_empty())
-            .then_some(Change::JoinRooms(missing))
-            .into_iter()
-            .collect())
+        let declared = (!desired.rooms.is_empty()).then_some(&desired.rooms);
+        compared_by(declared, &account.rooms, Fact::Rooms, |declared, joined| {
+            let missing: Vec<Room> = declared
+                .iter()
+                .filter(|room| !joined.contains(room))
+                .cloned()
+                .collect();
+            Ok((!missing.is_empty()).then_some(Change::JoinRooms(missing)))
+        })
     }
 
     /// A new account has joined no room.
@@ -39,12 +32,8 @@ impl Attribute for Rooms {
         account.rooms = joined_as_declared(desired);
     }
 
-    fn predict(&self, desired: &DesiredUser, change: &Change, account: &mut Account) -> bool {
-        let Change::JoinRooms(_) = change else {
-            return false;
-        };
+    fn apply(&self, desired: &DesiredUser, _: &Change, account: &mut Account) {
         account.rooms = joined_as_declared(desired);
-        true
     }
 
     fn describe(&self, change: &Change) -> Option<&'static str> {

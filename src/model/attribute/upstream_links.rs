@@ -31,13 +31,12 @@ impl Attribute for UpstreamLinks {
         account.upstream_links = Vec::new();
     }
 
-    fn predict(&self, _: &DesiredUser, change: &Change, account: &mut Account) -> bool {
+    fn apply(&self, _: &DesiredUser, change: &Change, account: &mut Account) {
         match change {
             Change::AddUpstreamLink(link) => account.upstream_links.push(link.clone()),
             Change::RemoveUpstreamLink(link) => account.upstream_links.retain(|l| l != link),
-            _ => return false,
+            _ => {}
         }
-        true
     }
 
     fn describe(&self, change: &Change) -> Option<&'static str> {

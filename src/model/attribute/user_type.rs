@@ -19,12 +19,10 @@ impl Attribute for UserTypeAttribute {
         account.user_type = desired.user_type.clone().unwrap_or(UserType::Regular);
     }
 
-    fn predict(&self, _: &DesiredUser, change: &Change, account: &mut Account) -> bool {
-        let Change::SetUserType(user_type) = change else {
-            return false;
-        };
-        account.user_type = user_type.clone();
-        true
+    fn apply(&self, _: &DesiredUser, change: &Change, account: &mut Account) {
+        if let Change::SetUserType(user_type) = change {
+            account.user_type = user_type.clone();
+        }
     }
 
     fn describe(&self, change: &Change) -> Option<&'static str> {
