@@ -86,8 +86,8 @@ pub static ATTRIBUTES: &[&dyn Attribute] = &[
     &restriction::Restricted(Restriction::ShadowBanned),
     &ratelimit::RatelimitAttribute,
     &upstream_links::UpstreamLinks,
-    &exact_list::EMAILS,
-    &exact_list::EXTERNAL_IDS,
+    &exact_list::Emails,
+    &exact_list::ExternalIds,
     &avatar::AvatarAttribute,
     &rooms::Rooms,
 ];
