@@ -45,6 +45,16 @@ pub enum Access {
     ReadOnly,
 }
 
+/// A server's database as the module opens it: how, which tables (names of
+/// the server's schema) it must have, and whose it then is, as an error
+/// says when it lacks one.
+pub struct Schema {
+    pub access: Access,
+    pub tables: &'static [&'static str],
+    /// "Synapse's database", and where the user finds its location.
+    pub database: &'static str,
+}
+
 pub enum Connection {
     /// A SQLite file, never created.
     Sqlite(Arc<Mutex<rusqlite::Connection>>),
@@ -106,20 +116,19 @@ impl Connection {
         Ok(Connection::Sqlite(Arc::new(Mutex::new(connection))))
     }
 
-    /// [`Connection::open`], checking that the database has each of
-    /// `tables` (names of the server's schema); else the error is
-    /// `not_the_servers(table)`, for the first it lacks.
+    /// [`Connection::open`] as `schema` says, checking that the database
+    /// has each of its tables; else the error names the first it lacks.
     pub async fn open_holding(
         location: &Secret,
-        access: Access,
         timeout: Duration,
-        tables: &[&'static str],
-        not_the_servers: impl Fn(&str) -> String,
+        schema: &Schema,
     ) -> Result<Connection, SqlError> {
-        let connection = Connection::open(location, access, timeout).await?;
-        for table in tables {
+        let connection = Connection::open(location, schema.access, timeout).await?;
+        for table in schema.tables {
             if !connection.has_table(table).await? {
-                return Err(SqlError(not_the_servers(table)));
+                let database = schema.database;
+                let refusal = format!("it has no {table} table, so it is not {database}");
+                return Err(SqlError(refusal));
             }
         }
         Ok(connection)

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{AccountRow, DendriteError};
-use crate::backend::sql::{self, sqlite_sql, Access, Connection};
+use crate::backend::sql::{self, sqlite_sql, Access, Connection, Schema};
 use crate::backend::ServerError;
 use crate::secret::Secret;
 
@@ -37,6 +37,13 @@ const SET_PASSWORD_HASH: &str = "UPDATE userapi_accounts SET password_hash = $1 
 const SET_DISPLAYNAME: &str = "UPDATE userapi_profiles SET display_name = $1 \
      WHERE server_name = $2 AND localpart = $3";
 
+/// Read-write; the accounts table, which a database must have to be Dendrite's.
+const SCHEMA: Schema = Schema {
+    access: Access::ReadWrite,
+    tables: &["userapi_accounts"],
+    database: "Dendrite's user API database (user_api.account_database in dendrite.yaml, or global.database)",
+};
+
 /// Dendrite's database, opened read-write (a SQLite file is never created).
 pub struct Database(Connection);
 
@@ -46,16 +53,8 @@ impl Database {
     /// with or without Dendrite's `file:` prefix. Checks that it holds
     /// Dendrite's accounts.
     pub async fn open(location: &Secret, timeout: Duration) -> Result<Database, ServerError> {
-        let not_dendrites = |_: &str| {
-            "it has no userapi_accounts table, so it is not Dendrite's user API database \
-             (user_api.account_database in dendrite.yaml, or global.database)"
-                .to_string()
-        };
-        let tables = ["userapi_accounts"];
-        Connection::open_holding(location, Access::ReadWrite, timeout, &tables, not_dendrites)
-            .await
-            .map(Database)
-            .map_err(database_error)
+        let connection = Connection::open_holding(location, timeout, &SCHEMA).await;
+        connection.map(Database).map_err(database_error)
     }
 
     /// The accounts of `localparts` on `server_name` that exist.

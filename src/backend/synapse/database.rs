@@ -14,13 +14,17 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::SynapseError;
-use crate::backend::sql::{Access, Cell, Connection};
+use crate::backend::sql::{Access, Cell, Connection, Schema};
 use crate::backend::ServerError;
 use crate::model::{ExternalId, Ratelimit};
 use crate::secret::Secret;
 
-/// The tables read, which a database must have to be Synapse's.
-const TABLES: [&str; 3] = ["ratelimit_override", "user_external_ids", "user_threepids"];
+/// Read only; the tables read, which a database must have to be Synapse's.
+const SCHEMA: Schema = Schema {
+    access: Access::ReadOnly,
+    tables: &["ratelimit_override", "user_external_ids", "user_threepids"],
+    database: "Synapse's database",
+};
 const SELECT_RATELIMITS: &str =
     "SELECT user_id, messages_per_second, burst_count FROM ratelimit_override WHERE";
 const SELECT_EXTERNAL_IDS: &str =
@@ -36,12 +40,8 @@ impl Database {
     /// URL, or the path of `homeserver.db`) and checks that it has the
     /// tables of Synapse's that are read.
     pub async fn open(location: &Secret, timeout: Duration) -> Result<Database, ServerError> {
-        let not_synapses =
-            |table: &str| format!("it has no {table} table, so it is not Synapse's database");
-        Connection::open_holding(location, Access::ReadOnly, timeout, &TABLES, not_synapses)
-            .await
-            .map(Database)
-            .map_err(database_error)
+        let connection = Connection::open_holding(location, timeout, &SCHEMA).await;
+        connection.map(Database).map_err(database_error)
     }
 
     /// The rate-limit override of each of `users` as the admin API shows
