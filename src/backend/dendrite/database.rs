@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{AccountRow, DendriteError};
+use tokio_postgres::types::ToSql;
+
+use super::{AccountRow, AccountUpdate, DendriteError};
 use crate::backend::sql::{self, sqlite_sql, Access, Connection, Schema};
 use crate::backend::ServerError;
 use crate::secret::Secret;
@@ -44,27 +46,38 @@ const SCHEMA: Schema = Schema {
     database: "Dendrite's user API database (user_api.account_database in dendrite.yaml, or global.database)",
 };
 
-/// Dendrite's database, opened read-write (a SQLite file is never created).
-pub struct Database(Connection);
+/// Dendrite's database, opened read-write (a SQLite file is never created),
+/// for the accounts of one server name.
+pub struct Database {
+    connection: Connection,
+    server_name: String,
+}
 
 impl Database {
     /// Connects to `location`: a `postgres://` or `postgresql://` URL (as in
     /// Dendrite's configuration; no TLS), or the path of the SQLite file,
     /// with or without Dendrite's `file:` prefix. Checks that it holds
-    /// Dendrite's accounts.
-    pub async fn open(location: &Secret, timeout: Duration) -> Result<Database, ServerError> {
+    /// Dendrite's accounts; each read or change is of an account on
+    /// `server_name`.
+    pub async fn open(
+        location: &Secret,
+        server_name: &str,
+        timeout: Duration,
+    ) -> Result<Database, ServerError> {
         let connection = Connection::open_holding(location, timeout, &SCHEMA).await;
-        connection.map(Database).map_err(database_error)
+        Ok(Database {
+            connection: connection.map_err(database_error)?,
+            server_name: server_name.to_string(),
+        })
     }
 
-    /// The accounts of `localparts` on `server_name` that exist.
+    /// The accounts of `localparts` that exist.
     pub async fn accounts(
         &self,
-        server_name: &str,
         localparts: &[&str],
     ) -> Result<HashMap<String, AccountRow>, ServerError> {
-        let server_name = server_name.to_string();
-        match &self.0 {
+        let server_name = self.server_name.clone();
+        match &self.connection {
             Connection::Postgres(client) => {
                 let sql = format!("{SELECT_ACCOUNTS}ANY($2)");
                 let rows = client
@@ -105,40 +118,11 @@ impl Database {
         }
     }
 
-    /// Makes a user an admin or an admin a user; `false` when no such
-    /// account (of either type) exists.
-    pub async fn set_account_type(
-        &self,
-        server_name: &str,
-        localpart: &str,
-        account_type: i16,
-    ) -> Result<bool, ServerError> {
-        self.execute(
-            SET_ACCOUNT_TYPE,
-            Values::Three(account_type.into(), server_name, localpart),
-        )
-        .await
-    }
-
-    /// Clears the deactivated flag: the account's password works again.
-    pub async fn reactivate(
-        &self,
-        server_name: &str,
-        localpart: &str,
-    ) -> Result<bool, ServerError> {
-        self.execute(REACTIVATE, Values::Two(server_name, localpart))
-            .await
-    }
-
     /// The account's stored password hash (bcrypt), `None` when there is no
     /// such account; kept to put it back if a change that replaces it fails.
-    pub async fn password_hash(
-        &self,
-        server_name: &str,
-        localpart: &str,
-    ) -> Result<Option<Secret>, ServerError> {
-        let (server_name, localpart) = (server_name.to_string(), localpart.to_string());
-        let hash: Option<Option<String>> = match &self.0 {
+    pub async fn password_hash(&self, localpart: &str) -> Result<Option<Secret>, ServerError> {
+        let (server_name, localpart) = (self.server_name.clone(), localpart.to_string());
+        let hash: Option<Option<String>> = match &self.connection {
             Connection::Postgres(client) => client
                 .query_opt(SELECT_PASSWORD_HASH, &[&server_name, &localpart])
                 .await
@@ -157,62 +141,35 @@ impl Database {
         Ok(hash.map(|hash| Secret::new(hash.unwrap_or_default())))
     }
 
-    /// Puts back a hash read by [`Database::password_hash`].
-    pub async fn set_password_hash(
+    /// Makes `update` to the account `localpart`; whether it changed a row
+    /// (`false`: no such account, or for [`AccountUpdate::AccountType`] none
+    /// of a user or an admin).
+    pub async fn update(
         &self,
-        server_name: &str,
         localpart: &str,
-        hash: &Secret,
+        update: AccountUpdate<'_>,
     ) -> Result<bool, ServerError> {
-        self.execute(
-            SET_PASSWORD_HASH,
-            Values::Text(hash.expose(), server_name, localpart),
-        )
-        .await
-    }
-
-    /// Writes the profile's display name (room memberships keep the old one).
-    pub async fn set_displayname(
-        &self,
-        server_name: &str,
-        localpart: &str,
-        displayname: &str,
-    ) -> Result<bool, ServerError> {
-        self.execute(
-            SET_DISPLAYNAME,
-            Values::Text(displayname, server_name, localpart),
-        )
-        .await
-    }
-
-    /// Runs one UPDATE; whether it changed a row.
-    async fn execute(&self, sql: &'static str, values: Values<'_>) -> Result<bool, ServerError> {
-        match &self.0 {
+        let (sql, set) = update.statement();
+        let server_name = self.server_name.as_str();
+        match &self.connection {
             Connection::Postgres(client) => {
-                let changed = match values {
-                    Values::Two(a, b) => client.execute(sql, &[&a, &b]).await,
-                    Values::Three(number, b, c) => {
-                        // account_type is a smallint in PostgreSQL.
-                        let number = number as i16;
-                        client.execute(sql, &[&number, &b, &c]).await
-                    }
-                    Values::Text(a, b, c) => client.execute(sql, &[&a, &b, &c]).await,
+                let mut values: Vec<&(dyn ToSql + Sync)> = match &set {
+                    Some(Set::SmallInt(number)) => vec![number],
+                    Some(Set::Text(text)) => vec![text],
+                    None => Vec::new(),
                 };
+                values.extend([&server_name as &(dyn ToSql + Sync), &localpart]);
+                let changed = client.execute(sql, &values).await;
                 changed.map(|n| n > 0).map_err(postgres_error)
             }
             Connection::Sqlite(connection) => {
                 let sql = sqlite_sql(sql);
-                let values: Vec<rusqlite::types::Value> = match values {
-                    Values::Two(a, b) => vec![a.to_string().into(), b.to_string().into()],
-                    Values::Three(number, b, c) => {
-                        vec![number.into(), b.to_string().into(), c.to_string().into()]
-                    }
-                    Values::Text(a, b, c) => vec![
-                        a.to_string().into(),
-                        b.to_string().into(),
-                        c.to_string().into(),
-                    ],
-                };
+                let set = set.map(|set| match set {
+                    Set::SmallInt(number) => number.into(),
+                    Set::Text(text) => text.to_string().into(),
+                });
+                let account = [server_name.to_string().into(), localpart.to_string().into()];
+                let values: Vec<rusqlite::types::Value> = set.into_iter().chain(account).collect();
                 sqlite(connection, move |c| {
                     c.execute(&sql, rusqlite::params_from_iter(values))
                 })
@@ -223,11 +180,28 @@ impl Database {
     }
 }
 
-/// The values an UPDATE binds, in order.
-enum Values<'a> {
-    Two(&'a str, &'a str),
-    Three(i64, &'a str, &'a str),
-    Text(&'a str, &'a str, &'a str),
+/// The value an UPDATE sets, its first parameter.
+enum Set<'a> {
+    /// A smallint in PostgreSQL (`account_type`).
+    SmallInt(i16),
+    Text(&'a str),
+}
+
+impl<'a> AccountUpdate<'a> {
+    /// Its UPDATE of the account's row, and the value that binds first,
+    /// before the account's server name and localpart.
+    fn statement(&self) -> (&'static str, Option<Set<'a>>) {
+        match *self {
+            AccountUpdate::AccountType(account_type) => {
+                (SET_ACCOUNT_TYPE, Some(Set::SmallInt(account_type)))
+            }
+            AccountUpdate::Reactivate => (REACTIVATE, None),
+            AccountUpdate::PasswordHash(hash) => {
+                (SET_PASSWORD_HASH, Some(Set::Text(hash.expose())))
+            }
+            AccountUpdate::Displayname(name) => (SET_DISPLAYNAME, Some(Set::Text(name))),
+        }
+    }
 }
 
 fn account_row(account_type: i64, deactivated: i64, displayname: Option<String>) -> AccountRow {
@@ -291,7 +265,7 @@ mod tests {
     async fn a_missing_sqlite_file_is_not_created() {
         let path = std::env::temp_dir().join(format!("matrix-user-no-db-{}", std::process::id()));
         let location = Secret::new(path.display().to_string());
-        let error = Database::open(&location, Duration::from_secs(1))
+        let error = Database::open(&location, "x", Duration::from_secs(1))
             .await
             .err()
             .expect("opening a missing file fails");
@@ -305,7 +279,7 @@ mod tests {
     #[tokio::test]
     async fn a_file_without_dendrites_tables_is_named_as_such() {
         let open =
-            |location| async move { Database::open(&location, Duration::from_secs(1)).await };
+            |location| async move { Database::open(&location, "x", Duration::from_secs(1)).await };
         let error = refusal_of_foreign("CREATE TABLE other (x)", open).await;
         assert!(
             error.to_string().contains("no userapi_accounts table"),

@@ -113,6 +113,20 @@ pub struct AccountRow {
     pub displayname: Option<String>,
 }
 
+/// One change to an account in Dendrite's database.
+// Its values are read by database.rs, which a build without it leaves out.
+#[cfg_attr(not(feature = "databases"), expect(dead_code))]
+pub enum AccountUpdate<'a> {
+    /// Makes a user an admin or an admin a user.
+    AccountType(i16),
+    /// Clears the deactivated flag: the account's password works again.
+    Reactivate,
+    /// Puts back a hash read by `Database::password_hash`.
+    PasswordHash(&'a Secret),
+    /// Writes the profile's display name (room memberships keep the old one).
+    Displayname(&'a str),
+}
+
 impl AccountServer for Dendrite {
     type Access = Access;
 
@@ -141,7 +155,10 @@ impl AccountServer for Dendrite {
         let identity =
             identify(args, &access, &http, "dendrite", None, &DendriteAdminCheck).await?;
         let database = match &credentials.dendrite_database {
-            Some(location) => Some(Database::open(location, args.server.timeout).await?),
+            Some(location) => {
+                let server_name = &identity.server_name;
+                Some(Database::open(location, server_name, args.server.timeout).await?)
+            }
             None => None,
         };
         Ok(Dendrite {
@@ -227,7 +244,7 @@ impl AccountServer for Dendrite {
             return Ok(None);
         };
         let localparts: Vec<&str> = users.iter().map(UserId::localpart).collect();
-        let mut rows = database.accounts(&self.server_name, &localparts).await?;
+        let mut rows = database.accounts(&localparts).await?;
         let mut found = HashMap::new();
         for user in users {
             if let Some(row) = rows.remove(user.localpart()) {
@@ -245,9 +262,7 @@ impl AccountServer for Dendrite {
         let Some(database) = &self.database else {
             return self.account_without_database(user, desired).await;
         };
-        let mut rows = database
-            .accounts(&self.server_name, &[user.localpart()])
-            .await?;
+        let mut rows = database.accounts(&[user.localpart()]).await?;
         rows.remove(user.localpart())
             .map(|row| self.account_from_row(user, row))
             .transpose()

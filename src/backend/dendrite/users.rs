@@ -7,7 +7,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use super::database::Database;
-use super::{is_admin, AccountRow, Dendrite, DendriteError, ACCOUNT_TYPE_ADMIN, ACCOUNT_TYPE_USER};
+use super::{
+    is_admin, AccountRow, AccountUpdate, Dendrite, DendriteError, ACCOUNT_TYPE_ADMIN,
+    ACCOUNT_TYPE_USER,
+};
 use crate::backend::client_api::{self, logout, password_login, post_with_password, ProfileName};
 use crate::backend::shared_secret::hex;
 use crate::backend::ServerError;
@@ -225,7 +228,7 @@ impl Dendrite {
         let what = format!("deactivating {user}");
         let database = self.database(|| what.clone())?;
         let own_hash = database
-            .password_hash(&self.server_name, user.localpart())
+            .password_hash(user.localpart())
             .await?
             .ok_or_else(|| ServerError::Unexpected {
                 what: what.clone(),
@@ -266,7 +269,7 @@ impl Dendrite {
         // Put back even if the deactivation landed and only its answer was
         // lost: a deactivated account's password no longer matters.
         let restored = database
-            .set_password_hash(&self.server_name, user.localpart(), &own_hash)
+            .update(user.localpart(), AccountUpdate::PasswordHash(&own_hash))
             .await;
         let done = match restored {
             Ok(true) => format!("{user} keeps its own password (matrix_user put it back)"),
@@ -289,7 +292,7 @@ impl Dendrite {
         // password of its deactivation could not be used by anyone.
         self.reset_password(user, password).await?;
         let reactivated = match database
-            .reactivate(&self.server_name, user.localpart())
+            .update(user.localpart(), AccountUpdate::Reactivate)
             .await
         {
             Ok(true) => return Ok(()),
@@ -314,7 +317,7 @@ impl Dendrite {
             ACCOUNT_TYPE_USER
         };
         let written = database
-            .set_account_type(&self.server_name, user.localpart(), account_type)
+            .update(user.localpart(), AccountUpdate::AccountType(account_type))
             .await?;
         let missing = "no user or admin account of that name in dendrite_database";
         row_written(written, format!("{verb} {user}"), missing)
@@ -354,7 +357,7 @@ impl Dendrite {
         let database =
             self.database(|| format!("{what} without its current password as password"))?;
         let written = database
-            .set_displayname(&self.server_name, user.localpart(), displayname)
+            .update(user.localpart(), AccountUpdate::Displayname(displayname))
             .await?;
         row_written(
             written,

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{AccountRow, DendriteError};
+use super::{AccountRow, AccountUpdate, DendriteError};
 use crate::backend::declaration::DATABASES_NOT_BUILT_IN;
 use crate::backend::ServerError;
 use crate::secret::Secret;
@@ -16,42 +16,21 @@ use crate::secret::Secret;
 pub enum Database {}
 
 impl Database {
-    pub async fn open(_location: &Secret, _timeout: Duration) -> Result<Database, ServerError> {
+    pub async fn open(_: &Secret, _: &str, _: Duration) -> Result<Database, ServerError> {
         Err(ServerError::Dendrite(DendriteError::Database {
             detail: DATABASES_NOT_BUILT_IN.into(),
         }))
     }
 
-    pub async fn accounts(
-        &self,
-        _server_name: &str,
-        _localparts: &[&str],
-    ) -> Result<HashMap<String, AccountRow>, ServerError> {
+    pub async fn accounts(&self, _: &[&str]) -> Result<HashMap<String, AccountRow>, ServerError> {
         match *self {}
     }
 
-    pub async fn set_account_type(&self, _: &str, _: &str, _: i16) -> Result<bool, ServerError> {
+    pub async fn update(&self, _: &str, _: AccountUpdate<'_>) -> Result<bool, ServerError> {
         match *self {}
     }
 
-    pub async fn reactivate(&self, _: &str, _: &str) -> Result<bool, ServerError> {
-        match *self {}
-    }
-
-    pub async fn password_hash(&self, _: &str, _: &str) -> Result<Option<Secret>, ServerError> {
-        match *self {}
-    }
-
-    pub async fn set_password_hash(
-        &self,
-        _: &str,
-        _: &str,
-        _: &Secret,
-    ) -> Result<bool, ServerError> {
-        match *self {}
-    }
-
-    pub async fn set_displayname(&self, _: &str, _: &str, _: &str) -> Result<bool, ServerError> {
+    pub async fn password_hash(&self, _: &str) -> Result<Option<Secret>, ServerError> {
         match *self {}
     }
 }
