@@ -88,7 +88,7 @@ impl Synapse {
         }
         if let (true, Some(emails)) = (changes.contains(&Change::SetEmails), &desired.emails) {
             let current = email_threepids(&reply.body, &what)?;
-            self.refuse_taken_emails(user, emails, &current).await?;
+            self.refuse_taken(user, emails, &current).await?;
             // Only e-mail is declared: a phone number (msisdn) stays.
             let mut threepids: Vec<Value> = threepids(&reply.body)
                 .filter(|t| t.get("medium").and_then(Value::as_str) != Some("email"))
@@ -106,7 +106,7 @@ impl Synapse {
             &desired.external_ids,
         ) {
             let current = parse_external_ids(&reply.body, &what)?;
-            self.refuse_taken_ids(user, ids, &current).await?;
+            self.refuse_taken(user, ids, &current).await?;
             // Synapse clears its lookup cache (get_user_by_external_id, which
             // SSO logins use) only for the identities a PUT writes, so a
             // removed one would still log in until a restart: writing the
@@ -127,52 +127,17 @@ impl Synapse {
         Ok(())
     }
 
-    /// Refuses each of the `wanted` addresses that `user` lacks and another
-    /// account has (see [`Synapse::replace_identifiers`]).
-    pub(super) async fn refuse_taken_emails(
+    /// Refuses each of the `wanted` addresses or identities that `user`
+    /// lacks (has not among `current`) and another account has (see
+    /// [`Synapse::replace_identifiers`]).
+    pub(super) async fn refuse_taken<I: Identifier>(
         &self,
         user: &UserId,
-        wanted: &[String],
-        current: &[String],
+        wanted: &[I],
+        current: &[I],
     ) -> Result<(), ServerError> {
-        let lookups = wanted.iter().filter(|e| !current.contains(e)).map(|email| {
-            let path = format!(
-                "/_synapse/admin/v1/threepid/email/users/{}",
-                path_segment(email)
-            );
-            (path, format!("the e-mail address {email}"))
-        });
-        self.refuse_taken(user, lookups).await
-    }
-
-    /// Refuses each of the `wanted` SSO identities that `user` lacks and
-    /// another account has.
-    pub(super) async fn refuse_taken_ids(
-        &self,
-        user: &UserId,
-        wanted: &[ExternalId],
-        current: &[ExternalId],
-    ) -> Result<(), ServerError> {
-        let lookups = wanted.iter().filter(|id| !current.contains(id)).map(|id| {
-            let path = format!(
-                "/_synapse/admin/v1/auth_providers/{}/users/{}",
-                path_segment(&id.auth_provider),
-                path_segment(&id.external_id)
-            );
-            (path, format!("the SSO identity {id}"))
-        });
-        self.refuse_taken(user, lookups).await
-    }
-
-    /// Fails when one of Synapse's `lookups` (each a path that looks up an
-    /// e-mail address or external ID, and what it looks up) finds an account
-    /// other than `user`.
-    async fn refuse_taken(
-        &self,
-        user: &UserId,
-        lookups: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(), ServerError> {
-        for (path, what) in lookups {
+        let lacked = wanted.iter().filter(|i| !current.contains(i));
+        for (path, what) in lacked.map(I::lookup) {
             let reply = self.admin_get(&path, &[]).await?;
             let holder = reply.body.get("user_id").and_then(Value::as_str);
             match (reply.status, holder) {
@@ -187,5 +152,33 @@ impl Synapse {
             }
         }
         Ok(())
+    }
+}
+
+/// What one account at most may hold: an e-mail address or an SSO identity.
+pub(super) trait Identifier: PartialEq {
+    /// The admin API path that finds its holder, and what it is, for messages.
+    fn lookup(&self) -> (String, String);
+}
+
+/// An e-mail address.
+impl Identifier for String {
+    fn lookup(&self) -> (String, String) {
+        let path = format!(
+            "/_synapse/admin/v1/threepid/email/users/{}",
+            path_segment(self)
+        );
+        (path, format!("the e-mail address {self}"))
+    }
+}
+
+impl Identifier for ExternalId {
+    fn lookup(&self) -> (String, String) {
+        let path = format!(
+            "/_synapse/admin/v1/auth_providers/{}/users/{}",
+            path_segment(&self.auth_provider),
+            path_segment(&self.external_id)
+        );
+        (path, format!("the SSO identity {self}"))
     }
 }

@@ -235,10 +235,10 @@ impl AccountServer for Synapse {
             StatusCode::NOT_FOUND => {
                 // Refused before the user is created, in check mode too.
                 if let Some(wanted) = &desired.emails {
-                    self.refuse_taken_emails(user, wanted, &[]).await?;
+                    self.refuse_taken(user, wanted, &[]).await?;
                 }
                 if let Some(wanted) = &desired.external_ids {
-                    self.refuse_taken_ids(user, wanted, &[]).await?;
+                    self.refuse_taken(user, wanted, &[]).await?;
                 }
                 return Ok(None);
             }
@@ -256,12 +256,12 @@ impl AccountServer for Synapse {
         // that check mode predicts the failure; update() checks again.
         if let Some(wanted) = &desired.emails {
             let current = email_threepids(&reply.body, &what)?;
-            self.refuse_taken_emails(user, wanted, &current).await?;
+            self.refuse_taken(user, wanted, &current).await?;
             account.emails = Seen::Known(current);
         }
         if let Some(wanted) = &desired.external_ids {
             let current = parse_external_ids(&reply.body, &what)?;
-            self.refuse_taken_ids(user, wanted, &current).await?;
+            self.refuse_taken(user, wanted, &current).await?;
             account.external_ids = Seen::Known(current);
         }
         // A file's content is compared by downloading: only for a user that declares one.
