@@ -108,7 +108,7 @@ fn compared<T: PartialEq + Clone>(
 /// The change `seen` calls for when `wanted` is declared, as `change_for`
 /// finds it (`None`: already so): none when it is not declared; `Err(fact)`
 /// when the read did not show it.
-fn compared_by<W: ?Sized, S>(
+fn compared_by<W, S>(
     wanted: Option<&W>,
     seen: &Seen<S>,
     fact: Fact,
