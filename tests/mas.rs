@@ -1566,7 +1566,7 @@ fn access_token_file_in_a_folder_that_cannot_be_written_is_refused_before_the_us
         let bot = json!({"username": "immutable-bot", "password": "immutable bot lupine granite",
                          "access_token_file": file});
         for run in [s.mas_module(check_mode(bot.clone())), s.mas_module(bot)] {
-            run.assert_failed_with("access_token_file: cannot write")
+            run.assert_failed_with("access_token_file: cannot keep the token in")
                 .assert_failed_with("make its folder writable");
             assert_eq!(run.output["changed"], json!(false), "{}", run.stdout);
         }

@@ -13,10 +13,10 @@ use crate::secret::Secret;
 
 /// Why a token could not be kept or read safely. The context is stated
 /// once: `path`, the token's file, or for a problem of its folder the
-/// folder. The messages speak of the service account's token in
-/// `token_cache_dir`; a bot's `access_token_file` words them its own way.
+/// folder. Shown, it speaks of the service account's token in
+/// `token_cache_dir`; a bot's `access_token_file` names its own [`Whose`].
 #[derive(Debug, thiserror::Error)]
-#[error("{}", .kind.for_service_account(.path))]
+#[error("token_cache_dir: {}", .kind.describe(.path, &SERVICE_ACCOUNT))]
 pub struct TokenCacheError {
     pub path: String,
     pub kind: TokenCacheProblem,
@@ -37,26 +37,47 @@ pub enum TokenCacheProblem {
     Unusable { problem: String },
 }
 
+/// Whose token a [`TokenCache`] keeps, in the words its messages use.
+pub struct Whose {
+    /// The token, as a message names it.
+    pub token: &'static str,
+    /// How to choose another folder (followed by "a ... folder").
+    pub choose: &'static str,
+}
+
+/// The service account's token, kept in `token_cache_dir`.
+const SERVICE_ACCOUNT: Whose = Whose {
+    token: "the service account's token",
+    choose: "set token_cache_dir to",
+};
+
 impl TokenCacheProblem {
-    /// The message about the service account's token at `path`.
-    fn for_service_account(&self, path: &str) -> String {
-        match self {
-            TokenCacheProblem::Unwritable { detail } => format!(
-                "cannot keep the service account's token in {path}: {detail}; set token_cache_dir to a writable folder"
+    /// What is wrong with `path`, which holds `whose` token, then what to do.
+    pub fn describe(&self, path: &str, whose: &Whose) -> String {
+        let Whose { token, choose } = whose;
+        let (wrong, to_do) = match self {
+            TokenCacheProblem::Unwritable { detail } => (
+                format!("cannot keep {token} in {path}: {detail}"),
+                format!("make its folder writable by the user running the module, or {choose} a writable folder"),
             ),
-            TokenCacheProblem::ForeignFolder { owner } => format!(
-                "the token_cache_dir {path} belongs to another user (uid {owner}), who could read or replace the service account's token; set token_cache_dir to a folder of the user running the module"
+            TokenCacheProblem::ForeignFolder { owner } => (
+                format!("the folder {path} belongs to another user (uid {owner}), who could read or replace {token}"),
+                format!("{choose} a folder of the user running the module"),
             ),
-            TokenCacheProblem::SharedFolder { mode } => format!(
-                "the token_cache_dir {path} can be written by other users (mode {mode}), who could replace the service account's token; make it private (chmod 700) or set token_cache_dir to a private folder"
+            TokenCacheProblem::SharedFolder { mode } => (
+                format!("the folder {path} can be written by other users (mode {mode}), who could replace {token}"),
+                format!("make it writable only by its owner (chmod go-w), or {choose} a private folder"),
             ),
-            TokenCacheProblem::Link => format!(
-                "the token cache file {path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove the link (in token_cache_dir)"
+            TokenCacheProblem::Link => (
+                format!("{path} is a symbolic link, which matrix_user does not follow (it could lead {token} elsewhere)"),
+                "remove the link".to_string(),
             ),
-            TokenCacheProblem::Unusable { problem } => format!(
-                "token_cache_dir: cannot read the service account's cached token {path}: {problem}; remove it (matrix_user writes a new one)"
+            TokenCacheProblem::Unusable { problem } => (
+                format!("cannot read {token} in {path}: {problem}"),
+                "remove it (matrix_user writes a new one)".to_string(),
             ),
-        }
+        };
+        format!("{wrong}; {to_do}")
     }
 }
 
@@ -394,7 +415,7 @@ mod tests {
             .expect("a folder inside a file cannot be made")
             .to_string();
         assert!(
-            refused.starts_with("cannot keep the service account's token in"),
+            refused.starts_with("token_cache_dir: cannot keep the service account's token in"),
             "{refused}"
         );
     }

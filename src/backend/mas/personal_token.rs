@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::{path_segment, unexpected, Mas, MasError};
-use crate::backend::token_cache::{TokenCache, TokenCacheError, TokenCacheProblem};
+use crate::backend::token_cache::{TokenCache, TokenCacheError, Whose};
 use crate::backend::{DeclarationError, ServerError};
 use crate::model::DesiredUser;
 use crate::secret::{hold, Secret};
@@ -200,26 +200,14 @@ fn file_error(error: TokenCacheError) -> ServerError {
 
 /// What is wrong with `access_token_file`, as [`TokenCache`] found it.
 fn described(TokenCacheError { path, kind }: &TokenCacheError) -> String {
-    match kind {
-        TokenCacheProblem::Unwritable { detail } => format!(
-            "cannot write {path}: {detail}; make its folder writable by the user running the module"
-        ),
-        TokenCacheProblem::ForeignFolder { owner } => format!(
-            "the folder {path} belongs to another user (uid {owner}), who could read or replace the token; \
-             choose a folder of the user running the module"
-        ),
-        TokenCacheProblem::SharedFolder { mode } => format!(
-            "the folder {path} can be written by other users (mode {mode}), who could replace the token; \
-             make it writable only by its owner (chmod go-w) or choose another folder"
-        ),
-        TokenCacheProblem::Unusable { problem } => {
-            format!("cannot read {path}: {problem}; remove it (matrix_user writes a new one)")
-        }
-        TokenCacheProblem::Link => format!(
-            "{path} is a symbolic link, which matrix_user does not follow (it could lead the token elsewhere); remove it"
-        ),
-    }
+    kind.describe(path, &ACCESS_TOKEN_FILE)
 }
+
+/// A bot's token in `access_token_file`.
+const ACCESS_TOKEN_FILE: Whose = Whose {
+    token: "the token",
+    choose: "choose",
+};
 
 fn is_ulid(id: &str) -> bool {
     id.len() == 26
