@@ -168,7 +168,10 @@ impl ServerError {
     /// The changes that landed before this failure, when the failure knows them.
     pub fn landed(&self) -> &[Change] {
         match self {
-            ServerError::Mas(mas::MasError::CreatedUnfinished { landed, .. }) => landed,
+            ServerError::Mas(mas::MasError::User {
+                kind: mas::MasUserProblem::CreatedUnfinished { landed, .. },
+                ..
+            }) => landed,
             _ => &[],
         }
     }

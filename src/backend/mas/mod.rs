@@ -149,49 +149,81 @@ pub enum MasError {
     /// MAS's password policy refused the declared password.
     #[error("MAS refused the password as too weak: it needs a zxcvbn strength of at least {minimum} of 4 (its passwords.minimum_complexity); choose a longer, less guessable password")]
     PasswordTooWeak { minimum: u64 },
-    /// The homeserver behind MAS reports the username as taken or reserved.
-    #[error("MAS will not create {user}: the homeserver reports the username as reserved or taken: either the homeserver has this account but MAS does not (a half-made account, e.g. registered through Synapse's admin API behind MAS's back; set mas_adopt_existing: true to create it in MAS so that it becomes whole), or it is in an application service's namespace (choose another username)")]
-    UsernameReserved { user: String },
     /// The declared e-mail address belongs to another MAS user.
     #[error("the e-mail address {email} already belongs to another MAS user; declare another address, or remove it from that user first")]
     EmailInUse { email: String },
-    /// MAS refuses logins of a locked user, so its password cannot be compared.
-    #[error("{user} is locked in MAS, so its password cannot be checked by logging in; unlock it in MAS, or use update_password: on_create")]
-    UserLocked { user: String },
-    /// A display name is declared, and MAS is older than 1.18, which ignores it at creation.
-    #[error("{field}: MAS {version} cannot set display names; it needs MAS 1.18 or later: upgrade MAS, or leave displayname out")]
-    DisplaynameNeedsVersion { field: String, version: String },
-    /// The homeserver shows an existing user's display name (`shown`: `its
-    /// display name as "…"` or `no display name for it`) other than the
-    /// declared one, which MAS cannot change.
-    #[error("the homeserver shows {shown}, not the declared one, and MAS cannot change the display name of an existing user (the homeserver keeps it): change it on the homeserver - with Synapse's admin API, PUT /_synapse/admin/v2/users/{user} with {{\"displayname\": ...}} - or in the user's Matrix client, or declare the current one")]
-    DisplaynameUnchangeable { user: String, shown: String },
     /// The homeserver shows profiles only to requests with an access token
     /// (Synapse's `require_auth_for_profile_requests`), which MAS's admin token is not.
     #[error("the homeserver at homeserver_url shows profiles only to signed-in users (Synapse's require_auth_for_profile_requests), so matrix_user cannot read display names to compare them: leave homeserver_url out (then the display names of existing MAS users are not compared), or turn that option off")]
     ProfilesNeedToken,
-    /// A declared upstream provider is not one MAS lists (by ID or human name, once).
-    #[error("{field}: MAS has no upstream provider {provider:?} (by ID, or by a human name only one provider has); MAS lists: {known}")]
-    UnknownProvider {
-        field: String,
-        provider: String,
-        known: String,
-    },
     /// The provider's subject is linked to another MAS user.
     #[error("the subject {subject:?} of the upstream provider {provider:?} is already linked to another MAS user; remove that link first")]
     LinkTaken { provider: String, subject: String },
     /// `access_token_file` (or its `.session` beside it) cannot be kept safely.
     #[error("access_token_file: {0}")]
     AccessTokenFile(String),
+    /// Something about the declared `user` MAS refuses or cannot do; `kind` says what.
+    #[error("{}", .kind.message(.user))]
+    User { user: String, kind: MasUserProblem },
+    /// A declared option (`field`) MAS cannot honour; `kind` says why.
+    #[error("{field}: {kind}")]
+    Field {
+        field: String,
+        kind: MasFieldProblem,
+    },
+}
+
+/// What MAS refuses or cannot do about one user ([`MasError::User`]).
+#[derive(Debug)]
+pub enum MasUserProblem {
+    /// The homeserver behind MAS reports the username as taken or reserved.
+    UsernameReserved,
+    /// MAS refuses logins of a locked user, so its password cannot be compared.
+    Locked,
+    /// The homeserver shows an existing user's display name (`shown`: `its
+    /// display name as "…"` or `no display name for it`) other than the
+    /// declared one, which MAS cannot change.
+    DisplaynameUnchangeable { shown: String },
     /// A new MAS user was created, but a later step failed.
-    #[error("{cause}; {user} was created in MAS, {state}")]
     CreatedUnfinished {
-        user: String,
         cause: Box<ServerError>,
         state: String,
         /// The changes that landed before the failure, in order.
         landed: Vec<Change>,
     },
+}
+
+impl MasUserProblem {
+    /// What went wrong with `user`, and what to do.
+    fn message(&self, user: &str) -> String {
+        match self {
+            MasUserProblem::UsernameReserved => format!("MAS will not create {user}: the homeserver reports the username as reserved or taken: either the homeserver has this account but MAS does not (a half-made account, e.g. registered through Synapse's admin API behind MAS's back; set mas_adopt_existing: true to create it in MAS so that it becomes whole), or it is in an application service's namespace (choose another username)"),
+            MasUserProblem::Locked => format!("{user} is locked in MAS, so its password cannot be checked by logging in; unlock it in MAS, or use update_password: on_create"),
+            MasUserProblem::DisplaynameUnchangeable { shown } => format!("the homeserver shows {shown}, not the declared one, and MAS cannot change the display name of an existing user (the homeserver keeps it): change it on the homeserver - with Synapse's admin API, PUT /_synapse/admin/v2/users/{user} with {{\"displayname\": ...}} - or in the user's Matrix client, or declare the current one"),
+            MasUserProblem::CreatedUnfinished { cause, state, .. } => format!("{cause}; {user} was created in MAS, {state}"),
+        }
+    }
+}
+
+/// Why MAS cannot honour a declared option ([`MasError::Field`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MasFieldProblem {
+    /// A display name is declared, and MAS is older than 1.18, which ignores it at creation.
+    #[error("MAS {version} cannot set display names; it needs MAS 1.18 or later: upgrade MAS, or leave displayname out")]
+    DisplaynameNeedsVersion { version: String },
+    /// A declared upstream provider is not one MAS lists (by ID or human name, once).
+    #[error("MAS has no upstream provider {provider:?} (by ID, or by a human name only one provider has); MAS lists: {known}")]
+    UnknownProvider { provider: String, known: String },
+}
+
+impl MasError {
+    /// `kind`, about `user`.
+    fn user(user: &UserId, kind: MasUserProblem) -> ServerError {
+        ServerError::Mas(MasError::User {
+            user: user.to_string(),
+            kind,
+        })
+    }
 }
 
 /// How the module gets into MAS's admin API.
@@ -345,10 +377,10 @@ impl AccountServer for Mas {
                 Some(Some(name)) => format!("its display name as {:?}", server_word(name)),
                 _ => "no display name for it".to_string(),
             };
-            return Err(ServerError::Mas(MasError::DisplaynameUnchangeable {
-                user: user.to_string(),
-                shown,
-            }));
+            return Err(MasError::user(
+                user,
+                MasUserProblem::DisplaynameUnchangeable { shown },
+            ));
         }
         let needs_password = changes.iter().any(|c| {
             matches!(
@@ -455,9 +487,7 @@ impl AccountServer for Mas {
             // Also MAS's answer for a user without a password.
             (StatusCode::FORBIDDEN, "M_FORBIDDEN") => return Ok(false),
             (StatusCode::UNAUTHORIZED, "M_USER_LOCKED") => {
-                return Err(ServerError::Mas(MasError::UserLocked {
-                    user: user.to_string(),
-                }))
+                return Err(MasError::user(user, MasUserProblem::Locked))
             }
             (StatusCode::BAD_REQUEST, _) if reply.explanation() == "Invalid login type" => {
                 return Err(ServerError::Mas(MasError::PasswordsDisabled))
@@ -497,15 +527,48 @@ impl AccountServer for Mas {
                 let landed = std::iter::once(created)
                     .chain(cause.landed().to_vec())
                     .collect();
-                ServerError::Mas(MasError::CreatedUnfinished {
-                    user: user.to_string(),
-                    cause: Box::new(cause),
-                    state: "without a password (it logs in upstream); run again to finish it"
-                        .to_string(),
-                    landed,
-                })
+                MasError::user(
+                    user,
+                    MasUserProblem::CreatedUnfinished {
+                        cause: Box::new(cause),
+                        state: "without a password (it logs in upstream); run again to finish it"
+                            .to_string(),
+                        landed,
+                    },
+                )
             });
         }
         self.apply(user, desired, changes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_problem_names_its_user_and_keeps_what_landed() {
+        let locked = ServerError::Mas(MasError::User {
+            user: "@bob:example.org".into(),
+            kind: MasUserProblem::Locked,
+        });
+        assert_eq!(locked.to_string(), "@bob:example.org is locked in MAS, so its password cannot be checked by logging in; unlock it in MAS, or use update_password: on_create");
+        assert!(locked.landed().is_empty());
+
+        let unfinished = ServerError::Mas(MasError::User {
+            user: "@bob:example.org".into(),
+            kind: MasUserProblem::CreatedUnfinished {
+                cause: Box::new(ServerError::SharedSecretDisabled),
+                state: "without a password".into(),
+                landed: vec![Change::SetAdmin(true)],
+            },
+        });
+        assert!(
+            unfinished
+                .to_string()
+                .ends_with("; @bob:example.org was created in MAS, without a password"),
+            "{unfinished}"
+        );
+        assert_eq!(unfinished.landed(), &[Change::SetAdmin(true)]);
     }
 }

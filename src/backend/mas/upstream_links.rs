@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::admin_api::unexpected;
-use super::{Mas, MasError, MasLink, MasUser};
+use super::{Mas, MasError, MasFieldProblem, MasLink, MasUser};
 use crate::backend::ServerError;
 use crate::http::{path_segment, server_word};
 use crate::model::{DesiredUser, UpstreamLink};
@@ -38,14 +38,16 @@ impl Mas {
                 let id = match (by_id, by_name.as_slice()) {
                     (Some((id, _)), _) | (None, [(id, _)]) => id,
                     _ => {
-                        return Err(ServerError::Mas(MasError::UnknownProvider {
+                        return Err(ServerError::Mas(MasError::Field {
                             field: user.field_name(&format!("upstream_links[{index}].provider")),
-                            provider: server_word(&link.provider),
-                            known: providers
-                                .iter()
-                                .map(|(id, name)| format!("{} ({id})", server_word(name)))
-                                .collect::<Vec<_>>()
-                                .join(", "),
+                            kind: MasFieldProblem::UnknownProvider {
+                                provider: server_word(&link.provider),
+                                known: providers
+                                    .iter()
+                                    .map(|(id, name)| format!("{} ({id})", server_word(name)))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                            },
                         }))
                     }
                 };

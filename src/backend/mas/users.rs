@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use super::admin_api::{expect_ok, resource_id, unexpected, user_path};
-use super::{Mas, MasError, MasUser};
+use super::{Mas, MasError, MasFieldProblem, MasUser, MasUserProblem};
 use crate::backend::{AccountServer, ServerError, UserErrorKind};
 use crate::http::{server_word, Reply};
 use crate::matrix_id::UserId;
@@ -147,9 +147,7 @@ impl Mas {
         let id = match reply.status {
             StatusCode::CREATED | StatusCode::OK => resource_id(&reply.body, "creating the user")?,
             StatusCode::CONFLICT if is_reserved(&reply) => {
-                return Err(ServerError::Mas(MasError::UsernameReserved {
-                    user: user.to_string(),
-                }))
+                return Err(MasError::user(user, MasUserProblem::UsernameReserved))
             }
             StatusCode::CONFLICT => {
                 return Err(ServerError::user(user, UserErrorKind::CreatedMeanwhile))
@@ -157,12 +155,14 @@ impl Mas {
             _ => return Err(ServerError::refused("creating the user", &reply)),
         };
         let unfinished = |cause: ServerError, state: String, landed: Vec<Change>| {
-            ServerError::Mas(MasError::CreatedUnfinished {
-                user: user.to_string(),
-                cause: Box::new(cause),
-                state,
-                landed,
-            })
+            MasError::user(
+                user,
+                MasUserProblem::CreatedUnfinished {
+                    cause: Box::new(cause),
+                    state,
+                    landed,
+                },
+            )
         };
         let created = match password {
             Some(password) => Change::Create {
@@ -232,9 +232,11 @@ impl Mas {
         if !no_version && !release_older_than(&version, (1, 18)) {
             return Ok(());
         }
-        Err(ServerError::Mas(MasError::DisplaynameNeedsVersion {
+        Err(ServerError::Mas(MasError::Field {
             field: named.field_name("displayname"),
-            version: server_word(&version),
+            kind: MasFieldProblem::DisplaynameNeedsVersion {
+                version: server_word(&version),
+            },
         }))
     }
 
