@@ -198,7 +198,7 @@ def run_persistent(args) -> None:
         wait_until_ready(url, process, data_dir, time.monotonic() + 120)
         return describe(url, data_dir, kept_shared_secret(data_dir), sqlite_path(data_dir, "userapi"))
 
-    launcher.run_persistent(args.action, data_dir, os.path.join(data_dir, "dendrite.pid"), start, ready)
+    launcher.run_persistent(args.action, data_dir, os.path.join(data_dir, "dendrite.pid"), args.port, start, ready)
 
 
 def main() -> None:

@@ -221,16 +221,21 @@ def run_ephemeral(start, folder_prefix=None, clean_up_on_signal: bool = False) -
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
-def run_persistent(action: str, data_dir: str, pid_file: str, start, ready) -> None:
+def run_persistent(action: str, data_dir: str, pid_file: str, port: int, start, ready) -> None:
     """`start`, `stop` or `status` of the persistent server in `data_dir`.
     `start()` launches it in the background and returns its process (only
     when it does not run yet); `ready(process)` waits until it answers
     (process is None when it ran already) and returns its JSON line, which
-    goes to stdout. So `start` is idempotent."""
+    goes to stdout. So `start` is idempotent. A `port` another program
+    listens on is refused before anything starts: that program's answers
+    would pass for the server's."""
     if stop_or_status(action, pid_file, data_dir):
         return
     process = None
     if not running_pid(pid_file, data_dir):
+        if listening_sockets(port):
+            raise SystemExit(f"port {port} is taken by another program (not the server of {data_dir}); "
+                             "stop that program, or choose another port")
         os.makedirs(data_dir, exist_ok=True)
         process = start()
         write_pid(pid_file, process.pid)

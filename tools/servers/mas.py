@@ -106,7 +106,7 @@ def run_persistent(args) -> None:
         with open(info_path) as f:
             return f.read().strip()
 
-    launcher.run_persistent(args.action, data_dir, os.path.join(data_dir, "mas.pid"), start, ready)
+    launcher.run_persistent(args.action, data_dir, os.path.join(data_dir, "mas.pid"), args.port, start, ready)
 
 
 def main() -> None:

@@ -301,7 +301,7 @@ def run_persistent(args) -> None:
                              time.monotonic() + 30)
         return describe(args.port)
 
-    launcher.run_persistent(args.action, data_dir, os.path.join(data_dir, "proxy.pid"), start, ready)
+    launcher.run_persistent(args.action, data_dir, os.path.join(data_dir, "proxy.pid"), args.port, start, ready)
 
 
 def main() -> None:

@@ -301,7 +301,7 @@ def run_persistent(args) -> None:
         return describe(url, data_dir, kept_shared_secret(data_dir), os.path.join(data_dir, "homeserver.db"))
 
     # The launcher writes homeserver.pid: Synapse does only when it daemonizes itself, which it does not here.
-    launcher.run_persistent(args.action, data_dir, os.path.join(data_dir, "homeserver.pid"), start, ready)
+    launcher.run_persistent(args.action, data_dir, os.path.join(data_dir, "homeserver.pid"), args.port, start, ready)
 
 
 def main() -> None:
