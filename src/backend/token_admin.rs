@@ -7,7 +7,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::proxy::from_homeserver;
+use super::proxy::{admin_request, from_homeserver};
 use super::ServerError;
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::model::tokens::{ObservedToken, TokenSettings};
@@ -24,18 +24,6 @@ impl TokenAdminApi {
         TokenAdminApi { base }
     }
 
-    async fn request(
-        http: &Http,
-        admin: &Secret,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Reply, ServerError> {
-        let body = body.map_or(Body::None, Body::Json);
-        let reply = http.send(method, path, Some(admin), body).await?;
-        from_homeserver(path, reply)
-    }
-
     fn token_path(&self, token: &Secret) -> String {
         format!("{}/{}", self.base, path_segment(token.expose()))
     }
@@ -47,7 +35,7 @@ impl TokenAdminApi {
         admin: &Secret,
     ) -> Result<Vec<ObservedToken>, ServerError> {
         let what = "reading the registration tokens";
-        let reply = Self::request(http, admin, Method::GET, self.base, None).await?;
+        let reply = admin_request(http, admin, Method::GET, self.base, &[], Body::None).await?;
         if reply.status != StatusCode::OK {
             return Err(ServerError::refused(what, &reply));
         }
@@ -70,7 +58,7 @@ impl TokenAdminApi {
     ) -> Result<Reply, ServerError> {
         let body = create_body(token, settings);
         let path = format!("{}/new", self.base);
-        Self::request(http, admin, Method::POST, &path, Some(&body)).await
+        admin_request(http, admin, Method::POST, &path, &[], Body::Json(&body)).await
     }
 
     /// Sets the fields that are `Some` (`Some(None)`: unlimited, never).
@@ -84,7 +72,7 @@ impl TokenAdminApi {
     ) -> Result<ObservedToken, ServerError> {
         let body = update_body(uses_allowed, expires);
         let path = self.token_path(token);
-        let reply = Self::request(http, admin, Method::PUT, &path, Some(&body)).await?;
+        let reply = admin_request(http, admin, Method::PUT, &path, &[], Body::Json(&body)).await?;
         answered("changing a registration token", &reply)
     }
 
@@ -95,7 +83,7 @@ impl TokenAdminApi {
         token: &Secret,
     ) -> Result<(), ServerError> {
         let path = self.token_path(token);
-        let reply = Self::request(http, admin, Method::DELETE, &path, None).await?;
+        let reply = admin_request(http, admin, Method::DELETE, &path, &[], Body::None).await?;
         removed(
             "deleting a registration token",
             &reply,

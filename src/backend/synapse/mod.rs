@@ -44,7 +44,7 @@ use super::service_account::{identify, require_credentials, Access, AdminCheck};
 use super::shared_secret::{register, Registration};
 use super::{AccountServer, ServerError};
 use crate::backend::declaration::refuse_without_databases;
-use crate::backend::proxy::from_homeserver;
+use crate::backend::proxy::{admin_request, from_homeserver};
 use crate::backend::{Capabilities, DeclarationError};
 use crate::http::{path_segment, Body, Http, Reply};
 use crate::matrix_id::{Room, UserId};
@@ -117,11 +117,15 @@ pub struct Synapse {
 
 impl Synapse {
     async fn admin_get(&self, path: &str, query: &[(&str, &str)]) -> Result<Reply, ServerError> {
-        let reply = self
-            .http
-            .send_query(Method::GET, path, query, Some(&self.token), Body::None)
-            .await?;
-        from_homeserver(path, reply)
+        admin_request(
+            &self.http,
+            &self.token,
+            Method::GET,
+            path,
+            query,
+            Body::None,
+        )
+        .await
     }
 
     async fn admin_send(
@@ -130,11 +134,7 @@ impl Synapse {
         path: &str,
         body: &Value,
     ) -> Result<Reply, ServerError> {
-        let reply = self
-            .http
-            .send(method, path, Some(&self.token), Body::Json(body))
-            .await?;
-        from_homeserver(path, reply)
+        admin_request(&self.http, &self.token, method, path, &[], Body::Json(body)).await
     }
 }
 
