@@ -257,14 +257,24 @@ impl<'a> Fields<'a> {
     /// `field`'s value among its choices ([`parameter`]), else its default.
     pub(super) fn choice(&self, field: &str) -> Result<String, ArgsError> {
         let parameter = parameter(field);
+        let chosen = self.one_of(field, parameter.choices)?;
+        Ok(chosen.unwrap_or_else(|| parameter.default_str().to_string()))
+    }
+
+    /// `field`'s value, which must be one of `choices`; `None` when unset.
+    pub(super) fn one_of(
+        &self,
+        field: &str,
+        choices: &[&str],
+    ) -> Result<Option<String>, ArgsError> {
         match self.string(field)? {
-            None => Ok(parameter.default_str().to_string()),
-            Some(value) if parameter.choices.contains(&value.as_str()) => Ok(value),
+            None => Ok(None),
+            Some(value) if choices.contains(&value.as_str()) => Ok(Some(value)),
             Some(value) => Err(ArgsError::at(
                 self.name(field),
                 ArgsErrorKind::NotAccepted {
                     value: echo(&value),
-                    accepted: parameter.choices.join(" or "),
+                    accepted: choices.join(" or "),
                 },
             )),
         }

@@ -192,18 +192,9 @@ fn read_token(fields: &Fields, name: String) -> Result<DesiredToken, ArgsError> 
             }
         }
     };
-    let state = match fields.string("state")?.as_deref() {
-        None | Some("present") => TokenState::Present,
+    let state = match fields.one_of("state", &["present", "absent"])?.as_deref() {
         Some("absent") => TokenState::Absent,
-        Some(other) => {
-            return Err(ArgsError::at(
-                fields.name("state"),
-                ArgsErrorKind::NotAccepted {
-                    value: echo(other),
-                    accepted: "present or absent".into(),
-                },
-            ))
-        }
+        _ => TokenState::Present,
     };
     let prefix = match name.as_str() {
         "token" => String::new(),
@@ -271,19 +262,7 @@ ArgsErrorKind::NotAccepted {
 }
 
 fn read_undeclared(top: &Fields) -> Result<UndeclaredTokens, ArgsError> {
-    let delete = match top.string("undeclared")?.as_deref() {
-        None | Some("keep") => false,
-        Some("delete") => true,
-        Some(other) => {
-            return Err(ArgsError::at(
-                "undeclared",
-                ArgsErrorKind::NotAccepted {
-                    value: echo(other),
-                    accepted: "keep or delete".into(),
-                },
-            ))
-        }
-    };
+    let delete = top.one_of("undeclared", &["keep", "delete"])?.as_deref() == Some("delete");
     if delete && !matches!(top.value("tokens"), Some(Value::Array(_))) {
         return Err(ArgsError::new(ArgsErrorKind::Missing(
             "undeclared: delete needs the list form (tokens), which declares every token the server should have".into(),
